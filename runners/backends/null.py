@@ -1,0 +1,38 @@
+"""The null backend: ``infer`` does nothing.
+
+Its latencies are the harness's own cost per iteration (two ``perf_counter_ns`` calls and
+a method call), the floor under every other backend's figures on the same board. Same
+idea as MLPerf's ``backend_null.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from runners.backends import Backend
+from runners.inputs import TensorSpec
+
+
+class NullBackend(Backend):
+    name = "null"
+
+    def load(self, model_path):
+        self.model_path = model_path
+
+    def inputs(self):
+        return [TensorSpec("input", "float32", (1,))]
+
+    def prepare(self, feeds):
+        self.feeds = dict(feeds)
+
+    def infer(self):
+        return None
+
+    def runtime_info(self):
+        return {
+            "name": "null",
+            "version": None,
+            "provider": None,
+            "threads": 1,
+            "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        }

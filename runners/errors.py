@@ -1,0 +1,39 @@
+"""Typed runner errors.
+
+Each maps to a result ``status: "failed"`` with ``error: {"type": <class name>,
+"message": ...}``; the runner's CLI writes that result and exits with
+:data:`EXIT_FAILED`. Anything else escaping the runner is a crash (exit code or signal),
+classified by the host.
+"""
+
+from __future__ import annotations
+
+#: Exit codes of ``python -m runners run``.
+EXIT_OK = 0  # result written, status ok (VALID)
+EXIT_INVALID = 3  # result written, status invalid (a stop-rule check failed)
+EXIT_FAILED = 4  # result written, status failed (typed error below)
+EXIT_USAGE = 2  # bad command line (argparse)
+
+
+class RunnerError(Exception):
+    """Base class of errors the runner reports in its result."""
+
+
+class InputSpecError(RunnerError):
+    """Bad ``--shape``/``--batch``, or an input dtype that cannot be synthesized."""
+
+
+class UnresolvedShapeError(InputSpecError):
+    """A dynamic input dimension has no value from ``--shape`` or ``--batch``."""
+
+
+class ModelLoadError(RunnerError):
+    """The runtime cannot load the model (not ONNX, corrupt, unsupported operator)."""
+
+
+class BackendUnavailableError(RunnerError):
+    """The runtime of the chosen backend is not installed or lacks the provider."""
+
+
+class InferenceError(RunnerError):
+    """The runtime failed during an inference call."""
