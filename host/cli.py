@@ -1,0 +1,228 @@
+"""The ``host`` command line (Typer). Commands parse options, call :mod:`host` library
+functions and render; this is the only place where errors become messages and exit codes.
+
+Exit codes: 0 success; 1 error, or at least one cell failed; 2 bad usage; 3 no cell
+failed but at least one was INVALID.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from typing import Annotated
+
+from host.errors import HostError, UnknownDeviceError
+
+app = typer.Typer(
+    name="host",
+    help="edgegauge host: benchmark ONNX models on this machine (and, later, on lab boards).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+EXAMPLES = Path("examples/models")
+
+
+def _fail(exc: HostError) -> None:
+    from host.render import console
+
+    err = console(stderr=True)
+    err.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    if exc.hint:
+        err.print(f"hint: {exc.hint}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _parse_shapes(values: List[str]) -> tuple:
+    from runners.errors import InputSpecError
+    from runners.inputs import parse_shape_option
+
+    shapes = []
+    for text in values:
+        try:
+            name, dims = parse_shape_option(text)
+        except InputSpecError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--shape") from None
+        shapes.append((name, tuple(dims)))
+    return tuple(shapes)
+
+
+def _default_models() -> List[Path]:
+    if EXAMPLES.exists():
+        return [EXAMPLES]
+    packaged = Path(__file__).resolve().parent.parent / EXAMPLES
+    return [packaged]
+
+
+@app.command()
+def bench(
+    models: Annotated[Optional[List[Path]], typer.Argument(
+        help="ONNX files or folders (searched recursively) [default: examples/models]")] = None,
+    device: Annotated[str, typer.Option(help="where to run: 'local' = this machine")] = "local",
+    results: Annotated[Path, typer.Option(help="results root folder")] = Path("results"),
+    campaign: Annotated[Optional[str], typer.Option(
+        help="campaign name [default: UTC timestamp]; an existing cell is never overwritten")] = None,
+    backend: Annotated[str, typer.Option(help="runner backend: ort | null")] = "ort",
+    batch: Annotated[int, typer.Option(min=1, help="value of a dynamic batch dimension")] = 1,
+    shape: Annotated[List[str], typer.Option(
+        help="full input shape NAME=1x3x224x224 (repeatable)")] = [],
+    threads: Annotated[int, typer.Option(min=0, help="ORT intra-op threads; 0 = all CPUs")] = 0,
+    opt_level: Annotated[str, typer.Option(help="ORT graph optimization: disable|basic|extended|all")] = "all",
+    warmup_iters: Annotated[int, typer.Option(min=0, help="warm-up minimum iterations")] = 20,
+    warmup_s: Annotated[float, typer.Option(min=0, help="warm-up minimum seconds")] = 1.0,
+    min_iters: Annotated[int, typer.Option(min=1, help="timed loop minimum iterations")] = 100,
+    min_s: Annotated[float, typer.Option(min=0, help="timed loop minimum seconds")] = 5.0,
+    max_s: Annotated[float, typer.Option(min=0.001, help="cap on warm-up and timed loop, seconds each")] = 60.0,
+    cov_max: Annotated[float, typer.Option(min=0.0001, help="largest CoV (std/mean) for VALID")] = 0.5,
+    fps: Annotated[float, typer.Option(min=0.001, help="frame rate of the real-time budget (p99)")] = 60.0,
+    timeout: Annotated[float, typer.Option(min=1, help="per-cell timeout, seconds")] = 600.0,
+    json_out: Annotated[bool, typer.Option("--json", help="print the cells as JSON instead of a table")] = False,
+):
+    """Benchmark models, each in a fresh runner process, and print a summary table.
+
+    One JSON per cell is stored under RESULTS/CAMPAIGN/DEVICE/. Stop rule: warm-up >= --warmup-iters and >= --warmup-s; timed loop >= --min-iters
+    and >= --min-s, capped at --max-s. INVALID when a minimum is missed, the cap is hit
+    or CoV > --cov-max.
+    """
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from host.bench import discover_models, run_campaign
+    from host.render import bench_table, console, print_json
+    from host.results import default_campaign_name
+    from host.targets import BenchConfig, LocalTarget
+
+    try:
+        if device != "local":
+            raise UnknownDeviceError(
+                f"device {device!r} is not available: only --device local is implemented",
+                hint="SSH boards from an inventory come with the lab issue; use --device local",
+            )
+        if backend not in ("ort", "null"):
+            raise HostError(f"unknown backend {backend!r}", hint="use --backend ort or null")
+        if opt_level not in ("disable", "basic", "extended", "all"):
+            raise HostError(f"unknown --opt-level {opt_level!r}",
+                            hint="one of disable, basic, extended, all")
+        found = discover_models(models or _default_models())
+        config = BenchConfig(
+            backend=backend, batch=batch, shapes=_parse_shapes(shape), threads=threads,
+            opt_level=opt_level, warmup_min_iterations=warmup_iters, warmup_min_s=warmup_s,
+            min_iterations=min_iters, min_duration_s=min_s, max_duration_s=max_s,
+            cov_max=cov_max, fps=fps, timeout_s=timeout,
+        )
+        name = campaign or default_campaign_name()
+        err = console(stderr=True)
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=err, transient=False,
+        ) as progress:
+            task = progress.add_task("starting", total=len(found))
+
+            def on_event(event):
+                if event.state == "running":
+                    progress.update(task, description=f"{event.model.stem} ({event.index}/{event.total})")
+                else:
+                    progress.advance(task)
+
+            cells = run_campaign(found, LocalTarget(), config, results=results, campaign=name,
+                                 device=device, on_event=on_event)
+    except HostError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        print_json(cells)
+    else:
+        out = console()
+        out.print(bench_table(cells, title=f"campaign {name} · device {device} · {config.slug}"))
+        folder = Path(results) / name
+        out.print(f"results: {folder}   next: host report {folder}", highlight=False)
+    statuses = [c.get("status") for c in cells]
+    if "failed" in statuses:
+        raise typer.Exit(1)
+    if "invalid" in statuses:
+        raise typer.Exit(3)
+
+
+@app.command()
+def report(
+    results_dir: Annotated[Path, typer.Argument(help="a results folder (campaign, device or root)")],
+    out: Annotated[Optional[Path], typer.Option(help="where to write results.csv/.parquet [RESULTS_DIR]")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the cells as JSON instead of a table")] = False,
+):
+    """Tabulate a results folder and write results.csv and results.parquet."""
+    from host.render import bench_table, console, print_json
+    from host.report import load_report, write_tables
+
+    try:
+        cells = load_report(results_dir)
+        if not cells:
+            raise HostError(f"no result cells under {results_dir}",
+                            hint="run `host bench` first")
+        target = out or (results_dir if results_dir.is_dir() else results_dir.parent)
+        csv_path, parquet_path = write_tables(cells, target)
+    except HostError as exc:
+        _fail(exc)
+        return
+    except OSError as exc:
+        _fail(HostError(f"cannot write the tables: {exc}", hint="pass --out to a writable folder"))
+        return
+    if json_out:
+        print_json(cells)
+    else:
+        out_console = console()
+        out_console.print(bench_table(cells, title=str(results_dir)))
+        out_console.print(f"wrote {csv_path} and {parquet_path}", highlight=False)
+
+
+@app.command()
+def models(
+    paths: Annotated[List[Path], typer.Argument(help="ONNX files or folders")],
+    batch: Annotated[int, typer.Option(min=1, help="value of a dynamic batch dimension")] = 1,
+    shape: Annotated[List[str], typer.Option(help="full input shape NAME=1x3x224x224")] = [],
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+):
+    """Print static model metrics (params, FLOPs, CDL, footprint); runs nothing."""
+    from host.bench import discover_models
+    from host.metrics import metrics_or_error
+    from host.render import console, metrics_table, print_json
+
+    try:
+        found = discover_models(paths)
+    except HostError as exc:
+        _fail(exc)
+        return
+    shapes = {n: list(d) for n, d in _parse_shapes(shape)} or None
+    rows = [(p.stem, metrics_or_error(p, batch=batch, shapes=shapes)) for p in found]
+    if json_out:
+        print_json({name: met for name, met in rows})
+    else:
+        console().print(metrics_table(rows))
+    if any("error" in met for _, met in rows):
+        raise typer.Exit(1)
+
+
+def _add_zoo() -> None:
+    try:
+        from host import cli_zoo
+    except ImportError:  # pragma: no cover - the zoo module is part of the package
+        return
+    app.add_typer(cli_zoo.app, name="zoo", help="export the example model zoo (needs torch)")
+
+
+_add_zoo()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app(prog_name="host")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

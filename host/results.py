@@ -1,0 +1,141 @@
+"""Campaign folders and result cells on disk, and their flat table form.
+
+Layout: ``<results>/<campaign>/<device>/<model-stem>__<config>.json``, plus
+``<results>/<campaign>/campaign.json`` (the planned matrix and the host manifest).
+Every file is written atomically (temp file + rename), so a reader or an interrupted
+campaign never leaves a partial cell.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from host.errors import InputNotFoundError, ResultsError
+from runners.core import write_json_atomic
+
+CAMPAIGN_FILE = "campaign.json"
+_SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of a device, model stem or campaign name.
+
+    Keeps letters, digits and ``._+-``; anything else (``/``, spaces, quotes, ``..``
+    sequences collapse to a single ``_``) becomes ``_``, so the name cannot leave its
+    folder.
+    """
+    out = _SAFE.sub("_", text).strip("._") or "_"
+    return out
+
+
+def default_campaign_name() -> str:
+    """UTC timestamp, e.g. ``20261124T051200Z``."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def cell_path(results: Path, campaign: str, device: str, model_stem: str, config_slug: str) -> Path:
+    return Path(results) / safe_name(campaign) / safe_name(device) / (
+        f"{safe_name(model_stem)}__{safe_name(config_slug)}.json"
+    )
+
+
+def write_cell(path: Path, doc: dict) -> None:
+    write_json_atomic(doc, str(path))
+
+
+def is_cell_file(path: Path) -> bool:
+    return path.suffix == ".json" and path.name != CAMPAIGN_FILE and not path.name.startswith(".")
+
+
+def load_cells(root: Path) -> list[dict]:
+    """Load every cell JSON under ``root`` (recursively), sorted by path.
+
+    Each document gains ``_path`` (its file). Files that are not cells (no
+    ``schema_version``) are skipped.
+
+    Raises:
+        InputNotFoundError: ``root`` does not exist.
+        ResultsError: a cell file cannot be parsed.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise InputNotFoundError(f"results folder {root} does not exist",
+                                 hint="run `host bench` first, or pass the folder it wrote")
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*.json") if is_cell_file(p))
+    cells = []
+    for path in files:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ResultsError(f"{path}: not a readable result JSON ({exc})") from None
+        if not isinstance(doc, dict) or "schema_version" not in doc:
+            continue
+        doc["_path"] = str(path)
+        cells.append(doc)
+    return cells
+
+
+def _get(doc: dict, *keys, default=None):
+    for key in keys:
+        if not isinstance(doc, dict) or key not in doc:
+            return default
+        doc = doc[key]
+    return doc
+
+
+def flatten(cell: dict) -> dict:
+    """One flat row per cell (the columns of ``results.csv`` / ``results.parquet``)."""
+    lat = cell.get("latency") or {}
+    mem = cell.get("memory") or {}
+    met = cell.get("metrics") or {}
+    verdict = cell.get("verdict") or {}
+    ci = lat.get("latency_ms_p50_ci95") or [None, None]
+    row = {
+        "campaign": _get(cell, "cell", "campaign"),
+        "device": _get(cell, "cell", "device"),
+        "model": _get(cell, "cell", "model_stem"),
+        "config": _get(cell, "cell", "config"),
+        "status": cell.get("status"),
+        "verdict": verdict.get("result"),
+        "verdict_reasons": "; ".join(verdict.get("reasons") or []),
+        "error_type": _get(cell, "error", "type"),
+        "error_message": _get(cell, "error", "message"),
+        "params": met.get("params"),
+        "macs": met.get("macs"),
+        "flops": met.get("flops"),
+        "cdl": met.get("cdl"),
+        "footprint_bytes": met.get("footprint_bytes"),
+        "precision": met.get("precision"),
+        "iterations": lat.get("iterations"),
+    }
+    for key in ("mean", "std", "min", "max", "p50", "p90", "p95", "p99"):
+        row[f"latency_ms_{key}"] = lat.get(f"latency_ms_{key}")
+    row.update(
+        {
+            "latency_ms_p50_ci95_lo": ci[0],
+            "latency_ms_p50_ci95_hi": ci[1],
+            "cov": lat.get("cov"),
+            "throughput_ips": lat.get("throughput_ips"),
+            "meets_fps_budget": _get(cell, "realtime", "meets_budget"),
+            "fps": _get(cell, "realtime", "fps"),
+            "memory_method": mem.get("memory_method"),
+            "rss_mib_peak": mem.get("rss_mib_peak"),
+            "rss_mib_before_session": mem.get("rss_mib_before_session"),
+            "rss_mib_session_delta": mem.get("rss_mib_session_delta"),
+            "rss_mib_inference_delta": mem.get("rss_mib_inference_delta"),
+            "runtime": _get(cell, "runtime", "name"),
+            "runtime_version": _get(cell, "runtime", "version"),
+            "provider": _get(cell, "runtime", "provider"),
+            "threads": _get(cell, "runtime", "threads"),
+            "batch": _get(cell, "configuration", "batch"),
+            "model_sha256": _get(cell, "model", "sha256"),
+            "hostname": _get(cell, "manifest", "device", "hostname"),
+            "cpu_model": _get(cell, "manifest", "device", "cpu_model"),
+            "start_utc": _get(cell, "timestamps", "start_utc"),
+            "path": cell.get("_path"),
+        }
+    )
+    return row
