@@ -1,0 +1,476 @@
+"""Example model zoo: export PyTorch models to ONNX with a provenance sidecar.
+
+``host zoo export`` (see :mod:`host.cli_zoo`) builds the small torchvision classifiers listed
+in :data:`ZOO` with **random weights** and writes, per model, into one folder:
+
+* ``<name>.onnx``: opset 17 (by default), one static-shape input ``input`` (float32, NCHW)
+  and one output ``logits`` (float32, ``(batch, num_classes)``);
+* ``<name>.info``: a JSON sidecar saying what the file is and how to make it again
+  (PyTorch parameter count, input shape, versions, seed, export flags, the exact command).
+
+Random weights are fine for latency and memory measurements (the graph, shapes and FLOPs are
+those of the real model) but useless for accuracy or quantisation-error studies.
+
+torch and torchvision are optional: they are imported lazily, so ``import host.zoo`` (and
+reading :data:`ZOO`) works without them. Every failure is raised as
+:class:`host.errors.ExportError` with a ``hint``; nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from host.errors import ExportError
+
+#: Hint when torch itself is missing (the CPU wheel is enough for :func:`export_module`).
+TORCH_HINT = "pip install -e '.[export]'"
+#: Hint when torchvision is missing or does not import (e.g. beside the 2.13.0 CPU torch).
+TORCHVISION_HINT = (
+    "pip install torch==2.14.1 torchvision==0.29.1  "
+    "(the CPU torch 2.13.0 cannot import PyPI torchvision)"
+)
+#: Default opset of exported models.
+DEFAULT_OPSET = 17
+#: Relative tolerance of the ONNX Runtime vs PyTorch check, relative to max |torch output|.
+DEFAULT_RTOL = 1e-3
+#: Absolute floor added to the tolerance (random-init mobilenets output values ~1e-8).
+DEFAULT_ATOL = 1e-12
+#: Default folder of the committed example models (relative to the repository root).
+DEFAULT_OUT_DIR = "examples/models"
+
+RANDOM_INIT_NOTE = (
+    "Weights are random (seeded) initialisation, not trained: fine for latency, throughput "
+    "and memory measurements, meaningless for accuracy or quantisation error."
+)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One example model of the zoo.
+
+    ``arch`` is a ``torchvision.models`` builder name; it is called as
+    ``builder(weights=None, num_classes=num_classes, **kwargs)``. ``input_shape`` is the static
+    NCHW input shape (batch 1, float32); ``num_classes`` the width of the ``logits`` output.
+    """
+
+    name: str
+    arch: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    dataset: str
+    width_mult: float | None = None
+    summary: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def builder_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the torchvision builder (``weights=None``: never download)."""
+        kw: dict[str, Any] = {"weights": None, "num_classes": self.num_classes, **self.kwargs}
+        if self.width_mult is not None:
+            kw["width_mult"] = self.width_mult
+        return kw
+
+
+CIFAR10_SHAPE = (1, 3, 32, 32)
+IMAGENET_SHAPE = (1, 3, 224, 224)
+
+
+def _mnv2_cifar(w: float) -> ZooEntry:
+    return ZooEntry(
+        name=f"mobilenet_v2_w{w}_cifar10",
+        arch="mobilenet_v2",
+        input_shape=CIFAR10_SHAPE,
+        num_classes=10,
+        dataset="cifar10",
+        width_mult=w,
+        summary=f"MobileNetV2, width multiplier {w:g}, CIFAR-10 shaped",
+    )
+
+
+#: The example models, in export order. Stock torchvision architectures (no CIFAR-specific
+#: stem changes): at 32x32 the last feature map is 1x1.
+ZOO: list[ZooEntry] = [
+    _mnv2_cifar(0.25),
+    _mnv2_cifar(0.5),
+    _mnv2_cifar(0.75),
+    _mnv2_cifar(1.0),
+    ZooEntry(
+        name="mobilenet_v3_small_cifar10",
+        arch="mobilenet_v3_small",
+        input_shape=CIFAR10_SHAPE,
+        num_classes=10,
+        dataset="cifar10",
+        summary="MobileNetV3-Small, CIFAR-10 shaped",
+    ),
+    # ImageNet shaped. mobilenet_v3_small (10.2 MB) or mobilenet_v2 w0.5 (7.9 MB) at 224/1000
+    # would push examples/models past its 30 MB budget; squeezenet1_1 is 5.0 MB.
+    ZooEntry(
+        name="squeezenet1_1_imagenet",
+        arch="squeezenet1_1",
+        input_shape=IMAGENET_SHAPE,
+        num_classes=1000,
+        dataset="imagenet",
+        summary="SqueezeNet 1.1, ImageNet shaped (224x224, 1000 classes)",
+    ),
+]
+
+
+def zoo_entry(name: str) -> ZooEntry:
+    """Return the :data:`ZOO` entry called ``name``; unknown name -> :class:`ExportError`."""
+    for entry in ZOO:
+        if entry.name == name:
+            return entry
+    known = ", ".join(e.name for e in ZOO)
+    raise ExportError(f"unknown zoo model {name!r} (known: {known})", hint="host zoo export --list")
+
+
+def zoo_command(out_dir: str | os.PathLike[str], name: str) -> str:
+    """The user-facing command line that re-creates one zoo model in ``out_dir``."""
+    return f"host zoo export --out {shlex.quote(str(out_dir))} --only {shlex.quote(name)}"
+
+
+# --------------------------------------------------------------------------- lazy imports
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as e:
+        raise ExportError(f"PyTorch is not installed ({e})", hint=TORCH_HINT) from e
+    return torch
+
+
+def _import_torchvision():
+    _import_torch_for_zoo()
+    try:
+        import torchvision
+        import torchvision.models
+    except Exception as e:  # ImportError, or RuntimeError "operator torchvision::nms ..."
+        raise ExportError(
+            f"torchvision is missing or does not import ({type(e).__name__}: {e})",
+            hint=TORCHVISION_HINT,
+        ) from e
+    return torchvision
+
+
+def _import_torch_for_zoo():
+    try:
+        import torch
+    except ImportError as e:
+        raise ExportError(
+            f"PyTorch is not installed ({e}); the zoo needs torch and torchvision",
+            hint=TORCHVISION_HINT,
+        ) from e
+    return torch
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tmp_path(final: Path) -> Path:
+    """A fresh, empty temporary file in the destination folder (same filesystem)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the result is an ordinary shared file
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def info_path(onnx_path: str | os.PathLike[str]) -> Path:
+    """The ``.info`` sidecar next to an ONNX file: same folder and stem, suffix ``.info``."""
+    return Path(onnx_path).with_suffix(".info")
+
+
+def _verify(tmp: Path, x, ref, *, opset: int, rtol: float, atol: float) -> dict:
+    """Check the ONNX file and compare ONNX Runtime with the torch output ``ref``."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        model = onnx.load(str(tmp))
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise ExportError(f"exported file is not valid ONNX: {e}") from e
+    got_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if got_opset != opset:
+        raise ExportError(f"exported opset {got_opset}, asked for {opset}")
+    initializer_elements = int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
+
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
+        (out,) = sess.run(["logits"], {"input": x})
+    except Exception as e:
+        raise ExportError(f"onnxruntime cannot run the exported model: {e}") from e
+    if out.shape != ref.shape:
+        raise ExportError(f"onnxruntime output shape {out.shape} != torch {ref.shape}")
+    diff = float(np.max(np.abs(out.astype(np.float64) - ref.astype(np.float64)), initial=0.0))
+    scale = float(np.max(np.abs(ref)))
+    tol = rtol * scale + atol
+    if not np.isfinite(diff) or diff > tol:
+        raise ExportError(
+            f"onnxruntime output differs from torch: max abs diff {diff:.3g} > "
+            f"tolerance {tol:.3g} (rtol {rtol:g} x max|torch| {scale:.3g})",
+            hint="export with another --opset, or report the model",
+        )
+    return {
+        "max_abs_diff": diff,
+        "torch_output_max_abs": scale,
+        "rtol": rtol,
+        "atol": atol,
+        "onnxruntime_version": ort.__version__,
+        "onnx_initializer_elements": initializer_elements,
+    }
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_module(
+    module,
+    input_shape: tuple[int, ...],
+    path: str | os.PathLike[str],
+    *,
+    name: str,
+    command: str,
+    extra_info: dict | None = None,
+    opset: int = DEFAULT_OPSET,
+    seed: int = 0,
+    rtol: float = DEFAULT_RTOL,
+) -> dict:
+    """Export a ``torch.nn.Module`` to ONNX, verify it, and write its ``.info`` sidecar.
+
+    The module is put in eval mode and traced with the TorchScript exporter
+    (``dynamo=False``) on one float32 tensor of the static shape ``input_shape`` (e.g.
+    ``(1, 3, 32, 32)``, NCHW; no dynamic axes), drawn from ``numpy.random.default_rng(seed)``.
+    The graph has input ``input`` and output ``logits``.
+
+    The file is written to a temporary file in the destination folder, checked with
+    ``onnx.checker``, run in ONNX Runtime (CPU) on the same input and compared with the torch
+    output: ``max|ort - torch| <= rtol * max|torch| + 1e-12``. Only then is it moved into place
+    (``os.replace``), followed by ``<stem>.info`` (JSON, also atomic).
+
+    Returns the info dict: ``name``, ``file``, ``size_bytes``, ``sha256``, ``torch_params``
+    (exact ``sum(p.numel())`` over ``module.parameters()``), ``torch_buffers`` (elements of
+    all buffers, e.g. BatchNorm running stats), ``input_shape``, ``output_shape``,
+    ``weights`` (``"random-init"`` unless ``extra_info`` says otherwise), ``seed``, ``opset``,
+    ``torch_version``, ``torchvision_version`` (``None`` unless torchvision is imported),
+    ``export`` (exporter flags), ``max_abs_diff``, ``verify`` (tolerances, ORT version),
+    ``command``, ``note``, plus ``extra_info`` (e.g. ``num_classes``, ``width_mult``).
+
+    Raises :class:`ExportError` when torch is missing (hint ``pip install -e '.[export]'``),
+    when the export or the ONNX check fails, or when ONNX Runtime disagrees with torch. On
+    error no file is left at ``path`` (a previous file there is kept) nor any temporary file.
+    """
+    torch = _import_torch()
+    import numpy as np
+
+    shape = tuple(int(d) for d in input_shape)
+    if not shape or any(d <= 0 for d in shape):
+        raise ExportError(f"input_shape must be positive integers, got {input_shape!r}")
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ExportError(f"{path}: the output file must end in .onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    module.eval()
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    xt = torch.from_numpy(x.copy())
+    torch_params = int(sum(p.numel() for p in module.parameters()))
+    torch_buffers = int(sum(b.numel() for b in module.buffers()))
+    try:
+        with torch.no_grad():
+            ref = module(xt)
+    except Exception as e:
+        raise ExportError(f"{name}: forward pass on shape {shape} failed: {e}") from e
+    if not isinstance(ref, torch.Tensor):
+        raise ExportError(f"{name}: the module must return one tensor, got {type(ref).__name__}")
+    ref_np = ref.detach().cpu().numpy()
+
+    export_flags = {
+        "exporter": "torch.onnx.export",
+        "dynamo": False,
+        "opset_version": opset,
+        "input_names": ["input"],
+        "output_names": ["logits"],
+        "dynamic_axes": None,
+        "do_constant_folding": True,
+        "mode": "eval",
+    }
+    tmp = _tmp_path(path)
+    try:
+        try:
+            with warnings.catch_warnings():
+                # dynamo=False is deliberate (dynamo=True ignores opset 17): mute its notice.
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                torch.onnx.export(
+                    module,
+                    (xt,),
+                    str(tmp),
+                    opset_version=opset,
+                    input_names=["input"],
+                    output_names=["logits"],
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+        except Exception as e:
+            raise ExportError(f"{name}: torch.onnx.export failed: {e}") from e
+        verify = _verify(tmp, x, ref_np, opset=opset, rtol=rtol, atol=DEFAULT_ATOL)
+        size = tmp.stat().st_size
+        digest = _sha256(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+    tv = sys.modules.get("torchvision")
+    info: dict[str, Any] = {
+        "name": name,
+        "file": path.name,
+        "size_bytes": size,
+        "sha256": digest,
+        "torch_params": torch_params,
+        "torch_buffers": torch_buffers,
+        "input_shape": list(shape),
+        "input_dtype": "float32",
+        "output_shape": list(ref_np.shape),
+        "weights": "random-init",
+        "seed": seed,
+        "opset": opset,
+        "torch_version": str(torch.__version__),
+        "torchvision_version": str(tv.__version__) if tv is not None else None,
+        "export": export_flags,
+        "max_abs_diff": verify.pop("max_abs_diff"),
+        "verify": verify,
+        "command": command,
+        "note": RANDOM_INIT_NOTE,
+    }
+    if extra_info:
+        # extra keys (num_classes, width_mult, ...) go right after the shapes and may
+        # override a core value (e.g. "weights").
+        keys = list(info)
+        cut = keys.index("output_shape") + 1
+        head = {k: info[k] for k in keys[:cut]}
+        tail = {k: info[k] for k in keys[cut:]}
+        info = {**head, **extra_info, **{k: v for k, v in tail.items() if k not in extra_info}}
+    _write_json_atomic(info_path(path), info)
+    return info
+
+
+def build_entry(entry: ZooEntry, *, seed: int = 0):
+    """Build the torchvision model of ``entry`` with seeded random weights (no download)."""
+    torch = _import_torch_for_zoo()
+    torchvision = _import_torchvision()
+    try:
+        builder = getattr(torchvision.models, entry.arch)
+    except AttributeError as e:
+        raise ExportError(
+            f"{entry.name}: torchvision {torchvision.__version__} has no model {entry.arch!r}",
+            hint=TORCHVISION_HINT,
+        ) from e
+    torch.manual_seed(seed)
+    try:
+        return builder(**entry.builder_kwargs())
+    except Exception as e:
+        raise ExportError(f"{entry.name}: building {entry.arch} failed: {e}") from e
+
+
+def export_zoo(
+    out_dir: str | os.PathLike[str] = DEFAULT_OUT_DIR,
+    only: Sequence[str] | None = None,
+    progress: Callable[[int, int, ZooEntry], None] | None = None,
+    *,
+    seed: int = 0,
+    opset: int = DEFAULT_OPSET,
+) -> list[dict]:
+    """Export the :data:`ZOO` models (or the ``only`` names, in zoo order) into ``out_dir``.
+
+    Writes ``<out_dir>/<name>.onnx`` and ``<name>.info`` per model (see :func:`export_module`)
+    and returns their info dicts. Each model is built after ``torch.manual_seed(seed)``, so the
+    files are reproducible for a given torch/torchvision pair. The ``command`` recorded is
+    ``host zoo export --out <out_dir> --only <name>`` with ``out_dir`` as given, so pass the
+    path the user would type (e.g. ``examples/models`` from the repository root).
+
+    ``progress(i, total, entry)`` is called before each model (``i`` from 0).
+
+    Raises :class:`ExportError`: unknown name in ``only`` (hint ``host zoo export --list``),
+    torch or torchvision missing or not importable (hint
+    ``pip install torch==2.14.1 torchvision==0.29.1``), or any :func:`export_module` error.
+    """
+    if only:
+        wanted = list(dict.fromkeys(only))
+        for n in wanted:
+            zoo_entry(n)  # raises on unknown names before any work
+        entries = [e for e in ZOO if e.name in wanted]
+    else:
+        entries = list(ZOO)
+    _import_torchvision()
+
+    out = Path(out_dir)
+    infos = []
+    for i, entry in enumerate(entries):
+        if progress is not None:
+            progress(i, len(entries), entry)
+        model = build_entry(entry, seed=seed)
+        extra: dict[str, Any] = {
+            "arch": f"torchvision.models.{entry.arch}",
+            "dataset_shape": entry.dataset,
+            "num_classes": entry.num_classes,
+        }
+        if entry.width_mult is not None:
+            extra["width_mult"] = entry.width_mult
+        info = export_module(
+            model,
+            entry.input_shape,
+            out / f"{entry.name}.onnx",
+            name=entry.name,
+            command=zoo_command(out_dir, entry.name),
+            extra_info=extra,
+            opset=opset,
+            seed=seed,
+        )
+        infos.append(info)
+    return infos
+
+
+def read_info(onnx_path: str | os.PathLike[str]) -> dict | None:
+    """The parsed ``.info`` sidecar of an ONNX file, or ``None`` when there is none."""
+    p = info_path(onnx_path)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{p}: unreadable .info sidecar: {e}") from e
