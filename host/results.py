@@ -18,17 +18,18 @@ from runners.core import write_json_atomic
 
 CAMPAIGN_FILE = "campaign.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+_DOTS = re.compile(r"\.{2,}")
 
 
 def safe_name(text: str) -> str:
     """A file-name-safe form of a device, model stem or campaign name.
 
-    Keeps letters, digits and ``._+-``; anything else (``/``, spaces, quotes, ``..``
-    sequences collapse to a single ``_``) becomes ``_``, so the name cannot leave its
-    folder.
+    Keeps letters, digits and ``._+-``; every run of other characters (``/``, spaces,
+    quotes, ``$``, ``;``) becomes one ``_``, runs of dots become one dot, and leading or
+    trailing dots and underscores go, so the name cannot leave its folder or hide.
     """
-    out = _SAFE.sub("_", text).strip("._") or "_"
-    return out
+    out = _DOTS.sub(".", _SAFE.sub("_", text)).strip("._")
+    return out or "_"
 
 
 def default_campaign_name() -> str:

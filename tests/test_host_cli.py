@@ -1,0 +1,223 @@
+"""The host CLI and campaign loop: layout, .info merge, failures, crashes, error paths."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from host.bench import run_campaign
+from host.cli import app
+from host.results import cell_path, load_cells, safe_name
+from host.targets import BenchConfig, LocalTarget
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT / "tests" / "fixtures" / "models"
+FAST = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "20", "--min-s", "0.05",
+        "--cov-max", "100", "--threads", "1"]
+FAST_CONFIG = BenchConfig(threads=1, warmup_min_iterations=2, warmup_min_s=0.0,
+                          min_iterations=20, min_duration_s=0.05, cov_max=100.0, timeout_s=60)
+runner = CliRunner()
+
+
+@pytest.fixture
+def models(tmp_path):
+    d = tmp_path / "models"
+    (d / "nested").mkdir(parents=True)
+    shutil.copy(FIX / "tiny_cnn.onnx", d)
+    shutil.copy(FIX / "identity.onnx", d / "nested")
+    shutil.copy(FIX / "corrupt.onnx", d)
+    info = {"torch_params": 314, "command": "made by hand", "nested": {"list": [1, 2]}}
+    (d / "tiny_cnn.info").write_text(json.dumps(info))
+    return d
+
+
+@pytest.mark.parametrize("args", [[], ["bench"], ["report"], ["models"], ["zoo", "export"]])
+def test_help(args):
+    result = runner.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_bench_help_states_the_stop_rule_defaults():
+    out = runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).output
+    for option in ("--warmup-iters", "--min-iters", "--min-s", "--max-s", "--cov-max", "--fps"):
+        assert option in out
+    assert "default: 100" in out and "default: 5.0" in out and "default: 60.0" in out
+
+
+def test_python_dash_m_host():
+    p = subprocess.run([sys.executable, "-m", "host", "--help"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert p.returncode == 0 and "bench" in p.stdout
+
+
+def test_bench_writes_the_campaign_layout_and_continues_past_a_corrupt_model(models, tmp_path):
+    res = tmp_path / "results"
+    result = runner.invoke(app, ["bench", str(models), "--results", str(res), "--campaign", "c1", *FAST])
+    assert result.exit_code == 1, result.output  # one cell failed
+    layout = sorted(p.relative_to(res).as_posix() for p in res.rglob("*.json"))
+    assert layout == ["c1/campaign.json", "c1/local/corrupt__ort-b1-t1.json",
+                      "c1/local/identity__ort-b1-t1.json", "c1/local/tiny_cnn__ort-b1-t1.json"]
+    cells = {c["cell"]["model_stem"]: c for c in load_cells(res)}
+    assert cells["corrupt"]["status"] == "failed"
+    assert cells["corrupt"]["error"]["type"] == "ModelLoadError"
+    assert "error" in cells["corrupt"]["metrics"]
+    tiny = cells["tiny_cnn"]
+    assert tiny["status"] == "ok" and tiny["verdict"]["result"] == "VALID"
+    assert tiny["info"] == json.loads((models / "tiny_cnn.info").read_text())  # verbatim
+    assert tiny["metrics"]["params"] == 314 and tiny["metrics"]["flops"] == 2 * tiny["metrics"]["macs"]
+    assert tiny["host"]["runner_process"]["exit_code"] == 0
+    assert tiny["cell"] == {"campaign": "c1", "device": "local", "model_stem": "tiny_cnn",
+                            "config": "ort-b1-t1"}
+    assert cells["identity"]["info"] is None
+    plan = json.loads((res / "c1" / "campaign.json").read_text())
+    assert len(plan["models"]) == 3 and plan["configs"][0]["slug"] == "ort-b1-t1"
+    for name in ("tiny_cnn", "identity", "corrupt", "VALID", "FAILED"):
+        assert name in result.output
+
+
+def test_bench_json_and_no_overwrite_of_existing_cells(tmp_path):
+    res = tmp_path / "r"
+    args = ["bench", str(FIX / "tiny_cnn.onnx"), "--results", str(res), "--campaign", "c", "--json", *FAST]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    cells = json.loads(first.stdout)
+    assert [c["status"] for c in cells] == ["ok"]
+    path = res / "c" / "local" / "tiny_cnn__ort-b1-t1.json"
+    before = path.read_bytes()
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0
+    assert path.read_bytes() == before  # skipped, not re-measured or overwritten
+    assert json.loads(second.stdout)[0]["timestamps"] == cells[0]["timestamps"]
+
+
+CRASHER = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    mode = os.environ["CRASH_MODE"]
+    if mode == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif mode == "exit":
+        print("Traceback: something broke", file=sys.stderr)
+        sys.exit(1)
+    elif mode == "hang":
+        time.sleep(60)
+    elif mode == "garbage":
+        out = sys.argv[sys.argv.index("--out") + 1]
+        open(out, "w").write("{not json")
+        sys.exit(0)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "mode, error_type, detail",
+    [("segv", "RunnerCrash", "SIGSEGV"), ("exit", "RunnerCrash", "code 1: Traceback"),
+     ("hang", "Timeout", "timeout"), ("garbage", "RunnerCrash", "unreadable result JSON")],
+)
+def test_crashing_runner_is_recorded_and_the_campaign_goes_on(tmp_path, mode, error_type, detail):
+    script = tmp_path / "crash.py"
+    script.write_text(CRASHER)
+    env = dict(os.environ, CRASH_MODE=mode)
+    target = LocalTarget(runner_command=[sys.executable, str(script)], env=env)
+    config = BenchConfig(timeout_s=2, threads=1)
+    models = [FIX / "tiny_cnn.onnx", FIX / "identity.onnx"]
+    cells = run_campaign(models, target, config, results=tmp_path / "r", campaign="c", device="local")
+    assert len(cells) == 2  # both cells ran and were recorded
+    for cell in cells:
+        assert cell["status"] == "failed"
+        assert cell["error"]["type"] == error_type
+        assert detail in cell["error"]["message"]
+        assert Path(cell["_path"]).exists()
+        assert cell["metrics"]["params"] >= 0  # host-side facts survive a crash
+    proc = cells[0]["host"]["runner_process"]
+    if mode == "segv":
+        assert proc["signal"] == "SIGSEGV" and proc["exit_code"] is None
+    if mode == "hang":
+        assert proc["timed_out"] is True and proc["wall_s"] < 30
+
+
+def test_invalid_info_is_a_warning(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    shutil.copy(FIX / "identity.onnx", d)
+    (d / "identity.info").write_text("{broken")
+    cells = run_campaign([d / "identity.onnx"], LocalTarget(), FAST_CONFIG, results=tmp_path / "r",
+                         campaign="c", device="local")
+    assert cells[0]["info"] is None
+    assert any("identity.info" in w for w in cells[0]["warnings"])
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["bench", "/nonexistent/models"], 1, "does not exist"),
+        (["bench", str(ROOT / "pyproject.toml")], 1, "not an ONNX model"),
+        (["bench", "--device", "zcu104", str(FIX)], 1, "only --device local is implemented"),
+        (["bench", str(FIX), "--shape", "oops"], 2, "--shape"),
+        (["bench", str(FIX), "--backend", "tensorrt"], 1, "unknown backend"),
+        (["report", "/nonexistent/results"], 1, "does not exist"),
+        (["models", "/nonexistent.onnx"], 1, "does not exist"),
+    ],
+)
+def test_error_paths_give_one_line_and_nonzero_exit(args, code, words, tmp_path):
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == code, result.output
+    assert words in result.output
+    assert "Traceback" not in result.output
+
+
+def test_empty_folder_and_duplicate_stems(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["bench", str(empty)])
+    assert result.exit_code == 1 and "no .onnx models" in result.output
+    for sub in ("a", "b"):
+        (tmp_path / "dup" / sub).mkdir(parents=True)
+        shutil.copy(FIX / "identity.onnx", tmp_path / "dup" / sub)
+    result = runner.invoke(app, ["bench", str(tmp_path / "dup"), "--results", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "share the cell name 'identity'" in result.output
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_report_writes_csv_and_parquet(tmp_path, models):
+    pd = pytest.importorskip("pandas")
+    res = tmp_path / "results"
+    runner.invoke(app, ["bench", str(models), "--results", str(res), "--campaign", "c", *FAST])
+    result = runner.invoke(app, ["report", str(res / "c")])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(res / "c" / "results.parquet")
+    assert sorted(frame["model"]) == ["corrupt", "identity", "tiny_cnn"]
+    row = frame.set_index("model").loc["tiny_cnn"]
+    assert row["status"] == "ok" and row["params"] == 314 and row["latency_ms_p50"] > 0
+    assert row["memory_method"] == "rss_vmhwm"
+    assert frame.set_index("model").loc["corrupt", "error_type"] == "ModelLoadError"
+    csv = pd.read_csv(res / "c" / "results.csv")
+    assert len(csv) == 3
+    as_json = runner.invoke(app, ["report", str(res / "c"), "--json"])
+    assert len(json.loads(as_json.stdout)) == 3
+
+
+def test_models_command_json(tmp_path):
+    result = runner.invoke(app, ["models", str(FIX / "tiny_cnn.onnx"), "--json"])
+    assert result.exit_code == 0, result.output
+    met = json.loads(result.stdout)["tiny_cnn"]
+    assert met["params"] == 314 and met["cdl"] == 5 and met["flops"] == 2 * met["macs"]
+    result = runner.invoke(app, ["models", str(FIX / "corrupt.onnx")])
+    assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("hostile", ["../../etc/passwd", "a b;rm -rf $(x)", "..", "x/../../y", "`id`"])
+def test_hostile_names_stay_inside_the_campaign_folder(tmp_path, hostile):
+    path = cell_path(tmp_path, hostile, hostile, hostile, hostile)
+    assert tmp_path.resolve() in path.resolve().parents
+    assert len(path.relative_to(tmp_path).parts) == 3
+    for part in path.relative_to(tmp_path).parts:
+        assert "/" not in part and ".." not in part.replace("__", "") and " " not in part
+    assert safe_name(hostile) == safe_name(safe_name(hostile))  # idempotent
