@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
-from typing import Annotated
 
 from host.errors import HostError, UnknownDeviceError
 
@@ -38,12 +37,12 @@ def _fail(exc: HostError) -> None:
     raise typer.Exit(exc.exit_code)
 
 
-def _parse_shapes(values: List[str]) -> tuple:
+def _parse_shapes(values: Optional[List[str]]) -> tuple:
     from runners.errors import InputSpecError
     from runners.inputs import parse_shape_option
 
     shapes = []
-    for text in values:
+    for text in values or []:
         try:
             name, dims = parse_shape_option(text)
         except InputSpecError as exc:
@@ -69,28 +68,40 @@ def bench(
         help="campaign name [default: UTC timestamp]; an existing cell is never overwritten")] = None,
     backend: Annotated[str, typer.Option(help="runner backend: ort | null")] = "ort",
     batch: Annotated[int, typer.Option(min=1, help="value of a dynamic batch dimension")] = 1,
-    shape: Annotated[List[str], typer.Option(
-        help="full input shape NAME=1x3x224x224 (repeatable)")] = [],
+    shape: Annotated[Optional[List[str]], typer.Option(
+        help="full input shape NAME=1x3x224x224 (repeatable)")] = None,
     threads: Annotated[int, typer.Option(min=0, help="ORT intra-op threads; 0 = all CPUs")] = 0,
-    opt_level: Annotated[str, typer.Option(help="ORT graph optimization: disable|basic|extended|all")] = "all",
+    opt_level: Annotated[str, typer.Option(
+        help="ORT graph optimization: disable|basic|extended|all")] = "all",
     warmup_iters: Annotated[int, typer.Option(min=0, help="warm-up minimum iterations")] = 20,
     warmup_s: Annotated[float, typer.Option(min=0, help="warm-up minimum seconds")] = 1.0,
     min_iters: Annotated[int, typer.Option(min=1, help="timed loop minimum iterations")] = 100,
     min_s: Annotated[float, typer.Option(min=0, help="timed loop minimum seconds")] = 5.0,
-    max_s: Annotated[float, typer.Option(min=0.001, help="cap on warm-up and timed loop, seconds each")] = 60.0,
+    max_s: Annotated[float, typer.Option(
+        min=0.001, help="cap on warm-up and timed loop, seconds each")] = 60.0,
     cov_max: Annotated[float, typer.Option(min=0.0001, help="largest CoV (std/mean) for VALID")] = 0.5,
-    fps: Annotated[float, typer.Option(min=0.001, help="frame rate of the real-time budget (p99)")] = 60.0,
+    fps: Annotated[float, typer.Option(
+        min=0.001, help="frame rate of the real-time budget (p99)")] = 60.0,
     timeout: Annotated[float, typer.Option(min=1, help="per-cell timeout, seconds")] = 600.0,
-    json_out: Annotated[bool, typer.Option("--json", help="print the cells as JSON instead of a table")] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="print the cells as JSON instead of a table")] = False,
 ):
     """Benchmark models, each in a fresh runner process, and print a summary table.
 
-    One JSON per cell is stored under RESULTS/CAMPAIGN/DEVICE/. Stop rule: warm-up >= --warmup-iters and >= --warmup-s; timed loop >= --min-iters
+    One JSON per cell is stored under RESULTS/CAMPAIGN/DEVICE/.
+
+    Stop rule: warm-up >= --warmup-iters and >= --warmup-s; timed loop >= --min-iters
     and >= --min-s, capped at --max-s. INVALID when a minimum is missed, the cap is hit
     or CoV > --cov-max.
     """
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from host.bench import discover_models, run_campaign
     from host.render import bench_table, console, print_json
@@ -151,9 +162,12 @@ def bench(
 
 @app.command()
 def report(
-    results_dir: Annotated[Path, typer.Argument(help="a results folder (campaign, device or root)")],
-    out: Annotated[Optional[Path], typer.Option(help="where to write results.csv/.parquet [RESULTS_DIR]")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print the cells as JSON instead of a table")] = False,
+    results_dir: Annotated[Path, typer.Argument(
+        help="a results folder (campaign, device or root)")],
+    out: Annotated[Optional[Path], typer.Option(
+        help="where to write results.csv/.parquet [RESULTS_DIR]")] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="print the cells as JSON instead of a table")] = False,
 ):
     """Tabulate a results folder and write results.csv and results.parquet."""
     from host.render import bench_table, console, print_json
@@ -184,7 +198,8 @@ def report(
 def models(
     paths: Annotated[List[Path], typer.Argument(help="ONNX files or folders")],
     batch: Annotated[int, typer.Option(min=1, help="value of a dynamic batch dimension")] = 1,
-    shape: Annotated[List[str], typer.Option(help="full input shape NAME=1x3x224x224")] = [],
+    shape: Annotated[Optional[List[str]], typer.Option(
+        help="full input shape NAME=1x3x224x224 (repeatable)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ):
     """Print static model metrics (params, FLOPs, CDL, footprint); runs nothing."""
