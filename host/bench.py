@@ -23,9 +23,9 @@ from host.errors import (
 from host.metrics import metrics_or_error
 from host.results import CAMPAIGN_FILE, cell_path, safe_name, write_cell
 from host.targets import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
+from runners import SCHEMA_VERSION
 from runners.core import write_json_atomic
 from runners.manifest import git_revision
-from runners import SCHEMA_VERSION
 
 
 def discover_models(paths: Iterable[Path]) -> list[Path]:

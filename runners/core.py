@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-from array import array
 import tempfile
 import time
 import traceback
+from array import array
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
