@@ -152,6 +152,12 @@ def bench(
         out = console()
         out.print(bench_table(cells, title=f"campaign {name} · device {device} · {config.slug}"))
         folder = Path(results) / name
+        statuses = [c.get("status") for c in cells]
+        bad = statuses.count("failed") + statuses.count("invalid")
+        if bad:
+            out.print(f"{statuses.count('failed')} failed and {statuses.count('invalid')} INVALID "
+                      f"of {len(cells)} cells: reasons in the verdict column and in each cell's "
+                      "JSON (error, verdict.reasons)", highlight=False)
         out.print(f"results: {folder}   next: host report {folder}", highlight=False)
     statuses = [c.get("status") for c in cells]
     if "failed" in statuses:
