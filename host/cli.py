@@ -79,7 +79,8 @@ def bench(
     min_s: Annotated[float, typer.Option(min=0, help="timed loop minimum seconds")] = 5.0,
     max_s: Annotated[float, typer.Option(
         min=0.001, help="cap on warm-up and timed loop, seconds each")] = 60.0,
-    cov_max: Annotated[float, typer.Option(min=0.0001, help="largest CoV (std/mean) for VALID")] = 0.5,
+    cov_max: Annotated[float, typer.Option(
+        min=0.0001, help="largest robust CoV (IQR/(1.349*median)) for VALID")] = 0.10,
     fps: Annotated[float, typer.Option(
         min=0.001, help="frame rate of the real-time budget (p99)")] = 60.0,
     timeout: Annotated[float, typer.Option(min=1, help="per-cell timeout, seconds")] = 600.0,
@@ -92,7 +93,7 @@ def bench(
 
     Stop rule: warm-up >= --warmup-iters and >= --warmup-s; timed loop >= --min-iters
     and >= --min-s, capped at --max-s. INVALID when a minimum is missed, the cap is hit
-    or CoV > --cov-max.
+    or the robust CoV (IQR/(1.349*median)) > --cov-max.
     """
     from rich.progress import (
         BarColumn,

@@ -119,6 +119,7 @@ def flatten(cell: dict) -> dict:
             "latency_ms_p50_ci95_lo": ci[0],
             "latency_ms_p50_ci95_hi": ci[1],
             "cov": lat.get("cov"),
+            "cov_robust": lat.get("cov_robust"),
             "throughput_ips": lat.get("throughput_ips"),
             "meets_fps_budget": _get(cell, "realtime", "meets_budget"),
             "fps": _get(cell, "realtime", "fps"),

@@ -38,7 +38,7 @@ class BenchConfig:
     min_iterations: int = 100
     min_duration_s: float = 5.0
     max_duration_s: float = 60.0
-    cov_max: float = 0.5
+    cov_max: float = 0.10
     fps: float = 60.0
     timeout_s: float = 600.0
 

@@ -22,7 +22,8 @@ Stop rule (MLPerf LoadGen style): warm-up runs until both --warmup-iters and
 --warmup-s are met; the timed loop runs until both --min-iters and --min-s are met,
 capped at --max-s (each). Defaults: warm-up >= 20 iterations and >= 1 s; timed loop
 >= 100 iterations and >= 5 s, cap 60 s. The result is INVALID when a minimum was not met,
-the cap was hit, or the coefficient of variation exceeds --cov-max (default 0.5).
+the cap was hit, or the robust coefficient of variation (IQR/(1.349*median)) exceeds
+--cov-max (default 0.10).
 """
 
 
@@ -71,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--min-s", type=float, default=5.0, help="timed minimum seconds [5.0]")
     run.add_argument("--max-s", type=float, default=60.0,
                      help="cap in seconds on warm-up and on the timed loop, each [60]")
-    run.add_argument("--cov-max", type=float, default=0.5,
-                     help="largest coefficient of variation for VALID [0.5]")
+    run.add_argument("--cov-max", type=float, default=0.10,
+                     help="largest robust CoV (IQR/(1.349*median)) for VALID [0.10]")
     run.add_argument("--fps", type=float, default=60.0,
                      help="real-time frame rate; budget = 1000/fps ms on the p99 [60]")
     run.add_argument("--keep-latencies", action="store_true",

@@ -32,7 +32,7 @@ class Policy:
     """When warm-up and the timed loop stop, and what makes a result VALID.
 
     Units are in the names. Defaults: warm-up >= 20 iterations and >= 1 s; timed loop
-    >= 100 iterations and >= 5 s, capped at 60 s (each loop); CoV <= 0.5; 60 FPS budget.
+    >= 100 iterations and >= 5 s, capped at 60 s (each loop); robust CoV <= 0.10; 60 FPS budget.
     """
 
     warmup_min_iterations: int = 20
@@ -40,7 +40,7 @@ class Policy:
     min_iterations: int = 100
     min_duration_s: float = 5.0
     max_duration_s: float = 60.0
-    cov_max: float = 0.5
+    cov_max: float = 0.10
     fps: float = 60.0
 
     def check(self) -> None:

@@ -19,6 +19,7 @@ def test_summary_on_known_samples():
     assert s["latency_ms_p90"] == pytest.approx(4.6)  # linear interpolation
     assert s["latency_ms_p99"] == pytest.approx(4.96)
     assert s["cov"] == pytest.approx(math.sqrt(2.5) / 3.0)
+    assert s["cov_robust"] == pytest.approx(2.0 / (1.349 * 3.0))  # IQR of 1..5 is 4 - 2
     assert s["throughput_ips"] == pytest.approx(5 / 0.02)  # over the loop wall time
     assert s["duration_s"] == pytest.approx(0.02)
     assert s["latency_ms_p50_ci95"] is None  # n < 6: no 95 % order-statistic interval
@@ -69,14 +70,31 @@ def test_median_ci_brackets_the_median_and_covers_it_in_simulation():
     assert hits / trials >= 0.92  # nominal >= 0.95, allow simulation noise
 
 
-def _summary(n=200, duration_s=6.0, cov=0.1):
-    return {"iterations": n, "duration_s": duration_s, "cov": cov}
+def test_robust_cov_ignores_rare_stalls_but_not_a_shifted_bulk():
+    rng = np.random.default_rng(3)
+    steady = rng.normal(1e5, 1e3, size=10_000)  # 0.1 ms +- 1 %
+    stalls = steady.copy()
+    stalls[::1000] = 2e7  # ten 20 ms scheduler stalls
+    s = stats.summarize(stalls)
+    assert s["cov"] > 1.0  # the classic CoV explodes
+    assert s["cov_robust"] == pytest.approx(0.01, rel=0.1)
+    v = stats.verdict(s, min_iterations=1, min_duration_s=0, max_duration_hit=False, cov_max=0.1)
+    assert v["result"] == "VALID" and "classic CoV" in v["warnings"][0]
+    bimodal = np.concatenate([steady[:7000], steady[7000:] * 2])  # 30 % ran 2x slower
+    s = stats.summarize(bimodal)
+    assert s["cov_robust"] > 0.3
+    v = stats.verdict(s, min_iterations=1, min_duration_s=0, max_duration_hit=False, cov_max=0.1)
+    assert v["result"] == "INVALID" and "robust CoV" in v["reasons"][0]
+
+
+def _summary(n=200, duration_s=6.0, cov=0.05):
+    return {"iterations": n, "duration_s": duration_s, "cov": cov, "cov_robust": cov}
 
 
 def test_verdict_valid_when_all_rules_hold():
     v = stats.verdict(_summary(), min_iterations=100, min_duration_s=5, max_duration_hit=False,
                       cov_max=0.5)
-    assert v["result"] == "VALID" and v["reasons"] == []
+    assert v["result"] == "VALID" and v["reasons"] == [] and v["warnings"] == []
     assert all(v["checks"].values())
 
 
@@ -86,7 +104,7 @@ def test_verdict_valid_when_all_rules_hold():
         (_summary(n=50), False, "min_iterations_met", "too few iterations"),
         (_summary(duration_s=1.0), False, "min_duration_met", "too short"),
         (_summary(), True, "max_duration_not_hit", "maximum duration"),
-        (_summary(cov=0.9), False, "cov_within_limit", "CoV 0.900 > 0.5"),
+        (_summary(cov=0.9), False, "cov_within_limit", "robust CoV 0.900 > 0.5"),
     ],
 )
 def test_each_rule_makes_it_invalid(summary, hit, check, words):
