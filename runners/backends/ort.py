@@ -5,8 +5,9 @@ intra-op threads (default: every CPU this process may run on, ``os.sched_getaffi
 one inter-op thread, sequential execution, a chosen graph optimization level. Inputs
 and outputs are bound once with I/O binding (``InferenceSession.io_binding``) so the
 timed ``infer`` call is ``run_with_iobinding`` alone: no per-call numpy conversion or
-output allocation, which keeps the host-call latency within about 1 % of the session's
-own run time (see ``bench/ort_overhead.py``).
+output allocation. Measured (``bench/ort_overhead.py``): a fixed cost of about 3.5 us per
+call (7 us with ``session.run``), i.e. +0.23 % over ORT's own ``model_run`` time on a 4 ms
+model, and within 1 % for models of 1 ms or more.
 """
 
 from __future__ import annotations
