@@ -139,6 +139,8 @@ def build_cell(
         "config": config.slug,
     }
     doc["metrics"] = metrics
+    if isinstance(doc.get("model"), dict):
+        doc["model"]["precision"] = metrics.get("precision")  # None when unreadable
     doc["info"] = info
     if info_error:
         doc.setdefault("warnings", []).append(info_error)

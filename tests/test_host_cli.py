@@ -71,6 +71,7 @@ def test_bench_writes_the_campaign_layout_and_continues_past_a_corrupt_model(mod
     tiny = cells["tiny_cnn"]
     assert tiny["status"] == "ok" and tiny["verdict"]["result"] == "VALID"
     assert tiny["info"] == json.loads((models / "tiny_cnn.info").read_text())  # verbatim
+    assert tiny["model"]["precision"] == "fp32"
     assert tiny["metrics"]["params"] == 314 and tiny["metrics"]["flops"] == 2 * tiny["metrics"]["macs"]
     assert tiny["host"]["runner_process"]["exit_code"] == 0
     assert tiny["cell"] == {"campaign": "c1", "device": "local", "model_stem": "tiny_cnn",
