@@ -10,8 +10,8 @@ inference) dominate it. ``cov_robust`` is IQR / (1.349 * median): the interquart
 scaled to equal std/mean for normally distributed latencies (a normal's IQR is 1.349
 sigma). It asks whether the middle half of the iterations agree, so it ignores stalls that
 hit fewer than a quarter of them but catches a shifted bulk (drift, throttling, a second
-mode) above that; it is what the verdict's CoV limit applies to. Stalls stay visible in p99, max and ``cov``, and a classic
-CoV above the limit adds a warning.
+mode) above that; it is what the verdict's CoV limit applies to. Stalls stay visible in
+p99, max and ``cov``, and a classic CoV above the limit adds a warning.
 
 Percentiles use linear interpolation between order statistics (numpy's default, "type 7"
 in Hyndman & Fan 1996). The 95 % confidence interval of the median is distribution-free,
