@@ -15,6 +15,9 @@ from typing import Annotated, List, Optional
 import typer
 
 from host.errors import HostError, UnknownDeviceError
+from runners.core import Policy
+
+_P = Policy()  # the runner's defaults are the CLI's defaults
 
 app = typer.Typer(
     name="host",
@@ -73,16 +76,18 @@ def bench(
     threads: Annotated[int, typer.Option(min=0, help="ORT intra-op threads; 0 = all CPUs")] = 0,
     opt_level: Annotated[str, typer.Option(
         help="ORT graph optimization: disable|basic|extended|all")] = "all",
-    warmup_iters: Annotated[int, typer.Option(min=0, help="warm-up minimum iterations")] = 20,
-    warmup_s: Annotated[float, typer.Option(min=0, help="warm-up minimum seconds")] = 1.0,
-    min_iters: Annotated[int, typer.Option(min=1, help="timed loop minimum iterations")] = 100,
-    min_s: Annotated[float, typer.Option(min=0, help="timed loop minimum seconds")] = 5.0,
+    warmup_iters: Annotated[int, typer.Option(
+        min=0, help="warm-up minimum iterations")] = _P.warmup_min_iterations,
+    warmup_s: Annotated[float, typer.Option(min=0, help="warm-up minimum seconds")] = _P.warmup_min_s,
+    min_iters: Annotated[int, typer.Option(
+        min=1, help="timed loop minimum iterations")] = _P.min_iterations,
+    min_s: Annotated[float, typer.Option(min=0, help="timed loop minimum seconds")] = _P.min_duration_s,
     max_s: Annotated[float, typer.Option(
-        min=0.001, help="cap on warm-up and timed loop, seconds each")] = 60.0,
+        min=0.001, help="cap on warm-up and timed loop, seconds each")] = _P.max_duration_s,
     cov_max: Annotated[float, typer.Option(
-        min=0.0001, help="largest robust CoV (IQR/(1.349*median)) for VALID")] = 0.10,
+        min=0.0001, help="largest robust CoV (IQR/(1.349*median)) for VALID")] = _P.cov_max,
     fps: Annotated[float, typer.Option(
-        min=0.001, help="frame rate of the real-time budget (p99)")] = 60.0,
+        min=0.001, help="frame rate of the real-time budget (p99)")] = _P.fps,
     timeout: Annotated[float, typer.Option(min=1, help="per-cell timeout, seconds")] = 600.0,
     json_out: Annotated[bool, typer.Option(
         "--json", help="print the cells as JSON instead of a table")] = False,
@@ -123,9 +128,10 @@ def bench(
         found = discover_models(models or _default_models())
         config = BenchConfig(
             backend=backend, batch=batch, shapes=_parse_shapes(shape), threads=threads,
-            opt_level=opt_level, warmup_min_iterations=warmup_iters, warmup_min_s=warmup_s,
-            min_iterations=min_iters, min_duration_s=min_s, max_duration_s=max_s,
-            cov_max=cov_max, fps=fps, timeout_s=timeout,
+            opt_level=opt_level, timeout_s=timeout,
+            policy=Policy(warmup_min_iterations=warmup_iters, warmup_min_s=warmup_s,
+                          min_iterations=min_iters, min_duration_s=min_s, max_duration_s=max_s,
+                          cov_max=cov_max, fps=fps),
         )
         name = campaign or default_campaign_name()
         err = console(stderr=True)

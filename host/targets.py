@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from runners.cli import policy_to_argv
+from runners.core import Policy
 from runners.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 
@@ -24,7 +26,9 @@ from runners.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 class BenchConfig:
     """One benchmark configuration (the "configuration" axis of the campaign matrix).
 
-    Units in names; policy defaults match the runner's (README, "Measurement policy").
+    ``policy`` is the runner's own stop/verdict policy (``runners.core.Policy``, whose
+    defaults are the README's "Measurement policy"); ``timeout_s`` bounds the whole
+    runner process.
     """
 
     backend: str = "ort"
@@ -33,13 +37,7 @@ class BenchConfig:
     threads: int = 0  # 0 = all CPUs the runner may use
     opt_level: str = "all"
     seed: int = 0
-    warmup_min_iterations: int = 20
-    warmup_min_s: float = 1.0
-    min_iterations: int = 100
-    min_duration_s: float = 5.0
-    max_duration_s: float = 60.0
-    cov_max: float = 0.10
-    fps: float = 60.0
+    policy: Policy = field(default_factory=Policy)
     timeout_s: float = 600.0
 
     @property
@@ -61,13 +59,7 @@ class BenchConfig:
             "--backend", self.backend,
             "--batch", str(self.batch),
             "--seed", str(self.seed),
-            "--warmup-iters", str(self.warmup_min_iterations),
-            "--warmup-s", repr(self.warmup_min_s),
-            "--min-iters", str(self.min_iterations),
-            "--min-s", repr(self.min_duration_s),
-            "--max-s", repr(self.max_duration_s),
-            "--cov-max", repr(self.cov_max),
-            "--fps", repr(self.fps),
+            *policy_to_argv(self.policy),
         ]
         if self.backend == "ort":
             args += ["--threads", str(self.threads), "--opt-level", self.opt_level]

@@ -15,14 +15,35 @@ import json
 import sys
 
 import runners
+from runners.core import Policy
 from runners.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, InputSpecError
+
+_DEFAULT = Policy()
+#: Policy field -> runner option; the one mapping used to parse and to build argv.
+POLICY_OPTIONS = {
+    "warmup_min_iterations": "--warmup-iters",
+    "warmup_min_s": "--warmup-s",
+    "min_iterations": "--min-iters",
+    "min_duration_s": "--min-s",
+    "max_duration_s": "--max-s",
+    "cov_max": "--cov-max",
+    "fps": "--fps",
+}
+
+
+def policy_to_argv(policy: Policy) -> list:
+    """``python -m runners run`` options that reproduce ``policy`` exactly."""
+    argv = []
+    for name, option in POLICY_OPTIONS.items():
+        argv += [option, repr(getattr(policy, name))]
+    return argv
 
 _POLICY_HELP = """\
 Stop rule (MLPerf LoadGen style): warm-up runs until both --warmup-iters and
 --warmup-s are met; the timed loop runs until both --min-iters and --min-s are met,
 capped at --max-s (each). Defaults: warm-up >= 20 iterations and >= 1 s; timed loop
->= 100 iterations and >= 5 s, cap 60 s. The result is INVALID when a minimum was not met,
-the cap was hit, or the robust coefficient of variation (IQR/(1.349*median)) exceeds
+>= 100 iterations and >= 5 s, cap 60 s (see runners.core.Policy). The result is
+INVALID when a minimum was not met, the cap was hit, or the robust coefficient of variation (IQR/(1.349*median)) exceeds
 --cov-max (default 0.10).
 """
 
@@ -66,16 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ORT graph optimization level [all]")
     run.add_argument("--no-io-binding", action="store_true",
                      help="ORT: call session.run with numpy inputs instead of I/O binding")
-    run.add_argument("--warmup-iters", type=int, default=20, help="warm-up minimum iterations [20]")
-    run.add_argument("--warmup-s", type=float, default=1.0, help="warm-up minimum seconds [1.0]")
-    run.add_argument("--min-iters", type=int, default=100, help="timed minimum iterations [100]")
-    run.add_argument("--min-s", type=float, default=5.0, help="timed minimum seconds [5.0]")
-    run.add_argument("--max-s", type=float, default=60.0,
-                     help="cap in seconds on warm-up and on the timed loop, each [60]")
-    run.add_argument("--cov-max", type=float, default=0.10,
-                     help="largest robust CoV (IQR/(1.349*median)) for VALID [0.10]")
-    run.add_argument("--fps", type=float, default=60.0,
-                     help="real-time frame rate; budget = 1000/fps ms on the p99 [60]")
+    d = _DEFAULT
+    helps = {
+        "warmup_min_iterations": (int, f"warm-up minimum iterations [{d.warmup_min_iterations}]"),
+        "warmup_min_s": (float, f"warm-up minimum seconds [{d.warmup_min_s}]"),
+        "min_iterations": (int, f"timed minimum iterations [{d.min_iterations}]"),
+        "min_duration_s": (float, f"timed minimum seconds [{d.min_duration_s}]"),
+        "max_duration_s": (float, f"cap in seconds on warm-up and on the timed loop, each "
+                                  f"[{d.max_duration_s}]"),
+        "cov_max": (float, f"largest robust CoV (IQR/(1.349*median)) for VALID [{d.cov_max}]"),
+        "fps": (float, f"real-time frame rate; budget = 1000/fps ms on the p99 [{d.fps}]"),
+    }
+    for name, option in POLICY_OPTIONS.items():
+        kind, text = helps[name]
+        run.add_argument(option, dest=name, type=kind, default=getattr(d, name), help=text,
+                         metavar="N" if kind is int else "X")
     run.add_argument("--keep-latencies", action="store_true",
                      help="include every latency (ns) in the result")
 
@@ -85,17 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from runners.core import Policy, RunConfig, run, write_json_atomic
+    from runners.core import RunConfig, run, write_json_atomic
 
-    policy = Policy(
-        warmup_min_iterations=args.warmup_iters,
-        warmup_min_s=args.warmup_s,
-        min_iterations=args.min_iters,
-        min_duration_s=args.min_s,
-        max_duration_s=args.max_s,
-        cov_max=args.cov_max,
-        fps=args.fps,
-    )
+    policy = Policy(**{name: getattr(args, name) for name in POLICY_OPTIONS})
     try:
         policy.check()
     except ValueError as exc:

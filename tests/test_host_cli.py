@@ -15,13 +15,16 @@ from host.bench import run_campaign
 from host.cli import app
 from host.results import cell_path, load_cells, safe_name
 from host.targets import BenchConfig, LocalTarget
+from runners.cli import build_parser
+from runners.core import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures" / "models"
 FAST = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "20", "--min-s", "0.05",
         "--cov-max", "100", "--threads", "1"]
-FAST_CONFIG = BenchConfig(threads=1, warmup_min_iterations=2, warmup_min_s=0.0,
-                          min_iterations=20, min_duration_s=0.05, cov_max=100.0, timeout_s=60)
+FAST_CONFIG = BenchConfig(threads=1, timeout_s=60, policy=Policy(
+    warmup_min_iterations=2, warmup_min_s=0.0, min_iterations=20, min_duration_s=0.05,
+    cov_max=100.0))
 runner = CliRunner()
 
 
@@ -49,6 +52,15 @@ def test_bench_help_states_the_stop_rule_defaults():
     for option in ("--warmup-iters", "--min-iters", "--min-s", "--max-s", "--cov-max", "--fps"):
         assert option in out
     assert "default: 100" in out and "default: 5.0" in out and "default: 60.0" in out
+
+
+def test_runner_argv_reproduces_the_policy():
+    policy = Policy(warmup_min_iterations=3, warmup_min_s=0.25, min_iterations=7,
+                    min_duration_s=0.125, max_duration_s=9.5, cov_max=0.05, fps=30.0)
+    config = BenchConfig(batch=2, threads=1, policy=policy, shapes=(("x", (2, 3)),))
+    args = build_parser().parse_args(["run", "m.onnx", *config.runner_args()])
+    assert Policy(**{k: getattr(args, k) for k in vars(policy)}) == policy
+    assert args.batch == 2 and args.threads == 1 and args.shape == [("x", (2, 3))]
 
 
 def test_python_dash_m_host():

@@ -215,7 +215,7 @@ def test_cli_usage_errors():
     p = _cli("--help")
     assert p.returncode == 0 and "run" in p.stdout
     p = _cli("run", "--help")
-    for default in ("20", "1.0", "100", "5.0", "60"):
+    for default in ("20", "1.0", "100", "5.0", "60.0", "0.1"):
         assert f"[{default}]" in p.stdout  # every stop-rule default is stated
 
 
