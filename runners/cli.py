@@ -43,8 +43,8 @@ Stop rule (MLPerf LoadGen style): warm-up runs until both --warmup-iters and
 --warmup-s are met; the timed loop runs until both --min-iters and --min-s are met,
 capped at --max-s (each). Defaults: warm-up >= 20 iterations and >= 1 s; timed loop
 >= 100 iterations and >= 5 s, cap 60 s (see runners.core.Policy). The result is
-INVALID when a minimum was not met, the cap was hit, or the robust coefficient of variation (IQR/(1.349*median)) exceeds
---cov-max (default 0.10).
+INVALID when a minimum was not met, the cap was hit, or the robust coefficient of
+variation, IQR/(1.349*median), exceeds --cov-max (default 0.10).
 """
 
 
