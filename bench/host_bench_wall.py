@@ -26,6 +26,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from runners.core import write_json_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = ROOT / ".venv" / "bin" / "host"
 
@@ -106,10 +108,7 @@ def main(argv=None) -> int:
         "wall_s_median": statistics.median(walls),
         "runs": runs,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2)
-        fh.write("\n")
+    write_json_atomic(doc, args.out)
     print(f"wrote {args.out}")
     return 0
 

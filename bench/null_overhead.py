@@ -197,10 +197,9 @@ def main(argv=None) -> int:
                        "loop_wall_per_iter_ns":
                            _agg(cli_rows, "loop_wall_per_iter_ns") if cli_rows else None},
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2)
-        fh.write("\n")
+    from runners.core import write_json_atomic
+
+    write_json_atomic(doc, args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -327,10 +327,9 @@ def main(argv=None) -> int:
         "summary": summary,
         "processes": procs,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2)
-        fh.write("\n")
+    from runners.core import write_json_atomic
+
+    write_json_atomic(doc, args.out)
     print(f"\nwrote {args.out}")
     return 0
 

@@ -184,10 +184,11 @@ def report(
 ):
     """Tabulate a results folder and write results.csv and results.parquet."""
     from host.render import bench_table, console, print_json
-    from host.report import load_report, write_tables
+    from host.report import write_tables
+    from host.results import load_cells
 
     try:
-        cells = load_report(results_dir)
+        cells = load_cells(results_dir)
         if not cells:
             raise HostError(f"no result cells under {results_dir}",
                             hint="run `host bench` first")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from host.results import flatten, load_cells
+from host.results import flatten
 
 
 def write_tables(cells: list[dict], out_dir: Path) -> tuple[Path, Path]:
@@ -26,8 +26,3 @@ def write_tables(cells: list[dict], out_dir: Path) -> tuple[Path, Path]:
         write(tmp)
         tmp.replace(path)
     return csv_path, parquet_path
-
-
-def load_report(results_dir: Path) -> list[dict]:
-    """All cells under ``results_dir`` (see :func:`host.results.load_cells`)."""
-    return load_cells(Path(results_dir))

@@ -101,8 +101,7 @@ class OrtCpuBackend(Backend):
             dtype = _ORT_TYPES.get(arg.type)
             if dtype is None:
                 raise ModelLoadError(f"input {arg.name!r} has unsupported type {arg.type}")
-            shape = tuple(d if isinstance(d, int) else d for d in arg.shape)
-            specs.append(TensorSpec(arg.name, dtype, shape))
+            specs.append(TensorSpec(arg.name, dtype, tuple(arg.shape)))
         return specs
 
     def outputs(self):
