@@ -1,0 +1,599 @@
+"""Lab inventories: a strict reader of Ansible INI files.
+
+The lab is described by one Ansible INI inventory (``inventory.ini``) that
+``ansible-inventory -i FILE --list`` and the provisioning playbooks read as well. This
+module reads it without importing Ansible (slow to import) and accepts a strict subset of
+the format, so that a typo fails here with ``file:line:`` instead of silently becoming a
+new host, a new variable or a string that Ansible would keep as is:
+
+* sections ``[group]``, ``[group:vars]``, ``[group:children]``; group names are letters,
+  digits and ``_`` (not starting with a digit); hosts before the first section are
+  ``ungrouped``; ``[all:vars]`` is the only section of the implicit group ``all``;
+* host lines ``name key=value ...`` (shlex, ``#`` starts a trailing comment); no host
+  ranges, no ``name:port``;
+* only the variables in :data:`KNOWN_VARS` and those starting with one of
+  :data:`KNOWN_PREFIXES`; never a password (:data:`PASSWORD_VARS`);
+* values: quoted strings are unquoted as Ansible does (``ast.literal_eval``), everything
+  else stays a string, except ``ansible_port`` (an ``int`` 1..65535).
+
+Variables merge as in Ansible: ``[all:vars]`` < group vars ordered by group depth (parents
+before children; same depth by ``ansible_group_priority``, then name) < host-line vars
+(later lines win).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from host.errors import HostError, UnknownDeviceError
+
+#: Our own variable names (besides ``ansible_*`` and :data:`KNOWN_PREFIXES`).
+KNOWN_VARS = frozenset({
+    "runtime", "mode", "image", "image_archive", "engine", "container_args", "workdir", "python",
+})
+#: Variable name prefixes accepted as is (``meter``, ``meter_port``, ``power_mode``, ...).
+KNOWN_PREFIXES = ("ansible_", "meter", "power_", "edgegauge_", "provision_")
+#: Refused outright: secrets do not belong in a file under version control.
+PASSWORD_VARS = frozenset({
+    "ansible_password", "ansible_ssh_pass", "ansible_ssh_password", "ansible_become_pass",
+    "ansible_become_password", "ansible_sudo_pass",
+})
+#: Legacy Ansible aliases, refused so that a value has only one spelling.
+RENAMED_VARS = {"ansible_ssh_host": "ansible_host", "ansible_ssh_port": "ansible_port",
+                "ansible_ssh_user": "ansible_user"}
+
+RUNTIMES = ("ort", "tensorrt", "vart", "null")
+MODES = ("native", "container")
+CONNECTIONS = ("ssh", "local")
+DEFAULT_FILE = "inventory.ini"
+INVENTORY_DIR = "inventories"
+
+DEFAULTS = {"runtime": "ort", "mode": "native", "engine": "docker", "container_args": "",
+            "workdir": "edgegauge", "python": "python3"}
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_HOST = re.compile(r"[A-Za-z0-9_.-]+\Z")
+_SECTION = re.compile(r"\[([^\]]*)\]\s*(?:#.*)?\Z")
+_CHILD = re.compile(r"(\S+)\s*(?:#.*)?\Z")
+_SECRET = re.compile(r"(?:^|_)(?:pass|passwd|password)\Z")
+_PASSWORD_MSG = "no passwords in the inventory: use ssh-agent or ansible_ssh_private_key_file"
+
+
+class InventoryError(HostError):
+    """An inventory cannot be found, read or accepted.
+
+    The message always starts with ``'<file>:<line>: '`` when a line is at fault; ``path``
+    and ``line`` hold the same (``None`` when not applicable), ``reason`` the message
+    without the prefix.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, path=None, line: int | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.reason = message
+        if path is not None and line is not None:
+            message = f"{path}:{line}: {message}"
+        elif path is not None:
+            message = f"{path}: {message}"
+        super().__init__(message, hint=hint)
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device of the lab (or the built-in ``local`` device, see :func:`local_device`)."""
+
+    name: str
+    family: str
+    groups: tuple
+    host: str
+    port: int
+    user: str | None
+    connection: str
+    runtime: str
+    mode: str
+    image: str | None
+    image_archive: str | None
+    engine: str
+    container_args: str
+    workdir: str
+    python: str
+    key_file: str | None
+    known_hosts: str | None
+    vars: dict = field(default_factory=dict, hash=False)
+    source: str = ""
+
+    @property
+    def address(self) -> str:
+        """``user@host:port`` (no ``user@`` without a user); ``local`` for a local connection."""
+        if self.connection == "local":
+            return "local"
+        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+    def to_json(self) -> dict:
+        """The fields above as a plain JSON-ready dict (``groups`` a list, ``vars`` included)."""
+        doc = asdict(self)
+        doc["groups"] = list(self.groups)
+        doc["vars"] = dict(self.vars)
+        return doc
+
+
+@dataclass
+class Group:
+    """One ``[group]`` of the file: hosts it lists directly, child groups, its own vars."""
+
+    name: str
+    hosts: list = field(default_factory=list)  # hosts listed directly, in file order
+    children: list = field(default_factory=list)
+    vars: dict = field(default_factory=dict)
+    line: int = 0  # first line naming the group in a section header (0: implicit)
+
+
+@dataclass
+class Inventory:
+    """A parsed inventory, possibly narrowed to one group (``scope``)."""
+
+    path: Path | None
+    devices: dict
+    groups: dict
+    scope: str | None = None
+    resolution: str = ""
+
+    def members(self, group: str) -> list[str]:
+        """Names of every host of ``group`` (children included), in file order.
+
+        Raises:
+            UnknownDeviceError: no such group.
+        """
+        if group == "all":
+            return list(self.devices)
+        if group not in self.groups:
+            raise self._unknown(f"unknown group {group!r}")
+        return [name for name, dev in self.devices.items() if group in dev.groups]
+
+    def in_scope(self) -> list[Device]:
+        """All devices, or those of the group ``scope``, in file order."""
+        if self.scope is None or self.scope == "all":
+            return list(self.devices.values())
+        return [dev for dev in self.devices.values() if self.scope in dev.groups]
+
+    def select(self, devices=(), groups=(), all_devices: bool = False) -> list[Device]:
+        """The devices named by ``--device``/``--group``/``--all``, in file order, once each.
+
+        A ``devices`` entry is a host in scope, else a group (its hosts in scope); the name
+        ``local`` with no host of that name is the built-in :func:`local_device` (last).
+        Nothing given means every device in scope.
+
+        Raises:
+            UnknownDeviceError: a name is neither a host nor a group in scope, or a group
+                has no device in scope.
+        """
+        scoped = self.in_scope()
+        if not devices and not groups and not all_devices:
+            return scoped
+        in_scope = {dev.name for dev in scoped}
+        chosen: set[str] = set(in_scope) if all_devices else set()
+        want_local = False
+        for name in devices:
+            if name in in_scope:
+                chosen.add(name)
+            elif name == "local" and name not in self.devices:
+                want_local = True
+            elif name in self.groups or name == "all":
+                chosen.update(self._group_in_scope(name))
+            elif name in self.devices:
+                raise self._unknown(f"device {name!r} is not in group {self.scope!r}")
+            else:
+                raise self._unknown(f"unknown device {name!r}")
+        for name in groups:
+            chosen.update(self._group_in_scope(name))
+        out = [dev for dev in scoped if dev.name in chosen]
+        if want_local:
+            out.append(local_device())
+        return out
+
+    def _group_in_scope(self, group: str) -> list[str]:
+        if group not in self.groups and group != "all":
+            raise self._unknown(f"unknown group {group!r}")
+        in_scope = {dev.name for dev in self.in_scope()}
+        names = [name for name in self.members(group) if name in in_scope]
+        if not names:
+            where = f" in group {self.scope!r}" if self.scope else ""
+            raise self._unknown(f"group {group!r} has no devices{where}")
+        return names
+
+    def _unknown(self, what: str) -> UnknownDeviceError:
+        known = ", ".join(dev.name for dev in self.in_scope()) or "none"
+        groups = ", ".join(g for g in self.groups if g not in ("all", "ungrouped")) or "none"
+        source = self.resolution or (str(self.path) if self.path else "no inventory")
+        return UnknownDeviceError(
+            f"{what} ({source}); devices: {known}; groups: {groups}",
+            hint="`--device local` runs on this machine; add boards to inventory.ini or pick "
+                 "another one with --inventory FILE|NAME")
+
+
+def local_device(workdir: str | None = None) -> Device:
+    """The built-in ``local`` device: this machine, this interpreter, ONNX Runtime, native."""
+    if workdir is None:
+        workdir = str(Path.home() / ".cache" / "edgegauge" / "work")
+    return Device(
+        name="local", family="local", groups=(), host="localhost", port=0, user=None,
+        connection="local", runtime="ort", mode="native", image=None, image_archive=None,
+        engine=DEFAULTS["engine"], container_args="", workdir=workdir, python=sys.executable,
+        key_file=None, known_hosts=None, vars={}, source="built-in")
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _unquote(raw: str):
+    """A quoted Python string literal becomes its text (as Ansible does); else ``raw``."""
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return raw
+    return value if isinstance(value, str) else raw
+
+
+class _Parser:
+    def __init__(self, path: Path):
+        self.path = path
+        self.groups: dict[str, Group] = {}
+        self.var_lines: dict[str, dict[str, int]] = {}  # group -> var -> line
+        self.defined: set[str] = {"all", "ungrouped"}
+        self.vars_headers: dict[str, int] = {}
+        self.child_lines: dict[tuple, int] = {}  # (parent, child) -> line
+        self.hosts: dict[str, dict] = {}  # name -> {"line", "vars": {k: (v, line)}, "listed": [(g, line)]}
+
+    def error(self, line: int | None, message: str, hint: str | None = None) -> InventoryError:
+        return InventoryError(message, hint=hint, path=self.path, line=line)
+
+    def group(self, name: str, line: int) -> Group:
+        if name not in self.groups:
+            self.groups[name] = Group(name=name, line=line)
+            self.var_lines[name] = {}
+        return self.groups[name]
+
+    # ---- lines
+
+    def parse(self, text: str) -> None:
+        current, kind = "ungrouped", "hosts"
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line[0] in "#;":
+                continue
+            if line.startswith("["):
+                current, kind = self.section(line, lineno)
+            elif kind == "hosts":
+                self.host_line(line, lineno, current)
+            elif kind == "vars":
+                self.vars_line(line, lineno, current)
+            else:
+                self.children_line(line, lineno, current)
+
+    def check_group_name(self, name: str, line: int) -> None:
+        if _NAME.match(name):
+            return
+        hint = " (use '_' instead of '-')" if "-" in name else ""
+        raise self.error(line, f"invalid group name {name!r}{hint}: allowed are letters, digits and '_', "
+                               "not starting with a digit")
+
+    def section(self, line: str, lineno: int) -> tuple:
+        m = _SECTION.match(line)
+        if not m:
+            raise self.error(lineno, f"malformed section header {line!r}: expected [group], "
+                                     "[group:vars] or [group:children]")
+        name, colon, kind = m.group(1).partition(":")
+        if colon and kind not in ("vars", "children"):
+            raise self.error(lineno, f"unknown section type ':{kind}' in [{m.group(1)}]: allowed are "
+                                     "[group], [group:vars] and [group:children]")
+        self.check_group_name(name, lineno)
+        kind = kind or "hosts"
+        if name == "all" and kind != "vars":
+            raise self.error(lineno, f"[{m.group(1)}]: the implicit group 'all' only takes [all:vars]")
+        if name == "ungrouped" and kind == "children":
+            raise self.error(lineno, "[ungrouped:children]: the implicit group 'ungrouped' has no children")
+        self.group(name, lineno)
+        if kind == "vars":
+            self.vars_headers.setdefault(name, lineno)
+        else:
+            self.defined.add(name)
+        return name, kind
+
+    def host_line(self, line: str, lineno: int, group: str) -> None:
+        try:
+            tokens = shlex.split(line, comments=True, posix=True)
+        except ValueError as exc:
+            raise self.error(lineno, f"cannot split host line ({exc}): check the quotes") from None
+        if not tokens:
+            return
+        name = tokens[0]
+        if "=" in name:
+            raise self.error(lineno, f"expected a host name first, got {name!r}: variables go after the "
+                                     "host name, or in a [group:vars] section")
+        if "[" in name or "]" in name:
+            raise self.error(lineno, f"host ranges are not supported ({name!r}): list each host on its "
+                                     "own line")
+        if ":" in name:
+            raise self.error(lineno, f"host:port is not supported ({name!r}): write ansible_port=N")
+        if not _HOST.match(name):
+            raise self.error(lineno, f"invalid host name {name!r}: allowed are letters, digits, '.', '-' "
+                                     "and '_'")
+        values = {}
+        for token in tokens[1:]:
+            if "=" not in token:
+                raise self.error(lineno, f"expected key=value after host {name!r}, got {token!r}")
+            key, raw = token.split("=", 1)
+            values[key] = (self.value(key, raw, lineno), lineno)
+        self.group(group, lineno)
+        record = self.hosts.setdefault(name, {"line": lineno, "vars": {}, "listed": []})
+        record["vars"].update(values)
+        record["listed"].append((group, lineno))
+        if name not in self.groups[group].hosts:
+            self.groups[group].hosts.append(name)
+
+    def vars_line(self, line: str, lineno: int, group: str) -> None:
+        if "=" not in line:
+            raise self.error(lineno, f"expected key=value in [{group}:vars], got {line!r}")
+        key, raw = (part.strip() for part in line.split("=", 1))
+        if _unquote(raw) == raw and re.search(r"\s#", raw):
+            raise self.error(lineno, f"{key}: trailing comment in a [{group}:vars] value (Ansible would "
+                                     "keep it in the value): put comments on their own line")
+        value = self.value(key, raw, lineno)
+        if key == "ansible_group_priority":
+            try:
+                value = int(value)
+            except ValueError:
+                raise self.error(lineno, f"ansible_group_priority={raw!r} is not an integer") from None
+        self.groups[group].vars[key] = value
+        self.var_lines[group][key] = lineno
+
+    def children_line(self, line: str, lineno: int, group: str) -> None:
+        m = _CHILD.match(line)
+        if not m:
+            raise self.error(lineno, f"expected one group name per line in [{group}:children], got {line!r}")
+        child = m.group(1)
+        self.check_group_name(child, lineno)
+        if child in ("all", "ungrouped"):
+            raise self.error(lineno, f"[{group}:children]: the implicit group {child!r} cannot be a child")
+        if child not in self.groups[group].children:
+            self.groups[group].children.append(child)
+            self.child_lines[(group, child)] = lineno
+
+    def value(self, key: str, raw: str, lineno: int):
+        if key in PASSWORD_VARS or (_SECRET.search(key) and key.startswith(("ansible_",) + KNOWN_PREFIXES)):
+            raise self.error(lineno, f"{key}: {_PASSWORD_MSG}")
+        if not _NAME.match(key):
+            raise self.error(lineno, f"invalid variable name {key!r}: allowed are letters, digits and '_', "
+                                     "not starting with a digit")
+        if key in RENAMED_VARS:
+            raise self.error(lineno, f"{key} is a legacy alias: write {RENAMED_VARS[key]}")
+        if key not in KNOWN_VARS and not key.startswith(KNOWN_PREFIXES):
+            raise self.error(lineno, f"unknown variable {key!r}: allowed are ansible_*, "
+                                     f"{', '.join(sorted(KNOWN_VARS))} and names starting with "
+                                     f"{', '.join(p for p in KNOWN_PREFIXES if p != 'ansible_')}")
+        value = _unquote(raw)
+        if key == "ansible_port":
+            try:
+                port = int(value)
+            except ValueError:
+                port = 0
+            if not 1 <= port <= 65535:
+                raise self.error(lineno, f"ansible_port={raw!r} is not a port: expected an integer 1..65535")
+            return port
+        allowed = {"runtime": RUNTIMES, "mode": MODES, "ansible_connection": CONNECTIONS}.get(key)
+        if allowed and value not in allowed:
+            raise self.error(lineno, f"{key}={value!r} is not allowed: expected one of {', '.join(allowed)}")
+        return value
+
+    # ---- whole file
+
+    def finish(self) -> tuple[dict, dict]:
+        for (parent, child), lineno in self.child_lines.items():
+            if child not in self.defined:
+                known = ", ".join(sorted(self.defined - {"all", "ungrouped"})) or "none"
+                raise self.error(lineno, f"[{parent}:children] lists group {child!r}, which is never "
+                                         f"defined: add a [{child}] section (groups defined: {known})")
+        for name, lineno in self.vars_headers.items():
+            if name not in self.defined:
+                raise self.error(lineno, f"[{name}:vars] for group {name!r}, which is never defined: add a "
+                                         f"[{name}] or [{name}:children] section")
+        self.check_cycles()
+        depth = self.depths()
+        parents: dict[str, list] = {name: [] for name in self.groups}
+        for parent, child in self.child_lines:
+            parents[child].append(parent)
+
+        # Ansible drops a host from 'ungrouped' once any other group lists it.
+        for name, record in self.hosts.items():
+            if any(g != "ungrouped" for g, _ in record["listed"]):
+                record["listed"] = [(g, n) for g, n in record["listed"] if g != "ungrouped"]
+                if "ungrouped" in self.groups and name in self.groups["ungrouped"].hosts:
+                    self.groups["ungrouped"].hosts.remove(name)
+
+        devices = {name: self.device(name, record, depth, parents) for name, record in self.hosts.items()}
+        return devices, self.groups
+
+    def check_cycles(self) -> None:
+        state: dict[str, int] = {}  # 1 on the stack, 2 done
+
+        def visit(name: str, stack: list) -> None:
+            state[name] = 1
+            for child in self.groups[name].children:
+                if state.get(child) == 1:
+                    cycle = " -> ".join(stack[stack.index(child):] + [name, child]) if child in stack \
+                        else f"{name} -> {child}"
+                    message = f"[{name}:children] makes a cycle: {cycle} (a group cannot contain itself)"
+                    raise self.error(self.child_lines[(name, child)], message)
+                if state.get(child) is None:
+                    visit(child, stack + [name])
+            state[name] = 2
+
+        for name in self.groups:
+            if state.get(name) is None:
+                visit(name, [])
+
+    def depths(self) -> dict[str, int]:
+        depth = {name: 0 for name in self.groups}
+        changed = True
+        while changed:  # longest path from a root; terminates because there is no cycle
+            changed = False
+            for parent, child in self.child_lines:
+                if depth[child] < depth[parent] + 1:
+                    depth[child] = depth[parent] + 1
+                    changed = True
+        return depth
+
+    def device(self, name: str, record: dict, depth: dict, parents: dict) -> Device:
+        listed = [g for g, _ in record["listed"]]
+        groups: set[str] = set()
+        todo = list(listed)
+        while todo:
+            g = todo.pop()
+            if g not in groups:
+                groups.add(g)
+                todo.extend(parents.get(g, []))
+        groups.discard("all")
+        direct = [g for g in listed if g != "ungrouped"]
+        family = max(direct, key=lambda g: (depth[g], -direct.index(g))) if direct else "ungrouped"
+
+        merged: dict[str, tuple] = {}
+        if "all" in self.groups:
+            merged.update(self.group_vars("all"))
+        def rank(g: str) -> tuple:
+            return depth[g], self.groups[g].vars.get("ansible_group_priority", 1), g
+
+        for g in sorted(groups, key=rank):
+            merged.update(self.group_vars(g))
+        merged.update(record["vars"])
+        values = {k: v for k, (v, _) in merged.items()}
+        line = record["line"]
+
+        def get(key: str):
+            value = values.get(key)
+            return value if value not in (None, "") else DEFAULTS.get(key)
+
+        mode = get("mode")
+        image = get("image")
+        if mode == "container" and not image:
+            raise self.error(line, f"host {name!r} has mode=container but no image: set image=... for the "
+                                   "host or its group, or mode=native")
+        known_hosts = None
+        for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
+            if key in merged and known_hosts is None:
+                known_hosts = self.known_hosts(key, *merged[key])
+        return Device(
+            name=name, family=family, groups=tuple(sorted(groups)),
+            host=get("ansible_host") or name, port=values.get("ansible_port", 22),
+            user=get("ansible_user"), connection=get("ansible_connection") or "ssh",
+            runtime=get("runtime"), mode=mode, image=image, image_archive=get("image_archive"),
+            engine=get("engine"), container_args=values.get("container_args", ""),
+            workdir=get("workdir"), python=get("python"),
+            key_file=get("ansible_ssh_private_key_file") or get("ansible_private_key_file"),
+            known_hosts=known_hosts, vars=values, source=f"{self.path}:{line}")
+
+    def group_vars(self, group: str) -> dict:
+        return {k: (v, self.var_lines[group][k]) for k, v in self.groups[group].vars.items()}
+
+    def known_hosts(self, key: str, args, lineno: int) -> str | None:
+        try:
+            tokens = shlex.split(str(args))
+        except ValueError as exc:
+            raise self.error(lineno, f"{key} cannot be split ({exc}): check the quotes") from None
+        options = []
+        for i, token in enumerate(tokens):
+            if token == "-o" and i + 1 < len(tokens):
+                options.append(tokens[i + 1])
+            elif token.startswith("-o") and len(token) > 2:
+                options.append(token[2:])
+        for option in options:
+            m = re.match(r"\s*UserKnownHostsFile\s*(?:=|\s)\s*(\S.*)", option, re.IGNORECASE)
+            if m:
+                return m.group(1).strip()
+        return None
+
+
+def load_inventory(path, scope: str | None = None, resolution: str | None = None) -> Inventory:
+    """Read and check an Ansible INI inventory.
+
+    ``scope`` narrows :meth:`Inventory.in_scope` to one group; ``resolution`` is the
+    sentence that says how the file was found (default: the path).
+
+    Raises:
+        InventoryError: the file is missing or unreadable (no line), or a line is not
+            accepted (message starts with ``file:line:``), or ``scope`` is not a group of it.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError("inventory file not found", path=path,
+                             hint="pass an existing file, or a NAME for NAME.ini, inventories/NAME.ini "
+                                  "or a group of ./inventory.ini") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(f"cannot read the inventory ({exc})", path=path) from None
+    parser = _Parser(path)
+    parser.parse(text)
+    devices, groups = parser.finish()
+    if scope is not None and scope not in groups and scope != "all":
+        raise InventoryError(f"no group {scope!r} in this inventory; groups: "
+                             f"{', '.join(groups) or 'none'}", path=path)
+    return Inventory(path=path, devices=devices, groups=groups, scope=scope,
+                     resolution=resolution or str(path))
+
+
+def _show(path: Path, cwd: Path) -> str:
+    try:
+        return "./" + str(path.relative_to(cwd))
+    except ValueError:
+        return str(path)
+
+
+def resolve_inventory(spec: str | None, cwd: Path | None = None) -> Inventory:
+    """The inventory named by ``--inventory SPEC``, relative to ``cwd`` (default: the cwd).
+
+    * ``None``: ``./inventory.ini``, whole file; without that file, an empty inventory
+      (``path`` None, resolution ``"no inventory: ./inventory.ini not found"``).
+    * an existing file (absolute, or relative to ``cwd``): that file.
+    * a bare NAME (no ``/``, not ending in ``.ini``): ``./NAME.ini``, else
+      ``./inventories/NAME.ini``, else group NAME of ``./inventory.ini`` (``scope`` NAME).
+
+    Raises:
+        InventoryError: nothing matched (the message lists what was tried and the groups of
+            ``./inventory.ini``), or the chosen file is not accepted (see :func:`load_inventory`).
+    """
+    cwd = Path(cwd) if cwd is not None else Path.cwd()
+    default = cwd / DEFAULT_FILE
+    if spec is None:
+        if default.is_file():
+            return load_inventory(default, resolution=f"no --inventory -> {_show(default, cwd)} (whole file)")
+        return Inventory(path=None, devices={}, groups={}, scope=None,
+                         resolution=f"no inventory: ./{DEFAULT_FILE} not found")
+    spec = str(spec)
+    given = Path(spec).expanduser()
+    candidate = given if given.is_absolute() else cwd / given
+    if spec.strip() and candidate.is_file():
+        return load_inventory(candidate, resolution=f"{spec} -> {_show(candidate, cwd)}")
+    tried = [_show(candidate, cwd)]
+    if spec.strip() and "/" not in spec and not spec.endswith(".ini"):
+        for candidate in (cwd / f"{spec}.ini", cwd / INVENTORY_DIR / f"{spec}.ini"):
+            if candidate.is_file():
+                return load_inventory(candidate, resolution=f"{spec} -> {_show(candidate, cwd)}")
+            tried.append(_show(candidate, cwd))
+        if default.is_file():
+            inventory = load_inventory(default)
+            if spec in inventory.groups or spec == "all":
+                inventory.scope = spec
+                inventory.resolution = f"{spec} -> group {spec!r} of {_show(default, cwd)}"
+                return inventory
+            groups = ", ".join(g for g in inventory.groups if g not in ("all", "ungrouped")) or "none"
+            tried.append(f"group {spec!r} of {_show(default, cwd)} (its groups: {groups})")
+        else:
+            tried.append(f"group {spec!r} of {_show(default, cwd)} (file not found)")
+    raise InventoryError(f"--inventory {spec!r} matches no inventory; tried: {'; '.join(tried)}",
+                         hint="pass an inventory file, or a NAME for NAME.ini, inventories/NAME.ini or a "
+                              "group of ./inventory.ini")
