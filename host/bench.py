@@ -1,21 +1,28 @@
-"""The campaign loop: discover models, plan cells, run each in a fresh runner process on a
-target, merge host-side facts (model metrics, ``.info`` sidecar) and store the cells.
+"""The campaign loop: discover models, plan the matrix (device × model × configuration),
+run each cell in a fresh runner process on its board, merge host-side facts (model
+metrics, ``.info`` sidecar) and store the cells.
 
-One code path for every target; cells on one target run strictly one after another.
+One code path for every device (``local`` included); boards run in parallel, cells on
+one board strictly one after another.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import platform
+import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import host
 from host.errors import (
     DuplicateModelStemError,
+    HostError,
     InputNotFoundError,
     ModelFormatError,
     NoModelsError,
@@ -89,28 +96,59 @@ def host_manifest() -> dict:
     }
 
 
+#: Failure categories of a cell (``error.category``).
+CATEGORIES = ("unreachable", "host_key", "setup", "timeout", "runner_crash", "invalid_model",
+              "out_of_memory", "runtime_error")
+#: Categories where the board never ran the model: a plain resume runs these cells again.
+NOT_RUN = ("unreachable", "host_key", "setup")
+_RUNNER_CATEGORY = {
+    "ModelLoadError": "invalid_model",
+    "UnresolvedShapeError": "invalid_model",
+    "InputSpecError": "invalid_model",
+    "OutOfMemory": "out_of_memory",
+}
+
+
 def classify_failure(outcome: RunnerOutcome) -> dict:
-    """Error record for a runner that left no usable result."""
+    """Error record (``type``, ``category``, ``message``) for a runner that left no usable
+    result: timeout, killed by a signal (SIGKILL without a timeout: likely the OOM
+    killer), container engine errors (125–127), other exit codes."""
     if outcome.timed_out:
-        return {"type": "Timeout",
-                "message": f"runner exceeded the cell timeout after {outcome.wall_s:.1f} s"}
+        return {"type": "Timeout", "category": "timeout",
+                "message": f"runner exceeded the cell timeout after {outcome.wall_s:.1f} s and was killed"}
     if outcome.signal:
-        note = " (possibly the kernel's OOM killer)" if outcome.signal == "SIGKILL" else ""
-        return {"type": "RunnerCrash",
-                "message": f"runner killed by {outcome.signal}{note}", "signal": outcome.signal}
+        if outcome.signal == "SIGKILL":
+            return {"type": "OutOfMemory", "category": "out_of_memory", "signal": outcome.signal,
+                    "message": "runner killed by SIGKILL, most likely by the kernel's OOM killer"}
+        return {"type": "RunnerCrash", "category": "runner_crash", "signal": outcome.signal,
+                "message": f"runner killed by {outcome.signal}"}
     last = outcome.stderr_tail.strip().splitlines()[-1:] or [""]
-    kind = "OutOfMemory" if "MemoryError" in outcome.stderr_tail else "RunnerCrash"
+    code = outcome.exit_code
+    if "MemoryError" in outcome.stderr_tail:
+        kind, category = "OutOfMemory", "out_of_memory"
+    elif code in (125, 126, 127):
+        kind, category = "ContainerError" if code == 125 else "RunnerNotFound", "setup"
+    else:
+        kind, category = "RunnerCrash", "runner_crash"
     return {
         "type": kind,
-        "message": f"runner exited with code {outcome.exit_code}"
+        "category": category,
+        "message": f"runner exited with code {code}"
         + (f": {last[0]}" if last[0] else "")
         + (f"; {outcome.result_error}" if outcome.result_error else ""),
-        "exit_code": outcome.exit_code,
+        "exit_code": code,
     }
 
 
+def transport_failure(exc: Exception) -> dict:
+    """Error record for a cell whose board could not be used (never ran the model)."""
+    category = getattr(exc, "category", "setup")
+    kind = {"unreachable": "Unreachable", "host_key": "HostKeyRejected"}.get(category, "SetupError")
+    return {"type": kind, "category": category, "message": str(exc)}
+
+
 def build_cell(
-    outcome: RunnerOutcome,
+    outcome: RunnerOutcome | None,
     *,
     model: Path,
     config: BenchConfig,
@@ -119,17 +157,25 @@ def build_cell(
     metrics: dict,
     info,
     info_error: str | None,
+    error: dict | None = None,
+    board: dict | None = None,
 ) -> dict:
-    """Merge the runner's result with host-side facts into the stored cell document."""
-    usable = outcome.result is not None and outcome.exit_code in RESULT_EXIT_CODES
+    """Merge the runner's result with host-side facts into the stored cell document.
+
+    ``outcome`` None means the runner never ran; ``error`` then says why.
+    """
+    usable = outcome is not None and outcome.result is not None and outcome.exit_code in RESULT_EXIT_CODES
     if usable:
         doc = dict(outcome.result)
+        if doc.get("status") == "failed" and isinstance(doc.get("error"), dict):
+            doc["error"].setdefault("category", _RUNNER_CATEGORY.get(doc["error"].get("type"),
+                                                                     "runtime_error"))
     else:
         doc = {
             "schema_version": SCHEMA_VERSION,
             "status": "failed",
-            "error": classify_failure(outcome),
-            "model": {"path": str(model)},
+            "error": error if outcome is None else classify_failure(outcome),
+            "model": {"path": None},
             "runtime": {"name": config.backend},
         }
     doc["cell"] = {
@@ -140,79 +186,315 @@ def build_cell(
     }
     doc["metrics"] = metrics
     if isinstance(doc.get("model"), dict):
+        doc["model"]["host_path"] = str(model)
         doc["model"]["precision"] = metrics.get("precision")  # None when unreadable
     doc["info"] = info
     if info_error:
         doc.setdefault("warnings", []).append(info_error)
-    doc["host"] = {"tool": host_manifest(), "config": config.to_json(),
-                   "runner_process": outcome.to_json()}
+    doc["host"] = {"tool": host_manifest(), "config": config.to_json(), "board": board,
+                   "runner_process": outcome.to_json() if outcome is not None else None}
     return doc
 
 
 @dataclass
 class CellEvent:
-    """Progress report for one cell (for the CLI's live display)."""
+    """Progress report (for the CLI's live display): a board's state or one cell's.
 
+    ``state``: "connecting", "running", "done", "skipped", "board_down", "finished".
+    """
+
+    device: str
     index: int
     total: int
-    model: Path
-    state: str  # "running" | "done" | "skipped"
+    model: Path | None
+    state: str
     doc: dict | None = None
     path: Path | None = None
+    message: str | None = None
+
+
+@dataclass
+class BoardSummary:
+    """What one campaign run did on one board."""
+
+    device: str
+    planned: int = 0
+    run: int = 0
+    skipped: int = 0
+    bytes_sent: int = 0  # everything: runners, models
+    files_sent: int = 0
+    models_sent: int = 0
+    model_bytes_sent: int = 0
+    error: str | None = None
+    notes: list = field(default_factory=list)
+
+
+@dataclass
+class CampaignResult:
+    """Cells (device order, then model order) and per-board summaries."""
+
+    name: str
+    folder: Path
+    cells: list
+    boards: dict
+    interrupted: bool = False
+
+
+class CampaignMismatchError(HostError):
+    """A model changed since the campaign planned it (same name, other content)."""
+
+
+class CampaignInterrupted(HostError):
+    """Ctrl-C: finished cells are kept; the campaign can be resumed."""
+
+    exit_code = 130
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def store_cell(path: Path, doc: dict) -> None:
+    """Write a cell. A previous (failed) document at ``path`` is moved to
+    ``.attempts/<name>.<n>.json`` first, so no attempt is ever lost."""
+    if path.exists():
+        attempts = path.parent / ".attempts"
+        attempts.mkdir(exist_ok=True)
+        n = 1 + sum(1 for _ in attempts.glob(path.stem + ".*.json"))
+        os.replace(path, attempts / f"{path.stem}.{n}.json")
+    write_cell(path, doc)
+
+
+def device_config(config: BenchConfig, device, backend: str | None) -> BenchConfig:
+    """The configuration for one device: ``backend`` if given, else the device's runtime."""
+    from host.board import RUNTIMES
+
+    chosen = backend or RUNTIMES[device.runtime][0]
+    return dataclasses.replace(config, backend=chosen)
+
+
+def unsupported_backends(devices, config: BenchConfig, backend: str | None) -> list[str]:
+    """Devices whose runner backend does not exist in this version (e.g. tensorrt)."""
+    from runners.backends import REGISTRY
+
+    return [f"{d.name} (runtime {d.runtime})" for d in devices
+            if device_config(config, d, backend).backend not in REGISTRY]
+
+
+class _Plan:
+    """The campaign manifest ``campaign.json``: the planned matrix (device × model ×
+    configuration, with each model's sha256), the devices' settings and a log of runs."""
+
+    def __init__(self, folder: Path, name: str):
+        self.path = folder / CAMPAIGN_FILE
+        old = _read_json(self.path) or {}
+        self.doc = {
+            "schema_version": SCHEMA_VERSION,
+            "campaign": name,
+            "created_utc": old.get("created_utc") or _utc(),
+            "host": host_manifest(),
+            "plan": old.get("plan") if isinstance(old.get("plan"), list) else [],
+            "devices": old.get("devices") if isinstance(old.get("devices"), dict) else {},
+            "configs": old.get("configs") if isinstance(old.get("configs"), dict) else {},
+            "runs": old.get("runs") if isinstance(old.get("runs"), list) else [],
+        }
+        self._index = {(e["device"], e["model"], e["config"]): e for e in self.doc["plan"]}
+
+    def add(self, device, model: Path, sha: str, config: BenchConfig) -> None:
+        key = (device.name, model.stem, config.slug)
+        entry = self._index.get(key)
+        if entry is not None:
+            if entry.get("model_sha256") != sha:
+                raise CampaignMismatchError(
+                    f"campaign {self.doc['campaign']!r}: model {model.stem!r} has changed since it was "
+                    f"planned (sha256 {entry.get('model_sha256', '?')[:12]}… then, {sha[:12]}… now)",
+                    hint="bench the new model in a new campaign (omit --campaign)",
+                )
+            return
+        entry = {"device": device.name, "model": model.stem, "model_sha256": sha,
+                 "model_path": str(model), "config": config.slug}
+        self.doc["plan"].append(entry)
+        self._index[key] = entry
+        self.doc["devices"][device.name] = {k: v for k, v in device.to_json().items() if k != "vars"}
+        self.doc["configs"][config.slug] = config.to_json()
+
+    def save(self) -> None:
+        write_json_atomic(self.doc, str(self.path))
 
 
 def run_campaign(
     models: list[Path],
-    target,
+    devices: list,
     config: BenchConfig,
     *,
     results: Path,
     campaign: str,
-    device: str,
+    backend: str | None = None,
+    retry_failed: bool = False,
+    open_board: Callable | None = None,
     on_event: Callable[[CellEvent], None] | None = None,
-) -> list[dict]:
-    """Run every model on ``target`` with ``config`` and store one cell file each.
+) -> CampaignResult:
+    """Run every model on every device; boards in parallel, cells on one board strictly
+    one after another, each in a fresh runner process.
 
-    An existing cell file is never overwritten: that cell is skipped and its stored
-    document returned. A failing model never stops the campaign.
+    Resume: a cell whose file exists is skipped, except failed cells whose board never
+    ran the model (``error.category`` in :data:`NOT_RUN`) and, with ``retry_failed``,
+    every failed cell; a replaced failed cell is kept under ``.attempts/``. Cells are
+    written atomically; Ctrl-C kills the runners in flight and keeps every finished cell.
 
-    Returns:
-        The cell documents in model order, each with ``_path`` set to its file.
+    Args:
+        devices: inventory devices (:class:`host.inventory.Device`).
+        backend: runner backend for every device; None = each device's ``runtime``.
+        open_board: ``device -> Board`` (default: :func:`host.board.open_transport`
+            with default SSH options).
 
     Raises:
+        CampaignMismatchError: a planned model's content changed.
+        CampaignInterrupted: Ctrl-C (after the folder was left consistent).
         OSError: the results folder cannot be written.
     """
+    from host.board import Board, file_sha256, open_transport
+
     notify = on_event or (lambda event: None)
+    if open_board is None:
+        def open_board(device):
+            return Board(device, open_transport(device))
     camp_dir = Path(results) / safe_name(campaign)
     camp_dir.mkdir(parents=True, exist_ok=True)
-    plan = {
-        "schema_version": SCHEMA_VERSION,
-        "campaign": campaign,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "devices": [device],
-        "models": [str(m) for m in models],
-        "configs": [config.to_json()],
-        "host": host_manifest(),
-    }
-    if not (camp_dir / CAMPAIGN_FILE).exists():
-        write_json_atomic(plan, str(camp_dir / CAMPAIGN_FILE))
-    cells = []
-    for i, model in enumerate(models, 1):
-        path = cell_path(results, campaign, device, model.stem, config.slug)
-        if path.exists():
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            doc["_path"] = str(path)
-            cells.append(doc)
-            notify(CellEvent(i, len(models), model, "skipped", doc, path))
-            continue
-        notify(CellEvent(i, len(models), model, "running"))
-        metrics = metrics_or_error(model, batch=config.batch, shapes=config.shapes_dict() or None)
-        info, info_error = read_info(model)
-        outcome = target.run_cell(model, config)
-        doc = build_cell(outcome, model=model, config=config, device=device,
-                         campaign=campaign, metrics=metrics, info=info, info_error=info_error)
-        write_cell(path, doc)
-        doc["_path"] = str(path)
-        cells.append(doc)
-        notify(CellEvent(i, len(models), model, "done", doc, path))
-    return cells
+    plan = _Plan(camp_dir, campaign)
+    shas = {m: file_sha256(m) for m in models}
+    work: dict = {}
+    summaries: dict = {}
+    for device in devices:
+        cfg = device_config(config, device, backend)
+        items = []
+        for model in models:
+            plan.add(device, model, shas[model], cfg)
+            path = cell_path(results, campaign, device.name, model.stem, cfg.slug)
+            old = _read_json(path) if path.exists() else None
+            rerun = old is not None and old.get("status") == "failed" and (
+                retry_failed or (old.get("error") or {}).get("category") in NOT_RUN)
+            items.append((model, path, old if (old is not None and not rerun) else None))
+        work[device.name] = (device, cfg, items)
+        summaries[device.name] = BoardSummary(device.name, planned=len(items))
+    run_log = {"start_utc": _utc(), "devices": [d.name for d in devices], "models": len(models),
+               "config": config.slug, "retry_failed": retry_failed, "end_utc": None,
+               "interrupted": None}
+    plan.doc["runs"].append(run_log)
+    plan.save()
+
+    stop = threading.Event()
+    boards: dict = {}
+    metrics_cache: dict = {}
+    metrics_lock = threading.Lock()
+    docs: dict = {}
+
+    def metrics_for(model: Path, cfg: BenchConfig) -> dict:
+        key = (model, cfg.batch, cfg.shapes)
+        with metrics_lock:
+            if key not in metrics_cache:
+                metrics_cache[key] = metrics_or_error(model, batch=cfg.batch,
+                                                      shapes=cfg.shapes_dict() or None)
+            return metrics_cache[key]
+
+    def worker(name: str) -> None:
+        device, cfg, items = work[name]
+        summary = summaries[name]
+        total = len(items)
+        pending = []
+        for i, (model, path, old) in enumerate(items, 1):
+            if old is None:
+                pending.append((i, model, path))
+                continue
+            summary.skipped += 1
+            docs[(name, i)] = dict(old, _path=str(path))
+            notify(CellEvent(name, i, total, model, "skipped", docs[(name, i)], path))
+        board = None
+        try:
+            down: Exception | None = None
+            if pending:
+                notify(CellEvent(name, 0, total, None, "connecting"))
+                try:
+                    board = open_board(device)
+                    boards[name] = board
+                    board.prepare()
+                except HostError as exc:  # TransportError, DeployError
+                    down = exc
+                    summary.error = str(exc)
+                    notify(CellEvent(name, 0, total, None, "board_down", message=str(exc)))
+            board_info = {k: v for k, v in device.to_json().items() if k != "vars"}
+            for i, model, path in pending:
+                if stop.is_set():
+                    return
+                outcome, error = None, None
+                if down is None:
+                    notify(CellEvent(name, i, total, model, "running"))
+                    try:
+                        outcome = board.run_cell(model, shas[model], cfg)
+                    except HostError as exc:
+                        error = transport_failure(exc)
+                        try:  # one more connection attempt (with the transport's retries)
+                            board.transport.connect()
+                        except HostError as exc2:
+                            down = exc2
+                            summary.error = str(exc2)
+                            notify(CellEvent(name, i, total, model, "board_down", message=str(exc2)))
+                    if stop.is_set():
+                        return  # interrupted mid-cell: not a result
+                else:
+                    error = transport_failure(down)
+                info, info_error = read_info(model)
+                doc = build_cell(outcome, model=model, config=cfg, device=name, campaign=campaign,
+                                 metrics=metrics_for(model, cfg), info=info, info_error=info_error,
+                                 error=error, board=board_info)
+                store_cell(path, doc)
+                summary.run += 1
+                docs[(name, i)] = dict(doc, _path=str(path))
+                notify(CellEvent(name, i, total, model, "done", docs[(name, i)], path))
+        finally:
+            if board is not None:
+                stats = board.transport.stats
+                summary.bytes_sent, summary.files_sent = stats.bytes_sent, stats.files_sent
+                summary.models_sent, summary.model_bytes_sent = board.models_sent, board.model_bytes_sent
+                summary.notes.extend(stats.notes)
+                board.transport.close()
+            notify(CellEvent(name, total, total, None, "finished"))
+
+    pool = ThreadPoolExecutor(max_workers=max(1, len(work)), thread_name_prefix="board")
+    futures = [pool.submit(worker, name) for name in work]
+    interrupted = False
+    try:
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.2)
+    except KeyboardInterrupt:
+        interrupted = True
+        stop.set()
+        for board in list(boards.values()):
+            try:
+                board.abort()
+            except Exception:  # best effort; the campaign folder stays consistent anyway
+                pass
+        wait(futures, timeout=60)
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+    for f in futures:
+        if f.done() and not f.cancelled() and f.exception() is not None and not interrupted:
+            raise f.exception()
+    run_log["end_utc"] = _utc()
+    run_log["interrupted"] = interrupted
+    run_log["cells_run"] = {n: s.run for n, s in summaries.items()}
+    plan.save()
+    if interrupted:
+        raise CampaignInterrupted(
+            f"interrupted: campaign {campaign!r} keeps its finished cells",
+            hint=f"resume with the same command and --campaign {campaign}")
+    cells = [docs[(name, i)] for name, (_, _, items) in work.items()
+             for i in range(1, len(items) + 1) if (name, i) in docs]
+    return CampaignResult(campaign, camp_dir, cells, summaries)

@@ -14,30 +14,32 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from host.errors import HostError, UnknownDeviceError
+from host.cli_lab import (
+    AcceptNewOpt,
+    AllOpt,
+    ConnectTimeoutOpt,
+    DeviceOpt,
+    GroupOpt,
+    InventoryOpt,
+    KnownHostsOpt,
+    board_options,
+    select,
+)
+from host.cli_lab import fail as _fail
+from host.errors import HostError
 from runners.core import Policy
 
 _P = Policy()  # the runner's defaults are the CLI's defaults
 
 app = typer.Typer(
     name="host",
-    help="edgegauge host: benchmark ONNX models on this machine (and, later, on lab boards).",
+    help="edgegauge host: benchmark ONNX models on this machine and on lab boards over SSH.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
 EXAMPLES = Path("examples/models")
-
-
-def _fail(exc: HostError) -> None:
-    from host.render import console
-
-    err = console(stderr=True)
-    err.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-    if exc.hint:
-        err.print(f"hint: {exc.hint}", highlight=False, soft_wrap=True)
-    raise typer.Exit(exc.exit_code)
 
 
 def _parse_shapes(values: Optional[List[str]]) -> tuple:
@@ -65,11 +67,17 @@ def _default_models() -> List[Path]:
 def bench(
     models: Annotated[Optional[List[Path]], typer.Argument(
         help="ONNX files or folders (searched recursively) [default: examples/models]")] = None,
-    device: Annotated[str, typer.Option(help="where to run: 'local' = this machine")] = "local",
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    all_devices: AllOpt = False,
+    inventory: InventoryOpt = None,
     results: Annotated[Path, typer.Option(help="results root folder")] = Path("results"),
     campaign: Annotated[Optional[str], typer.Option(
-        help="campaign name [default: UTC timestamp]; an existing cell is never overwritten")] = None,
-    backend: Annotated[str, typer.Option(help="runner backend: ort | null")] = "ort",
+        help="campaign name [default: UTC timestamp]; an existing campaign is resumed")] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="when resuming, also re-run cells that failed on the board")] = False,
+    backend: Annotated[Optional[str], typer.Option(
+        help="runner backend: ort | null [each device's runtime]")] = None,
     batch: Annotated[int, typer.Option(min=1, help="value of a dynamic batch dimension")] = 1,
     shape: Annotated[Optional[List[str]], typer.Option(
         help="full input shape NAME=1x3x224x224 (repeatable)")] = None,
@@ -88,83 +96,110 @@ def bench(
         min=0.0001, help="largest robust CoV (IQR/(1.349*median)) for VALID")] = _P.cov_max,
     fps: Annotated[float, typer.Option(
         min=0.001, help="frame rate of the real-time budget (p99)")] = _P.fps,
-    timeout: Annotated[float, typer.Option(min=1, help="per-cell timeout, seconds")] = 600.0,
+    timeout: Annotated[float, typer.Option(min=1, help="per-cell timeout, seconds")] = 1800.0,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
     json_out: Annotated[bool, typer.Option(
         "--json", help="print the cells as JSON instead of a table")] = False,
 ):
-    """Benchmark models, each in a fresh runner process, and print a summary table.
+    """Benchmark models on this machine (--device local, the default) or on lab boards over
+    SSH (--inventory lab --device X / --group G / --all), each cell in a fresh runner process.
 
-    One JSON per cell is stored under RESULTS/CAMPAIGN/DEVICE/.
+    Boards run in parallel; cells on one board one after another. One JSON per cell under
+    RESULTS/CAMPAIGN/DEVICE/. Re-running with --campaign NAME resumes: finished cells are
+    skipped, cells whose board was unreachable run again, --retry-failed re-runs failed ones.
 
     Stop rule: warm-up >= --warmup-iters and >= --warmup-s; timed loop >= --min-iters
     and >= --min-s, capped at --max-s. INVALID when a minimum is missed, the cap is hit
     or the robust CoV (IQR/(1.349*median)) > --cov-max.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from host.bench import discover_models, run_campaign
-    from host.render import bench_table, console, print_json
+    from host.bench import discover_models, run_campaign, unsupported_backends
+    from host.board import Board, open_transport
+    from host.render import bench_table, console, human_bytes, print_json
     from host.results import default_campaign_name
-    from host.targets import BenchConfig, LocalTarget
+    from host.targets import BenchConfig
 
     try:
-        if device != "local":
-            raise UnknownDeviceError(
-                f"device {device!r} is not available: only --device local is implemented",
-                hint="SSH boards from an inventory come with the lab issue; use --device local",
-            )
-        if backend not in ("ort", "null"):
+        if backend is not None and backend not in ("ort", "null"):
             raise HostError(f"unknown backend {backend!r}", hint="use --backend ort or null")
         if opt_level not in ("disable", "basic", "extended", "all"):
             raise HostError(f"unknown --opt-level {opt_level!r}",
                             hint="one of disable, basic, extended, all")
-        found = discover_models(models or _default_models())
+        if not (device or group or all_devices):
+            device = ["local"]
+        _, found_devices = select(inventory, device, group, all_devices)
         config = BenchConfig(
-            backend=backend, batch=batch, shapes=_parse_shapes(shape), threads=threads,
+            backend=backend or "ort", batch=batch, shapes=_parse_shapes(shape), threads=threads,
             opt_level=opt_level, timeout_s=timeout,
             policy=Policy(warmup_min_iterations=warmup_iters, warmup_min_s=warmup_s,
                           min_iterations=min_iters, min_duration_s=min_s, max_duration_s=max_s,
                           cov_max=cov_max, fps=fps),
         )
+        missing = unsupported_backends(found_devices, config, backend)
+        if missing:
+            raise HostError(
+                "not implemented: no runner backend for " + ", ".join(missing)
+                + " in this version (runners has: ort, null)",
+                hint="bench these boards with --backend null, or leave them out")
+        found = discover_models(models or _default_models())
         name = campaign or default_campaign_name()
+        options = board_options(known_hosts, accept_new_host_keys, connect_timeout)
         err = console(stderr=True)
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("{task.fields[board]:<14}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.description}"),
             console=err, transient=False,
         ) as progress:
-            task = progress.add_task("starting", total=len(found))
+            tasks = {d.name: progress.add_task("waiting", total=len(found), board=d.name)
+                     for d in found_devices}
 
             def on_event(event):
-                if event.state == "running":
+                task = tasks[event.device]
+                if event.state == "connecting":
+                    progress.update(task, description="connecting")
+                elif event.state == "running":
                     progress.update(task, description=f"{event.model.stem} ({event.index}/{event.total})")
-                else:
-                    progress.advance(task)
+                elif event.state == "board_down":
+                    progress.update(task, description=f"[red]unreachable[/]: {event.message}")
+                elif event.state in ("done", "skipped"):
+                    status = (event.doc or {}).get("status", "?")
+                    progress.update(task, advance=1,
+                                    description=f"{event.model.stem}: {status}"
+                                    + (" (kept)" if event.state == "skipped" else ""))
+                elif event.state == "finished":
+                    progress.update(task, description=progress.tasks[task].description + " · finished")
 
-            cells = run_campaign(found, LocalTarget(), config, results=results, campaign=name,
-                                 device=device, on_event=on_event)
+            result = run_campaign(
+                found, found_devices, config, results=results, campaign=name, backend=backend,
+                retry_failed=retry_failed, on_event=on_event,
+                open_board=lambda d: Board(d, open_transport(d, options)))
     except HostError as exc:
         _fail(exc)
         return
+    cells = result.cells
     if json_out:
         print_json(cells)
     else:
         out = console()
-        out.print(bench_table(cells, title=f"campaign {name} · device {device} · {config.slug}"))
-        folder = Path(results) / name
+        several = len(found_devices) > 1
+        out.print(bench_table(cells, title=f"campaign {name} · {', '.join(d.name for d in found_devices)}",
+                              show_device=several))
+        for s in result.boards.values():
+            line = (f"{s.device}: {s.run} run, {s.skipped} kept; sent {s.models_sent} models "
+                    f"({human_bytes(s.model_bytes_sent)}), {human_bytes(s.bytes_sent)} in all")
+            out.print(line + (f"; [red]{s.error}[/]" if s.error else ""), highlight=False)
+            for note in s.notes:
+                out.print(f"{s.device}: {note}", highlight=False)
         statuses = [c.get("status") for c in cells]
         bad = statuses.count("failed") + statuses.count("invalid")
         if bad:
             out.print(f"{statuses.count('failed')} failed and {statuses.count('invalid')} INVALID "
                       f"of {len(cells)} cells: reasons in the verdict column and in each cell's "
                       "JSON (error, verdict.reasons)", highlight=False)
+        folder = result.folder
         out.print(f"results: {folder}   next: host report {folder}", highlight=False)
     statuses = [c.get("status") for c in cells]
     if "failed" in statuses:
@@ -234,6 +269,17 @@ def models(
         console().print(metrics_table(rows))
     if any("error" in met for _, met in rows):
         raise typer.Exit(1)
+
+
+def _add_lab() -> None:
+    from host import cli_lab
+
+    app.command()(cli_lab.devices)
+    app.command()(cli_lab.check)
+    app.command()(cli_lab.deploy)
+
+
+_add_lab()
 
 
 def _add_zoo() -> None:

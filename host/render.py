@@ -29,9 +29,11 @@ def verdict_text(cell: dict) -> str:
     return f"[yellow]{verdict}[/] {reasons}"
 
 
-def bench_table(cells: list[dict], title: str | None = None) -> Table:
-    """Summary table: model, params, MFLOPs, p50/p99 ms, throughput, peak RSS, verdict."""
+def bench_table(cells: list[dict], title: str | None = None, show_device: bool = False) -> Table:
+    """Summary table: [device,] model, params, MFLOPs, p50/p99 ms, throughput, peak RSS, verdict."""
     table = Table(title=title, title_justify="left")
+    if show_device:
+        table.add_column("device", no_wrap=True)
     for name, justify in [("model", "left"), ("params", "right"), ("MFLOPs", "right"),
                           ("p50 ms", "right"), ("p99 ms", "right"), ("inf/s", "right"),
                           ("peak RSS MiB", "right"), ("verdict", "left")]:
@@ -40,7 +42,9 @@ def bench_table(cells: list[dict], title: str | None = None) -> Table:
         lat = cell.get("latency") or {}
         met = cell.get("metrics") or {}
         mem = cell.get("memory") or {}
+        first = [(cell.get("cell") or {}).get("device") or "-"] if show_device else []
         table.add_row(
+            *first,
             (cell.get("cell") or {}).get("model_stem") or str((cell.get("model") or {}).get("path")),
             _num(met.get("params"), ","),
             _num(met.get("flops"), ",.1f", 1e-6),
@@ -84,6 +88,18 @@ def metrics_table(rows: list[tuple[str, dict]]) -> Table:
         table.caption = "\n".join(notes)
         table.caption_justify = "left"
     return table
+
+
+def human_bytes(n: int | None) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
 
 
 def print_json(obj) -> None:

@@ -55,7 +55,8 @@ def load_cells(root: Path) -> list[dict]:
     """Load every cell JSON under ``root`` (recursively), sorted by path.
 
     Each document gains ``_path`` (its file). Files that are not cells (no
-    ``schema_version``) are skipped.
+    ``schema_version``) and hidden folders (``.attempts/``: replaced failed attempts)
+    are skipped.
 
     Raises:
         InputNotFoundError: ``root`` does not exist.
@@ -65,7 +66,10 @@ def load_cells(root: Path) -> list[dict]:
     if not root.exists():
         raise InputNotFoundError(f"results folder {root} does not exist",
                                  hint="run `host bench` first, or pass the folder it wrote")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*.json") if is_cell_file(p))
+    files = [root] if root.is_file() else sorted(
+        p for p in root.rglob("*.json")
+        if is_cell_file(p) and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     cells = []
     for path in files:
         try:

@@ -1,21 +1,11 @@
-"""Where a cell runs. A target takes one model and one configuration, runs the runner in
-a fresh process and hands back what happened; the campaign loop in :mod:`host.bench` is
-the same for every target.
-
-Only :class:`LocalTarget` (``--device local``: this machine) exists so far; SSH boards
-from an inventory implement the same ``run_cell`` (lab issue).
+"""What a cell is run with (:class:`BenchConfig`) and what the runner process did
+(:class:`RunnerOutcome`). Where it runs — this machine or a board over SSH — is
+:class:`host.board.Board`; the campaign loop in :mod:`host.bench` is the same for all.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from runners.cli import policy_to_argv
 from runners.core import Policy
@@ -97,70 +87,12 @@ class RunnerOutcome:
             "timed_out": self.timed_out,
             "stderr_tail": self.stderr_tail,
             "result_error": self.result_error,
+            "orchestration": self.extra,
         }
 
 
-def _tail(text: str, limit: int = 2000) -> str:
+def tail(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else "…" + text[-limit:]
-
-
-class LocalTarget:
-    """Runs each cell as ``python -m runners run …`` in a fresh child process here.
-
-    ``runner_command`` is the argv prefix (default: this interpreter, ``-m runners``); a
-    lab may point it at another interpreter or a container wrapper.
-    """
-
-    name = "local"
-
-    def __init__(self, runner_command: list[str] | None = None, env: dict | None = None):
-        self.runner_command = list(runner_command or [sys.executable, "-m", "runners"])
-        self.env = env
-
-    def run_cell(self, model: Path, config: BenchConfig) -> RunnerOutcome:
-        """Run one cell; never raises for runner failures (they are in the outcome).
-
-        Raises:
-            OSError: when the runner command itself cannot be started.
-        """
-        import json
-
-        with tempfile.TemporaryDirectory(prefix="edgegauge-cell-") as tmp:
-            out = Path(tmp) / "result.json"
-            argv = [*self.runner_command, "run", str(model), "--out", str(out),
-                    *config.runner_args()]
-            env = dict(os.environ if self.env is None else self.env)
-            # The runner must import the runners package that sits beside this host.
-            root = str(Path(__file__).resolve().parent.parent)
-            env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-            start = time.monotonic()
-            timed_out = False
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, env=env, start_new_session=True)
-            try:
-                _, stderr = proc.communicate(timeout=config.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)
-                _, stderr = proc.communicate()
-            except BaseException:  # Ctrl-C: do not leave a runner behind
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise
-            wall = time.monotonic() - start
-            code = proc.returncode
-            sig = None
-            if code is not None and code < 0:
-                sig = signal.Signals(-code).name
-                code = None
-            outcome = RunnerOutcome(argv=argv, exit_code=code, signal=sig, wall_s=wall,
-                                    timed_out=timed_out, stderr_tail=_tail(stderr or ""))
-            if out.exists() and not timed_out:
-                try:
-                    outcome.result = json.loads(out.read_text(encoding="utf-8"))
-                except (OSError, ValueError) as exc:
-                    outcome.result_error = f"unreadable result JSON: {exc}"
-            return outcome
 
 
 #: Exit codes after which the runner has written a result document.

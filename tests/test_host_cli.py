@@ -1,7 +1,7 @@
 """The host CLI and campaign loop: layout, .info merge, failures, crashes, error paths."""
 
+import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from host.bench import run_campaign
 from host.cli import app
+from host.inventory import local_device
 from host.results import cell_path, load_cells, safe_name
-from host.targets import BenchConfig, LocalTarget
+from host.targets import BenchConfig
 from runners.cli import build_parser
 from runners.core import Policy
 
@@ -90,7 +91,10 @@ def test_bench_writes_the_campaign_layout_and_continues_past_a_corrupt_model(mod
                             "config": "ort-b1-t1"}
     assert cells["identity"]["info"] is None
     plan = json.loads((res / "c1" / "campaign.json").read_text())
-    assert len(plan["models"]) == 3 and plan["configs"][0]["slug"] == "ort-b1-t1"
+    assert len(plan["plan"]) == 3 and list(plan["configs"]) == ["ort-b1-t1"]
+    assert {e["model"] for e in plan["plan"]} == {"tiny_cnn", "identity", "corrupt"}
+    assert all(len(e["model_sha256"]) == 64 and e["device"] == "local" for e in plan["plan"])
+    assert plan["runs"][-1]["interrupted"] is False
     for name in ("tiny_cnn", "identity", "corrupt", "VALID", "FAILED"):
         assert name in result.output
 
@@ -110,7 +114,7 @@ def test_bench_json_and_no_overwrite_of_existing_cells(tmp_path):
     assert json.loads(second.stdout)[0]["timestamps"] == cells[0]["timestamps"]
 
 
-CRASHER = textwrap.dedent(
+CRASHER = f"#!{sys.executable}\n" + textwrap.dedent(
     """
     import os, signal, sys, time
     mode = os.environ["CRASH_MODE"]
@@ -134,14 +138,16 @@ CRASHER = textwrap.dedent(
     [("segv", "RunnerCrash", "SIGSEGV"), ("exit", "RunnerCrash", "code 1: Traceback"),
      ("hang", "Timeout", "timeout"), ("garbage", "RunnerCrash", "unreadable result JSON")],
 )
-def test_crashing_runner_is_recorded_and_the_campaign_goes_on(tmp_path, mode, error_type, detail):
-    script = tmp_path / "crash.py"
+def test_crashing_runner_is_recorded_and_the_campaign_goes_on(tmp_path, monkeypatch, mode, error_type,
+                                                             detail):
+    script = tmp_path / "crash.py"  # stands in for the device's Python interpreter
     script.write_text(CRASHER)
-    env = dict(os.environ, CRASH_MODE=mode)
-    target = LocalTarget(runner_command=[sys.executable, str(script)], env=env)
+    script.chmod(0o755)
+    monkeypatch.setenv("CRASH_MODE", mode)
+    device = dataclasses.replace(local_device(str(tmp_path / "work")), python=str(script))
     config = BenchConfig(timeout_s=2, threads=1)
     models = [FIX / "tiny_cnn.onnx", FIX / "identity.onnx"]
-    cells = run_campaign(models, target, config, results=tmp_path / "r", campaign="c", device="local")
+    cells = run_campaign(models, [device], config, results=tmp_path / "r", campaign="c").cells
     assert len(cells) == 2  # both cells ran and were recorded
     for cell in cells:
         assert cell["status"] == "failed"
@@ -161,8 +167,8 @@ def test_invalid_info_is_a_warning(tmp_path):
     d.mkdir()
     shutil.copy(FIX / "identity.onnx", d)
     (d / "identity.info").write_text("{broken")
-    cells = run_campaign([d / "identity.onnx"], LocalTarget(), FAST_CONFIG, results=tmp_path / "r",
-                         campaign="c", device="local")
+    cells = run_campaign([d / "identity.onnx"], [local_device(str(tmp_path / "work"))], FAST_CONFIG,
+                         results=tmp_path / "r", campaign="c").cells
     assert cells[0]["info"] is None
     assert any("identity.info" in w for w in cells[0]["warnings"])
 
@@ -172,7 +178,8 @@ def test_invalid_info_is_a_warning(tmp_path):
     [
         (["bench", "/nonexistent/models"], 1, "does not exist"),
         (["bench", str(ROOT / "pyproject.toml")], 1, "not an ONNX model"),
-        (["bench", "--device", "zcu104", str(FIX)], 1, "only --device local is implemented"),
+        (["bench", "--device", "zcu104", str(FIX)], 1, "not implemented: no runner backend for zcu104-1"),
+        (["bench", "--device", "nosuchboard", str(FIX)], 1, "nosuchboard"),
         (["bench", str(FIX), "--shape", "oops"], 2, "--shape"),
         (["bench", str(FIX), "--backend", "tensorrt"], 1, "unknown backend"),
         (["report", "/nonexistent/results"], 1, "does not exist"),

@@ -1,0 +1,230 @@
+"""Lab commands of the ``host`` CLI: ``devices``, ``check``, ``deploy``, and the options
+shared with ``bench`` (inventory, device selection, SSH settings).
+
+Registered on the main app by :mod:`host.cli`; errors become messages only here and there.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Callable, List, Optional
+
+import typer
+
+from host.errors import HostError
+
+InventoryOpt = Annotated[Optional[str], typer.Option(
+    "--inventory", "-i",
+    help="inventory file, or a NAME: NAME.ini, else inventories/NAME.ini, else group NAME of "
+         "./inventory.ini [./inventory.ini]")]
+DeviceOpt = Annotated[Optional[List[str]], typer.Option(
+    "--device", "-d", help="device (inventory host; a group name selects its hosts); repeatable")]
+GroupOpt = Annotated[Optional[List[str]], typer.Option(
+    "--group", "-g", help="every device of an inventory group; repeatable")]
+AllOpt = Annotated[bool, typer.Option("--all", help="every device of the inventory (or its scope)")]
+KnownHostsOpt = Annotated[Optional[Path], typer.Option(
+    help="known_hosts file to check host keys against [the inventory's UserKnownHostsFile, "
+         "else ~/.ssh/known_hosts]")]
+AcceptNewOpt = Annotated[bool, typer.Option(
+    "--accept-new-host-keys",
+    help="trust a board's key on first connection and record it (a CHANGED key is always refused)")]
+ConnectTimeoutOpt = Annotated[float, typer.Option(min=0.1, help="SSH connect timeout, seconds")]
+
+
+def fail(exc: HostError) -> None:
+    """Print a HostError (message + hint) on stderr and exit with its code."""
+    from host.render import console
+
+    err = console(stderr=True)
+    err.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    if exc.hint:
+        err.print(f"hint: {exc.hint}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def select(inventory: str | None, device, group, all_devices: bool):
+    """Resolve the inventory and the selected devices (all in scope when none named).
+
+    Raises:
+        InventoryError, UnknownDeviceError.
+    """
+    from host.inventory import resolve_inventory
+
+    inv = resolve_inventory(inventory)
+    devices = inv.select(devices=device or (), groups=group or (), all_devices=all_devices)
+    if not devices:
+        raise HostError(f"no devices selected ({inv.resolution})",
+                        hint="add boards to the inventory, or use --device local")
+    return inv, devices
+
+
+def board_options(known_hosts, accept_new, connect_timeout):
+    from host.board import BoardOptions
+
+    return BoardOptions(known_hosts=known_hosts, accept_new_host_keys=accept_new,
+                        connect_timeout=connect_timeout)
+
+
+def parallel(devices, fn: Callable) -> list:
+    """``fn(device)`` for every device at once (one thread each); results in order."""
+    with ThreadPoolExecutor(max_workers=max(1, len(devices)), thread_name_prefix="board") as pool:
+        return list(pool.map(fn, devices))
+
+
+def devices(
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+):
+    """List the inventory's devices with family, address and settings (connects to nothing).
+
+    --inventory NAME resolves to NAME.ini, else inventories/NAME.ini, else the group NAME
+    of ./inventory.ini; the resolution is printed above the table.
+    """
+    from rich.table import Table
+
+    from host.render import console, print_json
+
+    try:
+        inv, found = select(inventory, device, group, False)
+    except HostError as exc:
+        fail(exc)
+        return
+    if json_out:
+        print_json({"inventory": str(inv.path) if inv.path else None, "resolution": inv.resolution,
+                    "devices": [d.to_json() for d in found]})
+        return
+    table = Table(title=f"inventory: {inv.resolution}", title_justify="left")
+    for col in ("device", "family", "address", "runtime", "mode", "image / python", "workdir", "defined at"):
+        table.add_column(col, no_wrap=col in ("device", "address"))
+    for d in found:
+        table.add_row(d.name, d.family, d.address, d.runtime, d.mode,
+                      d.image if d.mode == "container" else d.python, d.workdir, d.source)
+    console().print(table)
+
+
+def check(
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    all_devices: AllOpt = False,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+):
+    """Connect to each board in parallel; print facts and a readiness verdict.
+
+    Exit code: 0 every board ready; 2 reachable but not ready; 1 a board is unreachable.
+    """
+    from rich.table import Table
+
+    from host.board import Board, open_transport
+    from host.render import console, print_json
+
+    try:
+        _, found = select(inventory, device, group, all_devices)
+    except HostError as exc:
+        fail(exc)
+        return
+    options = board_options(known_hosts, accept_new_host_keys, connect_timeout)
+
+    def one(dev):
+        board = Board(dev, open_transport(dev, options))
+        try:
+            return board.check()
+        finally:
+            board.transport.close()
+
+    reports = parallel(found, one)
+    if json_out:
+        print_json([r.to_json() for r in reports])
+    else:
+        table = Table(title="host check", title_justify="left")
+        for col in ("device", "verdict", "arch", "cores", "mem GiB", "kernel", "OS", "python",
+                    "engine", "runtime", "power mode", "problems"):
+            table.add_column(col)
+        style = {"ready": "[green]ready[/]", "not ready": "[yellow]not ready[/]",
+                 "unreachable": "[red]unreachable[/]"}
+        for r in reports:
+            f = r.facts
+            engine = f.get("docker") or f.get("podman") or "-"
+            power = f.get("nvpmodel") or (f"governor {f['governor']}" if f.get("governor") else "-")
+            table.add_row(r.device, style[r.verdict], f.get("arch", "-"), str(f.get("cores", "-")),
+                          str(f.get("mem_gib", "-")), f.get("kernel", "-"), f.get("os", "-"),
+                          f.get("python", "-"), engine, f.get("runtime", "-"), power,
+                          "; ".join(r.problems) or "-")
+        out = console()
+        out.print(table)
+        for r in reports:
+            for note in r.notes:
+                out.print(f"{r.device}: {note}", highlight=False)
+    verdicts = {r.verdict for r in reports}
+    if "unreachable" in verdicts:
+        raise typer.Exit(1)
+    if "not ready" in verdicts:
+        raise typer.Exit(2)
+
+
+def deploy(
+    models: Annotated[Optional[List[Path]], typer.Argument(
+        help="ONNX files or folders to stage on the boards too (content-addressed)")] = None,
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    all_devices: AllOpt = False,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+):
+    """Prepare boards in parallel: work folder, runner package (by content hash; skipped when
+    there), container image (present, loaded from image_archive, or pulled) or the native
+    runtime import check, and optionally the given models. One board's failure never stops
+    the others. Exit code 1 when any board failed.
+    """
+    from rich.table import Table
+
+    from host.bench import discover_models
+    from host.board import Board, open_transport
+    from host.render import console, human_bytes, print_json
+
+    try:
+        _, found = select(inventory, device, group, all_devices)
+        staged = discover_models(models) if models else []
+    except HostError as exc:
+        fail(exc)
+        return
+    options = board_options(known_hosts, accept_new_host_keys, connect_timeout)
+
+    def one(dev):
+        board = Board(dev, open_transport(dev, options))
+        try:
+            report = board.deploy(staged)
+            report.notes = list(board.transport.stats.notes)
+            return report
+        finally:
+            board.transport.close()
+
+    reports = parallel(found, one)
+    if json_out:
+        print_json([r.to_json() for r in reports])
+    else:
+        table = Table(title="host deploy", title_justify="left")
+        for col in ("device", "result", "steps", "sent"):
+            table.add_column(col)
+        for r in reports:
+            steps = "\n".join(f"{k}: {v}" for k, v in r.steps)
+            if r.error:
+                steps = (steps + "\n" if steps else "") + f"[red]{r.error}[/]"
+            table.add_row(r.device, "[green]ok[/]" if r.ok else "[red]failed[/]", steps,
+                          human_bytes(r.bytes_sent))
+        out = console()
+        out.print(table)
+        for r in reports:
+            for note in r.notes:
+                out.print(f"{r.device}: {note}", highlight=False)
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
