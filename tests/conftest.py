@@ -1,0 +1,31 @@
+"""Shared pytest fixtures (lab helpers live in tests/labfix.py)."""
+
+import labfix
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ssh_boards(tmp_path_factory):
+    """Three loopback OpenSSH boards b1, b2, b3 (labfix.Boards) for the whole session.
+
+    Tests should request ``boards`` instead: it restarts boards an earlier test stopped.
+    """
+    boards = labfix.Boards(tmp_path_factory.mktemp("boards"), names=("b1", "b2", "b3"))
+    try:
+        yield boards
+    finally:
+        boards.close()
+
+
+@pytest.fixture
+def boards(ssh_boards):
+    """``ssh_boards`` with every board up (restarts boards stopped by earlier tests)."""
+    for name in ssh_boards.stopped():
+        ssh_boards.start(name)
+    return ssh_boards
+
+
+@pytest.fixture(scope="session")
+def podman_engine():
+    """labfix.PodmanEngine(engine, run_args, image) with localhost/edgegauge/test-python:dev built."""
+    return labfix.podman_engine()
