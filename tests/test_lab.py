@@ -396,3 +396,16 @@ def test_container_mode_runs_the_runner_in_a_podman_image(boards, podman_engine,
     assert cell["manifest"]["tool"]["python_executable"] == "/usr/bin/python3"
     assert cell["host"]["runner_process"]["orchestration"]["mode"] == "container"
     assert not list((boards.workdir("b1") / "out").iterdir())  # result read back and removed
+
+
+def test_devices_lists_the_example_lab_and_says_how_the_inventory_resolved(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    res = host("devices", "--inventory", "lab")
+    assert res.exit_code == 0, res.output
+    assert "group 'lab'" in res.output and "inventory.ini" in res.output
+    for name in ("rpi4-1", "xavier-1", "zcu104-1", "a100-1"):
+        assert name in res.output
+    doc = json.loads(host("devices", "-i", "lab", "--json").stdout)
+    assert {d["name"]: d["family"] for d in doc["devices"]} == {
+        "rpi4-1": "rpi", "xavier-1": "jetson", "zcu104-1": "zcu104", "a100-1": "a100"}
+    assert host("devices", "-i", "nosuchlab").exit_code == 1
