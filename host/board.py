@@ -517,8 +517,8 @@ class Board:
         if backend not in REGISTRY:
             problems.append(f"runtime {self.device.runtime!r} has no runner backend in this version")
         wd = self._workdir_spec()
-        probe = (f"import importlib, sys; m = importlib.import_module({module!r}); "
-                 "print(getattr(m, '__version__', 'unknown'))")
+        probe = (f"import importlib; m = importlib.import_module({module!r}); "
+                 "print('edgegauge-ok', getattr(m, '__version__', 'unknown'))")
         script = (
             f"W={shlex.quote(wd)}; "
             'case "$W" in /*) ;; "") W="$HOME" ;; *) W="$HOME/$W" ;; esac; '
@@ -548,8 +548,8 @@ class Board:
         elif got.get("image") == "missing":
             problems.append(f"image {self.device.image} not on the board (run `host deploy`)")
         runtime = got.get("runtime", "")
-        if runtime and not any(w in runtime for w in ("Error", "error", "No module", "not found")):
-            facts["runtime"] = f"{module} {runtime}"
+        if runtime.startswith("edgegauge-ok "):
+            facts["runtime"] = f"{module} {runtime.split(' ', 1)[1]}"
         elif "runtime" in got:
             problems.append(f"{module} does not import: {runtime or 'no output'}")
         return problems
