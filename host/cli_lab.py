@@ -30,6 +30,7 @@ AcceptNewOpt = Annotated[bool, typer.Option(
     "--accept-new-host-keys",
     help="trust a board's key on first connection and record it (a CHANGED key is always refused)")]
 ConnectTimeoutOpt = Annotated[float, typer.Option(min=0.1, help="SSH connect timeout, seconds")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 
 def fail(exc: HostError) -> None:
@@ -66,17 +67,27 @@ def board_options(known_hosts, accept_new, connect_timeout):
                         connect_timeout=connect_timeout)
 
 
-def parallel(devices, fn: Callable) -> list:
-    """``fn(device)`` for every device at once (one thread each); results in order."""
+def on_boards(devices, options, fn: Callable) -> list:
+    """``fn(board)`` for every device at once (one thread and one connection each, closed
+    afterwards); results in device order."""
+    from host.board import Board, open_transport
+
+    def one(device):
+        board = Board(device, open_transport(device, options))
+        try:
+            return fn(board)
+        finally:
+            board.transport.close()
+
     with ThreadPoolExecutor(max_workers=max(1, len(devices)), thread_name_prefix="board") as pool:
-        return list(pool.map(fn, devices))
+        return list(pool.map(one, devices))
 
 
 def devices(
     inventory: InventoryOpt = None,
     device: DeviceOpt = None,
     group: GroupOpt = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    json_out: JsonOpt = False,
 ):
     """List the inventory's devices with family, address and settings (connects to nothing).
 
@@ -113,7 +124,7 @@ def check(
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
     connect_timeout: ConnectTimeoutOpt = 10.0,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    json_out: JsonOpt = False,
 ):
     """Connect to each board in parallel; print facts and a readiness verdict.
 
@@ -121,7 +132,6 @@ def check(
     """
     from rich.table import Table
 
-    from host.board import Board, open_transport
     from host.render import console, print_json
 
     try:
@@ -129,16 +139,8 @@ def check(
     except HostError as exc:
         fail(exc)
         return
-    options = board_options(known_hosts, accept_new_host_keys, connect_timeout)
-
-    def one(dev):
-        board = Board(dev, open_transport(dev, options))
-        try:
-            return board.check()
-        finally:
-            board.transport.close()
-
-    reports = parallel(found, one)
+    reports = on_boards(found, board_options(known_hosts, accept_new_host_keys, connect_timeout),
+                        lambda board: board.check())
     if json_out:
         print_json([r.to_json() for r in reports])
     else:
@@ -178,7 +180,7 @@ def deploy(
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
     connect_timeout: ConnectTimeoutOpt = 10.0,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    json_out: JsonOpt = False,
 ):
     """Prepare boards in parallel: work folder, runner package (by content hash; skipped when
     there), container image (present, loaded from image_archive, or pulled) or the native
@@ -188,7 +190,6 @@ def deploy(
     from rich.table import Table
 
     from host.bench import discover_models
-    from host.board import Board, open_transport
     from host.render import console, human_bytes, print_json
 
     try:
@@ -197,18 +198,12 @@ def deploy(
     except HostError as exc:
         fail(exc)
         return
-    options = board_options(known_hosts, accept_new_host_keys, connect_timeout)
+    def one(board):
+        report = board.deploy(staged)
+        report.notes = list(board.transport.stats.notes)
+        return report
 
-    def one(dev):
-        board = Board(dev, open_transport(dev, options))
-        try:
-            report = board.deploy(staged)
-            report.notes = list(board.transport.stats.notes)
-            return report
-        finally:
-            board.transport.close()
-
-    reports = parallel(found, one)
+    reports = on_boards(found, board_options(known_hosts, accept_new_host_keys, connect_timeout), one)
     if json_out:
         print_json([r.to_json() for r in reports])
     else:
