@@ -1,0 +1,57 @@
+"""Power meters behind one small interface (:class:`host.meters.base.Meter`), chosen by name
+(inventory variable ``meter``; ``meter_port`` and other ``meter_*`` options).
+
+Protocol facts: shared/reference/power-meters.md. Every driver takes a port string or an
+already open serial object, names its units (W, V, A) and never returns None for a short
+or corrupt frame: it raises a typed :class:`host.meters.base.MeterError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from host.meters.base import Meter, MeterError, UnknownMeterError
+
+#: meter name -> "module:Class". Drivers are imported lazily.
+REGISTRY = {
+    "wt310e": "host.meters.wt300e:WT300E",
+    "wt332e": "host.meters.wt300e:WT300E",
+    "wt333e": "host.meters.wt300e:WT300E",
+    "um24c": "host.meters.um:UMMeter",
+    "um25c": "host.meters.um:UMMeter",
+    "um34c": "host.meters.um:UMMeter",
+    "ina219": "host.meters.ina:InaLogger",
+    "ina226": "host.meters.ina:InaLogger",
+    "jetson-ina3221": "host.meters.jetson:JetsonRails",
+    "rpi5-pmic": "host.meters.rpi5:Rpi5Pmic",
+}
+
+
+def meter_class(name: str) -> type:
+    """The driver class for a meter name.
+
+    Raises:
+        UnknownMeterError: the name is not in :data:`REGISTRY`.
+    """
+    try:
+        target = REGISTRY[name.lower()]
+    except KeyError:
+        raise UnknownMeterError(f"unknown meter {name!r}",
+                                hint="one of: " + ", ".join(sorted(REGISTRY))) from None
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def open_meter(name: str, port=None, **options) -> Meter:
+    """Create and open a meter: ``open_meter("um25c", "/dev/rfcomm0")``.
+
+    Raises:
+        UnknownMeterError, MeterError (the port cannot be opened, the meter does not
+        identify as expected).
+    """
+    meter = meter_class(name)(port, name=name.lower(), **options)
+    meter.open()
+    return meter
+
+
+__all__ = ["REGISTRY", "Meter", "MeterError", "meter_class", "open_meter"]

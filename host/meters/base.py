@@ -1,0 +1,118 @@
+"""The meter interface and its typed errors.
+
+A meter yields :class:`Reading` objects, one per meter update, in SI units named in the
+field (``power_w``, ``voltage_v``, ``current_a``). Timestamps are taken by the sampler on the
+host (:mod:`host.power`), not here; a meter's own sequence number or clock, where it has one,
+goes in ``meter_seq`` / ``meter_time_s``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from host.errors import HostError
+
+#: What a meter measures (power-meters.md §11 "Scope mismatch").
+SCOPES = ("wall", "board-input", "module", "rails")
+
+
+class MeterError(HostError):
+    """A meter could not deliver a reading (base class)."""
+
+
+class UnknownMeterError(MeterError):
+    """No driver for this meter name."""
+
+
+class MeterConnectionError(MeterError):
+    """The port cannot be opened, or it went away (meter unplugged, pty closed)."""
+
+
+class MeterTimeoutError(MeterError):
+    """The meter did not answer, or answered too little, within the timeout. The message
+    says what was expected and what (how many bytes) arrived."""
+
+
+class MeterProtocolError(MeterError):
+    """A corrupt or unexpected answer (bad frame, garbage, wrong model). The message shows
+    what was expected and what was received."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One meter update.
+
+    ``power_w`` is None only when the meter itself reported no valid value (NaN/INF/
+    over-range tokens); then ``flags`` says why ("invalid", "over_range", ...). ``rails``
+    holds per-rail watts for on-board sources.
+    """
+
+    power_w: float | None
+    voltage_v: float | None = None
+    current_a: float | None = None
+    flags: tuple = ()
+    meter_seq: int | None = None
+    meter_time_s: float | None = None
+    rails: dict = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return self.power_w is not None and math.isfinite(self.power_w) and not self.flags
+
+
+class Meter:
+    """Interface of a meter driver.
+
+    Args:
+        port: a port string (``/dev/ttyUSB0``, a pyserial URL) or an already open
+            ``serial.Serial``-like object (then the driver does not close it). On-board
+            sources take ``None`` and their own options.
+        name: the registry name the meter was opened by (e.g. ``um25c``).
+
+    Class attributes: ``scope`` (one of :data:`SCOPES`), ``update_interval_s`` (the
+    meter's own update period: the sampler never polls faster than this is useful).
+    """
+
+    scope = "board-input"
+    update_interval_s = 1.0
+
+    def __init__(self, port=None, *, name: str = "", **options):
+        self.port = port
+        self.name = name
+        self.options = options
+        self.model = name  # refined by open() when the meter identifies itself
+
+    def open(self) -> None:
+        """Open the port, identify and configure the meter.
+
+        Raises:
+            MeterConnectionError, MeterTimeoutError, MeterProtocolError.
+        """
+        raise NotImplementedError
+
+    def read(self) -> Reading:
+        """One fresh reading (blocks up to the timeout).
+
+        Raises:
+            MeterConnectionError, MeterTimeoutError, MeterProtocolError.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the port if this driver opened it."""
+
+    def describe(self) -> dict:
+        """``{"meter", "model", "port", "scope", "update_interval_s"}`` for results."""
+        port = self.port
+        if not isinstance(port, (str, type(None))):
+            port = getattr(port, "port", repr(port))
+        return {"meter": self.name, "model": self.model, "port": port, "scope": self.scope,
+                "update_interval_s": self.update_interval_s}
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
