@@ -340,6 +340,7 @@ def run_campaign(
     retry_failed: bool = False,
     open_board: Callable | None = None,
     on_event: Callable[[CellEvent], None] | None = None,
+    power: Callable | None = None,
 ) -> CampaignResult:
     """Run every model on every device; boards in parallel, cells on one board strictly
     one after another, each in a fresh runner process.
@@ -354,6 +355,9 @@ def run_campaign(
         backend: runner backend for every device; None = each device's ``runtime``.
         open_board: ``device -> Board`` (default: :func:`host.board.open_transport`
             with default SSH options).
+        power: ``(device, board, folder) -> PowerSession | None`` — power measurement
+            for devices with a meter (:mod:`host.powerlab`): idle per device, a
+            ``power`` block and ``<cell>.power.csv`` per cell.
 
     Raises:
         CampaignMismatchError: a planned model's content changed.
@@ -417,6 +421,8 @@ def run_campaign(
             docs[(name, i)] = dict(old, _path=str(path))
             notify(CellEvent(name, i, total, model, "skipped", docs[(name, i)], path))
         board = None
+        session = None
+        power_error = None
         try:
             down: Exception | None = None
             if pending:
@@ -429,15 +435,35 @@ def run_campaign(
                     down = exc
                     summary.error = str(exc)
                     notify(CellEvent(name, 0, total, None, "board_down", message=str(exc)))
+            run_cfg = cfg
+            if power is not None and pending and down is None:
+                try:
+                    session = power(device, board, Path(results) / safe_name(campaign) / safe_name(name))
+                    if session is not None:
+                        session.open()
+                        run_cfg = session.extend(cfg)
+                except HostError as exc:  # MeterError, PowerError
+                    power_error, session = f"meter could not be opened: {exc}", None
+                    summary.notes.append(power_error)
             board_info = {k: v for k, v in device.to_json().items() if k != "vars"}
             for i, model, path in pending:
                 if stop.is_set():
                     return
-                outcome, error = None, None
+                outcome, error, token = None, None, None
                 if down is None:
+                    if session is not None and session.idle_due():
+                        notify(CellEvent(name, i, total, model, "idle"))
+                        try:
+                            session.measure_idle()
+                            power_error = None
+                        except HostError as exc:
+                            power_error = str(exc)
+                            summary.notes.append(power_error)
                     notify(CellEvent(name, i, total, model, "running"))
+                    if session is not None and power_error is None:
+                        token = session.start_cell()
                     try:
-                        outcome = board.run_cell(model, shas[model], cfg)
+                        outcome = board.run_cell(model, shas[model], run_cfg)
                     except HostError as exc:
                         error = transport_failure(exc)
                         try:  # one more connection attempt (with the transport's retries)
@@ -447,18 +473,28 @@ def run_campaign(
                             summary.error = str(exc2)
                             notify(CellEvent(name, i, total, model, "board_down", message=str(exc2)))
                     if stop.is_set():
+                        if token is not None:
+                            token["sampler"].stop()
                         return  # interrupted mid-cell: not a result
                 else:
                     error = transport_failure(down)
                 info, info_error = read_info(model)
-                doc = build_cell(outcome, model=model, config=cfg, device=name, campaign=campaign,
+                doc = build_cell(outcome, model=model, config=run_cfg, device=name, campaign=campaign,
                                  metrics=metrics_for(model, cfg), info=info, info_error=info_error,
                                  error=error, board=board_info)
+                if token is not None:
+                    doc["power"] = session.finish_cell(token, doc, path.with_suffix(".power.csv"))
+                elif power_error is not None and outcome is not None:
+                    from host.powerlab import failed_block
+
+                    doc["power"] = failed_block(session.spec if session else None, power_error)
                 store_cell(path, doc)
                 summary.run += 1
                 docs[(name, i)] = dict(doc, _path=str(path))
                 notify(CellEvent(name, i, total, model, "done", docs[(name, i)], path))
         finally:
+            if session is not None:
+                session.close()
             if board is not None:
                 stats = board.transport.stats
                 summary.bytes_sent, summary.files_sent = stats.bytes_sent, stats.files_sent

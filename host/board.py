@@ -366,6 +366,18 @@ class Board:
         }
         return outcome
 
+    def clock_probes(self, n: int = 7) -> list:
+        """Bracketed reads of the board's CLOCK_MONOTONIC (the runner's loop clock):
+        ``[(t1_host_ns, board_ns, t2_host_ns), ...]``. Uses the native interpreter, or the
+        board's own ``python3`` in container mode (containers share the host's monotonic
+        clock).
+
+        Raises:
+            TransportError: the probe could not run.
+        """
+        python = "python3" if self.container else self._python()
+        return self.transport.clock_probes(python, n)
+
     def abort(self) -> None:
         """Kill the cell in flight (another thread calls this on Ctrl-C)."""
         inflight = self._inflight

@@ -33,6 +33,25 @@ from host.errors import HostError
 #: Exit codes ≥ this from ``sh -c`` mean "killed by signal (code - 128)".
 SIGNAL_BASE = 128
 
+#: Board side of the clock probe: answers each line on stdin with CLOCK_MONOTONIC in ns
+#: (the clock the runner stamps its timed loop with).
+CLOCK_SCRIPT = ("import sys, time\n"
+                "for _ in sys.stdin:\n"
+                "    sys.stdout.write('%d\\n' % time.monotonic_ns())\n"
+                "    sys.stdout.flush()\n")
+
+
+def _probe_loop(send, recv_line, n: int) -> list:
+    """``n`` bracketed reads of the board's monotonic clock: (t1_host_ns, board_ns, t2_host_ns)."""
+    probes = []
+    for _ in range(n):
+        t1 = time.monotonic_ns()
+        send(b"x\n")
+        line = recv_line()
+        t2 = time.monotonic_ns()
+        probes.append((t1, int(line), t2))
+    return probes
+
 
 class TransportError(HostError):
     """A board could not be used (base class). ``device`` names the board."""
@@ -146,6 +165,26 @@ class LocalTransport:
             self._killpg(proc)
         if extra_command:
             subprocess.run(["/bin/sh", "-c", extra_command], capture_output=True, timeout=30)
+
+    def clock_probes(self, python: str, n: int = 7) -> list:
+        """Bracketed reads of this machine's monotonic clock through a child ``python``
+        (same clock: the offset comes out near 0, which checks the method).
+
+        Raises:
+            TransportError: the interpreter cannot be started or answers garbage.
+        """
+        proc = subprocess.Popen([python, "-u", "-c", CLOCK_SCRIPT], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            def send(data):
+                proc.stdin.write(data)
+                proc.stdin.flush()
+            return _probe_loop(send, proc.stdout.readline, n)
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"{self.name}: clock probe failed: {exc}", device=self.name) from None
+        finally:
+            proc.kill()
+            proc.wait()
 
     def put(self, local: Path, remote: str) -> int:
         """Copy ``local`` to ``remote`` atomically (``.part`` then rename); returns bytes."""
@@ -383,6 +422,43 @@ class SshTransport:
         """Kill the remote command in flight (from another thread, on Ctrl-C)."""
         if self._conn is not None and self._conn.is_connected and (kill_pattern or extra_command):
             self._kill(kill_pattern or "edgegauge-none", extra_command)
+
+    def clock_probes(self, python: str, n: int = 7) -> list:
+        """Bracketed reads of the board's CLOCK_MONOTONIC over one SSH channel: a small
+        ``python`` loop on the board answers each line with ``time.monotonic_ns()``, so a
+        probe costs one network round trip, not a new command (power-meters.md §10).
+
+        Raises:
+            UnreachableError: the connection failed or the probe did not answer.
+        """
+        import shlex
+
+        import paramiko
+
+        chan = None
+        try:
+            chan = self.conn.client.get_transport().open_session()
+            chan.settimeout(max(5.0, self.connect_timeout))
+            chan.exec_command(f"{shlex.quote(python)} -u -c {shlex.quote(CLOCK_SCRIPT)}")
+            buf = bytearray()
+
+            def recv_line():
+                while b"\n" not in buf:
+                    data = chan.recv(4096)
+                    if not data:
+                        err = chan.recv_stderr(4096).decode(errors="replace")
+                        raise EOFError(f"board clock probe ended: {err.strip()[-300:]}")
+                    buf.extend(data)
+                line, _, rest = bytes(buf).partition(b"\n")
+                buf[:] = rest
+                return line
+
+            return _probe_loop(chan.sendall, recv_line, n)
+        except (paramiko.SSHException, EOFError, OSError, ValueError) as exc:
+            raise UnreachableError(f"{self.name}: clock probe failed: {exc}", device=self.name) from None
+        finally:
+            if chan is not None:
+                chan.close()
 
     # -- files --------------------------------------------------------------------------
 
