@@ -100,6 +100,18 @@ def bench(
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
     connect_timeout: ConnectTimeoutOpt = 10.0,
+    power: Annotated[Optional[bool], typer.Option(
+        "--power/--no-power", help="measure power on devices that have a meter [on when one is set]")] = None,
+    meter_from_inventory: Annotated[bool, typer.Option(
+        "--meter-from-inventory", help="use each device's inventory meter (the default when set)")] = False,
+    meter: Annotated[Optional[str], typer.Option(
+        help="meter for the (single) selected device, e.g. um25c; overrides the inventory")] = None,
+    meter_port: Annotated[Optional[str], typer.Option(help="serial port of --meter")] = None,
+    idle_settle_s: Annotated[float, typer.Option(min=0, help="settle before idle, seconds")] = 5.0,
+    idle_window_s: Annotated[float, typer.Option(min=0.1, help="idle window, seconds")] = 10.0,
+    idle_every_s: Annotated[float, typer.Option(min=1, help="re-measure idle after, seconds")] = 1800.0,
+    power_min_samples: Annotated[int, typer.Option(
+        min=2, help="meter samples the load window must hold (the timed loop is lengthened)")] = 10,
     json_out: Annotated[bool, typer.Option(
         "--json", help="print the cells as JSON instead of a table")] = False,
 ):
@@ -147,6 +159,12 @@ def bench(
         found = discover_models(models or _default_models())
         name = campaign or default_campaign_name()
         options = board_options(known_hosts, accept_new_host_keys, connect_timeout)
+        if meter and len(found_devices) > 1:
+            raise HostError("--meter names the meter of one device; several are selected",
+                            hint="set meter= and meter_port= per device in the inventory")
+        power_factory = None if power is False else _power_factory(
+            meter, meter_port, options, settle_s=idle_settle_s, window_s=idle_window_s,
+            idle_every_s=idle_every_s, min_samples=power_min_samples)
         err = console(stderr=True)
         with Progress(
             TextColumn("{task.fields[board]:<14}"), BarColumn(bar_width=24), MofNCompleteColumn(),
@@ -162,6 +180,8 @@ def bench(
                     progress.update(task, description="connecting")
                 elif event.state == "running":
                     progress.update(task, description=f"{event.model.stem} ({event.index}/{event.total})")
+                elif event.state == "idle":
+                    progress.update(task, description="measuring idle power")
                 elif event.state == "board_down":
                     progress.update(task, description=f"[red]unreachable[/]: {event.message}")
                 elif event.state in ("done", "skipped"):
@@ -174,7 +194,7 @@ def bench(
 
             result = run_campaign(
                 found, found_devices, config, results=results, campaign=name, backend=backend,
-                retry_failed=retry_failed, on_event=on_event,
+                retry_failed=retry_failed, on_event=on_event, power=power_factory,
                 open_board=lambda d: Board(d, open_transport(d, options)))
     except HostError as exc:
         _fail(exc)
@@ -206,6 +226,25 @@ def bench(
         raise typer.Exit(1)
     if "invalid" in statuses:
         raise typer.Exit(3)
+
+
+def _power_factory(meter, meter_port, options, **settings):
+    """``(device, board, folder) -> PowerSession | None`` for run_campaign."""
+    from host.board import open_transport
+    from host.powerlab import PowerSession, meter_spec
+
+    def factory(device, board, folder):
+        spec = meter_spec(device, meter, meter_port)
+        if spec is None:
+            return None
+        run = on_close = None
+        if spec.onboard:  # on-board sources are read on the board, over their own connection
+            transport = open_transport(device, options)
+            run = lambda cmd: transport.run(cmd, timeout=30).stdout  # noqa: E731
+            on_close = transport.close
+        return PowerSession(spec, board, folder, run=run, on_close=on_close, **settings)
+
+    return factory
 
 
 @app.command()
@@ -280,6 +319,15 @@ def _add_lab() -> None:
 
 
 _add_lab()
+
+
+def _add_meter() -> None:
+    from host import cli_meter
+
+    app.add_typer(cli_meter.app, name="meter")
+
+
+_add_meter()
 
 
 def _add_zoo() -> None:

@@ -88,7 +88,7 @@ class PowerSession:
 
     def __init__(self, spec: MeterSpec, board, folder: Path, *, settle_s: float = 5.0,
                  window_s: float = 10.0, idle_every_s: float = 1800.0, min_samples: int = 10,
-                 probes: int = 5, run=None):
+                 probes: int = 5, run=None, on_close=None):
         self.spec = spec
         self.board = board
         self.folder = Path(folder)
@@ -98,6 +98,7 @@ class PowerSession:
         self.min_samples = min_samples
         self.probes = probes
         self.run = run
+        self.on_close = on_close
         self.meter = None
         self.idle = None  # latest idle result (dict)
         self._idle_at = None
@@ -125,6 +126,9 @@ class PowerSession:
             except Exception:  # closing a broken meter must not hide the campaign's result
                 pass
             self.meter = None
+        if self.on_close is not None:
+            self.on_close()
+            self.on_close = None
 
     def required_window_s(self) -> float:
         from host.power import required_window_s

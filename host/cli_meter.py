@@ -1,0 +1,252 @@
+"""``host meter``: find serial ports, read a meter once, log it live, measure idle power.
+
+A meter is named with ``--meter NAME --port PORT [--opt key=value]``, or taken from the
+inventory with ``--device X [--inventory lab]`` (``meter``, ``meter_port``, ``meter_*``;
+on-board sources such as ``jetson-ina3221`` are then read over SSH on the board).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from host.cli_lab import (
+    AcceptNewOpt,
+    ConnectTimeoutOpt,
+    InventoryOpt,
+    JsonOpt,
+    KnownHostsOpt,
+    board_options,
+    fail,
+)
+from host.errors import HostError
+
+app = typer.Typer(no_args_is_help=True, help="power meters: list ports, read, log, idle")
+
+MeterOpt = Annotated[Optional[str], typer.Option(
+    "--meter", help="meter: wt310e wt332e wt333e um24c um25c um34c ina219 ina226 jetson-ina3221 rpi5-pmic")]
+PortOpt = Annotated[Optional[str], typer.Option("--port", help="serial port or pyserial URL")]
+OptOpt = Annotated[Optional[List[str]], typer.Option(
+    "--opt", help="driver option key=value (e.g. baudrate=9600, rate=100MS, period_ms=20); repeatable")]
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", "-d", help="take the meter from this inventory device instead")]
+
+
+def _open(meter, port, opt, device, inventory, known_hosts, accept_new, connect_timeout):
+    """Open the meter named on the command line or by an inventory device.
+
+    Returns:
+        (meter, transport or None) — close both.
+
+    Raises:
+        HostError (UnknownMeterError, MeterError, InventoryError, TransportError).
+    """
+    from host.meters import open_meter
+    from host.powerlab import MeterSpec, _value, meter_spec
+
+    options = {}
+    for item in opt or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise HostError(f"--opt {item!r} is not key=value", hint="e.g. --opt baudrate=9600")
+        options[key] = _value(value)
+    transport = None
+    if device:
+        from host.board import open_transport
+        from host.cli_lab import select
+
+        _, (dev,) = select(inventory, [device], None, False)
+        spec = meter_spec(dev, meter, port)
+        if spec is None:
+            raise HostError(f"device {device!r} has no meter in the inventory",
+                            hint="set meter= and meter_port= for it, or pass --meter and --port")
+        spec.options.update(options)
+        if spec.onboard:
+            transport = open_transport(dev, board_options(known_hosts, accept_new, connect_timeout))
+            spec.options["run"] = lambda cmd: transport.run(cmd, timeout=30).stdout
+    else:
+        if not meter:
+            raise HostError("which meter? pass --meter NAME --port PORT, or --device X",
+                            hint="`host meter list` shows serial ports")
+        spec = MeterSpec(meter, port, options)
+    try:
+        return open_meter(spec.name, spec.port, **spec.options), transport
+    except BaseException:
+        if transport is not None:
+            transport.close()
+        raise
+
+
+@app.command("list")
+def list_ports(json_out: JsonOpt = False):
+    """Serial ports on this host, with USB vendor/product where known."""
+    from rich.table import Table
+    from serial.tools import list_ports as lp
+
+    from host.meters import REGISTRY
+    from host.render import console, print_json
+
+    ports = []
+    for p in sorted(lp.comports(), key=lambda p: p.device):
+        ports.append({"port": p.device, "description": p.description, "hwid": p.hwid,
+                      "vid": f"{p.vid:04x}" if p.vid is not None else None,
+                      "pid": f"{p.pid:04x}" if p.pid is not None else None,
+                      "manufacturer": p.manufacturer, "product": p.product, "serial": p.serial_number})
+    if json_out:
+        print_json({"ports": ports, "meters": sorted(REGISTRY)})
+        return
+    table = Table(title="serial ports", title_justify="left")
+    for col in ("port", "USB vid:pid", "manufacturer", "product", "description"):
+        table.add_column(col)
+    for p in ports:
+        vidpid = f"{p['vid']}:{p['pid']}" if p["vid"] else "-"
+        table.add_row(p["port"], vidpid, p["manufacturer"] or "-", p["product"] or "-", p["description"])
+    out = console()
+    out.print(table)
+    if not ports:
+        out.print("no serial ports found (Bluetooth UM meters appear after `rfcomm bind`)", highlight=False)
+    out.print("meters: " + ", ".join(sorted(REGISTRY)), highlight=False)
+
+
+def _reading_dict(reading) -> dict:
+    return {"power_w": reading.power_w, "voltage_v": reading.voltage_v, "current_a": reading.current_a,
+            "flags": list(reading.flags), "meter_seq": reading.meter_seq,
+            "meter_time_s": reading.meter_time_s, "rails": reading.rails}
+
+
+@app.command()
+def read(
+    meter: MeterOpt = None, port: PortOpt = None, opt: OptOpt = None, device: DeviceOpt = None,
+    inventory: InventoryOpt = None, known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False, connect_timeout: ConnectTimeoutOpt = 10.0,
+    json_out: JsonOpt = False,
+):
+    """Open the meter and print one reading (W, V, A)."""
+    from host.render import console, print_json
+
+    try:
+        m, transport = _open(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
+                             connect_timeout)
+        try:
+            reading = m.read()
+            desc = m.describe()
+        finally:
+            m.close()
+            if transport is not None:
+                transport.close()
+    except HostError as exc:
+        fail(exc)
+        return
+    doc = {**desc, **_reading_dict(reading)}
+    if json_out:
+        print_json(doc)
+        return
+
+    def fmt(v, unit):
+        return "-" if v is None else f"{v:.4g} {unit}"
+
+    flags = f"  flags {list(reading.flags)}" if reading.flags else ""
+    console().print(f"{desc['model']} on {desc['port']} ({desc['scope']}): "
+                    f"{fmt(reading.power_w, 'W')}  {fmt(reading.voltage_v, 'V')}  "
+                    f"{fmt(reading.current_a, 'A')}{flags}", highlight=False)
+
+
+@app.command()
+def log(
+    meter: MeterOpt = None, port: PortOpt = None, opt: OptOpt = None, device: DeviceOpt = None,
+    inventory: InventoryOpt = None,
+    seconds: Annotated[float, typer.Option(min=0.1, help="how long to log")] = 30.0,
+    out: Annotated[Optional[Path], typer.Option(help="CSV file for the samples")] = None,
+    known_hosts: KnownHostsOpt = None, accept_new_host_keys: AcceptNewOpt = False,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
+):
+    """Sample the meter for --seconds with a live display; write the samples as CSV."""
+    from rich.live import Live
+
+    from host.power import Sampler, write_power_csv
+    from host.render import console
+
+    try:
+        m, transport = _open(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
+                             connect_timeout)
+    except HostError as exc:
+        fail(exc)
+        return
+    sampler = Sampler(m, phase="log")
+    err = console(stderr=True)
+    try:
+        sampler.start()
+        end = time.monotonic() + seconds
+        with Live(console=err, refresh_per_second=4, transient=False) as live:
+            while time.monotonic() < end:
+                samples = sampler.snapshot()
+                valid = [s.power_w for s in samples if s.power_w is not None]
+                last = valid[-1] if valid else None
+                spread = (f"  min {min(valid):.3f}  mean {sum(valid) / len(valid):.3f}  "
+                          f"max {max(valid):.3f} W") if valid else ""
+                text = (f"{len(samples)} samples  now {last if last is None else f'{last:.3f}'} W{spread}"
+                        f"  errors {len(sampler.errors)}  {max(0.0, end - time.monotonic()):.0f} s left")
+                live.update(text)
+                time.sleep(0.25)
+    finally:
+        samples = sampler.stop()
+        m.close()
+        if transport is not None:
+            transport.close()
+    path = out or Path(f"meter-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.power.csv")
+    write_power_csv(path, samples)
+    console().print(f"{len(samples)} samples, {len(sampler.errors)} errors -> {path}", highlight=False)
+    if getattr(sampler, "fatal_error", None):
+        err.print(f"[red]error:[/] meter stopped: {sampler.fatal_error}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def idle(
+    meter: MeterOpt = None, port: PortOpt = None, opt: OptOpt = None, device: DeviceOpt = None,
+    inventory: InventoryOpt = None,
+    settle_s: Annotated[float, typer.Option(min=0, help="settle before the window, seconds")] = 5.0,
+    window_s: Annotated[float, typer.Option(min=0.1, help="idle window, seconds")] = 10.0,
+    known_hosts: KnownHostsOpt = None, accept_new_host_keys: AcceptNewOpt = False,
+    connect_timeout: ConnectTimeoutOpt = 10.0, json_out: JsonOpt = False,
+):
+    """Measure idle power alone: settle, then an idle window; idle = median of the window."""
+    import dataclasses
+
+    from host.power import Sampler, idle_from_samples
+    from host.render import console, print_json
+
+    try:
+        m, transport = _open(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
+                             connect_timeout)
+    except HostError as exc:
+        fail(exc)
+        return
+    sampler = Sampler(m, phase="settle")
+    try:
+        sampler.start()
+        time.sleep(settle_s)
+        sampler.set_phase("idle")
+        t0 = time.monotonic_ns()
+        time.sleep(window_s)
+        t1 = time.monotonic_ns()
+    finally:
+        samples = sampler.stop()
+        desc = m.describe()
+        m.close()
+        if transport is not None:
+            transport.close()
+    result = idle_from_samples(samples, t0, t1)
+    doc = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
+    doc.pop("samples", None)
+    doc["meter"] = desc
+    if json_out:
+        print_json(doc)
+    else:
+        console().print(f"idle {doc.get('power_w_idle')} W (median of {doc.get('n_samples')} samples; "
+                        f"std {doc.get('std_w')} W; stable {doc.get('stable')})", highlight=False)
+    if not doc.get("n_samples"):
+        raise typer.Exit(1)
