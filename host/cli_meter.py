@@ -214,8 +214,6 @@ def idle(
     connect_timeout: ConnectTimeoutOpt = 10.0, json_out: JsonOpt = False,
 ):
     """Measure idle power alone: settle, then an idle window; idle = median of the window."""
-    import dataclasses
-
     from host.power import Sampler, idle_from_samples
     from host.render import console, print_json
 
@@ -239,14 +237,12 @@ def idle(
         m.close()
         if transport is not None:
             transport.close()
-    result = idle_from_samples(samples, t0, t1)
-    doc = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
-    doc.pop("samples", None)
+    doc = idle_from_samples(samples, t0, t1).to_dict()
     doc["meter"] = desc
     if json_out:
         print_json(doc)
     else:
         console().print(f"idle {doc.get('power_w_idle')} W (median of {doc.get('n_samples')} samples; "
-                        f"std {doc.get('std_w')} W; stable {doc.get('stable')})", highlight=False)
+                        f"std {doc.get('power_w_std')} W; stable {doc.get('stable')})", highlight=False)
     if not doc.get("n_samples"):
         raise typer.Exit(1)

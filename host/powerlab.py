@@ -175,9 +175,8 @@ class PowerSession:
         write_power_csv(self.folder / f"{stem}.power.csv", samples)
         result = idle_from_samples(samples, t0, t1)
         doc = {"id": stem, "meter": self.meter.describe(), "settle_s": self.settle_s,
-               "window_s": self.window_s, "start_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               **_as_dict(result)}
-        doc.pop("samples", None)
+               "start_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "samples_file": f"{stem}.power.csv", **_as_dict(result)}
         fatal = getattr(sampler, "fatal_error", None)
         if fatal:
             doc["error"] = str(fatal)
@@ -225,7 +224,8 @@ class PowerSession:
         write_power_csv(csv_path, samples)
         block = {"meter": self.meter.describe(), "samples_file": csv_path.name,
                  "samples_total": len(samples),
-                 "idle": {k: self.idle.get(k) for k in ("id", "power_w_idle", "std_w", "n_samples")}
+                 "idle": {k: self.idle.get(k) for k in ("id", "power_w_idle", "power_w_std", "n_samples",
+                                                        "stable")}
                  if self.idle else None}
         fatal = getattr(sampler, "fatal_error", None)
         lat = doc.get("latency") or {}
@@ -245,7 +245,7 @@ class PowerSession:
         idle_w = self.idle["power_w_idle"]
         stats = load_window_stats(
             samples, t_s, t_e, iterations=lat["iterations"], power_w_idle=idle_w,
-            idle_noise_w=3 * (self.idle.get("std_w") or 0.0), min_samples=self.min_samples,
+            idle_std_w=self.idle.get("power_w_std"), min_samples=self.min_samples,
             update_interval_s=self.meter.update_interval_s,
             alignment_uncertainty_ms=offset.uncertainty_ns / 1e6)
         block.update(stats)
@@ -256,10 +256,11 @@ class PowerSession:
         return block
 
 
-def _as_dict(obj) -> dict:
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.asdict(obj)
-    return dict(obj)
+def _as_dict(result) -> dict:
+    """An IdleResult as JSON-ready fields (without its samples: they go to the CSV)."""
+    doc = result.to_dict() if hasattr(result, "to_dict") else dataclasses.asdict(result)
+    doc.pop("samples", None)
+    return doc
 
 
 def failed_block(spec: MeterSpec | None, message: str) -> dict:
