@@ -182,7 +182,7 @@ def log(
         end = time.monotonic() + seconds
         with Live(console=err, refresh_per_second=4, transient=False) as live:
             while time.monotonic() < end:
-                samples = sampler.snapshot()
+                samples = sampler.samples
                 valid = [s.power_w for s in samples if s.power_w is not None]
                 last = valid[-1] if valid else None
                 spread = (f"  min {min(valid):.3f}  mean {sum(valid) / len(valid):.3f}  "
