@@ -29,3 +29,19 @@ def boards(ssh_boards):
 def podman_engine():
     """labfix.PodmanEngine(engine, run_args, image) with localhost/edgegauge/test-python:dev built."""
     return labfix.podman_engine()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("edgegauge hardware")
+    group.addoption("--meter-port", default=None,
+                    help="serial port of a real power meter for the meter_hw tests (opt-in)")
+    group.addoption("--meter", default="um25c", help="meter name for --meter-port [um25c]")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--meter-port"):
+        return
+    skip = pytest.mark.skip(reason="real meter test: pass --meter-port PORT [--meter NAME]")
+    for item in items:
+        if "meter_hw" in item.keywords:
+            item.add_marker(skip)
