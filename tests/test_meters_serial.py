@@ -508,6 +508,26 @@ def test_ina_seq_wrap_and_restart_on_a_serial_like_object():
     assert port.written[-1] == b"X\n"
 
 
+def test_ina_seq_restart_fails_one_read_then_goes_on():
+    port = _ScriptedLines([INA_BANNER, "7,4294967000,5000,0,0,0", "8,200,5000,0,0,0",
+                           "0,50,5000,0,0,0", "1,60,5000,0,0,0", "3,80,5000,0,0,0"])
+    meter = InaLogger(port, name="ina226", period_ms=5, timeout_s=0.5)
+    meter.open()
+    assert [meter.read().meter_time_s for _ in range(2)] == [4294.967, ((1 << 32) + 200) / 1e6]
+    with pytest.raises(MeterProtocolError, match="expected seq 9, received 0"):
+        meter.read()  # the device restarted: exactly this reading fails
+    after = [meter.read() for _ in range(2)]
+    assert [r.meter_seq for r in after] == [1, 3] and meter.dropped == 1
+    assert [r.meter_time_s for r in after] == [60e-6, 80e-6]  # the new clock, not unwrapped
+
+
+def test_ina_streams_so_the_sampler_reads_back_to_back():
+    from host.power import Sampler
+
+    assert InaLogger.read_blocks is True
+    assert not Sampler(InaLogger("/dev/null", period_ms=5)).paced
+
+
 def test_ina_device_clock_unwraps_32bit_micros(closing):
     emu = closing(InaEmulator(micros_offset=(1 << 32) - 15_000))  # wraps ~15 ms after start
     meter = closing(InaLogger(emu.port, name="ina226", period_ms=1))

@@ -67,23 +67,8 @@ from __future__ import annotations
 import re
 import time
 
-import serial
-
-from host.meters.base import (
-    Meter,
-    MeterConnectionError,
-    MeterError,
-    MeterProtocolError,
-    MeterTimeoutError,
-    Reading,
-)
-
-try:  # termios.error is what tcflush raises on a port that went away (POSIX only)
-    from termios import error as _TermiosError
-except ImportError:  # pragma: no cover - Windows
-    _TermiosError = OSError
-
-_IO_ERRORS = (serial.SerialException, OSError, _TermiosError)
+from host.meters._serial import IO_ERRORS, SerialMeter
+from host.meters.base import MeterError, MeterProtocolError, MeterTimeoutError, Reading
 
 BAUDRATE = 115200
 FIELDS = ("seq", "t_us", "bus_mV", "shunt_uV", "current_uA", "power_uW")
@@ -130,7 +115,7 @@ def parse_data_line(line: str) -> tuple:
     return values
 
 
-class InaLogger(Meter):
+class InaLogger(SerialMeter):
     """INA219/INA226 logger speaking the line protocol of this module.
 
     Readings: ``power_w`` = power_uW / 1e6 (W), ``voltage_v`` = bus_mV / 1e3 (V),
@@ -153,16 +138,21 @@ class InaLogger(Meter):
 
     Raises (from :meth:`open` / :meth:`read`): MeterConnectionError (port cannot be opened
     or went away), MeterTimeoutError (no whole line within ``timeout_s``),
-    MeterProtocolError (no banner, malformed line, seq going backwards).
+    MeterProtocolError (no banner, malformed line, seq going backwards: that one read fails,
+    the stream then goes on from the new seq).
     """
 
     scope = "board-input"
+    # read() blocks until the device streams the next line: the sampler reads back-to-back.
+    read_blocks = True
+    label = "INA logger"
+    port_example = "/dev/ttyACM0"
+    open_hint = "check the USB cable and the permissions (group dialout)"
+    gone_hint = "USB cable unplugged or board reset?"
 
     def __init__(self, port=None, *, name: str = "", timeout_s: float | None = None,
                  baudrate: int = BAUDRATE, period_ms: int = 20, scope: str = "board-input", **options):
-        if options:
-            raise MeterError(f"unknown INA logger option(s): {', '.join(sorted(options))}",
-                             hint="options: timeout_s, baudrate, period_ms, scope")
+        self._check_options(options, ("timeout_s", "baudrate", "period_ms", "scope"))
         super().__init__(port, name=name, timeout_s=timeout_s, baudrate=baudrate, period_ms=period_ms,
                          scope=scope)
         try:
@@ -172,88 +162,26 @@ class InaLogger(Meter):
         if self.period_ms < 1:
             raise MeterError(f"period_ms must be >= 1, got {period_ms!r}")
         self.update_interval_s = self.period_ms / 1000
-        if timeout_s is None:
-            timeout_s = max(1.0, 5 * self.update_interval_s)
-        try:
-            self.timeout_s = float(timeout_s)
-        except (TypeError, ValueError):
-            raise MeterError(f"timeout_s must be a number, got {timeout_s!r}") from None
-        if not self.timeout_s > 0:
-            raise MeterError(f"timeout_s must be > 0, got {timeout_s!r}")
-        self.baudrate = int(baudrate)
+        if self.timeout_s is None:
+            self.timeout_s = max(1.0, 5 * self.update_interval_s)
         self.scope = scope
         self.dropped = 0
         self.banner = None
-        self._ser = None
-        self._owned = False
         self._last_seq = None
         self._last_t_raw = None
         self._t_offset = 0
 
-    def _port_name(self) -> str:
-        if isinstance(self.port, str):
-            return self.port
-        return str(getattr(self.port, "port", None) or getattr(self.port, "name", None) or self.port)
-
-    def _io(self, what: str, func, *args):
-        try:
-            return func(*args)
-        except serial.SerialTimeoutException as exc:
-            raise MeterTimeoutError(f"INA logger on {self._port_name()}: {what} did not complete "
-                                    f"within {self.timeout_s} s") from exc
-        except _IO_ERRORS as exc:
-            raise MeterConnectionError(f"INA logger on {self._port_name()} went away during {what}: "
-                                       f"{exc}", hint="USB cable unplugged or board reset?") from exc
-
-    def _send(self, command: str) -> None:
-        self._io(f"writing {command!r}", self._ser.write, (command + "\n").encode("ascii"))
-
-    def _line(self, expected: str) -> str:
-        raw = self._io(f"reading {expected}", self._ser.read_until, b"\n")
-        if not raw.endswith(b"\n"):
-            raise MeterTimeoutError(
-                f"INA logger on {self._port_name()}: expected {expected} within {self.timeout_s} s, "
-                f"received {len(raw)} byte(s)" + (f": {raw!r}" if raw else ""))
-        try:
-            return raw.decode("ascii").strip()
-        except UnicodeDecodeError:
-            raise MeterProtocolError(f"INA logger on {self._port_name()}: expected {expected} (ASCII), "
-                                     f"received bytes {raw.hex(' ')}") from None
-
-    def open(self) -> None:
-        """Open the port, stop any running stream, check the banner and start streaming.
+    def _setup(self) -> None:
+        """On :meth:`open`: stop any running stream, check the banner and start streaming.
 
         Raises:
             MeterConnectionError, MeterTimeoutError (no banner), MeterProtocolError (a line
             that is neither data nor a v1 banner).
         """
-        if self.port is None:
-            raise MeterConnectionError(f"{self.name or 'INA logger'}: no port given",
-                                       hint="set meter_port (e.g. /dev/ttyACM0)")
-        if isinstance(self.port, str):
-            try:
-                self._ser = serial.serial_for_url(self.port, self.baudrate, timeout=self.timeout_s,
-                                                  write_timeout=self.timeout_s)
-            except (serial.SerialException, OSError, ValueError) as exc:
-                raise MeterConnectionError(f"cannot open INA logger port {self.port}: {exc}",
-                                           hint="check the USB cable and the permissions "
-                                                "(group dialout)") from exc
-            self._owned = True
-        else:
-            self._ser = self.port
-            self._owned = False
-            self._ser.timeout = self.timeout_s
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-
-    def _start(self) -> None:
         self._send("X")
         self._send("?")
         for count in range(MAX_LINES_BEFORE_BANNER):
-            line = self._line("the banner line in answer to '?'")
+            line = self._read_line("the banner line in answer to '?'")
             if line.startswith("#ina"):
                 self.banner = parse_banner(line)
                 break
@@ -264,12 +192,12 @@ class InaLogger(Meter):
             try:
                 parse_data_line(line)  # a data line from a stream left running: skip it
             except MeterProtocolError:
-                raise MeterProtocolError(f"INA logger on {self._port_name()}: expected the banner "
+                raise MeterProtocolError(f"{self.label} on {self._port_name()}: expected the banner "
                                          f"{BANNER!r}, received {line!r}",
                                          hint="flash a sketch that speaks the edgegauge line protocol v1 "
                                               "(see host/meters/ina.py)") from None
         else:
-            raise MeterProtocolError(f"INA logger on {self._port_name()}: expected the banner, "
+            raise MeterProtocolError(f"{self.label} on {self._port_name()}: expected the banner, "
                                      f"received {MAX_LINES_BEFORE_BANNER} data lines")
         self.model = self.banner.get("chip", self.model)
         self._last_seq = None
@@ -282,29 +210,31 @@ class InaLogger(Meter):
 
         Raises:
             MeterConnectionError, MeterTimeoutError, MeterProtocolError (malformed line,
-            seq going backwards: the device restarted).
+            seq going backwards: the device restarted; the next read goes on from the new seq).
         """
-        if self._ser is None:
-            raise MeterConnectionError(f"INA logger on {self._port_name()} is not open",
-                                       hint="call open() first")
+        self._require_open()
         deadline = time.monotonic() + self.timeout_s
         while True:
-            line = self._line("a data line")
+            line = self._read_line("a data line")
             if line and not line.startswith("#"):
                 break
             if time.monotonic() >= deadline:
-                raise MeterTimeoutError(f"INA logger on {self._port_name()}: expected a data line "
+                raise MeterTimeoutError(f"{self.label} on {self._port_name()}: expected a data line "
                                         f"within {self.timeout_s} s, received only comment lines")
         try:
             seq, t_us, bus_mv, _shunt_uv, current_ua, power_uw = parse_data_line(line)
         except MeterProtocolError as exc:
-            raise MeterProtocolError(f"INA logger on {self._port_name()}: {exc}") from None
+            raise MeterProtocolError(f"{self.label} on {self._port_name()}: {exc}") from None
         if self._last_seq is not None:
             gap = (seq - self._last_seq - 1) % _WRAP
             if gap >= _WRAP // 2:
+                expected = self._last_seq + 1
+                # accept the restarted stream, so that only this one reading fails
+                self._last_seq, self._last_t_raw, self._t_offset = seq, t_us, 0
                 raise MeterProtocolError(
-                    f"INA logger on {self._port_name()}: expected seq {self._last_seq + 1}, received "
-                    f"{seq} (went backwards: device restarted?)", hint="reopen the meter")
+                    f"{self.label} on {self._port_name()}: expected seq {expected}, received "
+                    f"{seq} (went backwards: device restarted?)",
+                    hint="later reads go on from the new seq; check the board's supply if it repeats")
             self.dropped += gap
         if self._last_t_raw is not None and t_us < self._last_t_raw and self._last_t_raw - t_us > _WRAP // 2:
             self._t_offset += _WRAP  # 32-bit micros() wrapped
@@ -314,18 +244,12 @@ class InaLogger(Meter):
 
     def close(self) -> None:
         """Send ``X`` (best effort) and close the port if this driver opened it."""
-        ser, self._ser = self._ser, None
-        if ser is None:
-            return
-        try:
-            ser.write(b"X\n")
-        except _IO_ERRORS:
-            pass
-        if self._owned:
+        if self._ser is not None:
             try:
-                ser.close()
-            except _IO_ERRORS:
+                self._ser.write(b"X\n")
+            except IO_ERRORS:
                 pass
+        super().close()
 
     def describe(self) -> dict:
         info = super().describe()

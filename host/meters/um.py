@@ -25,23 +25,8 @@ from __future__ import annotations
 import struct
 import time
 
-import serial
-
-from host.meters.base import (
-    Meter,
-    MeterConnectionError,
-    MeterError,
-    MeterProtocolError,
-    MeterTimeoutError,
-    Reading,
-)
-
-try:  # termios.error is what tcflush raises on a port that went away (POSIX only)
-    from termios import error as _TermiosError
-except ImportError:  # pragma: no cover - Windows
-    _TermiosError = OSError
-
-_IO_ERRORS = (serial.SerialException, OSError, _TermiosError)
+from host.meters._serial import SerialMeter
+from host.meters.base import MeterError, MeterProtocolError, MeterTimeoutError, Reading
 
 FRAME_LEN = 130
 REQUEST = b"\xf0"
@@ -217,17 +202,17 @@ def parse_um_frame(frame: bytes, model=None) -> dict:
     return out
 
 
-def _number(name: str, value, minimum: float = 0.0, *, strict: bool = False) -> float:
+def _non_negative(name: str, value) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise MeterError(f"{name} must be a number, got {value!r}") from None
-    if number < minimum or (strict and number == minimum):
-        raise MeterError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+    if not number >= 0:
+        raise MeterError(f"{name} must be >= 0, got {value!r}")
     return number
 
 
-class UMMeter(Meter):
+class UMMeter(SerialMeter):
     """RDTech UM24C / UM25C / UM34C inline USB meter (board input power on USB).
 
     Readings: ``power_w`` in W (1 mW steps), ``voltage_v`` in V (10 mV; UM25C 1 mV),
@@ -254,80 +239,38 @@ class UMMeter(Meter):
     """
 
     scope = "board-input"
+    label = "UM meter"
+    port_example = "/dev/rfcomm0"
+    open_hint = "pair the meter and run `rfcomm bind 0 <MAC>`"
+    gone_hint = "Bluetooth link lost or meter switched off?"
 
     def __init__(self, port=None, *, name: str = "", timeout_s: float = 2.0, baudrate: int = 9600,
                  min_interval_s: float = 0.5, scope: str = "board-input", **options):
-        if options:
-            raise MeterError(f"unknown UM option(s): {', '.join(sorted(options))}",
-                             hint="options: timeout_s, baudrate, min_interval_s, scope")
+        self._check_options(options, ("timeout_s", "baudrate", "min_interval_s", "scope"))
         super().__init__(port, name=name, timeout_s=timeout_s, baudrate=baudrate,
                          min_interval_s=min_interval_s, scope=scope)
-        self.timeout_s = _number("timeout_s", timeout_s, strict=True)
-        self.baudrate = int(baudrate)
-        self.min_interval_s = _number("min_interval_s", min_interval_s)
+        self.min_interval_s = _non_negative("min_interval_s", min_interval_s)
         self.update_interval_s = self.min_interval_s
         self.scope = scope
         self.expected_model = name.upper() if name and name.upper() in MODELS else None
         self.resync_bytes = 0
         self.last_frame = None
-        self._ser = None
-        self._owned = False
-        self._dirty = False
         self._last_request = None
 
-    def _port_name(self) -> str:
-        if isinstance(self.port, str):
-            return self.port
-        return str(getattr(self.port, "port", None) or getattr(self.port, "name", None) or self.port)
-
-    def _io(self, what: str, func, *args):
-        try:
-            return func(*args)
-        except serial.SerialTimeoutException as exc:
-            self._dirty = True
-            raise MeterTimeoutError(f"UM meter on {self._port_name()}: {what} did not complete "
-                                    f"within {self.timeout_s} s") from exc
-        except _IO_ERRORS as exc:
-            self._dirty = True
-            raise MeterConnectionError(f"UM meter on {self._port_name()} went away during {what}: {exc}",
-                                       hint="Bluetooth link lost or meter switched off?") from exc
-
-    def open(self) -> None:
-        """Open the port and request one frame to identify the model.
+    def _setup(self) -> None:
+        """On :meth:`open`: request one frame to identify the model.
 
         Raises:
             MeterConnectionError, MeterTimeoutError, MeterProtocolError.
         """
-        if self.port is None:
-            raise MeterConnectionError(f"{self.name or 'UM meter'}: no port given",
-                                       hint="set meter_port (e.g. /dev/rfcomm0)")
-        if isinstance(self.port, str):
-            try:
-                self._ser = serial.serial_for_url(self.port, self.baudrate, timeout=self.timeout_s,
-                                                  write_timeout=self.timeout_s)
-            except (serial.SerialException, OSError, ValueError) as exc:
-                raise MeterConnectionError(f"cannot open UM meter port {self.port}: {exc}",
-                                           hint="pair the meter and run `rfcomm bind 0 <MAC>`") from exc
-            self._owned = True
-        else:
-            self._ser = self.port
-            self._owned = False
-            self._ser.timeout = self.timeout_s
-        try:
-            frame = self._transact()
-        except BaseException:
-            self.close()
-            raise
-        self.model = frame["model"]
+        self.model = self._transact()["model"]
 
     def _transact(self) -> dict:
         if self._last_request is not None and self.min_interval_s > 0:
             wait = self._last_request + self.min_interval_s - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-        if self._dirty:
-            self._io("discarding stale input", self._ser.reset_input_buffer)
-            self._dirty = False
+        self._flush_if_dirty()
         self._io("writing the 0xF0 request", self._ser.write, REQUEST)
         self._last_request = time.monotonic()
         raw = self._read_frame()
@@ -335,7 +278,7 @@ class UMMeter(Meter):
             frame = parse_um_frame(raw, self.expected_model)
         except MeterProtocolError as exc:
             self._dirty = True
-            raise MeterProtocolError(f"UM meter on {self._port_name()}: {exc}", hint=exc.hint) from None
+            raise MeterProtocolError(f"{self.label} on {self._port_name()}: {exc}", hint=exc.hint) from None
         self.last_frame = frame
         return frame
 
@@ -352,7 +295,7 @@ class UMMeter(Meter):
                 if dropped > MAX_RESYNC_BYTES:
                     self._dirty = True
                     raise MeterProtocolError(
-                        f"UM meter on {self._port_name()}: expected a frame starting with a model id "
+                        f"{self.label} on {self._port_name()}: expected a frame starting with a model id "
                         f"({', '.join(f'0x{i:04X}' for i in MODEL_IDS)}), dropped {dropped} bytes "
                         f"without finding one; last bytes {bytes(buf[-16:]).hex(' ')}")
                 if len(buf) == FRAME_LEN:
@@ -360,7 +303,7 @@ class UMMeter(Meter):
                 if time.monotonic() >= deadline:
                     self._dirty = True
                     raise MeterTimeoutError(
-                        f"UM meter on {self._port_name()}: expected a {FRAME_LEN}-byte frame within "
+                        f"{self.label} on {self._port_name()}: expected a {FRAME_LEN}-byte frame within "
                         f"{self.timeout_s} s, received {len(buf)} byte(s)"
                         + (f" after dropping {dropped} unsynchronised byte(s)" if dropped else "")
                         + (f": {bytes(buf[:16]).hex(' ')}{'...' if len(buf) > 16 else ''}" if buf else ""))
@@ -373,20 +316,9 @@ class UMMeter(Meter):
         Raises:
             MeterConnectionError, MeterTimeoutError, MeterProtocolError.
         """
-        if self._ser is None:
-            raise MeterConnectionError(f"UM meter on {self._port_name()} is not open",
-                                       hint="call open() first")
+        self._require_open()
         frame = self._transact()
         return Reading(power_w=frame["watts"], voltage_v=frame["volts"], current_a=frame["amps"])
-
-    def close(self) -> None:
-        """Close the port if this driver opened it (an injected port stays open)."""
-        ser, self._ser = self._ser, None
-        if ser is not None and self._owned:
-            try:
-                ser.close()
-            except _IO_ERRORS:
-                pass
 
     def describe(self) -> dict:
         info = super().describe()

@@ -42,23 +42,8 @@ from __future__ import annotations
 
 import math
 
-import serial
-
-from host.meters.base import (
-    Meter,
-    MeterConnectionError,
-    MeterError,
-    MeterProtocolError,
-    MeterTimeoutError,
-    Reading,
-)
-
-try:  # termios.error is what tcflush raises on a port that went away (POSIX only)
-    from termios import error as _TermiosError
-except ImportError:  # pragma: no cover - Windows
-    _TermiosError = OSError
-
-_IO_ERRORS = (serial.SerialException, OSError, _TermiosError)
+from host.meters._serial import SerialMeter, positive_number
+from host.meters.base import MeterError, MeterProtocolError, MeterTimeoutError, Reading
 
 #: ``*IDN?`` model field prefixes accepted as the WT300E family (power-meters.md §2).
 MODEL_PREFIXES = ("WT310", "WT330", "WT332", "WT333")
@@ -140,15 +125,7 @@ def _rate_seconds(reply: str):
 
 
 def _positive(name: str, value):
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise MeterError(f"{name} must be a number, got {value!r}") from None
-    if not number > 0:
-        raise MeterError(f"{name} must be > 0, got {value!r}")
-    return number
+    return None if value is None else positive_number(name, value)
 
 
 def _flag(value) -> bool:
@@ -158,7 +135,7 @@ def _flag(value) -> bool:
     return bool(value)
 
 
-class WT300E(Meter):
+class WT300E(SerialMeter):
     """Yokogawa WT310E / WT332E / WT333E power analyzer (element 1: U, I, P).
 
     Readings: ``power_w`` active power P in W, ``voltage_v`` U in V (RMS in RMS mode),
@@ -194,21 +171,21 @@ class WT300E(Meter):
 
     scope = "wall"
     update_interval_s = 0.1
+    label = "WT300E"
+    port_example = "/dev/ttyUSB0"
+    open_hint = "check the cable, the path and the permissions (group dialout)"
+    gone_hint = "meter unplugged or switched off?"
 
     def __init__(self, port=None, *, name: str = "", timeout_s: float = 5.0, baudrate: int = 9600,
                  rate="100MS", ranging: str | None = None, voltage_range_v=None, current_range_a=None,
                  wait_update: bool = False, check_errors: bool = True, scope: str = "wall",
                  **options):
-        if options:
-            raise MeterError(f"unknown WT300E option(s): {', '.join(sorted(options))}",
-                             hint="options: timeout_s, baudrate, rate, ranging, voltage_range_v, "
-                                  "current_range_a, wait_update, check_errors, scope")
+        self._check_options(options, ("timeout_s", "baudrate", "rate", "ranging", "voltage_range_v",
+                                      "current_range_a", "wait_update", "check_errors", "scope"))
         super().__init__(port, name=name, timeout_s=timeout_s, baudrate=baudrate, rate=rate,
                          ranging=ranging, voltage_range_v=voltage_range_v,
                          current_range_a=current_range_a, wait_update=wait_update,
                          check_errors=check_errors, scope=scope)
-        self.timeout_s = _positive("timeout_s", timeout_s)
-        self.baudrate = int(baudrate)
         self.rate = _rate_token(rate)
         self.voltage_range_v = _positive("voltage_range_v", voltage_range_v)
         self.current_range_a = _positive("current_range_a", current_range_a)
@@ -234,65 +211,12 @@ class WT300E(Meter):
         self.last_eesr = None
         self.invalid_count = 0
         self.over_range_count = 0
-        self._ser = None
-        self._owned = False
-        self._dirty = False
 
-    # -- port handling ---------------------------------------------------------------------
-
-    def _port_name(self) -> str:
-        if isinstance(self.port, str):
-            return self.port
-        return str(getattr(self.port, "port", None) or getattr(self.port, "name", None) or self.port)
-
-    def _open_port(self) -> None:
-        if self.port is None:
-            raise MeterConnectionError(f"{self.name or 'WT300E'}: no port given",
-                                       hint="set meter_port (e.g. /dev/ttyUSB0)")
-        if isinstance(self.port, str):
-            try:
-                self._ser = serial.serial_for_url(self.port, self.baudrate, timeout=self.timeout_s,
-                                                  write_timeout=self.timeout_s)
-            except (serial.SerialException, OSError, ValueError) as exc:
-                raise MeterConnectionError(f"cannot open WT300E port {self.port}: {exc}",
-                                           hint="check the cable, the path and the permissions "
-                                                "(group dialout)") from exc
-            self._owned = True
-        else:
-            self._ser = self.port
-            self._owned = False
-            self._ser.timeout = self.timeout_s
-
-    def _io(self, what: str, func, *args):
-        try:
-            return func(*args)
-        except serial.SerialTimeoutException as exc:
-            self._dirty = True
-            raise MeterTimeoutError(f"WT300E on {self._port_name()}: {what} did not complete "
-                                    f"within {self.timeout_s} s") from exc
-        except _IO_ERRORS as exc:
-            self._dirty = True
-            raise MeterConnectionError(f"WT300E on {self._port_name()} went away during {what}: "
-                                       f"{exc}", hint="meter unplugged or switched off?") from exc
-
-    def _send(self, command: str) -> None:
-        self._io(f"writing {command!r}", self._ser.write, (command + "\n").encode("ascii"))
+    # -- SCPI exchange ---------------------------------------------------------------------
 
     def _query(self, command: str) -> str:
         self._send(command)
-        raw = self._io(f"reading the reply to {command!r}", self._ser.read_until, b"\n")
-        if not raw.endswith(b"\n"):
-            self._dirty = True
-            raise MeterTimeoutError(
-                f"WT300E on {self._port_name()}: expected a CR+LF-terminated reply to {command!r} "
-                f"within {self.timeout_s} s, received {len(raw)} byte(s)"
-                + (f": {raw!r}" if raw else ""))
-        try:
-            return raw.decode("ascii").strip()
-        except UnicodeDecodeError:
-            self._dirty = True
-            raise MeterProtocolError(f"WT300E on {self._port_name()}: expected an ASCII reply to "
-                                     f"{command!r}, received bytes {raw.hex(' ')}") from None
+        return self._read_line(f"a CR+LF-terminated reply to {command!r}")
 
     def _query_int(self, command: str) -> int:
         reply = self._query(command)
@@ -300,31 +224,18 @@ class WT300E(Meter):
             return int(reply.split()[-1])
         except (ValueError, IndexError):
             self._dirty = True
-            raise MeterProtocolError(f"WT300E on {self._port_name()}: expected an integer from "
+            raise MeterProtocolError(f"{self.label} on {self._port_name()}: expected an integer from "
                                      f"{command!r}, received {reply!r}") from None
-
-    def _flush_if_dirty(self) -> None:
-        if self._dirty:
-            self._io("discarding stale input", self._ser.reset_input_buffer)
-            self._dirty = False
 
     # -- Meter interface -------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Open the port, check ``*IDN?``, configure items, rate and ranges.
+    def _setup(self) -> None:
+        """On :meth:`open`: check ``*IDN?``, configure items, rate and ranges.
 
         Raises:
             MeterConnectionError, MeterTimeoutError, MeterProtocolError (not a WT300E; an
             unreadable rate; a queued SCPI error after configuration).
         """
-        self._open_port()
-        try:
-            self._configure()
-        except BaseException:
-            self.close()
-            raise
-
-    def _configure(self) -> None:
         if self._owned:
             self._io("discarding stale input", self._ser.reset_input_buffer)
         idn = self._query("*IDN?")
@@ -357,7 +268,7 @@ class WT300E(Meter):
             reply = self._query(":STATus:ERRor?")
             code = reply.split(",", 1)[0].strip()
             if code not in ("0", "+0"):
-                raise MeterProtocolError(f"WT300E on {self._port_name()} rejected the set-up: "
+                raise MeterProtocolError(f"{self.label} on {self._port_name()} rejected the set-up: "
                                          f"expected 0,\"No error\" from :STATus:ERRor?, received "
                                          f"{reply!r}", hint="check rate and range values for this model")
         self._query_int(":STATus:EESR?")  # reading clears the event bits collected so far
@@ -376,7 +287,7 @@ class WT300E(Meter):
                 reply = self._query(":SAMPle:RATE?")
             except MeterTimeoutError as exc:
                 raise MeterTimeoutError(
-                    f"WT300E on {self._port_name()}: expected an update rate from :RATE? or "
+                    f"{self.label} on {self._port_name()}: expected an update rate from :RATE? or "
                     f":SAMPle:RATE? within {self.timeout_s} s each, received none") from exc
             self.rate_command = ":SAMPle:RATE"
             self._send("*CLS")  # drop the error the unknown :RATE queued
@@ -390,9 +301,7 @@ class WT300E(Meter):
             MeterConnectionError, MeterTimeoutError, MeterProtocolError (a reply that is not
             three numbers, or a non-integer EESR).
         """
-        if self._ser is None:
-            raise MeterConnectionError(f"WT300E on {self._port_name()} is not open",
-                                       hint="call open() first")
+        self._require_open()
         self._flush_if_dirty()
         eesr = self._query_int(":STATus:EESR?")
         if self.wait_update:
@@ -402,7 +311,7 @@ class WT300E(Meter):
             (volts, amps, watts), invalid = parse_numeric_line(line, 3)
         except MeterProtocolError as exc:
             self._dirty = True
-            raise MeterProtocolError(f"WT300E on {self._port_name()}: {exc}") from None
+            raise MeterProtocolError(f"{self.label} on {self._port_name()}: {exc}") from None
         self.last_eesr = eesr
         flags = []
         if invalid:
@@ -412,15 +321,6 @@ class WT300E(Meter):
             flags.append("over_range")
             self.over_range_count += 1
         return Reading(power_w=watts, voltage_v=volts, current_a=amps, flags=tuple(flags))
-
-    def close(self) -> None:
-        """Close the port if this driver opened it (an injected port stays open)."""
-        ser, self._ser = self._ser, None
-        if ser is not None and self._owned:
-            try:
-                ser.close()
-            except _IO_ERRORS:
-                pass
 
     def describe(self) -> dict:
         info = super().describe()
