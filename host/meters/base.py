@@ -39,6 +39,25 @@ class MeterProtocolError(MeterError):
     what was expected and what was received."""
 
 
+def run_on_board(run, command: str, label: str) -> str:
+    """Run ``command`` with an on-board source's ``run`` callable (a shell on the board,
+    usually over SSH) and return its stdout as text.
+
+    Raises:
+        MeterConnectionError: the command could not run (transport or OS error).
+    """
+    try:
+        out = run(command)
+    except MeterError:
+        raise
+    except (HostError, OSError) as exc:
+        raise MeterConnectionError(f"{label}: command on the board failed: {exc}",
+                                   hint=getattr(exc, "hint", None)) from exc
+    if isinstance(out, bytes):
+        out = out.decode("utf-8", "replace")
+    return out if isinstance(out, str) else str(getattr(out, "stdout", out))
+
+
 @dataclass(frozen=True)
 class Reading:
     """One meter update.

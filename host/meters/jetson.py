@@ -34,13 +34,12 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from host.errors import HostError
 from host.meters.base import (
     Meter,
     MeterConnectionError,
-    MeterError,
     MeterProtocolError,
     Reading,
+    run_on_board,
 )
 
 #: Files probed in each monitor directory.
@@ -123,16 +122,7 @@ class JetsonRails(Meter):
     # -- access to the board's files ---------------------------------------------------
 
     def _run(self, command: str) -> str:
-        try:
-            out = self.run(command)
-        except MeterError:
-            raise
-        except (HostError, OSError) as exc:
-            raise MeterConnectionError(f"{self.name or 'jetson-ina3221'}: command on the board failed: {exc}",
-                                       hint=getattr(exc, "hint", None)) from exc
-        if isinstance(out, bytes):
-            out = out.decode("utf-8", "replace")
-        return out if isinstance(out, str) else str(getattr(out, "stdout", out))
+        return run_on_board(self.run, command, self.name or "jetson-ina3221")
 
     def _probe(self) -> list:
         """``(layout, path, contents)`` for every file of every layout that exists."""

@@ -30,14 +30,13 @@ import re
 import shlex
 import subprocess
 
-from host.errors import HostError
 from host.meters.base import (
     Meter,
     MeterConnectionError,
-    MeterError,
     MeterProtocolError,
     MeterTimeoutError,
     Reading,
+    run_on_board,
 )
 
 #: The board input voltage line (no matching current).
@@ -85,16 +84,7 @@ class Rpi5Pmic(Meter):
     def _execute(self) -> str:
         command = self._command()
         if self.run is not None:
-            try:
-                out = self.run(command)
-            except MeterError:
-                raise
-            except (HostError, OSError) as exc:
-                raise MeterConnectionError(f"{self.name or 'rpi5-pmic'}: command on the board failed: {exc}",
-                                           hint=getattr(exc, "hint", None)) from exc
-            if isinstance(out, bytes):
-                out = out.decode("utf-8", "replace")
-            return out if isinstance(out, str) else str(getattr(out, "stdout", out))
+            return run_on_board(self.run, command, self.name or "rpi5-pmic")
         try:
             proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
                                   timeout=self.timeout_s, stdin=subprocess.DEVNULL)
