@@ -28,6 +28,7 @@ from host.errors import (
     NoModelsError,
 )
 from host.metrics import metrics_or_error
+from host.powerlab import failed_block
 from host.results import CAMPAIGN_FILE, cell_path, safe_name, write_cell
 from host.targets import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
 from runners import SCHEMA_VERSION
@@ -96,9 +97,6 @@ def host_manifest() -> dict:
     }
 
 
-#: Failure categories of a cell (``error.category``).
-CATEGORIES = ("unreachable", "host_key", "setup", "timeout", "runner_crash", "invalid_model",
-              "out_of_memory", "runtime_error")
 #: Categories where the board never ran the model: a plain resume runs these cells again.
 NOT_RUN = ("unreachable", "host_key", "setup")
 _RUNNER_CATEGORY = {
@@ -485,8 +483,6 @@ def run_campaign(
                 if token is not None:
                     doc["power"] = session.finish_cell(token, doc, path.with_suffix(".power.csv"))
                 elif power_error is not None and outcome is not None:
-                    from host.powerlab import failed_block
-
                     doc["power"] = failed_block(session.spec if session else None, power_error)
                 store_cell(path, doc)
                 summary.run += 1

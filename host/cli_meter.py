@@ -7,6 +7,7 @@ on-board sources such as ``jetson-ina3221`` are then read over SSH on the board)
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -80,6 +81,22 @@ def _open(meter, port, opt, device, inventory, known_hosts, accept_new, connect_
         raise
 
 
+@contextlib.contextmanager
+def _meter(meter, port, opt, device, inventory, known_hosts, accept_new, connect_timeout):
+    """The opened meter for one command; an error to open it ends the command (exit code,
+    message, hint); the meter and its SSH connection are closed afterwards."""
+    try:
+        m, transport = _open(meter, port, opt, device, inventory, known_hosts, accept_new, connect_timeout)
+    except HostError as exc:
+        fail(exc)
+    try:
+        yield m
+    finally:
+        m.close()
+        if transport is not None:
+            transport.close()
+
+
 @app.command("list")
 def list_ports(json_out: JsonOpt = False):
     """Serial ports on this host, with USB vendor/product where known."""
@@ -127,19 +144,13 @@ def read(
     """Open the meter and print one reading (W, V, A)."""
     from host.render import console, print_json
 
-    try:
-        m, transport = _open(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
-                             connect_timeout)
+    with _meter(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
+                connect_timeout) as m:
         try:
             reading = m.read()
-            desc = m.describe()
-        finally:
-            m.close()
-            if transport is not None:
-                transport.close()
-    except HostError as exc:
-        fail(exc)
-        return
+        except HostError as exc:
+            fail(exc)
+        desc = m.describe()
     doc = {**desc, **_reading_dict(reading)}
     if json_out:
         print_json(doc)
@@ -169,37 +180,30 @@ def log(
     from host.power import Sampler, write_power_csv
     from host.render import console
 
-    try:
-        m, transport = _open(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
-                             connect_timeout)
-    except HostError as exc:
-        fail(exc)
-        return
-    sampler = Sampler(m, phase="log")
     err = console(stderr=True)
-    try:
+    with _meter(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
+                connect_timeout) as m:
+        sampler = Sampler(m, phase="log")
         sampler.start()
-        end = time.monotonic() + seconds
-        with Live(console=err, refresh_per_second=4, transient=False) as live:
-            while time.monotonic() < end:
-                samples = sampler.samples
-                valid = [s.power_w for s in samples if s.power_w is not None]
-                last = valid[-1] if valid else None
-                spread = (f"  min {min(valid):.3f}  mean {sum(valid) / len(valid):.3f}  "
-                          f"max {max(valid):.3f} W") if valid else ""
-                text = (f"{len(samples)} samples  now {last if last is None else f'{last:.3f}'} W{spread}"
-                        f"  errors {len(sampler.errors)}  {max(0.0, end - time.monotonic()):.0f} s left")
-                live.update(text)
-                time.sleep(0.25)
-    finally:
-        samples = sampler.stop()
-        m.close()
-        if transport is not None:
-            transport.close()
+        try:
+            end = time.monotonic() + seconds
+            with Live(console=err, refresh_per_second=4, transient=False) as live:
+                while time.monotonic() < end:
+                    samples = sampler.samples
+                    valid = [s.power_w for s in samples if s.power_w is not None]
+                    last = valid[-1] if valid else None
+                    spread = (f"  min {min(valid):.3f}  mean {sum(valid) / len(valid):.3f}  "
+                              f"max {max(valid):.3f} W") if valid else ""
+                    now = "-" if last is None else f"{last:.3f}"
+                    live.update(f"{len(samples)} samples  now {now} W{spread}  errors {len(sampler.errors)}"
+                                f"  {max(0.0, end - time.monotonic()):.0f} s left")
+                    time.sleep(0.25)
+        finally:
+            samples = sampler.stop()
     path = out or Path(f"meter-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.power.csv")
     write_power_csv(path, samples)
     console().print(f"{len(samples)} samples, {len(sampler.errors)} errors -> {path}", highlight=False)
-    if getattr(sampler, "fatal_error", None):
+    if sampler.fatal_error:
         err.print(f"[red]error:[/] meter stopped: {sampler.fatal_error}")
         raise typer.Exit(1)
 
@@ -214,31 +218,16 @@ def idle(
     connect_timeout: ConnectTimeoutOpt = 10.0, json_out: JsonOpt = False,
 ):
     """Measure idle power alone: settle, then an idle window; idle = median of the window."""
-    from host.power import Sampler, idle_from_samples
+    from host.power import measure_idle
     from host.render import console, print_json
 
-    try:
-        m, transport = _open(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
-                             connect_timeout)
-    except HostError as exc:
-        fail(exc)
-        return
-    sampler = Sampler(m, phase="settle")
-    try:
-        sampler.start()
-        time.sleep(settle_s)
-        sampler.set_phase("idle")
-        t0 = time.monotonic_ns()
-        time.sleep(window_s)
-        t1 = time.monotonic_ns()
-    finally:
-        samples = sampler.stop()
-        desc = m.describe()
-        m.close()
-        if transport is not None:
-            transport.close()
-    doc = idle_from_samples(samples, t0, t1).to_dict()
-    doc["meter"] = desc
+    with _meter(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
+                connect_timeout) as m:
+        try:
+            doc = measure_idle(m, settle_s=settle_s, window_s=window_s).to_dict()
+        except HostError as exc:
+            fail(exc)
+        doc["meter"] = m.describe()
     if json_out:
         print_json(doc)
     else:

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,6 +43,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from host.meters.base import MeterConnectionError, MeterError
+from runners.core import write_atomic
 
 #: Idle is "stable" when std / mean of the idle window is below this (power-meters.md §10, 2.).
 STABLE_REL_STD = 0.02
@@ -111,27 +110,17 @@ def write_power_csv(path, samples: Iterable[Sample]) -> None:
     Raises:
         OSError: the folder is not writable.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(CSV_COLUMNS)
-            for s in samples:
-                w.writerow([
-                    s.t_mono_ns, s.t_wall_ns, s.phase, _fmt(s.power_w), _fmt(s.voltage_v),
-                    _fmt(s.current_a), _FLAG_SEP.join(str(f) for f in s.flags), _fmt(s.meter_seq),
-                    _fmt(s.meter_time_s), "" if s.error is None else s.error,
-                ])
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    def write(fh):
+        w = csv.writer(fh)
+        w.writerow(CSV_COLUMNS)
+        for s in samples:
+            w.writerow([
+                s.t_mono_ns, s.t_wall_ns, s.phase, _fmt(s.power_w), _fmt(s.voltage_v),
+                _fmt(s.current_a), _FLAG_SEP.join(str(f) for f in s.flags), _fmt(s.meter_seq),
+                _fmt(s.meter_time_s), "" if s.error is None else s.error,
+            ])
+
+    write_atomic(path, write, suffix=".csv", newline="")
 
 
 def read_csv(path) -> list[Sample]:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from host.errors import HostError
-from host.meters.base import MeterError
 from runners.core import write_json_atomic
 
 #: Inventory variables that configure the meter itself (not driver options).
@@ -152,38 +151,28 @@ class PowerSession:
         return self._idle_at is None or time.monotonic() - self._idle_at >= self.idle_every_s
 
     def measure_idle(self) -> dict:
-        """Settle, then an idle window; store ``idle-<n>.json`` and its samples.
+        """Settle, then an idle window (:func:`host.power.measure_idle`); store
+        ``idle-<n>.json`` and its samples.
 
         Raises:
             PowerError: the meter failed or too few valid samples were read.
         """
-        from host.power import Sampler, idle_from_samples, write_power_csv
+        from host.power import measure_idle, write_power_csv
 
         self._idle_n += 1
-        sampler = Sampler(self.meter, phase="settle")
-        sampler.start()
-        try:
-            time.sleep(self.settle_s)
-            sampler.set_phase("idle")
-            t0 = time.monotonic_ns()
-            time.sleep(self.window_s)
-            t1 = time.monotonic_ns()
-        finally:
-            samples = sampler.stop()
         stem = f"idle-{self._idle_n}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_power_csv(self.folder / f"{stem}.power.csv", samples)
-        result = idle_from_samples(samples, t0, t1)
+        try:
+            result = measure_idle(self.meter, settle_s=self.settle_s, window_s=self.window_s)
+        except Exception as exc:  # the meter went away (MeterConnectionError or the driver's own)
+            raise PowerError(f"{self.board.name}: idle measurement failed: {exc}") from exc
+        write_power_csv(self.folder / f"{stem}.power.csv", result.samples)
         doc = {"id": stem, "meter": self.meter.describe(), "settle_s": self.settle_s,
                "start_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "samples_file": f"{stem}.power.csv", **_as_dict(result)}
-        fatal = getattr(sampler, "fatal_error", None)
-        if fatal:
-            doc["error"] = str(fatal)
+               "samples_file": f"{stem}.power.csv", **result.to_dict()}
         write_json_atomic(doc, str(self.folder / f"{stem}.json"))
-        if fatal or not doc.get("n_samples"):
+        if not doc["n_samples"]:
             raise PowerError(f"{self.board.name}: idle measurement failed: "
-                             f"{fatal or 'no valid meter samples in the idle window'}")
+                             "no valid meter samples in the idle window")
         self.idle = doc
         self._idle_at = time.monotonic()
         return doc
@@ -212,7 +201,7 @@ class PowerSession:
 
     def finish_cell(self, token, doc: dict, csv_path: Path) -> dict:
         """Stop sampling, align the runner's timed loop, compute the ``power`` block."""
-        from host.power import combine, load_window_stats, to_host_ns, write_power_csv
+        from host.power import combine, host_window, load_window_stats, write_power_csv
 
         sampler = token["sampler"]
         samples = sampler.stop()
@@ -227,7 +216,7 @@ class PowerSession:
                  "idle": {k: self.idle.get(k) for k in ("id", "power_w_idle", "power_w_std", "n_samples",
                                                         "stable")}
                  if self.idle else None}
-        fatal = getattr(sampler, "fatal_error", None)
+        fatal = sampler.fatal_error
         lat = doc.get("latency") or {}
         start, end = lat.get("loop_start_monotonic_ns"), lat.get("loop_end_monotonic_ns")
         reasons = []
@@ -241,26 +230,17 @@ class PowerSession:
             block["verdict"] = {"result": "INVALID", "reasons": reasons, "warnings": [], "checks": {}}
             return block
         offset = combine(token["before"], after)
-        t_s, t_e = to_host_ns(start, offset), to_host_ns(end, offset)
-        idle_w = self.idle["power_w_idle"]
+        t_s, t_e, iterations, uncertainty_ms = host_window(lat, offset)
         stats = load_window_stats(
-            samples, t_s, t_e, iterations=lat["iterations"], power_w_idle=idle_w,
+            samples, t_s, t_e, iterations=iterations, power_w_idle=self.idle["power_w_idle"],
             idle_std_w=self.idle.get("power_w_std"), min_samples=self.min_samples,
-            update_interval_s=self.meter.update_interval_s,
-            alignment_uncertainty_ms=offset.uncertainty_ns / 1e6)
+            update_interval_s=self.meter.update_interval_s, alignment_uncertainty_ms=uncertainty_ms)
         block.update(stats)
         block["alignment"] = {"method": "bracketed monotonic-clock probes before and after the cell",
-                              "offset_ns": offset.offset_ns, "uncertainty_ms": offset.uncertainty_ns / 1e6,
+                              "offset_ns": offset.offset_ns, "uncertainty_ms": uncertainty_ms,
                               "rtt_ms": offset.rtt_ns / 1e6,
                               "load_window_host_ns": [t_s, t_e]}
         return block
-
-
-def _as_dict(result) -> dict:
-    """An IdleResult as JSON-ready fields (without its samples: they go to the CSV)."""
-    doc = result.to_dict() if hasattr(result, "to_dict") else dataclasses.asdict(result)
-    doc.pop("samples", None)
-    return doc
 
 
 def failed_block(spec: MeterSpec | None, message: str) -> dict:
@@ -269,4 +249,4 @@ def failed_block(spec: MeterSpec | None, message: str) -> dict:
             "verdict": {"result": "INVALID", "reasons": [message], "warnings": [], "checks": {}}}
 
 
-__all__ = ["MeterSpec", "PowerError", "PowerSession", "failed_block", "meter_spec", "MeterError"]
+__all__ = ["MeterSpec", "PowerError", "PowerSession", "failed_block", "meter_spec"]

@@ -239,19 +239,18 @@ def run(config: RunConfig) -> dict:
     return result
 
 
-def write_json_atomic(doc: dict, path: str) -> None:
-    """Write ``doc`` as JSON to ``path`` via a temp file in the same folder + rename.
-
-    A reader never sees a partial file; an interrupted write leaves no ``path``.
-    Raises OSError when the folder is not writable.
+def write_atomic(path, write, *, suffix: str = "", newline: str | None = None) -> None:
+    """Call ``write(fh)`` on a text file that becomes ``path`` only when complete (temp
+    file in the same folder, fsync, rename). A reader never sees a partial file; an
+    interrupted write leaves no ``path``. Raises OSError when the folder is not writable.
     """
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
-            fh.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -261,6 +260,18 @@ def write_json_atomic(doc: dict, path: str) -> None:
         except OSError:
             pass
         raise
+
+
+def write_json_atomic(doc: dict, path: str) -> None:
+    """Write ``doc`` as JSON to ``path`` atomically (:func:`write_atomic`).
+
+    Raises OSError when the folder is not writable.
+    """
+    def write(fh):
+        json.dump(doc, fh, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
+        fh.write("\n")
+
+    write_atomic(path, write, suffix=".json")
 
 
 def _json_default(obj):

@@ -214,6 +214,19 @@ class PtyEmulator:
         except (OSError, TypeError):
             pass
 
+    _rx = b""  # request bytes not yet ending in a newline
+
+    def _lines(self, data: bytes):
+        """Complete request lines received so far (stripped, non-empty), each recorded;
+        a partial line stays buffered for the next chunk."""
+        self._rx += data
+        while b"\n" in self._rx:
+            raw, self._rx = self._rx.split(b"\n", 1)
+            line = raw.decode("ascii", "replace").strip()
+            if line:
+                self._record(line)
+                yield line
+
     def _record(self, request) -> None:
         with self._cond:
             self.requests.append(request)
@@ -368,13 +381,7 @@ class WT300EEmulator(PtyEmulator):
 
     # protocol
     def _on_data(self, data: bytes) -> None:
-        self._rx += data
-        while b"\n" in self._rx:
-            raw, self._rx = self._rx.split(b"\n", 1)
-            line = raw.decode("ascii", "replace").strip()
-            if not line:
-                continue
-            self._record(line)
+        for line in self._lines(data):
             replies = []
             for part in line.split(";"):
                 try:
@@ -614,13 +621,7 @@ class InaEmulator(PtyEmulator):
         return f"{n},{t_us},{round(bus_mv)},{round(shunt_uv)},{round(current_ua)},{round(power_uw)}"
 
     def _on_data(self, data: bytes) -> None:
-        self._rx += data
-        while b"\n" in self._rx:
-            raw, self._rx = self._rx.split(b"\n", 1)
-            line = raw.decode("ascii", "replace").strip()
-            if not line:
-                continue
-            self._record(line)
+        for line in self._lines(data):
             if line == "?":
                 self._emit((self.banner + "\r\n").encode())
             elif line == "X":
