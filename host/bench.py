@@ -98,7 +98,7 @@ def host_manifest() -> dict:
 
 
 #: Categories where the board never ran the model: a plain resume runs these cells again.
-NOT_RUN = ("unreachable", "host_key", "setup")
+NOT_RUN = ("unreachable", "host_key", "setup", "power_mode")
 _RUNNER_CATEGORY = {
     "ModelLoadError": "invalid_model",
     "UnresolvedShapeError": "invalid_model",
@@ -242,6 +242,14 @@ class CampaignMismatchError(HostError):
     """A model changed since the campaign planned it (same name, other content)."""
 
 
+class PowerModeChanged(HostError):
+    """A board's power mode differs from the one its earlier cells in this campaign were
+    measured in: its cells are not run (category ``power_mode``), so one campaign never
+    mixes modes. Resume after restoring the mode, or start a new campaign."""
+
+    category = "power_mode"
+
+
 class CampaignInterrupted(HostError):
     """Ctrl-C: finished cells are kept; the campaign can be resumed."""
 
@@ -323,6 +331,26 @@ class _Plan:
         self.doc["devices"][device.name] = {k: v for k, v in device.to_json().items() if k != "vars"}
         self.doc["configs"][config.slug] = config.to_json()
 
+    def check_power_mode(self, device: str, state: dict) -> None:
+        """Record the first power state a board was measured in; later runs must match.
+
+        Raises:
+            PowerModeChanged: both the recorded and the current ``mode_key`` are known and
+                they differ.
+        """
+        entry = self.doc["devices"].setdefault(device, {})
+        key = state.get("mode_key")
+        if "power_mode_key" not in entry or entry["power_mode_key"] is None:
+            entry["power_mode_key"] = key
+            entry["power_state"] = state
+            return
+        if key is not None and key != entry["power_mode_key"]:
+            raise PowerModeChanged(
+                f"{device}: power mode is now {key!r}; this campaign measured it in "
+                f"{entry['power_mode_key']!r}, so its cells are not run",
+                hint=f"restore the mode (`host power-mode tune --device {device} --mode ...`) and resume, "
+                     "or bench in a new campaign (omit --campaign)")
+
     def save(self) -> None:
         write_json_atomic(self.doc, str(self.path))
 
@@ -393,6 +421,7 @@ def run_campaign(
     plan.save()
 
     stop = threading.Event()
+    plan_lock = threading.Lock()
     boards: dict = {}
     metrics_cache: dict = {}
     metrics_lock = threading.Lock()
@@ -421,6 +450,7 @@ def run_campaign(
         board = None
         session = None
         power_error = None
+        power_state = None
         try:
             down: Exception | None = None
             if pending:
@@ -429,7 +459,11 @@ def run_campaign(
                     board = open_board(device)
                     boards[name] = board
                     board.prepare()
-                except HostError as exc:  # TransportError, DeployError
+                    power_state = board.power_state()
+                    with plan_lock:
+                        plan.check_power_mode(name, power_state)
+                        plan.save()
+                except HostError as exc:  # TransportError, DeployError, PowerModeChanged
                     down = exc
                     summary.error = str(exc)
                     notify(CellEvent(name, 0, total, None, "board_down", message=str(exc)))
@@ -480,6 +514,10 @@ def run_campaign(
                 doc = build_cell(outcome, model=model, config=run_cfg, device=name, campaign=campaign,
                                  metrics=metrics_for(model, cfg), info=info, info_error=info_error,
                                  error=error, board=board_info)
+                if power_state is not None:
+                    dev = doc.setdefault("manifest", {}).setdefault("device", {})
+                    dev["power_state"] = power_state
+                    dev["power_mode_key"] = power_state.get("mode_key")
                 if token is not None:
                     doc["power"] = session.finish_cell(token, doc, path.with_suffix(".power.csv"))
                 elif power_error is not None and outcome is not None:

@@ -42,6 +42,8 @@ RUNTIMES = {
 }
 #: Where the work folder is mounted inside a container.
 CONTAINER_WORKDIR = "/edgegauge"
+#: The power-state probe's schema (runners/power_state.py).
+POWER_STATE_SCHEMA = "edgegauge.power_state/1"
 TOKEN_PREFIX = "edgegauge-cell-"
 
 
@@ -377,6 +379,36 @@ class Board:
         """
         python = "python3" if self.container else self._python()
         return self.transport.clock_probes(python, n)
+
+    def power_state(self) -> dict:
+        """The board's power mode, governors and clocks now: ``python3 -m
+        runners.power_state`` from the shipped runners, run natively by the board's
+        ``python3`` (stdlib only; in container mode too: power modes belong to the board, not
+        to a container) — the same probe that
+        ``power_mode.yml`` reports with ``show``. ``edgegauge_root`` from the inventory
+        prefixes the sysfs/etc paths (``/`` on real boards).
+
+        Returns:
+            The probe's ``edgegauge.power_state/1`` object; when the probe cannot run,
+            ``{"schema": ..., "mode_key": None, "errors": [why]}``.
+
+        Raises:
+            TransportError: the board is unreachable.
+        """
+        root = str(self.device.vars.get("edgegauge_root") or "/")
+        probe = sh("python3", "-m", "runners.power_state", "--root", root)
+        cmd = f"PYTHONPATH={sh(self.runners_path)} {probe}"
+        res = self.transport.run(cmd, timeout=30, retry=True)
+        if res.ok:
+            try:
+                state = json.loads(res.stdout)
+                if isinstance(state, dict):
+                    return state
+            except ValueError:
+                pass
+        why = tail(res.stderr, 300).strip() or f"exit {res.exit_code}, no JSON on stdout"
+        return {"schema": POWER_STATE_SCHEMA, "mode_key": None,
+                "errors": [f"power state probe failed: {why}"]}
 
     def abort(self) -> None:
         """Kill the cell in flight (another thread calls this on Ctrl-C)."""

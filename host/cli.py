@@ -258,7 +258,7 @@ def report(
 ):
     """Tabulate a results folder and write results.csv and results.parquet."""
     from host.render import bench_table, console, print_json
-    from host.report import write_tables
+    from host.report import mode_conflicts, write_tables
     from host.results import load_cells
 
     try:
@@ -280,6 +280,9 @@ def report(
         out_console = console()
         out_console.print(bench_table(cells, title=str(results_dir)))
         out_console.print(f"wrote {csv_path} and {parquet_path}", highlight=False)
+    for line in mode_conflicts(cells):
+        console(stderr=True).print(f"[yellow]warning:[/] {line} (kept apart: column power_mode_key)",
+                                   highlight=False)
 
 
 @app.command()
@@ -328,6 +331,16 @@ def _add_meter() -> None:
 
 
 _add_meter()
+
+
+def _add_provision() -> None:
+    from host import cli_provision
+
+    app.command()(cli_provision.provision)
+    app.add_typer(cli_provision.power_app, name="power-mode")
+
+
+_add_provision()
 
 
 def _add_zoo() -> None:

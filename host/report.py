@@ -26,3 +26,25 @@ def write_tables(cells: list[dict], out_dir: Path) -> tuple[Path, Path]:
         write(tmp)
         tmp.replace(path)
     return csv_path, parquet_path
+
+
+def mode_conflicts(cells: list[dict]) -> list[str]:
+    """Cells of the same device, model and configuration measured in different power
+    modes (``manifest.device.power_mode_key``, from the power-state probe). Their rows stay
+    apart in the tables (column ``power_mode_key``); this names them so nobody averages
+    them by accident.
+
+    Returns:
+        One line per (device, model, config) with more than one known mode key.
+    """
+    seen: dict = {}
+    for cell in cells:
+        row = flatten(cell)
+        key = (row["device"], row["model"], row["config"])
+        if row["power_mode_key"] is not None:
+            seen.setdefault(key, {}).setdefault(row["power_mode_key"], []).append(row["campaign"])
+    return [f"{device} / {model} / {config}: measured in {len(modes)} power modes: "
+            + "; ".join(f"{mode!r} (campaign {', '.join(sorted(set(c or '?' for c in camps)))})"
+                        for mode, camps in sorted(modes.items()))
+            for (device, model, config), modes in sorted(seen.items(), key=lambda kv: tuple(map(str, kv[0])))
+            if len(modes) > 1]

@@ -140,6 +140,7 @@ def flatten(cell: dict) -> dict:
             "model_sha256": _get(cell, "model", "sha256"),
             "hostname": _get(cell, "manifest", "device", "hostname"),
             "cpu_model": _get(cell, "manifest", "device", "cpu_model"),
+            "power_mode_key": _get(cell, "manifest", "device", "power_mode_key"),
             "start_utc": _get(cell, "timestamps", "start_utc"),
             "path": cell.get("_path"),
         }

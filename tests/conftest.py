@@ -36,12 +36,40 @@ def pytest_addoption(parser):
     group.addoption("--meter-port", default=None,
                     help="serial port of a real power meter for the meter_hw tests (opt-in)")
     group.addoption("--meter", default="um25c", help="meter name for --meter-port [um25c]")
+    group.addoption("--board", default=None,
+                    help="inventory name of a real board for the board_hw tests (opt-in)")
+    group.addoption("--board-inventory", default="inventory.ini",
+                    help="inventory that holds --board [inventory.ini]")
+    group.addoption("--qemu-arm64", action="store_true", default=False,
+                    help="also build the ARM-CPU image for linux/arm64 under QEMU (slow, opt-in)")
+
+
+#: marker -> (option that enables it, skip reason)
+OPT_IN = {
+    "meter_hw": ("--meter-port", "real meter test: pass --meter-port PORT [--meter NAME]"),
+    "board_hw": ("--board", "real board test: pass --board NAME [--board-inventory FILE]"),
+    "qemu_arm64": ("--qemu-arm64", "arm64 image build under QEMU: pass --qemu-arm64"),
+}
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--meter-port"):
-        return
-    skip = pytest.mark.skip(reason="real meter test: pass --meter-port PORT [--meter NAME]")
-    for item in items:
-        if "meter_hw" in item.keywords:
-            item.add_marker(skip)
+    for marker, (option, reason) in OPT_IN.items():
+        if config.getoption(option):
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def hw_board(pytestconfig):
+    """The real board named by ``--board``: its :class:`host.inventory.Device` from
+    ``--board-inventory``. Only board_hw tests use it (they are skipped without --board)."""
+    from host.inventory import load_inventory
+
+    name = pytestconfig.getoption("--board")
+    if not name:
+        pytest.skip("real board test: pass --board NAME")
+    inventory = load_inventory(pytestconfig.getoption("--board-inventory"))
+    return inventory.select([name], [], False)[0]

@@ -221,7 +221,7 @@ UsePAM no
 PrintMotd no
 MaxStartups 100:30:200
 MaxSessions 50
-SetEnv HOME={home}
+SetEnv {setenv}
 Subsystem sftp internal-sftp
 """
 
@@ -249,13 +249,20 @@ class Boards:
 
     Attributes: ``dir``, ``names``, ``ports`` (name -> port), ``client_key`` (ed25519, no
     passphrase; ``client_key.pub`` is the only authorized key), ``known_hosts`` (one
-    ``[127.0.0.1]:PORT ssh-ed25519 ...`` line per board, from ssh-keyscan).
+    ``[127.0.0.1]:PORT ssh-ed25519 ...`` line per board, from ssh-keyscan), ``env`` (name -> extra
+    session environment set by sshd ``SetEnv``, e.g. a ``PATH`` with emulated vendor tools first).
     """
 
     START_TIMEOUT = 10.0
 
-    def __init__(self, directory: Path, names: Sequence[str] = ("b1", "b2", "b3")):
+    def __init__(
+        self,
+        directory: Path,
+        names: Sequence[str] = ("b1", "b2", "b3"),
+        env: Optional[Dict[str, Dict[str, str]]] = None,
+    ):
         ensure_openssh()
+        self.env: Dict[str, Dict[str, str]] = {n: dict(v) for n, v in (env or {}).items()}
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.names: List[str] = list(names)
@@ -320,10 +327,26 @@ class Boards:
                 host_key=self._host_key(name),
                 pid_file=self.dir / f"sshd_{name}.pid",
                 authorized_keys=self.authorized_keys,
-                home=self.home(name),
+                setenv=self._setenv(name),
             )
         )
         return cfg
+
+    def _setenv(self, name: str) -> str:
+        env = {"HOME": str(self.home(name)), **self.env.get(name, {})}
+        for key, value in env.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or '"' in value or "\n" in value:
+                raise ValueError(f"board {name}: unusable environment entry {key}={value!r}")
+        return " ".join(f'"{k}={v}"' for k, v in env.items())
+
+    def set_env(self, name: str, env: Dict[str, str]) -> None:
+        """Replace the extra environment of ``name``'s sessions (sshd ``SetEnv``, which
+        beats the default environment, so ``PATH`` works) and restart that board."""
+        self._check(name)
+        self.env[name] = dict(env)
+        self.stop(name)
+        self._write_cfg(name, self.ports[name])
+        self._spawn(name)
 
     def _start_new(self, name: str, port: int) -> None:
         """First start; if the port was grabbed meanwhile, retry on other free ports."""

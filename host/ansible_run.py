@@ -1,0 +1,301 @@
+"""The playbooks in ``playbooks/`` run through ansible-runner: ``host provision`` and
+``host power-mode``.
+
+One call of :func:`run_playbook` is one ``ansible-playbook`` process (started by
+ansible-runner) against an Ansible INI inventory — the same file ``host`` reads. Events
+stream to a callback (the CLI's live display); the result holds the per-host recap
+(``ok/changed/failed/unreachable/skipped/rescued/ignored``), every failure with its host,
+task and message, and the values a named task reported per host (``power_mode.yml``'s
+last task reports the power state).
+
+Settings that differ from ansible-runner's defaults, and why (team reference
+"Devices" §7, "Test infrastructure" §4):
+
+* ``ANSIBLE_HOST_KEY_CHECKING=True``: ansible-runner turns host key checking off by
+  default; ``host`` never does (the inventory's ``UserKnownHostsFile`` applies, as for
+  ``host bench``).
+* ``PATH`` starts with this interpreter's ``bin`` folder, where ``ansible-playbook`` is
+  installed next to ``host`` (ansible-runner answers rc 127 otherwise).
+* The private data folder (default ``results/ansible``) keeps every run's artifacts
+  (``artifacts/<ident>/{stdout,job_events/,rc,status}``), rotated to the last ``rotate``
+  runs; the folder of each run is in :attr:`PlaybookRun.artifact_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from host.errors import HostError
+
+#: ``playbooks/`` of this checkout; ``EDGEGAUGE_PLAYBOOKS`` points elsewhere.
+PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+#: Artifacts of this many runs are kept in the private data folder.
+ROTATE = 20
+#: The ``runner_on_*`` events that end one task on one host.
+_RESULT_EVENTS = {
+    "runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+
+
+class AnsibleError(HostError):
+    """ansible-runner or ``ansible-playbook`` is missing, or a playbook does not exist."""
+
+
+class PlaybookFailed(HostError):
+    """The playbook failed on at least one host; :attr:`run` has the recap and failures."""
+
+    def __init__(self, message: str, run: PlaybookRun, *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.run = run
+
+
+@dataclass
+class TaskFailure:
+    """One failed (or unreachable) task on one host."""
+
+    host: str
+    task: str
+    message: str
+    unreachable: bool = False
+
+    def __str__(self) -> str:
+        kind = "unreachable" if self.unreachable else "failed"
+        return f"{self.host}: task {self.task!r} {kind}: {self.message}"
+
+
+@dataclass
+class HostRecap:
+    """``PLAY RECAP`` counts of one host (Ansible's ``stats``; ``ok`` includes ``changed``)."""
+
+    host: str
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+    @property
+    def success(self) -> bool:
+        return self.failed == 0 and self.unreachable == 0
+
+
+@dataclass
+class PlaybookEvent:
+    """What the live display needs from one ansible-runner event."""
+
+    kind: str  # play | task | ok | changed | failed | skipped | unreachable
+    host: str | None = None
+    task: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class PlaybookRun:
+    """The outcome of :func:`run_playbook`.
+
+    ``status``: ansible-runner's ``successful | failed | timeout | canceled``; ``reports``:
+    host -> the value reported by the ``collect`` task (see :func:`run_playbook`).
+    """
+
+    playbook: str
+    status: str
+    rc: int | None
+    recap: dict = field(default_factory=dict)  # host -> HostRecap
+    failures: list = field(default_factory=list)  # [TaskFailure]
+    reports: dict = field(default_factory=dict)
+    artifact_dir: Path | None = None
+    duration_s: float = 0.0
+    events: int = 0
+
+    @property
+    def changed(self) -> int:
+        """Tasks that reported a change, over all hosts."""
+        return sum(r.changed for r in self.recap.values())
+
+    def to_json(self) -> dict:
+        return {
+            "playbook": self.playbook, "status": self.status, "rc": self.rc,
+            "recap": {h: vars(r) for h, r in self.recap.items()},
+            "failures": [vars(f) for f in self.failures], "reports": self.reports,
+            "artifact_dir": str(self.artifact_dir) if self.artifact_dir else None,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def playbooks_dir() -> Path:
+    """The folder holding ``provision.yml`` and ``power_mode.yml``."""
+    return Path(os.environ.get("EDGEGAUGE_PLAYBOOKS") or PLAYBOOKS)
+
+
+def _message(res: dict) -> str:
+    """The most useful one-line reason from a failed task's ``res``."""
+    for key in ("msg", "stderr", "module_stderr", "stdout", "module_stdout"):
+        value = res.get(key)
+        if isinstance(value, str) and value.strip():
+            lines = [line.strip() for line in value.strip().splitlines()
+                     if line.strip() and line.strip().strip("@")]  # drop ssh's @@@ banners
+            if key != "msg":
+                lines = lines[-3:]
+            text = " | ".join(lines)
+            if len(text) > 400:  # the first line says what, the last ones why
+                text = f"{lines[0][:200]} | ... | {' | '.join(lines[-2:])[-190:]}"
+            return text
+    if res.get("rc") is not None:
+        return f"exit code {res['rc']}"
+    return "no message"
+
+
+def run_playbook(
+    playbook: str,
+    inventory: Path,
+    *,
+    limit: str | None = None,
+    tags: list | None = None,
+    extravars: dict | None = None,
+    private_dir: Path = Path("results/ansible"),
+    rotate: int = ROTATE,
+    collect: str | None = None,
+    on_event: Callable[[PlaybookEvent], None] | None = None,
+    timeout_s: int | None = None,
+    forks: int = 10,
+    envvars: dict | None = None,
+) -> PlaybookRun:
+    """Run ``playbooks/<playbook>`` with ansible-runner and summarise it.
+
+    Args:
+        playbook: file name in :func:`playbooks_dir`, e.g. ``"provision.yml"``.
+        inventory: the Ansible INI inventory file.
+        limit: Ansible ``--limit`` pattern (e.g. ``"rpi4-1,xavier-1"``).
+        tags: ``--tags`` (e.g. ``["show"]``).
+        extravars: ``--extra-vars`` (written by ansible-runner to ``env/extravars``:
+            never secrets).
+        private_dir: ansible-runner's private data folder; artifacts are kept there.
+        rotate: keep the artifacts of this many runs.
+        collect: name of a task that reports one value per host (``debug: var: X``):
+            from its ``runner_on_ok`` events, ``res[X]`` goes to ``reports[host]``.
+        on_event: called for every play start, task start and per-host task result.
+        timeout_s: kill ``ansible-playbook`` after this many seconds (status ``timeout``).
+        forks: hosts in parallel.
+        envvars: extra environment for ``ansible-playbook``.
+
+    Returns:
+        :class:`PlaybookRun` — also when hosts failed (``status`` ``failed``); the caller
+        decides (see :func:`raise_for_failures`).
+
+    Raises:
+        AnsibleError: ansible-runner is not installed, ``ansible-playbook`` is not found,
+            or the playbook or inventory does not exist.
+    """
+    try:
+        import ansible_runner
+    except ImportError:
+        raise AnsibleError("ansible-runner is not installed",
+                           hint="pip install -e . (it depends on ansible-runner and ansible-core)") from None
+    book = playbooks_dir() / playbook
+    if not book.is_file():
+        raise AnsibleError(f"playbook {book} not found",
+                           hint="set EDGEGAUGE_PLAYBOOKS to the playbooks folder")
+    inventory = Path(inventory).resolve()
+    if not inventory.is_file():
+        raise AnsibleError(f"inventory {inventory} not found")
+    bindir = str(Path(sys.executable).parent)
+    env = {
+        "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "/usr/bin:/bin")]),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+    }
+    env.update(envvars or {})
+    private_dir = Path(private_dir).resolve()
+    private_dir.mkdir(parents=True, exist_ok=True)
+    notify = on_event or (lambda event: None)
+    failures: list = []
+    reports: dict = {}
+    counter = {"events": 0}
+
+    def handler(event: dict) -> bool:
+        counter["events"] += 1
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_play_start":
+            notify(PlaybookEvent("play", task=data.get("play")))
+        elif kind == "playbook_on_task_start":
+            notify(PlaybookEvent("task", task=data.get("task")))
+        elif kind in _RESULT_EVENTS:
+            host, task = data.get("host"), data.get("task")
+            res = data.get("res") or {}
+            state = _RESULT_EVENTS[kind]
+            if state == "ok" and res.get("changed"):
+                state = "changed"
+            if kind == "runner_on_failed" and data.get("ignore_errors"):
+                state = "ok"
+            elif state in ("failed", "unreachable"):
+                failures.append(TaskFailure(host, task, _message(res), unreachable=state == "unreachable"))
+            if kind == "runner_on_ok" and collect and task == collect:
+                own = [k for k in res if not k.startswith("_") and k not in ("changed", "failed")]
+                if own:
+                    reports[host] = res[own[0]]
+            notify(PlaybookEvent(state, host=host, task=task,
+                                 message=_message(res) if state in ("failed", "unreachable") else None))
+        return True
+
+    ident = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    kwargs = dict(
+        private_data_dir=str(private_dir), project_dir=str(book.parent), playbook=str(book),
+        inventory=str(inventory), limit=limit, extravars=extravars or None, envvars=env,
+        quiet=True, rotate_artifacts=rotate, event_handler=handler, ident=ident, forks=forks,
+        timeout=timeout_s,
+    )
+    if tags:
+        kwargs["tags"] = ",".join(tags)
+    t0 = time.monotonic()
+    runner = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
+    duration = time.monotonic() - t0
+    if runner.rc == 127:
+        raise AnsibleError("ansible-playbook was not found on PATH",
+                           hint=f"install ansible-core into this environment ({bindir})")
+    recap: dict = {}
+    stats = runner.stats or {}
+    for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored", "processed"):
+        for host in (stats.get(key) or {}):
+            recap.setdefault(host, HostRecap(host))
+    attr = {"failures": "failed", "dark": "unreachable"}
+    for key, per_host in stats.items():
+        if key == "processed" or not isinstance(per_host, dict):
+            continue
+        for host, count in per_host.items():
+            setattr(recap[host], attr.get(key, key), int(count))
+    return PlaybookRun(playbook=playbook, status=runner.status, rc=runner.rc, recap=recap,
+                       failures=failures, reports=reports,
+                       artifact_dir=Path(runner.config.artifact_dir), duration_s=duration,
+                       events=counter["events"])
+
+
+def raise_for_failures(run: PlaybookRun, *, what: str, hint: str | None = None) -> None:
+    """Raise :class:`PlaybookFailed` unless every host succeeded.
+
+    The message names every failed host, its task and the message, and the artifacts.
+
+    Raises:
+        PlaybookFailed: a host failed or was unreachable, no host matched, or the run
+            timed out or was canceled.
+    """
+    if run.status == "successful" and run.recap and all(r.success for r in run.recap.values()):
+        return
+    lines = [str(f) for f in run.failures]
+    if not run.recap and not lines:
+        lines.append("no host matched the selection" if run.status == "successful"
+                     else f"ansible-playbook ended with status {run.status} (rc {run.rc})")
+    elif run.status in ("timeout", "canceled"):
+        lines.append(f"ansible-playbook {run.status}")
+    where = f"; artifacts: {run.artifact_dir}" if run.artifact_dir else ""
+    raise PlaybookFailed(f"{what} failed:\n  " + "\n  ".join(lines) + where, run, hint=hint)

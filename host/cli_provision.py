@@ -1,0 +1,265 @@
+"""``host provision`` and ``host power-mode show|tune|reset``: the playbooks in
+``playbooks/`` run through ansible-runner (:mod:`host.ansible_run`) with a live per-host
+display and a recap. Registered on the main app by :mod:`host.cli`.
+
+Exit codes: 0 every host succeeded; 1 a host failed or was unreachable (the message names
+the host, the task and Ansible's message); 2 bad usage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from host.cli_lab import AllOpt, DeviceOpt, GroupOpt, InventoryOpt, JsonOpt, fail, select
+from host.errors import HostError
+
+LimitOpt = Annotated[Optional[str], typer.Option(
+    "--limit", "-l", help="Ansible host pattern, intersected with the selection, e.g. 'rpi:!rpi4-2'")]
+ArtifactsOpt = Annotated[Path, typer.Option(
+    help="ansible-runner private data folder; each run's artifacts are kept there (last 20)")]
+TimeoutOpt = Annotated[Optional[int], typer.Option(min=1, help="stop ansible-playbook after, seconds")]
+
+power_app = typer.Typer(
+    name="power-mode",
+    help="show, tune or reset boards' power modes (playbooks/power_mode.yml).",
+    no_args_is_help=True,
+)
+
+#: power_mode.yml's last task; it reports ``edgegauge_power_state`` for every host.
+POWER_STATE_TASK = "Edgegauge power state"
+
+
+class SelectionError(HostError):
+    """The selection cannot be provisioned (no inventory file, or the built-in local device)."""
+
+    exit_code = 2
+
+
+def _target(inventory, device, group, all_devices, limit) -> tuple[Path, str, list]:
+    """(inventory file, Ansible limit pattern, selected devices)."""
+    inv, found = select(inventory, device, group, all_devices)
+    if inv.path is None:
+        raise SelectionError("no inventory file", hint="write ./inventory.ini or pass --inventory FILE")
+    if any(d.name == "local" and d.family == "local" for d in found):
+        raise SelectionError("`local` is this machine, not an inventory board: playbooks run on boards only",
+                             hint="add the machine to the inventory (ansible_connection=local)")
+    pattern = ",".join(d.name for d in found)
+    if limit:
+        pattern = f"{pattern}:&{limit}"
+    return Path(inv.path), pattern, found
+
+
+class _Progress:
+    """Live table of hosts: the task in progress and their counts so far."""
+
+    STATES = ("ok", "changed", "failed", "unreachable", "skipped")
+
+    def __init__(self, hosts: list, title: str):
+        self.title = title
+        self.task = "starting"
+        self.rows = {h: {"task": "-", **{s: 0 for s in self.STATES}} for h in hosts}
+        self.live = None
+
+    def render(self):
+        from rich.table import Table
+
+        table = Table(title=f"{self.title} — task: {self.task}", title_justify="left")
+        for col in ("host", "last task", *self.STATES):
+            table.add_column(col)
+        for host, row in self.rows.items():
+            table.add_row(host, row["task"], *(str(row[s]) for s in self.STATES))
+        return table
+
+    def __call__(self, event) -> None:
+        if event.kind == "task":
+            self.task = event.task
+        elif event.kind in self.STATES and event.host:
+            row = self.rows.setdefault(event.host, {"task": "-", **{s: 0 for s in self.STATES}})
+            row[event.kind] += 1
+            row["task"] = event.task or "-"
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def __enter__(self):
+        from rich.live import Live
+
+        from host.render import console
+
+        self.live = Live(self.render(), console=console(stderr=True), refresh_per_second=4, transient=True)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.live.__exit__(*exc)
+        self.live = None
+
+
+def _recap_table(run, title: str):
+    from rich.table import Table
+
+    table = Table(title=f"{title}: {run.status} in {run.duration_s:.1f} s", title_justify="left")
+    for col in ("host", "result", "ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored"):
+        table.add_column(col)
+    for host, r in sorted(run.recap.items()):
+        result = ("[green]ok[/]" if r.success
+                  else "[red]unreachable[/]" if r.unreachable else "[red]failed[/]")
+        table.add_row(host, result, str(r.ok), str(r.changed), str(r.unreachable), str(r.failed),
+                      str(r.skipped), str(r.rescued), str(r.ignored))
+    return table
+
+
+def _play(playbook: str, what: str, inventory, device, group, all_devices, limit, artifacts, timeout,
+          json_out: bool, *, tags=None, extravars=None, collect=None, hint=None):
+    """Run one playbook with the live display; print the recap; raise on failures."""
+    from host.ansible_run import raise_for_failures, run_playbook
+    from host.render import console
+
+    path, pattern, found = _target(inventory, device, group, all_devices, limit)
+    progress = _Progress([d.name for d in found], what)
+    if json_out:
+        run = run_playbook(playbook, path, limit=pattern, tags=tags, extravars=extravars,
+                           private_dir=artifacts, collect=collect, timeout_s=timeout)
+    else:
+        with progress:
+            run = run_playbook(playbook, path, limit=pattern, tags=tags, extravars=extravars,
+                               private_dir=artifacts, collect=collect, on_event=progress, timeout_s=timeout)
+        out = console()
+        out.print(_recap_table(run, what))
+        out.print(f"artifacts: {run.artifact_dir}", highlight=False)
+    return run, (lambda: raise_for_failures(run, what=what, hint=hint))
+
+
+def provision(
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    all_devices: AllOpt = False,
+    limit: LimitOpt = None,
+    artifacts: ArtifactsOpt = Path("results/ansible"),
+    timeout: TimeoutOpt = None,
+    json_out: JsonOpt = False,
+):
+    """Bring boards to "ready for host bench" with playbooks/provision.yml (ansible-runner):
+    container engine and image, or the ZCU104 native bundle; work folder. Idempotent: a
+    second run changes nothing. Then `host deploy` and `host check`.
+    """
+    from host.render import print_json
+
+    try:
+        run, check = _play("provision.yml", "host provision", inventory, device, group, all_devices, limit,
+                           artifacts, timeout, json_out,
+                           hint="fix the cause on the board (or its inventory variables) and run "
+                                "`host provision` again; it only changes what is missing")
+        if json_out:
+            print_json(run.to_json())
+        check()
+    except HostError as exc:
+        fail(exc)
+
+
+def _power(tag: str, inventory, device, group, all_devices, limit, artifacts, timeout, json_out,
+           extravars=None):
+    from host.render import console, print_json
+
+    what = f"host power-mode {tag}"
+    try:
+        run, check = _play("power_mode.yml", what, inventory, device, group, all_devices, limit, artifacts,
+                           timeout, json_out, tags=[tag], extravars=extravars, collect=POWER_STATE_TASK,
+                           hint="`host power-mode show` prints what each board is in now")
+        if json_out:
+            print_json(run.to_json())
+        else:
+            console().print(power_table(run.reports))
+        check()
+    except HostError as exc:
+        fail(exc)
+
+
+def power_table(reports: dict):
+    """Per host: family, the mode key and the facts behind it (``edgegauge.power_state/1``)."""
+    from rich.table import Table
+
+    table = Table(title="power state", title_justify="left")
+    for col in ("host", "family", "mode", "details", "errors"):
+        table.add_column(col)
+    for host, state in sorted(reports.items()):
+        state = state if isinstance(state, dict) else {}
+        table.add_row(host, str(state.get("family", "-")), str(state.get("mode_key") or "-"),
+                      power_details(state), "; ".join(state.get("errors") or []) or "-")
+    return table
+
+
+def power_details(state: dict) -> str:
+    """A few lines naming the facts of one power state (nvpmodel, governors, GPU, DPU)."""
+    lines = []
+    nv = state.get("nvpmodel") or {}
+    if nv:
+        lines.append(f"nvpmodel {nv.get('name')} (id {nv.get('id')})")
+    for policy, p in sorted((state.get("cpufreq") or {}).items()):
+        lines.append(f"{policy} cpus {p.get('cpus')}: {p.get('governor')} max {p.get('max_khz')} kHz")
+    for gpu in state.get("gpu") or []:
+        lines.append(f"gpu{gpu.get('index')} {gpu.get('name')}: persistence {gpu.get('persistence_mode')}, "
+                     f"SM lock {gpu.get('locked_sm_clocks') or 'none'}")
+    dpu = state.get("dpu") or {}
+    if dpu:
+        lines.append(f"DPU {dpu.get('arch')} fingerprint {dpu.get('fingerprint')} "
+                     f"clock {dpu.get('clock_mhz')} MHz")
+    return "\n".join(lines) or "-"
+
+
+@power_app.command()
+def show(
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    all_devices: AllOpt = False,
+    limit: LimitOpt = None,
+    artifacts: ArtifactsOpt = Path("results/ansible"),
+    timeout: TimeoutOpt = None,
+    json_out: JsonOpt = False,
+):
+    """Report each board's power mode, governors, clocks (changes nothing)."""
+    _power("show", inventory, device, group, all_devices, limit, artifacts, timeout, json_out)
+
+
+@power_app.command()
+def tune(
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    all_devices: AllOpt = False,
+    limit: LimitOpt = None,
+    mode: Annotated[Optional[str], typer.Option(
+        help="Jetson: nvpmodel mode NAME (e.g. MAXN, MODE_15W); ARM CPU: cpufreq governor; "
+             "A100: 'max' or MIN,MAX MHz SM clock lock [each family's default]")] = None,
+    allow_reboot: Annotated[bool, typer.Option(
+        "--allow-reboot", help="let a Jetson reboot when the chosen mode needs it (else refused)")] = False,
+    artifacts: ArtifactsOpt = Path("results/ansible"),
+    timeout: TimeoutOpt = None,
+    json_out: JsonOpt = False,
+):
+    """Put boards in the benchmark power mode (Jetson nvpmodel + jetson_clocks, ARM cpufreq
+    governor and max frequency, A100 persistence mode and locked clocks); the state before
+    is stored on the board for `reset`. A second tune changes nothing."""
+    extravars = {"power_allow_reboot": allow_reboot}
+    if mode:
+        extravars["power_mode_name"] = mode
+    _power("tune", inventory, device, group, all_devices, limit, artifacts, timeout, json_out, extravars)
+
+
+@power_app.command()
+def reset(
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    all_devices: AllOpt = False,
+    limit: LimitOpt = None,
+    artifacts: ArtifactsOpt = Path("results/ansible"),
+    timeout: TimeoutOpt = None,
+    json_out: JsonOpt = False,
+):
+    """Restore the state stored by `tune` (nvpmodel mode, jetson_clocks, governors, clocks)."""
+    _power("reset", inventory, device, group, all_devices, limit, artifacts, timeout, json_out)
