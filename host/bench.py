@@ -328,7 +328,8 @@ class _Plan:
                  "model_path": str(model), "config": config.slug}
         self.doc["plan"].append(entry)
         self._index[key] = entry
-        self.doc["devices"][device.name] = {k: v for k, v in device.to_json().items() if k != "vars"}
+        self.doc["devices"].setdefault(device.name, {}).update(
+            {k: v for k, v in device.to_json().items() if k != "vars"})
         self.doc["configs"][config.slug] = config.to_json()
 
     def check_power_mode(self, device: str, state: dict) -> None:

@@ -385,8 +385,9 @@ class Board:
         runners.power_state`` from the shipped runners, run natively by the board's
         ``python3`` (stdlib only; in container mode too: power modes belong to the board, not
         to a container) — the same probe that
-        ``power_mode.yml`` reports with ``show``. ``edgegauge_root`` from the inventory
-        prefixes the sysfs/etc paths (``/`` on real boards).
+        ``power_mode.yml`` reports with ``show``. From the inventory: ``edgegauge_root``
+        prefixes the sysfs/etc paths (``/`` on real boards), ``edgegauge_family`` skips
+        detection, ``edgegauge_state_dir`` holds what ``tune`` stored.
 
         Returns:
             The probe's ``edgegauge.power_state/1`` object; when the probe cannot run,
@@ -395,8 +396,12 @@ class Board:
         Raises:
             TransportError: the board is unreachable.
         """
-        root = str(self.device.vars.get("edgegauge_root") or "/")
-        probe = sh("python3", "-m", "runners.power_state", "--root", root)
+        args = ["--root", str(self.device.vars.get("edgegauge_root") or "/")]
+        for var, option in (("edgegauge_family", "--family"), ("edgegauge_state_dir", "--state-dir")):
+            value = self.device.vars.get(var)
+            if value and "{{" not in str(value):  # a Jinja expression is Ansible's to expand
+                args += [option, str(value)]
+        probe = sh("python3", "-m", "runners.power_state", *args)
         cmd = f"PYTHONPATH={sh(self.runners_path)} {probe}"
         res = self.transport.run(cmd, timeout=30, retry=True)
         if res.ok:
