@@ -75,7 +75,7 @@ def test_example_lab_is_read_as_documented():
     assert all("lab" in dev.groups for dev in inv.devices.values())
     xavier, zcu = inv.devices["xavier-1"], inv.devices["zcu104-1"]
     assert (xavier.runtime, xavier.mode) == ("tensorrt", "container")
-    assert xavier.image == "edgegauge/jetson:0.1-jp5"
+    assert xavier.image == "edgegauge/jetson:0.1.0-jp5"
     assert "--runtime nvidia" in xavier.container_args
     assert (zcu.runtime, zcu.mode, zcu.python, zcu.image) == ("vart", "native", "/usr/bin/python3", None)
     assert inv.devices["a100-1"].container_args == "--gpus all"
