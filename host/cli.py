@@ -343,6 +343,15 @@ def _add_provision() -> None:
 _add_provision()
 
 
+def _add_image() -> None:
+    from host import cli_image
+
+    app.add_typer(cli_image.app, name="image", help="build and save the device images (images/)")
+
+
+_add_image()
+
+
 def _add_zoo() -> None:
     try:
         from host import cli_zoo

@@ -1,0 +1,180 @@
+"""``host image``: build the per-family device images, save them as archives for ``host
+deploy`` (inventory ``image_archive``), and write the ZCU104 native bundle.
+
+    host image list
+    host image build FAMILY [--variant V] [--engine docker|podman|"podman --root ... --runtime runc"]
+                     [--base IMAGE] [--tag T] [--build-arg K=V]... [--platform linux/arm64]
+                     [--build-opt "--ulimit nofile=1024:1024"]... [--wheelhouse DIR] [--dry-run]
+    host image build vitis-ai [--out dist]              # the native bundle tarball
+    host image build vitis-ai --variant compile         # the Vitis AI 3.0 compile-flow image
+    host image save IMAGE|FAMILY --output FILE [--variant V] [--engine ...]
+
+Exit codes: 0 done; 1 the build/save failed (message + hint); 2 bad usage (unknown family,
+variant or option). The library is :mod:`host.images`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from host.cli_lab import JsonOpt, fail
+from host.errors import HostError
+
+app = typer.Typer(no_args_is_help=True,
+                  help="device images: build (docker/podman), save archives, the ZCU104 bundle")
+
+FamilyArg = Annotated[str, typer.Argument(help="arm-cpu | jetson | x86-a100 | vitis-ai (`host image list`)")]
+VariantOpt = Annotated[Optional[str], typer.Option(
+    "--variant", "-V", help="jetson: jp5|jp6 [jp5]; x86-a100: tensorrt|cpu [tensorrt]; "
+                            "vitis-ai: bundle|compile [bundle]")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", "-e", help="container engine command line: docker, podman, or e.g. "
+                           "'podman --root /data/c --runtime runc' [docker]")]
+
+
+@app.command("list")
+def list_families(json_out: JsonOpt = False):
+    """Families, their variants, default tags, Dockerfiles and target platforms."""
+    from rich.table import Table
+
+    from host.images import FAMILIES, default_tag, image_version
+    from host.render import console, print_json
+
+    rows = []
+    for fam, (default, variants) in FAMILIES.items():
+        for name, var in variants.items():
+            out = (f"dist/edgegauge-vitis-ai-bundle-{image_version()}.tar.gz" if var.bundle
+                   else default_tag(fam, name))
+            rows.append({"family": fam, "variant": name, "default": name == default, "output": out,
+                         "dockerfile": var.dockerfile or None, "platform": var.platform,
+                         "base": var.default_base or None, "base_arg": None if var.bundle else var.base_arg,
+                         "runtime": var.runtime, "build_args": var.build_args})
+    if json_out:
+        print_json(rows)
+        return
+    table = Table(title="host image list", title_justify="left")
+    for col in ("family", "variant", "tag / file", "Dockerfile", "base", "platform", "runtime", "build args"):
+        table.add_column(col)
+    for r in rows:
+        variant = r["variant"] + (" (default)" if r["default"] else "")
+        args = " ".join(f"{k}={v}" for k, v in r["build_args"].items()) or "-"
+        table.add_row(r["family"], variant, r["output"], r["dockerfile"] or "(native bundle)",
+                      r["base"] or "-", r["platform"] or "-", r["runtime"], args)
+    console().print(table)
+
+
+@app.command()
+def build(
+    family: FamilyArg,
+    variant: VariantOpt = None,
+    engine: EngineOpt = "docker",
+    base: Annotated[Optional[str], typer.Option(
+        "--base", help="base image (the variant's BASE_IMAGE* build arg, see `host image list --json`), "
+                       "e.g. localhost/debian:bookworm-minbase")] = None,
+    tag: Annotated[Optional[str], typer.Option(
+        "--tag", "-t", help="image tag [edgegauge/<family>:<version><-variant>]")] = None,
+    build_arg: Annotated[Optional[List[str]], typer.Option(
+        "--build-arg", help="KEY=VALUE build argument; repeatable")] = None,
+    platform: Annotated[Optional[str], typer.Option(
+        "--platform", help="target platform, e.g. linux/arm64 (cross builds need QEMU binfmt)")] = None,
+    build_opt: Annotated[Optional[List[str]], typer.Option(
+        "--build-opt", help="extra `<engine> build` options, split like a shell, e.g. "
+                            "'--ulimit nofile=1024:1024'; repeatable")] = None,
+    wheelhouse: Annotated[Optional[Path], typer.Option(
+        "--wheelhouse", help="install Python wheels only from this folder (served on 127.0.0.1 "
+                             "for the build, which then uses --network host) instead of PyPI")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="vitis-ai bundle: output folder [dist]")] = None,
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", min=1, help="give up after this many seconds [none]")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="do not echo the engine's output")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the build command, run nothing")] = False,
+    json_out: JsonOpt = False,
+):
+    """Build FAMILY's image with the docker CLI or podman (context: the repository root), or,
+    for vitis-ai, write the deterministic ZCU104 native bundle.
+
+    Labels org.opencontainers.image.{version,revision,created,source} come from the edgegauge
+    version, `git rev-parse HEAD`, the current UTC time and the origin remote.
+    """
+    import shlex
+
+    from host import images
+    from host.render import console, human_bytes, print_json
+
+    out_console = console()
+    err = console(stderr=True)
+    try:
+        fam, var = images.resolve_variant(family, variant)
+        if var.bundle:
+            if dry_run:
+                out_console.print(f"would write {(out or images.REPO_ROOT / 'dist')}/"
+                                  f"edgegauge-vitis-ai-bundle-{images.image_version()}.tar.gz",
+                                  highlight=False)
+                return
+            res = images.build_bundle(out)
+            if json_out:
+                print_json({"family": fam, "variant": var.name, "bundle": str(res.path),
+                            "sha256": res.sha256, "bytes": res.bytes, "files": res.files})
+            else:
+                out_console.print(f"[green]wrote[/] {res.path} ({human_bytes(res.bytes)}, "
+                                  f"{len(res.files)} files)\nsha256 {res.sha256}", highlight=False)
+            return
+        opts: List[str] = []
+        for item in build_opt or []:
+            opts += shlex.split(item)
+        plan = images.plan_build(fam, var.name, engine=engine, base=base, tag=tag, build_args=build_arg,
+                                 platform=platform, build_opts=opts, wheelhouse=wheelhouse)
+        if dry_run:
+            extra = {"PIP_EXTRA_ARGS": "--no-index --find-links http://127.0.0.1:PORT/"} \
+                if plan.wheelhouse else None
+            out_console.print(shlex.join(plan.argv(extra, plan.wheelhouse is not None)), highlight=False,
+                              soft_wrap=True)
+            return
+        if not quiet and not json_out:
+            err.print(f"building {plan.tag} ({fam}/{var.name}) with {plan.engine[0]} …", highlight=False)
+        log = None if (quiet or json_out) else (lambda line: err.print(line, markup=False, highlight=False,
+                                                                       soft_wrap=True))
+        res = images.build_image(plan, log=log, timeout=timeout)
+    except HostError as exc:
+        fail(exc)
+        return
+    if json_out:
+        print_json({"family": fam, "variant": var.name, "tag": res.tag, "seconds": round(res.seconds, 1),
+                    "labels": res.labels, "argv": res.argv})
+    else:
+        out_console.print(f"[green]built[/] {res.tag} in {res.seconds:.1f} s "
+                          f"(revision {res.labels[images.OCI + '.revision']})", highlight=False)
+        out_console.print(f"save for boards: host image save {res.tag} --output {fam}.tar"
+                          + (f" --engine {shlex.quote(engine)}" if engine != "docker" else ""),
+                          highlight=False, soft_wrap=True)
+
+
+@app.command()
+def save(
+    image: Annotated[str, typer.Argument(help="image reference, or a family (its default tag)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="archive file to write")],
+    variant: VariantOpt = None,
+    engine: EngineOpt = "docker",
+    json_out: JsonOpt = False,
+):
+    """Write `<engine> save -o FILE IMAGE`: an archive that `docker load` / `podman load` read.
+    Point the inventory's image_archive at it and `host deploy` loads it onto boards that lack
+    the image (no registry needed)."""
+    from host import images
+    from host.render import console, human_bytes, print_json
+
+    try:
+        res = images.save_image(image, output, variant=variant, engine=engine)
+    except HostError as exc:
+        fail(exc)
+        return
+    if json_out:
+        print_json({"image": res.image, "path": str(res.path), "bytes": res.bytes,
+                    "seconds": round(res.seconds, 1)})
+    else:
+        console().print(f"[green]saved[/] {res.image} -> {res.path} ({human_bytes(res.bytes)}, "
+                        f"{res.seconds:.1f} s)\ninventory: image_archive={res.path}", highlight=False)
