@@ -229,6 +229,9 @@ class Board:
             'case "$W" in /*) ;; "") W="$HOME" ;; *) W="$HOME/$W" ;; esac; '
             'mkdir -p "$W/models" "$W/out" "$W/runners" && test -w "$W/out" || '
             '{ echo "cannot create or write the work folder $W" >&2; exit 3; }; '
+            + (  # images run as their own non-root user: let it write its result (sticky, like /tmp)
+                'chmod 1777 "$W/out" || exit 3; ' if self.container else "")
+            +
             'printf "workdir=%s\\n" "$W"; '
             f'test -f "$W/runners/{self.runners_hash}/.complete" && echo runners=present; '
             'for f in "$W"/models/*.onnx; do [ -f "$f" ] && printf "model=%s\\n" "${f##*/}"; done; '

@@ -382,6 +382,30 @@ def test_arm_cpu_image_builds_and_passes_its_smoke_test(podman, tmp_path):
 
 
 @pytest.mark.slow
+def test_host_bench_runs_in_the_arm_cpu_image_on_a_board(podman, boards, tmp_path):
+    """The image as `host bench` uses it: container mode on a loopback board that logs in as
+    root, while the image runs as uid 1000 (the result folder must be writable for it)."""
+    from host.cli import app
+
+    doc = _build(podman, "arm-cpu", None, "edgegauge/arm-cpu:test", IMAGES / "arm-cpu" / "requirements.txt")
+    for name in boards.names:
+        shutil.rmtree(boards.workdir(name))
+    inv = boards.write_inventory(tmp_path / "lab.ini", ["b1"], mode="container", image=doc["tag"],
+                                 engine=podman.engine, container_args=podman.run_args, runtime="ort")
+    model = ROOT / "tests" / "fixtures" / "models" / "identity.onnx"
+    args = ["bench", str(model), "-i", str(inv), "--all", "--results", str(tmp_path / "r"),
+            "--min-iters", "10", "--min-s", "0.05", "--warmup-s", "0", "--cov-max", "100", "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    cell = json.loads(res.stdout)[0]
+    assert cell["status"] == "ok" and cell["runtime"]["name"] == "onnxruntime"
+    import socket
+
+    assert cell["manifest"]["device"]["hostname"] != socket.gethostname()  # ran in the container
+    assert doc["tag"] in cell["host"]["runner_process"]["argv"][0]
+
+
+@pytest.mark.slow
 def test_x86_cpu_variant_builds_and_passes_its_smoke_test(podman):
     doc = _build(podman, "x86-a100", "cpu", "edgegauge/x86-a100:test-cpu",
                  IMAGES / "x86-a100" / "requirements-cpu.txt")
