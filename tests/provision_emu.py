@@ -39,6 +39,8 @@ import tarfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
+from vendor_emu import write_tool_scripts
+
 TOOLS = ("docker", "systemctl", "nvidia-ctk", "nvidia-container-runtime")
 REPO = Path(__file__).resolve().parent.parent
 DOCKER_VERSION = "Docker version 24.0.5, build 24.0.5-0ubuntu1~20.04.1"
@@ -47,14 +49,6 @@ RUNTIME_VERSION = "NVIDIA Container Runtime version 1.11.0\ncommit: d9de4a0"
 #: what JetPack 5 installs as /etc/docker/daemon.json (nvidia runtime, no default runtime)
 JETPACK_DAEMON_JSON = {"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "runtimeArgs": []}}}
 
-_STUB = """\
-#!{python}
-# edgegauge provisioning test fake for {tool!r}: see {module}
-import sys
-sys.path.insert(0, {moddir!r})
-from provision_emu import main
-sys.exit(main({tool!r}, {state_dir!r}, sys.argv[1:]))
-"""
 
 
 class ProvisionEmu:
@@ -102,17 +96,7 @@ def install_tools(
     if daemon is None:
         daemon = _read_json(root / "etc/docker/daemon.json")
     state = {"root": str(root), "images": list(images), "daemon": daemon, "restarts": 0}
-    (state_dir / "state.json").write_text(json.dumps(state, indent=1))
-    with contextlib.suppress(FileNotFoundError):
-        (state_dir / "calls.jsonl").unlink()
-    moddir = str(Path(__file__).resolve().parent)
-    for tool in tools:
-        if tool not in TOOLS:
-            raise ValueError(f"unknown tool {tool!r}; tools: {TOOLS}")
-        path = bin_dir / tool
-        path.write_text(_STUB.format(python=sys.executable, tool=tool, module=__file__, moddir=moddir,
-                                     state_dir=str(state_dir)))
-        path.chmod(0o755)
+    write_tool_scripts(bin_dir, state_dir, state, tools, TOOLS, __file__)
     return ProvisionEmu(bin_dir, state_dir, root)
 
 

@@ -232,9 +232,32 @@ _STUB = """\
 # edgegauge test emulator for {tool!r}: see {module}
 import sys
 sys.path.insert(0, {moddir!r})
-from vendor_emu import main
+from {modname} import main
 sys.exit(main({tool!r}, {state_dir!r}, sys.argv[1:]))
 """
+
+
+def write_tool_scripts(bin_dir: Path, state_dir: Path, state: Dict[str, Any], tools: Iterable[str],
+                       known: Sequence[str], module_file: str) -> None:
+    """Start fresh emulators: ``state_dir/state.json`` = ``state``, no ``calls.jsonl``, and one
+    executable script per tool in ``bin_dir`` that runs ``main(tool, state_dir, argv)`` of the
+    module at ``module_file`` (this one, or tests/provision_emu.py).
+
+    Raises:
+        ValueError: a tool not in ``known``.
+    """
+    (state_dir / "state.json").write_text(json.dumps(state, indent=1))
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / "calls.jsonl").unlink()
+    module = Path(module_file).resolve()
+    for tool in tools:
+        if tool not in known:
+            raise ValueError(f"unknown tool {tool!r}; tools: {tuple(known)}")
+        path = bin_dir / tool
+        path.write_text(_STUB.format(python=sys.executable, tool=tool, module=module,
+                                     moddir=str(module.parent), modname=module.stem,
+                                     state_dir=str(state_dir)))
+        path.chmod(0o755)
 
 _DEFAULT_PROFILE: Dict[str, Any] = {
     "nvpmodel_mode": None,
@@ -333,17 +356,7 @@ def install_tools(
         "jetson_clocks": {"pinned": False, "gpu_min_hz": None, "emc_override": 0},
         "gpus": gpus,
     }
-    (state_dir / "state.json").write_text(json.dumps(state, indent=1))
-    with contextlib.suppress(FileNotFoundError):
-        (state_dir / "calls.jsonl").unlink()
-    moddir = str(Path(__file__).resolve().parent)
-    for tool in tools:
-        if tool not in ALL_TOOLS:
-            raise ValueError(f"unknown tool {tool!r}; tools: {ALL_TOOLS}")
-        path = bin_dir / tool
-        path.write_text(_STUB.format(python=sys.executable, tool=tool, module=__file__, moddir=moddir,
-                                     state_dir=str(state_dir)))
-        path.chmod(0o755)
+    write_tool_scripts(bin_dir, state_dir, state, tools, ALL_TOOLS, __file__)
     return VendorEmu(bin_dir, state_dir, root_p)
 
 
