@@ -415,7 +415,7 @@ def test_x86_cpu_variant_builds_and_passes_its_smoke_test(podman):
 
 
 # ----------------------------------------------------------------------------------------------
-# linux/arm64 under QEMU (opt-in: --qemu-arm64)
+# linux/arm64 under QEMU (--qemu-arm64, or EDGEGAUGE_QEMU_ARM64=1 as .ci/run sets: ~6 min cold)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -474,7 +474,10 @@ FAKE_CPUINFO = "".join(
 def test_arm_cpu_image_for_arm64_under_qemu(podman, tmp_path):
     ensure_qemu_arm64()
     t0 = time.monotonic()
-    base = arm64_base(podman)
+    try:  # one-time set-up from the Debian mirror, like the x86 base: skipped when unreachable
+        base = arm64_base(podman)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"no arm64 Debian base: {str(exc)[-600:]}")
     t_base = time.monotonic() - t0
     doc = _build(podman, "arm-cpu", None, "edgegauge/arm-cpu:test-arm64",
                  IMAGES / "arm-cpu" / "requirements.txt", base=base, platform="linux/arm64", arch="aarch64")
