@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from host.errors import (
 )
 from host.metrics import metrics_or_error
 from host.powerlab import failed_block
-from host.results import CAMPAIGN_FILE, cell_path, safe_name, write_cell
+from host.results import CAMPAIGN_FILE, cell_path, safe_name, utc_now, write_cell
 from host.targets import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
 from runners import SCHEMA_VERSION
 from runners.core import write_json_atomic
@@ -256,10 +255,6 @@ class CampaignInterrupted(HostError):
     exit_code = 130
 
 
-def _utc() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -304,7 +299,7 @@ class _Plan:
         self.doc = {
             "schema_version": SCHEMA_VERSION,
             "campaign": name,
-            "created_utc": old.get("created_utc") or _utc(),
+            "created_utc": old.get("created_utc") or utc_now(),
             "host": host_manifest(),
             "plan": old.get("plan") if isinstance(old.get("plan"), list) else [],
             "devices": old.get("devices") if isinstance(old.get("devices"), dict) else {},
@@ -415,7 +410,7 @@ def run_campaign(
             items.append((model, path, old if (old is not None and not rerun) else None))
         work[device.name] = (device, cfg, items)
         summaries[device.name] = BoardSummary(device.name, planned=len(items))
-    run_log = {"start_utc": _utc(), "devices": [d.name for d in devices], "models": len(models),
+    run_log = {"start_utc": utc_now(), "devices": [d.name for d in devices], "models": len(models),
                "config": config.slug, "retry_failed": retry_failed, "end_utc": None,
                "interrupted": None}
     plan.doc["runs"].append(run_log)
@@ -558,7 +553,7 @@ def run_campaign(
     for f in futures:
         if f.done() and not f.cancelled() and f.exception() is not None and not interrupted:
             raise f.exception()
-    run_log["end_utc"] = _utc()
+    run_log["end_utc"] = utc_now()
     run_log["interrupted"] = interrupted
     run_log["cells_run"] = {n: s.run for n, s in summaries.items()}
     plan.save()

@@ -112,9 +112,9 @@ def _recap_table(run, title: str):
 
 
 def _play(playbook: str, what: str, inventory, device, group, all_devices, limit, artifacts, timeout,
-          json_out: bool, *, tags=None, extravars=None, collect=None, hint=None):
-    """Run one playbook with the live display; print the recap; raise on failures."""
-    from host.ansible_run import raise_for_failures, run_playbook
+          json_out: bool, *, tags=None, extravars=None, collect=None):
+    """Run one playbook with the live display (or none, for --json); print the recap."""
+    from host.ansible_run import run_playbook
     from host.render import console
 
     path, pattern, found = _target(inventory, device, group, all_devices, limit)
@@ -129,7 +129,7 @@ def _play(playbook: str, what: str, inventory, device, group, all_devices, limit
         out = console()
         out.print(_recap_table(run, what))
         out.print(f"artifacts: {run.artifact_dir}", highlight=False)
-    return run, (lambda: raise_for_failures(run, what=what, hint=hint))
+    return run
 
 
 def provision(
@@ -146,34 +146,35 @@ def provision(
     container engine and image, or the ZCU104 native bundle; work folder. Idempotent: a
     second run changes nothing. Then `host deploy` and `host check`.
     """
+    from host.ansible_run import raise_for_failures
     from host.render import print_json
 
     try:
-        run, check = _play("provision.yml", "host provision", inventory, device, group, all_devices, limit,
-                           artifacts, timeout, json_out,
-                           hint="fix the cause on the board (or its inventory variables) and run "
-                                "`host provision` again; it only changes what is missing")
+        run = _play("provision.yml", "host provision", inventory, device, group, all_devices, limit,
+                    artifacts, timeout, json_out)
         if json_out:
             print_json(run.to_json())
-        check()
+        raise_for_failures(run, what="host provision",
+                           hint="fix the cause on the board (or its inventory variables) and run "
+                                "`host provision` again; it only changes what is missing")
     except HostError as exc:
         fail(exc)
 
 
 def _power(tag: str, inventory, device, group, all_devices, limit, artifacts, timeout, json_out,
            extravars=None):
+    from host.ansible_run import raise_for_failures
     from host.render import console, print_json
 
     what = f"host power-mode {tag}"
     try:
-        run, check = _play("power_mode.yml", what, inventory, device, group, all_devices, limit, artifacts,
-                           timeout, json_out, tags=[tag], extravars=extravars, collect=POWER_STATE_TASK,
-                           hint="`host power-mode show` prints what each board is in now")
+        run = _play("power_mode.yml", what, inventory, device, group, all_devices, limit, artifacts,
+                    timeout, json_out, tags=[tag], extravars=extravars, collect=POWER_STATE_TASK)
         if json_out:
             print_json(run.to_json())
         else:
             console().print(power_table(run.reports))
-        check()
+        raise_for_failures(run, what=what, hint="`host power-mode show` prints what each board is in now")
     except HostError as exc:
         fail(exc)
 

@@ -45,11 +45,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 from host.errors import HostError
+from host.results import utc_now
 
 #: Repository root of this checkout (holds images/ and runners/).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -207,23 +207,16 @@ def _git(root: Path, *args: str) -> Optional[str]:
 
 
 def git_revision(root: Path = REPO_ROOT) -> str:
-    """``git rev-parse HEAD`` (+ ``-dirty`` when tracked files differ from it); ``unknown``
-    outside a git checkout."""
-    head = _git(root, "rev-parse", "HEAD")
-    if not head:
-        return "unknown"
-    dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
-    return head + ("-dirty" if dirty else "")
+    """:func:`runners.manifest.git_revision` of ``root`` (``-dirty`` when tracked files
+    differ); ``unknown`` outside a git checkout."""
+    from runners.manifest import git_revision as revision
+
+    return revision(str(root)) or "unknown"
 
 
 def git_source(root: Path = REPO_ROOT) -> str:
     """URL of the ``origin`` remote, or ``""``."""
     return _git(root, "remote", "get-url", "origin") or ""
-
-
-def utc_now() -> str:
-    """Now, UTC, ISO 8601 to the second (``2025-01-31T12:00:00Z``)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_build_args(items: Iterable[str]) -> Dict[str, str]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from host.errors import HostError
+from host.results import utc_now
 from runners.core import write_json_atomic
 
 #: Inventory variables that configure the meter itself (not driver options).
@@ -167,7 +168,7 @@ class PowerSession:
             raise PowerError(f"{self.board.name}: idle measurement failed: {exc}") from exc
         write_power_csv(self.folder / f"{stem}.power.csv", result.samples)
         doc = {"id": stem, "meter": self.meter.describe(), "settle_s": self.settle_s,
-               "start_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "start_utc": utc_now(),
                "samples_file": f"{stem}.power.csv", **result.to_dict()}
         write_json_atomic(doc, str(self.folder / f"{stem}.json"))
         if not doc["n_samples"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from host.results import flatten
+from host.results import _get, flatten
 
 
 def write_tables(cells: list[dict], out_dir: Path) -> tuple[Path, Path]:
@@ -39,10 +39,10 @@ def mode_conflicts(cells: list[dict]) -> list[str]:
     """
     seen: dict = {}
     for cell in cells:
-        row = flatten(cell)
-        key = (row["device"], row["model"], row["config"])
-        if row["power_mode_key"] is not None:
-            seen.setdefault(key, {}).setdefault(row["power_mode_key"], []).append(row["campaign"])
+        mode = _get(cell, "manifest", "device", "power_mode_key")
+        if mode is not None:
+            key = tuple(_get(cell, "cell", k) for k in ("device", "model_stem", "config"))
+            seen.setdefault(key, {}).setdefault(mode, []).append(_get(cell, "cell", "campaign"))
     return [f"{device} / {model} / {config}: measured in {len(modes)} power modes: "
             + "; ".join(f"{mode!r} (campaign {', '.join(sorted(set(c or '?' for c in camps)))})"
                         for mode, camps in sorted(modes.items()))

@@ -28,8 +28,6 @@ this module adds what provisioning needs besides them:
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -37,9 +35,9 @@ import os
 import sys
 import tarfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from vendor_emu import write_tool_scripts
+from vendor_emu import VendorEmu, _load, _locked, write_tool_scripts
 
 TOOLS = ("docker", "systemctl", "nvidia-ctk", "nvidia-container-runtime")
 REPO = Path(__file__).resolve().parent.parent
@@ -51,32 +49,16 @@ JETPACK_DAEMON_JSON = {"runtimes": {"nvidia": {"path": "nvidia-container-runtime
 
 
 
-class ProvisionEmu:
-    """Handle on installed fakes: ``bin_dir``, ``state_dir``, ``root`` (fake ``/``)."""
-
-    def __init__(self, bin_dir: Path, state_dir: Path, root: Path):
-        self.bin_dir, self.state_dir, self.root = Path(bin_dir), Path(state_dir), Path(root)
+class ProvisionEmu(VendorEmu):
+    """Handle on installed fakes (:class:`vendor_emu.VendorEmu`: ``state()``, ``calls()``,
+    ``clear_calls()``, ``env_path()``); ``root`` is the fake ``/``."""
 
     @property
     def daemon_json(self) -> Path:
         return self.root / "etc/docker/daemon.json"
 
-    def state(self) -> Dict[str, Any]:
-        return _load(self.state_dir)
-
-    def calls(self, tool: Optional[str] = None) -> List[Dict[str, Any]]:
-        path = self.state_dir / "calls.jsonl"
-        if not path.exists():
-            return []
-        out = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return [c for c in out if tool is None or c["tool"] == tool]
-
     def argvs(self, tool: str) -> List[List[str]]:
         return [c["argv"] for c in self.calls(tool)]
-
-    def clear_calls(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.state_dir / "calls.jsonl").unlink()
 
 
 def install_tools(
@@ -189,21 +171,6 @@ def _read_json(path: Path) -> Dict[str, Any]:
     except FileNotFoundError:
         return {}
     return json.loads(text) if text.strip() else {}
-
-
-def _load(state_dir: Path) -> Dict[str, Any]:
-    return json.loads((Path(state_dir) / "state.json").read_text())
-
-
-@contextlib.contextmanager
-def _locked(state_dir: Path) -> Iterator[Dict[str, Any]]:
-    with open(Path(state_dir) / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        st = _load(state_dir)
-        yield st
-        tmp = Path(state_dir) / "state.json.tmp"
-        tmp.write_text(json.dumps(st, indent=1))
-        os.replace(tmp, Path(state_dir) / "state.json")
 
 
 def _log(state_dir: Path, tool: str, argv: List[str]) -> None:
