@@ -7,6 +7,7 @@ import dataclasses
 import json
 import shlex
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,7 @@ def test_no_power_turns_it_off(boards, tmp_path):
                                      meter_port=emu.port)
         res = runner.invoke(app, ["bench", str(FIX / "identity.onnx"), "-i", str(inv), "--device", "b1",
                                   "--backend", "null", "--min-s", "0.05", "--warmup-s", "0", "--no-power",
+                                  "--cov-max", "100",
                                   "--results", str(tmp_path / "r"), "--json"])
     assert res.exit_code == 0, res.output
     assert "power" not in json.loads(res.stdout)[0]
@@ -121,7 +123,11 @@ def test_meter_faults_invalidate_power_but_keep_latency_and_the_campaign_goes_on
     with InaEmulator(profile=profile) as emu:
         device = dataclasses.replace(local_device(str(tmp_path / "work")), python=str(shim))
         spec = MeterSpec("ina226", emu.port, {"period_ms": 10, "timeout_s": 0.2})
-        injected = []
+        injected, first_done = [], threading.Event()
+
+        def spray():  # garbage before every reply until the first cell ends, so some of it
+            while not first_done.wait(0.01):  # lands in the load window however slow start-up is
+                emu.garbage(b"\x00\xffnot,a,line\n")
 
         def on_event(event):  # the fault strikes while the first cell runs
             if event.state == "running" and not injected:
@@ -131,10 +137,13 @@ def test_meter_faults_invalidate_power_but_keep_latency_and_the_campaign_goes_on
                 elif fault == "stop_answering":
                     emu.stop_answering()
                 else:
-                    emu.garbage(b"\x00\xffnot,a,line\n" * 20)
+                    threading.Thread(target=spray, daemon=True).start()
+            elif injected and event.state != "running":
+                first_done.set()
 
         res = run_campaign(models, [device], CONFIG, results=tmp_path / "r", campaign="f", backend="null",
                            power=factory(lambda d: spec), on_event=on_event)
+        first_done.set()
     first, second = res.cells
     assert first["status"] == "ok" and first["latency"]["iterations"] >= 5  # latency kept
     assert first["power"]["verdict"]["result"] == "INVALID"
