@@ -19,6 +19,11 @@ Settings that differ from ansible-runner's defaults, and why (team reference
 * The private data folder (default ``results/ansible``) keeps every run's artifacts
   (``artifacts/<ident>/{stdout,job_events/,rc,status}``), rotated to the last ``rotate``
   runs; the folder of each run is in :attr:`PlaybookRun.artifact_dir`.
+* ``suppress_env_files=True``, and no ``env/`` input folder: by default ansible-runner writes
+  the first run's extravars, envvars and cmdline into ``<private>/env/`` and reads them back
+  on every later run, so ``host power-mode tune --mode X`` would leak ``X`` into the next
+  ``tune`` (and ``--check`` into the next ``provision``). Each call passes all of its inputs;
+  an ``env/`` left by an older version is removed.
 """
 
 from __future__ import annotations
@@ -115,6 +120,7 @@ class PlaybookRun:
     artifact_dir: Path | None = None
     duration_s: float = 0.0
     events: int = 0
+    check: bool = False  # check mode: ``changed`` counts what would change
 
     @property
     def changed(self) -> int:
@@ -127,7 +133,7 @@ class PlaybookRun:
             "recap": {h: vars(r) for h, r in self.recap.items()},
             "failures": [vars(f) for f in self.failures], "reports": self.reports,
             "artifact_dir": str(self.artifact_dir) if self.artifact_dir else None,
-            "duration_s": round(self.duration_s, 3),
+            "duration_s": round(self.duration_s, 3), "check": self.check,
         }
 
 
@@ -168,6 +174,7 @@ def run_playbook(
     timeout_s: int | None = None,
     forks: int = 10,
     envvars: dict | None = None,
+    check: bool = False,
 ) -> PlaybookRun:
     """Run ``playbooks/<playbook>`` with ansible-runner and summarise it.
 
@@ -186,6 +193,8 @@ def run_playbook(
         timeout_s: kill ``ansible-playbook`` after this many seconds (status ``timeout``).
         forks: hosts in parallel.
         envvars: extra environment for ``ansible-playbook``.
+        check: Ansible's check mode (``--check``): report what would change, change nothing
+            (the playbooks skip the checks that need a change made first).
 
     Returns:
         :class:`PlaybookRun` — also when hosts failed (``status`` ``failed``); the caller
@@ -217,6 +226,11 @@ def run_playbook(
     env.update(envvars or {})
     private_dir = Path(private_dir).resolve()
     private_dir.mkdir(parents=True, exist_ok=True)
+    stale = private_dir / "env"
+    for name in ("extravars", "envvars", "cmdline", "settings", "passwords", "ssh_key"):
+        (stale / name).unlink(missing_ok=True)
+    if stale.is_dir() and not any(stale.iterdir()):
+        stale.rmdir()
     notify = on_event or (lambda event: None)
     failures: list = []
     reports: dict = {}
@@ -253,7 +267,7 @@ def run_playbook(
         private_data_dir=str(private_dir), project_dir=str(book.parent), playbook=str(book),
         inventory=str(inventory), limit=limit, extravars=extravars or None, envvars=env,
         quiet=True, rotate_artifacts=rotate, event_handler=handler, ident=ident, forks=forks,
-        timeout=timeout_s,
+        timeout=timeout_s, suppress_env_files=True, cmdline="--check" if check else None,
     )
     if tags:
         kwargs["tags"] = ",".join(tags)
@@ -277,7 +291,7 @@ def run_playbook(
     return PlaybookRun(playbook=playbook, status=runner.status, rc=runner.rc, recap=recap,
                        failures=failures, reports=reports,
                        artifact_dir=Path(runner.config.artifact_dir), duration_s=duration,
-                       events=counter["events"])
+                       events=counter["events"], check=check)
 
 
 def raise_for_failures(run: PlaybookRun, *, what: str, hint: str | None = None) -> None:

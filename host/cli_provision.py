@@ -100,8 +100,11 @@ class _Progress:
 def _recap_table(run, title: str):
     from rich.table import Table
 
-    table = Table(title=f"{title}: {run.status} in {run.duration_s:.1f} s", title_justify="left")
-    for col in ("host", "result", "ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored"):
+    mode = " (check mode: nothing was changed; 'would change' counts what a real run changes)" \
+        if run.check else ""
+    table = Table(title=f"{title}: {run.status} in {run.duration_s:.1f} s{mode}", title_justify="left")
+    for col in ("host", "result", "ok", "would change" if run.check else "changed", "unreachable", "failed",
+                "skipped", "rescued", "ignored"):
         table.add_column(col)
     for host, r in sorted(run.recap.items()):
         result = ("[green]ok[/]" if r.success
@@ -112,7 +115,7 @@ def _recap_table(run, title: str):
 
 
 def _play(playbook: str, what: str, inventory, device, group, all_devices, limit, artifacts, timeout,
-          json_out: bool, *, tags=None, extravars=None, collect=None):
+          json_out: bool, *, tags=None, extravars=None, collect=None, check=False):
     """Run one playbook with the live display (or none, for --json); print the recap."""
     from host.ansible_run import run_playbook
     from host.render import console
@@ -121,11 +124,12 @@ def _play(playbook: str, what: str, inventory, device, group, all_devices, limit
     progress = _Progress([d.name for d in found], what)
     if json_out:
         run = run_playbook(playbook, path, limit=pattern, tags=tags, extravars=extravars,
-                           private_dir=artifacts, collect=collect, timeout_s=timeout)
+                           private_dir=artifacts, collect=collect, timeout_s=timeout, check=check)
     else:
         with progress:
             run = run_playbook(playbook, path, limit=pattern, tags=tags, extravars=extravars,
-                               private_dir=artifacts, collect=collect, on_event=progress, timeout_s=timeout)
+                               private_dir=artifacts, collect=collect, on_event=progress, timeout_s=timeout,
+                               check=check)
         out = console()
         out.print(_recap_table(run, what))
         out.print(f"artifacts: {run.artifact_dir}", highlight=False)
@@ -140,18 +144,22 @@ def provision(
     limit: LimitOpt = None,
     artifacts: ArtifactsOpt = Path("results/ansible"),
     timeout: TimeoutOpt = None,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Ansible check mode: report what would change on each board; change nothing")
+    ] = False,
     json_out: JsonOpt = False,
 ):
     """Bring boards to "ready for host bench" with playbooks/provision.yml (ansible-runner):
     container engine and image, or the ZCU104 native bundle; work folder. Idempotent: a
-    second run changes nothing. Then `host deploy` and `host check`.
+    second run changes nothing. Then `host deploy` and `host check`. With --check nothing is
+    changed: the recap counts what a real run would change.
     """
     from host.ansible_run import raise_for_failures
     from host.render import print_json
 
     try:
-        run = _play("provision.yml", "host provision", inventory, device, group, all_devices, limit,
-                    artifacts, timeout, json_out)
+        run = _play("provision.yml", "host provision" + (" --check" if check else ""), inventory, device,
+                    group, all_devices, limit, artifacts, timeout, json_out, check=check)
         if json_out:
             print_json(run.to_json())
         raise_for_failures(run, what="host provision",

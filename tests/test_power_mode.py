@@ -258,6 +258,7 @@ class Lab:
         r = ansible_runner.run(
             private_data_dir=str(self.pdd), playbook=str(PLAYBOOK), inventory=str(self.inventory),
             tags=tags, limit=limit, extravars=extravars, quiet=True, timeout=timeout, rotate_artifacts=4,
+            suppress_env_files=True,  # else the first play's extravars come back in every later one
             envvars={"PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
                      # one multiplexed connection per board (~1.5 s per task without it); the
                      # masters live in our own folder and are told to exit at teardown

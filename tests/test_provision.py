@@ -76,8 +76,9 @@ class PlayRun:
 
 
 def run_playbook(private_dir: Path, inventory: Path, limit: Optional[str] = None,
-                 extravars: Optional[dict] = None) -> PlayRun:
-    """Run provision.yml through ansible-runner (strict host keys, no ssh multiplexing)."""
+                 extravars: Optional[dict] = None, check: bool = False) -> PlayRun:
+    """Run provision.yml through ansible-runner (strict host keys, no ssh multiplexing);
+    ``check``: Ansible's check mode (``--check``)."""
     import ansible_runner
 
     (private_dir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,8 @@ def run_playbook(private_dir: Path, inventory: Path, limit: Optional[str] = None
     }
     r = ansible_runner.run(private_data_dir=str(private_dir), playbook=str(PLAYBOOK),
                            inventory=str(inventory), limit=limit, extravars=extravars or {},
-                           envvars=envvars, quiet=True, forks=10, rotate_artifacts=3, timeout=600)
+                           envvars=envvars, quiet=True, forks=10, rotate_artifacts=3, timeout=600,
+                           suppress_env_files=True, **({"cmdline": "--check"} if check else {}))
     stdout = r.stdout.read() if hasattr(r.stdout, "read") else ""
     return PlayRun(r.status, r.rc, r.stats or {}, list(r.events), stdout)
 
@@ -145,6 +147,22 @@ class EmuLab:
     bundle: Path
     first: Optional[PlayRun] = None
     second: Optional[PlayRun] = None
+    check_fresh: Optional[PlayRun] = None
+    check_after: Optional[PlayRun] = None
+    fresh_calls: Dict[str, list] = field(default_factory=dict)
+    untouched: List[str] = field(default_factory=list)
+    touched_by_first: List[str] = field(default_factory=list)
+
+    def snapshot(self) -> Dict[str, bytes]:
+        """Every file (and folder) on the boards that provisioning may change: the fake roots,
+        the work folders and the emulated tools' state (not their call logs)."""
+        snap: Dict[str, bytes] = {}
+        places = [self.dir / n / sub for n in EMU for sub in ("root", "state", "vendor-state")]
+        for top in places + [self.boards.workdir(n) for n in EMU]:
+            for p in sorted(top.rglob("*")) if top.exists() else []:
+                if p.name != "calls.jsonl":
+                    snap[str(p)] = p.read_bytes() if p.is_file() else b"<dir>"
+        return snap
 
 
 def _emu_lab(d: Path) -> EmuLab:
@@ -205,10 +223,19 @@ def emu_lab(tmp_path_factory):
     d = tmp_path_factory.mktemp("provision")
     lab = _emu_lab(d)
     try:
+        before = lab.snapshot()
+        lab.check_fresh = run_playbook(d / "runner", lab.inventory, check=True)
+        after = lab.snapshot()
+        lab.untouched = sorted(set(before.items()) ^ set(after.items()))  # [] when nothing changed
+        lab.fresh_calls = {name: fake.calls() for name, fake in lab.fakes.items()}
+        for fake in lab.fakes.values():
+            fake.clear_calls()
         lab.first = run_playbook(d / "runner", lab.inventory)
+        lab.touched_by_first = sorted({k for k, _ in set(after.items()) ^ set(lab.snapshot().items())})
         for fake in lab.fakes.values():
             fake.clear_calls()
         lab.second = run_playbook(d / "runner", lab.inventory, limit=",".join(GOOD))
+        lab.check_after = run_playbook(d / "runner", lab.inventory, limit=",".join(GOOD), check=True)
         yield lab
     finally:
         lab.boards.close()
@@ -238,6 +265,29 @@ def test_second_run_changes_nothing(emu_lab):
         assert not [a for a in fake.argvs("docker") if a[:1] in (["load"], ["pull"])]
         assert not fake.calls("systemctl")
         assert not [a for a in fake.argvs("nvidia-ctk") if a[:1] == ["runtime"]]
+
+
+def test_check_mode_reports_the_changes_and_changes_nothing(emu_lab):
+    fresh = emu_lab.check_fresh
+    assert emu_lab.untouched == []  # no file on any board was written, removed or created
+    touched = " ".join(emu_lab.touched_by_first)  # ... where the real run changes these:
+    assert "daemon.json" in touched and "/opt/edgegauge/VERSION" in touched, touched
+    for host in GOOD:  # the good boards would be provisioned: changes reported, no failure
+        assert fresh.count("failures", host) == 0, (host, fresh.failures(host), fresh.stdout[-4000:])
+        assert fresh.count("changed", host) > 0, host
+        assert "would be ready for host bench" in fresh.result(host, "Ready for host bench")["msg"]
+    assert "Configure docker for the nvidia runtime" in fresh.changed_tasks("xavier")
+    assert "Copy the bundle to the board" in fresh.changed_tasks("zcu")
+    for host in ("xavier_jp6", "zcu_bad", "plain"):  # the bad ones fail on the same problem as for real
+        assert [t for t, _ in fresh.failures(host)] == [t for t, _ in emu_lab.first.failures(host)], host
+    for name, calls in emu_lab.fresh_calls.items():  # the tools were only asked, never told
+        asked = [c["argv"][:2] for c in calls]
+        assert all(a[0] in ("--version", "info", "image") and a[:2] != ["image", "load"] for a in asked), \
+            (name, asked)
+        assert not any(c["tool"] in ("systemctl",) for c in calls), (name, calls)
+    after = emu_lab.check_after  # provisioned boards: check mode agrees that nothing would change
+    assert after.status == "successful", after.stdout[-3000:]
+    assert after.changed() == {h: 0 for h in GOOD}, {h: after.changed_tasks(h) for h in GOOD}
 
 
 def test_family_is_detected_or_taken_from_the_inventory(emu_lab):

@@ -128,6 +128,23 @@ def test_unreachable_board_and_changed_host_key_are_failures(boards, playbooks, 
     assert len(list((tmp_path / "a" / "artifacts").iterdir())) == 2  # rotated to the last 2 runs
 
 
+def test_provision_check_mode_reports_what_would_change_and_changes_nothing(boards, playbooks, tmp_path):
+    inv = inventory(boards, tmp_path, names=("b1",))
+    marker = boards.workdir("b1") / "provisioned"
+    marker.unlink(missing_ok=True)
+    res = host("provision", "-i", inv, "--all", "--check", "--artifacts", tmp_path / "a")
+    assert res.exit_code == 0, res.output
+    assert "check mode: nothing was changed" in res.stdout and "would change" in res.stdout
+    assert not marker.exists()
+    res = host("provision", "-i", inv, "--all", "--check", "--artifacts", tmp_path / "a", "--json")
+    doc = json.loads(res.stdout)
+    assert doc["check"] is True and doc["recap"]["b1"]["changed"] == 1 and not marker.exists()
+    res = host("provision", "-i", inv, "--all", "--artifacts", tmp_path / "a", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)  # the same artifacts folder: check mode did not stick
+    assert doc["check"] is False and doc["recap"]["b1"]["changed"] == 1 and marker.exists()
+
+
 def test_power_mode_tune_show_reset_report_the_state_per_host(boards, playbooks, tmp_path):
     inv = inventory(boards, tmp_path, names=("b1",))
     art = ["--artifacts", tmp_path / "a"]
@@ -141,6 +158,12 @@ def test_power_mode_tune_show_reset_report_the_state_per_host(boards, playbooks,
     assert "governor=performance" in res.stdout and "power state" in res.stdout
     res = host("power-mode", "show", "-i", inv, "--all", *art, "--json")
     assert json.loads(res.stdout)["recap"]["b1"]["changed"] == 0  # show changes nothing
+    # every run gets only its own options: ansible-runner would keep the first run's
+    # extravars in <artifacts>/env/extravars and pass them to every later run
+    res = host("power-mode", "tune", "-i", inv, "--all", *art, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["reports"]["b1"]["mode_key"] == "governor=DEFAULT"
+    assert not (tmp_path / "a" / "env").exists()
 
 
 def test_missing_playbook_is_a_typed_error(tmp_path, monkeypatch, boards):
