@@ -29,6 +29,7 @@ Settings that differ from ansible-runner's defaults, and why (team reference
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import uuid
@@ -42,6 +43,11 @@ from host.errors import HostError
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 #: Artifacts of this many runs are kept in the private data folder.
 ROTATE = 20
+#: ``ansible-playbook --ask-become-pass`` prompts with this; ansible-runner answers it.
+BECOME_PROMPT = r"^BECOME password.*:\s*?$"
+#: A failure message saying that the board's sudo (su, doas) wanted a password.
+_BECOME_FAILURE = re.compile(r"(missing|incorrect) (sudo|su|doas) password|a password is required"
+                             r"|waiting for privilege escalation prompt", re.IGNORECASE)
 #: The ``runner_on_*`` events that end one task on one host.
 _RESULT_EVENTS = {
     "runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_skipped": "skipped",
@@ -175,6 +181,7 @@ def run_playbook(
     forks: int = 10,
     envvars: dict | None = None,
     check: bool = False,
+    become_password: str | None = None,
 ) -> PlaybookRun:
     """Run ``playbooks/<playbook>`` with ansible-runner and summarise it.
 
@@ -195,6 +202,9 @@ def run_playbook(
         envvars: extra environment for ``ansible-playbook``.
         check: Ansible's check mode (``--check``): report what would change, change nothing
             (the playbooks skip the checks that need a change made first).
+        become_password: the password the boards' ``sudo`` asks for (``become: true``
+            tasks): ``ansible-playbook --ask-become-pass``, answered by ansible-runner's
+            pexpect loop; it is never written to the artifacts (no ``env/passwords``).
 
     Returns:
         :class:`PlaybookRun` — also when hosts failed (``status`` ``failed``); the caller
@@ -267,7 +277,9 @@ def run_playbook(
         private_data_dir=str(private_dir), project_dir=str(book.parent), playbook=str(book),
         inventory=str(inventory), limit=limit, extravars=extravars or None, envvars=env,
         quiet=True, rotate_artifacts=rotate, event_handler=handler, ident=ident, forks=forks,
-        timeout=timeout_s, suppress_env_files=True, cmdline="--check" if check else None,
+        timeout=timeout_s, suppress_env_files=True,
+        cmdline=" ".join(["--check"] * check + ["--ask-become-pass"] * (become_password is not None)) or None,
+        passwords={BECOME_PROMPT: become_password} if become_password is not None else None,
     )
     if tags:
         kwargs["tags"] = ",".join(tags)
@@ -311,5 +323,8 @@ def raise_for_failures(run: PlaybookRun, *, what: str, hint: str | None = None) 
                      else f"ansible-playbook ended with status {run.status} (rc {run.rc})")
     elif run.status in ("timeout", "canceled"):
         lines.append(f"ansible-playbook {run.status}")
+    if any(_BECOME_FAILURE.search(f.message) for f in run.failures):
+        hint = ("the boards' sudo wants a password: run again with --ask-become-pass (-K) or "
+                "--become-password-file FILE" + (f"; {hint}" if hint else ""))
     where = f"; artifacts: {run.artifact_dir}" if run.artifact_dir else ""
     raise PlaybookFailed(f"{what} failed:\n  " + "\n  ".join(lines) + where, run, hint=hint)

@@ -21,6 +21,10 @@ LimitOpt = Annotated[Optional[str], typer.Option(
 ArtifactsOpt = Annotated[Path, typer.Option(
     help="ansible-runner private data folder; each run's artifacts are kept there (last 20)")]
 TimeoutOpt = Annotated[Optional[int], typer.Option(min=1, help="stop ansible-playbook after, seconds")]
+AskBecomeOpt = Annotated[bool, typer.Option(
+    "--ask-become-pass", "-K", help="ask for the boards' sudo password (for boards whose sudo wants one)")]
+BecomeFileOpt = Annotated[Optional[Path], typer.Option(
+    "--become-password-file", help="read the boards' sudo password from this file (first line)")]
 
 power_app = typer.Typer(
     name="power-mode",
@@ -30,6 +34,25 @@ power_app = typer.Typer(
 
 #: power_mode.yml's last task; it reports ``edgegauge_power_state`` for every host.
 POWER_STATE_TASK = "Edgegauge power state"
+
+
+def _become_password(ask: bool, path: Optional[Path]) -> Optional[str]:
+    """The sudo password from a hidden prompt (``-K``) or a file; None when neither is asked.
+
+    Raises:
+        SelectionError: both given, or the file cannot be read.
+    """
+    if ask and path is not None:
+        raise SelectionError("give --ask-become-pass or --become-password-file, not both")
+    if path is not None:
+        try:
+            lines = Path(path).expanduser().read_text().splitlines()
+        except OSError as exc:
+            raise SelectionError(f"cannot read the become password file {path}: {exc.strerror}") from None
+        return lines[0] if lines else ""
+    if ask:
+        return typer.prompt("BECOME password", hide_input=True, default="", show_default=False)
+    return None
 
 
 class SelectionError(HostError):
@@ -115,21 +138,23 @@ def _recap_table(run, title: str):
 
 
 def _play(playbook: str, what: str, inventory, device, group, all_devices, limit, artifacts, timeout,
-          json_out: bool, *, tags=None, extravars=None, collect=None, check=False):
+          json_out: bool, *, tags=None, extravars=None, collect=None, check=False, become=(False, None)):
     """Run one playbook with the live display (or none, for --json); print the recap."""
     from host.ansible_run import run_playbook
     from host.render import console
 
     path, pattern, found = _target(inventory, device, group, all_devices, limit)
+    password = _become_password(*become)
     progress = _Progress([d.name for d in found], what)
     if json_out:
         run = run_playbook(playbook, path, limit=pattern, tags=tags, extravars=extravars,
-                           private_dir=artifacts, collect=collect, timeout_s=timeout, check=check)
+                           private_dir=artifacts, collect=collect, timeout_s=timeout, check=check,
+                           become_password=password)
     else:
         with progress:
             run = run_playbook(playbook, path, limit=pattern, tags=tags, extravars=extravars,
                                private_dir=artifacts, collect=collect, on_event=progress, timeout_s=timeout,
-                               check=check)
+                               check=check, become_password=password)
         out = console()
         out.print(_recap_table(run, what))
         out.print(f"artifacts: {run.artifact_dir}", highlight=False)
@@ -147,6 +172,8 @@ def provision(
     check: Annotated[bool, typer.Option(
         "--check", help="Ansible check mode: report what would change on each board; change nothing")
     ] = False,
+    ask_become_pass: AskBecomeOpt = False,
+    become_password_file: BecomeFileOpt = None,
     json_out: JsonOpt = False,
 ):
     """Bring boards to "ready for host bench" with playbooks/provision.yml (ansible-runner):
@@ -159,7 +186,8 @@ def provision(
 
     try:
         run = _play("provision.yml", "host provision" + (" --check" if check else ""), inventory, device,
-                    group, all_devices, limit, artifacts, timeout, json_out, check=check)
+                    group, all_devices, limit, artifacts, timeout, json_out, check=check,
+                    become=(ask_become_pass, become_password_file))
         if json_out:
             print_json(run.to_json())
         raise_for_failures(run, what="host provision",
@@ -170,14 +198,15 @@ def provision(
 
 
 def _power(tag: str, inventory, device, group, all_devices, limit, artifacts, timeout, json_out,
-           extravars=None):
+           extravars=None, become=(False, None)):
     from host.ansible_run import raise_for_failures
     from host.render import console, print_json
 
     what = f"host power-mode {tag}"
     try:
         run = _play("power_mode.yml", what, inventory, device, group, all_devices, limit, artifacts,
-                    timeout, json_out, tags=[tag], extravars=extravars, collect=POWER_STATE_TASK)
+                    timeout, json_out, tags=[tag], extravars=extravars, collect=POWER_STATE_TASK,
+                    become=become)
         if json_out:
             print_json(run.to_json())
         else:
@@ -228,10 +257,13 @@ def show(
     limit: LimitOpt = None,
     artifacts: ArtifactsOpt = Path("results/ansible"),
     timeout: TimeoutOpt = None,
+    ask_become_pass: AskBecomeOpt = False,
+    become_password_file: BecomeFileOpt = None,
     json_out: JsonOpt = False,
 ):
     """Report each board's power mode, governors, clocks (changes nothing)."""
-    _power("show", inventory, device, group, all_devices, limit, artifacts, timeout, json_out)
+    _power("show", inventory, device, group, all_devices, limit, artifacts, timeout, json_out,
+           become=(ask_become_pass, become_password_file))
 
 
 @power_app.command()
@@ -248,6 +280,8 @@ def tune(
         "--allow-reboot", help="let a Jetson reboot when the chosen mode needs it (else refused)")] = False,
     artifacts: ArtifactsOpt = Path("results/ansible"),
     timeout: TimeoutOpt = None,
+    ask_become_pass: AskBecomeOpt = False,
+    become_password_file: BecomeFileOpt = None,
     json_out: JsonOpt = False,
 ):
     """Put boards in the benchmark power mode (Jetson nvpmodel + jetson_clocks, ARM cpufreq
@@ -256,7 +290,8 @@ def tune(
     extravars = {"power_allow_reboot": allow_reboot}
     if mode:
         extravars["power_mode_name"] = mode
-    _power("tune", inventory, device, group, all_devices, limit, artifacts, timeout, json_out, extravars)
+    _power("tune", inventory, device, group, all_devices, limit, artifacts, timeout, json_out, extravars,
+           become=(ask_become_pass, become_password_file))
 
 
 @power_app.command()
@@ -268,7 +303,10 @@ def reset(
     limit: LimitOpt = None,
     artifacts: ArtifactsOpt = Path("results/ansible"),
     timeout: TimeoutOpt = None,
+    ask_become_pass: AskBecomeOpt = False,
+    become_password_file: BecomeFileOpt = None,
     json_out: JsonOpt = False,
 ):
     """Restore the state stored by `tune` (nvpmodel mode, jetson_clocks, governors, clocks)."""
-    _power("reset", inventory, device, group, all_devices, limit, artifacts, timeout, json_out)
+    _power("reset", inventory, device, group, all_devices, limit, artifacts, timeout, json_out,
+           become=(ask_become_pass, become_password_file))

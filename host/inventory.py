@@ -61,7 +61,8 @@ _HOST = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _SECTION = re.compile(r"\[([^\]]*)\]\s*(?:#.*)?\Z")
 _CHILD = re.compile(r"(\S+)\s*(?:#.*)?\Z")
 _SECRET = re.compile(r"(?:^|_)(?:pass|passwd|password)\Z")
-_PASSWORD_MSG = "no passwords in the inventory: use ssh-agent or ansible_ssh_private_key_file"
+_PASSWORD_MSG = ("no passwords in the inventory: use ssh-agent or ansible_ssh_private_key_file to log in, "
+                 "and `host provision/power-mode --ask-become-pass` (or --become-password-file) for sudo")
 
 
 class InventoryError(HostError):

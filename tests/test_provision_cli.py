@@ -145,6 +145,91 @@ def test_provision_check_mode_reports_what_would_change_and_changes_nothing(boar
     assert doc["check"] is False and doc["recap"]["b1"]["changed"] == 1 and marker.exists()
 
 
+BECOME = """\
+- name: Stand-in provisioning that needs root
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write as root
+      ansible.builtin.command: touch {{ workdir }}/as-root
+      become: true
+      become_user: nobody  # Ansible skips become when the user would not change (root here)
+      changed_when: true
+"""
+
+# Stands in for the board's sudo: the options Ansible's become plugin passes, -n (refuse at
+# once: no password to give), else the prompt on stderr (-S -p PROMPT), one line of stdin
+# checked against the password, then the command.
+FAKE_SUDO = """\
+#!/bin/sh
+prompt="Password:"; nonint=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -p) prompt="$2"; shift 2;;
+    -n) nonint=1; shift;;
+    -u) shift 2;;
+    --) shift; break;;
+    -*) shift;;
+    *) break;;
+  esac
+done
+if [ -n "$nonint" ]; then  # Ansible passes -n when it has no password to give
+  echo "sudo: a password is required" >&2
+  exit 1
+fi
+printf '%s' "$prompt" >&2
+IFS= read -r pw || pw=""
+if [ "$pw" != "$(cat "$(dirname "$0")/password")" ]; then
+  printf '\nSorry, try again.\nsudo: 1 incorrect password attempt\n' >&2
+  exit 1
+fi
+exec "$@"
+"""
+
+
+@pytest.fixture
+def sudo_board(boards, tmp_path):
+    """b1 with a sudo that wants the password "s3cret 2" (the tests log in as root, so the
+    roles' ``become`` goes through it)."""
+    bindir = tmp_path / "sudo-bin"
+    bindir.mkdir()
+    (bindir / "sudo").write_text(FAKE_SUDO)
+    (bindir / "sudo").chmod(0o755)
+    (bindir / "password").write_text("s3cret 2\n")
+    boards.set_env("b1", {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"})
+    yield boards
+    boards.set_env("b1", {})
+
+
+def test_a_sudo_password_is_asked_once_answered_and_never_stored(sudo_board, playbooks, tmp_path):
+    (playbooks / "provision.yml").write_text(BECOME)
+    inv = inventory(sudo_board, tmp_path, names=("b1",))
+    done = sudo_board.workdir("b1") / "as-root"
+    done.unlink(missing_ok=True)
+    art = ["--artifacts", tmp_path / "a"]
+    res = host("provision", "-i", inv, "--all", *art)  # no password: says which option helps
+    assert res.exit_code == 1 and not done.exists()
+    assert "b1: task 'Write as root' failed: " in res.output and "Missing sudo password" in res.output
+    assert "--ask-become-pass" in res.output
+    wrong = runner.invoke(app, [str(a) for a in ("provision", "-i", inv, "--all", "-K", *art)],
+                          input="nope\n", env={"COLUMNS": "250"})
+    assert wrong.exit_code == 1 and "incorrect sudo password" in wrong.output.lower(), wrong.output
+    res = runner.invoke(app, [str(a) for a in ("provision", "-i", inv, "--all", "-K", *art, "--json")],
+                        input="s3cret 2\n", env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert done.exists()
+    done.unlink()
+    pw_file = tmp_path / "become.txt"
+    pw_file.write_text("s3cret 2\n")
+    res = host("provision", "-i", inv, "--all", "--become-password-file", pw_file, *art)
+    assert res.exit_code == 0, res.output
+    assert done.exists()
+    for path in (tmp_path / "a").rglob("*"):  # in no artifact, env file or event
+        assert not path.is_file() or b"s3cret" not in path.read_bytes(), path
+    res = host("provision", "-i", inv, "--all", "-K", "--become-password-file", pw_file, *art)
+    assert res.exit_code == 2 and "not both" in res.output
+
+
 def test_power_mode_tune_show_reset_report_the_state_per_host(boards, playbooks, tmp_path):
     inv = inventory(boards, tmp_path, names=("b1",))
     art = ["--artifacts", tmp_path / "a"]
