@@ -42,6 +42,8 @@ def pytest_addoption(parser):
                     help="inventory name of a real board for the board_hw tests (opt-in)")
     group.addoption("--board-inventory", default="inventory.ini",
                     help="inventory that holds --board [inventory.ini]")
+    group.addoption("--board-become-password-file", default=None,
+                    help="file with the sudo password of --board, when its sudo wants one")
     group.addoption("--qemu-arm64", action="store_true", default=False,
                     help="also build the ARM-CPU image for linux/arm64 under QEMU (slow, opt-in)")
 

@@ -1,4 +1,5 @@
-"""Real boards (opt-in): ``pytest -m board_hw --board NAME [--board-inventory FILE]``.
+"""Real boards (opt-in): ``pytest -m board_hw --board NAME [--board-inventory FILE]
+[--board-become-password-file FILE]``.
 
 NAME is a device of the inventory (e.g. xavier-1, rpi4-1, zcu104-1, a100-1 in
 inventory.ini with real addresses). These tests change the board's power mode and restore
@@ -30,7 +31,9 @@ def host(*args):
 def sel(hw_board, pytestconfig, tmp_path_factory):
     inv = pytestconfig.getoption("--board-inventory")
     art = tmp_path_factory.mktemp("ansible")
-    return ["-i", inv, "--device", hw_board.name, "--artifacts", art]
+    become = pytestconfig.getoption("--board-become-password-file")
+    return ["-i", inv, "--device", hw_board.name, "--artifacts", art,
+            *(["--become-password-file", become] if become else [])]
 
 
 def power(sel, action, *extra):
