@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import time
 import uuid
@@ -236,11 +237,7 @@ def run_playbook(
     env.update(envvars or {})
     private_dir = Path(private_dir).resolve()
     private_dir.mkdir(parents=True, exist_ok=True)
-    stale = private_dir / "env"
-    for name in ("extravars", "envvars", "cmdline", "settings", "passwords", "ssh_key"):
-        (stale / name).unlink(missing_ok=True)
-    if stale.is_dir() and not any(stale.iterdir()):
-        stale.rmdir()
+    shutil.rmtree(private_dir / "env", ignore_errors=True)  # ansible-runner's input folder (see above)
     notify = on_event or (lambda event: None)
     failures: list = []
     reports: dict = {}
@@ -272,13 +269,14 @@ def run_playbook(
                                  message=_message(res) if state in ("failed", "unreachable") else None))
         return True
 
+    options = (["--check"] if check else []) + (["--ask-become-pass"] if become_password is not None else [])
     ident = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     kwargs = dict(
         private_data_dir=str(private_dir), project_dir=str(book.parent), playbook=str(book),
         inventory=str(inventory), limit=limit, extravars=extravars or None, envvars=env,
         quiet=True, rotate_artifacts=rotate, event_handler=handler, ident=ident, forks=forks,
         timeout=timeout_s, suppress_env_files=True,
-        cmdline=" ".join(["--check"] * check + ["--ask-become-pass"] * (become_password is not None)) or None,
+        cmdline=" ".join(options) or None,
         passwords={BECOME_PROMPT: become_password} if become_password is not None else None,
     )
     if tags:

@@ -145,16 +145,14 @@ def _play(playbook: str, what: str, inventory, device, group, all_devices, limit
 
     path, pattern, found = _target(inventory, device, group, all_devices, limit)
     password = _become_password(*become)
-    progress = _Progress([d.name for d in found], what)
+    options = dict(limit=pattern, tags=tags, extravars=extravars, private_dir=artifacts, collect=collect,
+                   timeout_s=timeout, check=check, become_password=password)
     if json_out:
-        run = run_playbook(playbook, path, limit=pattern, tags=tags, extravars=extravars,
-                           private_dir=artifacts, collect=collect, timeout_s=timeout, check=check,
-                           become_password=password)
+        run = run_playbook(playbook, path, **options)
     else:
+        progress = _Progress([d.name for d in found], what)
         with progress:
-            run = run_playbook(playbook, path, limit=pattern, tags=tags, extravars=extravars,
-                               private_dir=artifacts, collect=collect, on_event=progress, timeout_s=timeout,
-                               check=check, become_password=password)
+            run = run_playbook(playbook, path, on_event=progress, **options)
         out = console()
         out.print(_recap_table(run, what))
         out.print(f"artifacts: {run.artifact_dir}", highlight=False)
