@@ -5,7 +5,7 @@ root or openssh-server installed).
     .venv/bin/python bench/lab_overhead.py [--cells 10] [--min-s 0.05] [--repeat 3]
 
 1. **Overhead per cell**: the same ``--cells`` null-backend cells (warm-up 1 iteration,
-   timed loop >= 5 iterations and >= ``--min-s``) run through ``host.bench.run_campaign``
+   timed loop >= 5 iterations and >= ``--min-s``) run through ``host.campaign.run.run_campaign``
    on ``--device local`` (LocalTransport) and on one SSH board (SshTransport). For each
    cell the host records ``cell_wall_s`` (staging + runner command + fetching the result)
    and the runner process reports its own loop window (``timestamps``). Overhead per
@@ -43,10 +43,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import labfix  # noqa: E402
 
-from host.bench import run_campaign  # noqa: E402
-from host.board import Board, open_transport  # noqa: E402
-from host.inventory import local_device, resolve_inventory  # noqa: E402
-from host.targets import BenchConfig  # noqa: E402
+from host.campaign.run import run_campaign  # noqa: E402
+from host.lab.board import Board, open_transport  # noqa: E402
+from host.lab.inventory import local_device, resolve_inventory  # noqa: E402
+from host.lab.runner import BenchConfig  # noqa: E402
 from runners.core import Policy, write_json_atomic  # noqa: E402
 
 

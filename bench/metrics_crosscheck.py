@@ -1,13 +1,13 @@
-"""Compare host.metrics MAC/param counts with onnx-tool's profile, per op type (run by hand).
+"""Compare host.models.metrics MAC/param counts with onnx-tool's profile, per op type (run by hand).
 
     python bench/metrics_crosscheck.py MODEL.onnx [MODEL.onnx ...] [--batch N]
         [--shape input=1,3,224,224]
 
 For each model it prints, per op type: our MACs, onnx-tool's MACs, and onnx-tool's MACs less
 one per output element of a biased Conv/ConvTranspose/Gemm (onnx-tool counts the bias add,
-host.metrics follows thop/fvcore/torchvision and ignores it). Conv/Gemm/MatMul should agree
+host.models.metrics follows thop/fvcore/torchvision and ignores it). Conv/Gemm/MatMul should agree
 exactly on the bias-adjusted column; element-wise and pooling ops differ by convention
-(onnx-tool weights exp as 32, div as 4, GlobalAveragePool as inputs + 4*outputs; host.metrics
+(onnx-tool weights exp as 32, div as 4, GlobalAveragePool as inputs + 4*outputs; host.models.metrics
 counts 1 per element). onnx-tool's ConvTranspose formula (output volume x Cout/g x kernel)
 also differs from ours (input volume x Cout/g x kernel). Needs ``pip install onnx-tool``.
 """
@@ -26,7 +26,7 @@ import onnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from host.metrics import model_metrics
+from host.models.metrics import model_metrics
 
 _BIASED = {"Conv": 3, "ConvTranspose": 3, "Gemm": 3}  # op -> input count when a bias is given
 _LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")

@@ -7,7 +7,7 @@ An emulated INA226 logger (tests/meter_emu.py, on a pty, ``--period-ms`` per sam
 load power while a marker file exists, idle otherwise. For each step, over SSH, a script on
 the board stamps CLOCK_MONOTONIC and creates the marker (rising edge), sleeps 0.5 s, then
 stamps and removes it (falling edge). The host maps the board stamps onto its clock with
-:meth:`host.board.Board.clock_probes` + :func:`host.power.estimate_offset` (as `host bench`
+:meth:`host.lab.board.Board.clock_probes` + :func:`host.power.estimate_offset` (as `host bench`
 does) and compares them with the edges seen in the sample stream (midpoint between the
 last sample before and the first after the change). Reported: |error| median / p90 / max in
 ms, the offset uncertainty, and the sample period (the edge's own resolution). On loopback
@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 import labfix  # noqa: E402
 from meter_emu import InaEmulator  # noqa: E402
 
-from host.board import Board, open_transport  # noqa: E402
-from host.inventory import resolve_inventory  # noqa: E402
-from host.meters import open_meter  # noqa: E402
+from host.lab.board import Board, open_transport  # noqa: E402
+from host.lab.inventory import resolve_inventory  # noqa: E402
 from host.power import Sampler, estimate_offset, to_host_ns  # noqa: E402
+from host.power.meters import open_meter  # noqa: E402
 from runners.core import write_json_atomic  # noqa: E402
 
 STEP = """import os, sys, time

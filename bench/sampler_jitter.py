@@ -6,7 +6,7 @@
 Meter (``--meter``):
 
 * ``emu``: ``tests/meter_emu.InaEmulator(rate_hz)`` (a pty speaking the INA line protocol) read
-  through the real driver, ``host.meters.open_meter("ina226", emu.port, period_ms=1000/rate)``;
+  through the real driver, ``host.power.meters.open_meter("ina226", emu.port, period_ms=1000/rate)``;
 * ``fake``: an in-process meter whose ``read()`` sleeps to its next 1/rate tick (its own
   monotonic grid) and returns that tick's sequence number and time;
 * ``auto`` (default): ``emu`` when the emulator and the driver import, else ``fake``. The
@@ -40,8 +40,8 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from host.meters.base import Reading  # noqa: E402
 from host.power import Sampler, count_seq_gaps  # noqa: E402
+from host.power.meters.base import Reading  # noqa: E402
 
 TARGET_DROPPED = 0
 
@@ -81,8 +81,8 @@ def _import_emulator():
     except ImportError:
         sys.path.insert(0, os.path.join(ROOT, "tests"))
         from meter_emu import InaEmulator
-    import host.meters.ina  # noqa: F401  (the driver must exist too)
-    from host.meters import open_meter
+    import host.power.meters.ina  # noqa: F401  (the driver must exist too)
+    from host.power.meters import open_meter
 
     return InaEmulator, open_meter
 
@@ -112,7 +112,7 @@ def open_source(kind: str, rate_hz: float, stack: contextlib.ExitStack):
             meter = open_meter("ina226", emu.port, period_ms=period_ms)
             stack.callback(meter.close)
             return meter, {"source": "emu", "what": f"tests/meter_emu.InaEmulator({rate_hz:g}) + "
-                                                  f"host.meters.ina.InaLogger(period_ms={period_ms})",
+                                                  f"host.power.meters.ina.InaLogger(period_ms={period_ms})",
                            "port": str(emu.port)}
     meter = TickMeter(rate_hz)
     return meter, {"source": "fake", "what": "in-process TickMeter (read() sleeps to its next tick)",

@@ -72,9 +72,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def hw_board(pytestconfig):
-    """The real board named by ``--board``: its :class:`host.inventory.Device` from
+    """The real board named by ``--board``: its :class:`host.lab.inventory.Device` from
     ``--board-inventory``. Only board_hw tests use it (they are skipped without --board)."""
-    from host.inventory import load_inventory
+    from host.lab.inventory import load_inventory
 
     name = pytestconfig.getoption("--board")
     if not name:

@@ -28,7 +28,7 @@ import time
 import tty
 from dataclasses import dataclass
 
-from host.meters.um import MODELS, build_um_frame
+from host.power.meters.um import MODELS, build_um_frame
 
 
 class ManualClock:
@@ -523,7 +523,7 @@ class WT300EEmulator(PtyEmulator):
 
 class UMEmulator(PtyEmulator):
     """A UM24C/UM25C/UM34C: each ``0xF0`` byte is answered with a 130-byte frame from
-    :func:`host.meters.um.build_um_frame` (V, A and W of the profile at that time); other
+    :func:`host.power.meters.um.build_um_frame` (V, A and W of the profile at that time); other
     bytes are recorded and ignored.
 
     Args:
@@ -558,7 +558,7 @@ class UMEmulator(PtyEmulator):
 
 
 # --------------------------------------------------------------------------------------------
-# INA219 / INA226 logger (edgegauge line protocol, host/meters/ina.py)
+# INA219 / INA226 logger (edgegauge line protocol, host/power/meters/ina.py)
 
 INA_BANNER = "#ina v1 fields=seq,t_us,bus_mV,shunt_uV,current_uA,power_uW"
 #: chip -> (bus voltage LSB in mV, shunt voltage LSB in uV) (datasheets, power-meters.md §6)

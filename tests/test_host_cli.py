@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from host.bench import run_campaign
+from host.campaign.run import run_campaign
+from host.campaign.store import cell_path, load_cells, safe_name
 from host.cli import app
-from host.inventory import local_device
-from host.results import cell_path, load_cells, safe_name
-from host.targets import BenchConfig
+from host.lab.inventory import local_device
+from host.lab.runner import BenchConfig
 from runners.cli import build_parser
 from runners.core import Policy
 

@@ -1,4 +1,4 @@
-"""Device images (images/, host/images.py, host/cli_image.py).
+"""Device images (images/, host/lab/images.py, host/cli/image.py).
 
 * hadolint (``--failure-threshold warning``) on every Dockerfile under images/.
 * The shared smoke test on this machine: PASS with onnxruntime, FAIL on a wrong output,
@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import host.cli_image as cli_image
-from host import images
+import host.cli.image as cli_image
+from host.lab import images
 from tests import labfix
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""host/inventory.py: the strict Ansible INI reader, checked against ansible-inventory itself."""
+"""host/lab/inventory.py: the strict Ansible INI reader, checked against ansible-inventory itself."""
 
 import json
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from host.errors import UnknownDeviceError
-from host.inventory import InventoryError, load_inventory, local_device, resolve_inventory
+from host.lab.inventory import InventoryError, load_inventory, local_device, resolve_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
@@ -302,7 +302,7 @@ def test_local_is_built_in_unless_the_inventory_has_it(tmp_path):
 
 def test_reader_does_not_import_ansible():
     import ast
-    tree = ast.parse((ROOT / "host" / "inventory.py").read_text())
+    tree = ast.parse((ROOT / "host" / "lab" / "inventory.py").read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "ansible" not in imported

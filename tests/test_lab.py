@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from host.bench import CampaignMismatchError, classify_failure, run_campaign, store_cell
-from host.board import Board, BoardOptions, open_transport, sh
+from host.campaign.run import CampaignMismatchError, classify_failure, run_campaign, store_cell
 from host.cli import app
-from host.inventory import local_device, resolve_inventory
-from host.targets import BenchConfig, RunnerOutcome
+from host.lab.board import Board, BoardOptions, open_transport, sh
+from host.lab.inventory import local_device, resolve_inventory
+from host.lab.runner import BenchConfig, RunnerOutcome
 from runners.core import Policy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@
 Wiring:
 * UM24C/UM25C/UM34C: pair over Bluetooth (PIN 1234), `rfcomm bind 0 <MAC>`, port
   `/dev/rfcomm0`; the board's USB supply goes through the meter.
-* INA219/INA226: the microcontroller running the line-protocol sketch (host/meters/ina.py)
+* INA219/INA226: the microcontroller running the line-protocol sketch (host/power/meters/ina.py)
   on USB (`/dev/ttyACM0`); shunt in the board's DC input, bus voltage on the load side.
 * WT310E/WT332E/WT333E: RS-232 null-modem or USB-serial adapter (9600 8N1); the board's
   PSU plugged into the meter's input element 1.
@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from host.meters import open_meter
 from host.power import Sampler
+from host.power.meters import open_meter
 
 pytestmark = pytest.mark.meter_hw
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from host.meters import open_meter
-from host.meters.base import MeterConnectionError, MeterProtocolError
-from host.meters.jetson import JetsonRails, parse_tegrastats
-from host.meters.rpi5 import Rpi5Pmic
+from host.power.meters import open_meter
+from host.power.meters.base import MeterConnectionError, MeterProtocolError
+from host.power.meters.jetson import JetsonRails, parse_tegrastats
+from host.power.meters.rpi5 import Rpi5Pmic
 
 FIXTURES = Path(__file__).parent / "fixtures" / "onboard"
 

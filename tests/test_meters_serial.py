@@ -21,16 +21,16 @@ from meter_emu import (
     as_profile,
 )
 
-from host.meters import REGISTRY, meter_class, open_meter
-from host.meters.base import (
+from host.power.meters import REGISTRY, meter_class, open_meter
+from host.power.meters.base import (
     MeterConnectionError,
     MeterError,
     MeterProtocolError,
     MeterTimeoutError,
     Reading,
 )
-from host.meters.ina import InaLogger, parse_data_line
-from host.meters.um import (
+from host.power.meters.ina import InaLogger, parse_data_line
+from host.power.meters.um import (
     FRAME_LEN,
     MODELS,
     SCALES,
@@ -39,7 +39,7 @@ from host.meters.um import (
     build_um_frame,
     parse_um_frame,
 )
-from host.meters.wt300e import WT300E, parse_numeric_line
+from host.power.meters.wt300e import WT300E, parse_numeric_line
 
 FAST = 0.25  # timeout for tests that expect a timeout
 
@@ -389,7 +389,7 @@ def test_um_loop_url_framing():
 
 
 def test_open_meter_through_registry(clock, closing):
-    assert REGISTRY["um25c"] == "host.meters.um:UMMeter"
+    assert REGISTRY["um25c"] == "host.power.meters.um:UMMeter"
     for name in ("wt310e", "wt332e", "wt333e", "um24c", "um25c", "um34c", "ina219", "ina226"):
         assert issubclass(meter_class(name), (WT300E, UMMeter, InaLogger))
     emu = closing(UMEmulator("UM25C", clock=clock))

@@ -1,4 +1,4 @@
-"""Tests of host.metrics on small hand-built ONNX graphs with hand-computed values."""
+"""Tests of host.models.metrics on small hand-built ONNX graphs with hand-computed values."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from host.errors import InputNotFoundError, ModelFormatError
-from host.metrics import PARAMS_RULE, metrics_or_error, model_metrics
+from host.models.metrics import PARAMS_RULE, metrics_or_error, model_metrics
 
 EXPECTED_KEYS = {
     "params", "params_rule", "macs", "flops", "macs_reason", "macs_by_op", "cdl", "nodes",

@@ -14,12 +14,12 @@ import pytest
 from meter_emu import InaEmulator
 from typer.testing import CliRunner
 
-from host.bench import run_campaign
+from host.campaign.run import run_campaign
 from host.cli import app
-from host.inventory import local_device
+from host.lab.inventory import local_device
+from host.lab.runner import BenchConfig
 from host.power import read_csv
-from host.powerlab import MeterSpec, PowerSession
-from host.targets import BenchConfig
+from host.power.session import MeterSpec, PowerSession
 from runners.core import Policy
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "models"

@@ -1,4 +1,4 @@
-"""`host provision` / `host power-mode` plumbing (host/ansible_run.py, host/cli_provision.py):
+"""`host provision` / `host power-mode` plumbing (host/lab/ansible.py, host/cli/provision.py):
 real ansible-runner + ansible-playbook against loopback sshd boards, with small stand-in
 playbooks (EDGEGAUGE_PLAYBOOKS) so each behaviour is checked on its own: the recap, a
 failure naming host, task and message, an unreachable board, a changed host key refused,
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from host.ansible_run import AnsibleError, PlaybookFailed, raise_for_failures, run_playbook
 from host.cli import app
+from host.lab.ansible import AnsibleError, PlaybookFailed, raise_for_failures, run_playbook
 
 runner = CliRunner()
 # No ControlPersist masters left behind by the tests (reference "Test infrastructure" §4).

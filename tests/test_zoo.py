@@ -1,4 +1,4 @@
-"""Tests of host.zoo / host.cli_zoo and of the committed examples/models.
+"""Tests of host.models.zoo / host.cli.zoo and of the committed examples/models.
 
 The export tests need the CPU torch wheel (``pip install torch==2.13.0``) but no torchvision;
 they are skipped without torch.
@@ -18,8 +18,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from host import zoo
 from host.errors import ExportError
+from host.models import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "models"
@@ -175,8 +175,8 @@ def test_import_without_torch_then_export_raises():
     code = _BLOCK_TORCH + textwrap.dedent(
         """
         import json
-        import host.zoo as zoo
-        import host.cli_zoo
+        import host.models.zoo as zoo
+        import host.cli.zoo
         from host.errors import ExportError
         assert "torch" not in sys.modules
         out = {"n": len(zoo.ZOO)}
@@ -244,7 +244,7 @@ def test_zoo_command_format():
 def test_cli_list_and_errors():
     from typer.testing import CliRunner
 
-    from host import cli_zoo
+    from host.cli import zoo as cli_zoo
 
     runner = CliRunner()
     res = runner.invoke(cli_zoo.app, ["export", "--list", "--json"])
@@ -263,7 +263,7 @@ def test_cli_list_and_errors():
 def test_cli_export_renders_table(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from host import cli_zoo
+    from host.cli import zoo as cli_zoo
 
     seen = {}
 

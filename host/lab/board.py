@@ -11,7 +11,7 @@ login user's home)::
 Every remote command is built by :func:`sh` from quoted arguments: model names, device
 names and campaign names never reach the board (models travel as ``<sha256>.onnx``), and
 inventory values (work folder, interpreter, image, engine options) are quoted word by word.
-The same class drives ``--device local`` through :class:`host.transport.LocalTransport`.
+The same class drives ``--device local`` through :class:`host.lab.transport.LocalTransport`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from host.errors import HostError
-from host.targets import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome, tail
-from host.transport import SIGNAL_BASE, LocalTransport, SshTransport, TransportError
+from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome, tail
+from host.lab.transport import SIGNAL_BASE, LocalTransport, SshTransport, TransportError
 
 #: inventory ``runtime`` -> (runner backend, Python module that must import).
 RUNTIMES = {

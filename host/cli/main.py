@@ -14,7 +14,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from host.cli_lab import (
+from host.cli.lab import (
     AcceptNewOpt,
     AllOpt,
     ConnectTimeoutOpt,
@@ -25,7 +25,7 @@ from host.cli_lab import (
     board_options,
     select,
 )
-from host.cli_lab import fail as _fail
+from host.cli.lab import fail as _fail
 from host.errors import HostError
 from runners.core import Policy
 
@@ -59,7 +59,9 @@ def _parse_shapes(values: Optional[List[str]]) -> tuple:
 def _default_models() -> List[Path]:
     if EXAMPLES.exists():
         return [EXAMPLES]
-    packaged = Path(__file__).resolve().parent.parent / EXAMPLES
+    from host import REPO_ROOT
+
+    packaged = REPO_ROOT / EXAMPLES
     return [packaged]
 
 
@@ -128,11 +130,11 @@ def bench(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from host.bench import discover_models, run_campaign, unsupported_backends
-    from host.board import Board, open_transport
-    from host.render import bench_table, console, human_bytes, print_json
-    from host.results import default_campaign_name
-    from host.targets import BenchConfig
+    from host.campaign.run import discover_models, run_campaign, unsupported_backends
+    from host.campaign.store import default_campaign_name
+    from host.cli.render import bench_table, console, human_bytes, print_json
+    from host.lab.board import Board, open_transport
+    from host.lab.runner import BenchConfig
 
     try:
         if backend is not None and backend not in ("ort", "null"):
@@ -230,8 +232,8 @@ def bench(
 
 def _power_factory(meter, meter_port, options, **settings):
     """``(device, board, folder) -> PowerSession | None`` for run_campaign."""
-    from host.board import open_transport
-    from host.powerlab import PowerSession, meter_spec
+    from host.lab.board import open_transport
+    from host.power.session import PowerSession, meter_spec
 
     def factory(device, board, folder):
         spec = meter_spec(device, meter, meter_port)
@@ -257,9 +259,9 @@ def report(
         "--json", help="print the cells as JSON instead of a table")] = False,
 ):
     """Tabulate a results folder and write results.csv and results.parquet."""
-    from host.render import bench_table, console, print_json
-    from host.report import mode_conflicts, write_tables
-    from host.results import load_cells
+    from host.analysis.report import mode_conflicts, write_tables
+    from host.campaign.store import load_cells
+    from host.cli.render import bench_table, console, print_json
 
     try:
         cells = load_cells(results_dir)
@@ -294,9 +296,9 @@ def models(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ):
     """Print static model metrics (params, FLOPs, CDL, footprint); runs nothing."""
-    from host.bench import discover_models
-    from host.metrics import metrics_or_error
-    from host.render import console, metrics_table, print_json
+    from host.campaign.run import discover_models
+    from host.cli.render import console, metrics_table, print_json
+    from host.models.metrics import metrics_or_error
 
     try:
         found = discover_models(paths)
@@ -314,7 +316,7 @@ def models(
 
 
 def _add_lab() -> None:
-    from host import cli_lab
+    from host.cli import lab as cli_lab
 
     app.command()(cli_lab.devices)
     app.command()(cli_lab.check)
@@ -325,7 +327,7 @@ _add_lab()
 
 
 def _add_meter() -> None:
-    from host import cli_meter
+    from host.cli import meter as cli_meter
 
     app.add_typer(cli_meter.app, name="meter")
 
@@ -334,7 +336,7 @@ _add_meter()
 
 
 def _add_provision() -> None:
-    from host import cli_provision
+    from host.cli import provision as cli_provision
 
     app.command()(cli_provision.provision)
     app.add_typer(cli_provision.power_app, name="power-mode")
@@ -344,7 +346,7 @@ _add_provision()
 
 
 def _add_image() -> None:
-    from host import cli_image
+    from host.cli import image as cli_image
 
     app.add_typer(cli_image.app, name="image", help="build and save the device images (images/)")
 
@@ -354,7 +356,7 @@ _add_image()
 
 def _add_zoo() -> None:
     try:
-        from host import cli_zoo
+        from host.cli import zoo as cli_zoo
     except ImportError:  # pragma: no cover - the zoo module is part of the package
         return
     app.add_typer(cli_zoo.app, name="zoo", help="export the example model zoo (needs torch)")

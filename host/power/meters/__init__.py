@@ -1,29 +1,29 @@
-"""Power meters behind one small interface (:class:`host.meters.base.Meter`), chosen by name
+"""Power meters behind one small interface (:class:`host.power.meters.base.Meter`), chosen by name
 (inventory variable ``meter``; ``meter_port`` and other ``meter_*`` options).
 
 Protocol facts: shared/reference/power-meters.md. Every driver takes a port string or an
 already open serial object, names its units (W, V, A) and never returns None for a short
-or corrupt frame: it raises a typed :class:`host.meters.base.MeterError`.
+or corrupt frame: it raises a typed :class:`host.power.meters.base.MeterError`.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from host.meters.base import Meter, MeterError, UnknownMeterError
+from host.power.meters.base import Meter, MeterError, UnknownMeterError
 
 #: meter name -> "module:Class". Drivers are imported lazily.
 REGISTRY = {
-    "wt310e": "host.meters.wt300e:WT300E",
-    "wt332e": "host.meters.wt300e:WT300E",
-    "wt333e": "host.meters.wt300e:WT300E",
-    "um24c": "host.meters.um:UMMeter",
-    "um25c": "host.meters.um:UMMeter",
-    "um34c": "host.meters.um:UMMeter",
-    "ina219": "host.meters.ina:InaLogger",
-    "ina226": "host.meters.ina:InaLogger",
-    "jetson-ina3221": "host.meters.jetson:JetsonRails",
-    "rpi5-pmic": "host.meters.rpi5:Rpi5Pmic",
+    "wt310e": "host.power.meters.wt300e:WT300E",
+    "wt332e": "host.power.meters.wt300e:WT300E",
+    "wt333e": "host.power.meters.wt300e:WT300E",
+    "um24c": "host.power.meters.um:UMMeter",
+    "um25c": "host.power.meters.um:UMMeter",
+    "um34c": "host.power.meters.um:UMMeter",
+    "ina219": "host.power.meters.ina:InaLogger",
+    "ina226": "host.power.meters.ina:InaLogger",
+    "jetson-ina3221": "host.power.meters.jetson:JetsonRails",
+    "rpi5-pmic": "host.power.meters.rpi5:Rpi5Pmic",
 }
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import struct
 import time
 
-from host.meters._serial import SerialMeter
-from host.meters.base import MeterError, MeterProtocolError, MeterTimeoutError, Reading
+from host.power.meters._serial import SerialMeter
+from host.power.meters.base import MeterError, MeterProtocolError, MeterTimeoutError, Reading
 
 FRAME_LEN = 130
 REQUEST = b"\xf0"

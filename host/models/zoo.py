@@ -1,6 +1,6 @@
 """Example model zoo: export PyTorch models to ONNX with a provenance sidecar.
 
-``host zoo export`` (see :mod:`host.cli_zoo`) builds the small torchvision classifiers listed
+``host zoo export`` (see :mod:`host.cli.zoo`) builds the small torchvision classifiers listed
 in :data:`ZOO` with **random weights** and writes, per model, into one folder:
 
 * ``<name>.onnx``: opset 17 (by default), one static-shape input ``input`` (float32, NCHW)
@@ -11,7 +11,7 @@ in :data:`ZOO` with **random weights** and writes, per model, into one folder:
 Random weights are fine for latency and memory measurements (the graph, shapes and FLOPs are
 those of the real model) but useless for accuracy or quantisation-error studies.
 
-torch and torchvision are optional: they are imported lazily, so ``import host.zoo`` (and
+torch and torchvision are optional: they are imported lazily, so ``import host.models.zoo`` (and
 reading :data:`ZOO`) works without them. Every failure is raised as
 :class:`host.errors.ExportError` with a ``hint``; nothing here prints or exits.
 """

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from host.campaign.store import utc_now
 from host.errors import HostError
-from host.results import utc_now
 from runners.core import write_json_atomic
 
 #: Inventory variables that configure the meter itself (not driver options).
@@ -81,7 +81,7 @@ class PowerSession:
 
     Args:
         spec: the meter.
-        board: the :class:`host.board.Board` the cells run on (for clock probes).
+        board: the :class:`host.lab.board.Board` the cells run on (for clock probes).
         folder: the device's folder in the campaign (idle files go there).
         run: for on-board meters, ``run(command) -> stdout`` on the board.
     """
@@ -112,7 +112,7 @@ class PowerSession:
         Raises:
             MeterError: the meter cannot be opened.
         """
-        from host.meters import open_meter
+        from host.power.meters import open_meter
 
         options = dict(self.spec.options)
         if self.spec.onboard and self.run is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import host
+from host.campaign.store import CAMPAIGN_FILE, cell_path, safe_name, utc_now, write_cell
 from host.errors import (
     DuplicateModelStemError,
     HostError,
@@ -26,10 +27,9 @@ from host.errors import (
     ModelFormatError,
     NoModelsError,
 )
-from host.metrics import metrics_or_error
-from host.powerlab import failed_block
-from host.results import CAMPAIGN_FILE, cell_path, safe_name, utc_now, write_cell
-from host.targets import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
+from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
+from host.models.metrics import metrics_or_error
+from host.power.session import failed_block
 from runners import SCHEMA_VERSION
 from runners.core import write_json_atomic
 from runners.manifest import git_revision
@@ -275,7 +275,7 @@ def store_cell(path: Path, doc: dict) -> None:
 
 def device_config(config: BenchConfig, device, backend: str | None) -> BenchConfig:
     """The configuration for one device: ``backend`` if given, else the device's runtime."""
-    from host.board import RUNTIMES
+    from host.lab.board import RUNTIMES
 
     chosen = backend or RUNTIMES[device.runtime][0]
     return dataclasses.replace(config, backend=chosen)
@@ -373,12 +373,12 @@ def run_campaign(
     written atomically; Ctrl-C kills the runners in flight and keeps every finished cell.
 
     Args:
-        devices: inventory devices (:class:`host.inventory.Device`).
+        devices: inventory devices (:class:`host.lab.inventory.Device`).
         backend: runner backend for every device; None = each device's ``runtime``.
-        open_board: ``device -> Board`` (default: :func:`host.board.open_transport`
+        open_board: ``device -> Board`` (default: :func:`host.lab.board.open_transport`
             with default SSH options).
         power: ``(device, board, folder) -> PowerSession | None`` — power measurement
-            for devices with a meter (:mod:`host.powerlab`): idle per device, a
+            for devices with a meter (:mod:`host.power.session`): idle per device, a
             ``power`` block and ``<cell>.power.csv`` per cell.
 
     Raises:
@@ -386,7 +386,7 @@ def run_campaign(
         CampaignInterrupted: Ctrl-C (after the folder was left consistent).
         OSError: the results folder cannot be written.
     """
-    from host.board import Board, file_sha256, open_transport
+    from host.lab.board import Board, file_sha256, open_transport
 
     notify = on_event or (lambda event: None)
     if open_board is None:

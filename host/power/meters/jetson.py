@@ -34,7 +34,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from host.meters.base import (
+from host.power.meters.base import (
     Meter,
     MeterConnectionError,
     MeterProtocolError,

@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
+from host import REPO_ROOT
+from host.campaign.store import utc_now
 from host.errors import HostError
-from host.results import utc_now
 
 #: Repository root of this checkout (holds images/ and runners/).
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: OCI annotation keys set on every image (values from build args and --label).
 OCI = "org.opencontainers.image"
 

@@ -14,7 +14,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from host.cli_lab import (
+from host.cli.lab import (
     AcceptNewOpt,
     ConnectTimeoutOpt,
     InventoryOpt,
@@ -45,8 +45,8 @@ def _open(meter, port, opt, device, inventory, known_hosts, accept_new, connect_
     Raises:
         HostError (UnknownMeterError, MeterError, InventoryError, TransportError).
     """
-    from host.meters import open_meter
-    from host.powerlab import MeterSpec, _value, meter_spec
+    from host.power.meters import open_meter
+    from host.power.session import MeterSpec, _value, meter_spec
 
     options = {}
     for item in opt or []:
@@ -56,8 +56,8 @@ def _open(meter, port, opt, device, inventory, known_hosts, accept_new, connect_
         options[key] = _value(value)
     transport = None
     if device:
-        from host.board import open_transport
-        from host.cli_lab import select
+        from host.cli.lab import select
+        from host.lab.board import open_transport
 
         _, (dev,) = select(inventory, [device], None, False)
         spec = meter_spec(dev, meter, port)
@@ -103,8 +103,8 @@ def list_ports(json_out: JsonOpt = False):
     from rich.table import Table
     from serial.tools import list_ports as lp
 
-    from host.meters import REGISTRY
-    from host.render import console, print_json
+    from host.cli.render import console, print_json
+    from host.power.meters import REGISTRY
 
     ports = []
     for p in sorted(lp.comports(), key=lambda p: p.device):
@@ -142,7 +142,7 @@ def read(
     json_out: JsonOpt = False,
 ):
     """Open the meter and print one reading (W, V, A)."""
-    from host.render import console, print_json
+    from host.cli.render import console, print_json
 
     with _meter(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
                 connect_timeout) as m:
@@ -177,8 +177,8 @@ def log(
     """Sample the meter for --seconds with a live display; write the samples as CSV."""
     from rich.live import Live
 
+    from host.cli.render import console
     from host.power import Sampler, write_power_csv
-    from host.render import console
 
     err = console(stderr=True)
     with _meter(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
@@ -218,8 +218,8 @@ def idle(
     connect_timeout: ConnectTimeoutOpt = 10.0, json_out: JsonOpt = False,
 ):
     """Measure idle power alone: settle, then an idle window; idle = median of the window."""
+    from host.cli.render import console, print_json
     from host.power import measure_idle
-    from host.render import console, print_json
 
     with _meter(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
                 connect_timeout) as m:

@@ -30,7 +30,7 @@ import re
 import shlex
 import subprocess
 
-from host.meters.base import (
+from host.power.meters.base import (
     Meter,
     MeterConnectionError,
     MeterProtocolError,
@@ -55,7 +55,7 @@ class Rpi5Pmic(Meter):
         name: registry name (``rpi5-pmic``).
         run: ``run(command) -> stdout`` executing a shell command on the board; ``None``
             runs it here with ``/bin/sh -c``.
-        root: accepted for symmetry with :class:`host.meters.jetson.JetsonRails` (unused).
+        root: accepted for symmetry with :class:`host.power.meters.jetson.JetsonRails` (unused).
         timeout_s: limit for the local command.
         vcgencmd: option, the executable (default ``vcgencmd``).
 

@@ -10,7 +10,7 @@ deploy`` (inventory ``image_archive``), and write the ZCU104 native bundle.
     host image save IMAGE|FAMILY --output FILE [--variant V] [--engine ...]
 
 Exit codes: 0 done; 1 the build/save failed (message + hint); 2 bad usage (unknown family,
-variant or option). The library is :mod:`host.images`.
+variant or option). The library is :mod:`host.lab.images`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from host.cli_lab import JsonOpt, fail
+from host.cli.lab import JsonOpt, fail
 from host.errors import HostError
 
 app = typer.Typer(no_args_is_help=True,
@@ -40,8 +40,8 @@ def list_families(json_out: JsonOpt = False):
     """Families, their variants, default tags, Dockerfiles and target platforms."""
     from rich.table import Table
 
-    from host.images import FAMILIES, default_tag, image_version
-    from host.render import console, print_json
+    from host.cli.render import console, print_json
+    from host.lab.images import FAMILIES, default_tag, image_version
 
     rows = []
     for fam, (default, variants) in FAMILIES.items():
@@ -102,8 +102,8 @@ def build(
     """
     import shlex
 
-    from host import images
-    from host.render import console, human_bytes, print_json
+    from host.cli.render import console, human_bytes, print_json
+    from host.lab import images
 
     out_console = console()
     err = console(stderr=True)
@@ -164,8 +164,8 @@ def save(
     """Write `<engine> save -o FILE IMAGE`: an archive that `docker load` / `podman load` read.
     Point the inventory's image_archive at it and `host deploy` loads it onto boards that lack
     the image (no registry needed)."""
-    from host import images
-    from host.render import console, human_bytes, print_json
+    from host.cli.render import console, human_bytes, print_json
+    from host.lab import images
 
     try:
         res = images.save_image(image, output, variant=variant, engine=engine)

@@ -35,7 +35,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a t
 
 def fail(exc: HostError) -> None:
     """Print a HostError (message + hint) on stderr and exit with its code."""
-    from host.render import console
+    from host.cli.render import console
 
     err = console(stderr=True)
     err.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
@@ -50,7 +50,7 @@ def select(inventory: str | None, device, group, all_devices: bool):
     Raises:
         InventoryError, UnknownDeviceError.
     """
-    from host.inventory import resolve_inventory
+    from host.lab.inventory import resolve_inventory
 
     inv = resolve_inventory(inventory)
     devices = inv.select(devices=device or (), groups=group or (), all_devices=all_devices)
@@ -61,7 +61,7 @@ def select(inventory: str | None, device, group, all_devices: bool):
 
 
 def board_options(known_hosts, accept_new, connect_timeout):
-    from host.board import BoardOptions
+    from host.lab.board import BoardOptions
 
     return BoardOptions(known_hosts=known_hosts, accept_new_host_keys=accept_new,
                         connect_timeout=connect_timeout)
@@ -70,7 +70,7 @@ def board_options(known_hosts, accept_new, connect_timeout):
 def on_boards(devices, options, fn: Callable) -> list:
     """``fn(board)`` for every device at once (one thread and one connection each, closed
     afterwards); results in device order."""
-    from host.board import Board, open_transport
+    from host.lab.board import Board, open_transport
 
     def one(device):
         board = Board(device, open_transport(device, options))
@@ -96,7 +96,7 @@ def devices(
     """
     from rich.table import Table
 
-    from host.render import console, print_json
+    from host.cli.render import console, print_json
 
     try:
         inv, found = select(inventory, device, group, False)
@@ -132,7 +132,7 @@ def check(
     """
     from rich.table import Table
 
-    from host.render import console, print_json
+    from host.cli.render import console, print_json
 
     try:
         _, found = select(inventory, device, group, all_devices)
@@ -189,8 +189,8 @@ def deploy(
     """
     from rich.table import Table
 
-    from host.bench import discover_models
-    from host.render import console, human_bytes, print_json
+    from host.campaign.run import discover_models
+    from host.cli.render import console, human_bytes, print_json
 
     try:
         _, found = select(inventory, device, group, all_devices)

@@ -67,8 +67,8 @@ from __future__ import annotations
 import re
 import time
 
-from host.meters._serial import IO_ERRORS, SerialMeter
-from host.meters.base import MeterError, MeterProtocolError, MeterTimeoutError, Reading
+from host.power.meters._serial import IO_ERRORS, SerialMeter
+from host.power.meters.base import MeterError, MeterProtocolError, MeterTimeoutError, Reading
 
 BAUDRATE = 115200
 FIELDS = ("seq", "t_us", "bus_mV", "shunt_uV", "current_uA", "power_uW")
@@ -93,7 +93,7 @@ def parse_banner(line: str) -> dict:
             return info
     raise MeterProtocolError(f"expected the INA logger banner {BANNER!r}, received {line!r}",
                              hint="flash a sketch that speaks the edgegauge line protocol v1 "
-                                  "(see host/meters/ina.py)")
+                                  "(see host/power/meters/ina.py)")
 
 
 def parse_data_line(line: str) -> tuple:
@@ -195,7 +195,7 @@ class InaLogger(SerialMeter):
                 raise MeterProtocolError(f"{self.label} on {self._port_name()}: expected the banner "
                                          f"{BANNER!r}, received {line!r}",
                                          hint="flash a sketch that speaks the edgegauge line protocol v1 "
-                                              "(see host/meters/ina.py)") from None
+                                              "(see host/power/meters/ina.py)") from None
         else:
             raise MeterProtocolError(f"{self.label} on {self._port_name()}: expected the banner, "
                                      f"received {MAX_LINES_BEFORE_BANNER} data lines")

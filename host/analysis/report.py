@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from host.results import _get, flatten
+from host.campaign.store import _get, flatten
 
 
 def write_tables(cells: list[dict], out_dir: Path) -> tuple[Path, Path]:
     """Write ``results.csv`` and ``results.parquet`` (one row per cell, columns of
-    :func:`host.results.flatten`) into ``out_dir``; returns both paths.
+    :func:`host.campaign.store.flatten`) into ``out_dir``; returns both paths.
 
     Raises:
         OSError: ``out_dir`` cannot be written.

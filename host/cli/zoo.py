@@ -1,8 +1,8 @@
-"""``host zoo``: export the example models of :mod:`host.zoo` to ONNX.
+"""``host zoo``: export the example models of :mod:`host.models.zoo` to ONNX.
 
 The main app mounts this sub-app with ``app.add_typer(cli_zoo.app, name="zoo")``; it also
-runs standalone as ``python -m host.cli_zoo export ...``. Commands only parse options, call
-:mod:`host.zoo` and render; :class:`host.errors.HostError` becomes ``error: ...`` (plus the
+runs standalone as ``python -m host.cli.zoo export ...``. Commands only parse options, call
+:mod:`host.models.zoo` and render; :class:`host.errors.HostError` becomes ``error: ...`` (plus the
 hint) on stderr and exit code 1.
 """
 
@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from host import zoo
 from host.errors import HostError
+from host.models import zoo
 
 app = typer.Typer(
     help="Example models: random-init torchvision classifiers exported to ONNX "
@@ -128,5 +128,5 @@ def export_cmd(
     Console().print(table)
 
 
-if __name__ == "__main__":  # python -m host.cli_zoo export ...
+if __name__ == "__main__":  # python -m host.cli.zoo export ...
     app()

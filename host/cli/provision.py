@@ -1,5 +1,5 @@
 """``host provision`` and ``host power-mode show|tune|reset``: the playbooks in
-``playbooks/`` run through ansible-runner (:mod:`host.ansible_run`) with a live per-host
+``playbooks/`` run through ansible-runner (:mod:`host.lab.ansible`) with a live per-host
 display and a recap. Registered on the main app by :mod:`host.cli`.
 
 Exit codes: 0 every host succeeded; 1 a host failed or was unreachable (the message names
@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from host.cli_lab import AllOpt, DeviceOpt, GroupOpt, InventoryOpt, JsonOpt, fail, select
+from host.cli.lab import AllOpt, DeviceOpt, GroupOpt, InventoryOpt, JsonOpt, fail, select
 from host.errors import HostError
 
 LimitOpt = Annotated[Optional[str], typer.Option(
@@ -109,7 +109,7 @@ class _Progress:
     def __enter__(self):
         from rich.live import Live
 
-        from host.render import console
+        from host.cli.render import console
 
         self.live = Live(self.render(), console=console(stderr=True), refresh_per_second=4, transient=True)
         self.live.__enter__()
@@ -140,8 +140,8 @@ def _recap_table(run, title: str):
 def _play(playbook: str, what: str, inventory, device, group, all_devices, limit, artifacts, timeout,
           json_out: bool, *, tags=None, extravars=None, collect=None, check=False, become=(False, None)):
     """Run one playbook with the live display (or none, for --json); print the recap."""
-    from host.ansible_run import run_playbook
-    from host.render import console
+    from host.cli.render import console
+    from host.lab.ansible import run_playbook
 
     path, pattern, found = _target(inventory, device, group, all_devices, limit)
     password = _become_password(*become)
@@ -179,8 +179,8 @@ def provision(
     second run changes nothing. Then `host deploy` and `host check`. With --check nothing is
     changed: the recap counts what a real run would change.
     """
-    from host.ansible_run import raise_for_failures
-    from host.render import print_json
+    from host.cli.render import print_json
+    from host.lab.ansible import raise_for_failures
 
     try:
         run = _play("provision.yml", "host provision" + (" --check" if check else ""), inventory, device,
@@ -197,8 +197,8 @@ def provision(
 
 def _power(tag: str, inventory, device, group, all_devices, limit, artifacts, timeout, json_out,
            extravars=None, become=(False, None)):
-    from host.ansible_run import raise_for_failures
-    from host.render import console, print_json
+    from host.cli.render import console, print_json
+    from host.lab.ansible import raise_for_failures
 
     what = f"host power-mode {tag}"
     try:

@@ -38,10 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from host import REPO_ROOT
 from host.errors import HostError
 
 #: ``playbooks/`` of this checkout; ``EDGEGAUGE_PLAYBOOKS`` points elsewhere.
-PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+PLAYBOOKS = REPO_ROOT / "playbooks"
 #: Artifacts of this many runs are kept in the private data folder.
 ROTATE = 20
 #: ``ansible-playbook --ask-become-pass`` prompts with this; ansible-runner answers it.

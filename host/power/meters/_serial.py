@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import serial
 
-from host.meters.base import (
+from host.power.meters.base import (
     Meter,
     MeterConnectionError,
     MeterError,

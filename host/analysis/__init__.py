@@ -1,0 +1,1 @@
+"""Analysis of stored cells: tables and the CSV/Parquet report."""

@@ -1,0 +1,2 @@
+"""The lab: inventories, transports (local, SSH), boards, the runner command, device images and
+Ansible playbooks."""

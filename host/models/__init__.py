@@ -1,0 +1,1 @@
+"""Models on the host: static metrics of ONNX files and the example-model zoo."""
