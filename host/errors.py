@@ -48,3 +48,160 @@ class ResultsError(HostError):
 
 class ExportError(HostError):
     """``host zoo export`` failed (torch/torchvision missing, export error)."""
+
+
+# --------------------------------------------------------------------------------------------
+# lab: inventories, transports, boards, images, playbooks
+
+
+class InventoryError(HostError):
+    """An inventory cannot be found, read or accepted.
+
+    The message always starts with ``'<file>:<line>: '`` when a line is at fault; ``path``
+    and ``line`` hold the same (``None`` when not applicable), ``reason`` the message
+    without the prefix.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, path=None, line: int | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.reason = message
+        if path is not None and line is not None:
+            message = f"{path}:{line}: {message}"
+        elif path is not None:
+            message = f"{path}: {message}"
+        super().__init__(message, hint=hint)
+
+
+class TransportError(HostError):
+    """A board could not be used (base class). ``device`` names the board."""
+
+    category = "unreachable"
+
+    def __init__(self, message: str, *, device: str = "", hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.device = device
+
+
+class UnreachableError(TransportError):
+    """Connecting failed after all retries, authentication failed, or the connection
+    dropped in the middle of a command."""
+
+
+class HostKeyError(TransportError):
+    """The board's host key is unknown (and trust-on-first-use was not asked for) or
+    differs from the recorded one. Never retried."""
+
+    category = "host_key"
+
+
+class CommandAborted(TransportError):
+    """The transport was aborted (Ctrl-C, SIGTERM): the command in flight had its whole session
+    killed, and no new command starts on this transport."""
+
+    category = "interrupted"
+
+
+class DeployError(HostError):
+    """A deploy step failed on one board (work folder, runners, image, runtime)."""
+
+
+class ImageError(HostError):
+    """Base class of image build/save errors."""
+
+
+class UnknownFamilyError(ImageError):
+    """The family or variant is not one of :data:`host.lab.images.FAMILIES`."""
+
+    exit_code = 2
+
+
+class EngineNotFoundError(ImageError):
+    """The container engine (docker, podman) is not on PATH."""
+
+
+class ImageBuildError(ImageError):
+    """``<engine> build`` failed or the bundle could not be written."""
+
+
+class ImageNotFoundError(ImageError):
+    """The image to save is not in the engine's local storage."""
+
+
+class ImageSaveError(ImageError):
+    """``<engine> save`` failed."""
+
+
+class AnsibleError(HostError):
+    """ansible-runner or ``ansible-playbook`` is missing, or a playbook does not exist."""
+
+
+class PlaybookFailed(HostError):
+    """The playbook failed on at least one host; :attr:`run` (a
+    :class:`host.lab.ansible.PlaybookRun`) has the recap and failures."""
+
+    def __init__(self, message: str, run, *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.run = run
+
+
+# --------------------------------------------------------------------------------------------
+# power: meters and the power session
+
+
+class MeterError(HostError):
+    """A meter could not deliver a reading (base class)."""
+
+
+class UnknownMeterError(MeterError):
+    """No driver for this meter name."""
+
+
+class MeterConnectionError(MeterError):
+    """The port cannot be opened, or it went away (meter unplugged, pty closed)."""
+
+
+class MeterTimeoutError(MeterError):
+    """The meter did not answer, or answered too little, within the timeout. The message
+    says what was expected and what (how many bytes) arrived."""
+
+
+class MeterProtocolError(MeterError):
+    """A corrupt or unexpected answer (bad frame, garbage, wrong model). The message shows
+    what was expected and what was received."""
+
+
+class PowerError(HostError):
+    """Power could not be measured for a device (meter missing, idle failed)."""
+
+
+# --------------------------------------------------------------------------------------------
+# campaign
+
+
+class CampaignMismatchError(HostError):
+    """A model changed since the campaign planned it (same name, other content)."""
+
+
+class PowerModeChanged(HostError):
+    """A board's power mode differs from the one its earlier cells in this campaign were
+    measured in: its cells are not run (category ``power_mode``), so one campaign never
+    mixes modes. Resume after restoring the mode, or start a new campaign."""
+
+    category = "power_mode"
+
+
+class CampaignInterrupted(HostError):
+    """Ctrl-C: finished cells are kept; the campaign can be resumed."""
+
+    exit_code = 130
+
+
+# --------------------------------------------------------------------------------------------
+# cli
+
+
+class SelectionError(HostError):
+    """The selection cannot be provisioned (no inventory file, or the built-in local device)."""
+
+    exit_code = 2

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from host.errors import UnknownDeviceError
-from host.lab.inventory import InventoryError, load_inventory, local_device, resolve_inventory
+from host.errors import InventoryError, UnknownDeviceError
+from host.lab.inventory import load_inventory, local_device, resolve_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from host.campaign.run import CampaignMismatchError, classify_failure, run_campaign, store_cell
+from host.campaign.run import classify_failure, run_campaign, store_cell
 from host.cli import app
+from host.errors import CampaignMismatchError
 from host.lab.board import Board, BoardOptions, open_transport, sh
 from host.lab.inventory import local_device, resolve_inventory
 from host.lab.runner import BenchConfig, RunnerOutcome

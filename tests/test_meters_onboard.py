@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from host.errors import MeterConnectionError, MeterProtocolError
 from host.power.meters import open_meter
-from host.power.meters.base import MeterConnectionError, MeterProtocolError
 from host.power.meters.jetson import JetsonRails, parse_tegrastats
 from host.power.meters.rpi5 import Rpi5Pmic
 

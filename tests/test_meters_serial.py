@@ -21,14 +21,9 @@ from meter_emu import (
     as_profile,
 )
 
+from host.errors import MeterConnectionError, MeterError, MeterProtocolError, MeterTimeoutError
 from host.power.meters import REGISTRY, meter_class, open_meter
-from host.power.meters.base import (
-    MeterConnectionError,
-    MeterError,
-    MeterProtocolError,
-    MeterTimeoutError,
-    Reading,
-)
+from host.power.meters.base import Reading
 from host.power.meters.ina import InaLogger, parse_data_line
 from host.power.meters.um import (
     FRAME_LEN,

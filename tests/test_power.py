@@ -8,8 +8,9 @@ import time
 import pytest
 
 from host import power
+from host.errors import MeterConnectionError, MeterTimeoutError
 from host.power import ClockOffset, Sample, Sampler
-from host.power.meters.base import MeterConnectionError, MeterTimeoutError, Reading
+from host.power.meters.base import Reading
 
 S = 1_000_000_000  # ns per s
 MS = 1_000_000  # ns per ms

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from host.cli import app
-from host.lab.ansible import AnsibleError, PlaybookFailed, raise_for_failures, run_playbook
+from host.errors import AnsibleError, PlaybookFailed
+from host.lab.ansible import raise_for_failures, run_playbook
 
 runner = CliRunner()
 # No ControlPersist masters left behind by the tests (reference "Test infrastructure" §4).

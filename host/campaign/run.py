@@ -21,11 +21,14 @@ from typing import Callable, Iterable
 import host
 from host.campaign.store import CAMPAIGN_FILE, cell_path, safe_name, utc_now, write_cell
 from host.errors import (
+    CampaignInterrupted,
+    CampaignMismatchError,
     DuplicateModelStemError,
     HostError,
     InputNotFoundError,
     ModelFormatError,
     NoModelsError,
+    PowerModeChanged,
 )
 from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
 from host.models.metrics import metrics_or_error
@@ -235,24 +238,6 @@ class CampaignResult:
     cells: list
     boards: dict
     interrupted: bool = False
-
-
-class CampaignMismatchError(HostError):
-    """A model changed since the campaign planned it (same name, other content)."""
-
-
-class PowerModeChanged(HostError):
-    """A board's power mode differs from the one its earlier cells in this campaign were
-    measured in: its cells are not run (category ``power_mode``), so one campaign never
-    mixes modes. Resume after restoring the mode, or start a new campaign."""
-
-    category = "power_mode"
-
-
-class CampaignInterrupted(HostError):
-    """Ctrl-C: finished cells are kept; the campaign can be resumed."""
-
-    exit_code = 130
 
 
 def _read_json(path: Path) -> dict | None:

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from host.cli.lab import AllOpt, DeviceOpt, GroupOpt, InventoryOpt, JsonOpt, fail, select
-from host.errors import HostError
+from host.errors import HostError, SelectionError
 
 LimitOpt = Annotated[Optional[str], typer.Option(
     "--limit", "-l", help="Ansible host pattern, intersected with the selection, e.g. 'rpi:!rpi4-2'")]
@@ -53,12 +53,6 @@ def _become_password(ask: bool, path: Optional[Path]) -> Optional[str]:
     if ask:
         return typer.prompt("BECOME password", hide_input=True, default="", show_default=False)
     return None
-
-
-class SelectionError(HostError):
-    """The selection cannot be provisioned (no inventory file, or the built-in local device)."""
-
-    exit_code = 2
 
 
 def _target(inventory, device, group, all_devices, limit) -> tuple[Path, str, list]:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable
 
 from host import REPO_ROOT
-from host.errors import HostError
+from host.errors import AnsibleError, PlaybookFailed
 
 #: ``playbooks/`` of this checkout; ``EDGEGAUGE_PLAYBOOKS`` points elsewhere.
 PLAYBOOKS = REPO_ROOT / "playbooks"
@@ -55,18 +55,6 @@ _RESULT_EVENTS = {
     "runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_skipped": "skipped",
     "runner_on_unreachable": "unreachable",
 }
-
-
-class AnsibleError(HostError):
-    """ansible-runner or ``ansible-playbook`` is missing, or a playbook does not exist."""
-
-
-class PlaybookFailed(HostError):
-    """The playbook failed on at least one host; :attr:`run` has the recap and failures."""
-
-    def __init__(self, message: str, run: PlaybookRun, *, hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.run = run
 
 
 @dataclass

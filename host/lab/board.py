@@ -29,9 +29,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host.errors import HostError
+from host.errors import DeployError, TransportError
 from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome, tail
-from host.lab.transport import SIGNAL_BASE, LocalTransport, SshTransport, TransportError
+from host.lab.transport import SIGNAL_BASE, LocalTransport, SshTransport
 
 #: inventory ``runtime`` -> (runner backend, Python module that must import).
 RUNTIMES = {
@@ -45,10 +45,6 @@ CONTAINER_WORKDIR = "/edgegauge"
 #: The power-state probe's schema (runners/power_state.py).
 POWER_STATE_SCHEMA = "edgegauge.power_state/1"
 TOKEN_PREFIX = "edgegauge-cell-"
-
-
-class DeployError(HostError):
-    """A deploy step failed on one board (work folder, runners, image, runtime)."""
 
 
 def sh(*args) -> str:
@@ -197,7 +193,6 @@ class Board:
         self.runners_shipped = False
         self.models_sent = 0
         self.model_bytes_sent = 0
-        self._inflight: tuple | None = None
         self.down: str | None = None  # set once the board was found unreachable
 
     @property
@@ -332,13 +327,9 @@ class Board:
         extra_kill = sh(*words(self.device.engine or "docker"), "rm", "-f", token) + " >/dev/null 2>&1" \
             if self.container else None
         t1 = time.monotonic()
-        self._inflight = (token, extra_kill)
-        try:
-            res = self.transport.run(command, timeout=config.timeout_s, kill_pattern=token)
-            if res.timed_out and extra_kill:
-                self.transport.run(extra_kill, timeout=60)
-        finally:
-            self._inflight = None
+        # on timeout or abort the transport kills the runner's whole session, then removes
+        # the container (which lives outside the session)
+        res = self.transport.run(command, timeout=config.timeout_s, kill_pattern=token, on_kill=extra_kill)
         t2 = time.monotonic()
         code, sig = res.exit_code, None
         if code is not None and code > SIGNAL_BASE and (code - SIGNAL_BASE) < 65:
@@ -419,13 +410,9 @@ class Board:
                 "errors": [f"power state probe failed: {why}"]}
 
     def abort(self) -> None:
-        """Kill the cell in flight (another thread calls this on Ctrl-C)."""
-        inflight = self._inflight
-        if inflight:
-            token, extra = inflight
-            self.transport.abort(kill_pattern=token, extra_command=extra)
-        elif isinstance(self.transport, LocalTransport):
-            self.transport.abort()
+        """Stop this board (another thread calls this on Ctrl-C): the cell in flight has its
+        runner's whole session killed (and its container removed); no new command starts."""
+        self.transport.abort()
 
     # -- deploy and check ---------------------------------------------------------------
 

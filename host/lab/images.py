@@ -50,37 +50,18 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from host import REPO_ROOT
 from host.campaign.store import utc_now
-from host.errors import HostError
+from host.errors import (
+    EngineNotFoundError,
+    ImageBuildError,
+    ImageError,
+    ImageNotFoundError,
+    ImageSaveError,
+    UnknownFamilyError,
+)
 
 #: Repository root of this checkout (holds images/ and runners/).
 #: OCI annotation keys set on every image (values from build args and --label).
 OCI = "org.opencontainers.image"
-
-
-class ImageError(HostError):
-    """Base class of image build/save errors."""
-
-
-class UnknownFamilyError(ImageError):
-    """The family or variant is not one of :data:`FAMILIES`."""
-
-    exit_code = 2
-
-
-class EngineNotFoundError(ImageError):
-    """The container engine (docker, podman) is not on PATH."""
-
-
-class ImageBuildError(ImageError):
-    """``<engine> build`` failed or the bundle could not be written."""
-
-
-class ImageNotFoundError(ImageError):
-    """The image to save is not in the engine's local storage."""
-
-
-class ImageSaveError(ImageError):
-    """``<engine> save`` failed."""
 
 
 @dataclass(frozen=True)

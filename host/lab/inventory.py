@@ -30,7 +30,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from host.errors import HostError, UnknownDeviceError
+from host.errors import InventoryError, UnknownDeviceError
 
 #: Our own variable names (besides ``ansible_*`` and :data:`KNOWN_PREFIXES`).
 KNOWN_VARS = frozenset({
@@ -63,25 +63,6 @@ _CHILD = re.compile(r"(\S+)\s*(?:#.*)?\Z")
 _SECRET = re.compile(r"(?:^|_)(?:pass|passwd|password)\Z")
 _PASSWORD_MSG = ("no passwords in the inventory: use ssh-agent or ansible_ssh_private_key_file to log in, "
                  "and `host provision/power-mode --ask-become-pass` (or --become-password-file) for sudo")
-
-
-class InventoryError(HostError):
-    """An inventory cannot be found, read or accepted.
-
-    The message always starts with ``'<file>:<line>: '`` when a line is at fault; ``path``
-    and ``line`` hold the same (``None`` when not applicable), ``reason`` the message
-    without the prefix.
-    """
-
-    def __init__(self, message: str, *, hint: str | None = None, path=None, line: int | None = None):
-        self.path = None if path is None else str(path)
-        self.line = line
-        self.reason = message
-        if path is not None and line is not None:
-            message = f"{path}:{line}: {message}"
-        elif path is not None:
-            message = f"{path}: {message}"
-        super().__init__(message, hint=hint)
 
 
 @dataclass(frozen=True)

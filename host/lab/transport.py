@@ -28,7 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host.errors import HostError
+from host.errors import CommandAborted, HostKeyError, TransportError, UnreachableError
+from host.lab import sessions
 
 #: Exit codes ≥ this from ``sh -c`` mean "killed by signal (code - 128)".
 SIGNAL_BASE = 128
@@ -51,28 +52,6 @@ def _probe_loop(send, recv_line, n: int) -> list:
         t2 = time.monotonic_ns()
         probes.append((t1, int(line), t2))
     return probes
-
-
-class TransportError(HostError):
-    """A board could not be used (base class). ``device`` names the board."""
-
-    category = "unreachable"
-
-    def __init__(self, message: str, *, device: str = "", hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.device = device
-
-
-class UnreachableError(TransportError):
-    """Connecting failed after all retries, authentication failed, or the connection
-    dropped in the middle of a command."""
-
-
-class HostKeyError(TransportError):
-    """The board's host key is unknown (and trust-on-first-use was not asked for) or
-    differs from the recorded one. Never retried."""
-
-    category = "host_key"
 
 
 @dataclass
@@ -103,6 +82,23 @@ class TransferStats:
     notes: list = field(default_factory=list)
 
 
+class _ConnectionLost(Exception):
+    """Internal: the SSH channel or connection went away during a command."""
+
+
+def _drain(chan, out: bytearray, err: bytearray, chunks: int = 64) -> None:
+    """Move what a paramiko channel holds into ``out``/``err`` (at most ``chunks`` reads of
+    64 KiB each, so a chatty command cannot keep the caller from its deadline)."""
+    for _ in range(chunks):
+        if not chan.recv_ready():
+            break
+        out.extend(chan.recv(65536))
+    for _ in range(chunks):
+        if not chan.recv_stderr_ready():
+            break
+        err.extend(chan.recv_stderr(65536))
+
+
 class LocalTransport:
     """This machine. ``run`` uses ``/bin/sh -c`` in a new session so a timeout or Ctrl-C
     kills the whole process tree."""
@@ -114,17 +110,23 @@ class LocalTransport:
         self.stats = TransferStats()
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._aborted = threading.Event()
 
     def connect(self) -> None:
         """Nothing to connect; present for interface symmetry."""
 
     def run(self, command: str, *, timeout: float | None = None, kill_pattern: str | None = None,
-            retry: bool = False) -> CommandResult:
-        """Run ``command`` with ``/bin/sh -c``; on timeout kill its process group.
+            on_kill: str | None = None, retry: bool = False) -> CommandResult:
+        """Run ``command`` with ``/bin/sh -c`` as the leader of a new session; on timeout (or
+        :meth:`abort`) kill the whole session (:mod:`host.lab.sessions`) and run ``on_kill``.
+        ``kill_pattern`` is accepted for symmetry with :class:`SshTransport` (the session id is
+        always known here).
 
         Raises:
+            CommandAborted: :meth:`abort` was called (before or during the command).
             OSError: ``/bin/sh`` cannot be started.
         """
+        self._refuse_if_aborted()
         start = time.monotonic()
         proc = subprocess.Popen(["/bin/sh", "-c", command], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
@@ -133,22 +135,48 @@ class LocalTransport:
             self._proc = proc
         try:
             out, err = proc.communicate(timeout=timeout)
-            code = proc.returncode
-            timed_out = False
         except subprocess.TimeoutExpired:
-            self._killpg(proc)
-            out, err = proc.communicate()
-            code, timed_out = None, True
-        except BaseException:  # Ctrl-C: never leave a runner behind
-            self._killpg(proc)
-            proc.wait()
+            out, err, note = self._kill_session(proc, on_kill)
+            return CommandResult(None, out, err + note, time.monotonic() - start, timed_out=True)
+        except BaseException:  # Ctrl-C in this thread: never leave a runner behind
+            self._kill_session(proc, on_kill)
             raise
         finally:
             with self._lock:
                 self._proc = None
-        if code is not None and code < 0:  # sh itself killed by a signal
+        if self._aborted.is_set():
+            self._kill_session(proc, on_kill)
+            raise CommandAborted(f"{self.name}: interrupted; the command's session was killed",
+                                 device=self.name)
+        code = proc.returncode
+        if code < 0:  # sh itself killed by a signal
             code = SIGNAL_BASE - code
-        return CommandResult(code, out or "", err or "", time.monotonic() - start, timed_out)
+        return CommandResult(code, out or "", err or "", time.monotonic() - start)
+
+    def _refuse_if_aborted(self) -> None:
+        if self._aborted.is_set():
+            raise CommandAborted(f"{self.name}: aborted; no new command is started", device=self.name)
+
+    def _kill_session(self, proc: subprocess.Popen, on_kill: str | None) -> tuple:
+        """SIGKILL the session of ``proc`` until nothing of it is left, reap it, run ``on_kill``;
+        returns the output read so far and a note when processes survived."""
+        sid = proc.pid
+        self._killpg(proc)
+        try:
+            proc.wait(timeout=sessions.KILL_WAIT_S)
+        except subprocess.TimeoutExpired:
+            pass
+        script = sessions.kill_script(sid, on_kill=on_kill)
+        res = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                             start_new_session=True, timeout=sessions.KILL_WAIT_S + 60)
+        note = "" if res.returncode == 0 else f"\n[edgegauge] session {sid} not fully killed: {res.stdout}"
+        try:  # pipes held by a process that left the session must not hang us
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            for stream in (proc.stdout, proc.stderr):
+                stream.close()
+            out, err = "", ""
+        return out or "", err or "", note
 
     @staticmethod
     def _killpg(proc: subprocess.Popen) -> None:
@@ -157,14 +185,14 @@ class LocalTransport:
         except ProcessLookupError:
             pass
 
-    def abort(self, kill_pattern: str | None = None, extra_command: str | None = None) -> None:
-        """Kill the command in flight (called from another thread on Ctrl-C)."""
+    def abort(self) -> None:
+        """Stop: kill the command in flight (its whole session) and refuse new ones. Safe to call
+        from another thread (the CLI's signal handling does)."""
+        self._aborted.set()
         with self._lock:
             proc = self._proc
         if proc is not None:
             self._killpg(proc)
-        if extra_command:
-            subprocess.run(["/bin/sh", "-c", extra_command], capture_output=True, timeout=30)
 
     def clock_probes(self, python: str, n: int = 7) -> list:
         """Bracketed reads of this machine's monotonic clock through a child ``python``
@@ -265,6 +293,7 @@ class SshTransport:
         self.stats = TransferStats()
         self._conn = None
         self._sftp = None
+        self._aborted = threading.Event()
 
     @property
     def key_name(self) -> str:
@@ -361,67 +390,120 @@ class SshTransport:
     # -- commands -----------------------------------------------------------------------
 
     def run(self, command: str, *, timeout: float | None = None, kill_pattern: str | None = None,
-            retry: bool = False) -> CommandResult:
-        """Run a shell command on the board.
+            on_kill: str | None = None, retry: bool = False) -> CommandResult:
+        """Run a shell command on the board, as the leader of its own session.
 
-        ``retry=True`` (idempotent commands only) reconnects and runs again once when
-        the connection drops. On timeout the remote processes matching ``kill_pattern``
-        (``pkill -f``) are killed and ``timed_out`` is set.
+        The deadline is ours (no library timer): on timeout, or when :meth:`abort` is called,
+        the command's whole session on the board is killed by its session id and checked gone
+        (:mod:`host.lab.sessions`; ``kill_pattern`` only if the id never arrived), then
+        ``on_kill`` runs (e.g. ``docker rm -f NAME``). ``retry=True`` (idempotent commands
+        only) reconnects and runs again once when the connection drops.
 
         Raises:
+            CommandAborted: :meth:`abort` was called (before or during the command).
             HostKeyError, UnreachableError: see :meth:`connect`; ``UnreachableError`` also
                 when the connection is lost during the command.
         """
-        import paramiko
-        from invoke.exceptions import CommandTimedOut
-
         for attempt in (0, 1):
-            conn = self.conn
-            start = time.monotonic()
+            self._refuse_if_aborted()
             try:
-                res = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
-            except CommandTimedOut as exc:
-                if kill_pattern:
-                    self._kill(kill_pattern)
-                res = exc.result
-                return CommandResult(None, res.stdout, res.stderr, time.monotonic() - start, True)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
+                return self._run_once(command, timeout, kill_pattern, on_kill)
+            except _ConnectionLost as exc:
                 self.close()
                 if retry and attempt == 0:
                     continue
                 raise UnreachableError(f"{self.name}: connection lost during a command: {exc}",
                                        device=self.name) from None
-            if res.exited == -1 or res.exited is None:  # channel closed without a status
-                self.close()
-                if retry and attempt == 0:
-                    continue
-                raise UnreachableError(f"{self.name}: connection lost during a command "
-                                       "(no exit status)", device=self.name)
-            return CommandResult(res.exited, res.stdout, res.stderr, time.monotonic() - start)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _kill(self, pattern: str, extra_command: str | None = None) -> None:
-        """Kill every process of the session(s) running a command line that matches
-        ``pattern`` (sshd starts each command in its own session, so a runner's children
-        go too), then anything still matching. Best effort."""
-        import shlex
+    def _refuse_if_aborted(self) -> None:
+        if self._aborted.is_set():
+            raise CommandAborted(f"{self.name}: aborted; no new command is started", device=self.name)
 
-        regex = shlex.quote(f"[{pattern[0]}]{pattern[1:]}")  # "[x]yz" never matches this line
-        cmd = (f"for p in $(pgrep -f -- {regex}); do "
-               's=$(ps -o sid= -p "$p" 2>/dev/null | tr -d " "); '
-               '[ -n "$s" ] && [ "$s" != 0 ] && pkill -KILL -s "$s"; done; '
-               f"pkill -KILL -f -- {regex}; true")
-        if extra_command:
-            cmd = f"{extra_command}; {cmd}"
+    def _open_channel(self):
+        """A new session channel on the open connection. Raises _ConnectionLost."""
+        import paramiko
+
         try:
-            self._conn.run(cmd, hide=True, warn=True, timeout=30, in_stream=False)
-        except Exception:  # best effort: the board may be gone
-            pass
+            transport = self.conn.client.get_transport()
+            if transport is None or not transport.is_active():
+                raise _ConnectionLost("the SSH transport is closed")
+            return transport.open_session(timeout=max(5.0, self.connect_timeout))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _ConnectionLost(str(exc) or type(exc).__name__) from None
 
-    def abort(self, kill_pattern: str | None = None, extra_command: str | None = None) -> None:
-        """Kill the remote command in flight (from another thread, on Ctrl-C)."""
-        if self._conn is not None and self._conn.is_connected and (kill_pattern or extra_command):
-            self._kill(kill_pattern or "edgegauge-none", extra_command)
+    def _run_once(self, command: str, timeout, kill_pattern, on_kill,
+                  abortable: bool = True) -> CommandResult:
+        start = time.monotonic()
+        chan = self._open_channel()
+        out, err = bytearray(), bytearray()
+        try:
+            try:
+                chan.exec_command(sessions.wrap(command))
+                stop = self._pump(chan, out, err, None if timeout is None else start + timeout, abortable)
+            except (OSError, EOFError) as exc:
+                raise _ConnectionLost(str(exc) or type(exc).__name__) from None
+            if stop is None:
+                code = chan.recv_exit_status()
+                if code == -1:  # channel closed without an exit status
+                    raise _ConnectionLost("no exit status")
+                _, stderr = sessions.split_sid(err.decode("utf-8", "replace"))
+                return CommandResult(code, out.decode("utf-8", "replace"), stderr, time.monotonic() - start)
+            note = self._kill_session(chan, out, err, kill_pattern, on_kill)
+        finally:
+            chan.close()
+        if stop == "interrupted":
+            raise CommandAborted(f"{self.name}: interrupted; the command's session was killed{note}",
+                                 device=self.name)
+        _, stderr = sessions.split_sid(err.decode("utf-8", "replace"))
+        return CommandResult(None, out.decode("utf-8", "replace"), stderr + note, time.monotonic() - start,
+                             timed_out=True)
+
+    def _pump(self, chan, out: bytearray, err: bytearray, deadline: float | None,
+              abortable: bool = True) -> str | None:
+        """Read stdout/stderr until the command exits (None), the deadline passes ("timeout")
+        or :meth:`abort` is called ("interrupted"). Raises _ConnectionLost."""
+        status = getattr(chan, "status_event", None)
+        while True:
+            _drain(chan, out, err)
+            if chan.exit_status_ready():
+                _drain(chan, out, err)
+                return None
+            if abortable and self._aborted.is_set():
+                return "interrupted"
+            if deadline is not None and time.monotonic() >= deadline:
+                return "timeout"
+            if chan.closed or not chan.get_transport().is_active():
+                raise _ConnectionLost("channel closed")
+            if status is not None:
+                status.wait(0.02)
+            else:  # pragma: no cover - every paramiko release has status_event
+                time.sleep(0.02)
+
+    def _kill_session(self, chan, out: bytearray, err: bytearray, kill_pattern, on_kill) -> str:
+        """Kill the command's session on the board through a second channel; returns a note
+        for stderr ("" when the session is gone)."""
+        sid, _ = sessions.split_sid(err.decode("utf-8", "replace"))
+        wait_until = time.monotonic() + 2.0
+        while sid is None and time.monotonic() < wait_until and not chan.closed:
+            time.sleep(0.02)  # the marker is the command's first write; it is on its way
+            _drain(chan, out, err)
+            sid, _ = sessions.split_sid(err.decode("utf-8", "replace"))
+        script = sessions.kill_script(sid, pattern=None if sid is not None else kill_pattern, on_kill=on_kill)
+        try:
+            res = self._run_once(script, sessions.KILL_WAIT_S + 60, None, None, abortable=False)
+        except (_ConnectionLost, TransportError) as exc:
+            self.stats.notes.append(f"could not kill session {sid} on {self.name}: {exc}")
+            return f"\n[edgegauge] could not kill the session on the board: {exc}"
+        if res.exit_code == 0:
+            return ""
+        self.stats.notes.append(f"session {sid} on {self.name} not fully killed: {res.stdout.strip()}")
+        return f"\n[edgegauge] session {sid} not fully killed: {res.stdout.strip()}"
+
+    def abort(self) -> None:
+        """Stop: the command in flight (in another thread) has its whole session killed and
+        raises :class:`CommandAborted`; no new command starts. Safe to call from any thread."""
+        self._aborted.set()
 
     def clock_probes(self, python: str, n: int = 7) -> list:
         """Bracketed reads of the board's CLOCK_MONOTONIC over one SSH channel: a small

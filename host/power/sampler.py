@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from host.power.meters.base import MeterConnectionError, MeterError
+from host.errors import MeterConnectionError, MeterError
 from runners.core import write_atomic
 
 CSV_COLUMNS = ("t_mono_ns", "t_wall_ns", "phase", "power_w", "voltage_v", "current_a", "flags",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from host.campaign.store import utc_now
-from host.errors import HostError
+from host.errors import HostError, PowerError
 from runners.core import write_json_atomic
 
 #: Inventory variables that configure the meter itself (not driver options).
@@ -70,10 +70,6 @@ def meter_spec(device, meter: str | None = None, port: str | None = None) -> Met
     options = {k[len("meter_"):]: _value(v) for k, v in vars_.items()
                if k.startswith("meter_") and k not in _NOT_OPTIONS}
     return MeterSpec(str(name), port or vars_.get("meter_port"), options)
-
-
-class PowerError(HostError):
-    """Power could not be measured for a device (meter missing, idle failed)."""
 
 
 class PowerSession:

@@ -4,25 +4,189 @@ A backend loads a model, declares its inputs, binds synthesized inputs and perfo
 inference per :meth:`Backend.infer` call. Everything else (warm-up, the timed loop,
 statistics, memory, the result document) is shared in :mod:`runners.core`.
 
-Backends are looked up by name and imported lazily, so a missing runtime only matters
-when its backend is chosen (as in Polygraphy's and MLPerf's reference harnesses).
+Each runtime is one module ``runners/backends/<name>.py`` that declares, once, a module-level
+``DESCRIPTOR = BackendDescriptor(...)``: its name, its :class:`Backend` subclass, typed
+options, latency level(s), precisions, device families, the Python modules its runtime needs
+and whether it is implemented. Everything else derives from the descriptors: the runner
+command line (``python -m runners run/backends``), the host's ``--backend``/option checks, the
+configuration slug, the inventory's accepted ``runtime=`` values and the image smoke test.
+
+Discovery (:func:`descriptors`) lists the modules of this package (``pkgutil.iter_modules``)
+and reads their ``DESCRIPTOR``; importing a backend module never imports its runtime (that
+happens inside the backend's methods), so a missing runtime only matters when its backend is
+chosen (as in Polygraphy's and MLPerf's reference harnesses).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Mapping
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
 from runners.errors import BackendUnavailableError
 from runners.inputs import TensorSpec
 
-#: name -> "module:Class"; TensorRT and VART backends join here (see issues).
-REGISTRY = {
-    "ort": "runners.backends.ort:OrtCpuBackend",
-    "null": "runners.backends.null:NullBackend",
-}
+#: Option value types a descriptor may declare.
+OPTION_TYPES = (int, float, str, bool)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class BackendOption:
+    """One typed option of a backend.
+
+    ``name`` is the key in the backend's options mapping (an identifier, e.g. ``opt_level``);
+    its command-line flag is ``--opt-level`` (a bool that defaults to True: ``--no-NAME``; to
+    False: ``--NAME``). ``kind`` is one of :data:`OPTION_TYPES`. ``slug`` is the prefix of the
+    value in the host's configuration slug when the value differs from ``default`` (empty:
+    the name without underscores).
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: Optional[Tuple[Any, ...]] = None
+    slug: str = ""
+
+    @property
+    def flag(self) -> str:
+        """The ``python -m runners run`` flag, e.g. ``--opt-level`` or ``--no-io-binding``."""
+        dashed = "--" + self.name.replace("_", "-")
+        if self.kind is bool and self.default:
+            return "--no-" + dashed[2:]
+        return dashed
+
+    def parse(self, text: Any) -> Any:
+        """The value of ``text`` (a string from a command line, or a value) as ``kind``.
+
+        Raises:
+            ValueError: not a ``kind``, or not one of ``choices``.
+        """
+        if self.kind is bool and isinstance(text, str):
+            low = text.strip().lower()
+            if low not in _TRUE + _FALSE:
+                raise ValueError(f"{self.name}={text!r}: expected true or false")
+            value: Any = low in _TRUE
+        elif self.kind is bool:
+            value = bool(text)
+        else:
+            try:
+                value = self.kind(text)
+            except (TypeError, ValueError):
+                raise ValueError(f"{self.name}={text!r}: expected {self.kind.__name__}") from None
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name}={text!r}: one of {', '.join(map(str, self.choices))}")
+        return value
+
+    def to_argv(self, value: Any) -> list:
+        """Runner arguments that set this option to ``value`` (``[]`` for a bool at its default)."""
+        if self.kind is bool:
+            return [self.flag] if bool(value) != bool(self.default) else []
+        return [self.flag, str(value)]
+
+    def slug_part(self, value: Any) -> str:
+        """``value`` in a configuration slug, e.g. ``optbasic`` (bools: ``on``/``off``)."""
+        text = ("on" if value else "off") if self.kind is bool else str(value)
+        return (self.slug or self.name.replace("_", "")) + text
+
+
+@dataclass(frozen=True)
+class BackendDescriptor:
+    """What one runtime backend is, declared once in its module as ``DESCRIPTOR``.
+
+    Fields: ``name`` (``--backend`` and inventory ``runtime=`` value; equals the module name),
+    ``summary`` (one line), ``backend`` (the :class:`Backend` subclass; None when not
+    implemented), ``options`` (:class:`BackendOption`, in command-line order), ``latency_levels``
+    (what ``infer`` times, measurement policy; the first is the one results report),
+    ``precisions`` (e.g. ``("fp32",)``; empty: runs no arithmetic), ``families`` (device
+    families it targets: arm_cpu, jetson, zcu104, x86_a100 as in ``runners.power_state``),
+    ``runtime_modules`` (Python modules its runtime needs; the first one's version is reported),
+    ``implemented`` and, when not, ``reason``.
+    """
+
+    name: str
+    summary: str
+    backend: Optional[type] = None
+    options: Tuple[BackendOption, ...] = ()
+    latency_levels: Tuple[str, ...] = ("host_call",)
+    precisions: Tuple[str, ...] = ("fp32",)
+    families: Tuple[str, ...] = ()
+    runtime_modules: Tuple[str, ...] = ()
+    implemented: bool = True
+    reason: str = ""
+
+    def option(self, name: str) -> Optional[BackendOption]:
+        """The option called ``name`` (underscores or dashes), or None."""
+        key = name.replace("-", "_")
+        return next((o for o in self.options if o.name == key), None)
+
+    def resolve(self, given: Mapping[str, Any]) -> Dict[str, Any]:
+        """Every option of this backend: ``given`` values parsed, defaults for the rest.
+
+        Raises:
+            ValueError: a name this backend does not declare, or a bad value.
+        """
+        unknown = sorted(k for k in given if self.option(k) is None)
+        if unknown:
+            names = ", ".join(o.name for o in self.options) or "none"
+            raise ValueError(f"backend {self.name!r} has no option {', '.join(unknown)} (its options: {names})")
+        values = {self.option(k).name: v for k, v in given.items()}
+        return {o.name: o.parse(values[o.name]) if o.name in values else o.default for o in self.options}
+
+    def to_json(self) -> dict:
+        """A JSON-ready view (``python -m runners backends --json``)."""
+        return {
+            "name": self.name, "summary": self.summary, "implemented": self.implemented,
+            "reason": self.reason or None,
+            "backend": f"{self.backend.__module__}:{self.backend.__qualname__}" if self.backend else None,
+            "options": [{"name": o.name, "flag": o.flag, "type": o.kind.__name__, "default": o.default,
+                         "choices": list(o.choices) if o.choices else None, "help": o.help}
+                        for o in self.options],
+            "latency_levels": list(self.latency_levels), "precisions": list(self.precisions),
+            "families": list(self.families), "runtime_modules": list(self.runtime_modules),
+        }
+
+
+@functools.lru_cache(maxsize=None)
+def _discover() -> Tuple[BackendDescriptor, ...]:
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        desc = getattr(module, "DESCRIPTOR", None)
+        if not isinstance(desc, BackendDescriptor):
+            continue
+        if desc.name != info.name:
+            raise ImportError(f"{module.__name__}: DESCRIPTOR.name is {desc.name!r}, expected {info.name!r}")
+        if desc.implemented and desc.backend is None:
+            raise ImportError(f"{module.__name__}: an implemented DESCRIPTOR needs its backend class")
+        for opt in desc.options:
+            if opt.kind not in OPTION_TYPES:
+                raise ImportError(f"{module.__name__}: option {opt.name!r} has type {opt.kind!r}")
+        found.append(desc)
+    return tuple(sorted(found, key=lambda d: d.name))
+
+
+def descriptors() -> Dict[str, BackendDescriptor]:
+    """Every backend module's descriptor, by name (sorted). Imports no runtime.
+
+    Raises:
+        ImportError: a backend module whose DESCRIPTOR is malformed (named after another
+            module, implemented without a class, an option of an unsupported type).
+    """
+    return {d.name: d for d in _discover()}
+
+
+def implemented_names() -> list:
+    """Names of the backends this version can run, sorted (e.g. ``["null", "ort"]``)."""
+    return [d.name for d in _discover() if d.implemented]
 
 
 class Backend:
@@ -31,14 +195,21 @@ class Backend:
 
     ``infer`` is the only call inside the timed region; it must perform one complete,
     synchronous inference on the prepared inputs (outputs ready when it returns).
+    ``options`` holds the values of the descriptor's options (see :meth:`BackendDescriptor.resolve`).
     """
 
     name = "base"
-    #: latency level of ``infer`` (measurement.md §1): "host_call" for a runtime API call.
-    latency_level = "host_call"
+    #: set by :func:`get_backend`; ``latency_level`` reads it
+    descriptor: Optional[BackendDescriptor] = None
 
     def __init__(self, options: Mapping | None = None):
         self.options = dict(options or {})
+
+    @property
+    def latency_level(self) -> str:
+        """What ``infer`` times (measurement policy): the descriptor's first latency level,
+        "host_call" (a runtime API call) when there is no descriptor."""
+        return self.descriptor.latency_levels[0] if self.descriptor else "host_call"
 
     def load(self, model_path: str | None) -> None:
         """Create the session/engine. Raises ModelLoadError."""
@@ -65,17 +236,18 @@ class Backend:
 
 
 def get_backend(name: str, options: Mapping | None = None) -> Backend:
-    """Instantiate the backend registered as ``name``.
+    """Instantiate the backend called ``name`` with ``options`` (as given; no defaults added).
 
     Raises:
-        BackendUnavailableError: unknown name, or its module cannot be imported.
+        BackendUnavailableError: unknown name, or a backend not implemented in this version.
     """
-    try:
-        target = REGISTRY[name]
-    except KeyError:
+    desc = descriptors().get(name)
+    available = ", ".join(implemented_names())
+    if desc is None:
+        raise BackendUnavailableError(f"unknown backend {name!r}; available: {available}")
+    if not desc.implemented:
         raise BackendUnavailableError(
-            f"unknown backend {name!r}; available: {', '.join(sorted(REGISTRY))}"
-        ) from None
-    module_name, _, cls_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, cls_name)(options)
+            f"backend {name!r} is not implemented in this version ({desc.reason}); available: {available}")
+    backend = desc.backend(options)
+    backend.descriptor = desc
+    return backend

@@ -3,14 +3,15 @@
 
 Protocol facts: shared/reference/power-meters.md. Every driver takes a port string or an
 already open serial object, names its units (W, V, A) and never returns None for a short
-or corrupt frame: it raises a typed :class:`host.power.meters.base.MeterError`.
+or corrupt frame: it raises a typed :class:`host.errors.MeterError`.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from host.power.meters.base import Meter, MeterError, UnknownMeterError
+from host.errors import MeterError, UnknownMeterError
+from host.power.meters.base import Meter
 
 #: meter name -> "module:Class". Drivers are imported lazily.
 REGISTRY = {

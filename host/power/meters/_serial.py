@@ -22,13 +22,8 @@ from __future__ import annotations
 
 import serial
 
-from host.power.meters.base import (
-    Meter,
-    MeterConnectionError,
-    MeterError,
-    MeterProtocolError,
-    MeterTimeoutError,
-)
+from host.errors import MeterConnectionError, MeterError, MeterProtocolError, MeterTimeoutError
+from host.power.meters.base import Meter
 
 try:  # termios.error is what tcflush raises on a port that went away (POSIX only)
     from termios import error as _TermiosError

@@ -11,32 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from host.errors import HostError
+from host.errors import HostError, MeterConnectionError, MeterError
 
 #: What a meter measures (power-meters.md §11 "Scope mismatch").
 SCOPES = ("wall", "board-input", "module", "rails")
-
-
-class MeterError(HostError):
-    """A meter could not deliver a reading (base class)."""
-
-
-class UnknownMeterError(MeterError):
-    """No driver for this meter name."""
-
-
-class MeterConnectionError(MeterError):
-    """The port cannot be opened, or it went away (meter unplugged, pty closed)."""
-
-
-class MeterTimeoutError(MeterError):
-    """The meter did not answer, or answered too little, within the timeout. The message
-    says what was expected and what (how many bytes) arrived."""
-
-
-class MeterProtocolError(MeterError):
-    """A corrupt or unexpected answer (bad frame, garbage, wrong model). The message shows
-    what was expected and what was received."""
 
 
 def run_on_board(run, command: str, label: str) -> str:

@@ -67,8 +67,9 @@ from __future__ import annotations
 import re
 import time
 
+from host.errors import MeterError, MeterProtocolError, MeterTimeoutError
 from host.power.meters._serial import IO_ERRORS, SerialMeter
-from host.power.meters.base import MeterError, MeterProtocolError, MeterTimeoutError, Reading
+from host.power.meters.base import Reading
 
 BAUDRATE = 115200
 FIELDS = ("seq", "t_us", "bus_mV", "shunt_uV", "current_uA", "power_uW")

@@ -34,13 +34,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from host.power.meters.base import (
-    Meter,
-    MeterConnectionError,
-    MeterProtocolError,
-    Reading,
-    run_on_board,
-)
+from host.errors import MeterConnectionError, MeterProtocolError
+from host.power.meters.base import Meter, Reading, run_on_board
 
 #: Files probed in each monitor directory.
 HWMON_FILES = ("in*_label", "in*_input", "curr*_input", "update_interval")

@@ -30,14 +30,8 @@ import re
 import shlex
 import subprocess
 
-from host.power.meters.base import (
-    Meter,
-    MeterConnectionError,
-    MeterProtocolError,
-    MeterTimeoutError,
-    Reading,
-    run_on_board,
-)
+from host.errors import MeterConnectionError, MeterProtocolError, MeterTimeoutError
+from host.power.meters.base import Meter, Reading, run_on_board
 
 #: The board input voltage line (no matching current).
 INPUT_VOLTAGE = "EXT5V"

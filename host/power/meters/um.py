@@ -25,8 +25,9 @@ from __future__ import annotations
 import struct
 import time
 
+from host.errors import MeterError, MeterProtocolError, MeterTimeoutError
 from host.power.meters._serial import SerialMeter
-from host.power.meters.base import MeterError, MeterProtocolError, MeterTimeoutError, Reading
+from host.power.meters.base import Reading
 
 FRAME_LEN = 130
 REQUEST = b"\xf0"

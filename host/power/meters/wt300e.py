@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import math
 
+from host.errors import MeterError, MeterProtocolError, MeterTimeoutError
 from host.power.meters._serial import SerialMeter, positive_number
-from host.power.meters.base import MeterError, MeterProtocolError, MeterTimeoutError, Reading
+from host.power.meters.base import Reading
 
 #: ``*IDN?`` model field prefixes accepted as the WT300E family (power-meters.md §2).
 MODEL_PREFIXES = ("WT310", "WT330", "WT332", "WT333")
