@@ -16,7 +16,6 @@ import time
 import traceback
 from array import array
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 
 import runners
 from runners import stats
@@ -25,6 +24,7 @@ from runners.errors import RunnerError
 from runners.inputs import resolve_shapes, synthesize
 from runners.manifest import device_manifest, tool_manifest
 from runners.memory import MemoryProbe
+from runners.util import file_sha256, utc_now
 
 
 @dataclass
@@ -98,25 +98,15 @@ def timed_loop(infer, min_iterations: int, min_ns: int, max_ns: int):
     return lat, start, end, max_hit
 
 
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _model_facts(path: str | None) -> dict:
     if not path:
         return {"path": None, "sha256": None, "size_bytes": None}
-    import hashlib
-
-    digest = hashlib.sha256()
-    size = 0
     try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-                size += len(chunk)
+        size = os.path.getsize(path)
+        sha = file_sha256(path)
     except OSError:
         return {"path": os.path.abspath(path), "sha256": None, "size_bytes": None}
-    return {"path": os.path.abspath(path), "sha256": digest.hexdigest(), "size_bytes": size}
+    return {"path": os.path.abspath(path), "sha256": sha, "size_bytes": size}
 
 
 def run(config: RunConfig) -> dict:
@@ -147,7 +137,7 @@ def run(config: RunConfig) -> dict:
             "policy": asdict(policy),
         },
         "timestamps": {
-            "start_utc": _utc_now(),
+            "start_utc": utc_now(),
             "start_monotonic_ns": time.monotonic_ns(),
         },
     }
@@ -231,7 +221,7 @@ def run(config: RunConfig) -> dict:
     result["memory"] = probe.result()
     result["manifest"] = {"device": device_manifest(), "tool": tool_manifest()}
     # perf_counter_ns and monotonic_ns share CLOCK_MONOTONIC on Linux; both are recorded.
-    result["timestamps"]["end_utc"] = _utc_now()
+    result["timestamps"]["end_utc"] = utc_now()
     result["timestamps"]["end_monotonic_ns"] = time.monotonic_ns()
     result["timestamps"]["clock_note"] = (
         "perf_counter_ns and monotonic_ns both read CLOCK_MONOTONIC on Linux"

@@ -131,22 +131,36 @@ def device_manifest(root: str | None = None) -> dict:
     return out
 
 
-def source_sha256() -> str:
-    """Content hash of the runners package's ``.py`` files (sorted by relative path).
-
-    Identifies the runner code even where there is no git checkout (inside images).
-    """
+def read_sources() -> list:
+    """The runners package's ``.py`` files as ``[(relative posix path, bytes)]``, sorted by
+    path (``__pycache__`` skipped): what :func:`source_sha256` hashes and what the host ships
+    to a board (``host.lab.deploy.runners_bundle``)."""
     pkg = os.path.dirname(os.path.abspath(runners.__file__))
-    digest = hashlib.sha256()
+    found = []
     for dirpath, dirnames, filenames in os.walk(pkg):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        for name in sorted(filenames):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for name in filenames:
             if name.endswith(".py"):
                 path = os.path.join(dirpath, name)
-                digest.update(os.path.relpath(path, pkg).encode())
-                digest.update(b"\0")
-                with open(path, "rb") as fh:
-                    digest.update(fh.read())
+                found.append((os.path.relpath(path, pkg).replace(os.sep, "/"), path))
+    out = []
+    for rel, path in sorted(found):
+        with open(path, "rb") as fh:
+            out.append((rel, fh.read()))
+    return out
+
+
+def source_sha256(sources: list | None = None) -> str:
+    """Content hash (64 hex digits) of the runner sources: sha256 over ``path NUL bytes NUL``
+    of each file of :func:`read_sources` (or of the given ``sources``), in path order.
+
+    Identifies the runner code even where there is no git checkout (inside images); it is
+    also the folder name ``runners/<source_sha256>/`` the runners are deployed to on a board,
+    so a result's ``manifest.tool.source_sha256`` names the bundle that produced it.
+    """
+    digest = hashlib.sha256()
+    for rel, data in read_sources() if sources is None else sources:
+        digest.update(rel.encode() + b"\0" + data + b"\0")
     return digest.hexdigest()
 
 

@@ -179,6 +179,16 @@ def test_a_changed_model_under_the_same_name_is_refused(tmp_path):
         run_campaign([model], [device], NULL_CONFIG, results=tmp_path / "r", campaign="c", backend="null")
 
 
+def test_the_bundle_a_board_holds_is_the_source_sha256_its_results_report(tmp_path):
+    work = tmp_path / "work"
+    res = run_campaign([FIX / "identity.onnx"], [local_device(str(work))], NULL_CONFIG,
+                       results=tmp_path / "r", campaign="c", backend="null")
+    reported = res.cells[0]["manifest"]["tool"]["source_sha256"]  # hashed by the runner on the board
+    assert [p.name for p in (work / "runners").iterdir()] == [reported]
+    device = local_device(str(work))
+    assert Board(device, open_transport(device)).runners_hash == reported
+
+
 # -- deploy, check ---------------------------------------------------------------------------
 
 

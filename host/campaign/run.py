@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import host
-from host.campaign.store import CAMPAIGN_FILE, cell_path, safe_name, utc_now, write_cell
+from host.campaign.store import CAMPAIGN_FILE, cell_path, safe_name, write_cell
 from host.errors import (
     CampaignInterrupted,
     CampaignMismatchError,
@@ -36,6 +36,7 @@ from host.power.session import failed_block
 from runners import SCHEMA_VERSION
 from runners.core import write_json_atomic
 from runners.manifest import git_revision
+from runners.util import utc_now
 
 
 def discover_models(paths: Iterable[Path]) -> list[Path]:
@@ -371,7 +372,7 @@ def run_campaign(
         CampaignInterrupted: Ctrl-C (after the folder was left consistent).
         OSError: the results folder cannot be written.
     """
-    from host.lab.board import Board, file_sha256, open_transport
+    from host.lab.board import Board, cached_sha256, open_transport
 
     notify = on_event or (lambda event: None)
     if open_board is None:
@@ -380,7 +381,7 @@ def run_campaign(
     camp_dir = Path(results) / safe_name(campaign)
     camp_dir.mkdir(parents=True, exist_ok=True)
     plan = _Plan(camp_dir, campaign)
-    shas = {m: file_sha256(m) for m in models}
+    shas = {m: cached_sha256(m) for m in models}
     work: dict = {}
     summaries: dict = {}
     for device in devices:

@@ -32,11 +32,6 @@ def safe_name(text: str) -> str:
     return out or "_"
 
 
-def utc_now() -> str:
-    """Now, UTC, ISO 8601 to the second (``2026-11-24T05:12:00Z``): every ``*_utc`` field."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def default_campaign_name() -> str:
     """UTC timestamp, e.g. ``20261124T051200Z``."""
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

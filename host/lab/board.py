@@ -17,7 +17,6 @@ The same class drives ``--device local`` through :class:`host.lab.transport.Loca
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import posixpath
@@ -32,6 +31,8 @@ from pathlib import Path
 from host.errors import DeployError, TransportError
 from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome, tail
 from host.lab.transport import SIGNAL_BASE, LocalTransport, SshTransport
+from runners.manifest import read_sources, source_sha256
+from runners.util import file_sha256
 
 #: inventory ``runtime`` -> (runner backend, Python module that must import).
 RUNTIMES = {
@@ -61,37 +62,32 @@ def words(text: str | None) -> list[str]:
 def runners_bundle() -> tuple[str, bytes]:
     """The ``runners`` package as a deterministic ``.tar.gz`` and its content hash.
 
-    Only ``*.py`` files are packed, sorted, with zeroed owners and times, so the hash
-    changes exactly when the runner code changes.
+    Only ``*.py`` files are packed (:func:`runners.manifest.read_sources`), sorted, with
+    zeroed owners and times, so the hash changes exactly when the runner code changes.
 
     Returns:
-        (first 16 hex digits of the sha256 over paths and contents, archive bytes).
+        (:func:`runners.manifest.source_sha256` of those files -- the ``source_sha256`` a
+        result of this bundle reports --, archive bytes).
     """
-    import runners
-
-    root = Path(runners.__file__).resolve().parent
-    files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
-    digest = hashlib.sha256()
+    sources = read_sources()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for path in files:
-            rel = "runners/" + path.relative_to(root).as_posix()
-            data = path.read_bytes()
-            digest.update(rel.encode() + b"\0" + data + b"\0")
-            info = tarfile.TarInfo(rel)
+        for rel, data in sources:
+            info = tarfile.TarInfo("runners/" + rel)
             info.size = len(data)
             info.mode = 0o644
             info.mtime = 0
             tar.addfile(info, io.BytesIO(data))
-    return digest.hexdigest()[:16], buf.getvalue()
+    return source_sha256(sources), buf.getvalue()
 
 
 _SHA_CACHE: dict = {}
 _SHA_LOCK = threading.Lock()
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, cached by (path, size, mtime).
+def cached_sha256(path: Path) -> str:
+    """:func:`runners.util.file_sha256` of a file, cached by (path, size, mtime): a campaign
+    hashes each model once, however many boards and cells use it.
 
     Raises:
         OSError: the file cannot be read.
@@ -101,13 +97,10 @@ def file_sha256(path: Path) -> str:
     with _SHA_LOCK:
         if key in _SHA_CACHE:
             return _SHA_CACHE[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    digest = file_sha256(path)
     with _SHA_LOCK:
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
+        _SHA_CACHE[key] = digest
+    return digest
 
 
 def _kv(text: str) -> dict:
@@ -276,7 +269,7 @@ class Board:
         Raises:
             TransportError: connection problems. OSError: the model cannot be read.
         """
-        sha = sha256 or file_sha256(model)
+        sha = sha256 or cached_sha256(model)
         remote = f"{self.workdir}/models/{sha}.onnx"
         if sha not in self.models_present:
             self.model_bytes_sent += self.transport.put(Path(model), remote)
@@ -459,7 +452,7 @@ class Board:
             if not local.is_file():
                 raise DeployError(f"{self.name}: image_archive {local} does not exist on this host",
                                   hint="write it with `docker save` / `podman save`")
-            remote = f"{self.workdir}/{file_sha256(local)}.image.tar"
+            remote = f"{self.workdir}/{cached_sha256(local)}.image.tar"
             self.transport.put(local, remote)
             res = self.transport.run(f"{sh(*engine, 'load', '-i', remote)}; rc=$?; rm -f {sh(remote)}; "
                                      "exit $rc", timeout=1800)
@@ -490,7 +483,7 @@ class Board:
                 raise DeployError(f"{self.name}: runtime not usable: {detail}")
             sent = 0
             for model in models or []:
-                sha = file_sha256(model)
+                sha = cached_sha256(model)
                 if sha not in self.models_present:
                     sent += 1
                 self.ensure_model(model, sha)

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 from host import REPO_ROOT
-from host.campaign.store import utc_now
 from host.errors import (
     EngineNotFoundError,
     ImageBuildError,
@@ -58,8 +57,8 @@ from host.errors import (
     ImageSaveError,
     UnknownFamilyError,
 )
+from runners.util import utc_now
 
-#: Repository root of this checkout (holds images/ and runners/).
 #: OCI annotation keys set on every image (values from build args and --label).
 OCI = "org.opencontainers.image"
 

@@ -58,7 +58,6 @@ Conventions (each is also stated where it is implemented):
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from typing import Any
@@ -68,6 +67,7 @@ import onnx
 from onnx import TensorProto
 
 from host.errors import InputNotFoundError, ModelFormatError
+from runners.util import file_sha256
 
 __all__ = ["PARAMS_RULE", "critical_datapath_length", "metrics_or_error", "model_metrics"]
 
@@ -278,7 +278,7 @@ def model_metrics(
     if reason is not None and unresolved_inputs:
         reason += "; graph input " + ", ".join(unresolved_inputs) + " (pass shapes=)"
 
-    size_bytes, sha256 = _file_digest(path)
+    size_bytes, sha256 = os.path.getsize(path), file_sha256(path)
     return {
         "params": sum(w.count for w in weights),
         "params_rule": PARAMS_RULE,
@@ -377,16 +377,6 @@ def _load(path: str) -> onnx.ModelProto:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFormatError(path, f"ONNX checker rejected the model: {first}") from exc
     return model
-
-
-def _file_digest(path: str) -> tuple[int, str]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

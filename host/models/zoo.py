@@ -18,7 +18,6 @@ reading :data:`ZOO`) works without them. Every failure is raised as
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from host.errors import ExportError
+from runners.util import file_sha256
 
 #: Hint when torch itself is missing (the CPU wheel is enough for :func:`export_module`).
 TORCH_HINT = "pip install -e '.[export]'"
@@ -174,14 +174,6 @@ def _import_torch_for_zoo():
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _tmp_path(final: Path) -> Path:
@@ -349,7 +341,7 @@ def export_module(
             raise ExportError(f"{name}: torch.onnx.export failed: {e}") from e
         verify = _verify(tmp, x, ref_np, opset=opset, rtol=rtol, atol=DEFAULT_ATOL)
         size = tmp.stat().st_size
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host.campaign.store import utc_now
 from host.errors import HostError, PowerError
 from runners.core import write_json_atomic
+from runners.util import utc_now
 
 #: Inventory variables that configure the meter itself (not driver options).
 _NOT_OPTIONS = ("meter", "meter_port")
