@@ -11,10 +11,10 @@ Schema ``edgegauge.power_state/1`` (see the issue-5 contract)::
     {"schema", "family", "cpufreq", "nvpmodel", "jetson_clocks", "fan", "gpu", "dpu", "rpi",
      "mode_key", "errors"}
 
-Sources (shared/reference/devices.md): cpufreq sysfs under ``<root>/sys/devices/system/cpu/cpufreq``
-(§5); Jetson ``nvpmodel -q`` (last all-digit line = id) and ``<root>/etc/nvpmodel.conf`` (mode names
-and ``PM_CONFIG DEFAULT``), ``jetson_clocks --show``, fan pwm (§2.2, §2.3); ``nvidia-smi
---query-gpu`` (§6); ``xdputil query`` (§4.4); ``vcgencmd`` (§5). Every command runs with stdin
+Sources (docs/devices.md): cpufreq sysfs under ``<root>/sys/devices/system/cpu/cpufreq``
+(§2); Jetson ``nvpmodel -q`` (last all-digit line = id) and ``<root>/etc/nvpmodel.conf`` (mode names
+and ``PM_CONFIG DEFAULT``), ``jetson_clocks --show``, fan pwm (§3.2, §3.3); ``nvidia-smi
+--query-gpu`` (§5); ``xdputil query`` (§4.4); ``vcgencmd`` (§2). Every command runs with stdin
 closed (``nvpmodel`` never blocks on a prompt here) and a timeout.
 
 ``<root>`` prefixes every /sys, /proc, /etc and /var/lib path (a fake tree in tests); vendor tools

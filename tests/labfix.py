@@ -1,6 +1,6 @@
 """Lab fixtures for tests: loopback OpenSSH "boards" and a podman + runc test image.
 
-Recipes: the team reference "Test infrastructure" §2 (fake boards), §3 (Fabric), §6 (podman + runc).
+Recipes: docs/testing.md §2 (fake boards, SSH), §6 (podman + runc).
 
 * :class:`Boards` runs one ``/usr/sbin/sshd -D -e`` per board on 127.0.0.1 (dynamic ports, own
   host key per board, one client key, a strict ``known_hosts``) and writes Ansible INI inventories.

@@ -1,6 +1,6 @@
 """Serial power-meter emulators on pseudo-terminals, byte for byte like the real meters.
 
-Recipe (shared/reference/test-infrastructure.md §5, power-meters.md §12): ``os.openpty()``,
+Recipe (docs/testing.md §5): ``os.openpty()``,
 the emulator thread owns the master fd, the slave is set raw and kept open (else master
 reads raise EIO while no client is attached), and ``.port`` (``os.ttyname(slave)``) is what
 the code under test opens with pyserial, exactly as it would open ``/dev/ttyUSB0``.
@@ -337,7 +337,7 @@ _WT_RATE_S = {"100MS": 0.1, "250MS": 0.25, "500MS": 0.5, "1S": 1.0, "2S": 2.0, "
 
 
 class WT300EEmulator(PtyEmulator):
-    """A WT310E/WT332E/WT333E answering the SCPI subset of power-meters.md §2.
+    """A WT310E/WT332E/WT333E answering the SCPI subset of docs/power.md §2.
 
     Args:
         profile, clock: see :class:`PtyEmulator`; U = ``profile.voltage``, P =
@@ -561,7 +561,7 @@ class UMEmulator(PtyEmulator):
 # INA219 / INA226 logger (edgegauge line protocol, host/power/meters/ina.py)
 
 INA_BANNER = "#ina v1 fields=seq,t_us,bus_mV,shunt_uV,current_uA,power_uW"
-#: chip -> (bus voltage LSB in mV, shunt voltage LSB in uV) (datasheets, power-meters.md §6)
+#: chip -> (bus voltage LSB in mV, shunt voltage LSB in uV) (TI INA219 / INA226 datasheets)
 INA_LSB = {"ina219": (4.0, 10.0), "ina226": (1.25, 2.5)}
 
 

@@ -1,5 +1,5 @@
 """On-board power sources: Jetson INA3221 sysfs (fake trees), tegrastats lines, Raspberry Pi 5
-``vcgencmd pmic_read_adc`` (a fake vcgencmd on PATH). power-meters.md §7, §8, §12."""
+``vcgencmd pmic_read_adc`` (a fake vcgencmd on PATH). docs/power.md §5, §6; docs/testing.md §5."""
 
 from __future__ import annotations
 

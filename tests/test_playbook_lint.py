@@ -1,6 +1,6 @@
 """Every playbook in playbooks/ passes `ansible-playbook --syntax-check` and `ansible-lint --offline`
-(the venv's binaries; ansible-lint also lints the roles a playbook includes). Reference: team
-"Test infrastructure" §9 (always --offline: no Galaxy here)."""
+(the venv's binaries; ansible-lint also lints the roles a playbook includes). See
+docs/testing.md §7 (always --offline: no Galaxy here)."""
 
 import os
 import subprocess

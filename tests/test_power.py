@@ -1,5 +1,5 @@
 """host.power: integration, idle baseline, adequacy verdict, the sampler thread, clock
-alignment and CSV, on known profiles (power-meters.md §10/§11)."""
+alignment and CSV, on known profiles (docs/power.md §8)."""
 
 import random
 import threading

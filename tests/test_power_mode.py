@@ -4,7 +4,7 @@ and playbooks/power_mode.yml run for real through ansible-runner against loopbac
 Boards (one per family), each with its emulators first on PATH (sshd SetEnv) and its own fake root
 (``edgegauge_root``): ``jet`` (AGX Xavier table, detected by <root>/etc/nv_tegra_release), ``pi``
 (``edgegauge_family=arm_cpu``: this machine is x86_64), ``gpu`` (detected: nvidia-smi on x86_64),
-``zcu`` (detected: xdputil on PATH). Recipes: shared/reference/test-infrastructure.md §2, §4.
+``zcu`` (detected: xdputil on PATH). Recipes: docs/testing.md §2-§4.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ VENV_BIN = Path(sys.executable).parent
 FINAL_TASK = "Edgegauge power state"
 
 # ------------------------------------------------------------------------------------------------
-# recorded outputs (shared/reference/devices.md §2.1, §2.2)
+# recorded outputs (docs/devices.md §3.1, §3.2)
 # ------------------------------------------------------------------------------------------------
 
 Q_PLAIN = "NV Power Mode: MAXN\n0\n"

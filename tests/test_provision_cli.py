@@ -16,7 +16,7 @@ from host.errors import AnsibleError, PlaybookFailed
 from host.lab.ansible import raise_for_failures, run_playbook
 
 runner = CliRunner()
-# No ControlPersist masters left behind by the tests (reference "Test infrastructure" §4).
+# No ControlPersist masters left behind by the tests (docs/testing.md §3).
 QUIET_SSH = {"ANSIBLE_SSH_ARGS": "-o ControlMaster=no"}
 
 DEMO = """\

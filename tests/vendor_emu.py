@@ -1,9 +1,9 @@
 """Emulated vendor tools (``nvpmodel``, ``jetson_clocks``, ``nvidia-smi``, ``xdputil``, ``vcgencmd``)
 and fake sysfs/etc trees for the playbook and probe tests. Standard library only.
 
-Formats follow shared/reference/devices.md §2.2 (nvpmodel), §2.3 (jetson_clocks), §4.4 (xdputil),
-§5 (cpufreq sysfs, vcgencmd), §6 (nvidia-smi). Nothing here was captured on a real board, so the
-emulators print what the reference documents and plausible text around it.
+Formats follow docs/devices.md §3.2 (nvpmodel), §3.3 (jetson_clocks), §4.4 (xdputil),
+§2 (cpufreq sysfs, vcgencmd), §5 (nvidia-smi). Nothing here was captured on a real board, so the
+emulators print what those sources document and plausible text around it.
 
 Stable API (other test modules import it)::
 

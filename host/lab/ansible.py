@@ -8,8 +8,8 @@ stream to a callback (the CLI's live display); the result holds the per-host rec
 task and message, and the values a named task reported per host (``power_mode.yml``'s
 last task reports the power state).
 
-Settings that differ from ansible-runner's defaults, and why (team reference
-"Devices" §7, "Test infrastructure" §4):
+Settings that differ from ansible-runner's defaults, and why (docs/devices.md §8,
+docs/testing.md §3):
 
 * ``ANSIBLE_HOST_KEY_CHECKING=True``: ansible-runner turns host key checking off by
   default; ``host`` never does (the inventory's ``UserKnownHostsFile`` applies, as for

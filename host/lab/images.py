@@ -9,7 +9,7 @@ always the repository root, so ``runners/`` and the shared smoke test go into ev
 * ``x86-a100``  variants ``tensorrt`` / ``cpu`` (build arg ``VARIANT``), tags ``edgegauge/x86-a100:<version>``
                 and ``...:<version>-cpu``
 * ``vitis-ai``  variant ``bundle`` (default): ``dist/edgegauge-vitis-ai-bundle-<version>.tar.gz``,
-                a deterministic tarball for the board (no Docker on the ZCU104, devices.md §4.5);
+                a deterministic tarball for the board (no Docker on the ZCU104, docs/devices.md §4.3);
                 variant ``compile``: the Vitis AI 3.0 quantize/compile image
                 ``edgegauge/vitis-ai-compile:<version>``.
 

@@ -13,7 +13,7 @@ code path for every device:
 
 Commands are shell strings; callers build them with :func:`shlex.quote` (see
 :func:`host.lab.board.sh`). Source for the host-key handling: paramiko ``SSHClient``
-(``RejectPolicy``, ``BadHostKeyException``) and shared/reference/devices.md §8.
+(``RejectPolicy``, ``BadHostKeyException``) and docs/devices.md §8.
 """
 
 from __future__ import annotations
@@ -508,7 +508,7 @@ class SshTransport:
     def clock_probes(self, python: str, n: int = 7) -> list:
         """Bracketed reads of the board's CLOCK_MONOTONIC over one SSH channel: a small
         ``python`` loop on the board answers each line with ``time.monotonic_ns()``, so a
-        probe costs one network round trip, not a new command (power-meters.md §10).
+        probe costs one network round trip, not a new command (docs/power.md §8.6).
 
         Raises:
             UnreachableError: the connection failed or the probe did not answer.

@@ -1,31 +1,26 @@
 """Power: meters, the timestamping sampler, idle baseline, load-window statistics and their
 adequacy verdict, clock alignment, and the power session of a campaign.
 
-Method (shared/reference/power-meters.md §10, "Measurement method"):
+The method in short (full description and sources: docs/power.md §8):
 
-* Every reading is timestamped **on the host** right after ``Meter.read()`` returns, with
-  ``time.monotonic_ns()`` (intervals, alignment) and ``time.time_ns()`` (humans, other logs);
-  the meter's own sequence number / clock is kept where it has one. A ``phase`` column
-  ("settle", "idle", "load", ...) goes into the sample stream.
-* A reading is treated as a point sample of P(t) at its host timestamp. Meters that average
-  over their update interval, and the transport delay, lag by up to about one update
-  interval; include that in ``alignment_uncertainty_ms`` when it matters.
-* ``E_load = ∫ P dt`` over the load window [t_s, t_e] by the trapezoid rule on the real
-  timestamps, with P(t_s) and P(t_e) linearly interpolated from the valid samples on either
-  side of each edge; ``P_avg = E_load / (t_e - t_s)``. The peak is reported raw and as the
-  maximum of a 1 s moving average; ``P_dyn = P_peak - P_idle`` and ``P_avg - P_idle``;
-  ``E_dyn = E_load - P_idle (t_e - t_s)``; energy per inference ``E / N`` (divide by N only at
-  the end).
-* The idle baseline is the median of an idle window after a settle period (§10 protocol,
-  steps 2-3); it is "stable" when the relative standard deviation is below 2 %.
-* Adequacy (§11 and MLPerf Power's rules: only samples between ``power_begin`` and
-  ``power_end`` count, phase timestamps must agree within a tolerance): a load window is
-  INVALID with too few valid samples, with a meter error or an invalid / over-range reading
-  inside it, with an alignment uncertainty that is a large fraction of the window, or when
-  the load power cannot be told from idle.
-* Clock alignment of a board's CLOCK_MONOTONIC with the host's by bracketing a remote clock
-  read between two host reads and keeping the probe with the smallest round trip (§10 "Time
-  alignment"; mlcommons/power-dev ``lib/time_sync.py`` brackets the same way).
+* **Sampler** (:mod:`host.power.sampler`): a thread reads the meter at its update rate and
+  stamps every reading on the host, right after ``read()`` returns, with ``time.monotonic_ns()``
+  and ``time.time_ns()``; the meter's own sequence number and clock are kept, and each sample
+  carries the phase it was taken in. A reading counts as a point sample of P(t) at that stamp
+  (a meter that averages over its interval lags by up to one interval).
+* **Idle** (:mod:`host.power.windows`): after a settle period, the median of the valid samples of
+  an idle window; "stable" when their relative standard deviation is below 2 %.
+* **Load window**: the runner's timed loop, mapped onto the host clock; only samples inside it
+  count. Energy is the trapezoid integral over the window on the real timestamps, the edge values
+  interpolated from the samples either side; mean power = energy / window; peak raw and as the
+  largest 1 s moving average; dynamic figures subtract idle; energy per inference divides by N
+  last.
+* **Verdict**: INVALID with too few valid samples, a meter error or a flagged reading inside the
+  window, an edge without a nearby sample, an alignment uncertainty above 5 % of the window, or
+  load power within idle noise.
+* **Clock alignment** (:mod:`host.power.align`): a board's CLOCK_MONOTONIC against the host's by
+  bracketed probes (host time, board time, host time; the smallest round trip wins), before and
+  after each cell — the scheme of mlcommons/power-dev's ``time_sync.py``.
 
 Units are in the names: ``_ns`` integer nanoseconds on the host monotonic clock unless said
 otherwise, ``_s`` seconds, ``_w`` watts, ``_j`` joules, ``_mj`` millijoules.

@@ -32,7 +32,7 @@ def estimate_offset(probe: Callable[[], tuple], repeats: int = 7) -> ClockOffset
     ``probe()`` reads the host clock (t1), the remote clock (r) and the host clock again (t2),
     all in ns, and returns ``(t1, r, t2)``. The remote read happened somewhere in [t1, t2], so
     ``offset = r - (t1 + t2) / 2`` with uncertainty ``± (t2 - t1) / 2``; of ``repeats`` probes
-    the one with the smallest round trip is kept (power-meters.md §10; mlcommons/power-dev
+    the one with the smallest round trip is kept (docs/power.md §8.6; mlcommons/power-dev
     ``lib/time_sync.py`` brackets the same way). Read the clock the runner reports on the
     board (CLOCK_MONOTONIC for ``loop_*_monotonic_ns``), not its wall clock, and keep the
     remote read cheap: its start-up cost widens the bracket.

@@ -126,7 +126,7 @@ def count_seq_gaps(samples: Sequence[Sample]) -> dict:
     Returns:
         ``{"missing": int, "duplicates": int, "resets": int}``: sequence numbers skipped
         between consecutive numbered samples, samples repeating the previous number (polled
-        faster than the meter updates, power-meters.md §11 "Duplicates") and backward jumps
+        faster than the meter updates, docs/power.md §8.1) and backward jumps
         (meter restarted or counter wrapped; not counted as missing).
     """
     missing = duplicates = resets = 0
@@ -155,7 +155,7 @@ class Sampler:
     Args:
         meter: an open :class:`host.power.meters.base.Meter` (the sampler neither opens nor closes it).
         rate_hz: polling rate. Default ``1 / meter.update_interval_s``; a faster rate is capped
-            there (polling faster than the meter updates only repeats values, §11).
+            there (polling faster than the meter updates only repeats values, docs/power.md §8.1).
         phase: the initial phase label.
         pace: True polls on an absolute schedule (tick k at ``start + k * period``; a slow read
             never shifts later ticks, so there is no drift); False loops back-to-back, for

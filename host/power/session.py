@@ -1,6 +1,6 @@
 """Power as part of a campaign: which meter a device has, idle measurement per device,
 sampling around each cell, alignment of the runner's timed loop with host-side samples,
-and the ``power`` block of a cell (power-meters.md §10–§11).
+and the ``power`` block of a cell (docs/power.md §8).
 
 Per device with a meter (inventory ``meter``, ``meter_port``, ``meter_<option>``):
 

@@ -11,11 +11,11 @@ import numpy as np
 
 from host.power.sampler import Sample, Sampler, count_seq_gaps
 
-#: Idle is "stable" when std / mean of the idle window is below this (power-meters.md §10, 2.).
+#: Idle is "stable" when std / mean of the idle window is below this (docs/power.md §8.2).
 STABLE_REL_STD = 0.02
 #: Load is distinguishable from idle when P_avg - P_idle exceeds this many idle standard deviations.
 NOISE_SIGMAS = 3.0
-#: Fewest meter updates a window should hold (power-meters.md §11 "Samples per window").
+#: Fewest meter updates a window should hold (docs/power.md §8.2, §8.5).
 RECOMMENDED_UPDATES = 30
 
 INTEGRATION_METHOD = "trapezoid_host_timestamps_linear_edge_interpolation"
@@ -28,7 +28,7 @@ PERCENTILE_METHOD = "linear_interpolation_type7_over_samples"
 
 @dataclass
 class IdleResult:
-    """The idle baseline (power-meters.md §10 protocol, steps 2-3).
+    """The idle baseline (docs/power.md §8.2).
 
     Attributes:
         power_w_idle: median of the valid samples in the window, W (None without any).
@@ -97,7 +97,7 @@ def idle_from_samples(samples: Sequence[Sample], window_start_ns: int, window_en
     rel = std / mean if std is not None and mean > 0 else None
     stable = rel is not None and rel < STABLE_REL_STD
     if n < RECOMMENDED_UPDATES:
-        warnings.append(f"idle window holds {n} valid samples < {RECOMMENDED_UPDATES} (power-meters.md §11)")
+        warnings.append(f"idle window holds {n} valid samples < {RECOMMENDED_UPDATES} (docs/power.md §8.2)")
     if n_invalid:
         warnings.append(f"{n_invalid} invalid samples (errors or flags) in the idle window")
     if not stable:
@@ -116,8 +116,8 @@ def measure_idle(meter_or_sampler_factory, *, settle_s: float = 5.0, window_s: f
         meter_or_sampler_factory: an open meter (anything with ``read()``: sampled at its
             default rate), a not yet started :class:`Sampler`, or a callable returning one.
         settle_s: seconds sampled as phase "settle" and left out of the statistics
-            (§10 asks for 30-60 s after boot/deploy/previous run).
-        window_s: the idle window in seconds, phase "idle" (§10: >= 60 s or >= 30 updates).
+            (docs/power.md §8.2: 30-60 s after boot/deploy/previous run is common practice).
+        window_s: the idle window in seconds, phase "idle" (docs/power.md §8.2: >= 60 s or >= 30 updates).
         clock, sleep: injectable ``time.monotonic_ns`` / ``time.sleep``.
 
     Returns:
@@ -231,7 +231,7 @@ def load_window_stats(
             (:attr:`ClockOffset.uncertainty_ns` / 1e6; 0 when timed on the host).
         max_alignment_fraction: INVALID when the uncertainty exceeds this fraction of the window.
 
-    Definitions (power-meters.md §10): ``energy_j_load`` = trapezoid ∫P dt over the window on
+    Definitions (docs/power.md §8.4): ``energy_j_load`` = trapezoid ∫P dt over the window on
     real timestamps, the edge values linearly interpolated between the nearest valid samples
     on either side (held constant when there is none on one side); ``power_w_mean`` =
     E_load / window; ``power_w_peak`` = max valid sample inside; ``power_w_peak_1s`` = max of
@@ -240,14 +240,14 @@ def load_window_stats(
     definition); ``power_w_dynamic_mean`` = mean - idle; ``energy_j_dynamic`` = E_load -
     P_idle·window; ``energy_mj_per_inference[_dynamic]`` = E / N × 1000;
     ``throughput_per_watt`` = throughput / peak power (inferences per joule at peak load
-    power, as the issue asks); ``throughput_per_watt_mean`` = throughput / mean power (§10).
+    power, as the issue asks); ``throughput_per_watt_mean`` = throughput / mean power (docs/power.md §8.4).
 
     Verdict ``{"result": "VALID"|"INVALID", "reasons", "warnings", "checks": {name: bool|None}}``
     (None = not evaluated). INVALID: fewer than ``min_samples`` valid samples inside; a
     sampler/meter error or a flagged (invalid, over_range, ...) reading inside; alignment
     uncertainty > ``max_alignment_fraction`` × window; a window edge more than one update
     interval from any valid sample; mean load power not above idle + noise. Warnings
-    (§11): window × update rate < 30; update interval > 0.1 × window; gaps longer than two
+    (docs/power.md §8.5): window × update rate < 30; update interval > 0.1 × window; gaps longer than two
     update intervals; meter sequence gaps or repeats; samples ≤ 0 W (MLPerf drops them);
     unknown idle baseline or noise.
 

@@ -9,7 +9,7 @@ Runs inside the edgegauge Vitis AI compile-flow image (images/vitis-ai/Dockerfil
     vai_compile.py --model model.onnx --input-shape 1x3x32x32 --name tiny --out xmodels/
     vai_compile.py --self-test
 
-Flow (Vitis AI UG1414 / the vai_q_pytorch examples; devices.md §4.2):
+Flow (Vitis AI UG1414 / the vai_q_pytorch examples; docs/devices.md §4.2):
 
 1. Load the float model on the CPU in eval mode: ``module:callable`` (called without
    arguments, optional ``--weights`` state dict), a ``.py`` file defining ``build_model()``,

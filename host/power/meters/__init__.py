@@ -1,7 +1,7 @@
 """Power meters behind one small interface (:class:`host.power.meters.base.Meter`), chosen by name
 (inventory variable ``meter``; ``meter_port`` and other ``meter_*`` options).
 
-Protocol facts: shared/reference/power-meters.md. Every driver takes a port string or an
+Protocol facts: docs/power.md. Every driver takes a port string or an
 already open serial object, names its units (W, V, A) and never returns None for a short
 or corrupt frame: it raises a typed :class:`host.errors.MeterError`.
 """

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from host.errors import HostError, MeterConnectionError, MeterError
 
-#: What a meter measures (power-meters.md §11 "Scope mismatch").
+#: What a meter measures (docs/power.md §7).
 SCOPES = ("wall", "board-input", "module", "rails")
 
 

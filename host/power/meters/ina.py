@@ -1,5 +1,5 @@
 """INA219 / INA226 current monitor on a small microcontroller, speaking the edgegauge line
-protocol (ours, not a standard: shared/reference/power-meters.md §6).
+protocol (ours, not a standard; summary in docs/power.md §4).
 
 Line protocol v1
 ================
@@ -32,7 +32,7 @@ Host -> device::
     X\\n              stop streaming
 
 Example sketch outline (Arduino-style C++, INA226 on I2C; the ADC conversion time times
-the averaging count must be below the period — power-meters.md §6)::
+the averaging count must be below the period — docs/power.md §4)::
 
     uint32_t seq = 0, period_us = 0, next_us = 0;
     void banner() {

@@ -1,6 +1,6 @@
 """Jetson on-board power from the INA3221 monitors (sysfs), plus a tegrastats line parser.
 
-Facts: shared/reference/power-meters.md §7. Three sysfs layouts, looked for in this order:
+Facts: docs/power.md §5. Three sysfs layouts, looked for in this order:
 
 * ``jp5-hwmon`` — JetPack 5/6 (Orin, kernel ``ina3221`` hwmon driver):
   ``/sys/bus/i2c/drivers/ina3221/*-004*/hwmon/hwmon*/in{N}_label``, ``in{N}_input`` (mV),
@@ -17,7 +17,7 @@ Rules: ``hwmon*`` is globbed (its number changes per boot), labels containing ``
 The measured quantity is the module input rail (``VDD_IN``, JetPack 4 Nano ``POM_5V_IN``)
 when the board has one (``scope = "module"``), else the sum of all rails (AGX Xavier, AGX
 Orin: ``scope = "rails"``). Either way it excludes the carrier board and the power supply
-(§11 "Scope mismatch"): on-board totals are lower than board-input or wall power.
+(docs/power.md §7): on-board totals are lower than board-input or wall power.
 
 The files are read on the board. ``run`` (a callable ``run(command) -> stdout``, production
 builds it on the SSH transport) gets exactly one shell command for detection in

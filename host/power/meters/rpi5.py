@@ -1,6 +1,6 @@
 """Raspberry Pi 5 on-board rails from the PMIC ADC: ``vcgencmd pmic_read_adc``.
 
-Facts: shared/reference/power-meters.md §8. The command prints one line per ADC channel::
+Facts: docs/power.md §6. The command prints one line per ADC channel::
 
     VDD_CORE_A current(7)=6.22421000A
     VDD_CORE_V volt(15)=0.86173300V
@@ -12,7 +12,7 @@ Rails with only one of the two (``BATT_V``, ...) are left out of the sum and lis
 :meth:`Rpi5Pmic.describe`. ``EXT5V_V`` (the 5 V input) has no current: it is reported as
 ``voltage_v`` and never summed. The result is a **sum of rails** (``scope = "rails"``): it
 misses the USB ports, 5 V loads and the power supply, so it is lower than board-input power
-(§11 "Scope mismatch"); use an external meter for input power.
+(docs/power.md §7); use an external meter for input power.
 
 Rate: every read spawns one ``vcgencmd`` process on the board. About 10 Hz is the practical
 limit (``update_interval_s = 0.1``): a public harness that sampled at 50 Hz slowed its

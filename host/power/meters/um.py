@@ -3,7 +3,7 @@
 Link: pair (PIN 1234), ``rfcomm bind 0 <MAC>``, open ``/dev/rfcomm0``; the baud rate is
 ignored by rfcomm (rd-usb uses 9600, libsigrok 115200).
 
-Protocol (shared/reference/power-meters.md §4; rfinnie/rdserialtool ``rdserial/um/``,
+Protocol (docs/power.md §3; rfinnie/rdserialtool ``rdserial/um/``,
 libsigrok ``src/hardware/rdtech-um/protocol.c``):
 
 * request: the single byte ``0xF0`` ("data dump"); leave ~0.5 s between requests, the meter
@@ -46,7 +46,7 @@ UM34C_CHECKSUM_POSITIONS = (1, 3, 7, 9, 15, 17, 19, 23, 31, 39, 41, 45, 49, 53, 
                             67, 69, 73, 79, 83, 89, 97, 99, 109, 111, 113, 119, 121, 127)
 
 #: (field, offset, struct code, scale) for the fields other than voltage/current and the
-#: per-group counters. Units are in the names; scales per power-meters.md §4.
+#: per-group counters. Units are in the names; scales per docs/power.md §3.
 FIELDS = (
     ("watts", 6, "I", 0.001),
     ("temp_c", 10, "H", 1),

@@ -4,7 +4,7 @@ Link: RS-232, 9600 baud 8N1 by default, no handshake, null-modem cable. The mete
 replies with CR+LF; we end each command with ``"\\n"``. A USB-TMC device node or a pyserial
 URL works too when it behaves like a serial port.
 
-Sources of the protocol facts (shared/reference/power-meters.md §2):
+Sources of the protocol facts (summarised in docs/power.md §2):
 
 * link settings, ``*IDN?`` model check, readline framing: intel/yoko-tool README "Serial",
   ``yokolibs/Transport.py``;
@@ -46,7 +46,7 @@ from host.errors import MeterError, MeterProtocolError, MeterTimeoutError
 from host.power.meters._serial import SerialMeter, positive_number
 from host.power.meters.base import Reading
 
-#: ``*IDN?`` model field prefixes accepted as the WT300E family (power-meters.md §2).
+#: ``*IDN?`` model field prefixes accepted as the WT300E family (docs/power.md §2).
 MODEL_PREFIXES = ("WT310", "WT330", "WT332", "WT333")
 
 #: ``:RATE`` tokens -> update interval in seconds (WT300E manual); AUTO follows the input.
@@ -154,7 +154,7 @@ class WT300E(SerialMeter):
         ranging: ``"auto"`` (both inputs auto-ranged) or ``"fixed"`` (needs both ranges).
             Default: fixed for an input whose range is given, auto for the other.
         voltage_range_v, current_range_a: fixed ranges in V and A (``:INPut:*:RANGe``);
-            the valid values depend on model and crest factor (power-meters.md §2).
+            the valid values depend on model and crest factor (docs/power.md §2).
         wait_update: send ``:COMMunicate:WAIT 1`` before each value query, so each reading
             comes from a new meter update (no duplicates); ``timeout_s`` must then exceed
             the update interval.
@@ -276,7 +276,7 @@ class WT300E(SerialMeter):
 
     def _set_rate(self) -> None:
         """``:RATE`` per the WT300E manual; ``:SAMPle:RATE`` (yoko-tool) when that gets no
-        answer. Which form a firmware accepts is unverified (power-meters.md §13)."""
+        answer. Which form a firmware accepts is unverified (docs/power.md §2)."""
         try:
             self._send(f":RATE {self.rate}")
             reply = self._query(":RATE?")
