@@ -109,20 +109,9 @@ def _model_facts(path: str | None) -> dict:
     return {"path": os.path.abspath(path), "sha256": sha, "size_bytes": size}
 
 
-def run(config: RunConfig) -> dict:
-    """Run one benchmark cell in this process and return the result document.
-
-    Never raises for a :class:`~runners.errors.RunnerError`: the result then has
-    ``status: "failed"`` and ``error: {"type", "message"}``. Other exceptions propagate
-    (the process crashes and the host classifies the exit).
-
-    Result keys: see README "Result format". ``status`` is "ok" (VALID), "invalid"
-    (measured but a stop-rule check failed) or "failed".
-    """
-    policy = config.policy
-    policy.check()
-    probe = MemoryProbe()
-    result = {
+def _result_head(config: RunConfig) -> dict:
+    """The result document before anything ran: ``status: "failed"`` until measured."""
+    return {
         "schema_version": runners.SCHEMA_VERSION,
         "status": "failed",
         "error": None,
@@ -134,74 +123,119 @@ def run(config: RunConfig) -> dict:
             "shapes": {k: list(v) for k, v in config.shapes.items()},
             "seed": config.seed,
             "options": dict(config.options),
-            "policy": asdict(policy),
+            "policy": asdict(config.policy),
         },
         "timestamps": {
             "start_utc": utc_now(),
             "start_monotonic_ns": time.monotonic_ns(),
         },
     }
+
+
+def _prepare(backend, config: RunConfig, result: dict, probe: MemoryProbe) -> None:
+    """Load the model, synthesize and bind the inputs; record inputs, outputs and runtime."""
+    backend.load(config.model)
+    probe.mark("after_session")
+    specs = backend.inputs()
+    shapes = resolve_shapes(specs, batch=config.batch, shapes=config.shapes)
+    feeds = synthesize(specs, shapes, seed=config.seed)
+    result["model"]["inputs"] = [s.to_json() for s in specs]
+    result["model"]["input_shapes"] = {k: list(v) for k, v in shapes.items()}
+    backend.prepare(feeds)
+    if hasattr(backend, "outputs"):
+        result["model"]["outputs"] = [s.to_json() for s in backend.outputs()]
+    result["runtime"] = backend.runtime_info()
+
+
+def _warm_up(infer, policy: Policy) -> dict:
+    """The first inference (timed alone), then the warm-up loop: the ``warmup`` block."""
+    t0 = time.perf_counter_ns()
+    infer()  # the first inference, reported separately
+    first_ns = time.perf_counter_ns() - t0
+    warm, w_start, w_end, w_max = timed_loop(
+        infer,
+        policy.warmup_min_iterations,
+        int(policy.warmup_min_s * 1e9),
+        int(policy.max_duration_s * 1e9),
+    )
+    return {
+        "first_inference_ms": first_ns / 1e6,
+        "iterations": len(warm) + 1,
+        "duration_s": (w_end - w_start + first_ns) / 1e9,
+        "latency_ms_last": warm[-1] / 1e6 if warm else None,
+        "max_duration_hit": w_max,
+    }
+
+
+def _measure(backend, config: RunConfig, result: dict, probe: MemoryProbe) -> None:
+    """Warm up, run the timed loop and fill ``warmup``, ``latency``, ``verdict``,
+    ``realtime`` and ``status``."""
+    policy = config.policy
+    infer = backend.infer
+    result["warmup"] = _warm_up(infer, policy)
+    # The loop is timed on perf_counter; its bounds are reported on CLOCK_MONOTONIC
+    # (the clock the host aligns power samples with). Same clock on Linux.
+    to_mono = time.monotonic_ns() - time.perf_counter_ns()
+    lat, start, end, max_hit = timed_loop(
+        infer,
+        policy.min_iterations,
+        int(policy.min_duration_s * 1e9),
+        int(policy.max_duration_s * 1e9),
+    )
+    probe.mark("end")
+    summary = stats.summarize(lat, loop_duration_ns=end - start)
+    summary["level"] = backend.latency_level
+    summary["clock"] = "perf_counter_ns"
+    summary["loop_start_monotonic_ns"] = start + to_mono
+    summary["loop_end_monotonic_ns"] = end + to_mono
+    if config.keep_latencies:
+        summary["latencies_ns"] = lat.tolist()
+    verdict = stats.verdict(
+        summary,
+        min_iterations=policy.min_iterations,
+        min_duration_s=policy.min_duration_s,
+        max_duration_hit=max_hit,
+        cov_max=policy.cov_max,
+    )
+    result["latency"] = summary
+    result["verdict"] = verdict
+    result["realtime"] = stats.realtime_verdict(summary, policy.fps)
+    result["status"] = "ok" if verdict["result"] == "VALID" else "invalid"
+
+
+def _finish(result: dict, probe: MemoryProbe) -> None:
+    """Memory, manifest and the end timestamps."""
+    if "end" not in probe.points:
+        probe.mark("end")
+    result["memory"] = probe.result()
+    result["manifest"] = {"device": device_manifest(), "tool": tool_manifest()}
+    # perf_counter_ns and monotonic_ns share CLOCK_MONOTONIC on Linux; both are recorded.
+    result["timestamps"]["end_utc"] = utc_now()
+    result["timestamps"]["end_monotonic_ns"] = time.monotonic_ns()
+    result["timestamps"]["clock_note"] = (
+        "perf_counter_ns and monotonic_ns both read CLOCK_MONOTONIC on Linux"
+    )
+
+
+def run(config: RunConfig) -> dict:
+    """Run one benchmark cell in this process and return the result document.
+
+    Never raises for a :class:`~runners.errors.RunnerError`: the result then has
+    ``status: "failed"`` and ``error: {"type", "message"}``. Other exceptions propagate
+    (the process crashes and the host classifies the exit).
+
+    Result keys: see README "Result format". ``status`` is "ok" (VALID), "invalid"
+    (measured but a stop-rule check failed) or "failed".
+    """
+    config.policy.check()
+    probe = MemoryProbe()
+    result = _result_head(config)
     backend = None
     probe.mark("start")
     try:
         backend = get_backend(config.backend, config.options)
-        backend.load(config.model)
-        probe.mark("after_session")
-        specs = backend.inputs()
-        shapes = resolve_shapes(specs, batch=config.batch, shapes=config.shapes)
-        feeds = synthesize(specs, shapes, seed=config.seed)
-        result["model"]["inputs"] = [s.to_json() for s in specs]
-        result["model"]["input_shapes"] = {k: list(v) for k, v in shapes.items()}
-        backend.prepare(feeds)
-        if hasattr(backend, "outputs"):
-            result["model"]["outputs"] = [s.to_json() for s in backend.outputs()]
-        result["runtime"] = backend.runtime_info()
-
-        infer = backend.infer
-        t0 = time.perf_counter_ns()
-        infer()  # the first inference, reported separately
-        first_ns = time.perf_counter_ns() - t0
-        warm, w_start, w_end, w_max = timed_loop(
-            infer,
-            policy.warmup_min_iterations,
-            int(policy.warmup_min_s * 1e9),
-            int(policy.max_duration_s * 1e9),
-        )
-        result["warmup"] = {
-            "first_inference_ms": first_ns / 1e6,
-            "iterations": len(warm) + 1,
-            "duration_s": (w_end - w_start + first_ns) / 1e9,
-            "latency_ms_last": warm[-1] / 1e6 if warm else None,
-            "max_duration_hit": w_max,
-        }
-        # The loop is timed on perf_counter; its bounds are reported on CLOCK_MONOTONIC
-        # (the clock the host aligns power samples with). Same clock on Linux.
-        to_mono = time.monotonic_ns() - time.perf_counter_ns()
-        lat, start, end, max_hit = timed_loop(
-            infer,
-            policy.min_iterations,
-            int(policy.min_duration_s * 1e9),
-            int(policy.max_duration_s * 1e9),
-        )
-        probe.mark("end")
-        summary = stats.summarize(lat, loop_duration_ns=end - start)
-        summary["level"] = backend.latency_level
-        summary["clock"] = "perf_counter_ns"
-        summary["loop_start_monotonic_ns"] = start + to_mono
-        summary["loop_end_monotonic_ns"] = end + to_mono
-        if config.keep_latencies:
-            summary["latencies_ns"] = lat.tolist()
-        verdict = stats.verdict(
-            summary,
-            min_iterations=policy.min_iterations,
-            min_duration_s=policy.min_duration_s,
-            max_duration_hit=max_hit,
-            cov_max=policy.cov_max,
-        )
-        result["latency"] = summary
-        result["verdict"] = verdict
-        result["realtime"] = stats.realtime_verdict(summary, policy.fps)
-        result["status"] = "ok" if verdict["result"] == "VALID" else "invalid"
+        _prepare(backend, config, result, probe)
+        _measure(backend, config, result, probe)
     except RunnerError as exc:
         result["status"] = "failed"
         result["error"] = {"type": type(exc).__name__, "message": str(exc)}
@@ -216,16 +250,7 @@ def run(config: RunConfig) -> dict:
                 result.setdefault("warnings", []).append(
                     "backend close failed: " + traceback.format_exc(limit=1).strip()
                 )
-    if "end" not in probe.points:
-        probe.mark("end")
-    result["memory"] = probe.result()
-    result["manifest"] = {"device": device_manifest(), "tool": tool_manifest()}
-    # perf_counter_ns and monotonic_ns share CLOCK_MONOTONIC on Linux; both are recorded.
-    result["timestamps"]["end_utc"] = utc_now()
-    result["timestamps"]["end_monotonic_ns"] = time.monotonic_ns()
-    result["timestamps"]["clock_note"] = (
-        "perf_counter_ns and monotonic_ns both read CLOCK_MONOTONIC on Linux"
-    )
+    _finish(result, probe)
     return result
 
 
