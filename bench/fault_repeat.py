@@ -48,8 +48,9 @@ def main() -> int:
     runs = []
     try:
         for i in range(1, args.repeat + 1):
-            runs.append(one_repeat())
-            print(f"{i:3d}  rc={runs[-1]['rc']}  {runs[-1]['wall_s']:6.1f} s  {runs[-1]['summary']}", flush=True)
+            run = one_repeat()
+            runs.append(run)
+            print(f"{i:3d}  rc={run['rc']}  {run['wall_s']:6.1f} s  {run['summary']}", flush=True)
     finally:
         for proc in busy:
             proc.kill()
