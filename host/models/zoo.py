@@ -287,8 +287,6 @@ def export_module(
     error no file is left at ``path`` (a previous file there is kept) nor any temporary file.
     """
     torch = _import_torch()
-    import numpy as np
-
     shape = tuple(int(d) for d in input_shape)
     if not shape or any(d <= 0 for d in shape):
         raise ExportError(f"input_shape must be positive integers, got {input_shape!r}")
@@ -297,6 +295,41 @@ def export_module(
         raise ExportError(f"{path}: the output file must end in .onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
 
+    ref = _reference_run(torch, module, shape, seed, name)
+    size, digest, verify = _export_verified(torch, module, ref, path, name=name, opset=opset, rtol=rtol)
+    tv = sys.modules.get("torchvision")
+    info: dict[str, Any] = {
+        "name": name,
+        "file": path.name,
+        "size_bytes": size,
+        "sha256": digest,
+        "torch_params": ref["torch_params"],
+        "torch_buffers": ref["torch_buffers"],
+        "input_shape": list(shape),
+        "input_dtype": "float32",
+        "output_shape": list(ref["output"].shape),
+        "weights": "random-init",
+        "seed": seed,
+        "opset": opset,
+        "torch_version": str(torch.__version__),
+        "torchvision_version": str(tv.__version__) if tv is not None else None,
+        "export": _export_flags(opset),
+        "max_abs_diff": verify.pop("max_abs_diff"),
+        "verify": verify,
+        "command": command,
+        "note": RANDOM_INIT_NOTE,
+    }
+    if extra_info:
+        info = _with_extra_info(info, extra_info)
+    _write_json_atomic(info_path(path), info)
+    return info
+
+
+def _reference_run(torch, module, shape: tuple, seed: int, name: str) -> dict:
+    """Eval mode, the seeded float32 input and torch's output on it: ``{"x"`` (numpy),
+    ``"xt"`` (tensor), ``"output"`` (numpy), ``"torch_params"``, ``"torch_buffers"}``."""
+    import numpy as np
+
     module.eval()
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     xt = torch.from_numpy(x.copy())
@@ -304,14 +337,18 @@ def export_module(
     torch_buffers = int(sum(b.numel() for b in module.buffers()))
     try:
         with torch.no_grad():
-            ref = module(xt)
+            out = module(xt)
     except Exception as e:
         raise ExportError(f"{name}: forward pass on shape {shape} failed: {e}") from e
-    if not isinstance(ref, torch.Tensor):
-        raise ExportError(f"{name}: the module must return one tensor, got {type(ref).__name__}")
-    ref_np = ref.detach().cpu().numpy()
+    if not isinstance(out, torch.Tensor):
+        raise ExportError(f"{name}: the module must return one tensor, got {type(out).__name__}")
+    return {"x": x, "xt": xt, "output": out.detach().cpu().numpy(),
+            "torch_params": torch_params, "torch_buffers": torch_buffers}
 
-    export_flags = {
+
+def _export_flags(opset: int) -> dict:
+    """The exporter settings :func:`_export_verified` uses, as recorded in the ``.info``."""
+    return {
         "exporter": "torch.onnx.export",
         "dynamo": False,
         "opset_version": opset,
@@ -321,6 +358,13 @@ def export_module(
         "do_constant_folding": True,
         "mode": "eval",
     }
+
+
+def _export_verified(torch, module, ref: dict, path: Path, *, name: str, opset: int,
+                     rtol: float) -> tuple[int, str, dict]:
+    """Export to a temporary file next to ``path``, verify it against ``ref`` and move it
+    into place: (size_bytes, sha256, verify dict). On any error no temporary file is left
+    and ``path`` is untouched."""
     tmp = _tmp_path(path)
     try:
         try:
@@ -329,7 +373,7 @@ def export_module(
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 torch.onnx.export(
                     module,
-                    (xt,),
+                    (ref["xt"],),
                     str(tmp),
                     opset_version=opset,
                     input_names=["input"],
@@ -339,46 +383,24 @@ def export_module(
                 )
         except Exception as e:
             raise ExportError(f"{name}: torch.onnx.export failed: {e}") from e
-        verify = _verify(tmp, x, ref_np, opset=opset, rtol=rtol, atol=DEFAULT_ATOL)
+        verify = _verify(tmp, ref["x"], ref["output"], opset=opset, rtol=rtol, atol=DEFAULT_ATOL)
         size = tmp.stat().st_size
         digest = file_sha256(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return size, digest, verify
 
-    tv = sys.modules.get("torchvision")
-    info: dict[str, Any] = {
-        "name": name,
-        "file": path.name,
-        "size_bytes": size,
-        "sha256": digest,
-        "torch_params": torch_params,
-        "torch_buffers": torch_buffers,
-        "input_shape": list(shape),
-        "input_dtype": "float32",
-        "output_shape": list(ref_np.shape),
-        "weights": "random-init",
-        "seed": seed,
-        "opset": opset,
-        "torch_version": str(torch.__version__),
-        "torchvision_version": str(tv.__version__) if tv is not None else None,
-        "export": export_flags,
-        "max_abs_diff": verify.pop("max_abs_diff"),
-        "verify": verify,
-        "command": command,
-        "note": RANDOM_INIT_NOTE,
-    }
-    if extra_info:
-        # extra keys (num_classes, width_mult, ...) go right after the shapes and may
-        # override a core value (e.g. "weights").
-        keys = list(info)
-        cut = keys.index("output_shape") + 1
-        head = {k: info[k] for k in keys[:cut]}
-        tail = {k: info[k] for k in keys[cut:]}
-        info = {**head, **extra_info, **{k: v for k, v in tail.items() if k not in extra_info}}
-    _write_json_atomic(info_path(path), info)
-    return info
+
+def _with_extra_info(info: dict, extra_info: dict) -> dict:
+    """Extra keys (num_classes, width_mult, ...) go right after the shapes and may override
+    a core value (e.g. "weights")."""
+    keys = list(info)
+    cut = keys.index("output_shape") + 1
+    head = {k: info[k] for k in keys[:cut]}
+    tail = {k: info[k] for k in keys[cut:]}
+    return {**head, **extra_info, **{k: v for k, v in tail.items() if k not in extra_info}}
 
 
 def build_entry(entry: ZooEntry, *, seed: int = 0):
