@@ -46,6 +46,11 @@ class ResultsError(HostError):
     """A results folder or cell file cannot be read."""
 
 
+class BackendError(HostError):
+    """A runner backend this version cannot run (no descriptor in ``runners/backends/``, or one
+    with ``implemented=False``), or a backend option no chosen backend declares or a bad value."""
+
+
 class ExportError(HostError):
     """``host zoo export`` failed (torch/torchvision missing, export error)."""
 

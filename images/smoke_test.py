@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """Smoke test of an edgegauge device image (or the ZCU104 native bundle).
 
-    python3 /opt/edgegauge/smoke_test.py [--runtime ort|tensorrt|vart] [--xmodel M] [--json]
+    python3 /opt/edgegauge/smoke_test.py [--runtime ort|tensorrt|vart|...] [--xmodel M] [--json]
 
 Standard library + numpy + the ``runners`` package only (found beside this file, on
 ``PYTHONPATH``, or in the image at ``/opt/edgegauge``). Steps, each printed as one line:
 
-1. ``versions``: Python, machine, numpy, runners, and every runtime that imports
-   (onnxruntime, tensorrt, vart/xir), plus ``/etc/nv_tegra_release`` where present.
+1. ``versions``: Python, machine, numpy, runners, and every runtime module that imports
+   (those the backend descriptors in ``runners/backends/`` name: onnxruntime, tensorrt,
+   vart/xir), plus ``/etc/nv_tegra_release`` where present.
 2. ``backends``: ``python -m runners backends`` runs.
 3. ``null``: ``python -m runners run --backend null`` (short policy) exits 0 with status ok.
 4. The image's runtime (``--runtime``, default ``$EDGEGAUGE_RUNTIME``, else the ``RUNTIME``
-   file beside this script as in the ZCU104 bundle, else ``ort``; ``cpu`` means ``ort``) on the
-   tiny ONNX model ``smoke/tiny.onnx`` (838 bytes, input x[1,3,8,8] -> y[1,2]):
+   file beside this script as in the ZCU104 bundle, else ``ort``; ``cpu`` means ``ort``; any
+   backend the runners' descriptors declare) on the tiny ONNX model ``smoke/tiny.onnx``
+   (838 bytes, input x[1,3,8,8] -> y[1,2]):
 
    * ``ort``: ``python -m runners run smoke/tiny.onnx --backend ort`` exits 0 with status
      ok, and a direct ONNX Runtime session reproduces ``smoke/tiny.expected.json``
@@ -22,8 +24,10 @@ Standard library + numpy + the ``runners`` package only (found beside this file,
    * ``vart``: ``vart`` and ``xir`` import; with ``--xmodel``, the graph deserializes and
      has a DPU subgraph. (The tiny ONNX model cannot run on the DPU: it needs a compiled
      xmodel, see images/vitis-ai/.)
+   * any other backend: its descriptor's ``runtime_modules`` import, then
+     ``python -m runners run smoke/tiny.onnx --backend NAME`` exits 0 with status ok.
 
-   When the runners package has no backend for that runtime (tensorrt and vart in this
+   When the runtime's descriptor says ``implemented=False`` (tensorrt and vart in this
    version), the runtime check above still runs, but the model is **not** run through the
    runners, and the result is PARTIAL, never PASS.
    Images that also ship onnxruntime (Jetson, x86 TensorRT) run the ``ort`` check too.
@@ -49,7 +53,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "smoke" / "tiny.onnx"
 EXPECTED = HERE / "smoke" / "tiny.expected.json"
-RUNTIMES = ("ort", "tensorrt", "vart")
 #: Other names of a runtime (the x86-a100 image sets EDGEGAUGE_RUNTIME to its variant name).
 ALIASES = {"cpu": "ort"}
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -113,9 +116,23 @@ def _module_version(name: str):
     return str(getattr(mod, "__version__", "unknown")), None
 
 
-def versions(report: Report) -> dict:
+def backend_descriptors(rpath: str | None) -> dict:
+    """``{name: BackendDescriptor}`` of the runners package in ``rpath`` ({} when it does not import)."""
+    if rpath is None:
+        return {}
+    sys.path.insert(0, rpath)
+    try:
+        from runners.backends import descriptors
+
+        return descriptors()
+    except Exception:  # reported by the versions step (runners must import)
+        return {}
+
+
+def versions(report: Report, descs: dict) -> dict:
     found = {"python": platform.python_version(), "machine": platform.machine()}
-    for name in ("numpy", "onnxruntime", "tensorrt", "vart", "xir"):
+    modules = ["numpy"] + [m for d in descs.values() for m in d.runtime_modules]
+    for name in dict.fromkeys(modules):
         version, err = _module_version(name)
         found[name] = version if err is None else None
         if err is not None and name not in ("numpy",):
@@ -270,6 +287,17 @@ def check_vart(report: Report, xmodel: str | None) -> None:
     report.add("vart", "ok", f"{xmodel}: {len(dpu)} DPU subgraph(s), first {dpu[0].get_name()!r}")
 
 
+def check_imports(report: Report, desc) -> None:
+    """A backend without a check of its own: its descriptor's runtime modules import."""
+    for name in desc.runtime_modules:
+        version, err = _module_version(name)
+        if err is not None:
+            report.add(desc.name, "fail", f"import {name}: {err}")
+            return
+    report.add(desc.name, "ok", ", ".join(desc.runtime_modules) + " import" if desc.runtime_modules
+               else "no runtime module to import")
+
+
 def default_runtime() -> str:
     """``$EDGEGAUGE_RUNTIME`` (set by the images), else the ``RUNTIME`` file beside this script
     (written into the ZCU104 bundle), else ``ort``."""
@@ -285,7 +313,8 @@ def default_runtime() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="smoke_test.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runtime", default=default_runtime(),
-                        help="the image's runtime: ort | tensorrt | vart (cpu = ort) "
+                        help="the image's runtime, a runners backend: ort | tensorrt | vart | ... "
+                             "(cpu = ort) "
                              "[$EDGEGAUGE_RUNTIME, else the RUNTIME file beside this script, else ort]")
     parser.add_argument("--xmodel", help="vart: a compiled .xmodel to load")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
@@ -294,18 +323,19 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_PASS
     args.runtime = ALIASES.get(args.runtime, args.runtime)
-    if args.runtime not in RUNTIMES:
-        print(f"error: --runtime {args.runtime!r}: one of {', '.join(RUNTIMES)}", file=sys.stderr)
+    rpath = runners_path()
+    descs = backend_descriptors(rpath)
+    if descs and args.runtime not in descs:
+        print(f"error: --runtime {args.runtime!r}: one of {', '.join(descs)}", file=sys.stderr)
         return EXIT_USAGE
 
     report = Report(args.json)
-    found = versions(report)
-    rpath = runners_path()
-    if rpath is None or found.get("runners") is None:
+    found = versions(report, descs)
+    if rpath is None or found.get("runners") is None or not descs:
         report.add("runners", "fail", "the runners package is not importable "
                    f"(looked in {', '.join(map(str, RUNNERS_DIRS))} and PYTHONPATH)")
     else:
-        backends = check_backends(report, rpath)
+        check_backends(report, rpath)
         run_runner(report, "null", rpath, ["--backend", "null"])
         if args.runtime == "ort" or found.get("onnxruntime"):
             check_ort(report, rpath)
@@ -313,8 +343,10 @@ def main(argv=None) -> int:
             check_tensorrt(report)
         elif args.runtime == "vart":
             check_vart(report, args.xmodel)
-        if args.runtime != "ort":
-            if args.runtime not in backends:
+        elif args.runtime not in ("ort", "null"):
+            check_imports(report, descs[args.runtime])
+        if args.runtime not in ("ort", "null"):
+            if not descs[args.runtime].implemented:
                 report.add("runner", "partial", f"runners {found.get('runners')} has no "
                            f"{args.runtime!r} backend yet: the runtime was checked above, but no "
                            "model ran through the runners with it")

@@ -74,19 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("model", nargs="?", help="path to the model (.onnx); optional for null")
-    run.add_argument("--backend", default="ort", help="ort (ONNX Runtime CPU) or null [ort]")
+    run.add_argument("--backend", default="ort", help=_backend_help())
     run.add_argument("--out", help="write the result JSON here (atomically); default stdout")
     run.add_argument("--batch", type=int, default=1,
                      help="value of a dynamic leading (batch) dimension [1]")
     run.add_argument("--shape", type=_shape_arg, action="append", default=[],
                      metavar="NAME=D1xD2x...", help="full shape of one input (repeatable)")
     run.add_argument("--seed", type=int, default=0, help="seed of the random inputs [0]")
-    run.add_argument("--threads", type=int, default=0,
-                     help="ORT intra-op threads; 0 = all CPUs this process may use [0]")
-    run.add_argument("--opt-level", default="all", choices=["disable", "basic", "extended", "all"],
-                     help="ORT graph optimization level [all]")
-    run.add_argument("--no-io-binding", action="store_true",
-                     help="ORT: call session.run with numpy inputs instead of I/O binding")
+    _add_backend_options(run)
     d = _DEFAULT
     helps = {
         "warmup_min_iterations": (int, f"warm-up minimum iterations [{d.warmup_min_iterations}]"),
@@ -106,8 +101,68 @@ def build_parser() -> argparse.ArgumentParser:
                      help="include every latency (ns) in the result")
 
     sub.add_parser("manifest", help="print the device and tool manifest as JSON")
-    sub.add_parser("backends", help="list backends and whether their runtime imports")
+    backends = sub.add_parser("backends", help="list backends and whether their runtime imports")
+    backends.add_argument("--json", action="store_true",
+                          help="print every backend's descriptor (options, levels, precisions, families)")
     return parser
+
+
+def _backend_help() -> str:
+    from runners.backends import descriptors
+
+    names = [f"{d.name} ({d.summary})" for d in descriptors().values() if d.implemented]
+    later = [d.name for d in descriptors().values() if not d.implemented]
+    return ("one of: " + "; ".join(names) + (f"; not implemented yet: {', '.join(later)}" if later else "")
+            + " [ort]")
+
+
+def _add_backend_options(run: argparse.ArgumentParser) -> None:
+    """One flag per option name declared by any backend's descriptor (unset: the backend's default).
+
+    Raises:
+        ValueError: two backends declare the same option name with different types or choices.
+    """
+    from runners.backends import descriptors
+
+    seen = {}
+    for desc in descriptors().values():
+        for opt in desc.options:
+            if opt.name in seen:
+                first = seen[opt.name]
+                if (first.kind, first.choices, first.flag) != (opt.kind, opt.choices, opt.flag):
+                    raise ValueError(f"backends declare option {opt.name!r} differently")
+                continue
+            seen[opt.name] = opt
+            users = [d.name for d in descriptors().values() if d.option(opt.name) is not None]
+            text = f"{'/'.join(users)}: {opt.help}"
+            if opt.kind is bool:
+                action = "store_false" if opt.default else "store_true"
+                run.add_argument(opt.flag, dest=opt.name, action=action, default=argparse.SUPPRESS, help=text)
+            else:
+                run.add_argument(opt.flag, dest=opt.name, type=opt.kind, choices=opt.choices,
+                                 default=argparse.SUPPRESS, help=f"{text} [{opt.default}]",
+                                 metavar=None if opt.choices else opt.kind.__name__.upper())
+
+
+def backend_options(args) -> dict:
+    """The chosen backend's options from parsed ``run`` arguments (its defaults for unset ones).
+
+    Raises:
+        ValueError: an option flag the chosen backend does not declare.
+    """
+    from runners.backends import descriptors
+
+    names = {o.name for d in descriptors().values() for o in d.options}
+    given = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    desc = descriptors().get(args.backend)
+    if desc is None or not desc.implemented:
+        return given  # the run fails with BackendUnavailableError, in its result document
+    stray = sorted(n for n in given if desc.option(n) is None)
+    if stray:
+        own = ", ".join(o.flag for o in desc.options) or "none"
+        raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in stray)}: not an option of "
+                         f"backend {desc.name!r} (its options: {own})")
+    return desc.resolve(given)
 
 
 def _cmd_run(args) -> int:
@@ -119,10 +174,11 @@ def _cmd_run(args) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    options = {}
-    if args.backend == "ort":
-        options = {"threads": args.threads, "opt_level": args.opt_level,
-                   "io_binding": not args.no_io_binding}
+    try:
+        options = backend_options(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config = RunConfig(
         backend=args.backend,
         model=args.model,
@@ -146,24 +202,35 @@ def _cmd_run(args) -> int:
     return EXIT_INVALID if result["status"] == "invalid" else EXIT_OK
 
 
-def _cmd_backends() -> int:
+def _cmd_backends(as_json: bool = False) -> int:
+    """One line per backend, ``NAME<TAB>STATUS``: ``available [(MODULE VERSION)]``,
+    ``unavailable (ERROR)`` (its runtime does not import) or ``not implemented (REASON)``."""
+    from runners.backends import descriptors
+
+    if as_json:
+        docs = [dict(d.to_json(), status=_backend_status(d)) for d in descriptors().values()]
+        json.dump(docs, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    for name, desc in descriptors().items():
+        print(f"{name}\t{_backend_status(desc)}")
+    return 0
+
+
+def _backend_status(desc) -> str:
     import importlib
 
-    from runners.backends import REGISTRY
-
-    runtimes = {"ort": "onnxruntime", "null": None}
-    for name in sorted(REGISTRY):
-        mod = runtimes.get(name)
-        if mod is None:
-            status = "available"
-        else:
-            try:
-                version = importlib.import_module(mod).__version__
-                status = f"available ({mod} {version})"
-            except ImportError as exc:
-                status = f"unavailable ({exc})"
-        print(f"{name}\t{status}")
-    return 0
+    if not desc.implemented:
+        return f"not implemented ({desc.reason})"
+    version = None
+    for i, mod in enumerate(desc.runtime_modules):
+        try:
+            module = importlib.import_module(mod)
+        except Exception as exc:  # ImportError, or a runtime library missing underneath (OSError)
+            return f"unavailable ({exc})"
+        if i == 0:
+            version = f"{mod} {getattr(module, '__version__', 'unknown')}"
+    return f"available ({version})" if version else "available"
 
 
 def main(argv=None) -> int:
@@ -176,4 +243,4 @@ def main(argv=None) -> int:
         json.dump({"device": device_manifest(), "tool": tool_manifest()}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    return _cmd_backends()
+    return _cmd_backends(args.json)

@@ -260,19 +260,18 @@ def store_cell(path: Path, doc: dict) -> None:
 
 
 def device_config(config: BenchConfig, device, backend: str | None) -> BenchConfig:
-    """The configuration for one device: ``backend`` if given, else the device's runtime."""
-    from host.lab.board import RUNTIMES
-
-    chosen = backend or RUNTIMES[device.runtime][0]
-    return dataclasses.replace(config, backend=chosen)
+    """The configuration for one device: ``backend`` if given, else the device's runtime
+    (an inventory ``runtime`` is a backend name)."""
+    return dataclasses.replace(config, backend=backend or device.runtime)
 
 
 def unsupported_backends(devices, config: BenchConfig, backend: str | None) -> list[str]:
-    """Devices whose runner backend does not exist in this version (e.g. tensorrt)."""
-    from runners.backends import REGISTRY
+    """Devices whose runner backend is not implemented in this version (e.g. tensorrt: its
+    descriptor in ``runners.backends`` says ``implemented=False``)."""
+    from runners.backends import implemented_names
 
     return [f"{d.name} (runtime {d.runtime})" for d in devices
-            if device_config(config, d, backend).backend not in REGISTRY]
+            if device_config(config, d, backend).backend not in implemented_names()]
 
 
 class _Plan:

@@ -7,6 +7,7 @@ failed but at least one was INVALID.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from host.cli.lab import (
 )
 from host.cli.lab import fail as _fail
 from host.errors import HostError
+from runners.backends import implemented_names
 from runners.core import Policy
 
 _P = Policy()  # the runner's defaults are the CLI's defaults
@@ -65,57 +67,84 @@ def _default_models() -> List[Path]:
     return [packaged]
 
 
+ModelsArg = Annotated[Optional[List[Path]], typer.Argument(
+    help="ONNX files or folders (searched recursively) [default: examples/models]")]
+ResultsOpt = Annotated[Path, typer.Option(help="results root folder")]
+CampaignOpt = Annotated[Optional[str], typer.Option(
+    help="campaign name [default: UTC timestamp]; an existing campaign is resumed")]
+RetryFailedOpt = Annotated[bool, typer.Option(
+    "--retry-failed", help="when resuming, also re-run cells that failed on the board")]
+BackendOpt = Annotated[Optional[str], typer.Option(
+    help=f"runner backend: {' | '.join(implemented_names())} [each device's runtime]")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="value of a dynamic batch dimension")]
+ShapeOpt = Annotated[Optional[List[str]], typer.Option(help="full input shape NAME=1x3x224x224 (repeatable)")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    min=0, help="backend option threads (ort: intra-op threads; 0 = all CPUs) [all CPUs]")]
+OptLevelOpt = Annotated[Optional[str], typer.Option(
+    help="backend option opt_level (ort graph optimization: disable|basic|extended|all) [all]")]
+OptionOpt = Annotated[Optional[List[str]], typer.Option(
+    "--option", "-o", help="backend option NAME=VALUE as its descriptor declares it "
+    "(`python -m runners backends --json`), e.g. io_binding=false (repeatable)")]
+WarmupItersOpt = Annotated[int, typer.Option(min=0, help="warm-up minimum iterations")]
+WarmupSOpt = Annotated[float, typer.Option(min=0, help="warm-up minimum seconds")]
+MinItersOpt = Annotated[int, typer.Option(min=1, help="timed loop minimum iterations")]
+MinSOpt = Annotated[float, typer.Option(min=0, help="timed loop minimum seconds")]
+MaxSOpt = Annotated[float, typer.Option(min=0.001, help="cap on warm-up and timed loop, seconds each")]
+CovMaxOpt = Annotated[float, typer.Option(
+    min=0.0001, help="largest robust CoV (IQR/(1.349*median)) for VALID")]
+FpsOpt = Annotated[float, typer.Option(min=0.001, help="frame rate of the real-time budget (p99)")]
+TimeoutOpt = Annotated[float, typer.Option(min=1, help="per-cell timeout, seconds")]
+PowerOpt = Annotated[Optional[bool], typer.Option(
+    "--power/--no-power", help="measure power on devices that have a meter [on when one is set]")]
+MeterFromInventoryOpt = Annotated[bool, typer.Option(
+    "--meter-from-inventory", help="use each device's inventory meter (the default when set)")]
+MeterOpt = Annotated[Optional[str], typer.Option(
+    help="meter for the (single) selected device, e.g. um25c; overrides the inventory")]
+MeterPortOpt = Annotated[Optional[str], typer.Option(help="serial port of --meter")]
+IdleSettleOpt = Annotated[float, typer.Option(min=0, help="settle before idle, seconds")]
+IdleWindowOpt = Annotated[float, typer.Option(min=0.1, help="idle window, seconds")]
+IdleEveryOpt = Annotated[float, typer.Option(min=1, help="re-measure idle after, seconds")]
+PowerMinSamplesOpt = Annotated[int, typer.Option(
+    min=2, help="meter samples the load window must hold (the timed loop is lengthened)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the cells as JSON instead of a table")]
+
+
 @app.command()
 def bench(
-    models: Annotated[Optional[List[Path]], typer.Argument(
-        help="ONNX files or folders (searched recursively) [default: examples/models]")] = None,
+    models: ModelsArg = None,
     device: DeviceOpt = None,
     group: GroupOpt = None,
     all_devices: AllOpt = False,
     inventory: InventoryOpt = None,
-    results: Annotated[Path, typer.Option(help="results root folder")] = Path("results"),
-    campaign: Annotated[Optional[str], typer.Option(
-        help="campaign name [default: UTC timestamp]; an existing campaign is resumed")] = None,
-    retry_failed: Annotated[bool, typer.Option(
-        "--retry-failed", help="when resuming, also re-run cells that failed on the board")] = False,
-    backend: Annotated[Optional[str], typer.Option(
-        help="runner backend: ort | null [each device's runtime]")] = None,
-    batch: Annotated[int, typer.Option(min=1, help="value of a dynamic batch dimension")] = 1,
-    shape: Annotated[Optional[List[str]], typer.Option(
-        help="full input shape NAME=1x3x224x224 (repeatable)")] = None,
-    threads: Annotated[int, typer.Option(min=0, help="ORT intra-op threads; 0 = all CPUs")] = 0,
-    opt_level: Annotated[str, typer.Option(
-        help="ORT graph optimization: disable|basic|extended|all")] = "all",
-    warmup_iters: Annotated[int, typer.Option(
-        min=0, help="warm-up minimum iterations")] = _P.warmup_min_iterations,
-    warmup_s: Annotated[float, typer.Option(min=0, help="warm-up minimum seconds")] = _P.warmup_min_s,
-    min_iters: Annotated[int, typer.Option(
-        min=1, help="timed loop minimum iterations")] = _P.min_iterations,
-    min_s: Annotated[float, typer.Option(min=0, help="timed loop minimum seconds")] = _P.min_duration_s,
-    max_s: Annotated[float, typer.Option(
-        min=0.001, help="cap on warm-up and timed loop, seconds each")] = _P.max_duration_s,
-    cov_max: Annotated[float, typer.Option(
-        min=0.0001, help="largest robust CoV (IQR/(1.349*median)) for VALID")] = _P.cov_max,
-    fps: Annotated[float, typer.Option(
-        min=0.001, help="frame rate of the real-time budget (p99)")] = _P.fps,
-    timeout: Annotated[float, typer.Option(min=1, help="per-cell timeout, seconds")] = 1800.0,
+    results: ResultsOpt = Path("results"),
+    campaign: CampaignOpt = None,
+    retry_failed: RetryFailedOpt = False,
+    backend: BackendOpt = None,
+    batch: BatchOpt = 1,
+    shape: ShapeOpt = None,
+    threads: ThreadsOpt = None,
+    opt_level: OptLevelOpt = None,
+    option: OptionOpt = None,
+    warmup_iters: WarmupItersOpt = _P.warmup_min_iterations,
+    warmup_s: WarmupSOpt = _P.warmup_min_s,
+    min_iters: MinItersOpt = _P.min_iterations,
+    min_s: MinSOpt = _P.min_duration_s,
+    max_s: MaxSOpt = _P.max_duration_s,
+    cov_max: CovMaxOpt = _P.cov_max,
+    fps: FpsOpt = _P.fps,
+    timeout: TimeoutOpt = 1800.0,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
     connect_timeout: ConnectTimeoutOpt = 10.0,
-    power: Annotated[Optional[bool], typer.Option(
-        "--power/--no-power", help="measure power on devices that have a meter [on when one is set]")] = None,
-    meter_from_inventory: Annotated[bool, typer.Option(
-        "--meter-from-inventory", help="use each device's inventory meter (the default when set)")] = False,
-    meter: Annotated[Optional[str], typer.Option(
-        help="meter for the (single) selected device, e.g. um25c; overrides the inventory")] = None,
-    meter_port: Annotated[Optional[str], typer.Option(help="serial port of --meter")] = None,
-    idle_settle_s: Annotated[float, typer.Option(min=0, help="settle before idle, seconds")] = 5.0,
-    idle_window_s: Annotated[float, typer.Option(min=0.1, help="idle window, seconds")] = 10.0,
-    idle_every_s: Annotated[float, typer.Option(min=1, help="re-measure idle after, seconds")] = 1800.0,
-    power_min_samples: Annotated[int, typer.Option(
-        min=2, help="meter samples the load window must hold (the timed loop is lengthened)")] = 10,
-    json_out: Annotated[bool, typer.Option(
-        "--json", help="print the cells as JSON instead of a table")] = False,
+    power: PowerOpt = None,
+    meter_from_inventory: MeterFromInventoryOpt = False,
+    meter: MeterOpt = None,
+    meter_port: MeterPortOpt = None,
+    idle_settle_s: IdleSettleOpt = 5.0,
+    idle_window_s: IdleWindowOpt = 10.0,
+    idle_every_s: IdleEveryOpt = 1800.0,
+    power_min_samples: PowerMinSamplesOpt = 10,
+    json_out: JsonOpt = False,
 ):
     """Benchmark models on this machine (--device local, the default) or on lab boards over
     SSH (--inventory lab --device X / --group G / --all), each cell in a fresh runner process.
@@ -128,36 +157,16 @@ def bench(
     and >= --min-s, capped at --max-s. INVALID when a minimum is missed, the cap is hit
     or the robust CoV (IQR/(1.349*median)) > --cov-max.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from host.campaign.run import discover_models, run_campaign, unsupported_backends
+    from host.campaign.run import discover_models
     from host.campaign.store import default_campaign_name
-    from host.cli.render import bench_table, console, human_bytes, print_json
-    from host.lab.board import Board, open_transport
-    from host.lab.runner import BenchConfig
 
+    policy = Policy(warmup_min_iterations=warmup_iters, warmup_min_s=warmup_s, min_iterations=min_iters,
+                    min_duration_s=min_s, max_duration_s=max_s, cov_max=cov_max, fps=fps)
     try:
-        if backend is not None and backend not in ("ort", "null"):
-            raise HostError(f"unknown backend {backend!r}", hint="use --backend ort or null")
-        if opt_level not in ("disable", "basic", "extended", "all"):
-            raise HostError(f"unknown --opt-level {opt_level!r}",
-                            hint="one of disable, basic, extended, all")
-        if not (device or group or all_devices):
-            device = ["local"]
-        _, found_devices = select(inventory, device, group, all_devices)
-        config = BenchConfig(
-            backend=backend or "ort", batch=batch, shapes=_parse_shapes(shape), threads=threads,
-            opt_level=opt_level, timeout_s=timeout,
-            policy=Policy(warmup_min_iterations=warmup_iters, warmup_min_s=warmup_s,
-                          min_iterations=min_iters, min_duration_s=min_s, max_duration_s=max_s,
-                          cov_max=cov_max, fps=fps),
-        )
-        missing = unsupported_backends(found_devices, config, backend)
-        if missing:
-            raise HostError(
-                "not implemented: no runner backend for " + ", ".join(missing)
-                + " in this version (runners has: ort, null)",
-                hint="bench these boards with --backend null, or leave them out")
+        found_devices = _bench_devices(inventory, device, group, all_devices, backend)
+        config = _bench_config(found_devices, backend, batch=batch, shapes=_parse_shapes(shape),
+                               options=_given_options(threads, opt_level, option), policy=policy,
+                               timeout=timeout)
         found = discover_models(models or _default_models())
         name = campaign or default_campaign_name()
         options = board_options(known_hosts, accept_new_host_keys, connect_timeout)
@@ -167,40 +176,109 @@ def bench(
         power_factory = None if power is False else _power_factory(
             meter, meter_port, options, settle_s=idle_settle_s, window_s=idle_window_s,
             idle_every_s=idle_every_s, min_samples=power_min_samples)
-        err = console(stderr=True)
-        with Progress(
-            TextColumn("{task.fields[board]:<14}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("{task.description}"),
-            console=err, transient=False,
-        ) as progress:
-            tasks = {d.name: progress.add_task("waiting", total=len(found), board=d.name)
-                     for d in found_devices}
-
-            def on_event(event):
-                task = tasks[event.device]
-                if event.state == "connecting":
-                    progress.update(task, description="connecting")
-                elif event.state == "running":
-                    progress.update(task, description=f"{event.model.stem} ({event.index}/{event.total})")
-                elif event.state == "idle":
-                    progress.update(task, description="measuring idle power")
-                elif event.state == "board_down":
-                    progress.update(task, description=f"[red]unreachable[/]: {event.message}")
-                elif event.state in ("done", "skipped"):
-                    status = (event.doc or {}).get("status", "?")
-                    progress.update(task, advance=1,
-                                    description=f"{event.model.stem}: {status}"
-                                    + (" (kept)" if event.state == "skipped" else ""))
-                elif event.state == "finished":
-                    progress.update(task, description=progress.tasks[task].description + " · finished")
-
-            result = run_campaign(
-                found, found_devices, config, results=results, campaign=name, backend=backend,
-                retry_failed=retry_failed, on_event=on_event, power=power_factory,
-                open_board=lambda d: Board(d, open_transport(d, options)))
+        result = _run_bench(found, found_devices, config, results=results, campaign=name, backend=backend,
+                            retry_failed=retry_failed, power=power_factory, options=options)
     except HostError as exc:
         _fail(exc)
         return
+    _render_bench(result, found_devices, name, json_out)
+
+
+def _given_options(threads: Optional[int], opt_level: Optional[str], option: Optional[List[str]]) -> dict:
+    """Step 1 of bench: the backend options set on the command line, ``{name: text or value}``
+    (``--threads``/``--opt-level`` and each ``--option NAME=VALUE``); typer.BadParameter for a
+    ``--option`` without ``=``."""
+    given = {k: v for k, v in (("threads", threads), ("opt_level", opt_level)) if v is not None}
+    for text in option or []:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{text!r}: expected NAME=VALUE", param_hint="--option")
+        given[key.strip().replace("-", "_")] = value.strip()
+    return given
+
+
+def _bench_devices(inventory, device, group, all_devices: bool, backend: Optional[str]) -> list:
+    """Step 2 of bench: refuse a ``--backend`` this version cannot run, then select the
+    devices (``--device local`` when none is named). Raises BackendError, InventoryError,
+    UnknownDeviceError, SelectionError."""
+    from host.lab.runner import check_backend
+
+    if backend is not None:
+        check_backend(backend)
+    if not (device or group or all_devices):
+        device = ["local"]
+    _, found_devices = select(inventory, device, group, all_devices)
+    return found_devices
+
+
+def _bench_config(found_devices, backend: Optional[str], *, batch: int, shapes: tuple, options: dict,
+                  policy: Policy, timeout: float):
+    """Step 3 of bench: the configuration. Refuses devices whose backend is not implemented
+    (e.g. runtime=tensorrt), and backend options that none of the chosen backends declares
+    (``--backend``, else each device's runtime). Raises HostError, BackendError."""
+    from host.campaign.run import unsupported_backends
+    from host.lab.runner import BenchConfig, check_backend_options
+
+    config = BenchConfig(backend=backend or "ort", batch=batch, shapes=shapes, timeout_s=timeout,
+                         policy=policy)
+    missing = unsupported_backends(found_devices, config, backend)
+    if missing:
+        raise HostError(
+            "not implemented: no runner backend for " + ", ".join(missing)
+            + f" in this version (runners has: {', '.join(implemented_names())})",
+            hint="bench these boards with --backend null, or leave them out")
+    chosen = [backend] if backend else sorted({d.runtime for d in found_devices})
+    values = check_backend_options(options, chosen)
+    threads = values.pop("threads", 0)
+    return dataclasses.replace(config, threads=threads, options=tuple(values.items()))
+
+
+def _run_bench(found, found_devices, config, *, options, **campaign_args):
+    """Step 4 of bench: run the campaign, one progress line per board on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from host.campaign.run import run_campaign
+    from host.cli.render import console
+    from host.lab.board import Board, open_transport
+
+    with Progress(
+        TextColumn("{task.fields[board]:<14}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("{task.description}"),
+        console=console(stderr=True), transient=False,
+    ) as progress:
+        tasks = {d.name: progress.add_task("waiting", total=len(found), board=d.name) for d in found_devices}
+        return run_campaign(found, found_devices, config, on_event=_progress_handler(progress, tasks),
+                            open_board=lambda d: Board(d, open_transport(d, options)), **campaign_args)
+
+
+def _progress_handler(progress, tasks: dict):
+    """``on_event`` for run_campaign: updates the board's progress line."""
+    def on_event(event):
+        task = tasks[event.device]
+        if event.state == "connecting":
+            progress.update(task, description="connecting")
+        elif event.state == "running":
+            progress.update(task, description=f"{event.model.stem} ({event.index}/{event.total})")
+        elif event.state == "idle":
+            progress.update(task, description="measuring idle power")
+        elif event.state == "board_down":
+            progress.update(task, description=f"[red]unreachable[/]: {event.message}")
+        elif event.state in ("done", "skipped"):
+            status = (event.doc or {}).get("status", "?")
+            progress.update(task, advance=1,
+                            description=f"{event.model.stem}: {status}"
+                            + (" (kept)" if event.state == "skipped" else ""))
+        elif event.state == "finished":
+            progress.update(task, description=progress.tasks[task].description + " · finished")
+
+    return on_event
+
+
+def _render_bench(result, found_devices, name: str, json_out: bool) -> None:
+    """Step 5 of bench: the cells as a table (plus per-board lines) or JSON; exit 1 when a
+    cell failed, 3 when none failed but one is INVALID."""
+    from host.cli.render import bench_table, console, human_bytes, print_json
+
     cells = result.cells
     if json_out:
         print_json(cells)

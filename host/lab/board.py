@@ -34,18 +34,20 @@ from host.lab.transport import SIGNAL_BASE, LocalTransport, SshTransport
 from runners.manifest import read_sources, source_sha256
 from runners.util import file_sha256
 
-#: inventory ``runtime`` -> (runner backend, Python module that must import).
-RUNTIMES = {
-    "ort": ("ort", "onnxruntime"),
-    "null": ("null", "numpy"),
-    "tensorrt": ("tensorrt", "tensorrt"),
-    "vart": ("vart", "vart"),
-}
 #: Where the work folder is mounted inside a container.
 CONTAINER_WORKDIR = "/edgegauge"
 #: The power-state probe's schema (runners/power_state.py).
 POWER_STATE_SCHEMA = "edgegauge.power_state/1"
 TOKEN_PREFIX = "edgegauge-cell-"
+
+
+def runtime_module(runtime: str) -> str:
+    """The Python module that must import on a board whose inventory ``runtime`` (a backend
+    name) is ``runtime``: its descriptor's first runtime module, else numpy (the runner's own)."""
+    from runners.backends import descriptors
+
+    desc = descriptors().get(runtime)
+    return desc.runtime_modules[0] if desc and desc.runtime_modules else "numpy"
 
 
 def sh(*args) -> str:
@@ -418,11 +420,12 @@ class Board:
         Raises:
             TransportError: connection problems.
         """
-        backend, module = RUNTIMES[self.device.runtime]
+        backend = self.device.runtime
         res = self.transport.run(self.command(["backends"]), timeout=300, retry=True)
         if not res.ok:
             return False, f"runner did not start (exit {res.exit_code}): {tail(res.stderr, 300).strip()}"
         lines = dict(line.split("\t", 1) for line in res.stdout.splitlines() if "\t" in line)
+        lines = {k: v for k, v in lines.items() if not v.startswith("not implemented")}
         if backend not in lines:
             return False, (f"runtime {self.device.runtime!r}: no runner backend for it in this version "
                            f"of edgegauge (backends: {', '.join(sorted(lines))})")
@@ -542,11 +545,11 @@ class Board:
         return report
 
     def _readiness(self, facts: dict) -> list[str]:
-        backend, module = RUNTIMES[self.device.runtime]
-        from runners.backends import REGISTRY
+        from runners.backends import implemented_names
 
+        module = runtime_module(self.device.runtime)
         problems = []
-        if backend not in REGISTRY:
+        if self.device.runtime not in implemented_names():
             problems.append(f"runtime {self.device.runtime!r} has no runner backend in this version")
         wd = self._workdir_spec()
         probe = (f"import importlib; m = importlib.import_module({module!r}); "

@@ -47,7 +47,6 @@ PASSWORD_VARS = frozenset({
 RENAMED_VARS = {"ansible_ssh_host": "ansible_host", "ansible_ssh_port": "ansible_port",
                 "ansible_ssh_user": "ansible_user"}
 
-RUNTIMES = ("ort", "tensorrt", "vart", "null")
 MODES = ("native", "container")
 CONNECTIONS = ("ssh", "local")
 DEFAULT_FILE = "inventory.ini"
@@ -212,6 +211,14 @@ def local_device(workdir: str | None = None) -> Device:
 # --------------------------------------------------------------------------- parsing
 
 
+def runtimes() -> tuple:
+    """Accepted ``runtime`` values: every backend declared in ``runners/backends/`` (sorted),
+    implemented or not (``host bench`` refuses devices whose backend is not implemented)."""
+    from runners.backends import descriptors
+
+    return tuple(descriptors())
+
+
 def _unquote(raw: str):
     """A quoted Python string literal becomes its text (as Ansible does); else ``raw``."""
     try:
@@ -367,7 +374,7 @@ class _Parser:
             if not 1 <= port <= 65535:
                 raise self.error(lineno, f"ansible_port={raw!r} is not a port: expected an integer 1..65535")
             return port
-        allowed = {"runtime": RUNTIMES, "mode": MODES, "ansible_connection": CONNECTIONS}.get(key)
+        allowed = {"runtime": runtimes(), "mode": MODES, "ansible_connection": CONNECTIONS}.get(key)
         if allowed and value not in allowed:
             raise self.error(lineno, f"{key}={value!r} is not allowed: expected one of {', '.join(allowed)}")
         return value

@@ -135,7 +135,8 @@ class BackendDescriptor:
         unknown = sorted(k for k in given if self.option(k) is None)
         if unknown:
             names = ", ".join(o.name for o in self.options) or "none"
-            raise ValueError(f"backend {self.name!r} has no option {', '.join(unknown)} (its options: {names})")
+            raise ValueError(f"backend {self.name!r} has no option {', '.join(unknown)} "
+                             f"(its options: {names})")
         values = {self.option(k).name: v for k, v in given.items()}
         return {o.name: o.parse(values[o.name]) if o.name in values else o.default for o in self.options}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from runners.backends import Backend
+from runners.backends import Backend, BackendDescriptor
 from runners.inputs import TensorSpec
 
 
@@ -36,3 +36,13 @@ class NullBackend(Backend):
             "threads": 1,
             "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         }
+
+
+DESCRIPTOR = BackendDescriptor(
+    name="null",
+    summary="does nothing: the harness's own cost per iteration",
+    backend=NullBackend,
+    latency_levels=("host_call",),
+    precisions=(),
+    families=("arm_cpu", "jetson", "zcu104", "x86_a100"),
+)

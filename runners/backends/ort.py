@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from runners.backends import Backend
+from runners.backends import Backend, BackendDescriptor, BackendOption
 from runners.errors import BackendUnavailableError, InferenceError, ModelLoadError
 from runners.inputs import TensorSpec
 
@@ -162,3 +162,20 @@ class OrtCpuBackend(Backend):
         if self.options.get("profile_prefix") and getattr(self, "session", None) is not None:
             self.profile_path = self.session.end_profiling()
         self.session = None
+
+
+DESCRIPTOR = BackendDescriptor(
+    name="ort",
+    summary="ONNX Runtime, CPU execution provider",
+    backend=OrtCpuBackend,
+    options=(
+        BackendOption("threads", int, 0, "intra-op threads; 0 = all CPUs this process may use", slug="t"),
+        BackendOption("opt_level", str, "all", "graph optimization level", choices=OPT_LEVELS, slug="opt"),
+        BackendOption("io_binding", bool, True, "bind inputs and outputs once, before warm-up "
+                      "(off: session.run with numpy inputs each call)", slug="iobind"),
+    ),
+    latency_levels=("host_call",),
+    precisions=("fp32",),
+    families=("arm_cpu", "jetson", "zcu104", "x86_a100"),
+    runtime_modules=("onnxruntime",),
+)
