@@ -550,7 +550,6 @@ class Boards:
 
 BASE_IMAGE = "localhost/debian:bookworm-minbase"
 TEST_IMAGE = "localhost/edgegauge/test-python:dev"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
 RUN_ARGS = "--ulimit nofile=1024:1024 --ulimit nproc=4096:4096 --network none"
 BUILD_ARGS = ["--network", "host", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
 PODMAN_PACKAGES = ["podman", "runc", "uidmap", "fuse-overlayfs", "slirp4netns", "debootstrap"]
@@ -559,6 +558,37 @@ FROM {BASE_IMAGE}
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-numpy \\
     && rm -rf /var/lib/apt/lists/*
 """
+
+
+def debian_mirror(suite: str = "bookworm", root: Path = Path("/")) -> str:
+    """The Debian archive this machine's apt uses for ``suite`` (main archive, not security):
+    read from ``etc/apt/sources.list.d/*.sources`` (deb822 ``URIs:``/``Suites:``) or
+    ``etc/apt/sources.list`` (``deb URI SUITE ...``) under ``root``. No host name is written in
+    this repository; debootstrap goes where apt already goes.
+
+    Raises:
+        RuntimeError: no apt source names ``suite``.
+    """
+    apt = root / "etc" / "apt"
+    for path in sorted((apt / "sources.list.d").glob("*.sources")):
+        for stanza in path.read_text(errors="replace").split("\n\n"):
+            fields = {}
+            for line in stanza.splitlines():
+                key, sep, value = line.partition(":")
+                if sep and not line.startswith(("#", " ")):
+                    fields[key.strip().lower()] = value.split()
+            if "deb" in fields.get("types", []) and suite in fields.get("suites", []) and fields.get("uris"):
+                return fields["uris"][0]
+    for path in [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*.list"))]:
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            words = line.split("#", 1)[0].split()
+            if words[:1] == ["deb"]:
+                words = [w for w in words[1:] if not w.startswith("[")]
+                if len(words) >= 2 and words[1] == suite:
+                    return words[0]
+    raise RuntimeError(f"no apt source for Debian {suite!r} under {apt}; debootstrap needs one")
 
 
 @dataclass(frozen=True)
@@ -639,7 +669,7 @@ def _rootfs_tarball(cache: Path) -> Path:
         return tarball
     rootfs = cache / "rootfs.tmp"
     shutil.rmtree(rootfs, ignore_errors=True)
-    _run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), DEBIAN_MIRROR], "debootstrap")
+    _run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), debian_mirror()], "debootstrap")
     tmp = tarball.with_suffix(".tar.tmp")
     _run(["tar", "-C", str(rootfs), "-cf", str(tmp), "."], "tar rootfs")
     os.replace(tmp, tarball)

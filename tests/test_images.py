@@ -444,7 +444,7 @@ def arm64_base(podman) -> str:
             rootfs = cache / "rootfs-arm64.tmp"
             shutil.rmtree(rootfs, ignore_errors=True)
             labfix._run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", "bookworm",
-                         str(rootfs), labfix.DEBIAN_MIRROR], "debootstrap --foreign (arm64)", timeout=1800)
+                         str(rootfs), labfix.debian_mirror()], "debootstrap --foreign (arm64)", timeout=1800)
             shutil.copy(shutil.which("qemu-aarch64-static"), rootfs / "usr/bin/qemu-aarch64-static")
             labfix._run(["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"],
                         "debootstrap --second-stage under qemu", timeout=3600)

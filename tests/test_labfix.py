@@ -148,3 +148,20 @@ def test_podman_runs_python_in_test_image(podman_engine):
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "1"
+
+
+def test_debian_mirror_comes_from_the_machines_apt_sources(tmp_path):
+    d = tmp_path / "etc" / "apt" / "sources.list.d"
+    d.mkdir(parents=True)
+    (d / "debian.sources").write_text(
+        "Types: deb\n# a comment\nURIs: http://archive.example/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n\nTypes: deb\nURIs: http://security.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n")
+    assert labfix.debian_mirror(root=tmp_path) == "http://archive.example/debian"
+    (d / "debian.sources").unlink()
+    (tmp_path / "etc" / "apt" / "sources.list").write_text(
+        "# deb http://commented.example/debian bookworm main\n"
+        "deb [arch=amd64] http://one-line.example/debian bookworm main\n")
+    assert labfix.debian_mirror(root=tmp_path) == "http://one-line.example/debian"
+    with pytest.raises(RuntimeError, match="no apt source"):
+        labfix.debian_mirror("trixie", root=tmp_path)
