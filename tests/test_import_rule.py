@@ -9,11 +9,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+from runners.backends import descriptors
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNNERS = ROOT / "runners"
 ALLOWED_TOP = set(sys.stdlib_module_names) | {"numpy", "runners", "__future__"}
-#: Runtimes a backend may import inside a function.
-ALLOWED_LAZY = ALLOWED_TOP | {"onnxruntime", "tensorrt", "vart", "xir", "cuda", "pycuda"}
+#: Runtimes a backend may import inside a function: those the backend descriptors declare.
+ALLOWED_LAZY = ALLOWED_TOP | {m.split(".")[0] for d in descriptors().values() for m in d.runtime_modules}
 
 
 def _imports(tree):
