@@ -204,66 +204,18 @@ def run_playbook(
         AnsibleError: ansible-runner is not installed, ``ansible-playbook`` is not found,
             or the playbook or inventory does not exist.
     """
-    try:
-        import ansible_runner
-    except ImportError:
-        raise AnsibleError("ansible-runner is not installed",
-                           hint="pip install -e . (it depends on ansible-runner and ansible-core)") from None
-    book = playbooks_dir() / playbook
-    if not book.is_file():
-        raise AnsibleError(f"playbook {book} not found",
-                           hint="set EDGEGAUGE_PLAYBOOKS to the playbooks folder")
-    inventory = Path(inventory).resolve()
-    if not inventory.is_file():
-        raise AnsibleError(f"inventory {inventory} not found")
-    bindir = str(Path(sys.executable).parent)
-    env = {
-        "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "/usr/bin:/bin")]),
-        "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-        "ANSIBLE_NOCOLOR": "True",
-    }
-    env.update(envvars or {})
+    ansible_runner, book, inventory = _inputs(playbook, inventory)
+    env, bindir = _environment(envvars)
     private_dir = Path(private_dir).resolve()
     private_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(private_dir / "env", ignore_errors=True)  # ansible-runner's input folder (see above)
-    notify = on_event or (lambda event: None)
-    failures: list = []
-    reports: dict = {}
-    counter = {"events": 0}
-
-    def handler(event: dict) -> bool:
-        counter["events"] += 1
-        kind = event.get("event", "")
-        data = event.get("event_data") or {}
-        if kind == "playbook_on_play_start":
-            notify(PlaybookEvent("play", task=data.get("play")))
-        elif kind == "playbook_on_task_start":
-            notify(PlaybookEvent("task", task=data.get("task")))
-        elif kind in _RESULT_EVENTS:
-            host, task = data.get("host"), data.get("task")
-            res = data.get("res") or {}
-            state = _RESULT_EVENTS[kind]
-            if state == "ok" and res.get("changed"):
-                state = "changed"
-            if kind == "runner_on_failed" and data.get("ignore_errors"):
-                state = "ok"
-            elif state in ("failed", "unreachable"):
-                failures.append(TaskFailure(host, task, _message(res), unreachable=state == "unreachable"))
-            if kind == "runner_on_ok" and collect and task == collect:
-                own = [k for k in res if not k.startswith("_") and k not in ("changed", "failed")]
-                if own:
-                    reports[host] = res[own[0]]
-            notify(PlaybookEvent(state, host=host, task=task,
-                                 message=_message(res) if state in ("failed", "unreachable") else None))
-        return True
-
+    events = _EventCollector(on_event or (lambda event: None), collect)
     options = (["--check"] if check else []) + (["--ask-become-pass"] if become_password is not None else [])
     ident = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     kwargs = dict(
         private_data_dir=str(private_dir), project_dir=str(book.parent), playbook=str(book),
         inventory=str(inventory), limit=limit, extravars=extravars or None, envvars=env,
-        quiet=True, rotate_artifacts=rotate, event_handler=handler, ident=ident, forks=forks,
+        quiet=True, rotate_artifacts=rotate, event_handler=events, ident=ident, forks=forks,
         timeout=timeout_s, suppress_env_files=True,
         cmdline=" ".join(options) or None,
         passwords={BECOME_PROMPT: become_password} if become_password is not None else None,
@@ -276,8 +228,91 @@ def run_playbook(
     if runner.rc == 127:
         raise AnsibleError("ansible-playbook was not found on PATH",
                            hint=f"install ansible-core into this environment ({bindir})")
+    return PlaybookRun(playbook=playbook, status=runner.status, rc=runner.rc, recap=_recap(runner.stats),
+                       failures=events.failures, reports=events.reports,
+                       artifact_dir=Path(runner.config.artifact_dir), duration_s=duration,
+                       events=events.count, check=check)
+
+
+def _inputs(playbook: str, inventory: Path) -> tuple:
+    """(the ansible_runner module, the playbook file, the resolved inventory file).
+
+    Raises:
+        AnsibleError: ansible-runner is missing, or the playbook or inventory does not exist.
+    """
+    try:
+        import ansible_runner
+    except ImportError:
+        raise AnsibleError("ansible-runner is not installed",
+                           hint="pip install -e . (it depends on ansible-runner and ansible-core)") from None
+    book = playbooks_dir() / playbook
+    if not book.is_file():
+        raise AnsibleError(f"playbook {book} not found",
+                           hint="set EDGEGAUGE_PLAYBOOKS to the playbooks folder")
+    inventory = Path(inventory).resolve()
+    if not inventory.is_file():
+        raise AnsibleError(f"inventory {inventory} not found")
+    return ansible_runner, book, inventory
+
+
+def _environment(envvars: dict | None) -> tuple[dict, str]:
+    """(environment of ``ansible-playbook``, this Python's bin folder, first on its PATH)."""
+    bindir = str(Path(sys.executable).parent)
+    env = {
+        "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "/usr/bin:/bin")]),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+    }
+    env.update(envvars or {})
+    return env, bindir
+
+
+class _EventCollector:
+    """ansible-runner's ``event_handler``: counts events, collects failures and the
+    ``collect`` task's per-host reports, and passes a :class:`PlaybookEvent` to ``notify``."""
+
+    def __init__(self, notify: Callable[[PlaybookEvent], None], collect: str | None):
+        self.notify = notify
+        self.collect = collect
+        self.failures: list = []
+        self.reports: dict = {}
+        self.count = 0
+
+    def __call__(self, event: dict) -> bool:
+        self.count += 1
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_play_start":
+            self.notify(PlaybookEvent("play", task=data.get("play")))
+        elif kind == "playbook_on_task_start":
+            self.notify(PlaybookEvent("task", task=data.get("task")))
+        elif kind in _RESULT_EVENTS:
+            self._result(kind, data)
+        return True
+
+    def _result(self, kind: str, data: dict) -> None:
+        host, task = data.get("host"), data.get("task")
+        res = data.get("res") or {}
+        state = _RESULT_EVENTS[kind]
+        if state == "ok" and res.get("changed"):
+            state = "changed"
+        if kind == "runner_on_failed" and data.get("ignore_errors"):
+            state = "ok"
+        elif state in ("failed", "unreachable"):
+            self.failures.append(TaskFailure(host, task, _message(res), unreachable=state == "unreachable"))
+        if kind == "runner_on_ok" and self.collect and task == self.collect:
+            own = [k for k in res if not k.startswith("_") and k not in ("changed", "failed")]
+            if own:
+                self.reports[host] = res[own[0]]
+        self.notify(PlaybookEvent(state, host=host, task=task,
+                                  message=_message(res) if state in ("failed", "unreachable") else None))
+
+
+def _recap(stats: dict | None) -> dict:
+    """ansible-runner's ``stats`` -> host -> :class:`HostRecap`."""
     recap: dict = {}
-    stats = runner.stats or {}
+    stats = stats or {}
     for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored", "processed"):
         for host in (stats.get(key) or {}):
             recap.setdefault(host, HostRecap(host))
@@ -287,10 +322,7 @@ def run_playbook(
             continue
         for host, count in per_host.items():
             setattr(recap[host], attr.get(key, key), int(count))
-    return PlaybookRun(playbook=playbook, status=runner.status, rc=runner.rc, recap=recap,
-                       failures=failures, reports=reports,
-                       artifact_dir=Path(runner.config.artifact_dir), duration_s=duration,
-                       events=counter["events"], check=check)
+    return recap
 
 
 def raise_for_failures(run: PlaybookRun, *, what: str, hint: str | None = None) -> None:
