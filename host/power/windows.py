@@ -258,138 +258,52 @@ def load_window_stats(
         raise ValueError(f"empty load window: end {t_end_ns} <= start {t_start_ns}")
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
-    window_s = (t_end_ns - t_start_ns) / 1e9
-    ordered = sorted(samples, key=lambda s: s.t_mono_ns)
-    inside = [s for s in ordered if t_start_ns <= s.t_mono_ns <= t_end_ns]
-    valid = [s for s in ordered if s.valid]
-    valid_inside = [s for s in inside if s.valid]
-    n_in = len(valid_inside)
-    errors_in = [s for s in inside if s.error is not None]
-    flagged_in = [s for s in inside if s.error is None and not s.valid]
+    w = _window(samples, t_start_ns, t_end_ns, update_interval_s)
+    noise = idle_noise_w if idle_noise_w is not None else (
+        None if idle_std_w is None else NOISE_SIGMAS * idle_std_w)
+    gaps = count_seq_gaps(w.inside)
+    verdict = _verdict(w, iterations=iterations, power_w_idle=power_w_idle, noise=noise, gaps=gaps,
+                       min_samples=min_samples, alignment_uncertainty_ms=alignment_uncertainty_ms,
+                       max_alignment_fraction=max_alignment_fraction)
+    block = {"window_start_ns": int(t_start_ns), "window_end_ns": int(t_end_ns)}
+    block.update(_figures(w, iterations, power_w_idle, noise))
+    block.update({
+        "max_gap_s": w.max_gap_s,
+        "alignment_uncertainty_ms": float(alignment_uncertainty_ms),
+        "meter_seq": gaps,
+        "integration_method": INTEGRATION_METHOD,
+        "peak_1s_method": PEAK_1S_METHOD,
+        "percentile_method": PERCENTILE_METHOD,
+        "verdict": verdict,
+    })
+    return block
 
-    t_all = np.array([s.t_mono_ns for s in valid], dtype=np.int64)
-    if update_interval_s is None and t_all.size >= 2:
-        update_interval_s = float(np.median(np.diff(t_all))) / 1e9
-    interval = update_interval_s if update_interval_s and update_interval_s > 0 else None
 
-    energy = mean = peak = peak_1s = p95 = None
-    max_gap_s = uncovered_start_s = uncovered_end_s = None
-    if t_all.size:
-        x_all = (t_all - t_start_ns).astype(np.float64) / 1e9  # s from t_start
-        p_all = np.array([s.power_w for s in valid], dtype=np.float64)
-        interior = (x_all > 0.0) & (x_all < window_s)
-        x_in, p_in = x_all[interior], p_all[interior]
-        keep = np.concatenate(([True], np.diff(x_in) > 0)) if x_in.size else np.zeros(0, bool)
-        x_in, p_in = x_in[keep], p_in[keep]
-        edges = np.interp([0.0, window_s], x_all, p_all)  # linear inside, held outside
-        x = np.concatenate(([0.0], x_in, [window_s]))
-        p = np.concatenate(([edges[0]], p_in, [edges[1]]))
-        energy = float(np.sum(np.diff(x) * (p[1:] + p[:-1]) / 2.0))
-        mean = energy / window_s
-        if window_s >= 1.0:
-            peak_1s = _peak_moving_average(x, p, 1.0)
-        # How far each edge is from real data: 0 when bracketed, else the held stretch.
-        uncovered_start_s = max(0.0, float(x_all[0]))
-        uncovered_end_s = max(0.0, window_s - float(x_all[-1]))
-        before = x_all[x_all <= 0.0]
-        after = x_all[x_all >= window_s]
-        span = np.concatenate((before[-1:], x_all[interior], after[:1]))
-        if span.size >= 2:
-            max_gap_s = float(np.diff(span).max())
-    if n_in:
-        pw = np.array([s.power_w for s in valid_inside], dtype=np.float64)
-        peak = float(pw.max())
-        p95 = float(np.percentile(pw, 95))
+def _figures(w: _Window, iterations: int, power_w_idle: float | None, noise: float | None) -> dict:
+    """The window's measured figures, in the ``power`` block's key order (window_s ..
+    throughput_per_watt_mean)."""
+    window_s, energy, mean, peak = w.window_s, w.energy, w.mean, w.peak
 
     def sub(a, b):
         return None if a is None or b is None else a - b
 
-    throughput = iterations / window_s
-    energy_dyn = None if energy is None or power_w_idle is None else energy - power_w_idle * window_s
-
     def per_inf(e):
         return None if e is None or iterations == 0 else e / iterations * 1000.0
 
-    noise = idle_noise_w if idle_noise_w is not None else (
-        None if idle_std_w is None else NOISE_SIGMAS * idle_std_w)
-
-    # ---- verdict
-    align_s = alignment_uncertainty_ms / 1000.0
-    checks = {
-        "min_samples_met": n_in >= min_samples,
-        "no_meter_errors": not errors_in,
-        "no_invalid_readings": not flagged_in,
-        "alignment_within_limit": align_s <= max_alignment_fraction * window_s,
-        "edges_covered": None,
-        "load_above_idle": None,
-    }
-    reasons, warnings = [], []
-    if not checks["min_samples_met"]:
-        reasons.append(f"too few valid samples in the load window: {n_in} < {min_samples}")
-    if errors_in:
-        kinds = sorted({s.error.split(":", 1)[0] for s in errors_in})
-        reasons.append(f"{len(errors_in)} meter errors in the load window ({', '.join(kinds)})")
-    if flagged_in:
-        kinds = sorted({f for s in flagged_in for f in s.flags} or {"invalid"})
-        reasons.append(f"{len(flagged_in)} invalid readings in the load window (flags: {', '.join(kinds)})")
-    if not checks["alignment_within_limit"]:
-        reasons.append(f"alignment uncertainty {alignment_uncertainty_ms:g} ms > "
-                       f"{max_alignment_fraction:g} x window ({window_s * 1000:.1f} ms)")
-    if uncovered_start_s is not None:
-        tol = interval if interval is not None else 0.0
-        worst = max(uncovered_start_s, uncovered_end_s)
-        checks["edges_covered"] = worst <= tol
-        if not checks["edges_covered"]:
-            reasons.append(f"samples do not cover the window: {worst * 1000:.1f} ms at an edge without "
-                           "a sample beyond it (sampler started late or stopped early)")
-        elif worst > 0:
-            warnings.append(f"a window edge has no sample beyond it; power held for {worst * 1000:.1f} ms")
-    if power_w_idle is None:
-        warnings.append("no idle baseline: dynamic power and energy not computed")
-    elif mean is not None:
-        margin = noise if noise is not None else 0.0
-        checks["load_above_idle"] = mean - power_w_idle > margin
-        if noise is None:
-            warnings.append("idle noise unknown: load-vs-idle check uses a zero margin")
-        if not checks["load_above_idle"]:
-            reasons.append(f"load indistinguishable from idle: mean {mean:.4f} W <= idle "
-                           f"{power_w_idle:.4f} W + noise {margin:.4f} W")
-    if interval is not None:
-        rate_hz = 1.0 / interval
-        if window_s * rate_hz < RECOMMENDED_UPDATES:
-            warnings.append(f"window {window_s:.3f} s x update rate {rate_hz:.3g} Hz = "
-                            f"{window_s * rate_hz:.1f} < {RECOMMENDED_UPDATES} meter updates")
-        if interval > 0.1 * window_s:
-            warnings.append(f"update interval {interval:.3g} s > 0.1 x window {window_s:.3f} s: "
-                            "per-inference energy is coarse")
-        if max_gap_s is not None and max_gap_s > 2.0 * interval:
-            warnings.append(f"largest gap between samples {max_gap_s * 1000:.1f} ms > 2 update intervals")
-    if iterations == 0:
-        warnings.append("no inferences in the window: per-inference energy not computed")
-    gaps = count_seq_gaps(inside)
-    if gaps["missing"]:
-        warnings.append(f"{gaps['missing']} meter updates missing in the window (sequence gaps)")
-    if gaps["duplicates"]:
-        warnings.append(f"{gaps['duplicates']} repeated meter updates in the window (polled faster "
-                        "than the meter updates)")
-    nonpos = sum(1 for s in valid_inside if s.power_w <= 0)
-    if nonpos:
-        warnings.append(f"{nonpos} samples <= 0 W in the window (MLPerf drops such samples)")
-
+    throughput = iterations / window_s
+    energy_dyn = None if energy is None or power_w_idle is None else energy - power_w_idle * window_s
     return {
-        "window_start_ns": int(t_start_ns),
-        "window_end_ns": int(t_end_ns),
         "window_s": window_s,
         "iterations": int(iterations),
-        "samples_in_window": n_in,
-        "samples_invalid_in_window": len(inside) - n_in,
-        "update_interval_s": update_interval_s,
+        "samples_in_window": w.n_in,
+        "samples_invalid_in_window": len(w.inside) - w.n_in,
+        "update_interval_s": w.update_interval_s,
         "energy_j_load": energy,
         "energy_j_dynamic": energy_dyn,
         "power_w_mean": mean,
         "power_w_peak": peak,
-        "power_w_peak_1s": peak_1s,
-        "power_w_p95": p95,
+        "power_w_peak_1s": w.peak_1s,
+        "power_w_p95": w.p95,
         "power_w_idle": power_w_idle,
         "power_w_idle_noise": noise,
         "power_w_dynamic_peak": sub(peak, power_w_idle),
@@ -399,12 +313,171 @@ def load_window_stats(
         "throughput_ips": throughput,
         "throughput_per_watt": throughput / peak if peak else None,
         "throughput_per_watt_mean": throughput / mean if mean else None,
-        "max_gap_s": max_gap_s,
-        "alignment_uncertainty_ms": float(alignment_uncertainty_ms),
-        "meter_seq": gaps,
-        "integration_method": INTEGRATION_METHOD,
-        "peak_1s_method": PEAK_1S_METHOD,
-        "percentile_method": PERCENTILE_METHOD,
-        "verdict": {"result": "INVALID" if reasons else "VALID", "reasons": reasons,
-                    "warnings": warnings, "checks": checks},
     }
+
+
+@dataclass
+class _Window:
+    """A load window's samples and the figures measured from them (:func:`_window`); units in
+    the names, ``None`` where there is no valid sample to compute from."""
+
+    window_s: float
+    inside: list  # every sample inside the window
+    valid_inside: list
+    errors_in: list  # samples inside carrying a sampler/meter error
+    flagged_in: list  # readings inside that are not valid (flags)
+    update_interval_s: float | None  # given, or the median spacing of the valid samples
+    interval: float | None  # update_interval_s when > 0
+    energy: float | None = None
+    mean: float | None = None
+    peak: float | None = None
+    p95: float | None = None
+    peak_1s: float | None = None
+    max_gap_s: float | None = None
+    uncovered_start_s: float | None = None  # how far each edge is from real data
+    uncovered_end_s: float | None = None
+
+    @property
+    def n_in(self) -> int:
+        return len(self.valid_inside)
+
+
+def _window(samples: Sequence[Sample], t_start_ns: int, t_end_ns: int,
+            update_interval_s: float | None) -> _Window:
+    """Partition the samples around [t_start_ns, t_end_ns] and integrate the valid ones."""
+    window_s = (t_end_ns - t_start_ns) / 1e9
+    ordered = sorted(samples, key=lambda s: s.t_mono_ns)
+    inside = [s for s in ordered if t_start_ns <= s.t_mono_ns <= t_end_ns]
+    valid = [s for s in ordered if s.valid]
+    t_all = np.array([s.t_mono_ns for s in valid], dtype=np.int64)
+    if update_interval_s is None and t_all.size >= 2:
+        update_interval_s = float(np.median(np.diff(t_all))) / 1e9
+    w = _Window(
+        window_s=window_s, inside=inside, valid_inside=[s for s in inside if s.valid],
+        errors_in=[s for s in inside if s.error is not None],
+        flagged_in=[s for s in inside if s.error is None and not s.valid],
+        update_interval_s=update_interval_s,
+        interval=update_interval_s if update_interval_s and update_interval_s > 0 else None,
+    )
+    if t_all.size:
+        x_all = (t_all - t_start_ns).astype(np.float64) / 1e9  # s from t_start
+        p_all = np.array([s.power_w for s in valid], dtype=np.float64)
+        _integrate(w, x_all, p_all)
+    if w.n_in:
+        pw = np.array([s.power_w for s in w.valid_inside], dtype=np.float64)
+        w.peak = float(pw.max())
+        w.p95 = float(np.percentile(pw, 95))
+    return w
+
+
+def _integrate(w: _Window, x_all: np.ndarray, p_all: np.ndarray) -> None:
+    """Energy, mean, 1 s peak, edge coverage and largest gap from the valid samples at
+    ``x_all`` (s from the window start, sorted) with power ``p_all`` (W)."""
+    window_s = w.window_s
+    interior = (x_all > 0.0) & (x_all < window_s)
+    x_in, p_in = x_all[interior], p_all[interior]
+    keep = np.concatenate(([True], np.diff(x_in) > 0)) if x_in.size else np.zeros(0, bool)
+    x_in, p_in = x_in[keep], p_in[keep]
+    edges = np.interp([0.0, window_s], x_all, p_all)  # linear inside, held outside
+    x = np.concatenate(([0.0], x_in, [window_s]))
+    p = np.concatenate(([edges[0]], p_in, [edges[1]]))
+    w.energy = float(np.sum(np.diff(x) * (p[1:] + p[:-1]) / 2.0))
+    w.mean = w.energy / window_s
+    if window_s >= 1.0:
+        w.peak_1s = _peak_moving_average(x, p, 1.0)
+    # How far each edge is from real data: 0 when bracketed, else the held stretch.
+    w.uncovered_start_s = max(0.0, float(x_all[0]))
+    w.uncovered_end_s = max(0.0, window_s - float(x_all[-1]))
+    before = x_all[x_all <= 0.0]
+    after = x_all[x_all >= window_s]
+    span = np.concatenate((before[-1:], x_all[interior], after[:1]))
+    if span.size >= 2:
+        w.max_gap_s = float(np.diff(span).max())
+
+
+def _verdict(w: _Window, *, iterations: int, power_w_idle: float | None, noise: float | None,
+             gaps: dict, min_samples: int, alignment_uncertainty_ms: float,
+             max_alignment_fraction: float) -> dict:
+    """The window's verdict (see :func:`load_window_stats`)."""
+    align_s = alignment_uncertainty_ms / 1000.0
+    checks = {
+        "min_samples_met": w.n_in >= min_samples,
+        "no_meter_errors": not w.errors_in,
+        "no_invalid_readings": not w.flagged_in,
+        "alignment_within_limit": align_s <= max_alignment_fraction * w.window_s,
+        "edges_covered": None,
+        "load_above_idle": None,
+    }
+    reasons, warnings = [], []
+    if not checks["min_samples_met"]:
+        reasons.append(f"too few valid samples in the load window: {w.n_in} < {min_samples}")
+    if w.errors_in:
+        kinds = sorted({s.error.split(":", 1)[0] for s in w.errors_in})
+        reasons.append(f"{len(w.errors_in)} meter errors in the load window ({', '.join(kinds)})")
+    if w.flagged_in:
+        kinds = sorted({f for s in w.flagged_in for f in s.flags} or {"invalid"})
+        reasons.append(f"{len(w.flagged_in)} invalid readings in the load window (flags: {', '.join(kinds)})")
+    if not checks["alignment_within_limit"]:
+        reasons.append(f"alignment uncertainty {alignment_uncertainty_ms:g} ms > "
+                       f"{max_alignment_fraction:g} x window ({w.window_s * 1000:.1f} ms)")
+    _check_edges(w, checks, reasons, warnings)
+    _check_load_above_idle(w, power_w_idle, noise, checks, reasons, warnings)
+    warnings += _rate_warnings(w, iterations, gaps)
+    return {"result": "INVALID" if reasons else "VALID", "reasons": reasons,
+            "warnings": warnings, "checks": checks}
+
+
+def _check_edges(w: _Window, checks: dict, reasons: list, warnings: list) -> None:
+    """``edges_covered``: each window edge within one update interval of a valid sample."""
+    if w.uncovered_start_s is None:
+        return
+    tol = w.interval if w.interval is not None else 0.0
+    worst = max(w.uncovered_start_s, w.uncovered_end_s)
+    checks["edges_covered"] = worst <= tol
+    if not checks["edges_covered"]:
+        reasons.append(f"samples do not cover the window: {worst * 1000:.1f} ms at an edge without "
+                       "a sample beyond it (sampler started late or stopped early)")
+    elif worst > 0:
+        warnings.append(f"a window edge has no sample beyond it; power held for {worst * 1000:.1f} ms")
+
+
+def _check_load_above_idle(w: _Window, power_w_idle: float | None, noise: float | None,
+                           checks: dict, reasons: list, warnings: list) -> None:
+    """``load_above_idle``: mean load power above idle + noise margin."""
+    if power_w_idle is None:
+        warnings.append("no idle baseline: dynamic power and energy not computed")
+    elif w.mean is not None:
+        margin = noise if noise is not None else 0.0
+        checks["load_above_idle"] = w.mean - power_w_idle > margin
+        if noise is None:
+            warnings.append("idle noise unknown: load-vs-idle check uses a zero margin")
+        if not checks["load_above_idle"]:
+            reasons.append(f"load indistinguishable from idle: mean {w.mean:.4f} W <= idle "
+                           f"{power_w_idle:.4f} W + noise {margin:.4f} W")
+
+
+def _rate_warnings(w: _Window, iterations: int, gaps: dict) -> list:
+    """Warnings about the sample rate, gaps, sequence gaps and samples <= 0 W (docs/power.md §8.5)."""
+    warnings = []
+    window_s, interval = w.window_s, w.interval
+    if interval is not None:
+        rate_hz = 1.0 / interval
+        if window_s * rate_hz < RECOMMENDED_UPDATES:
+            warnings.append(f"window {window_s:.3f} s x update rate {rate_hz:.3g} Hz = "
+                            f"{window_s * rate_hz:.1f} < {RECOMMENDED_UPDATES} meter updates")
+        if interval > 0.1 * window_s:
+            warnings.append(f"update interval {interval:.3g} s > 0.1 x window {window_s:.3f} s: "
+                            "per-inference energy is coarse")
+        if w.max_gap_s is not None and w.max_gap_s > 2.0 * interval:
+            warnings.append(f"largest gap between samples {w.max_gap_s * 1000:.1f} ms > 2 update intervals")
+    if iterations == 0:
+        warnings.append("no inferences in the window: per-inference energy not computed")
+    if gaps["missing"]:
+        warnings.append(f"{gaps['missing']} meter updates missing in the window (sequence gaps)")
+    if gaps["duplicates"]:
+        warnings.append(f"{gaps['duplicates']} repeated meter updates in the window (polled faster "
+                        "than the meter updates)")
+    nonpos = sum(1 for s in w.valid_inside if s.power_w <= 0)
+    if nonpos:
+        warnings.append(f"{nonpos} samples <= 0 W in the window (MLPerf drops such samples)")
+    return warnings
