@@ -102,7 +102,7 @@ def build(
     """
     import shlex
 
-    from host.cli.render import console, human_bytes, print_json
+    from host.cli.render import console, print_json
     from host.lab import images
 
     out_console = console()
@@ -110,18 +110,7 @@ def build(
     try:
         fam, var = images.resolve_variant(family, variant)
         if var.bundle:
-            if dry_run:
-                out_console.print(f"would write {(out or images.REPO_ROOT / 'dist')}/"
-                                  f"edgegauge-vitis-ai-bundle-{images.image_version()}.tar.gz",
-                                  highlight=False)
-                return
-            res = images.build_bundle(out)
-            if json_out:
-                print_json({"family": fam, "variant": var.name, "bundle": str(res.path),
-                            "sha256": res.sha256, "bytes": res.bytes, "files": res.files})
-            else:
-                out_console.print(f"[green]wrote[/] {res.path} ({human_bytes(res.bytes)}, "
-                                  f"{len(res.files)} files)\nsha256 {res.sha256}", highlight=False)
+            _write_bundle(fam, var, out, dry_run=dry_run, json_out=json_out)
             return
         opts: List[str] = []
         for item in build_opt or []:
@@ -151,6 +140,24 @@ def build(
         out_console.print(f"save for boards: host image save {res.tag} --output {fam}.tar"
                           + (f" --engine {shlex.quote(engine)}" if engine != "docker" else ""),
                           highlight=False, soft_wrap=True)
+
+
+def _write_bundle(fam: str, var, out: Path | None, *, dry_run: bool, json_out: bool) -> None:
+    """``host image build vitis-ai``: write (or, dry run, name) the native bundle and report it."""
+    from host.cli.render import console, human_bytes, print_json
+    from host.lab import images
+
+    if dry_run:
+        console().print(f"would write {(out or images.REPO_ROOT / 'dist')}/"
+                        f"edgegauge-vitis-ai-bundle-{images.image_version()}.tar.gz", highlight=False)
+        return
+    res = images.build_bundle(out)
+    if json_out:
+        print_json({"family": fam, "variant": var.name, "bundle": str(res.path),
+                    "sha256": res.sha256, "bytes": res.bytes, "files": res.files})
+    else:
+        console().print(f"[green]wrote[/] {res.path} ({human_bytes(res.bytes)}, "
+                        f"{len(res.files)} files)\nsha256 {res.sha256}", highlight=False)
 
 
 @app.command()
