@@ -373,7 +373,6 @@ def run_campaign(
     """
     from host.lab.board import Board, cached_sha256, open_transport
 
-    notify = on_event or (lambda event: None)
     if open_board is None:
         def open_board(device):
             return Board(device, open_transport(device))
@@ -381,8 +380,54 @@ def run_campaign(
     camp_dir.mkdir(parents=True, exist_ok=True)
     plan = _Plan(camp_dir, campaign)
     shas = {m: cached_sha256(m) for m in models}
+    work = _plan_work(plan, models, devices, config, backend=backend, results=results, campaign=campaign,
+                      shas=shas, retry_failed=retry_failed)
+    run_log = {"start_utc": utc_now(), "devices": [d.name for d in devices], "models": len(models),
+               "config": config.slug, "retry_failed": retry_failed, "end_utc": None,
+               "interrupted": None}
+    plan.doc["runs"].append(run_log)
+    plan.save()
+
+    shared = _Shared(plan=plan, campaign=campaign, folder=camp_dir, shas=shas, open_board=open_board,
+                     power=power, notify=on_event or (lambda event: None))
+    workers = [_BoardWorker(shared, w) for w in work.values()]
+    interrupted = _run_workers(workers, shared)
+    summaries = {w.name: w.summary for w in workers}
+    run_log["end_utc"] = utc_now()
+    run_log["interrupted"] = interrupted
+    run_log["cells_run"] = {n: s.run for n, s in summaries.items()}
+    plan.save()
+    if interrupted:
+        raise CampaignInterrupted(
+            f"interrupted: campaign {campaign!r} keeps its finished cells",
+            hint=f"resume with the same command and --campaign {campaign}")
+    cells = [shared.docs[(w.name, i)] for w in workers
+             for i in range(1, len(w.items) + 1) if (w.name, i) in shared.docs]
+    return CampaignResult(campaign, camp_dir, cells, summaries)
+
+
+@dataclass
+class _BoardWork:
+    """One board's share of the campaign: its configuration and, per model, the cell file and
+    the stored document that makes the cell skipped (None: run it)."""
+
+    device: object
+    config: BenchConfig
+    items: list  # [(model, cell path, stored doc or None)]
+
+
+def _plan_work(plan: _Plan, models: list[Path], devices: list, config: BenchConfig, *,
+               backend: str | None, results: Path, campaign: str, shas: dict,
+               retry_failed: bool) -> dict:
+    """Add every (device, model, configuration) to the plan and decide, per cell, whether
+    its stored document stands (resume) or the cell runs: a failed cell runs again when
+    its board never ran the model (:data:`NOT_RUN`) or with ``retry_failed``. Returns
+    device name -> :class:`_BoardWork`.
+
+    Raises:
+        CampaignMismatchError: a planned model's content changed.
+    """
     work: dict = {}
-    summaries: dict = {}
     for device in devices:
         cfg = device_config(config, device, backend)
         items = []
@@ -393,141 +438,52 @@ def run_campaign(
             rerun = old is not None and old.get("status") == "failed" and (
                 retry_failed or (old.get("error") or {}).get("category") in NOT_RUN)
             items.append((model, path, old if (old is not None and not rerun) else None))
-        work[device.name] = (device, cfg, items)
-        summaries[device.name] = BoardSummary(device.name, planned=len(items))
-    run_log = {"start_utc": utc_now(), "devices": [d.name for d in devices], "models": len(models),
-               "config": config.slug, "retry_failed": retry_failed, "end_utc": None,
-               "interrupted": None}
-    plan.doc["runs"].append(run_log)
-    plan.save()
+        work[device.name] = _BoardWork(device, cfg, items)
+    return work
 
-    stop = threading.Event()
-    plan_lock = threading.Lock()
-    boards: dict = {}
-    metrics_cache: dict = {}
-    metrics_lock = threading.Lock()
-    docs: dict = {}
 
-    def metrics_for(model: Path, cfg: BenchConfig) -> dict:
+@dataclass
+class _Shared:
+    """State the board workers of one campaign run share (each field's lock next to it)."""
+
+    plan: _Plan
+    campaign: str
+    folder: Path  # the campaign folder
+    shas: dict  # model -> sha256
+    open_board: Callable
+    power: Callable | None
+    notify: Callable[[CellEvent], None]
+    stop: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C
+    plan_lock: threading.Lock = field(default_factory=threading.Lock)
+    boards: dict = field(default_factory=dict)  # device name -> open Board (for abort)
+    docs: dict = field(default_factory=dict)  # (device name, index) -> cell document
+    metrics_lock: threading.Lock = field(default_factory=threading.Lock)
+    metrics_cache: dict = field(default_factory=dict)
+
+    def metrics_for(self, model: Path, cfg: BenchConfig) -> dict:
         key = (model, cfg.batch, cfg.shapes)
-        with metrics_lock:
-            if key not in metrics_cache:
-                metrics_cache[key] = metrics_or_error(model, batch=cfg.batch,
-                                                      shapes=cfg.shapes_dict() or None)
-            return metrics_cache[key]
+        with self.metrics_lock:
+            if key not in self.metrics_cache:
+                self.metrics_cache[key] = metrics_or_error(model, batch=cfg.batch,
+                                                           shapes=cfg.shapes_dict() or None)
+            return self.metrics_cache[key]
 
-    def worker(name: str) -> None:
-        device, cfg, items = work[name]
-        summary = summaries[name]
-        total = len(items)
-        pending = []
-        for i, (model, path, old) in enumerate(items, 1):
-            if old is None:
-                pending.append((i, model, path))
-                continue
-            summary.skipped += 1
-            docs[(name, i)] = dict(old, _path=str(path))
-            notify(CellEvent(name, i, total, model, "skipped", docs[(name, i)], path))
-        board = None
-        session = None
-        power_error = None
-        power_state = None
-        try:
-            down: Exception | None = None
-            if pending:
-                notify(CellEvent(name, 0, total, None, "connecting"))
-                try:
-                    board = open_board(device)
-                    boards[name] = board
-                    board.prepare()
-                    power_state = board.power_state()
-                    with plan_lock:
-                        plan.check_power_mode(name, power_state)
-                        plan.save()
-                except HostError as exc:  # TransportError, DeployError, PowerModeChanged
-                    down = exc
-                    summary.error = str(exc)
-                    notify(CellEvent(name, 0, total, None, "board_down", message=str(exc)))
-            run_cfg = cfg
-            if power is not None and pending and down is None:
-                try:
-                    session = power(device, board, Path(results) / safe_name(campaign) / safe_name(name))
-                    if session is not None:
-                        session.open()
-                        run_cfg = session.extend(cfg)
-                except HostError as exc:  # MeterError, PowerError
-                    power_error, session = f"meter could not be opened: {exc}", None
-                    summary.notes.append(power_error)
-            board_info = {k: v for k, v in device.to_json().items() if k != "vars"}
-            for i, model, path in pending:
-                if stop.is_set():
-                    return
-                outcome, error, token = None, None, None
-                if down is None:
-                    if session is not None and session.idle_due():
-                        notify(CellEvent(name, i, total, model, "idle"))
-                        try:
-                            session.measure_idle()
-                            power_error = None
-                        except HostError as exc:
-                            power_error = str(exc)
-                            summary.notes.append(power_error)
-                    notify(CellEvent(name, i, total, model, "running"))
-                    if session is not None and power_error is None:
-                        token = session.start_cell()
-                    try:
-                        outcome = board.run_cell(model, shas[model], run_cfg)
-                    except HostError as exc:
-                        error = transport_failure(exc)
-                        try:  # one more connection attempt (with the transport's retries)
-                            board.transport.connect()
-                        except HostError as exc2:
-                            down = exc2
-                            summary.error = str(exc2)
-                            notify(CellEvent(name, i, total, model, "board_down", message=str(exc2)))
-                    if stop.is_set():
-                        if token is not None:
-                            token["sampler"].stop()
-                        return  # interrupted mid-cell: not a result
-                else:
-                    error = transport_failure(down)
-                info, info_error = read_info(model)
-                doc = build_cell(outcome, model=model, config=run_cfg, device=name, campaign=campaign,
-                                 metrics=metrics_for(model, cfg), info=info, info_error=info_error,
-                                 error=error, board=board_info)
-                if power_state is not None:
-                    dev = doc.setdefault("manifest", {}).setdefault("device", {})
-                    dev["power_state"] = power_state
-                    dev["power_mode_key"] = power_state.get("mode_key")
-                if token is not None:
-                    doc["power"] = session.finish_cell(token, doc, path.with_suffix(".power.csv"))
-                elif power_error is not None and outcome is not None:
-                    doc["power"] = failed_block(session.spec if session else None, power_error)
-                store_cell(path, doc)
-                summary.run += 1
-                docs[(name, i)] = dict(doc, _path=str(path))
-                notify(CellEvent(name, i, total, model, "done", docs[(name, i)], path))
-        finally:
-            if session is not None:
-                session.close()
-            if board is not None:
-                stats = board.transport.stats
-                summary.bytes_sent, summary.files_sent = stats.bytes_sent, stats.files_sent
-                summary.models_sent, summary.model_bytes_sent = board.models_sent, board.model_bytes_sent
-                summary.notes.extend(stats.notes)
-                board.transport.close()
-            notify(CellEvent(name, total, total, None, "finished"))
 
-    pool = ThreadPoolExecutor(max_workers=max(1, len(work)), thread_name_prefix="board")
-    futures = [pool.submit(worker, name) for name in work]
+def _run_workers(workers: list, shared: _Shared) -> bool:
+    """Run every board's worker in its own thread until all are done; on Ctrl-C set
+    ``shared.stop``, abort every open board (its runner in flight is killed) and wait up
+    to 60 s. Returns whether it was interrupted; re-raises a worker's unexpected error
+    otherwise."""
+    pool = ThreadPoolExecutor(max_workers=max(1, len(workers)), thread_name_prefix="board")
+    futures = [pool.submit(w.run) for w in workers]
     interrupted = False
     try:
         while not all(f.done() for f in futures):
             wait(futures, timeout=0.2)
     except KeyboardInterrupt:
         interrupted = True
-        stop.set()
-        for board in list(boards.values()):
+        shared.stop.set()
+        for board in list(shared.boards.values()):
             try:
                 board.abort()
             except Exception:  # best effort; the campaign folder stays consistent anyway
@@ -538,14 +494,168 @@ def run_campaign(
     for f in futures:
         if f.done() and not f.cancelled() and f.exception() is not None and not interrupted:
             raise f.exception()
-    run_log["end_utc"] = utc_now()
-    run_log["interrupted"] = interrupted
-    run_log["cells_run"] = {n: s.run for n, s in summaries.items()}
-    plan.save()
-    if interrupted:
-        raise CampaignInterrupted(
-            f"interrupted: campaign {campaign!r} keeps its finished cells",
-            hint=f"resume with the same command and --campaign {campaign}")
-    cells = [docs[(name, i)] for name, (_, _, items) in work.items()
-             for i in range(1, len(items) + 1) if (name, i) in docs]
-    return CampaignResult(campaign, camp_dir, cells, summaries)
+    return interrupted
+
+
+class _BoardWorker:
+    """One board's cells, strictly one after another (one thread): open the board and its
+    power session, run and store each pending cell, close. A board that cannot be used
+    gets a failed cell (category from the error) for each pending model."""
+
+    def __init__(self, shared: _Shared, work: _BoardWork):
+        self.shared = shared
+        self.device, self.cfg, self.items = work.device, work.config, work.items
+        self.name = work.device.name
+        self.total = len(work.items)
+        self.summary = BoardSummary(self.name, planned=len(work.items))
+        self.board = None
+        self.session = None  # PowerSession, when the device has a meter that opened
+        self.power_error: str | None = None
+        self.power_state: dict | None = None
+        self.down: Exception | None = None  # why the board cannot be used
+        self.run_cfg = work.config  # with the power session's additions
+
+    def event(self, index: int, model: Path | None, state: str, **kw) -> None:
+        self.shared.notify(CellEvent(self.name, index, self.total, model, state, **kw))
+
+    def run(self) -> None:
+        pending = self._skip_stored()
+        try:
+            if pending:
+                self._open_board()
+                if self.shared.power is not None and self.down is None:
+                    self._open_power()
+            board_info = {k: v for k, v in self.device.to_json().items() if k != "vars"}
+            for i, model, path in pending:
+                if self.shared.stop.is_set():
+                    return
+                if not self._run_cell(i, model, path, board_info):
+                    return  # interrupted mid-cell: not a result
+        finally:
+            self._close()
+
+    def _skip_stored(self) -> list:
+        """Report the cells whose stored document stands; return the others as
+        ``[(index, model, path)]``."""
+        pending = []
+        for i, (model, path, old) in enumerate(self.items, 1):
+            if old is None:
+                pending.append((i, model, path))
+                continue
+            self.summary.skipped += 1
+            doc = self.shared.docs[(self.name, i)] = dict(old, _path=str(path))
+            self.event(i, model, "skipped", doc=doc, path=path)
+        return pending
+
+    def _open_board(self) -> None:
+        """Connect, prepare the work folder, read the power state and check it against the
+        campaign's; on failure the board is down (its cells fail with that error)."""
+        self.event(0, None, "connecting")
+        shared = self.shared
+        try:
+            self.board = shared.open_board(self.device)
+            shared.boards[self.name] = self.board
+            self.board.prepare()
+            self.power_state = self.board.power_state()
+            with shared.plan_lock:
+                shared.plan.check_power_mode(self.name, self.power_state)
+                shared.plan.save()
+        except HostError as exc:  # TransportError, DeployError, PowerModeChanged
+            self.down = exc
+            self.summary.error = str(exc)
+            self.event(0, None, "board_down", message=str(exc))
+
+    def _open_power(self) -> None:
+        """Open the device's power session, if it has a meter; a meter that cannot be
+        opened is a note, and the cells run without power."""
+        folder = self.shared.folder / safe_name(self.name)
+        try:
+            self.session = self.shared.power(self.device, self.board, folder)
+            if self.session is not None:
+                self.session.open()
+                self.run_cfg = self.session.extend(self.cfg)
+        except HostError as exc:  # MeterError, PowerError
+            self.power_error, self.session = f"meter could not be opened: {exc}", None
+            self.summary.notes.append(self.power_error)
+
+    def _run_cell(self, i: int, model: Path, path: Path, board_info: dict) -> bool:
+        """Run one cell (or record why it could not run) and store it. Returns False when
+        Ctrl-C came while it ran (nothing stored)."""
+        outcome, error, token = None, None, None
+        if self.down is None:
+            self._idle_if_due(i, model)
+            self.event(i, model, "running")
+            if self.session is not None and self.power_error is None:
+                token = self.session.start_cell()
+            outcome, error = self._run_on_board(i, model)
+            if self.shared.stop.is_set():
+                if token is not None:
+                    token["sampler"].stop()
+                return False
+        else:
+            error = transport_failure(self.down)
+        self._store(i, model, path, outcome, error, token, board_info)
+        return True
+
+    def _idle_if_due(self, i: int, model: Path) -> None:
+        """Measure idle power when the session says it is due (a failure is a note and
+        leaves the next cells without power)."""
+        if self.session is None or not self.session.idle_due():
+            return
+        self.event(i, model, "idle")
+        try:
+            self.session.measure_idle()
+            self.power_error = None
+        except HostError as exc:
+            self.power_error = str(exc)
+            self.summary.notes.append(self.power_error)
+
+    def _run_on_board(self, i: int, model: Path) -> tuple:
+        """(runner outcome or None, error record or None). A board error fails the cell;
+        when reconnecting fails too, the board is down for the cells after it."""
+        try:
+            return self.board.run_cell(model, self.shared.shas[model], self.run_cfg), None
+        except HostError as exc:
+            error = transport_failure(exc)
+            try:  # one more connection attempt (with the transport's retries)
+                self.board.transport.connect()
+            except HostError as exc2:
+                self.down = exc2
+                self.summary.error = str(exc2)
+                self.event(i, model, "board_down", message=str(exc2))
+            return None, error
+
+    def _store(self, i: int, model: Path, path: Path, outcome, error, token, board_info: dict) -> None:
+        """Build the cell document (power state, power block) and store it."""
+        session = self.session
+        info, info_error = read_info(model)
+        doc = build_cell(outcome, model=model, config=self.run_cfg, device=self.name,
+                         campaign=self.shared.campaign, metrics=self.shared.metrics_for(model, self.cfg),
+                         info=info, info_error=info_error, error=error, board=board_info)
+        if self.power_state is not None:
+            dev = doc.setdefault("manifest", {}).setdefault("device", {})
+            dev["power_state"] = self.power_state
+            dev["power_mode_key"] = self.power_state.get("mode_key")
+        if token is not None:
+            doc["power"] = session.finish_cell(token, doc, path.with_suffix(".power.csv"))
+        elif self.power_error is not None and outcome is not None:
+            doc["power"] = failed_block(session.spec if session else None, self.power_error)
+        store_cell(path, doc)
+        self.summary.run += 1
+        doc = self.shared.docs[(self.name, i)] = dict(doc, _path=str(path))
+        self.event(i, model, "done", doc=doc, path=path)
+
+    def _close(self) -> None:
+        """Close the power session and the transport; copy the transfer counts into the
+        summary; report the board finished."""
+        if self.session is not None:
+            self.session.close()
+        board = self.board
+        if board is not None:
+            stats = board.transport.stats
+            self.summary.bytes_sent, self.summary.files_sent = stats.bytes_sent, stats.files_sent
+            self.summary.models_sent = board.models_sent
+            self.summary.model_bytes_sent = board.model_bytes_sent
+            self.summary.notes.extend(stats.notes)
+            board.transport.close()
+        self.event(self.total, None, "finished")
