@@ -371,7 +371,8 @@ def run_campaign(
         CampaignInterrupted: Ctrl-C (after the folder was left consistent).
         OSError: the results folder cannot be written.
     """
-    from host.lab.board import Board, cached_sha256, open_transport
+    from host.lab.board import Board, open_transport
+    from host.lab.deploy import cached_sha256
 
     if open_board is None:
         def open_board(device):

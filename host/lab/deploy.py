@@ -1,0 +1,239 @@
+"""Deploying to a board: its work folder, the runners bundle (content-addressed, shipped once),
+models (content-addressed, sent once), the container image, and ``host deploy``'s report.
+
+Work folder layout on the board (``workdir`` from the inventory; relative = under the
+login user's home)::
+
+    <workdir>/runners/<hash>/runners/*.py   the runner package; <hash> = its source_sha256
+    <workdir>/models/<sha256>.onnx          models, content-addressed (sent once)
+    <workdir>/out/<token>.json              a cell's result, read back and removed
+
+The functions take a :class:`host.lab.board.Board` and keep what they learn on it
+(``workdir``, ``runners_present``, ``models_present``, transfer counts); the board's methods
+of the same names call them.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import posixpath
+import tarfile
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from host.errors import DeployError, TransportError
+from host.lab.runner import tail
+from host.lab.shell import kv_lines, set_workdir, sh, words
+from runners.manifest import read_sources, source_sha256
+from runners.util import file_sha256
+
+
+@functools.lru_cache(maxsize=None)
+def runners_bundle() -> tuple[str, bytes]:
+    """The ``runners`` package as a deterministic ``.tar.gz`` and its content hash.
+
+    Only ``*.py`` files are packed (:func:`runners.manifest.read_sources`), sorted, with
+    zeroed owners and times, so the hash changes exactly when the runner code changes.
+
+    Returns:
+        (:func:`runners.manifest.source_sha256` of those files -- the ``source_sha256`` a
+        result of this bundle reports --, archive bytes).
+    """
+    sources = read_sources()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for rel, data in sources:
+            info = tarfile.TarInfo("runners/" + rel)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return source_sha256(sources), buf.getvalue()
+
+
+_SHA_CACHE: dict = {}
+_SHA_LOCK = threading.Lock()
+
+
+def cached_sha256(path: Path) -> str:
+    """:func:`runners.util.file_sha256` of a file, cached by (path, size, mtime): a campaign
+    hashes each model once, however many boards and cells use it.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    with _SHA_LOCK:
+        if key in _SHA_CACHE:
+            return _SHA_CACHE[key]
+    digest = file_sha256(path)
+    with _SHA_LOCK:
+        _SHA_CACHE[key] = digest
+    return digest
+
+
+@dataclass
+class StepReport:
+    """What :func:`deploy` did on one board."""
+
+    device: str
+    ok: bool = True
+    steps: list = field(default_factory=list)  # [(step, detail)]
+    error: str | None = None
+    category: str | None = None
+    bytes_sent: int = 0
+    notes: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"device": self.device, "ok": self.ok, "steps": [list(s) for s in self.steps],
+                "error": self.error, "category": self.category, "bytes_sent": self.bytes_sent,
+                "notes": self.notes}
+
+
+def prepare(board) -> None:
+    """Create the work folder, learn which runners/models are already there (one
+    round trip), and ship the runner package when its version is missing.
+
+    Raises:
+        TransportError: the board cannot be reached.
+        DeployError: the work folder cannot be created or written.
+    """
+    script = (
+        set_workdir(board.device)
+        + 'mkdir -p "$W/models" "$W/out" "$W/runners" && test -w "$W/out" || '
+        '{ echo "cannot create or write the work folder $W" >&2; exit 3; }; '
+        + (  # images run as their own non-root user: let it write its result (sticky, like /tmp)
+            'chmod 1777 "$W/out" || exit 3; ' if board.container else "")
+        +
+        'printf "workdir=%s\\n" "$W"; '
+        f'test -f "$W/runners/{board.runners_hash}/.complete" && echo runners=present; '
+        'for f in "$W"/models/*.onnx; do [ -f "$f" ] && printf "model=%s\\n" "${f##*/}"; done; '
+        "exit 0"
+    )
+    res = board.transport.run(script, timeout=60, retry=True)
+    if not res.ok:
+        raise DeployError(f"{board.name}: {res.stderr.strip() or 'preparing the work folder failed'}",
+                          hint="set a writable `workdir` for this device in the inventory")
+    facts = kv_lines(res.stdout)
+    board.workdir = posixpath.normpath(facts["workdir"])
+    board.runners_present = facts.get("runners") == "present"
+    board.models_present = {m[:-5] for m in facts["models"]}
+    if not board.runners_present:
+        ship_runners(board)
+
+
+def ship_runners(board) -> None:
+    """Send the runners bundle and unpack it into ``runners/<hash>/`` (atomically: staged,
+    marked ``.complete``, renamed).
+
+    Raises:
+        TransportError: connection problems.
+        DeployError: unpacking failed.
+    """
+    digest, data = runners_bundle()
+    with tempfile.NamedTemporaryFile(suffix=".tar.gz") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        archive = f"{board.workdir}/runners/{digest}.tar.gz"
+        board.transport.put(Path(tmp.name), archive)
+    rdir = f"{board.workdir}/runners"
+    staging = f"{rdir}/.{digest}.tmp"
+    final = f"{rdir}/{digest}"
+    cmd = (f"rm -rf {sh(staging)} && mkdir -p {sh(staging)} && tar -xzf {sh(archive)} -C {sh(staging)}"
+           f" && touch {sh(staging + '/.complete')} && rm -rf {sh(final)} && mv {sh(staging)} {sh(final)}"
+           f"; rc=$?; rm -f {sh(archive)}; exit $rc")
+    res = board.transport.run(cmd, timeout=120, retry=True)
+    if not res.ok:
+        raise DeployError(f"{board.name}: unpacking the runners failed: {res.stderr.strip()}",
+                          hint="the board needs `tar` and a writable work folder")
+    board.runners_present = True
+    board.runners_shipped = True
+
+
+def ensure_model(board, model: Path, sha256: str | None = None) -> str:
+    """Make sure ``model`` is on the board as ``models/<sha256>.onnx``; returns that
+    path. Sent only when absent (content-addressed: the name is the content hash).
+
+    Raises:
+        TransportError: connection problems. OSError: the model cannot be read.
+    """
+    sha = sha256 or cached_sha256(model)
+    remote = f"{board.workdir}/models/{sha}.onnx"
+    if sha not in board.models_present:
+        board.model_bytes_sent += board.transport.put(Path(model), remote)
+        board.models_sent += 1
+        board.models_present.add(sha)
+    return remote
+
+
+def ensure_image(board) -> str:
+    """Container mode: make sure ``image`` is on the board (already there, loaded from
+    ``image_archive``, or pulled). Returns what was done.
+
+    Raises:
+        DeployError: the engine is missing or the image cannot be loaded or pulled.
+        TransportError: connection problems.
+    """
+    engine = words(board.device.engine or "docker")
+    image = board.device.image
+    res = board.transport.run(f"{sh(*engine, 'image', 'inspect', image)} >/dev/null", timeout=120,
+                              retry=True)
+    if res.ok:
+        return "present"
+    if res.exit_code == 127:
+        raise DeployError(f"{board.name}: container engine {engine[0]!r} not found on the board",
+                          hint="install docker or podman (`host provision`), or set `engine`")
+    archive = board.device.image_archive
+    if archive:
+        local = Path(archive).expanduser()
+        if not local.is_file():
+            raise DeployError(f"{board.name}: image_archive {local} does not exist on this host",
+                              hint="write it with `docker save` / `podman save`")
+        remote = f"{board.workdir}/{cached_sha256(local)}.image.tar"
+        board.transport.put(local, remote)
+        res = board.transport.run(f"{sh(*engine, 'load', '-i', remote)}; rc=$?; rm -f {sh(remote)}; "
+                                  "exit $rc", timeout=1800)
+        if not res.ok:
+            raise DeployError(f"{board.name}: loading {local.name} failed: {tail(res.stderr, 300)}")
+        return f"loaded from {local.name}"
+    res = board.transport.run(sh(*engine, "pull", image), timeout=3600)
+    if not res.ok:
+        raise DeployError(f"{board.name}: pulling {image} failed: {tail(res.stderr, 300).strip()}",
+                          hint="set image_archive for boards without registry access")
+    return "pulled"
+
+
+def deploy(board, models: list | None = None) -> StepReport:
+    """Work folder, runners, image (container mode), runtime import check, and
+    optionally pre-staged models. Never raises: the report says what failed."""
+    report = StepReport(board.name)
+    before = board.transport.stats.bytes_sent
+    try:
+        prepare(board)
+        report.steps.append(("workdir", board.workdir))
+        report.steps.append(("runners", f"{board.runners_hash} "
+                             + ("sent" if board.runners_shipped else "already there")))
+        if board.container:
+            report.steps.append(("image", f"{board.device.image}: {ensure_image(board)}"))
+        ok, detail = board.runtime_check()
+        report.steps.append(("runtime", detail))
+        if not ok:
+            raise DeployError(f"{board.name}: runtime not usable: {detail}")
+        sent = 0
+        for model in models or []:
+            sha = cached_sha256(model)
+            if sha not in board.models_present:
+                sent += 1
+            ensure_model(board, model, sha)
+        if models:
+            report.steps.append(("models", f"{sent} sent, {len(models) - sent} already there"))
+    except (TransportError, DeployError) as exc:
+        report.ok = False
+        report.error = str(exc)
+        report.category = getattr(exc, "category", "deploy")
+    report.bytes_sent = board.transport.stats.bytes_sent - before
+    return report
