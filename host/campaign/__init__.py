@@ -1,2 +1,1 @@
-"""Campaigns: plan the matrix (device × model × configuration), run it on the boards, resume it,
-and store one cell file per measurement."""
+"""Campaigns: plan the device × model × configuration matrix, run and resume it, store its cells."""

@@ -1,5 +1,4 @@
-"""The ``host`` command line: commands parse options, call the library and render; the only
-place where typed errors become messages and exit codes."""
+"""The ``host`` command line: parse, call the library, render; the only place errors become exits."""
 
 from host.cli.main import app, main
 

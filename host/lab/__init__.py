@@ -1,2 +1,1 @@
-"""The lab: inventories, transports (local, SSH), boards, the runner command, device images and
-Ansible playbooks."""
+"""The lab: inventories, transports, boards (deploy, facts, runner command), images, playbooks."""

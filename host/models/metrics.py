@@ -188,8 +188,7 @@ _CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
 # public API
 
 
-# long: the docstring is the key-by-key contract of the returned dict (~50 lines); the body
-# (~60 lines) is one straight pass that fills those keys from the helpers below.
+# long: its docstring is the key-by-key contract of the returned dict (~50 of its lines)
 def model_metrics(
     path: str | os.PathLike,
     *,

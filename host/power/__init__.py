@@ -1,5 +1,4 @@
-"""Power: meters, the timestamping sampler, idle baseline, load-window statistics and their
-adequacy verdict, clock alignment, and the power session of a campaign.
+"""Power: meters, sampler, idle baseline, load-window statistics and verdict, alignment, session.
 
 The method in short (full description and sources: docs/power.md §8):
 

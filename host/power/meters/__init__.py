@@ -1,6 +1,6 @@
-"""Power meters behind one small interface (:class:`host.power.meters.base.Meter`), chosen by name
-(inventory variable ``meter``; ``meter_port`` and other ``meter_*`` options).
+"""Power meters behind one small interface (:class:`host.power.meters.base.Meter`), chosen by name.
 
+The name is the inventory variable ``meter``; ``meter_port`` and other ``meter_*`` are its options.
 Protocol facts: docs/power.md. Every driver takes a port string or an
 already open serial object, names its units (W, V, A) and never returns None for a short
 or corrupt frame: it raises a typed :class:`host.errors.MeterError`.

@@ -1,0 +1,149 @@
+"""The house rules of host/ and runners/, checked statically (AST):
+
+* no function over 80 lines, unless the line right above it (above its decorators) is a
+  comment ``# long: <reason>``;
+* layer arrows point down: cli > analysis > campaign > {lab, power, models} > errors, the
+  three middle rooms never import each other, and runners never imports host;
+* every sub-package's ``__init__.py`` opens with a one-line summary docstring.
+"""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_LINES = 80
+
+#: host sub-package (or module) -> the host sub-packages it may import. ``host`` itself
+#: (``__version__``, ``REPO_ROOT``) and ``runners`` may be imported from anywhere in host/.
+ALLOWED = {
+    "cli": {"analysis", "campaign", "lab", "power", "models", "errors"},
+    "analysis": {"campaign", "lab", "power", "models", "errors"},
+    "campaign": {"lab", "power", "models", "errors"},
+    "lab": {"errors"},
+    "power": {"errors"},
+    "models": {"errors"},
+    "errors": set(),
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+
+
+def _sources(*folders):
+    for folder in folders:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            yield path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8")
+
+
+# -- function length ---------------------------------------------------------------------------
+
+
+def long_functions(rel: str, source: str) -> list:
+    """``"<file>:<line> <name> (<n> lines)"`` for each function over :data:`MAX_LINES` lines
+    without a ``# long: <reason>`` comment on the line right above it."""
+    lines = source.splitlines()
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        n = node.end_lineno - node.lineno + 1
+        if n <= MAX_LINES:
+            continue
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        above = lines[first - 2].strip() if first >= 2 else ""
+        reason = above.partition("long:")[2].strip() if above.startswith("#") else ""
+        if not reason:
+            bad.append(f"{rel}:{node.lineno} {node.name} ({n} lines)")
+    return bad
+
+
+def test_no_function_is_over_80_lines_without_a_reason():
+    bad = [b for rel, src in _sources("host", "runners") for b in long_functions(rel, src)]
+    assert not bad, "functions over 80 lines (split them, or say why in a '# long:' comment):\n" + \
+        "\n".join(bad)
+
+
+def test_the_length_check_sees_long_functions_and_reasons():
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_LINES))
+    plain = f"def f():\n{body}"
+    excused = f"# long: a table of constants\n@staticmethod\ndef g():\n{body}"
+    empty_reason = f"# long:\ndef h():\n{body}"
+    nested = f"class C:\n    def m(self):\n    {body.replace(chr(10), chr(10) + '    ')}\n"
+    assert long_functions("x.py", plain) == [f"x.py:1 f ({MAX_LINES + 1} lines)"]
+    assert long_functions("x.py", excused) == []
+    assert long_functions("x.py", empty_reason) == [f"x.py:2 h ({MAX_LINES + 1} lines)"]
+    assert [b.split()[1] for b in long_functions("x.py", nested)] == ["m"]
+    assert long_functions("x.py", f"def k():\n{body[: -len(body) // MAX_LINES]}") == []
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+
+def _room(rel: str) -> str:
+    """host/lab/board.py -> "lab"; host/errors.py -> "errors"; host/__init__.py -> "__init__"."""
+    parts = rel.split("/")
+    return parts[1] if len(parts) > 2 else parts[1][:-3]
+
+
+def _imported(tree) -> list:
+    """(line, dotted module) of every absolute import, at any depth (functions included)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append((node.lineno, node.module))
+            if node.module == "host":  # from host import lab
+                out += [(node.lineno, f"host.{a.name}") for a in node.names]
+    return out
+
+
+def layer_violations(rel: str, source: str) -> list:
+    """Imports of ``rel`` (a file under host/ or runners/) that point up or sideways."""
+    bad = []
+    for line, module in _imported(ast.parse(source)):
+        top, _, rest = module.partition(".")
+        if rel.startswith("runners/"):
+            if top == "host":
+                bad.append(f"{rel}:{line} imports {module} (runners never imports host)")
+            continue
+        if top != "host" or not rest:
+            continue
+        room, target = _room(rel), rest.split(".")[0]
+        if target in ("__version__", "REPO_ROOT") and room != "__init__":
+            continue  # the root package's constants
+        if target != room and target not in ALLOWED.get(room, set()):
+            bad.append(f"{rel}:{line} imports {module} ({room} -> {target} is not an allowed edge)")
+    return bad
+
+
+def test_layer_arrows_point_down():
+    rooms = {_room(rel) for rel, _ in _sources("host")}
+    assert rooms <= set(ALLOWED), f"host rooms without a place in the layers: {rooms - set(ALLOWED)}"
+    bad = [b for rel, src in _sources("host", "runners") for b in layer_violations(rel, src)]
+    assert not bad, "imports against the layers:\n" + "\n".join(bad)
+
+
+def test_the_layer_check_sees_wrong_arrows():
+    assert layer_violations("host/lab/x.py", "from host.campaign.run import run_campaign\n")
+    assert layer_violations("host/power/x.py", "def f():\n    from host.lab.board import Board\n")
+    assert layer_violations("host/models/x.py", "from host import power\n")
+    assert layer_violations("host/errors.py", "import host.lab\n")
+    assert layer_violations("host/__init__.py", "from host import cli\n")
+    assert layer_violations("runners/x.py", "import host.errors\n")
+    assert not layer_violations("host/campaign/x.py", "from host.lab.board import Board\nimport runners\n")
+    assert not layer_violations("host/lab/x.py", "from host import REPO_ROOT\nfrom host.lab import shell\n")
+
+
+# -- package docstrings ------------------------------------------------------------------------
+
+
+def test_every_sub_package_opens_with_a_one_line_summary():
+    bad = []
+    inits = sorted(p for folder in ("host", "runners") for p in (ROOT / folder).rglob("__init__.py"))
+    assert len(inits) >= 9
+    for path in inits:
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=False)
+        summary = (doc or "").split("\n\n")[0]
+        if not summary.strip() or "\n" in summary.strip():
+            bad.append(f"{path.relative_to(ROOT)}: {summary[:60]!r}")
+    assert not bad, "sub-packages without a one-line summary docstring:\n" + "\n".join(bad)
