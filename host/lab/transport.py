@@ -99,6 +99,21 @@ def _drain(chan, out: bytearray, err: bytearray, chunks: int = 64) -> None:
         err.extend(chan.recv_stderr(65536))
 
 
+
+def _drain_to_eof(chan, out: bytearray, err: bytearray, limit_s: float = 5.0) -> None:
+    """After the exit status: read on until the board's EOF on the channel. sshd may send the
+    exit status before the last of the output (RFC 4254 sets no order), so stopping at the
+    status loses lines. ``limit_s`` bounds the wait when a process the command left behind
+    keeps the output open."""
+    end = time.monotonic() + limit_s
+    while True:
+        _drain(chan, out, err)
+        if (chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
+            return
+        if time.monotonic() >= end:
+            return
+        time.sleep(0.002)
+
 class LocalTransport:
     """This machine. ``run`` uses ``/bin/sh -c`` in a new session so a timeout or Ctrl-C
     kills the whole process tree."""
@@ -467,7 +482,7 @@ class SshTransport:
         while True:
             _drain(chan, out, err)
             if chan.exit_status_ready():
-                _drain(chan, out, err)
+                _drain_to_eof(chan, out, err)
                 return None
             if abortable and self._aborted.is_set():
                 return "interrupted"
