@@ -12,7 +12,7 @@ code path for every device:
   :class:`UnreachableError`.
 
 Commands are shell strings; callers build them with :func:`shlex.quote` (see
-:func:`host.lab.board.sh`). Source for the host-key handling: paramiko ``SSHClient``
+:func:`host.lab.shell.sh`). Source for the host-key handling: paramiko ``SSHClient``
 (``RejectPolicy``, ``BadHostKeyException``) and docs/devices.md §8.
 """
 
