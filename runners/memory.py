@@ -41,10 +41,11 @@ class MemoryProbe:
     :meth:`result` gives the figures below, in MiB:
 
     * ``rss_mib_before_session`` — VmRSS before the session is created (interpreter,
-      numpy and the runtime library already imported);
+      numpy and the runners imported; a backend that imports its runtime in ``load()``, as
+      ``ort`` does, has not imported it yet);
     * ``rss_mib_peak`` — VmHWM at the end: the whole process's peak;
     * ``rss_mib_session_delta`` — VmHWM after session creation minus the RSS before it:
-      what loading the model cost at its peak;
+      what importing the runtime (see above) and loading the model cost at its peak;
     * ``rss_mib_inference_delta`` — VmHWM at the end minus VmHWM after session creation:
       the further peak growth from input buffers, warm-up and the timed loop.
     """
