@@ -362,7 +362,10 @@ def test_ctrl_c_leaves_a_consistent_campaign_that_resumes(boards, tmp_path):
     slow = [a if a != "0.01" else "1.5" for a in NULL]  # each cell's timed loop takes 1.5 s
     argv = [sys.executable, "-m", "host", "bench", *map(str, models), "-i", str(inv), "--device", "b1",
             "--results", str(tmp_path / "r"), "--campaign", "cc", *slow]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    # Ctrl-C as from a terminal, however pytest was started: a shell starts background jobs
+    # with SIGINT ignored, and an ignored signal stays ignored across exec
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     cell_dir = tmp_path / "r" / "cc" / "b1"
     deadline = time.monotonic() + 60
     while not (cell_dir.exists() and any(cell_dir.glob("*.json"))) and time.monotonic() < deadline:
