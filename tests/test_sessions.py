@@ -188,3 +188,36 @@ def test_output_is_complete_when_the_exit_status_comes_first(boards):
             proc.kill()
             proc.wait()
     assert lost == []
+
+
+def test_abort_while_a_local_command_is_starting_still_kills_it(monkeypatch):
+    """abort() landing between "not aborted yet" and "process started" (seen once in 20 tries
+    under load) must not leave the command running until its timeout."""
+    import host.lab.transport as transport_module
+
+    real_popen = subprocess.Popen
+    starting = threading.Event()
+
+    def slow_popen(*args, **kwargs):
+        starting.set()
+        time.sleep(0.3)  # the window: the check has passed, the process is not known yet
+        return real_popen(*args, **kwargs)
+
+    transport = LocalTransport()
+    token = uuid.uuid4().hex
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["result"] = transport.run(tagged(token), timeout=120)
+        except CommandAborted as exc:
+            outcome["aborted"] = exc
+
+    monkeypatch.setattr(transport_module.subprocess, "Popen", slow_popen)
+    worker = threading.Thread(target=target)
+    worker.start()
+    assert starting.wait(10)
+    transport.abort()
+    worker.join(timeout=20)
+    assert not worker.is_alive() and "aborted" in outcome, outcome
+    assert holders(token) == []

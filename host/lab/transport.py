@@ -141,12 +141,12 @@ class LocalTransport:
             CommandAborted: :meth:`abort` was called (before or during the command).
             OSError: ``/bin/sh`` cannot be started.
         """
-        self._refuse_if_aborted()
         start = time.monotonic()
-        proc = subprocess.Popen(["/bin/sh", "-c", command], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                start_new_session=True)
-        with self._lock:
+        with self._lock:  # abort() either comes first (refused here) or sees the process
+            self._refuse_if_aborted()
+            proc = subprocess.Popen(["/bin/sh", "-c", command], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                    start_new_session=True)
             self._proc = proc
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -203,8 +203,8 @@ class LocalTransport:
     def abort(self) -> None:
         """Stop: kill the command in flight (its whole session) and refuse new ones. Safe to call
         from another thread (the CLI's signal handling does)."""
-        self._aborted.set()
         with self._lock:
+            self._aborted.set()
             proc = self._proc
         if proc is not None:
             self._killpg(proc)
