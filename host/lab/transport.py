@@ -114,18 +114,30 @@ def _drain_to_eof(chan, out: bytearray, err: bytearray, limit_s: float = 5.0) ->
             return
         time.sleep(0.002)
 
-class LocalTransport:
+class _Transport:
+    """What both transports share: the board's name, transfer counts and the abort flag
+    (set once by ``abort()``, never cleared: no command starts after it)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.stats = TransferStats()
+        self._aborted = threading.Event()
+
+    def _refuse_if_aborted(self) -> None:
+        if self._aborted.is_set():
+            raise CommandAborted(f"{self.name}: aborted; no new command is started", device=self.name)
+
+
+class LocalTransport(_Transport):
     """This machine. ``run`` uses ``/bin/sh -c`` in a new session so a timeout or Ctrl-C
     kills the whole process tree."""
 
     kind = "local"
 
     def __init__(self, name: str = "local"):
-        self.name = name
-        self.stats = TransferStats()
+        super().__init__(name)
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
-        self._aborted = threading.Event()
 
     def connect(self) -> None:
         """Nothing to connect; present for interface symmetry."""
@@ -167,10 +179,6 @@ class LocalTransport:
         if code < 0:  # sh itself killed by a signal
             code = SIGNAL_BASE - code
         return CommandResult(code, out or "", err or "", time.monotonic() - start)
-
-    def _refuse_if_aborted(self) -> None:
-        if self._aborted.is_set():
-            raise CommandAborted(f"{self.name}: aborted; no new command is started", device=self.name)
 
     def _kill_session(self, proc: subprocess.Popen, on_kill: str | None) -> tuple:
         """SIGKILL the session of ``proc`` until nothing of it is left, reap it, run ``on_kill``;
@@ -276,7 +284,7 @@ class _AcceptNewPolicy:
             f"recorded new host key {key.get_name()} {key.fingerprint} for {hostname} in {self.path}")
 
 
-class SshTransport:
+class SshTransport(_Transport):
     """A board over SSH with strict host-key checking (see the module docstring).
 
     Args:
@@ -295,7 +303,7 @@ class SshTransport:
                  key_file: str | None = None, known_hosts: Path | None = None,
                  accept_new_host_keys: bool = False, connect_timeout: float = 10.0,
                  retries: int = 2, backoff_s: float = 0.5):
-        self.name = name
+        super().__init__(name)
         self.host = host
         self.port = int(port)
         self.user = user
@@ -305,10 +313,8 @@ class SshTransport:
         self.connect_timeout = connect_timeout
         self.retries = retries
         self.backoff_s = backoff_s
-        self.stats = TransferStats()
         self._conn = None
         self._sftp = None
-        self._aborted = threading.Event()
 
     @property
     def key_name(self) -> str:
@@ -430,10 +436,6 @@ class SshTransport:
                 raise UnreachableError(f"{self.name}: connection lost during a command: {exc}",
                                        device=self.name) from None
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _refuse_if_aborted(self) -> None:
-        if self._aborted.is_set():
-            raise CommandAborted(f"{self.name}: aborted; no new command is started", device=self.name)
 
     def _open_channel(self):
         """A new session channel on the open connection. Raises _ConnectionLost."""
