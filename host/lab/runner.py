@@ -142,7 +142,7 @@ def check_backend(name: str) -> None:
     if desc is None or not desc.implemented:
         why = f": not implemented in this version ({desc.reason})" if desc else ""
         raise BackendError(f"unknown backend {name!r}{why}",
-                        hint="use --backend " + " or ".join(implemented_names()))
+                           hint="use --backend " + " or ".join(implemented_names()))
 
 
 def check_backend_options(given: Mapping[str, Any], backends) -> dict:
@@ -171,13 +171,13 @@ def check_backend_options(given: Mapping[str, Any], backends) -> dict:
         if not owners:
             own = sorted({o.name.replace("_", "-") for d in descs for o in d.options})
             raise BackendError(f"{flag} is not an option of backend {', '.join(backends)}",
-                            hint=("its options: " + ", ".join(own)) if own else "it has no options")
+                               hint=("its options: " + ", ".join(own)) if own else "it has no options")
         opt = owners[0].option(key)
         try:
             values[opt.name] = opt.parse(raw)
         except ValueError as exc:
             if opt.choices:
                 raise BackendError(f"unknown {flag} {raw!r}",
-                                hint="one of " + ", ".join(map(str, opt.choices))) from None
+                                   hint="one of " + ", ".join(map(str, opt.choices))) from None
             raise BackendError(f"bad {flag}: {exc}") from None
     return values
