@@ -7,4 +7,4 @@ runtime lazily. ``python -m runners --help`` lists the commands.
 __version__ = "0.1.0"
 
 #: Version of the result JSON document (see README, "Result format").
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"

@@ -28,6 +28,11 @@ POLICY_OPTIONS = {
     "max_duration_s": "--max-s",
     "cov_max": "--cov-max",
     "fps": "--fps",
+    "sessions": "--sessions",
+    "drift_max": "--drift-max",
+    "mode_share_max": "--mode-share-max",
+    "throttle_max": "--throttle-max",
+    "load_max": "--load-max",
 }
 
 
@@ -39,12 +44,15 @@ def policy_to_argv(policy: Policy) -> list:
     return argv
 
 _POLICY_HELP = """\
-Stop rule (MLPerf LoadGen style): warm-up runs until both --warmup-iters and
---warmup-s are met; the timed loop runs until both --min-iters and --min-s are met,
-capped at --max-s (each). Defaults: warm-up >= 20 iterations and >= 1 s; timed loop
->= 100 iterations and >= 5 s, cap 60 s (see runners.core.Policy). The result is
-INVALID when a minimum was not met, the cap was hit, or the robust coefficient of
-variation, IQR/(1.349*median), exceeds --cov-max (default 0.10).
+Protocol: --sessions fresh sessions one after another, each: load, first inference
+(timed alone), warm-up until both --warmup-iters and --warmup-s are met, timed loop
+until both --min-iters and --min-s are met, capped at --max-s (each). Defaults: one
+session; warm-up >= 20 iterations and >= 1 s; timed loop >= 100 iterations and
+>= 5 s, cap 60 s (see runners.core.Policy). The result is INVALID when a loop hit its
+cap, drifted (--drift-max), had a second mode (--mode-share-max) or saw the CPU
+clock change (--throttle-max); load from other processes and a wide CoV warn.
+One process cannot measure process-to-process variation: `host bench` repeats
+processes until its interval is precise enough.
 """
 
 
@@ -90,8 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
         "min_duration_s": (float, f"timed minimum seconds [{d.min_duration_s}]"),
         "max_duration_s": (float, f"cap in seconds on warm-up and on the timed loop, each "
                                   f"[{d.max_duration_s}]"),
-        "cov_max": (float, f"largest robust CoV (IQR/(1.349*median)) for VALID [{d.cov_max}]"),
+        "cov_max": (float, f"robust or classic CoV above this warns [{d.cov_max}]"),
         "fps": (float, f"real-time frame rate; budget = 1000/fps ms on the p99 [{d.fps}]"),
+        "sessions": (int, f"fresh sessions in this process, one after another [{d.sessions}]"),
+        "drift_max": (float, f"largest trend across a timed loop for VALID [{d.drift_max}]"),
+        "mode_share_max": (float, "largest share of iterations beyond ±50 %% of the median "
+                                  f"[{d.mode_share_max}]"),
+        "throttle_max": (float, f"largest CPU clock change across a loop [{d.throttle_max}]"),
+        "load_max": (float, f"other processes' CPU share above this warns [{d.load_max}]"),
     }
     for name, option in POLICY_OPTIONS.items():
         kind, text = helps[name]

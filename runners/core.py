@@ -18,7 +18,7 @@ from array import array
 from dataclasses import asdict, dataclass, field
 
 import runners
-from runners import stats
+from runners import environment, stats
 from runners.backends import get_backend
 from runners.errors import RunnerError
 from runners.inputs import resolve_shapes, synthesize
@@ -29,10 +29,15 @@ from runners.util import file_sha256, utc_now
 
 @dataclass
 class Policy:
-    """When warm-up and the timed loop stop, and what makes a result VALID.
+    """How one runner process measures, and what makes its result VALID.
 
-    Units are in the names. Defaults: warm-up >= 20 iterations and >= 1 s; timed loop
-    >= 100 iterations and >= 5 s, capped at 60 s (each loop); robust CoV <= 0.10; 60 FPS budget.
+    Units are in the names. A process runs ``sessions`` fresh sessions one after another;
+    each gets a warm-up (>= ``warmup_min_iterations`` and >= ``warmup_min_s``) and a timed
+    loop (>= ``min_iterations`` and >= ``min_duration_s``), each capped at
+    ``max_duration_s``. Verdict thresholds: a loop's trend (``drift_max``, relative change
+    first->last block), its share of iterations far from the median (``mode_share_max``),
+    the CPU clock's change across a loop (``throttle_max``); other processes' CPU share
+    (``load_max``) and the robust CoV (``cov_max``) only warn. 60 FPS real-time budget.
     """
 
     warmup_min_iterations: int = 20
@@ -42,6 +47,11 @@ class Policy:
     max_duration_s: float = 60.0
     cov_max: float = 0.10
     fps: float = 60.0
+    sessions: int = 1
+    drift_max: float = 0.10
+    mode_share_max: float = 0.10
+    throttle_max: float = 0.10
+    load_max: float = 0.25
 
     def check(self) -> None:
         """Raise ValueError when the policy is self-contradictory."""
@@ -51,8 +61,17 @@ class Policy:
             raise ValueError("duration minimums must be >= 0")
         if self.max_duration_s <= 0:
             raise ValueError("max duration must be > 0")
-        if self.fps <= 0 or self.cov_max <= 0:
-            raise ValueError("fps and cov_max must be > 0")
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError(f"the timed loop's minimum ({self.min_duration_s:g} s) exceeds its cap "
+                             f"({self.max_duration_s:g} s): raise --max-s or lower --min-s")
+        if self.warmup_min_s > self.max_duration_s:
+            raise ValueError(f"the warm-up minimum ({self.warmup_min_s:g} s) exceeds the cap "
+                             f"({self.max_duration_s:g} s): raise --max-s or lower --warmup-s")
+        if self.sessions < 1:
+            raise ValueError("sessions must be >= 1")
+        if min(self.fps, self.cov_max, self.drift_max, self.mode_share_max, self.throttle_max,
+               self.load_max) <= 0:
+            raise ValueError("fps and every threshold must be > 0")
 
 
 @dataclass
@@ -132,26 +151,50 @@ def _result_head(config: RunConfig) -> dict:
     }
 
 
-def _prepare(backend, config: RunConfig, result: dict, probe: MemoryProbe) -> None:
-    """Load the model, synthesize and bind the inputs; record inputs, outputs and runtime."""
+def _import_runtime(backend: str) -> None:
+    """Import the backend's runtime modules now, so that memory baselines come after them.
+    A module that does not import is left to the backend's ``load()``, which raises the
+    typed error."""
+    import importlib
+
+    from runners.backends import descriptors
+
+    desc = descriptors().get(backend)
+    for name in desc.runtime_modules if desc else ():
+        try:
+            importlib.import_module(name)
+        except Exception:  # ImportError or a missing shared library: load() reports it
+            return
+
+
+def _prepare(backend, config: RunConfig, result: dict, probe: MemoryProbe, index: int) -> tuple:
+    """Load the model and bind the inputs (``prepare()`` runs the first inference, timed).
+    Session 0 records inputs, outputs and runtime. Returns (load_ms, first_inference_ms,
+    samples per call)."""
+    t0 = time.perf_counter_ns()
     backend.load(config.model)
-    probe.mark("after_session")
+    t1 = time.perf_counter_ns()
+    if index == 0:
+        probe.mark("after_session")
     specs = backend.inputs()
     shapes = resolve_shapes(specs, batch=config.batch, shapes=config.shapes)
     feeds = synthesize(specs, shapes, seed=config.seed)
-    result["model"]["inputs"] = [s.to_json() for s in specs]
-    result["model"]["input_shapes"] = {k: list(v) for k, v in shapes.items()}
+    t2 = time.perf_counter_ns()
     backend.prepare(feeds)
-    if hasattr(backend, "outputs"):
-        result["model"]["outputs"] = [s.to_json() for s in backend.outputs()]
-    result["runtime"] = backend.runtime_info()
+    t3 = time.perf_counter_ns()
+    if index == 0:
+        result["model"]["inputs"] = [s.to_json() for s in specs]
+        result["model"]["input_shapes"] = {k: list(v) for k, v in shapes.items()}
+        if hasattr(backend, "outputs"):
+            result["model"]["outputs"] = [s.to_json() for s in backend.outputs()]
+        result["runtime"] = backend.runtime_info()
+    first = shapes[specs[0].name] if specs else ()
+    per_call = int(first[0]) if len(first) >= 1 and int(first[0]) > 0 else 1
+    return (t1 - t0) / 1e6, (t3 - t2) / 1e6, per_call
 
 
 def _warm_up(infer, policy: Policy) -> dict:
-    """The first inference (timed alone), then the warm-up loop: the ``warmup`` block."""
-    t0 = time.perf_counter_ns()
-    infer()  # the first inference, reported separately
-    first_ns = time.perf_counter_ns() - t0
+    """The warm-up loop after the first inference: the session's ``warmup`` block."""
     warm, w_start, w_end, w_max = timed_loop(
         infer,
         policy.warmup_min_iterations,
@@ -159,48 +202,67 @@ def _warm_up(infer, policy: Policy) -> dict:
         int(policy.max_duration_s * 1e9),
     )
     return {
-        "first_inference_ms": first_ns / 1e6,
-        "iterations": len(warm) + 1,
-        "duration_s": (w_end - w_start + first_ns) / 1e9,
+        "iterations": len(warm),
+        "duration_s": (w_end - w_start) / 1e9,
         "latency_ms_last": warm[-1] / 1e6 if warm else None,
         "max_duration_hit": w_max,
     }
 
 
-def _measure(backend, config: RunConfig, result: dict, probe: MemoryProbe) -> None:
-    """Warm up, run the timed loop and fill ``warmup``, ``latency``, ``verdict``,
-    ``realtime`` and ``status``."""
+def _session(backend, config: RunConfig, result: dict, probe: MemoryProbe, index: int) -> tuple:
+    """One fresh session: load, first inference, warm-up, timed loop with a machine
+    snapshot before and after. Returns (session block, latencies array('q'))."""
     policy = config.policy
-    infer = backend.infer
-    result["warmup"] = _warm_up(infer, policy)
-    # The loop is timed on perf_counter; its bounds are reported on CLOCK_MONOTONIC
-    # (the clock the host aligns power samples with). Same clock on Linux.
-    to_mono = time.monotonic_ns() - time.perf_counter_ns()
-    lat, start, end, max_hit = timed_loop(
-        infer,
-        policy.min_iterations,
-        int(policy.min_duration_s * 1e9),
-        int(policy.max_duration_s * 1e9),
-    )
-    probe.mark("end")
-    summary = stats.summarize(lat, loop_duration_ns=end - start)
-    summary["level"] = backend.latency_level
-    summary["clock"] = "perf_counter_ns"
+    load_ms, first_ms, per_call = _prepare(backend, config, result, probe, index)
+    warm = _warm_up(backend.infer, policy)
+    to_mono = time.monotonic_ns() - time.perf_counter_ns()  # same clock on Linux
+    before = environment.snapshot()
+    lat, start, end, max_hit = timed_loop(backend.infer, policy.min_iterations,
+                                          int(policy.min_duration_s * 1e9), int(policy.max_duration_s * 1e9))
+    after = environment.snapshot()
+    summary = stats.summarize(lat, loop_duration_ns=end - start, samples_per_call=per_call)
     summary["loop_start_monotonic_ns"] = start + to_mono
     summary["loop_end_monotonic_ns"] = end + to_mono
+    summary["max_duration_hit"] = max_hit
     if config.keep_latencies:
         summary["latencies_ns"] = lat.tolist()
-    verdict = stats.verdict(
-        summary,
-        min_iterations=policy.min_iterations,
-        min_duration_s=policy.min_duration_s,
-        max_duration_hit=max_hit,
-        cov_max=policy.cov_max,
-    )
-    result["latency"] = summary
-    result["verdict"] = verdict
-    result["realtime"] = stats.realtime_verdict(summary, policy.fps)
-    result["status"] = "ok" if verdict["result"] == "VALID" else "invalid"
+    checks = {"drift": stats.drift(lat), "second_mode": stats.second_mode(lat),
+              "environment": environment.delta(before, after)}
+    block = {"index": index, "load_ms": load_ms, "first_inference_ms": first_ms,
+             "warmup": warm, "latency": summary, "checks": checks}
+    return block, lat
+
+
+def _measure(config: RunConfig, result: dict, probe: MemoryProbe) -> None:
+    """Run ``policy.sessions`` fresh sessions one after another and fill ``sessions``,
+    ``warmup``, ``latency`` (over all sessions), ``verdict``, ``realtime`` and ``status``."""
+    policy = config.policy
+    blocks, arrays, level = [], [], None
+    for index in range(policy.sessions):
+        backend = get_backend(config.backend, config.options)
+        level = backend.latency_level
+        try:
+            block, lat = _session(backend, config, result, probe, index)
+        finally:
+            _close(backend, result)
+        blocks.append(block)
+        arrays.append(lat)
+    probe.mark("end")
+    result["sessions"] = blocks
+    result["warmup"] = dict(blocks[0]["warmup"], first_inference_ms=blocks[0]["first_inference_ms"],
+                            load_ms=blocks[0]["load_ms"])
+    result["latency"] = stats.pool_sessions(blocks, arrays, level=level)
+    result["verdict"] = stats.process_verdict(blocks, policy)
+    result["realtime"] = stats.realtime_verdict(result["latency"], policy.fps)
+    result["status"] = "ok" if result["verdict"]["result"] == "VALID" else "invalid"
+
+
+def _close(backend, result: dict) -> None:
+    try:
+        backend.close()
+    except Exception:  # closing must not hide the measurement
+        result.setdefault("warnings", []).append(
+            "backend close failed: " + traceback.format_exc(limit=1).strip())
 
 
 def _finish(result: dict, probe: MemoryProbe) -> None:
@@ -230,26 +292,17 @@ def run(config: RunConfig) -> dict:
     config.policy.check()
     probe = MemoryProbe()
     result = _result_head(config)
-    backend = None
+    probe.mark("before_import")
+    _import_runtime(config.backend)
     probe.mark("start")
     try:
-        backend = get_backend(config.backend, config.options)
-        _prepare(backend, config, result, probe)
-        _measure(backend, config, result, probe)
+        _measure(config, result, probe)
     except RunnerError as exc:
         result["status"] = "failed"
         result["error"] = {"type": type(exc).__name__, "message": str(exc)}
     except MemoryError as exc:
         result["status"] = "failed"
         result["error"] = {"type": "OutOfMemory", "message": f"MemoryError: {exc}"}
-    finally:
-        if backend is not None:
-            try:
-                backend.close()
-            except Exception:  # closing must not hide the measurement
-                result.setdefault("warnings", []).append(
-                    "backend close failed: " + traceback.format_exc(limit=1).strip()
-                )
     _finish(result, probe)
     return result
 

@@ -36,18 +36,20 @@ def read_status(path: str = "/proc/self/status") -> dict[str, float]:
 class MemoryProbe:
     """Snapshots of RSS at the runner's lifecycle points, for one fresh process.
 
-    Call :meth:`mark` with ``"start"`` (after imports, before the session),
-    ``"after_session"`` (session created) and ``"end"`` (after the timed loop); then
-    :meth:`result` gives the figures below, in MiB:
+    Call :meth:`mark` with ``"before_import"`` (interpreter, numpy and the runners
+    imported), ``"start"`` (the backend's runtime modules imported, before the first
+    session), ``"after_session"`` (first session created) and ``"end"`` (after the last
+    timed loop); then :meth:`result` gives the figures below, in MiB:
 
-    * ``rss_mib_before_session`` — VmRSS before the session is created (interpreter,
-      numpy and the runners imported; a backend that imports its runtime in ``load()``, as
-      ``ort`` does, has not imported it yet);
+    * ``rss_mib_runtime_import`` — VmRSS after importing the runtime minus before it;
+    * ``rss_mib_before_session`` — VmRSS before the first session is created (runtime
+      imported);
     * ``rss_mib_peak`` — VmHWM at the end: the whole process's peak;
-    * ``rss_mib_session_delta`` — VmHWM after session creation minus the RSS before it:
-      what importing the runtime (see above) and loading the model cost at its peak;
+    * ``rss_mib_session_delta`` — VmHWM after the first session's creation minus the RSS
+      before it: what loading the model cost at its peak (the import is not in it);
     * ``rss_mib_inference_delta`` — VmHWM at the end minus VmHWM after session creation:
-      the further peak growth from input buffers, warm-up and the timed loop.
+      the further peak growth from input buffers, warm-up, the timed loops and later
+      sessions.
     """
 
     def __init__(self, status_path: str = "/proc/self/status"):
@@ -58,6 +60,7 @@ class MemoryProbe:
         self.points[point] = read_status(self.status_path)
 
     def result(self) -> dict:
+        before = self.points.get("before_import", {})
         start = self.points.get("start", {})
         sess = self.points.get("after_session", {})
         end = self.points.get("end", {})
@@ -67,6 +70,7 @@ class MemoryProbe:
 
         return {
             "memory_method": MEMORY_METHOD,
+            "rss_mib_runtime_import": diff(start.get("rss_mib"), before.get("rss_mib")),
             "rss_mib_before_session": start.get("rss_mib"),
             "rss_mib_after_session": sess.get("rss_mib"),
             "rss_mib_peak": end.get("hwm_mib"),

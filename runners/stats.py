@@ -14,11 +14,15 @@ mode) above that; it is what the verdict's CoV limit applies to. Stalls stay vis
 p99, max and ``cov``, and a classic CoV above the limit adds a warning.
 
 Percentiles use linear interpolation between order statistics (numpy's default, "type 7"
-in Hyndman & Fan 1996). The 95 % confidence interval of the median is distribution-free,
+in Hyndman & Fan 1996). Within one timed loop, the 95 % confidence interval of the
+median (``latency_ms_p50_ci95_loop``) is distribution-free,
 from order statistics: the interval [x_(j), x_(k)] with the smallest symmetric rank
 distance such that P(j <= B < k) >= 0.95 for B ~ Binomial(n, 1/2) (Conover, *Practical
 Nonparametric Statistics*, 3rd ed., §3.2). The binomial is evaluated exactly for
-n <= 2000 and by its normal approximation above.
+n <= 2000 and by its normal approximation above. That interval only sees noise inside
+one loop; on a time-shared machine sessions and processes differ far more (see
+docs/measurement.md), so the cell's interval comes from :func:`repetition_interval` over
+many processes.
 """
 
 from __future__ import annotations
@@ -89,21 +93,25 @@ def _z(confidence: float) -> float:
     return (lo + hi) / 2
 
 
-def summarize(latencies_ns: Sequence[int], loop_duration_ns: int | None = None) -> dict:
+def summarize(latencies_ns: Sequence[int], loop_duration_ns: int | None = None,
+              samples_per_call: int = 1) -> dict:
     """Summarise per-inference latencies.
 
     Args:
         latencies_ns: one value per timed inference, nanoseconds, shape (n,), n >= 1.
         loop_duration_ns: wall time of the whole timed loop in ns (includes harness
-            overhead between calls); used for ``throughput_ips``. Defaults to the sum
+            overhead between calls); used for the throughputs. Defaults to the sum
             of the latencies.
+        samples_per_call: samples (batch items) each call processes.
 
     Returns:
         A dict with ``iterations``, ``latency_ms_{mean,std,min,max,p50,p90,p95,p99}``,
-        ``latency_ms_p50_ci95`` ([lo, hi] or None when n < 6), ``cov`` (std/mean,
+        ``latency_ms_p50_ci95_loop`` ([lo, hi] or None when n < 6: the order-statistic
+        interval of this loop's median, blind to anything above the loop), ``cov`` (std/mean,
         dimensionless; std is the sample standard deviation, ddof=1), ``cov_robust``
-        (IQR / (1.349 * median), dimensionless), ``throughput_ips``
-        (inferences per second over the loop), ``duration_s`` and the methods used.
+        (IQR / (1.349 * median), dimensionless), ``throughput_cps`` (calls per second over
+        the loop), ``throughput_sps`` (samples per second = calls/s × ``samples_per_call``),
+        ``duration_s`` and the methods used.
 
     Raises:
         ValueError: when ``latencies_ns`` is empty.
@@ -133,10 +141,12 @@ def summarize(latencies_ns: Sequence[int], loop_duration_ns: int | None = None) 
         out[f"latency_ms_p{p}"] = float(v)
     out.update(
         {
-            "latency_ms_p50_ci95": ci,
+            "latency_ms_p50_ci95_loop": ci,
             "cov": std / mean if mean > 0 else None,
             "cov_robust": float(q3 - q1) / (IQR_TO_STD * median) if median > 0 else None,
-            "throughput_ips": n / (duration_ns / 1e9) if duration_ns > 0 else None,
+            "throughput_cps": n / (duration_ns / 1e9) if duration_ns > 0 else None,
+            "throughput_sps": n * samples_per_call / (duration_ns / 1e9) if duration_ns > 0 else None,
+            "samples_per_call": samples_per_call,
             "duration_s": duration_ns / 1e9,
             "median_ci_method": MEDIAN_CI_METHOD,
             "cov_robust_method": COV_ROBUST_METHOD,
@@ -146,59 +156,115 @@ def summarize(latencies_ns: Sequence[int], loop_duration_ns: int | None = None) 
     return out
 
 
-def verdict(
-    summary: dict,
-    *,
-    min_iterations: int,
-    min_duration_s: float,
-    max_duration_hit: bool,
-    cov_max: float,
-) -> dict:
-    """Decide VALID/INVALID for a timed loop, LoadGen style.
+def _loop_reasons(blocks: list, policy) -> tuple:
+    """(checks, reasons) of the stop rule and the loop checks over every session."""
+    lats = [b["latency"] for b in blocks]
+    drifting = [b for b in blocks if _drifts(b["checks"]["drift"], policy.drift_max)]
+    moded = [b for b in blocks if b["checks"]["second_mode"]["outside_share"] > policy.mode_share_max]
+    throttled = [b for b in blocks
+                 if abs(b["checks"]["environment"].get("cpu_mhz_change_rel") or 0.0) > policy.throttle_max]
+    checks = {
+        "min_iterations_met": all(x["iterations"] >= policy.min_iterations for x in lats),
+        "min_duration_met": all(x["duration_s"] >= policy.min_duration_s for x in lats),
+        "max_duration_not_hit": not any(x.get("max_duration_hit") for x in lats),
+        "no_drift": not drifting,
+        "single_mode": not moded,
+        "no_throttle": not throttled,
+    }
+    reasons = []
+    if not (checks["min_iterations_met"] and checks["min_duration_met"] and checks["max_duration_not_hit"]):
+        reasons.append(f"the timed loop hit its cap ({policy.max_duration_s:g} s) before "
+                       f"{policy.min_iterations} iterations and {policy.min_duration_s:g} s: raise --max-s")
+    if drifting:
+        d = drifting[0]["checks"]["drift"]
+        reasons.append(f"latency drifted {d['drift_rel']:+.0%} across a timed loop (session "
+                       f"{drifting[0]['index']}; limit ±{policy.drift_max:.0%}): something changed during it "
+                       "(clock, heat, load); "
+                       "let the machine settle or lengthen the warm-up (--warmup-s)")
+    if moded:
+        share = moded[0]["checks"]["second_mode"]["outside_share"]
+        reasons.append(f"{share:.0%} of iterations lie beyond ±50 % of the median (session "
+                       f"{moded[0]['index']}; limit {policy.mode_share_max:.0%}): a second mode (core type, "
+                       "contention); "
+                       "pin threads (--threads) or close other programs")
+    if throttled:
+        env = throttled[0]["checks"]["environment"]
+        reasons.append(f"CPU clock changed {env['cpu_mhz_change_rel']:+.0%} during a timed loop "
+                       f"({env['cpu_mhz_before']:.0f} -> {env['cpu_mhz_after']:.0f} MHz): throttling or "
+                       "frequency scaling; fix the power mode (host power-mode tune) or cool the board")
+    return checks, reasons
 
-    Each rule is reported as a named check; the result is INVALID when any fails.
+
+def _drifts(d: dict, limit: float) -> bool:
+    """A trend that is both material (> ``limit``) and clear (|t| > 3)."""
+    return d.get("drift_rel") is not None and abs(d["drift_rel"]) > limit and abs(d.get("drift_t") or 0) > 3
+
+
+def process_verdict(blocks: list, policy) -> dict:
+    """VALID/INVALID for one runner process, from its session blocks.
+
+    INVALID when a timed loop missed its minimums or hit its cap (LoadGen's rule), drifted
+    (:func:`drift`: change > ``policy.drift_max`` with |t| > 3), had a second mode
+    (:func:`second_mode` share > ``policy.mode_share_max``) or saw the CPU clock change by
+    more than ``policy.throttle_max``. Warnings, which never invalidate: other processes'
+    CPU share above ``policy.load_max``, robust or classic CoV above ``policy.cov_max``.
+    Whether the interval is precise enough is the host's call (it sees every process).
 
     Args:
-        summary: output of :func:`summarize`.
-        min_iterations, min_duration_s: the stop rule's minimums (both must be met).
-        max_duration_hit: the loop stopped at its maximum-duration cap.
-        cov_max: largest accepted robust coefficient of variation (``cov_robust``).
+        blocks: the result's ``sessions`` list (``latency`` and ``checks`` of each).
+        policy: :class:`runners.core.Policy` (its thresholds).
 
     Returns:
-        ``{"result": "VALID"|"INVALID", "reasons": [str, ...], "checks": {name: bool},
-        "warnings": [str, ...]}``; warnings (classic CoV above ``cov_max``) never make
-        a result INVALID.
+        ``{"result", "reasons": [str], "checks": {name: bool}, "warnings": [str]}``; each
+        reason says what to do about it.
     """
-    robust = summary.get("cov_robust")
-    checks = {
-        "min_iterations_met": summary["iterations"] >= min_iterations,
-        "min_duration_met": summary["duration_s"] >= min_duration_s,
-        "max_duration_not_hit": not max_duration_hit,
-        "cov_within_limit": robust is not None and robust <= cov_max,
-    }
+    checks, reasons = _loop_reasons(blocks, policy)
     warnings = []
-    cov = summary.get("cov")
-    if cov is not None and cov > cov_max:
-        worst = summary.get("latency_ms_max")
-        tail = f" (max {worst:.3f} ms)" if worst is not None else ""
-        warnings.append(
-            f"classic CoV (std/mean) {cov:.3f} > {cov_max:g}: long stalls in the tail{tail}; "
-            "they are in p99/max, the median and cov_robust are unaffected"
-        )
-    reasons = []
-    if not checks["min_iterations_met"]:
-        reasons.append(f"too few iterations: {summary['iterations']} < {min_iterations}")
-    if not checks["min_duration_met"]:
-        reasons.append(
-            f"timed loop too short: {summary['duration_s']:.3f} s < {min_duration_s:g} s"
-        )
-    if not checks["max_duration_not_hit"]:
-        reasons.append("maximum duration hit before the minimums were met")
-    if not checks["cov_within_limit"]:
-        shown = "n/a" if robust is None else f"{robust:.3f}"
-        reasons.append(f"latency too variable: robust CoV {shown} > {cov_max:g}")
+    busy = [b["checks"]["environment"].get("others_cpu_share") or 0.0 for b in blocks]
+    if max(busy) > policy.load_max:
+        warnings.append(f"other processes used {max(busy):.0%} of the machine's CPU time during a timed loop "
+                        f"(limit {policy.load_max:.0%}): close other programs")
+    robust = max(b["latency"].get("cov_robust") or 0.0 for b in blocks)
+    if robust > policy.cov_max:
+        warnings.append(f"robust CoV {robust:.3f} > {policy.cov_max:g} in a timed loop: a wide bulk")
+    cov = max(b["latency"].get("cov") or 0.0 for b in blocks)
+    if cov > policy.cov_max:
+        worst = max(b["latency"]["latency_ms_max"] for b in blocks)
+        warnings.append(f"classic CoV (std/mean) {cov:.3f} > {policy.cov_max:g}: long stalls in the tail "
+                        f"(max {worst:.3f} ms); they are in p99/max, the median is unaffected")
     return {"result": "INVALID" if reasons else "VALID", "reasons": reasons, "checks": checks,
             "warnings": warnings}
+
+
+def pool_sessions(blocks: list, arrays: list, level: str | None) -> dict:
+    """The process-level ``latency`` block from its sessions.
+
+    Percentiles, mean, min, max, CoVs and throughputs are over every iteration of every
+    session (pooled); ``latency_ms_p50`` is the median of the session medians (the median
+    itself with one session; ``latency_ms_p50_pooled`` is the pooled median).
+    ``latency_ms_p50_ci95`` is None: one process says nothing about the next, so the
+    interval is the host's, over many processes. The loop bounds span the first
+    session's timed loop start to the last one's end.
+    """
+    pooled = np.concatenate([np.asarray(a, dtype=np.int64) for a in arrays])
+    lats = [b["latency"] for b in blocks]
+    out = summarize(pooled, loop_duration_ns=int(sum(x["duration_s"] for x in lats) * 1e9),
+                    samples_per_call=lats[0]["samples_per_call"])
+    rep = repetition_interval([[x["latency_ms_p50"] for x in lats]])
+    out.update({
+        "latency_ms_p50_pooled": out["latency_ms_p50"],
+        "latency_ms_p50": rep["estimate"],
+        "latency_ms_p50_ci95": None,
+        "latency_ms_p50_ci95_loop": None,
+        "median_ci_note": "one process measures no process-to-process variation: see "
+                          "latency_ms_p50_ci95_loop (one loop) and `host bench` (many processes)",
+        "sessions": len(lats),
+        "level": level,
+        "clock": "perf_counter_ns",
+        "loop_start_monotonic_ns": lats[0]["loop_start_monotonic_ns"],
+        "loop_end_monotonic_ns": lats[-1]["loop_end_monotonic_ns"],
+    })
+    return out
 
 
 def realtime_verdict(summary: dict, fps: float, statistic: str = "p99") -> dict:
@@ -228,3 +294,152 @@ def realtime_verdict(summary: dict, fps: float, statistic: str = "p99") -> dict:
         "meets_budget": value <= budget,
         "headroom_ms": budget - value,
     }
+
+
+# -- checks on one timed loop ---------------------------------------------------------
+
+DRIFT_METHOD = "least-squares line through 10 block medians; change first->last block / median"
+SECOND_MODE_METHOD = "share of iterations outside [p50/1.5, 1.5*p50]"
+
+
+def drift(latencies_ns: Sequence[int], blocks: int = 10) -> dict:
+    """Trend across one timed loop, in time order.
+
+    The loop is cut into ``blocks`` consecutive blocks of equal size; a least-squares line
+    is fitted through the block medians. ``drift_rel`` is the line's change from the first
+    block to the last, relative to the loop's median (0.3 = 30 % slower at the end);
+    ``drift_t`` is the slope over its standard error (how clearly the line is a trend and
+    not block-to-block noise).
+
+    Returns:
+        ``{"drift_rel": float|None, "drift_t": float|None, "method": str}``; None values
+        when there are fewer than ``3 * blocks`` iterations.
+    """
+    arr = np.asarray(latencies_ns, dtype=np.float64)
+    out = {"drift_rel": None, "drift_t": None, "method": DRIFT_METHOD}
+    if arr.size < 3 * blocks:
+        return out
+    meds = np.array([np.median(b) for b in np.array_split(arr, blocks)])
+    x = np.arange(blocks, dtype=np.float64)
+    slope, intercept = np.polyfit(x, meds, 1)
+    resid = meds - (slope * x + intercept)
+    se = math.sqrt(float(resid @ resid) / (blocks - 2) / float(((x - x.mean()) ** 2).sum()))
+    median = float(np.median(arr))
+    out["drift_rel"] = float(slope * (blocks - 1) / median) if median > 0 else None
+    out["drift_t"] = float(slope / se) if se > 0 else (0.0 if slope == 0 else math.inf)
+    return out
+
+
+def second_mode(latencies_ns: Sequence[int]) -> dict:
+    """Share of iterations far from the median: outside [p50 / 1.5, 1.5 × p50].
+
+    Scheduler stalls put a few per cent of iterations there; a second mode (half the
+    iterations on another core type, a quarter at 2×) puts many more.
+
+    Returns:
+        ``{"outside_share": float in [0, 1], "method": str}``.
+    """
+    arr = np.asarray(latencies_ns, dtype=np.float64)
+    med = float(np.median(arr)) if arr.size else 0.0
+    if med <= 0:
+        return {"outside_share": 0.0, "method": SECOND_MODE_METHOD}
+    outside = np.count_nonzero((arr > 1.5 * med) | (arr < med / 1.5))
+    return {"outside_share": outside / arr.size, "method": SECOND_MODE_METHOD}
+
+
+# -- intervals over repetitions -------------------------------------------------------
+
+BOOTSTRAP_METHOD = ("two-stage hierarchical bootstrap (processes, then sessions within them, "
+                    "with replacement), percentile interval")
+BOOTSTRAP_RESAMPLES = 2000
+#: Fewest top-level repetitions for an interval: with 3, the percentile bootstrap covered
+#: 72 % instead of 95 % in our simulation (tests/test_stats.py); with 5, 93 %.
+MIN_REPETITIONS = 5
+
+
+def _padded(groups: Sequence[Sequence[float]]) -> tuple:
+    sizes = np.array([len(g) for g in groups], dtype=np.int64)
+    if sizes.size == 0 or np.any(sizes == 0):
+        raise ValueError("every repetition group needs at least one value")
+    table = np.full((len(groups), int(sizes.max())), np.nan)
+    for i, g in enumerate(groups):
+        table[i, : len(g)] = np.asarray(g, dtype=np.float64)
+    if not np.all(np.isfinite(table[~np.isnan(table)])):
+        raise ValueError("repetition values must be finite")
+    return table, sizes
+
+
+def bootstrap_replicates(groups: Sequence[Sequence[float]], *, resamples: int = BOOTSTRAP_RESAMPLES,
+                         seed: int = 0, rounds: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Replicates of the median of per-session values under a two-stage bootstrap.
+
+    Stage 1 draws ``len(groups)`` groups (processes) with replacement; stage 2 draws, within
+    each drawn group, as many values (sessions) as it has, with replacement; the replicate
+    is the median of all values drawn. Resampling every level with replacement is slightly
+    conservative (Davison & Hinkley, *Bootstrap Methods and their Application*, 1997,
+    §3.8; Saravanan et al., "Application of the hierarchical bootstrap to multi-level
+    data in neuroscience", NBDC 2020).
+
+    Args:
+        groups: per process, its sessions' values (e.g. medians in ms); shape (R, S_r).
+        resamples: number of replicates B.
+        seed: seed of the generator (results are reproducible).
+        rounds: optional stage-1 draw indices, shape (B, R), to pair two cells' resamples
+            (same rounds drawn for both); drawn here when None.
+
+    Returns:
+        Replicates, shape (B,).
+
+    Raises:
+        ValueError: no groups, an empty group or a non-finite value.
+    """
+    table, sizes = _padded(groups)
+    rng = np.random.default_rng(seed)
+    r = len(groups)
+    pick = np.asarray(rounds) if rounds is not None else rng.integers(0, r, size=(resamples, r))
+    if table.shape[1] == 1:
+        return np.median(table[pick, 0], axis=1)
+    n_each = sizes[pick]  # (B, R)
+    inner = (rng.random(pick.shape + (table.shape[1],)) * n_each[..., None]).astype(np.int64)
+    values = table[pick[..., None], inner]
+    values[np.arange(table.shape[1]) >= n_each[..., None]] = np.nan
+    return np.nanmedian(values.reshape(len(pick), -1), axis=1)
+
+
+def repetition_interval(groups: Sequence[Sequence[float]], *, seed: int = 0,
+                        resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+    """The cell estimate and its intervals from independent repetitions.
+
+    ``estimate`` is the median of every session's value (e.g. the session medians, ms);
+    ``ci95`` is the 2.5–97.5 % percentile interval of :func:`bootstrap_replicates`;
+    ``rerun95`` is where a re-run of the same protocol should land with 95 %: the estimate
+    times the 2.5–97.5 % percentiles of the ratio of two independent replicates (the
+    spread of one estimate against another, so about √2 times the CI's width).
+    ``*_rel`` is an interval's relative half-width, (hi - lo) / (2 * estimate).
+
+    Args:
+        groups: per process, its sessions' values; shape (R, S_r), R >= 1.
+
+    Returns:
+        ``{"repetitions", "sessions", "estimate", "ci95", "ci95_rel", "rerun95",
+        "rerun95_rel", "method", "resamples"}``; intervals None when R <
+        :data:`MIN_REPETITIONS` (too few for the bootstrap to cover).
+
+    Raises:
+        ValueError: as :func:`bootstrap_replicates`.
+    """
+    table, sizes = _padded(groups)
+    est = float(np.nanmedian(table))
+    out = {"repetitions": len(groups), "sessions": int(sizes.sum()), "estimate": est,
+           "ci95": None, "ci95_rel": None, "rerun95": None, "rerun95_rel": None,
+           "method": BOOTSTRAP_METHOD, "resamples": resamples}
+    if len(groups) < MIN_REPETITIONS:
+        return out
+    a = bootstrap_replicates(groups, resamples=resamples, seed=seed)
+    b = bootstrap_replicates(groups, resamples=resamples, seed=seed + 1)
+    lo, hi = np.percentile(a, (2.5, 97.5))
+    rlo, rhi = np.percentile(a / b, (2.5, 97.5)) * est
+    for key, (x, y) in (("ci95", (lo, hi)), ("rerun95", (rlo, rhi))):
+        out[key] = [float(x), float(y)]
+        out[key + "_rel"] = float((y - x) / (2 * est)) if est > 0 else None
+    return out

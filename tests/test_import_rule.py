@@ -82,8 +82,7 @@ def test_help_and_null_run_work_with_only_numpy():
     assert "run" in p.stdout
     p = _blocked("run", "--help")
     assert p.returncode == 0, p.stderr
-    p = _blocked("run", "--backend", "null", "--warmup-s", "0", "--min-s", "0.01", "--min-iters", "10",
-                 "--cov-max", "1000")
+    p = _blocked("run", "--backend", "null", "--warmup-s", "0", "--min-s", "0.01", "--min-iters", "10")
     assert p.returncode == 0, p.stderr
     assert '"name": "null"' in p.stdout
 

@@ -47,7 +47,8 @@ def test_ort_run_on_tiny_cnn_has_the_documented_shape():
     lat = doc["latency"]
     assert lat["iterations"] >= 20 and lat["duration_s"] >= 0.05
     assert lat["latency_ms_min"] <= lat["latency_ms_p50"] <= lat["latency_ms_p99"] <= lat["latency_ms_max"]
-    assert len(lat["latencies_ns"]) == lat["iterations"]
+    (session,) = doc["sessions"]
+    assert len(session["latency"]["latencies_ns"]) == lat["iterations"]
     assert lat["level"] == "host_call" and lat["clock"] == "perf_counter_ns"
     assert lat["loop_start_monotonic_ns"] < lat["loop_end_monotonic_ns"]
     assert doc["verdict"]["result"] == "VALID"
@@ -62,7 +63,9 @@ def test_ort_run_on_tiny_cnn_has_the_documented_shape():
     assert mem["memory_method"] == "rss_vmhwm"
     assert mem["rss_mib_peak"] >= mem["rss_mib_before_session"] > 0
     assert mem["rss_mib_session_delta"] >= 0 and mem["rss_mib_inference_delta"] >= 0
-    assert doc["warmup"]["iterations"] >= 3 and doc["warmup"]["first_inference_ms"] > 0
+    assert mem["rss_mib_runtime_import"] > 0  # importing onnxruntime, outside the session delta
+    assert doc["warmup"]["iterations"] >= 2 and doc["warmup"]["first_inference_ms"] > 0
+    assert set(session["checks"]) == {"drift", "second_mode", "environment"}
     ts = doc["timestamps"]
     assert ts["start_utc"].endswith("Z") and ts["start_monotonic_ns"] < ts["end_monotonic_ns"]
     json.dumps(doc, allow_nan=False)  # serialisable as strict JSON
@@ -96,6 +99,47 @@ def test_unknown_backend_is_reported():
     doc = _run(None, backend="tensorrt")
     assert doc["error"]["type"] == "BackendUnavailableError"
     assert "available: null, ort" in doc["error"]["message"]
+
+
+def test_sessions_are_fresh_and_in_order():
+    policy = Policy(warmup_min_iterations=2, warmup_min_s=0.0, min_iterations=20, min_duration_s=0.02,
+                    max_duration_s=5.0, sessions=3)
+    doc = _run("tiny_cnn.onnx", policy=policy)
+    blocks = doc["sessions"]
+    assert [b["index"] for b in blocks] == [0, 1, 2]
+    assert all(b["load_ms"] > 0 and b["first_inference_ms"] > 0 for b in blocks)
+    starts = [b["latency"]["loop_start_monotonic_ns"] for b in blocks]
+    ends = [b["latency"]["loop_end_monotonic_ns"] for b in blocks]
+    assert starts[0] < ends[0] < starts[1] < ends[1] < starts[2] < ends[2]
+    lat = doc["latency"]
+    assert lat["sessions"] == 3 and lat["iterations"] == sum(b["latency"]["iterations"] for b in blocks)
+    assert lat["latency_ms_p50"] == pytest.approx(sorted(b["latency"]["latency_ms_p50"] for b in blocks)[1])
+    assert lat["latency_ms_p50_ci95"] is None  # one process: no interval claimed
+
+
+def test_first_inference_is_the_first_run_of_the_session(monkeypatch):
+    import runners.backends.null as null
+
+    calls = []
+
+    def infer(self):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.08)
+
+    monkeypatch.setattr(null.NullBackend, "infer", infer)
+    doc = _run(None, backend="null")
+    assert doc["warmup"]["first_inference_ms"] >= 80  # the first run, inside prepare()
+    assert doc["sessions"][0]["warmup"]["latency_ms_last"] < 10  # not in the warm-up
+
+
+def test_policy_rejects_contradictions():
+    with pytest.raises(ValueError, match="exceeds its cap"):
+        Policy(min_duration_s=90, max_duration_s=60).check()
+    with pytest.raises(ValueError, match="warm-up minimum"):
+        Policy(warmup_min_s=90, min_duration_s=1, max_duration_s=60).check()
+    with pytest.raises(ValueError, match="sessions"):
+        Policy(sessions=0).check()
 
 
 def test_max_duration_hit_is_invalid():
@@ -132,12 +176,16 @@ def test_memory_probe_reads_proc_status(tmp_path):
     assert read_status(str(status)) == {"hwm_mib": 200.0, "rss_mib": 100.0}
     assert read_status(str(tmp_path / "missing")) == {}
     probe = MemoryProbe(str(status))
+    status.write_text("VmHWM:\t  81920 kB\nVmRSS:\t  61440 kB\n")
+    probe.mark("before_import")
+    status.write_text("Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n")
     probe.mark("start")
     status.write_text("VmHWM:\t  307200 kB\nVmRSS:\t  256000 kB\n")
     probe.mark("after_session")
     status.write_text("VmHWM:\t  409600 kB\nVmRSS:\t  256000 kB\n")
     probe.mark("end")
     r = probe.result()
+    assert r["rss_mib_runtime_import"] == 40.0  # 100 after the import - 60 before
     assert r["rss_mib_before_session"] == 100.0
     assert r["rss_mib_session_delta"] == 200.0  # 300 peak after session - 100 before
     assert r["rss_mib_inference_delta"] == 100.0
@@ -180,8 +228,7 @@ def _cli(*args, **kw):
                           text=True, env=env, timeout=120, **kw)
 
 
-FAST_ARGS = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "20", "--min-s", "0.05",
-             "--cov-max", "100"]
+FAST_ARGS = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "20", "--min-s", "0.05"]
 
 
 def test_cli_writes_result_file_and_exit_codes(tmp_path):
@@ -198,7 +245,7 @@ def test_cli_writes_result_file_and_exit_codes(tmp_path):
     assert json.loads(out.read_text())["status"] == "failed"
 
     p = _cli("run", str(MODELS / "identity.onnx"), "--min-iters", "1000000000", "--max-s", "0.05",
-             "--warmup-s", "0", "--out", str(out))
+             "--min-s", "0", "--warmup-s", "0", "--out", str(out))
     assert p.returncode == EXIT_INVALID
     assert json.loads(out.read_text())["status"] == "invalid"
 
@@ -212,6 +259,8 @@ def test_cli_prints_json_to_stdout_without_out():
 def test_cli_usage_errors():
     assert _cli("run", "m.onnx", "--shape", "nonsense").returncode == 2
     assert _cli("run", "m.onnx", "--max-s", "0").returncode == 2
+    bad = _cli("run", "m.onnx", "--min-s", "90", "--max-s", "60")  # contradiction, refused up front
+    assert bad.returncode == 2 and "exceeds its cap" in bad.stderr
     p = _cli("--help")
     assert p.returncode == 0 and "run" in p.stdout
     p = _cli("run", "--help")

@@ -27,8 +27,7 @@ RUNNERS = ROOT / "runners"
 REQUIREMENTS = RUNNERS / "requirements.txt"
 PY38_LOCK = RUNNERS / "requirements-py38.lock"
 MODEL = ROOT / "tests" / "fixtures" / "models" / "tiny_cnn.onnx"
-FAST_ARGS = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "20", "--min-s", "0.05",
-             "--cov-max", "100"]
+FAST_ARGS = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "20", "--min-s", "0.05"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -221,7 +221,8 @@ class Backend:
         raise NotImplementedError
 
     def prepare(self, feeds: Mapping[str, np.ndarray]) -> None:
-        """Bind inputs for the following ``infer`` calls (untimed). Raises InferenceError."""
+        """Bind inputs for the following ``infer`` calls and run the model once: the runner
+        times this call as the session's ``first_inference_ms``. Raises InferenceError."""
         raise NotImplementedError
 
     def infer(self) -> None:
