@@ -23,8 +23,8 @@ from runners.power_state import FAMILIES
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "tests" / "fixtures" / "models" / "identity.onnx"
-POLICY = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "20", "--min-s", "0.02",
-          "--cov-max", "100"]
+POLICY = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "20", "--min-s", "0.02"]
+HOST = [*POLICY, "--target-ci", "0.5"]  # host bench: five processes per cell, a loose target
 
 ECHO = textwrap.dedent(
     '''
@@ -171,15 +171,15 @@ def test_host_bench_accepts_a_new_backend_and_its_options(echo_pkg, tmp_path):
     path = [echo_pkg, ROOT]  # the copy's runners first; host from this checkout
     res = tmp_path / "results"
     p = _py(["-m", "host", "bench", MODEL, "--device", "local", "--backend", "echo", "-o", "echo_opt=3",
-             *POLICY, "--results", res, "--campaign", "c", "--json"], path, tmp_path)
+             *HOST, "--results", res, "--campaign", "c", "--json"], path, tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     cell = json.loads(p.stdout)[0]
     assert cell["status"] == "ok" and cell["runtime"]["echo_opt"] == 3
     assert (res / "c" / "local" / "identity__echo-b1-tall-echo3.json").is_file()  # option in the slug
-    bad = _py(["-m", "host", "bench", MODEL, "--backend", "echo", "-o", "echo_opt=x", *POLICY,
+    bad = _py(["-m", "host", "bench", MODEL, "--backend", "echo", "-o", "echo_opt=x", *HOST,
                "--results", res], path, tmp_path)
     assert bad.returncode == 1 and "bad --echo-opt" in bad.stderr
-    stray = _py(["-m", "host", "bench", MODEL, "--backend", "echo", "--opt-level", "basic", *POLICY,
+    stray = _py(["-m", "host", "bench", MODEL, "--backend", "echo", "--opt-level", "basic", *HOST,
                  "--results", res], path, tmp_path)
     assert stray.returncode == 1 and "--opt-level is not an option of backend echo" in stray.stderr
 
@@ -189,7 +189,7 @@ def test_inventory_runtime_values_come_from_the_descriptors(echo_pkg, tmp_path):
     inv.write_text(f"[boards]\nb1 ansible_connection=local runtime=echo python={sys.executable} "
                    f"workdir={tmp_path / 'work'}\n")
     res = tmp_path / "results"
-    args = ["-m", "host", "bench", MODEL, "-i", inv, "--device", "b1", *POLICY, "--results", res,
+    args = ["-m", "host", "bench", MODEL, "-i", inv, "--device", "b1", *HOST, "--results", res,
             "--campaign", "c", "--json"]
     without = _py(args, [ROOT], tmp_path)  # this checkout's runners: no echo backend
     assert without.returncode != 0 and "runtime='echo' is not allowed" in without.stderr

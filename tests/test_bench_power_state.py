@@ -16,7 +16,7 @@ from host.cli import app
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "models"
 NULL = ["--backend", "null", "--warmup-iters", "1", "--warmup-s", "0", "--min-iters", "5",
-        "--min-s", "0.01", "--cov-max", "100"]
+        "--min-s", "0.01", "--target-ci", "0.5"]
 runner = CliRunner()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from host.campaign.protocol import Protocol
 from host.campaign.run import run_campaign
 from host.campaign.store import cell_path, load_cells, safe_name
 from host.cli import app
@@ -20,9 +21,10 @@ from runners.cli import build_parser
 from runners.core import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
+FAST_PROTOCOL = Protocol(target_ci=0.5, max_cell_s=30.0)  # five processes per cell, loose target
 FIX = ROOT / "tests" / "fixtures" / "models"
 FAST = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "20", "--min-s", "0.05",
-        "--cov-max", "100", "--threads", "1"]
+        "--target-ci", "0.5", "--threads", "1"]
 FAST_CONFIG = BenchConfig(threads=1, timeout_s=60, policy=Policy(
     warmup_min_iterations=2, warmup_min_s=0.0, min_iterations=20, min_duration_s=0.05,
     cov_max=100.0))
@@ -48,11 +50,32 @@ def test_help(args):
     assert "Usage" in result.output
 
 
-def test_bench_help_states_the_stop_rule_defaults():
-    out = runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).output
-    for option in ("--warmup-iters", "--min-iters", "--min-s", "--max-s", "--cov-max", "--fps"):
-        assert option in out
-    assert "default: 100" in out and "default: 5.0" in out and "default: 60.0" in out
+def test_bench_help_states_the_default_preset():
+    from host.campaign.protocol import PRESETS
+
+    out = " ".join(runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "250"}).output.split())
+    out = out.split("Options", 1)[1]  # the options table, after the description
+    protocol, policy = PRESETS["default"]
+    for option, value in (("--target-ci", protocol.target_ci), ("--max-s", protocol.max_cell_s),
+                          ("--min-processes", protocol.min_processes), ("--sessions", policy.sessions),
+                          ("--warmup-iters", policy.warmup_min_iterations),
+                          ("--warmup-s", policy.warmup_min_s),
+                          ("--min-iters", policy.min_iterations), ("--min-s", policy.min_duration_s),
+                          ("--loop-max-s", policy.max_duration_s)):
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        assert f" {option} " in out and f"[{text}]" in out.split(f" {option} ", 1)[1][:200], option
+    assert "--quick" in out and "--rigorous" in out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--quick", "--rigorous"], "exclude each other"),
+    (["--min-s", "90", "--loop-max-s", "60"], "exceeds its cap"),
+    (["--min-processes", "3"], "--min-processes"),
+])
+def test_bench_refuses_contradictory_protocols(args, words, tmp_path):
+    result = runner.invoke(app, ["bench", "--results", str(tmp_path), *args], env={"COLUMNS": "250"})
+    assert result.exit_code == 2 and words in " ".join(result.output.split())
+    assert not any(tmp_path.iterdir())  # nothing ran
 
 
 def test_runner_argv_reproduces_the_policy():
@@ -147,7 +170,8 @@ def test_crashing_runner_is_recorded_and_the_campaign_goes_on(tmp_path, monkeypa
     device = dataclasses.replace(local_device(str(tmp_path / "work")), python=str(script))
     config = BenchConfig(timeout_s=2, threads=1)
     models = [FIX / "tiny_cnn.onnx", FIX / "identity.onnx"]
-    cells = run_campaign(models, [device], config, results=tmp_path / "r", campaign="c").cells
+    cells = run_campaign(models, [device], config, results=tmp_path / "r", campaign="c",
+                         protocol=FAST_PROTOCOL).cells
     assert len(cells) == 2  # both cells ran and were recorded
     for cell in cells:
         assert cell["status"] == "failed"
@@ -168,7 +192,8 @@ def test_invalid_info_is_a_warning(tmp_path):
     shutil.copy(FIX / "identity.onnx", d)
     (d / "identity.info").write_text("{broken")
     cells = run_campaign([d / "identity.onnx"], [local_device(str(tmp_path / "work"))], FAST_CONFIG,
-                         results=tmp_path / "r", campaign="c").cells
+                         results=tmp_path / "r", campaign="c",
+                         protocol=FAST_PROTOCOL).cells
     assert cells[0]["info"] is None
     assert any("identity.info" in w for w in cells[0]["warnings"])
 

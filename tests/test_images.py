@@ -394,7 +394,7 @@ def test_host_bench_runs_in_the_arm_cpu_image_on_a_board(podman, boards, tmp_pat
                                  engine=podman.engine, container_args=podman.run_args, runtime="ort")
     model = ROOT / "tests" / "fixtures" / "models" / "identity.onnx"
     args = ["bench", str(model), "-i", str(inv), "--all", "--results", str(tmp_path / "r"),
-            "--min-iters", "10", "--min-s", "0.05", "--warmup-s", "0", "--cov-max", "100", "--json"]
+            "--min-iters", "10", "--min-s", "0.05", "--warmup-s", "0", "--target-ci", "0.5", "--json"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     cell = json.loads(res.stdout)[0]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from host.campaign.protocol import Protocol
 from host.campaign.run import classify_failure, run_campaign, store_cell
 from host.cli import app
 from host.errors import CampaignMismatchError
@@ -24,11 +25,12 @@ from host.lab.runner import BenchConfig, RunnerOutcome
 from runners.core import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
+FAST_PROTOCOL = Protocol(target_ci=0.5, max_cell_s=30.0)  # five processes per cell, loose target
 FIX = ROOT / "tests" / "fixtures" / "models"
 NULL = ["--backend", "null", "--warmup-iters", "1", "--warmup-s", "0", "--min-iters", "5",
-        "--min-s", "0.01", "--cov-max", "100"]
+        "--min-s", "0.01", "--target-ci", "0.5"]
 ORT = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "10", "--min-s", "0.02",
-       "--cov-max", "100", "--threads", "1"]
+       "--target-ci", "0.5", "--threads", "1"]
 NULL_CONFIG = BenchConfig(backend="null", timeout_s=60, policy=Policy(
     warmup_min_iterations=1, warmup_min_s=0.0, min_iterations=5, min_duration_s=0.01, cov_max=100.0))
 QUICK = BoardOptions(connect_timeout=3, retries=1, backoff_s=0.1)
@@ -122,7 +124,7 @@ def test_board_dying_midway_fails_only_its_cells_and_resume_completes_them(board
 
     results = tmp_path / "r"
     first = run_campaign(models, devices, NULL_CONFIG, results=results, campaign="k", backend="null",
-                         on_event=on_event, open_board=open_board)
+                         on_event=on_event, open_board=open_board, protocol=FAST_PROTOCOL)
     status = {(c["cell"]["device"], c["cell"]["model_stem"]): c for c in first.cells}
     assert killed.is_set() and len(status) == 12
     for dev in ("b1", "b3"):
@@ -138,7 +140,7 @@ def test_board_dying_midway_fails_only_its_cells_and_resume_completes_them(board
 
     boards.start("b2")
     second = run_campaign(models, devices, NULL_CONFIG, results=results, campaign="k", backend="null",
-                          open_board=open_board)
+                          open_board=open_board, protocol=FAST_PROTOCOL)
     assert [c["status"] for c in second.cells] == ["ok"] * 12
     assert second.boards["b1"].run == 0 and second.boards["b1"].skipped == 4
     assert second.boards["b2"].run == 3 and second.boards["b2"].skipped == 1
@@ -151,7 +153,7 @@ def test_board_dying_midway_fails_only_its_cells_and_resume_completes_them(board
     assert len(plan["runs"]) == 2 and plan["runs"][1]["cells_run"]["b2"] == 3
     # a third run has nothing left to do
     third = run_campaign(models, devices, NULL_CONFIG, results=results, campaign="k", backend="null",
-                         open_board=open_board)
+                         open_board=open_board, protocol=FAST_PROTOCOL)
     assert sum(s.run for s in third.boards.values()) == 0
 
 
@@ -159,12 +161,13 @@ def test_retry_failed_reruns_board_failures_only_on_request(tmp_path):
     device = local_device(str(tmp_path / "work"))
     models = [FIX / "corrupt.onnx", FIX / "identity.onnx"]
     cfg = BenchConfig(timeout_s=60, threads=1, policy=NULL_CONFIG.policy)
-    first = run_campaign(models, [device], cfg, results=tmp_path / "r", campaign="c")
+    first = run_campaign(models, [device], cfg, results=tmp_path / "r", campaign="c", protocol=FAST_PROTOCOL)
     assert [c["status"] for c in first.cells] == ["failed", "ok"]
     assert first.cells[0]["error"]["category"] == "invalid_model"
-    again = run_campaign(models, [device], cfg, results=tmp_path / "r", campaign="c")
+    again = run_campaign(models, [device], cfg, results=tmp_path / "r", campaign="c", protocol=FAST_PROTOCOL)
     assert again.boards["local"].run == 0  # an invalid model is a result, not retried by default
-    retry = run_campaign(models, [device], cfg, results=tmp_path / "r", campaign="c", retry_failed=True)
+    retry = run_campaign(models, [device], cfg, results=tmp_path / "r", campaign="c", retry_failed=True,
+                         protocol=FAST_PROTOCOL)
     assert retry.boards["local"].run == 1 and retry.boards["local"].skipped == 1
     assert (tmp_path / "r" / "c" / "local" / ".attempts" / "corrupt__ort-b1-t1.1.json").exists()
 
@@ -173,16 +176,18 @@ def test_a_changed_model_under_the_same_name_is_refused(tmp_path):
     device = local_device(str(tmp_path / "work"))
     model = tmp_path / "m.onnx"
     shutil.copy(FIX / "identity.onnx", model)
-    run_campaign([model], [device], NULL_CONFIG, results=tmp_path / "r", campaign="c", backend="null")
+    run_campaign([model], [device], NULL_CONFIG, results=tmp_path / "r", campaign="c", backend="null",
+                 protocol=FAST_PROTOCOL)
     shutil.copy(FIX / "tiny_cnn.onnx", model)
     with pytest.raises(CampaignMismatchError, match="has changed since it was planned"):
-        run_campaign([model], [device], NULL_CONFIG, results=tmp_path / "r", campaign="c", backend="null")
+        run_campaign([model], [device], NULL_CONFIG, results=tmp_path / "r", campaign="c", backend="null",
+                     protocol=FAST_PROTOCOL)
 
 
 def test_the_bundle_a_board_holds_is_the_source_sha256_its_results_report(tmp_path):
     work = tmp_path / "work"
     res = run_campaign([FIX / "identity.onnx"], [local_device(str(work))], NULL_CONFIG,
-                       results=tmp_path / "r", campaign="c", backend="null")
+                       results=tmp_path / "r", campaign="c", backend="null", protocol=FAST_PROTOCOL)
     reported = res.cells[0]["manifest"]["tool"]["source_sha256"]  # hashed by the runner on the board
     assert [p.name for p in (work / "runners").iterdir()] == [reported]
     device = local_device(str(work))
@@ -359,7 +364,9 @@ def test_ctrl_c_leaves_a_consistent_campaign_that_resumes(boards, tmp_path):
     fresh(boards)
     inv = boards.write_inventory(tmp_path / "lab.ini", devices=["b1"])
     models = copies(tmp_path, 3)
-    slow = [a if a != "0.01" else "1.5" for a in NULL]  # each cell's timed loop takes 1.5 s
+    # each timed loop takes 0.4 s; five processes per cell, interleaved: the cells finish in
+    # round 5, one after another
+    slow = [a if a != "0.01" else "0.4" for a in NULL] + ["--max-processes", "5"]
     argv = [sys.executable, "-m", "host", "bench", *map(str, models), "-i", str(inv), "--device", "b1",
             "--results", str(tmp_path / "r"), "--campaign", "cc", *slow]
     # Ctrl-C as from a terminal, however pytest was started: a shell starts background jobs
@@ -367,10 +374,10 @@ def test_ctrl_c_leaves_a_consistent_campaign_that_resumes(boards, tmp_path):
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     cell_dir = tmp_path / "r" / "cc" / "b1"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not (cell_dir.exists() and any(cell_dir.glob("*.json"))) and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # the second cell is running now
+    time.sleep(0.2)  # the next cell's last process is running now
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

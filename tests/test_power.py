@@ -110,7 +110,7 @@ def test_step_profile_energy_mean_peak_dynamic_per_inference():
     assert r["energy_j_dynamic"] == pytest.approx(9.0, rel=rel)
     assert r["energy_mj_per_inference"] == pytest.approx(50.0, rel=rel)
     assert r["energy_mj_per_inference_dynamic"] == pytest.approx(30.0, rel=rel)
-    assert r["throughput_ips"] == pytest.approx(100.0)
+    assert r["throughput_cps"] == pytest.approx(100.0)
     assert r["throughput_per_watt"] == pytest.approx(100.0 / 5.0)
     assert r["throughput_per_watt_mean"] == pytest.approx(100.0 / r["power_w_mean"])
     assert r["samples_in_window"] == 300

@@ -14,6 +14,7 @@ import pytest
 from meter_emu import InaEmulator
 from typer.testing import CliRunner
 
+from host.campaign.protocol import Protocol
 from host.campaign.run import run_campaign
 from host.cli import app
 from host.lab.inventory import local_device
@@ -26,6 +27,7 @@ FIX = Path(__file__).resolve().parent / "fixtures" / "models"
 IDLE_W, LOAD_W = 2.0, 5.0
 CONFIG = BenchConfig(backend="null", timeout_s=60, policy=Policy(
     warmup_min_iterations=1, warmup_min_s=0.0, min_iterations=5, min_duration_s=0.3, cov_max=100.0))
+FAST_PROTOCOL = Protocol(target_ci=0.5, max_cell_s=30.0)  # five processes per cell, loose target
 runner = CliRunner()
 
 
@@ -68,13 +70,15 @@ def test_local_bench_measures_idle_load_dynamic_power_and_energy(tmp_path):
         spec = MeterSpec("ina226", emu.port, {"period_ms": 10})
         res = run_campaign([FIX / "identity.onnx", FIX / "tiny_cnn.onnx"], [device], CONFIG,
                            results=tmp_path / "r", campaign="p", backend="null",
-                           power=factory(lambda d: spec))
+                           power=factory(lambda d: spec), protocol=FAST_PROTOCOL)
     for cell in res.cells:
         assert cell["status"] == "ok"
         power = cell["power"]
-        check_power_block(power, cell["latency"]["iterations"])
-        assert power["throughput_per_watt"] == pytest.approx(cell["latency"]["throughput_ips"] / LOAD_W,
-                                                             rel=0.05)
+        aligned = cell["repetitions"]["processes"][0]["sessions"][0]  # the first process's timed loop
+        check_power_block(power, aligned["iterations"])
+        assert power["iterations"] == aligned["iterations"]
+        assert power["throughput_per_watt"] == pytest.approx(
+            aligned["iterations"] / aligned["duration_s"] / LOAD_W, rel=0.05)
         assert power["alignment"]["uncertainty_ms"] < 5
         csv = Path(cell["_path"]).with_suffix(".power.csv")
         samples = read_csv(csv)
@@ -93,12 +97,12 @@ def test_power_over_ssh_board_from_inventory_variables(boards, tmp_path):
                                      meter_port=emu.port, meter_period_ms=10)
         res = runner.invoke(app, ["bench", str(FIX / "identity.onnx"), "-i", str(inv), "--device", "b1",
                                   "--backend", "null", "--warmup-iters", "1", "--warmup-s", "0",
-                                  "--min-iters", "5", "--min-s", "0.3", "--cov-max", "100",
+                                  "--min-iters", "5", "--min-s", "0.3", "--target-ci", "0.5",
                                   "--idle-settle-s", "0.2", "--idle-window-s", "1",
                                   "--results", str(tmp_path / "r"), "--json"])
     assert res.exit_code == 0, res.output
     (cell,) = json.loads(res.stdout)
-    check_power_block(cell["power"], cell["latency"]["iterations"])
+    check_power_block(cell["power"], cell["repetitions"]["processes"][0]["sessions"][0]["iterations"])
     align = cell["power"]["alignment"]
     assert align["uncertainty_ms"] < 20 and align["rtt_ms"] < 40
     assert cell["power"]["meter"]["meter"] == "ina226"
@@ -110,7 +114,7 @@ def test_no_power_turns_it_off(boards, tmp_path):
                                      meter_port=emu.port)
         res = runner.invoke(app, ["bench", str(FIX / "identity.onnx"), "-i", str(inv), "--device", "b1",
                                   "--backend", "null", "--min-s", "0.05", "--warmup-s", "0", "--no-power",
-                                  "--cov-max", "100",
+                                  "--target-ci", "0.5",
                                   "--results", str(tmp_path / "r"), "--json"])
     assert res.exit_code == 0, res.output
     assert "power" not in json.loads(res.stdout)[0]
@@ -142,7 +146,7 @@ def test_meter_faults_invalidate_power_but_keep_latency_and_the_campaign_goes_on
                 first_done.set()
 
         res = run_campaign(models, [device], CONFIG, results=tmp_path / "r", campaign="f", backend="null",
-                           power=factory(lambda d: spec), on_event=on_event)
+                           power=factory(lambda d: spec), on_event=on_event, protocol=FAST_PROTOCOL)
         first_done.set()
     first, second = res.cells
     assert first["status"] == "ok" and first["latency"]["iterations"] >= 5  # latency kept
@@ -159,7 +163,7 @@ def test_a_meter_that_cannot_be_opened_marks_power_invalid(tmp_path):
     device = local_device(str(tmp_path / "work"))
     spec = MeterSpec("ina226", str(tmp_path / "no-such-tty"), {})
     res = run_campaign([FIX / "identity.onnx"], [device], CONFIG, results=tmp_path / "r", campaign="x",
-                       backend="null", power=factory(lambda d: spec))
+                       backend="null", power=factory(lambda d: spec), protocol=FAST_PROTOCOL)
     (cell,) = res.cells
     assert cell["status"] == "ok"
     assert cell["power"]["verdict"]["result"] == "INVALID"

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import platform
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import host
+from host.campaign.cells import combine, process_record, session_medians, take_latencies
+from host.campaign.protocol import Progress, Protocol
+from host.campaign.samples import SUFFIX as SAMPLES_SUFFIX
+from host.campaign.samples import write_samples
 from host.campaign.store import CAMPAIGN_FILE, cell_path, safe_name, write_cell
 from host.errors import (
     CampaignInterrupted,
@@ -228,6 +233,7 @@ class BoardSummary:
     model_bytes_sent: int = 0
     error: str | None = None
     notes: list = field(default_factory=list)
+    order: list = field(default_factory=list)  # [[round, model stem], ...] as run
 
 
 @dataclass
@@ -348,9 +354,16 @@ def run_campaign(
     open_board: Callable | None = None,
     on_event: Callable[[CellEvent], None] | None = None,
     power: Callable | None = None,
+    protocol: Protocol | None = None,
 ) -> CampaignResult:
-    """Run every model on every device; boards in parallel, cells on one board strictly
-    one after another, each in a fresh runner process.
+    """Run every model on every device; boards in parallel, runner processes on one board
+    strictly one after another. Each cell is measured by fresh runner processes
+    (:mod:`host.campaign.protocol`): the
+    processes of a board's cells are interleaved round by round in a seeded shuffle
+    (``protocol.order_seed`` and the board's name; the order is logged in
+    ``campaign.json``), and a cell leaves the rotation when its interval meets
+    ``protocol.target_ci`` or its budget is spent; then it is combined
+    (:func:`host.campaign.cells.combine`) and stored with its samples sidecar.
 
     Resume: a cell whose file exists is skipped, except failed cells whose board never
     ran the model (``error.category`` in :data:`NOT_RUN`) and, with ``retry_failed``,
@@ -364,7 +377,9 @@ def run_campaign(
             with default SSH options).
         power: ``(device, board, folder) -> PowerSession | None`` — power measurement
             for devices with a meter (:mod:`host.power.session`): idle per device, a
-            ``power`` block and ``<cell>.power.csv`` per cell.
+            ``power`` block and ``<cell>.power.csv`` per cell, measured during the cell's
+            first process and aligned to its first timed loop.
+        protocol: the repetition protocol (default :class:`Protocol()`).
 
     Raises:
         CampaignMismatchError: a planned model's content changed.
@@ -383,20 +398,22 @@ def run_campaign(
     shas = {m: cached_sha256(m) for m in models}
     work = _plan_work(plan, models, devices, config, backend=backend, results=results, campaign=campaign,
                       shas=shas, retry_failed=retry_failed)
+    protocol = protocol or Protocol()
     run_log = {"start_utc": utc_now(), "devices": [d.name for d in devices], "models": len(models),
-               "config": config.slug, "retry_failed": retry_failed, "end_utc": None,
-               "interrupted": None}
+               "config": config.slug, "retry_failed": retry_failed, "protocol": protocol.to_json(),
+               "end_utc": None, "interrupted": None, "order": None}
     plan.doc["runs"].append(run_log)
     plan.save()
 
     shared = _Shared(plan=plan, campaign=campaign, folder=camp_dir, shas=shas, open_board=open_board,
-                     power=power, notify=on_event or (lambda event: None))
+                     power=power, protocol=protocol, notify=on_event or (lambda event: None))
     workers = [_BoardWorker(shared, w) for w in work.values()]
     interrupted = _run_workers(workers, shared)
     summaries = {w.name: w.summary for w in workers}
     run_log["end_utc"] = utc_now()
     run_log["interrupted"] = interrupted
-    run_log["cells_run"] = {n: s.run for n, s in summaries.items()}
+    run_log.update(cells_run={n: s.run for n, s in summaries.items()},
+                   order={n: s.order for n, s in summaries.items()})
     plan.save()
     if interrupted:
         raise CampaignInterrupted(
@@ -453,6 +470,7 @@ class _Shared:
     shas: dict  # model -> sha256
     open_board: Callable
     power: Callable | None
+    protocol: Protocol
     notify: Callable[[CellEvent], None]
     stop: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C
     plan_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -498,9 +516,32 @@ def _run_workers(workers: list, shared: _Shared) -> bool:
     return interrupted
 
 
+@dataclass
+class _Cell:
+    """A cell being measured: its processes' results, kept latencies and records so far."""
+
+    index: int
+    model: Path
+    path: Path
+    progress: Progress
+    outcomes: list = field(default_factory=list)
+    docs: list = field(default_factory=list)
+    arrays: list = field(default_factory=list)  # per process, per session: int64 ns
+    records: list = field(default_factory=list)
+    power: dict | None = None
+    done: bool = False
+
+    def add(self, outcome: RunnerOutcome, arrays: list, record: dict) -> None:
+        self.outcomes.append(outcome)
+        self.docs.append(outcome.result)
+        self.arrays.append(arrays)
+        self.records.append(record)
+        self.progress.add(session_medians(outcome.result), outcome.wall_s)
+
+
 class _BoardWorker:
-    """One board's cells, strictly one after another (one thread): open the board and its
-    power session, run and store each pending cell, close. A board that cannot be used
+    """One board's cells (one thread): open the board and its power session, run the
+    cells' processes round by round, store each cell when it is done, close. A board that cannot be used
     gets a failed cell (category from the error) for each pending model."""
 
     def __init__(self, shared: _Shared, work: _BoardWork):
@@ -527,13 +568,27 @@ class _BoardWorker:
                 if self.shared.power is not None and self.down is None:
                     self._open_power()
             board_info = {k: v for k, v in self.device.to_json().items() if k != "vars"}
-            for i, model, path in pending:
-                if self.shared.stop.is_set():
-                    return
-                if not self._run_cell(i, model, path, board_info):
-                    return  # interrupted mid-cell: not a result
+            cells = [_Cell(i, model, path, Progress(self.shared.protocol)) for i, model, path in pending]
+            self._rounds(cells, board_info)
         finally:
             self._close()
+
+    def _rounds(self, cells: list, board_info: dict) -> None:
+        """Round by round, one process of every unfinished cell, in a seeded shuffle."""
+        rng = random.Random(f"{self.shared.protocol.order_seed}:{self.name}")
+        round_no = 0
+        while cells:
+            round_no += 1
+            order = list(cells)
+            rng.shuffle(order)
+            for slot, cell in enumerate(order):
+                if self.shared.stop.is_set():
+                    return
+                self.summary.order.append([round_no, cell.model.stem])
+                if not self._step(cell, round_no, slot, board_info):
+                    return  # interrupted mid-process: not a result
+                if cell.done:
+                    cells.remove(cell)
 
     def _skip_stored(self) -> list:
         """Report the cells whose stored document stands; return the others as
@@ -579,23 +634,35 @@ class _BoardWorker:
             self.power_error, self.session = f"meter could not be opened: {exc}", None
             self.summary.notes.append(self.power_error)
 
-    def _run_cell(self, i: int, model: Path, path: Path, board_info: dict) -> bool:
-        """Run one cell (or record why it could not run) and store it. Returns False when
-        Ctrl-C came while it ran (nothing stored)."""
-        outcome, error, token = None, None, None
-        if self.down is None:
-            self._idle_if_due(i, model)
-            self.event(i, model, "running")
-            if self.session is not None and self.power_error is None:
-                token = self.session.start_cell()
-            outcome, error = self._run_on_board(i, model)
-            if self.shared.stop.is_set():
-                if token is not None:
-                    token["sampler"].stop()
-                return False
-        else:
-            error = transport_failure(self.down)
-        self._store(i, model, path, outcome, error, token, board_info)
+    def _step(self, cell: "_Cell", round_no: int, slot: int, board_info: dict) -> bool:
+        """Run one process of ``cell`` (or record why it could not run); store the cell when
+        it is done or failed. Returns False when Ctrl-C came while it ran (nothing stored)."""
+        if self.down is not None:
+            self._store(cell, None, transport_failure(self.down), None, board_info)
+            return True
+        first = not cell.docs
+        if first:
+            self._idle_if_due(cell.index, cell.model)
+        self.event(cell.index, cell.model, "running", message=f"process {len(cell.docs) + 1}")
+        token = None
+        if first and self.session is not None and self.power_error is None:
+            token = self.session.start_cell()
+        outcome, error = self._run_on_board(cell.index, cell.model)
+        if self.shared.stop.is_set():
+            if token is not None:
+                token["sampler"].stop()
+            return False
+        doc = outcome.result if outcome is not None else None
+        if outcome is None or doc is None or outcome.exit_code not in RESULT_EXIT_CODES \
+                or doc.get("status") == "failed" or not doc.get("sessions"):
+            self._store(cell, outcome, error, token, board_info)
+            return True
+        cell.add(outcome, take_latencies(doc), process_record(doc, outcome.wall_s, round_no, slot))
+        if token is not None:  # power of the first process, aligned to its first timed loop
+            cell.power = self.session.finish_cell(token, {"latency": doc["sessions"][0]["latency"]},
+                                                  cell.path.with_suffix(".power.csv"))
+        if cell.progress.decide():
+            self._store(cell, None, None, None, board_info)
         return True
 
     def _idle_if_due(self, i: int, model: Path) -> None:
@@ -626,25 +693,37 @@ class _BoardWorker:
                 self.event(i, model, "board_down", message=str(exc2))
             return None, error
 
-    def _store(self, i: int, model: Path, path: Path, outcome, error, token, board_info: dict) -> None:
-        """Build the cell document (power state, power block) and store it."""
-        session = self.session
+    def _store(self, cell: "_Cell", outcome, error, token, board_info: dict) -> None:
+        """Build the cell document and store it: combined from its processes when the last
+        one succeeded (``outcome`` None), else failed with ``outcome``/``error``."""
+        session, model, path = self.session, cell.model, cell.path
         info, info_error = read_info(model)
+        combined = outcome is None and error is None
+        if combined:
+            measured = combine(cell.docs, cell.arrays, cell.records, cell.progress)
+            outcome = dataclasses.replace(cell.outcomes[0], result=measured)
         doc = build_cell(outcome, model=model, config=self.run_cfg, device=self.name,
                          campaign=self.shared.campaign, metrics=self.shared.metrics_for(model, self.cfg),
                          info=info, info_error=info_error, error=error, board=board_info)
+        if cell.outcomes:
+            doc["host"]["runner_processes"] = [o.to_json() for o in cell.outcomes]
         if self.power_state is not None:
             dev = doc.setdefault("manifest", {}).setdefault("device", {})
             dev["power_state"] = self.power_state
             dev["power_mode_key"] = self.power_state.get("mode_key")
+        if combined:
+            doc["samples"] = write_samples(Path(str(path)[: -len(".json")] + SAMPLES_SUFFIX), cell.arrays)
         if token is not None:
             doc["power"] = session.finish_cell(token, doc, path.with_suffix(".power.csv"))
+        elif cell.power is not None:
+            doc["power"] = cell.power
         elif self.power_error is not None and outcome is not None:
             doc["power"] = failed_block(session.spec if session else None, self.power_error)
         store_cell(path, doc)
+        cell.done = True
         self.summary.run += 1
-        doc = self.shared.docs[(self.name, i)] = dict(doc, _path=str(path))
-        self.event(i, model, "done", doc=doc, path=path)
+        doc = self.shared.docs[(self.name, cell.index)] = dict(doc, _path=str(path))
+        self.event(cell.index, model, "done", doc=doc, path=path)
 
     def _close(self) -> None:
         """Close the power session and the transport; copy the transfer counts into the

@@ -98,6 +98,8 @@ def flatten(cell: dict) -> dict:
     met = cell.get("metrics") or {}
     verdict = cell.get("verdict") or {}
     ci = lat.get("latency_ms_p50_ci95") or [None, None]
+    rerun = lat.get("latency_ms_p50_rerun95") or [None, None]
+    profile = cell.get("memory_profile") or {}
     row = {
         "campaign": _get(cell, "cell", "campaign"),
         "device": _get(cell, "cell", "device"),
@@ -122,9 +124,15 @@ def flatten(cell: dict) -> dict:
         {
             "latency_ms_p50_ci95_lo": ci[0],
             "latency_ms_p50_ci95_hi": ci[1],
+            "latency_ms_p50_rerun95_lo": rerun[0],
+            "latency_ms_p50_rerun95_hi": rerun[1],
+            "ci_method": lat.get("ci_method"),
+            "processes": lat.get("processes"),
+            "sessions": lat.get("sessions"),
             "cov": lat.get("cov"),
             "cov_robust": lat.get("cov_robust"),
-            "throughput_ips": lat.get("throughput_ips"),
+            "throughput_cps": lat.get("throughput_cps"),
+            "throughput_sps": lat.get("throughput_sps"),
             "meets_fps_budget": _get(cell, "realtime", "meets_budget"),
             "fps": _get(cell, "realtime", "fps"),
             "memory_method": mem.get("memory_method"),
@@ -132,6 +140,12 @@ def flatten(cell: dict) -> dict:
             "rss_mib_before_session": mem.get("rss_mib_before_session"),
             "rss_mib_session_delta": mem.get("rss_mib_session_delta"),
             "rss_mib_inference_delta": mem.get("rss_mib_inference_delta"),
+            "rss_mib_runtime_import": mem.get("rss_mib_runtime_import"),
+            # one column per heap-profiling method: never mixed in one column
+            "heap_mib_peak_massif": profile.get("heap_mib_peak") if profile.get("memory_method") == "massif"
+            else None,
+            "heap_mib_peak_memray": profile.get("heap_mib_peak") if profile.get("memory_method") == "memray"
+            else None,
             "runtime": _get(cell, "runtime", "name"),
             "runtime_version": _get(cell, "runtime", "version"),
             "provider": _get(cell, "runtime", "provider"),

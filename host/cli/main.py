@@ -2,7 +2,7 @@
 functions and render; this is the only place where errors become messages and exit codes.
 
 Exit codes: 0 success; 1 error, or at least one cell failed; 2 bad usage; 3 no cell
-failed but at least one was INVALID.
+failed but at least one was INVALID; 4 ``host compare --fail-above``: a regression.
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ from host.cli.lab import (
 from host.cli.lab import fail as _fail
 from host.errors import HostError
 from runners.backends import implemented_names
-from runners.core import Policy
-
-_P = Policy()  # the runner's defaults are the CLI's defaults
 
 app = typer.Typer(
     name="host",
@@ -85,15 +82,25 @@ OptLevelOpt = Annotated[Optional[str], typer.Option(
 OptionOpt = Annotated[Optional[List[str]], typer.Option(
     "--option", "-o", help="backend option NAME=VALUE as its descriptor declares it "
     "(`python -m runners backends --json`), e.g. io_binding=false (repeatable)")]
-WarmupItersOpt = Annotated[int, typer.Option(min=0, help="warm-up minimum iterations")]
-WarmupSOpt = Annotated[float, typer.Option(min=0, help="warm-up minimum seconds")]
-MinItersOpt = Annotated[int, typer.Option(min=1, help="timed loop minimum iterations")]
-MinSOpt = Annotated[float, typer.Option(min=0, help="timed loop minimum seconds")]
-MaxSOpt = Annotated[float, typer.Option(min=0.001, help="cap on warm-up and timed loop, seconds each")]
-CovMaxOpt = Annotated[float, typer.Option(
-    min=0.0001, help="largest robust CoV (IQR/(1.349*median)) for VALID")]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="preset: ±10 %, 5+ processes, 8 s per cell")]
+RigorousOpt = Annotated[bool, typer.Option("--rigorous", help="preset: ±2 %, 10+ processes × 2 sessions, "
+                                           "180 s per cell")]
+TargetCiOpt = Annotated[Optional[float], typer.Option(
+    min=0.0001, max=0.9999, help="stop a cell when its p50's 95 % CI is within ± this share [0.05]")]
+MaxCellSOpt = Annotated[Optional[float], typer.Option(
+    "--max-s", min=0.001, help="runner wall time a cell may spend before it stops short, seconds [20]")]
+MinProcessesOpt = Annotated[Optional[int], typer.Option(min=5, help="fewest runner processes per cell [5]")]
+MaxProcessesOpt = Annotated[Optional[int], typer.Option(min=5, help="most runner processes per cell [200]")]
+SessionsOpt = Annotated[Optional[int], typer.Option(min=1, help="fresh sessions per runner process [1]")]
+OrderSeedOpt = Annotated[int, typer.Option(help="seed of the interleaved run order")]
+WarmupItersOpt = Annotated[Optional[int], typer.Option(min=0, help="warm-up minimum iterations [10]")]
+WarmupSOpt = Annotated[Optional[float], typer.Option(min=0, help="warm-up minimum seconds [0.2]")]
+MinItersOpt = Annotated[Optional[int], typer.Option(min=1, help="timed loop minimum iterations [50]")]
+MinSOpt = Annotated[Optional[float], typer.Option(min=0, help="timed loop minimum seconds [0.3]")]
+LoopMaxSOpt = Annotated[Optional[float], typer.Option(
+    min=0.001, help="cap on one warm-up and one timed loop, seconds each [30]")]
 FpsOpt = Annotated[float, typer.Option(min=0.001, help="frame rate of the real-time budget (p99)")]
-TimeoutOpt = Annotated[float, typer.Option(min=1, help="per-cell timeout, seconds")]
+TimeoutOpt = Annotated[float, typer.Option(min=1, help="timeout of one runner process, seconds")]
 PowerOpt = Annotated[Optional[bool], typer.Option(
     "--power/--no-power", help="measure power on devices that have a meter [on when one is set]")]
 MeterFromInventoryOpt = Annotated[bool, typer.Option(
@@ -109,6 +116,7 @@ PowerMinSamplesOpt = Annotated[int, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the cells as JSON instead of a table")]
 
 
+# long: one typer parameter per option; the body is a handful of calls
 @app.command()
 def bench(
     models: ModelsArg = None,
@@ -125,14 +133,21 @@ def bench(
     threads: ThreadsOpt = None,
     opt_level: OptLevelOpt = None,
     option: OptionOpt = None,
-    warmup_iters: WarmupItersOpt = _P.warmup_min_iterations,
-    warmup_s: WarmupSOpt = _P.warmup_min_s,
-    min_iters: MinItersOpt = _P.min_iterations,
-    min_s: MinSOpt = _P.min_duration_s,
-    max_s: MaxSOpt = _P.max_duration_s,
-    cov_max: CovMaxOpt = _P.cov_max,
-    fps: FpsOpt = _P.fps,
-    timeout: TimeoutOpt = 1800.0,
+    quick: QuickOpt = False,
+    rigorous: RigorousOpt = False,
+    target_ci: TargetCiOpt = None,
+    max_s: MaxCellSOpt = None,
+    min_processes: MinProcessesOpt = None,
+    max_processes: MaxProcessesOpt = None,
+    sessions: SessionsOpt = None,
+    order_seed: OrderSeedOpt = 0,
+    warmup_iters: WarmupItersOpt = None,
+    warmup_s: WarmupSOpt = None,
+    min_iters: MinItersOpt = None,
+    min_s: MinSOpt = None,
+    loop_max_s: LoopMaxSOpt = None,
+    fps: FpsOpt = 60.0,
+    timeout: TimeoutOpt = 600.0,
     known_hosts: KnownHostsOpt = None,
     accept_new_host_keys: AcceptNewOpt = False,
     connect_timeout: ConnectTimeoutOpt = 10.0,
@@ -153,15 +168,25 @@ def bench(
     RESULTS/CAMPAIGN/DEVICE/. Re-running with --campaign NAME resumes: finished cells are
     skipped, cells whose board was unreachable run again, --retry-failed re-runs failed ones.
 
-    Stop rule: warm-up >= --warmup-iters and >= --warmup-s; timed loop >= --min-iters
-    and >= --min-s, capped at --max-s. INVALID when a minimum is missed, the cap is hit
-    or the robust CoV (IQR/(1.349*median)) > --cov-max.
+    Protocol: each cell is measured by fresh runner processes (--sessions fresh sessions
+    each, one short timed loop per session), interleaved round by round with the board's
+    other cells, until the 95 % CI of its p50 is within ±--target-ci or --max-s is spent.
+    VALID when the CI met the target and no loop check (drift, second mode, throttle)
+    failed; each INVALID reason says what to do. Presets: --quick, --rigorous.
     """
     from host.campaign.run import discover_models
     from host.campaign.store import default_campaign_name
 
-    policy = Policy(warmup_min_iterations=warmup_iters, warmup_min_s=warmup_s, min_iterations=min_iters,
-                    min_duration_s=min_s, max_duration_s=max_s, cov_max=cov_max, fps=fps)
+    try:
+        protocol, policy = _protocol_policy(
+            quick, rigorous,
+            protocol={"target_ci": target_ci, "max_cell_s": max_s, "min_processes": min_processes,
+                      "max_processes": max_processes, "order_seed": order_seed},
+            policy={"sessions": sessions, "warmup_min_iterations": warmup_iters, "warmup_min_s": warmup_s,
+                    "min_iterations": min_iters, "min_duration_s": min_s, "max_duration_s": loop_max_s,
+                    "fps": fps})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     try:
         found_devices = _bench_devices(inventory, device, group, all_devices, backend)
         config = _bench_config(found_devices, backend, batch=batch, shapes=_parse_shapes(shape),
@@ -177,11 +202,27 @@ def bench(
             meter, meter_port, options, settle_s=idle_settle_s, window_s=idle_window_s,
             idle_every_s=idle_every_s, min_samples=power_min_samples)
         result = _run_bench(found, found_devices, config, results=results, campaign=name, backend=backend,
-                            retry_failed=retry_failed, power=power_factory, options=options)
+                            retry_failed=retry_failed, power=power_factory, options=options,
+                            protocol=protocol)
     except HostError as exc:
         _fail(exc)
         return
     _render_bench(result, found_devices, name, json_out)
+
+
+def _protocol_policy(quick: bool, rigorous: bool, *, protocol: dict, policy: dict):
+    """Step 0 of bench: the preset (default, --quick or --rigorous) with the options given
+    explicitly on top. Raises ValueError for both presets or a contradictory result."""
+    from host.campaign.protocol import PRESETS
+
+    if quick and rigorous:
+        raise ValueError("--quick and --rigorous exclude each other")
+    base_protocol, base_policy = PRESETS["quick" if quick else "rigorous" if rigorous else "default"]
+    chosen = dataclasses.replace(base_protocol, **{k: v for k, v in protocol.items() if v is not None})
+    loop = dataclasses.replace(base_policy, **{k: v for k, v in policy.items() if v is not None})
+    chosen.check()
+    loop.check()
+    return chosen, loop
 
 
 def _given_options(threads: Optional[int], opt_level: Optional[str], option: Optional[List[str]]) -> dict:
@@ -212,7 +253,7 @@ def _bench_devices(inventory, device, group, all_devices: bool, backend: Optiona
 
 
 def _bench_config(found_devices, backend: Optional[str], *, batch: int, shapes: tuple, options: dict,
-                  policy: Policy, timeout: float):
+                  policy, timeout: float):
     """Step 3 of bench: the configuration. Refuses devices whose backend is not implemented
     (e.g. runtime=tensorrt), and backend options that none of the chosen backends declares
     (``--backend``, else each device's runtime). Raises HostError, BackendError."""
@@ -277,7 +318,8 @@ def _progress_handler(progress, tasks: dict):
 def _render_bench(result, found_devices, name: str, json_out: bool) -> None:
     """Step 5 of bench: the cells as a table (plus per-board lines) or JSON; exit 1 when a
     cell failed, 3 when none failed but one is INVALID."""
-    from host.cli.render import bench_table, console, human_bytes, print_json
+    from host.analysis.compare import indistinguishable
+    from host.cli.render import bench_table, console, human_bytes, print_json, verdict_notes
 
     cells = result.cells
     if json_out:
@@ -286,7 +328,9 @@ def _render_bench(result, found_devices, name: str, json_out: bool) -> None:
         out = console()
         several = len(found_devices) > 1
         out.print(bench_table(cells, title=f"campaign {name} · {', '.join(d.name for d in found_devices)}",
-                              show_device=several))
+                              show_device=several, ties=indistinguishable(cells)))
+        for line in verdict_notes(cells):
+            out.print(f"  {line}", highlight=False)
         for s in result.boards.values():
             line = (f"{s.device}: {s.run} run, {s.skipped} kept; sent {s.models_sent} models "
                     f"({human_bytes(s.model_bytes_sent)}), {human_bytes(s.bytes_sent)} in all")
@@ -297,8 +341,8 @@ def _render_bench(result, found_devices, name: str, json_out: bool) -> None:
         bad = statuses.count("failed") + statuses.count("invalid")
         if bad:
             out.print(f"{statuses.count('failed')} failed and {statuses.count('invalid')} INVALID "
-                      f"of {len(cells)} cells: reasons in the verdict column and in each cell's "
-                      "JSON (error, verdict.reasons)", highlight=False)
+                      f"of {len(cells)} cells: reasons above and in each cell's JSON "
+                      "(error, verdict.reasons)", highlight=False)
         folder = result.folder
         out.print(f"results: {folder}   next: host report {folder}", highlight=False)
     statuses = [c.get("status") for c in cells]
@@ -337,6 +381,7 @@ def report(
         "--json", help="print the cells as JSON instead of a table")] = False,
 ):
     """Tabulate a results folder and write results.csv and results.parquet."""
+    from host.analysis.compare import indistinguishable
     from host.analysis.report import mode_conflicts, write_tables
     from host.campaign.store import load_cells
     from host.cli.render import bench_table, console, print_json
@@ -358,11 +403,65 @@ def report(
         print_json(cells)
     else:
         out_console = console()
-        out_console.print(bench_table(cells, title=str(results_dir)))
+        out_console.print(bench_table(cells, title=str(results_dir), ties=indistinguishable(cells)))
         out_console.print(f"wrote {csv_path} and {parquet_path}", highlight=False)
     for line in mode_conflicts(cells):
         console(stderr=True).print(f"[yellow]warning:[/] {line} (kept apart: column power_mode_key)",
                                    highlight=False)
+
+
+def _fraction(text: str) -> float:
+    """``5%`` or ``0.05`` -> 0.05; typer.BadParameter otherwise."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected a share such as 5% or 0.05") from None
+    if not 0 <= value < 10:
+        raise typer.BadParameter(f"{text!r}: expected a share such as 5% or 0.05")
+    return value
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="results folder A (the baseline campaign)")],
+    candidate: Annotated[Path, typer.Argument(help="results folder B (compared with A)")],
+    fail_above: Annotated[Optional[str], typer.Option(
+        help="exit 4 when a cell is significantly slower in B by more than this, e.g. 5%")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
+):
+    """Compare two campaigns cell by cell: ratio of p50 (B/A) with its 95 % CI and whether
+    it is significant (bootstrap over each cell's processes). Exit 4 when --fail-above is
+    given and some cell regressed by more than it."""
+    from host.analysis.compare import compare_campaigns
+    from host.campaign.store import load_cells
+    from host.cli.render import compare_table, console, print_json
+
+    threshold = _fraction(fail_above) if fail_above is not None else None
+    try:
+        cells = []
+        for folder in (baseline, candidate):
+            found = load_cells(folder)
+            if not found:
+                raise HostError(f"no result cells under {folder}", hint="run `host bench` first")
+            cells.append(found)
+    except HostError as exc:
+        _fail(exc)
+        return
+    result = compare_campaigns(cells[0], cells[1], fail_above=threshold)
+    if json_out:
+        print_json(result)
+    else:
+        out = console()
+        out.print(compare_table(result, title=f"B = {candidate} against A = {baseline}"))
+        for side, keys in (("A", result["only_a"]), ("B", result["only_b"])):
+            if keys:
+                shown = ", ".join("/".join(map(str, k)) for k in keys)
+                out.print(f"only in {side}: {shown}", highlight=False)
+        if threshold is not None:
+            out.print(f"{result['regressions']} regression(s) beyond {threshold:.1%}", highlight=False)
+    if result["regressions"]:
+        raise typer.Exit(4)
 
 
 @app.command()

@@ -17,43 +17,92 @@ def _num(value, fmt: str, scale: float = 1.0) -> str:
     return format(value * scale if scale != 1.0 else value, fmt)
 
 
-def verdict_text(cell: dict) -> str:
+def verdict_text(cell: dict, full: bool = True) -> str:
+    """FAILED with the error type, VALID, or INVALID with the failed checks' names
+    (``full``: with the reasons)."""
     status = cell.get("status")
     if status == "failed":
         err = cell.get("error") or {}
         return f"[red]FAILED[/] {err.get('type', '')}"
-    verdict = (cell.get("verdict") or {}).get("result", "?")
-    if verdict == "VALID":
+    verdict = cell.get("verdict") or {}
+    if verdict.get("result") == "VALID":
         return "[green]VALID[/]"
-    reasons = "; ".join((cell.get("verdict") or {}).get("reasons") or [])
-    return f"[yellow]{verdict}[/] {reasons}"
+    if full:
+        return f"[yellow]{verdict.get('result', '?')}[/] " + "; ".join(verdict.get("reasons") or [])
+    failed = [name for name, ok in (verdict.get("checks") or {}).items() if not ok]
+    return f"[yellow]{verdict.get('result', '?')}[/] " + ", ".join(failed)
 
 
-def bench_table(cells: list[dict], title: str | None = None, show_device: bool = False) -> Table:
-    """Summary table: [device,] model, params, MFLOPs, p50/p99 ms, throughput, peak RSS, verdict."""
+def verdict_notes(cells: list[dict]) -> list[str]:
+    """One line per reason of every INVALID or failed cell: ``model: reason``."""
+    lines = []
+    for cell in cells:
+        stem = (cell.get("cell") or {}).get("model_stem") or "?"
+        if cell.get("status") == "failed":
+            lines.append(f"{stem}: {(cell.get('error') or {}).get('message', '')}")
+        for reason in (cell.get("verdict") or {}).get("reasons") or []:
+            lines.append(f"{stem}: {reason}")
+    return lines
+
+
+def _pm(rel) -> str:
+    return "-" if rel is None else f"±{rel * 100:.1f}"
+
+
+def bench_table(cells: list[dict], title: str | None = None, show_device: bool = False,
+                ties: dict | None = None) -> Table:
+    """Summary table: [device,] model, params, MFLOPs, p50 ms with its 95 % CI and re-run
+    interval (±%), processes, p99 ms, samples/s, peak RSS, verdict; ``ties`` (from
+    :func:`host.analysis.compare.indistinguishable`) adds "≈ other" to models whose p50
+    cannot be told apart."""
     table = Table(title=title, title_justify="left")
     if show_device:
         table.add_column("device", no_wrap=True)
     for name, justify in [("model", "left"), ("params", "right"), ("MFLOPs", "right"),
-                          ("p50 ms", "right"), ("p99 ms", "right"), ("inf/s", "right"),
-                          ("peak RSS MiB", "right"), ("verdict", "left")]:
+                          ("p50 ms", "right"), ("CI95 %", "right"), ("re-run %", "right"), ("proc", "right"),
+                          ("p99 ms", "right"), ("samples/s", "right"), ("peak RSS MiB", "right"),
+                          ("verdict", "left")]:
         table.add_column(name, justify=justify, no_wrap=(name == "model"))
     for cell in cells:
         lat = cell.get("latency") or {}
         met = cell.get("metrics") or {}
         mem = cell.get("memory") or {}
-        first = [(cell.get("cell") or {}).get("device") or "-"] if show_device else []
+        info = cell.get("cell") or {}
+        first = [info.get("device") or "-"] if show_device else []
+        model = info.get("model_stem") or str((cell.get("model") or {}).get("path"))
+        tie = (ties or {}).get((info.get("device"), info.get("model_stem"), info.get("config")))
         table.add_row(
             *first,
-            (cell.get("cell") or {}).get("model_stem") or str((cell.get("model") or {}).get("path")),
+            model + (f" [dim](≈ {', '.join(tie)})[/]" if tie else ""),
             _num(met.get("params"), ","),
             _num(met.get("flops"), ",.1f", 1e-6),
             _num(lat.get("latency_ms_p50"), ".3f"),
+            _pm(lat.get("latency_ms_p50_ci95_rel")),
+            _pm(lat.get("latency_ms_p50_rerun95_rel")),
+            _num(lat.get("processes"), "d"),
             _num(lat.get("latency_ms_p99"), ".3f"),
-            _num(lat.get("throughput_ips"), ",.0f"),
+            _num(lat.get("throughput_sps"), ",.0f"),
             _num(mem.get("rss_mib_peak"), ".1f"),
-            verdict_text(cell),
+            verdict_text(cell, full=False),
         )
+    table.caption = ("p50: median of session medians over fresh processes; CI95: its 95 % interval; "
+                     "re-run: where a re-run's p50 should land (95 %); ≈: not significantly different")
+    table.caption_justify = "left"
+    return table
+
+
+def compare_table(result: dict, title: str | None = None) -> Table:
+    """``host compare`` rows: p50 in A and B, ratio B/A with its 95 % CI, change."""
+    table = Table(title=title, title_justify="left")
+    for name, justify in [("device", "left"), ("model", "left"), ("config", "left"), ("p50 A ms", "right"),
+                          ("p50 B ms", "right"), ("B/A", "right"), ("CI95", "right"), ("change", "left")]:
+        table.add_column(name, justify=justify, no_wrap=True)
+    for row in result["rows"]:
+        ci = row["ci95"]
+        change = row["change"] + (" [red]REGRESSION[/]" if row["regression"] else "")
+        table.add_row(row["device"], row["model"], row["config"], _num(row["p50_ms_a"], ".3f"),
+                      _num(row["p50_ms_b"], ".3f"), _num(row["ratio"], ".3f"),
+                      f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "-", change)
     return table
 
 

@@ -71,13 +71,15 @@ class BenchConfig:
         return {name: list(dims) for name, dims in self.shapes}
 
     def runner_args(self) -> list[str]:
-        """Arguments of ``python -m runners run`` after the model path: every option the
-        backend's descriptor declares is passed explicitly (ort: ``--threads N --opt-level L``)."""
+        """Arguments of ``python -m runners run`` after the model path: the policy, always
+        ``--keep-latencies``, and every option the backend's descriptor declares, explicitly
+        (ort: ``--threads N --opt-level L``)."""
         args = [
             "--backend", self.backend,
             "--batch", str(self.batch),
             "--seed", str(self.seed),
             *policy_to_argv(self.policy),
+            "--keep-latencies",  # the host keeps every sample (the cell's samples sidecar)
         ]
         desc = self.descriptor
         for name, value in self.backend_options().items():

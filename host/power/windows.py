@@ -310,7 +310,7 @@ def _figures(w: _Window, iterations: int, power_w_idle: float | None, noise: flo
         "power_w_dynamic_mean": sub(mean, power_w_idle),
         "energy_mj_per_inference": per_inf(energy),
         "energy_mj_per_inference_dynamic": per_inf(energy_dyn),
-        "throughput_ips": throughput,
+        "throughput_cps": throughput,
         "throughput_per_watt": throughput / peak if peak else None,
         "throughput_per_watt_mean": throughput / mean if mean else None,
     }
