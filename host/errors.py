@@ -51,6 +51,11 @@ class BackendError(HostError):
     with ``implemented=False``), or a backend option no chosen backend declares or a bad value."""
 
 
+class MemoryProfileError(HostError):
+    """A heap-profiling run (``--memory massif|memray``) could not run or left no readable
+    profile (the profiler is not installed where the runner runs, or the run failed)."""
+
+
 class ExportError(HostError):
     """``host zoo export`` failed (torch/torchvision missing, export error)."""
 

@@ -24,7 +24,7 @@ from host.campaign.cells import combine, process_record, session_medians, take_l
 from host.campaign.protocol import Progress, Protocol
 from host.campaign.samples import SUFFIX as SAMPLES_SUFFIX
 from host.campaign.samples import write_samples
-from host.campaign.store import CAMPAIGN_FILE, cell_path, safe_name, write_cell
+from host.campaign.store import CAMPAIGN_FILE, cell_path, earlier_cells, safe_name, write_cell
 from host.errors import (
     CampaignInterrupted,
     CampaignMismatchError,
@@ -355,6 +355,7 @@ def run_campaign(
     on_event: Callable[[CellEvent], None] | None = None,
     power: Callable | None = None,
     protocol: Protocol | None = None,
+    memory: str = "rss",
 ) -> CampaignResult:
     """Run every model on every device; boards in parallel, runner processes on one board
     strictly one after another. Each cell is measured by fresh runner processes
@@ -380,6 +381,9 @@ def run_campaign(
             ``power`` block and ``<cell>.power.csv`` per cell, measured during the cell's
             first process and aligned to its first timed loop.
         protocol: the repetition protocol (default :class:`Protocol()`).
+        memory: ``rss`` (every runner's own figures only), or ``massif`` / ``memray``: one
+            extra process per cell under that heap profiler (:mod:`host.lab.memprofile`),
+            its peak in the cell's ``memory_profile``.
 
     Raises:
         CampaignMismatchError: a planned model's content changed.
@@ -401,12 +405,13 @@ def run_campaign(
     protocol = protocol or Protocol()
     run_log = {"start_utc": utc_now(), "devices": [d.name for d in devices], "models": len(models),
                "config": config.slug, "retry_failed": retry_failed, "protocol": protocol.to_json(),
+               "memory": memory,
                "end_utc": None, "interrupted": None, "order": None}
     plan.doc["runs"].append(run_log)
     plan.save()
 
     shared = _Shared(plan=plan, campaign=campaign, folder=camp_dir, shas=shas, open_board=open_board,
-                     power=power, protocol=protocol, notify=on_event or (lambda event: None))
+                     power=power, protocol=protocol, memory=memory, notify=on_event or (lambda event: None))
     workers = [_BoardWorker(shared, w) for w in work.values()]
     interrupted = _run_workers(workers, shared)
     summaries = {w.name: w.summary for w in workers}
@@ -471,6 +476,7 @@ class _Shared:
     open_board: Callable
     power: Callable | None
     protocol: Protocol
+    memory: str
     notify: Callable[[CellEvent], None]
     stop: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C
     plan_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -700,7 +706,9 @@ class _BoardWorker:
         info, info_error = read_info(model)
         combined = outcome is None and error is None
         if combined:
-            measured = combine(cell.docs, cell.arrays, cell.records, cell.progress)
+            earlier = earlier_cells(self.shared.folder.parent, self.shared.folder.name, self.name, model.stem,
+                                    self.cfg.slug, self.shared.shas[model])
+            measured = combine(cell.docs, cell.arrays, cell.records, cell.progress, earlier)
             outcome = dataclasses.replace(cell.outcomes[0], result=measured)
         doc = build_cell(outcome, model=model, config=self.run_cfg, device=self.name,
                          campaign=self.shared.campaign, metrics=self.shared.metrics_for(model, self.cfg),
@@ -711,6 +719,8 @@ class _BoardWorker:
             dev = doc.setdefault("manifest", {}).setdefault("device", {})
             dev["power_state"] = self.power_state
             dev["power_mode_key"] = self.power_state.get("mode_key")
+        if combined and self.shared.memory != "rss":
+            doc["memory_profile"] = self._profile(model)
         if combined:
             doc["samples"] = write_samples(Path(str(path)[: -len(".json")] + SAMPLES_SUFFIX), cell.arrays)
         if token is not None:
@@ -724,6 +734,14 @@ class _BoardWorker:
         self.summary.run += 1
         doc = self.shared.docs[(self.name, cell.index)] = dict(doc, _path=str(path))
         self.event(cell.index, model, "done", doc=doc, path=path)
+
+    def _profile(self, model: Path) -> dict:
+        """The cell's heap profile (``--memory massif|memray``), or its error."""
+        self.event(0, model, "profiling")
+        try:
+            return self.board.profile_memory(model, self.shared.shas[model], self.run_cfg, self.shared.memory)
+        except HostError as exc:
+            return {"memory_method": self.shared.memory, "error": str(exc)}
 
     def _close(self) -> None:
         """Close the power session and the transport; copy the transfer counts into the

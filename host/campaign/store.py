@@ -83,6 +83,29 @@ def load_cells(root: Path) -> list[dict]:
     return cells
 
 
+def earlier_cells(results: Path, campaign: str, device: str, model_stem: str, config_slug: str,
+                  sha256: str) -> list[dict]:
+    """The same cell (device, model with this sha256, configuration) measured by other
+    campaigns under ``results``, oldest first: ``[{"campaign", "p50_ms", "ci95"}]`` for each
+    with a p50 and an interval (status ok or invalid). Unreadable files are skipped."""
+    name = f"{safe_name(model_stem)}__{safe_name(config_slug)}.json"
+    found = []
+    for path in Path(results).glob(f"*/{safe_name(device)}/{name}"):
+        if path.parent.parent.name == safe_name(campaign):
+            continue
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        lat = doc.get("latency") or {}
+        if (doc.get("status") in ("ok", "invalid") and _get(doc, "model", "sha256") == sha256
+                and lat.get("latency_ms_p50") and lat.get("latency_ms_p50_ci95_within")):
+            found.append({"campaign": _get(doc, "cell", "campaign"), "p50_ms": lat["latency_ms_p50"],
+                          "ci95": lat["latency_ms_p50_ci95_within"],
+                          "start_utc": _get(doc, "timestamps", "start_utc") or ""})
+    return sorted(found, key=lambda c: c["start_utc"])
+
+
 def _get(doc: dict, *keys, default=None):
     for key in keys:
         if not isinstance(doc, dict) or key not in doc:

@@ -93,6 +93,9 @@ MinProcessesOpt = Annotated[Optional[int], typer.Option(min=5, help="fewest runn
 MaxProcessesOpt = Annotated[Optional[int], typer.Option(min=5, help="most runner processes per cell [200]")]
 SessionsOpt = Annotated[Optional[int], typer.Option(min=1, help="fresh sessions per runner process [1]")]
 OrderSeedOpt = Annotated[int, typer.Option(help="seed of the interleaved run order")]
+MemoryOpt = Annotated[str, typer.Option(
+    help="memory method: rss (every process's VmRSS/VmHWM), or massif / memray: one extra process "
+         "per cell under that heap profiler (must be installed where the runner runs)")]
 WarmupItersOpt = Annotated[Optional[int], typer.Option(min=0, help="warm-up minimum iterations [10]")]
 WarmupSOpt = Annotated[Optional[float], typer.Option(min=0, help="warm-up minimum seconds [0.2]")]
 MinItersOpt = Annotated[Optional[int], typer.Option(min=1, help="timed loop minimum iterations [50]")]
@@ -141,6 +144,7 @@ def bench(
     max_processes: MaxProcessesOpt = None,
     sessions: SessionsOpt = None,
     order_seed: OrderSeedOpt = 0,
+    memory: MemoryOpt = "rss",
     warmup_iters: WarmupItersOpt = None,
     warmup_s: WarmupSOpt = None,
     min_iters: MinItersOpt = None,
@@ -187,6 +191,8 @@ def bench(
                     "fps": fps})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if memory not in ("rss", "massif", "memray"):
+        raise typer.BadParameter(f"{memory!r}: one of rss, massif, memray", param_hint="--memory")
     try:
         found_devices = _bench_devices(inventory, device, group, all_devices, backend)
         config = _bench_config(found_devices, backend, batch=batch, shapes=_parse_shapes(shape),
@@ -203,7 +209,7 @@ def bench(
             idle_every_s=idle_every_s, min_samples=power_min_samples)
         result = _run_bench(found, found_devices, config, results=results, campaign=name, backend=backend,
                             retry_failed=retry_failed, power=power_factory, options=options,
-                            protocol=protocol)
+                            protocol=protocol, memory=memory)
     except HostError as exc:
         _fail(exc)
         return
@@ -300,6 +306,8 @@ def _progress_handler(progress, tasks: dict):
             progress.update(task, description="connecting")
         elif event.state == "running":
             progress.update(task, description=f"{event.model.stem} ({event.index}/{event.total})")
+        elif event.state == "profiling":
+            progress.update(task, description=f"{event.model.stem}: heap profile")
         elif event.state == "idle":
             progress.update(task, description="measuring idle power")
         elif event.state == "board_down":

@@ -12,14 +12,17 @@ are quoted word by word. The same class drives ``--device local`` through
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from host.errors import MemoryProfileError
 from host.lab import deploy as _deploy
 from host.lab import facts as _facts
+from host.lab import memprofile
 from host.lab.deploy import StepReport, runners_bundle
 from host.lab.facts import CheckReport
 from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome, tail
@@ -96,25 +99,46 @@ class Board:
     def _python(self) -> str:
         return self.device.python or "python3"
 
-    def command(self, runner_argv: list[str], *, name: str | None = None) -> str:
+    def command(self, runner_argv: list[str], *, name: str | None = None, wrapper: tuple = (),
+                python_args: tuple = (), env: dict | None = None, after: tuple = ()) -> str:
         """The shell command that runs ``python -m runners ARGV`` on this board, natively
         or in a container (``ENGINE run --rm`` with the work folder mounted), ending in
         ``; exit $?`` so a signal shows as ``128 + N``. Paths in ``runner_argv`` are board
         paths under the work folder; in container mode they are rewritten to the mount.
+
+        For profilers (:mod:`host.lab.memprofile`): ``wrapper`` words go before the
+        interpreter, ``python_args`` between it and ``-m runners``, ``env`` is set for the
+        runner, and ``after`` (interpreter arguments) runs once the runner exits, keeping
+        the runner's exit status.
         """
+        def inside(args):
+            if not self.container:
+                return list(args)
+            return [a.replace(self.workdir, CONTAINER_WORKDIR, 1) if a.startswith(self.workdir + "/") else a
+                    for a in args]
+
+        python = "python3" if self.container else self._python()
+        run = [*inside(wrapper), python, *inside(python_args), "-m", "runners", *inside(runner_argv)]
+        if after:
+            run_sh = sh(*run) + f"; rc=$?; {sh(python, *inside(after))} >/dev/null 2>&1; exit $rc"
+        else:
+            run_sh = sh(*run)
         if not self.container:
-            return (f"cd {sh(self.workdir)} && PYTHONPATH={sh(self.runners_path)} "
-                    f"{sh(self._python(), '-m', 'runners', *runner_argv)}; exit $?")
-        inside = [a.replace(self.workdir, CONTAINER_WORKDIR, 1) if a.startswith(self.workdir + "/") else a
-                  for a in runner_argv]
+            values = {"PYTHONPATH": self.runners_path, **(env or {})}
+            assigns = " ".join(f"{k}={sh(v)}" for k, v in values.items())
+            return f"cd {sh(self.workdir)} && {assigns} " + (f"sh -c {sh(run_sh)}" if after else run_sh) \
+                + "; exit $?"
         engine = words(self.device.engine or "docker")
         argv = [*engine, "run", "--rm"]
         if name:
             argv += ["--name", name]
         argv += [*words(self.device.container_args),
                  "-v", f"{self.workdir}:{CONTAINER_WORKDIR}", "-w", CONTAINER_WORKDIR,
-                 "-e", f"PYTHONPATH={CONTAINER_WORKDIR}/runners/{self.runners_hash}",
-                 self.device.image, "python3", "-m", "runners", *inside]
+                 "-e", f"PYTHONPATH={CONTAINER_WORKDIR}/runners/{self.runners_hash}"]
+        for key, value in (env or {}).items():
+            argv += ["-e", f"{key}={value}"]
+        argv.append(self.device.image)
+        argv += ["sh", "-c", run_sh] if after else run
         return f"{sh(*argv)}; exit $?"
 
     def run_cell(self, model: Path, sha256: str, config: BenchConfig) -> RunnerOutcome:
@@ -168,6 +192,43 @@ class Board:
             "cell_wall_s": round(t3 - t0, 6),
         }
         return outcome
+
+    def profile_memory(self, model: Path, sha256: str, config: BenchConfig, method: str) -> dict:
+        """One extra runner process under a heap profiler (:mod:`host.lab.memprofile`), with
+        one session and a 10-iteration loop (the profiler slows it; its latencies are
+        discarded). Returns the profile's ``memory_profile`` block: ``memory_method``,
+        ``heap_mib_peak`` and the method's details, ``wall_s``, and the profiled process's own
+        ``rss_mib_peak`` for reference.
+
+        Raises:
+            MemoryProfileError: the profiler is missing or the run failed.
+            TransportError: the board is unreachable.
+        """
+        remote_model = self.ensure_model(model, sha256)
+        token = TOKEN_PREFIX + uuid.uuid4().hex
+        out, raw = f"{self.workdir}/out/{token}.json", f"{self.workdir}/out/{token}.{method}"
+        run = memprofile.plan(method, raw)
+        policy = dataclasses.replace(config.policy, sessions=1, warmup_min_iterations=1, warmup_min_s=0.0,
+                                     min_iterations=10, min_duration_s=0.0)
+        argv = ["run", remote_model, "--out", out, *dataclasses.replace(config, policy=policy).runner_args()]
+        command = self.command(argv, name=token, wrapper=run.wrapper, python_args=run.python_args,
+                               env=run.env, after=run.after)
+        res = self.transport.run(command, timeout=config.timeout_s, kill_pattern=token)
+        try:
+            if res.exit_code not in RESULT_EXIT_CODES:
+                raise MemoryProfileError(f"{self.name}: {method} run exited with {res.exit_code}: "
+                                         f"{tail(res.stderr, 400).strip()}",
+                                         hint=f"check that {method} is installed where the runner runs")
+            block = run.parse(self.transport.read(run.report).decode("utf-8", "replace"))
+            doc = json.loads(self.transport.read(out).decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise MemoryProfileError(f"{self.name}: {method} output unreadable: {exc}") from None
+        finally:
+            for path in {out, raw, run.report}:
+                self.transport.remove(path)
+        block.update(wall_s=res.wall_s, rss_mib_peak=(doc.get("memory") or {}).get("rss_mib_peak"),
+                     note="one extra process (10-iteration loop) under the profiler; latencies discarded")
+        return block
 
     def clock_probes(self, n: int = 7) -> list:
         """Bracketed reads of the board's CLOCK_MONOTONIC (the runner's loop clock):
