@@ -72,12 +72,13 @@ def test_presets_are_consistent():
 
 def _record(medians, *, round_no=1, failed=(), others=0.0):
     checks = {c: c not in failed for c in ("no_drift", "single_mode", "no_throttle", "max_duration_not_hit")}
-    return {"round": round_no, "sessions": [{"latency_ms_p50": m, "others_cpu_share": others} for m in medians],
+    sessions = [{"latency_ms_p50": m, "others_cpu_share": others} for m in medians]
+    return {"round": round_no, "sessions": sessions,
             "verdict": {"checks": checks, "reasons": [f"{c} failed here" for c in failed], "warnings": []}}
 
 
 def _latency(rel):
-    return {"latency_ms_p50_ci95_rel": rel}
+    return {"latency_ms_p50_ci95_within_rel": rel, "latency_ms_p50_ci95_rel": rel}
 
 
 def test_cell_verdict_valid_when_precise_and_clean():
@@ -142,7 +143,7 @@ def test_large_runs_are_thinned_in_time_order(tmp_path, monkeypatch):
     (kept,) = samples.read_samples(tmp_path / "c.samples.npz")[0]
     assert np.array_equal(kept, np.arange(0, 2500, 3))
     (tmp_path / "x.npz").write_bytes(b"not a zip")
-    with pytest.raises(Exception):
+    with pytest.raises((OSError, ValueError)):
         samples.read_samples(tmp_path / "x.npz")
 
 
@@ -232,3 +233,55 @@ def test_compare_campaigns_and_the_cli_exit_code(tmp_path):
 
 def test_policy_is_imported_for_the_presets():
     assert isinstance(PRESETS["default"][1], Policy)
+
+
+def test_campaign_level_from_earlier_campaigns():
+    """Known answer: 40 earlier campaigns whose p50 varies 5 % (log sd) between campaigns,
+    each with a ±1 % within-campaign interval."""
+    from host.campaign.cells import campaign_level, with_campaign_level
+
+    rng = np.random.default_rng(12)
+    earlier = [{"campaign": f"c{k}", "p50_ms": p, "ci95": [p * math.exp(-0.0196), p * math.exp(0.0196)]}
+               for k, p in enumerate(np.exp(rng.normal(0, 0.05, 40)))]
+    level = campaign_level(earlier)
+    assert level["earlier_campaigns"] == 40 and level["sd_log"] == pytest.approx(0.05, rel=0.25)
+    assert campaign_level(earlier[:1])["sd_log"] is None  # one earlier campaign: no variance
+    interval = {"estimate": 1.0, "ci95": [0.99, 1.01], "rerun95": [0.985, 1.015], "ci95_rel": 0.01,
+                "rerun95_rel": 0.015}
+    wide = with_campaign_level(interval, level)
+    assert wide["ci95_within"] == [0.99, 1.01]  # kept for the stopping rule
+    assert wide["ci95_rel"] == pytest.approx(math.expm1(1.96 * math.hypot(0.0051, level["sd_log"])), rel=0.05)
+    assert wide["rerun95_rel"] > wide["ci95_rel"] > 0.05
+    same = with_campaign_level(interval, campaign_level([]))
+    assert same["ci95"] == [0.99, 1.01] and same["ci95_rel"] == pytest.approx(0.01)
+
+
+def test_earlier_cells_are_the_same_cell_in_other_campaigns(tmp_path):
+    from host.campaign.store import cell_path, earlier_cells
+
+    def put(campaign, sha, status="ok", p50=1.0, start="2026-11-30T00:00:00Z"):
+        path = cell_path(tmp_path, campaign, "d", "m", "ort-b1-tall")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lat = {"latency_ms_p50": p50, "latency_ms_p50_ci95_within": [0.9, 1.1]}
+        doc = {"status": status, "model": {"sha256": sha}, "cell": {"campaign": campaign},
+               "timestamps": {"start_utc": start}, "latency": lat}
+        path.write_text(json.dumps(doc))
+
+    put("old2", "aa", p50=2.0, start="2026-11-30T00:00:02Z")
+    put("old1", "aa", p50=1.0, start="2026-11-30T00:00:01Z")
+    put("other-model", "bb")
+    put("failed", "aa", status="failed")
+    put("now", "aa")
+    found = earlier_cells(tmp_path, "now", "d", "m", "ort-b1-tall", "aa")
+    assert [c["campaign"] for c in found] == ["old1", "old2"] and found[1]["p50_ms"] == 2.0
+
+
+def test_processes_split_into_two_modes_is_named_with_what_to_do():
+    split = [_record([0.135])] * 13 + [_record([0.27])] * 7  # MobileNetV2 with 2 threads, seen here
+    v = cell_verdict(_latency(0.3), split, PROTOCOL, spent_s=20.0)
+    assert v["checks"]["single_mode_across_processes"] is False
+    (reason,) = v["reasons"]
+    assert "13 near 0.135 ms, 7 near 0.27 ms" in reason and "--threads 1" in reason
+    one_odd = [_record([1.0 + 0.001 * i]) for i in range(5)] + [_record([2.0])]
+    checks = cell_verdict(_latency(0.04), one_odd, PROTOCOL, spent_s=5.0)["checks"]
+    assert checks["single_mode_across_processes"]

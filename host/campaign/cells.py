@@ -87,11 +87,67 @@ def level_spread(groups: list, times: list | None = None) -> dict:
     return out
 
 
+_Z975 = 1.959963984540054
+CAMPAIGN_LEVEL_METHOD = ("between-campaign variance of log p50 over earlier campaigns of this cell minus "
+                         "their mean within-campaign variance (method of moments); added on the log scale")
+
+
+def _log_var(interval) -> float | None:
+    """The variance on the log scale implied by a 95 % interval [lo, hi] (normal approximation)."""
+    if not interval or interval[0] <= 0:
+        return None
+    return ((math.log(interval[1]) - math.log(interval[0])) / (2 * _Z975)) ** 2
+
+
+def campaign_level(earlier: list) -> dict:
+    """The spread of this cell between campaigns, from earlier campaigns' results
+    (:func:`host.campaign.store.earlier_cells`): ``sd_log`` = sqrt(max(0, var(ln p50) −
+    mean within-campaign variance)), needs >= 2 earlier campaigns (else None). A campaign
+    samples the machine for seconds to minutes; its state also changes between campaigns
+    (Kalibera & Jones's top level: repeated executions), and only repeated campaigns can
+    measure that."""
+    out = {"earlier_campaigns": len(earlier), "sd_log": None, "campaigns": [e["campaign"] for e in earlier],
+           "method": CAMPAIGN_LEVEL_METHOD}
+    if len(earlier) >= 2:
+        y = np.log([e["p50_ms"] for e in earlier])
+        within = float(np.mean([_log_var(e["ci95"]) or 0.0 for e in earlier]))
+        out["sd_log"] = math.sqrt(max(float(np.var(y, ddof=1)) - within, 0.0))
+    return out
+
+
+def _widen(estimate: float, interval, extra_var: float) -> list | None:
+    """``interval`` (log-symmetric approximation) with ``extra_var`` added on the log scale."""
+    v = _log_var(interval)
+    if v is None:
+        return None
+    half = _Z975 * math.sqrt(v + extra_var)
+    return [estimate * math.exp(-half), estimate * math.exp(half)]
+
+
+def _rel(estimate: float, interval) -> float | None:
+    return None if not interval else (interval[1] - interval[0]) / (2 * estimate)
+
+
+def with_campaign_level(interval: dict, level: dict) -> dict:
+    """The cell's intervals: the within-campaign ones (``ci95_within``, ``rerun95_within``)
+    and the reported ones, which add the between-campaign variance when it is known (the CI
+    once: this campaign is one draw of the machine's state; the re-run interval twice)."""
+    est, sd = interval["estimate"], level.get("sd_log")
+    out = dict(interval, ci95_within=interval["ci95"], rerun95_within=interval["rerun95"])
+    if sd is not None:
+        out["ci95"] = _widen(est, interval["ci95"], sd ** 2)
+        out["rerun95"] = _widen(est, interval["rerun95"], 2 * sd ** 2)
+    for key in ("ci95", "rerun95", "ci95_within", "rerun95_within"):
+        out[key + "_rel"] = _rel(est, out[key])
+    return out
+
+
 def cell_latency(docs: list, arrays: list, interval: dict) -> dict:
     """The cell's ``latency`` block from its processes' results and kept latencies.
 
     ``latency_ms_p50`` and its intervals are the repetition estimate (median of the session
-    medians; hierarchical bootstrap over processes); ``latency_ms_p99`` likewise when every
+    medians; hierarchical bootstrap over processes; ``interval`` from
+    :func:`with_campaign_level`); ``latency_ms_p99`` likewise when every
     session has >= 100 iterations (else the pooled p99, without an interval). Mean, min,
     max, the other percentiles, CoVs and throughputs are over every kept iteration.
     """
@@ -107,6 +163,10 @@ def cell_latency(docs: list, arrays: list, interval: dict) -> dict:
         "latency_ms_p50": interval["estimate"],
         "latency_ms_p50_ci95": interval["ci95"], "latency_ms_p50_ci95_rel": interval["ci95_rel"],
         "latency_ms_p50_rerun95": interval["rerun95"], "latency_ms_p50_rerun95_rel": interval["rerun95_rel"],
+        "latency_ms_p50_ci95_within": interval["ci95_within"],
+        "latency_ms_p50_ci95_within_rel": interval["ci95_within_rel"],
+        "latency_ms_p50_rerun95_within": interval["rerun95_within"],
+        "latency_ms_p50_rerun95_within_rel": interval["rerun95_within_rel"],
         "latency_ms_p99_pooled": out["latency_ms_p99"], "latency_ms_p99_ci95": None,
         "ci_method": interval["method"], "ci_resamples": interval["resamples"],
         "processes": len(docs), "sessions": len(blocks),
@@ -132,7 +192,7 @@ def _load_share(records: list) -> float | None:
 
 
 def _precision_reason(latency: dict, records: list, protocol, spent_s: float, load: float | None) -> str:
-    rel = latency["latency_ms_p50_ci95_rel"]
+    rel = latency["latency_ms_p50_ci95_within_rel"]
     got = f"±{rel:.1%}" if rel is not None else "no interval"
     busy = f"; other processes used {load:.0%} of the CPU time" if load is not None and load >= 0.05 else ""
     return (f"machine too noisy for ±{protocol.target_ci:.0%} in {spent_s:.0f} s: achieved {got} over "
@@ -140,14 +200,33 @@ def _precision_reason(latency: dict, records: list, protocol, spent_s: float, lo
             f"{protocol.max_cell_s:g}) or relax --target-ci")
 
 
+def _process_modes(records: list) -> str | None:
+    """A reason when the processes split into modes: more than :data:`LOOP_CHECK_SHARE` of
+    the process medians lie beyond ±50 % of the cell's median (the per-loop second-mode rule,
+    one level up); None otherwise."""
+    meds = np.array([r["latency_ms_p50"] if "latency_ms_p50" in r else
+                     float(np.median([s["latency_ms_p50"] for s in r["sessions"]])) for r in records])
+    center = float(np.median(meds))
+    far = meds[(meds > 1.5 * center) | (meds < center / 1.5)]
+    if len(far) < 2 or len(far) / len(meds) <= LOOP_CHECK_SHARE:
+        return None
+    near = meds[(meds <= 1.5 * center) & (meds >= center / 1.5)]
+    return (f"processes split into modes: {len(near)} near {float(np.median(near)):.3g} ms, {len(far)} near "
+            f"{float(np.median(far)):.3g} ms (thread placement or contention between fresh processes); "
+            "try fewer threads (--threads 1) or close other programs")
+
+
 def cell_verdict(latency: dict, records: list, protocol, spent_s: float) -> dict:
     """VALID when the protocol ran and the achieved CI is within target, with named checks.
 
-    Checks: ``min_processes_met``; ``precision_met`` (the p50's CI relative half-width <=
-    ``protocol.target_ci``); each loop check of the runner (drift, second mode, throttle,
-    loop cap) failed by at most :data:`LOOP_CHECK_SHARE` of the processes (fewer: a
-    warning); ``no_trend_across_processes`` (the process medians' Theil–Sen change in run
-    order, :func:`level_spread`, is within max(2 × target, 10 %); needs >= 5 processes). Other processes'
+    Checks: ``min_processes_met``; ``precision_met`` (the p50's within-campaign CI relative
+    half-width <= ``protocol.target_ci``); ``single_mode_across_processes`` (more than a
+    quarter of the process medians beyond ±50 % of the cell's median is a split into modes,
+    reported instead of the precision reason: it is why); each loop check of the runner
+    (drift, second mode, throttle, loop cap) failed by at most :data:`LOOP_CHECK_SHARE` of
+    the processes (fewer: a warning); ``no_trend_across_processes`` (the process medians'
+    Theil–Sen change in run order, :func:`level_spread`, is within max(2 × target, 10 %);
+    needs >= 5 processes). Other processes'
     CPU share is reported, and named in the precision reason when it is what failed.
     """
     n = len(records)
@@ -155,9 +234,11 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float) -> dict
     spread = level_spread([[s["latency_ms_p50"] for s in r["sessions"]] for r in records])
     trend = spread["time_trend_rel"]
     load = _load_share(records)
-    rel = latency["latency_ms_p50_ci95_rel"]
+    rel = latency["latency_ms_p50_ci95_within_rel"]
+    modes = _process_modes(records)
     checks = {"min_processes_met": n >= protocol.min_processes,
               "precision_met": rel is not None and rel <= protocol.target_ci,
+              "single_mode_across_processes": modes is None,
               **{c: share <= LOOP_CHECK_SHARE for c, share in shares.items()},
               "no_trend_across_processes": n < 5 or trend is None
               or abs(trend) <= max(2 * protocol.target_ci, 0.10)}
@@ -165,7 +246,9 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float) -> dict
     if not checks["min_processes_met"]:
         reasons.append(f"only {n} processes in {spent_s:.0f} s (need {protocol.min_processes}): "
                        "raise --max-s or shorten the loops (--min-s)")
-    elif not checks["precision_met"]:
+    if modes is not None:
+        reasons.append(modes)
+    elif checks["min_processes_met"] and not checks["precision_met"]:
         reasons.append(_precision_reason(latency, records, protocol, spent_s, load))
     for c, share in shares.items():
         first = next((reason for r in records for reason in r["verdict"]["reasons"]
@@ -178,19 +261,30 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float) -> dict
                        "the machine's state changed during the campaign; re-run when it is quiet")
     seen = {w for r in records for w in r["verdict"]["warnings"] if w.startswith("other processes")}
     warnings += sorted(seen)[:1]
+    level = latency.get("campaign_level") or {}
+    if level.get("sd_log"):
+        warnings.append(f"between {level['earlier_campaigns']} earlier campaigns this cell's p50 varied by "
+                        f"±{_Z975 * level['sd_log']:.1%} (95 %): the machine's state changes between runs; "
+                        "the reported intervals include it")
+    elif level.get("earlier_campaigns", 0) < 2:
+        warnings.append("the intervals cover this campaign only: a change of the machine's state between "
+                        "campaigns is measured once this cell has 2 earlier campaigns in the results folder")
     return {"result": "INVALID" if reasons else "VALID", "reasons": reasons, "checks": checks,
             "warnings": warnings, "others_cpu_share_median": load, "spread": spread}
 
 
-def combine(docs: list, arrays: list, records: list, progress) -> dict:
-    """The cell document's measurement part from its processes (all ran and wrote a result):
+def combine(docs: list, arrays: list, records: list, progress, earlier: list | None = None) -> dict:
+    """The cell document's measurement part from its processes (all ran and wrote a result)
+    and the same cell's ``earlier`` campaigns (:func:`host.campaign.store.earlier_cells`):
     the first process's document with ``latency``, ``verdict``, ``status``, ``realtime``,
     ``warmup`` (first process: the cell's true first inference) and ``repetitions``
     replaced or added. The per-session blocks move into ``repetitions.processes``."""
     doc = dict(docs[0])
     doc.pop("sessions", None)
-    interval = progress.interval()
+    level = campaign_level(earlier or [])
+    interval = with_campaign_level(progress.interval(), level)
     latency = cell_latency(docs, arrays, interval)
+    latency["campaign_level"] = level
     verdict = cell_verdict(latency, records, progress.protocol, progress.spent_s)
     doc["latency"] = latency
     doc["verdict"] = {k: verdict[k] for k in ("result", "reasons", "checks", "warnings")}
