@@ -38,12 +38,31 @@ def campaign(models, preset: str, folder: Path, name: str) -> tuple:
     return {c["cell"]["model_stem"]: c for c in res.cells}, time.monotonic() - t0
 
 
+def regimes(rows: list, shift: float = 0.10) -> None:
+    """Split the trials: "machine changed state" where every model moved by more than
+    ``shift`` in the same direction between A and B, and the others; print the coverage of
+    each group."""
+    trials: dict = {}
+    for r in rows:
+        trials.setdefault(r["trial"], []).append(r["p50_b"] / r["p50_a"] - 1)
+    moved = {t for t, d in trials.items() if all(x > shift for x in d) or all(x < -shift for x in d)}
+    for name, group in (("machine changed state", moved), ("otherwise", set(trials) - moved)):
+        mine = [r for r in rows if r["trial"] in group]
+        if mine:
+            print(f"{name} ({len(group)} trials): CI covers {sum(r['ci_covers'] for r in mine)}/{len(mine)}, "
+                  f"re-run interval {sum(r['rerun_covers'] for r in mine)}/{len(mine)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", type=Path, default=DEFAULT)
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    ap.add_argument("--from-json", type=Path, help="only summarise an earlier run's bench/out/coverage.json")
     args = ap.parse_args()
+    if args.from_json:
+        regimes(json.loads(args.from_json.read_text())["rows"])
+        return
     rows, walls = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.trials):
@@ -70,6 +89,7 @@ def main() -> None:
               f"{sum(r['rerun_covers'] for r in mine)}/{len(mine)}; CI ±{width:.1%} median; "
               f"processes median {statistics.median(r['processes'] for r in mine)}; "
               f"VALID {sum(r['status_a'] == 'ok' for r in mine)}/{len(mine)}")
+    regimes(rows)
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
     (out / "coverage.json").write_text(json.dumps({"rows": rows, "walls_s": walls}, indent=1))

@@ -2,7 +2,7 @@
 (issue 11).
 
 * **Adaptive** (ours): ``run_campaign`` on one model with ``--target-ci`` P (default preset
-  otherwise, budget raised to 600 s so the target decides); wall time of the campaign and
+  otherwise, budget raised to 300 s so the target decides); wall time of the campaign and
   the CI it achieved. Repeated ``--repeats`` times.
 * **Fixed** (the scaling study's: 20 warm-up + 80 timed iterations × 50 trials in one
   process; estimate = median of the trial medians): run ``--fixed-runs`` times as fresh
@@ -74,7 +74,7 @@ def adaptive(model: Path, target: float) -> dict:
     from host.lab.runner import BenchConfig
 
     protocol, policy = PRESETS["default"]
-    protocol = dataclasses.replace(protocol, target_ci=target, max_cell_s=600.0)
+    protocol = dataclasses.replace(protocol, target_ci=target, max_cell_s=300.0)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
         res = run_campaign([model], [local_device(str(Path(tmp) / "w"))], BenchConfig(policy=policy),
