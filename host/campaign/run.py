@@ -358,12 +358,9 @@ def run_campaign(
     memory: str = "rss",
 ) -> CampaignResult:
     """Run every model on every device; boards in parallel, runner processes on one board
-    strictly one after another. Each cell is measured by fresh runner processes
-    (:mod:`host.campaign.protocol`): the
-    processes of a board's cells are interleaved round by round in a seeded shuffle
-    (``protocol.order_seed`` and the board's name; the order is logged in
-    ``campaign.json``), and a cell leaves the rotation when its interval meets
-    ``protocol.target_ci`` or its budget is spent; then it is combined
+    one after another, each cell by fresh processes (:mod:`host.campaign.protocol`)
+    interleaved round by round in a seeded shuffle (logged in ``campaign.json``) until its
+    interval meets ``protocol.target_ci`` or its budget is spent; then combined
     (:func:`host.campaign.cells.combine`) and stored with its samples sidecar.
 
     Resume: a cell whose file exists is skipped, except failed cells whose board never
@@ -403,12 +400,8 @@ def run_campaign(
     work = _plan_work(plan, models, devices, config, backend=backend, results=results, campaign=campaign,
                       shas=shas, retry_failed=retry_failed)
     protocol = protocol or Protocol()
-    run_log = {"start_utc": utc_now(), "devices": [d.name for d in devices], "models": len(models),
-               "config": config.slug, "retry_failed": retry_failed, "protocol": protocol.to_json(),
-               "memory": memory,
-               "end_utc": None, "interrupted": None, "order": None}
-    plan.doc["runs"].append(run_log)
-    plan.save()
+    run_log = _log_run(plan, devices, models, config, retry_failed=retry_failed, protocol=protocol,
+                       memory=memory)
 
     shared = _Shared(plan=plan, campaign=campaign, folder=camp_dir, shas=shas, open_board=open_board,
                      power=power, protocol=protocol, memory=memory, notify=on_event or (lambda event: None))
@@ -427,6 +420,17 @@ def run_campaign(
     cells = [shared.docs[(w.name, i)] for w in workers
              for i in range(1, len(w.items) + 1) if (w.name, i) in shared.docs]
     return CampaignResult(campaign, camp_dir, cells, summaries)
+
+
+def _log_run(plan: _Plan, devices: list, models: list, config: BenchConfig, **settings) -> dict:
+    """Append this run's entry to ``campaign.json`` (saved now; finished by the caller)."""
+    run_log = {"start_utc": utc_now(), "devices": [d.name for d in devices], "models": len(models),
+               "config": config.slug, "retry_failed": settings["retry_failed"],
+               "protocol": settings["protocol"].to_json(), "memory": settings["memory"],
+               "end_utc": None, "interrupted": None, "order": None}
+    plan.doc["runs"].append(run_log)
+    plan.save()
+    return run_log
 
 
 @dataclass
