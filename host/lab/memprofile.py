@@ -47,8 +47,9 @@ def plan(method: str, raw: str) -> ProfileRun:
         ValueError: an unknown method.
     """
     if method == "massif":
-        return ProfileRun(("valgrind", "--tool=massif", "--stacks=yes", f"--massif-out-file={raw}"), (),
-                          {"PYTHONMALLOC": "malloc"}, (), raw, parse_massif)
+        # totals only: trees one level deep and detailed only at the peak keep the file small
+        return ProfileRun(("valgrind", "--tool=massif", "--stacks=yes", "--depth=1", "--detailed-freq=1000000",
+                           f"--massif-out-file={raw}"), (), {"PYTHONMALLOC": "malloc"}, (), raw, parse_massif)
     if method == "memray":
         stats = raw + ".stats"
         return ProfileRun((), ("-m", "memray", "run", "--quiet", "--force", "-o", raw), {},
