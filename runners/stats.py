@@ -160,7 +160,8 @@ def _loop_reasons(blocks: list, policy) -> tuple:
     """(checks, reasons) of the stop rule and the loop checks over every session."""
     lats = [b["latency"] for b in blocks]
     drifting = [b for b in blocks if _drifts(b["checks"]["drift"], policy.drift_max)]
-    moded = [b for b in blocks if b["checks"]["second_mode"]["outside_share"] > policy.mode_share_max]
+    moded = [b for b in blocks
+             if (b["checks"]["second_mode"]["outside_share"] or 0.0) > policy.mode_share_max]
     throttled = [b for b in blocks
                  if abs(b["checks"]["environment"].get("cpu_mhz_change_rel") or 0.0) > policy.throttle_max]
     checks = {
@@ -299,7 +300,7 @@ def realtime_verdict(summary: dict, fps: float, statistic: str = "p99") -> dict:
 # -- checks on one timed loop ---------------------------------------------------------
 
 DRIFT_METHOD = "least-squares line through 10 block medians; change first->last block / median"
-SECOND_MODE_METHOD = "share of iterations outside [p50/1.5, 1.5*p50]"
+SECOND_MODE_METHOD = "share of iterations outside [p50/1.5, 1.5*p50] and over 1 us from p50"
 
 
 def drift(latencies_ns: Sequence[int], blocks: int = 10) -> dict:
@@ -330,21 +331,27 @@ def drift(latencies_ns: Sequence[int], blocks: int = 10) -> dict:
     return out
 
 
-def second_mode(latencies_ns: Sequence[int]) -> dict:
-    """Share of iterations far from the median: outside [p50 / 1.5, 1.5 × p50].
+def second_mode(latencies_ns: Sequence[int], floor_ns: int = 1000, min_iterations: int = 100) -> dict:
+    """Share of iterations far from the median: outside [p50 / 1.5, 1.5 × p50] **and** more
+    than ``floor_ns`` (1 us, about ten clock reads) away from it, so that latencies near the
+    timer's resolution (the null backend's ~0.1 us) are not called modes. Below
+    ``min_iterations`` the share is too coarse to judge (a smoke test's 20 iterations) and
+    is None.
 
     Scheduler stalls put a few per cent of iterations there; a second mode (half the
     iterations on another core type, a quarter at 2×) puts many more.
 
     Returns:
-        ``{"outside_share": float in [0, 1], "method": str}``.
+        ``{"outside_share": float in [0, 1] or None, "method": str}``.
     """
     arr = np.asarray(latencies_ns, dtype=np.float64)
-    med = float(np.median(arr)) if arr.size else 0.0
+    if arr.size < min_iterations:
+        return {"outside_share": None, "method": SECOND_MODE_METHOD}
+    med = float(np.median(arr))
     if med <= 0:
         return {"outside_share": 0.0, "method": SECOND_MODE_METHOD}
-    outside = np.count_nonzero((arr > 1.5 * med) | (arr < med / 1.5))
-    return {"outside_share": outside / arr.size, "method": SECOND_MODE_METHOD}
+    far = (np.abs(arr - med) > floor_ns) & ((arr > 1.5 * med) | (arr < med / 1.5))
+    return {"outside_share": int(np.count_nonzero(far)) / arr.size, "method": SECOND_MODE_METHOD}
 
 
 # -- intervals over repetitions -------------------------------------------------------

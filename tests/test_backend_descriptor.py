@@ -28,11 +28,9 @@ HOST = [*POLICY, "--target-ci", "0.5"]  # host bench: five processes per cell, a
 
 ECHO = textwrap.dedent(
     '''
-    """A throw-away backend for tests: infer() sleeps 0 s."""
+    """A throw-away backend for tests: infer() does ~20 us of steady CPU work."""
 
     from __future__ import annotations
-
-    import time
 
     from runners.backends import Backend, BackendDescriptor, BackendOption
     from runners.inputs import TensorSpec
@@ -51,7 +49,7 @@ ECHO = textwrap.dedent(
             self.feeds = dict(feeds)
 
         def infer(self):
-            time.sleep(0)
+            sum(range(2000))
 
         def runtime_info(self):
             return {"name": "echo", "version": None, "provider": None, "threads": 1,
@@ -60,7 +58,7 @@ ECHO = textwrap.dedent(
 
     DESCRIPTOR = BackendDescriptor(
         name="echo",
-        summary="sleeps 0 s per inference (test backend)",
+        summary="sums a range per inference (test backend)",
         backend=EchoBackend,
         options=(BackendOption("echo_opt", int, 7, "a number echoed into runtime_info", slug="echo"),),
         latency_levels=("host_call",),

@@ -63,7 +63,7 @@ def test_ort_run_on_tiny_cnn_has_the_documented_shape():
     assert mem["memory_method"] == "rss_vmhwm"
     assert mem["rss_mib_peak"] >= mem["rss_mib_before_session"] > 0
     assert mem["rss_mib_session_delta"] >= 0 and mem["rss_mib_inference_delta"] >= 0
-    assert mem["rss_mib_runtime_import"] > 0  # importing onnxruntime, outside the session delta
+    assert mem["rss_mib_runtime_import"] >= 0  # 0 here: this test process imported onnxruntime before
     assert doc["warmup"]["iterations"] >= 2 and doc["warmup"]["first_inference_ms"] > 0
     assert set(session["checks"]) == {"drift", "second_mode", "environment"}
     ts = doc["timestamps"]
@@ -237,6 +237,7 @@ def test_cli_writes_result_file_and_exit_codes(tmp_path):
     assert p.returncode == EXIT_OK, p.stderr
     doc = json.loads(out.read_text())
     assert doc["status"] == "ok" and doc["runtime"]["threads"] == 1
+    assert doc["memory"]["rss_mib_runtime_import"] > 5  # a fresh process pays the onnxruntime import
     assert doc["manifest"]["device"]["cpu_count"] == os.cpu_count()
 
     p = _cli("run", str(MODELS / "corrupt.onnx"), "--out", str(out), *FAST_ARGS)

@@ -137,6 +137,13 @@ def test_a_quarter_of_iterations_at_twice_the_latency_is_a_second_mode():
     assert "second mode" in v["reasons"][0]
 
 
+def test_latencies_at_the_timer_resolution_are_not_a_second_mode():
+    lat = np.array([90, 80, 100, 150, 60] * 40)  # the null backend: ~0.1 us, quantised
+    assert stats.second_mode(lat)["outside_share"] == 0.0
+    few = [4000] * 17 + [9000] * 3  # 20 iterations: too few to judge a share
+    assert stats.second_mode(few)["outside_share"] is None
+
+
 def test_rare_stalls_are_not_a_second_mode():
     lat = _steady()
     lat[::100] = 2e7

@@ -48,8 +48,9 @@ def plan(method: str, raw: str) -> ProfileRun:
     """
     if method == "massif":
         # totals only: trees one level deep and detailed only at the peak keep the file small
-        return ProfileRun(("valgrind", "--tool=massif", "--stacks=yes", "--depth=1", "--detailed-freq=1000000",
-                           f"--massif-out-file={raw}"), (), {"PYTHONMALLOC": "malloc"}, (), raw, parse_massif)
+        valgrind = ("valgrind", "--tool=massif", "--stacks=yes", "--depth=1", "--detailed-freq=1000000",
+                    f"--massif-out-file={raw}")
+        return ProfileRun(valgrind, (), {"PYTHONMALLOC": "malloc"}, (), raw, parse_massif)
     if method == "memray":
         stats = raw + ".stats"
         return ProfileRun((), ("-m", "memray", "run", "--quiet", "--force", "-o", raw), {},
