@@ -202,8 +202,10 @@ def test_indistinguishable_marks_neighbours_that_cannot_be_told_apart():
     cells = [_cell(m, [(r + 1, [base * noise[(r * step) % 8]]) for r in range(8)])
              for m, base, step in (("x", 1.0, 1), ("y", 1.005, 3), ("z", 3.0, 5))]
     ties = indistinguishable(cells)
-    assert ties[("d", "x", "ort-b1-tall")] == ["y"] and ties[("d", "y", "ort-b1-tall")] == ["x"]
-    assert ("d", "z", "ort-b1-tall") not in ties
+    assert ties[("x", "d", "x", "ort-b1-tall")] == ["y"] and ties[("x", "d", "y", "ort-b1-tall")] == ["x"]
+    assert ("x", "d", "z", "ort-b1-tall") not in ties
+    other = dict(cells[0], cell=dict(cells[0]["cell"], campaign="later"))  # the same model, another campaign
+    assert ("later", "d", "x", "ort-b1-tall") not in indistinguishable([*cells, other])
 
 
 def test_compare_campaigns_and_the_cli_exit_code(tmp_path):

@@ -79,22 +79,27 @@ def _key(cell: dict) -> tuple:
     return c.get("device"), c.get("model_stem"), c.get("config")
 
 
+def tie_key(cell: dict) -> tuple:
+    """(campaign, device, model, config): the key of :func:`indistinguishable`'s result."""
+    return ((cell.get("cell") or {}).get("campaign"), *_key(cell))
+
+
 def indistinguishable(cells: list) -> dict:
-    """Per cell key (device, model, config), the other models of the same device and
+    """Per cell (:func:`tie_key`), the other models of the same campaign, device and
     configuration whose p50 it cannot be told apart from (paired ratio not significant),
     checked between neighbours in p50 order. Cells without an interval are left out."""
     groups: dict = {}
     for cell in cells:
         if (cell.get("latency") or {}).get("latency_ms_p50") is not None and cell_groups(cell)[0]:
-            d, _, cfg = _key(cell)
-            groups.setdefault((d, cfg), []).append(cell)
+            campaign, d, _, cfg = tie_key(cell)
+            groups.setdefault((campaign, d, cfg), []).append(cell)
     ties: dict = {}
     for members in groups.values():
         members.sort(key=lambda c: c["latency"]["latency_ms_p50"])
         for x, y in zip(members, members[1:]):
             if ratio(x, y)["significant"] is False:
-                ties.setdefault(_key(x), []).append(_key(y)[1])
-                ties.setdefault(_key(y), []).append(_key(x)[1])
+                ties.setdefault(tie_key(x), []).append(_key(y)[1])
+                ties.setdefault(tie_key(y), []).append(_key(x)[1])
     return ties
 
 

@@ -53,8 +53,8 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
                 ties: dict | None = None) -> Table:
     """Summary table: [device,] model, params, MFLOPs, p50 ms with its 95 % CI and re-run
     interval (±%), processes, p99 ms, samples/s, peak RSS, verdict; ``ties`` (from
-    :func:`host.analysis.compare.indistinguishable`) adds "≈ other" to models whose p50
-    cannot be told apart."""
+    :func:`host.analysis.compare.indistinguishable`, keyed by campaign, device, model,
+    config) adds "≈ other" to models whose p50 cannot be told apart."""
     table = Table(title=title, title_justify="left")
     if show_device:
         table.add_column("device", no_wrap=True)
@@ -70,7 +70,8 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
         info = cell.get("cell") or {}
         first = [info.get("device") or "-"] if show_device else []
         model = info.get("model_stem") or str((cell.get("model") or {}).get("path"))
-        tie = (ties or {}).get((info.get("device"), info.get("model_stem"), info.get("config")))
+        key = tuple(info.get(k) for k in ("campaign", "device", "model_stem", "config"))
+        tie = (ties or {}).get(key)
         table.add_row(
             *first,
             model + (f" [dim](≈ {', '.join(tie)})[/]" if tie else ""),
