@@ -657,7 +657,9 @@ class _BoardWorker:
         token = None
         if first and self.session is not None and self.power_error is None:
             token = self.session.start_cell()
-        outcome, error = self._run_on_board(cell.index, cell.model)
+        # only the process whose loop the meter watches needs the lengthened loop
+        cfg = self.run_cfg if token is not None else self.cfg
+        outcome, error = self._run_on_board(cell.index, cell.model, cfg)
         if self.shared.stop.is_set():
             if token is not None:
                 token["sampler"].stop()
@@ -688,11 +690,11 @@ class _BoardWorker:
             self.power_error = str(exc)
             self.summary.notes.append(self.power_error)
 
-    def _run_on_board(self, i: int, model: Path) -> tuple:
+    def _run_on_board(self, i: int, model: Path, cfg: BenchConfig) -> tuple:
         """(runner outcome or None, error record or None). A board error fails the cell;
         when reconnecting fails too, the board is down for the cells after it."""
         try:
-            return self.board.run_cell(model, self.shared.shas[model], self.run_cfg), None
+            return self.board.run_cell(model, self.shared.shas[model], cfg), None
         except HostError as exc:
             error = transport_failure(exc)
             try:  # one more connection attempt (with the transport's retries)

@@ -86,7 +86,8 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
             _num(mem.get("rss_mib_peak"), ".1f"),
             verdict_text(cell, full=False),
         )
-    table.caption = ("p50: median of session medians over fresh processes; CI95: its 95 % interval; "
+    table.caption = ("p50: median of session medians over fresh processes; CI95: its 95 % interval "
+                     "(with the spread between earlier campaigns of the cell, once there are 2); "
                      "re-run: where a re-run's p50 should land (95 %); ≈: not significantly different")
     table.caption_justify = "left"
     return table
