@@ -196,9 +196,11 @@ def _loop_reasons(blocks: list, policy) -> tuple:
     return checks, reasons
 
 
-def _drifts(d: dict, limit: float) -> bool:
-    """A trend that is both material (> ``limit``) and clear (|t| > 3)."""
-    return d.get("drift_rel") is not None and abs(d["drift_rel"]) > limit and abs(d.get("drift_t") or 0) > 3
+def _drifts(d: dict, limit: float, floor_ns: float = 1000.0) -> bool:
+    """A trend that is material (> ``limit`` and over ``floor_ns``, 1 us: not the timer's
+    resolution) and clear (|t| > 3)."""
+    return (d.get("drift_rel") is not None and abs(d["drift_rel"]) > limit and abs(d.get("drift_t") or 0) > 3
+            and abs(d.get("drift_ns") or 0) > floor_ns)
 
 
 def process_verdict(blocks: list, policy) -> dict:
@@ -310,14 +312,14 @@ def drift(latencies_ns: Sequence[int], blocks: int = 10) -> dict:
     is fitted through the block medians. ``drift_rel`` is the line's change from the first
     block to the last, relative to the loop's median (0.3 = 30 % slower at the end);
     ``drift_t`` is the slope over its standard error (how clearly the line is a trend and
-    not block-to-block noise).
+    not block-to-block noise); ``drift_ns`` the same change in nanoseconds.
 
     Returns:
-        ``{"drift_rel": float|None, "drift_t": float|None, "method": str}``; None values
+        ``{"drift_rel", "drift_t", "drift_ns": float|None, "method": str}``; None values
         when there are fewer than ``3 * blocks`` iterations.
     """
     arr = np.asarray(latencies_ns, dtype=np.float64)
-    out = {"drift_rel": None, "drift_t": None, "method": DRIFT_METHOD}
+    out = {"drift_rel": None, "drift_t": None, "drift_ns": None, "method": DRIFT_METHOD}
     if arr.size < 3 * blocks:
         return out
     meds = np.array([np.median(b) for b in np.array_split(arr, blocks)])
@@ -326,6 +328,7 @@ def drift(latencies_ns: Sequence[int], blocks: int = 10) -> dict:
     resid = meds - (slope * x + intercept)
     se = math.sqrt(float(resid @ resid) / (blocks - 2) / float(((x - x.mean()) ** 2).sum()))
     median = float(np.median(arr))
+    out["drift_ns"] = float(slope * (blocks - 1))
     out["drift_rel"] = float(slope * (blocks - 1) / median) if median > 0 else None
     out["drift_t"] = float(slope / se) if se > 0 else (0.0 if slope == 0 else math.inf)
     return out

@@ -123,6 +123,12 @@ def test_a_linear_30_percent_drift_fails_although_the_robust_cov_is_under_the_ol
     assert "drifted +" in v["reasons"][0] and "--warmup-s" in v["reasons"][0]
 
 
+def test_a_drift_at_the_timer_resolution_is_not_called_drift():
+    lat = np.repeat([80, 90], 1000)  # the null backend: 80 ns, then 90 ns (one clock tick)
+    assert stats.drift(lat)["drift_rel"] > 0.10  # +12 % ...
+    assert stats.process_verdict([_block(lat)], POLICY)["checks"]["no_drift"] is True  # ... but 10 ns
+
+
 def test_block_noise_is_not_called_drift():
     lat = _steady()
     lat[::7] *= 1.4  # spiky but stationary
