@@ -396,6 +396,31 @@ def test_ctrl_c_leaves_a_consistent_campaign_that_resumes(boards, tmp_path):
     assert all(p.read_bytes() == b for p, b in before.items())
 
 
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_are_handled_like_ctrl_c(tmp_path, sig, code):
+    """A cancelled CI job (SIGTERM) or a closed terminal (SIGHUP): finished cells kept, the
+    runner in flight killed, the run logged as interrupted, exit 128 + the signal."""
+    models = copies(tmp_path, 3)
+    argv = [sys.executable, "-m", "host", "bench", *map(str, models), "--device", "local",
+            "--results", str(tmp_path / "r"), "--campaign", "t", "--max-processes", "5",
+            *[a if a != "0.01" else "0.3" for a in NULL]]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    cell_dir = tmp_path / "r" / "t" / "local"
+    deadline = time.monotonic() + 120
+    while not (cell_dir.exists() and any(cell_dir.glob("*.json"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)  # the next cell's last process is running now
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "resume with the same command and --campaign t" in err
+    assert json.loads((tmp_path / "r" / "t" / "campaign.json").read_text())["runs"][-1]["interrupted"] is True
+    done = sorted(cell_dir.glob("*.json"))
+    assert 1 <= len(done) < 3 and all(json.loads(p.read_text())["status"] == "ok" for p in done)
+    time.sleep(0.3)
+    assert subprocess.run(["pgrep", "-f", "edgegauge-cell-"], capture_output=True).stdout == b""
+
+
 # -- container mode --------------------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 functions and render; this is the only place where errors become messages and exit codes.
 
 Exit codes: 0 success; 1 error, or at least one cell failed; 2 bad usage; 3 no cell
-failed but at least one was INVALID; 4 ``host compare --fail-above``: a regression.
+failed but at least one was INVALID; 4 ``host compare --fail-above``: a regression; 130
+``bench`` interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (finished cells kept).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from host.cli.lab import (
     select,
 )
 from host.cli.lab import fail as _fail
-from host.errors import HostError
+from host.cli.signals import interruptible
+from host.errors import CampaignInterrupted, HostError
 from runners.backends import implemented_names
 
 app = typer.Typer(
@@ -207,9 +209,14 @@ def bench(
         power_factory = None if power is False else _power_factory(
             meter, meter_port, options, settle_s=idle_settle_s, window_s=idle_window_s,
             idle_every_s=idle_every_s, min_samples=power_min_samples)
-        result = _run_bench(found, found_devices, config, results=results, campaign=name, backend=backend,
-                            retry_failed=retry_failed, power=power_factory, options=options,
-                            protocol=protocol, memory=memory)
+        with interruptible() as received:
+            try:
+                result = _run_bench(found, found_devices, config, results=results, campaign=name,
+                                    backend=backend, retry_failed=retry_failed, power=power_factory,
+                                    options=options, protocol=protocol, memory=memory)
+            except CampaignInterrupted as exc:
+                exc.exit_code = received.exit_code(exc.exit_code)  # 143 SIGTERM, 129 SIGHUP
+                raise
     except HostError as exc:
         _fail(exc)
         return
