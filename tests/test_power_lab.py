@@ -90,6 +90,27 @@ def test_local_bench_measures_idle_load_dynamic_power_and_energy(tmp_path):
     assert res.cells[0]["configuration"]["policy"]["min_duration_s"] >= 0.3
 
 
+def test_a_resumed_campaign_never_overwrites_an_idle_window(tmp_path):
+    """The second run of a campaign measures idle again as idle-2, and the first run's cell
+    still finds its own idle window (idle-1, unchanged) where its power block says."""
+    shim, profile = load_shim(tmp_path)
+    third = tmp_path / "third.onnx"
+    third.write_bytes((FIX / "identity.onnx").read_bytes())
+    folder = tmp_path / "r" / "p" / "local"
+    with InaEmulator(profile=profile) as emu:
+        device = dataclasses.replace(local_device(str(tmp_path / "work")), python=str(shim))
+        spec = MeterSpec("ina226", emu.port, {"period_ms": 10})
+        run = dict(results=tmp_path / "r", campaign="p", backend="null", power=factory(lambda d: spec),
+                   protocol=FAST_PROTOCOL)
+        (first,) = run_campaign([FIX / "identity.onnx"], [device], CONFIG, **run).cells
+        before = (folder / "idle-1.json").read_bytes()
+        res = run_campaign([FIX / "identity.onnx", third], [device], CONFIG, **run)
+    new = next(c for c in res.cells if c["cell"]["model_stem"] == "third")
+    assert first["power"]["idle"]["id"] == "idle-1" and new["power"]["idle"]["id"] == "idle-2"
+    assert (folder / "idle-1.json").read_bytes() == before
+    assert json.loads((folder / "idle-2.json").read_text())["id"] == "idle-2"
+
+
 def test_power_over_ssh_board_from_inventory_variables(boards, tmp_path):
     shim, profile = load_shim(tmp_path)
     with InaEmulator(profile=profile) as emu:

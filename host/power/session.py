@@ -98,7 +98,7 @@ class PowerSession:
         self.meter = None
         self.idle = None  # latest idle result (dict)
         self._idle_at = None
-        self._idle_n = 0
+        self._idle_n = _last_idle_number(self.folder)  # a resumed campaign continues the numbering
 
     # -- meter --------------------------------------------------------------------------
 
@@ -149,7 +149,8 @@ class PowerSession:
 
     def measure_idle(self) -> dict:
         """Settle, then an idle window (:func:`host.power.measure_idle`); store
-        ``idle-<n>.json`` and its samples.
+        ``idle-<n>.json`` and its samples (n continues after any idle file already in the
+        folder: a resumed campaign never overwrites one).
 
         Raises:
             PowerError: the meter failed or too few valid samples were read.
@@ -238,6 +239,17 @@ class PowerSession:
                               "rtt_ms": offset.rtt_ns / 1e6,
                               "load_window_host_ns": [t_s, t_e]}
         return block
+
+
+def _last_idle_number(folder: Path) -> int:
+    """The highest n of ``idle-<n>.json`` / ``idle-<n>.power.csv`` in ``folder`` (0: none), so
+    that a resumed campaign never overwrites an idle window its earlier cells reference."""
+    numbers = [0]
+    for path in Path(folder).glob("idle-*"):
+        head = path.name[len("idle-"):].split(".", 1)[0]
+        if head.isdigit():
+            numbers.append(int(head))
+    return max(numbers)
 
 
 def failed_block(spec: MeterSpec | None, message: str) -> dict:
