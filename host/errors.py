@@ -190,7 +190,14 @@ class PowerError(HostError):
 
 
 class CampaignMismatchError(HostError):
-    """A model changed since the campaign planned it (same name, other content)."""
+    """A model changed since the campaign planned it (same name, other content), or another
+    campaign's name maps to the same folder."""
+
+
+class NameCollisionError(HostError):
+    """Two distinct names (devices, or a campaign and the one already in its folder) map to
+    the same folder after :func:`host.campaign.store.safe_name`; they are refused, never
+    merged."""
 
 
 class PowerModeChanged(HostError):

@@ -357,6 +357,26 @@ def test_store_cell_keeps_every_replaced_attempt(tmp_path):
     assert kept == [0, 1]
 
 
+def test_names_that_would_share_a_folder_are_refused_not_merged(tmp_path):
+    import dataclasses
+
+    from host.errors import NameCollisionError
+
+    local = local_device(str(tmp_path / "w"))
+    twins = [dataclasses.replace(local, name="a b"), dataclasses.replace(local, name="a_b")]
+    with pytest.raises(NameCollisionError, match="'a b' and 'a_b' would share"):
+        run_campaign([FIX / "identity.onnx"], twins, NULL_CONFIG, results=tmp_path / "r", campaign="c",
+                     backend="null", protocol=FAST_PROTOCOL)
+    assert not (tmp_path / "r" / "c").exists()  # nothing written
+    run_campaign([FIX / "identity.onnx"], [local], NULL_CONFIG, results=tmp_path / "r", campaign="x y",
+                 backend="null", protocol=FAST_PROTOCOL)
+    kept = {p: p.read_bytes() for p in (tmp_path / "r" / "x_y").rglob("*") if p.is_file()}
+    with pytest.raises(NameCollisionError, match="holds campaign 'x y'"):
+        run_campaign([FIX / "identity.onnx"], [local], NULL_CONFIG, results=tmp_path / "r", campaign="x_y",
+                     backend="null", protocol=FAST_PROTOCOL)
+    assert {p: p.read_bytes() for p in (tmp_path / "r" / "x_y").rglob("*") if p.is_file()} == kept
+
+
 # -- Ctrl-C ----------------------------------------------------------------------------------
 
 

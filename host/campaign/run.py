@@ -32,6 +32,7 @@ from host.errors import (
     HostError,
     InputNotFoundError,
     ModelFormatError,
+    NameCollisionError,
     NoModelsError,
     PowerModeChanged,
 )
@@ -384,6 +385,7 @@ def run_campaign(
 
     Raises:
         CampaignMismatchError: a planned model's content changed.
+        NameCollisionError: two names would share a folder (:func:`_refuse_collisions`).
         CampaignInterrupted: Ctrl-C (after the folder was left consistent).
         OSError: the results folder cannot be written.
     """
@@ -394,6 +396,7 @@ def run_campaign(
         def open_board(device):
             return Board(device, open_transport(device))
     camp_dir = Path(results) / safe_name(campaign)
+    _refuse_collisions(camp_dir, campaign, devices)
     camp_dir.mkdir(parents=True, exist_ok=True)
     plan = _Plan(camp_dir, campaign)
     shas = {m: cached_sha256(m) for m in models}
@@ -420,6 +423,27 @@ def run_campaign(
     cells = [shared.docs[(w.name, i)] for w in workers
              for i in range(1, len(w.items) + 1) if (w.name, i) in shared.docs]
     return CampaignResult(campaign, camp_dir, cells, summaries)
+
+
+def _refuse_collisions(camp_dir: Path, campaign: str, devices: list) -> None:
+    """Refuse names that :func:`safe_name` would merge: two devices with one folder, or a
+    campaign whose folder holds another campaign (``a b`` and ``a_b``).
+
+    Raises:
+        NameCollisionError: with both names.
+    """
+    seen: dict = {}
+    for device in devices:
+        other = seen.setdefault(safe_name(device.name), device.name)
+        if other != device.name:
+            raise NameCollisionError(
+                f"devices {other!r} and {device.name!r} would share the results folder {safe_name(other)!r}",
+                hint="rename one of them in the inventory")
+    held = (_read_json(camp_dir / CAMPAIGN_FILE) or {}).get("campaign")
+    if held is not None and held != campaign:
+        raise NameCollisionError(
+            f"campaign {campaign!r} would write into {camp_dir}, which holds campaign {held!r}",
+            hint=f"use --campaign {held!r} to resume that one, or another name")
 
 
 def _log_run(plan: _Plan, devices: list, models: list, config: BenchConfig, **settings) -> dict:
