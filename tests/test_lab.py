@@ -334,13 +334,33 @@ def test_remote_timeout_kills_the_runner_and_crashes_are_classified(boards, tmp_
     assert left.strip() == ""  # the runner and its children were killed on the board
 
 
+def test_a_sigkill_without_oom_evidence_is_killed_not_out_of_memory(tmp_path):
+    import dataclasses
+
+    shim = tmp_path / "kill-python"
+    shim.write_text("#!/bin/sh\nkill -KILL $$\n")
+    shim.chmod(0o755)
+    device = dataclasses.replace(local_device(str(tmp_path / "w")), python=str(shim))
+    (cell,) = run_campaign([FIX / "identity.onnx"], [device], NULL_CONFIG, results=tmp_path / "r",
+                           campaign="k", backend="null", protocol=FAST_PROTOCOL).cells
+    err = cell["error"]
+    assert err["type"] == "Killed" and err["category"] == "killed" and err["signal"] == "SIGKILL"
+    assert "did not rise" in err["message"]  # this machine counts OOM kills; none happened
+    assert cell["host"]["runner_process"]["orchestration"]["oom_kills_during"] == 0
+    assert "@edgegauge-oom" not in cell["host"]["runner_process"]["stderr_tail"]
+
+
 def test_failure_classification_table():
     def outcome(**kw):
         base = dict(argv=[], exit_code=None, signal=None, wall_s=1.0, timed_out=False, stderr_tail="")
         return RunnerOutcome(**{**base, **kw})
 
     assert classify_failure(outcome(timed_out=True))["category"] == "timeout"
-    assert classify_failure(outcome(signal="SIGKILL"))["category"] == "out_of_memory"
+    oom = outcome(signal="SIGKILL", extra={"oom_kills_during": 1})
+    assert classify_failure(oom)["category"] == "out_of_memory"  # with the kernel's evidence
+    killed = classify_failure(outcome(signal="SIGKILL", extra={"oom_kills_during": 0}))
+    assert killed["category"] == "killed" and "did not rise" in killed["message"]
+    assert classify_failure(outcome(signal="SIGKILL"))["category"] == "killed"  # counter unreadable
     assert classify_failure(outcome(signal="SIGSEGV"))["category"] == "runner_crash"
     assert classify_failure(outcome(exit_code=1, stderr_tail="MemoryError"))["category"] == "out_of_memory"
     assert classify_failure(outcome(exit_code=125))["type"] == "ContainerError"

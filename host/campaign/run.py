@@ -118,15 +118,24 @@ _RUNNER_CATEGORY = {
 
 def classify_failure(outcome: RunnerOutcome) -> dict:
     """Error record (``type``, ``category``, ``message``) for a runner that left no usable
-    result: timeout, killed by a signal (SIGKILL without a timeout: likely the OOM
-    killer), container engine errors (125–127), other exit codes."""
+    result: timeout; killed by SIGKILL — ``out_of_memory`` only with evidence (the board's
+    OOM-kill counter rose during the cell: ``extra["oom_kills_during"]``), else ``killed``;
+    another signal; container engine errors (125–127); other exit codes."""
     if outcome.timed_out:
         return {"type": "Timeout", "category": "timeout",
                 "message": f"runner exceeded the cell timeout after {outcome.wall_s:.1f} s and was killed"}
     if outcome.signal:
-        if outcome.signal == "SIGKILL":
+        oom = (outcome.extra or {}).get("oom_kills_during")
+        if outcome.signal == "SIGKILL" and oom:
             return {"type": "OutOfMemory", "category": "out_of_memory", "signal": outcome.signal,
-                    "message": "runner killed by SIGKILL, most likely by the kernel's OOM killer"}
+                    "oom_kills_during": oom,
+                    "message": f"runner killed by SIGKILL while the kernel's OOM-kill counter rose by {oom} "
+                               "(/proc/vmstat oom_kill)"}
+        if outcome.signal == "SIGKILL":
+            evidence = "did not rise" if oom == 0 else "could not be read"
+            return {"type": "Killed", "category": "killed", "signal": outcome.signal,
+                    "message": f"runner killed by SIGKILL; the kernel's OOM-kill counter {evidence}, "
+                               "so it is not called out of memory"}
         return {"type": "RunnerCrash", "category": "runner_crash", "signal": outcome.signal,
                 "message": f"runner killed by {outcome.signal}"}
     last = outcome.stderr_tail.strip().splitlines()[-1:] or [""]

@@ -34,6 +34,32 @@ CONTAINER_WORKDIR = "/edgegauge"
 TOKEN_PREFIX = "edgegauge-cell-"
 
 
+#: The kernel's count of OOM kills (``oom_kill`` in /proc/vmstat, Linux >= 4.13), read on the
+#: board before and after a runner; its rise is the evidence for an OOM kill.
+_OOM_PROBE = "awk '/^oom_kill /{print $2}' /proc/vmstat 2>/dev/null"
+_OOM_MARK = "@edgegauge-oom"
+
+
+def _with_oom_counter(command: str) -> str:
+    """``command`` (ending in ``exit $?``) in a subshell between two reads of the OOM-kill
+    counter, which go to stderr as ``@edgegauge-oom BEFORE AFTER``; the exit status is kept."""
+    return (f"o1=$({_OOM_PROBE}); ( {command} ); rc=$?; o2=$({_OOM_PROBE}); "
+            f"printf '\\n{_OOM_MARK} %s %s\\n' \"$o1\" \"$o2\" >&2; exit $rc")
+
+
+def _oom_kills(stderr: str) -> tuple:
+    """(stderr without the counter line, OOM kills during the command or None when the
+    board does not count them)."""
+    head, sep, line = stderr.rpartition(_OOM_MARK)
+    if not sep:
+        return stderr, None
+    fields = line.split()
+    try:
+        return head.rstrip("\n"), int(fields[1]) - int(fields[0])
+    except (IndexError, ValueError):
+        return head.rstrip("\n"), None
+
+
 @dataclass
 class BoardOptions:
     """How to reach boards: SSH settings shared by every device of one command."""
@@ -154,7 +180,7 @@ class Board:
         token = TOKEN_PREFIX + uuid.uuid4().hex
         out = f"{self.workdir}/out/{token}.json"
         argv = ["run", remote_model, "--out", out, *config.runner_args()]
-        command = self.command(argv, name=token)
+        command = _with_oom_counter(self.command(argv, name=token))
         extra_kill = sh(*words(self.device.engine or "docker"), "rm", "-f", token) + " >/dev/null 2>&1" \
             if self.container else None
         t1 = time.monotonic()
@@ -171,8 +197,9 @@ class Board:
             except ValueError:
                 sig = f"signal {code - SIGNAL_BASE}"
             code = None
+        stderr, oom_kills = _oom_kills(res.stderr)
         outcome = RunnerOutcome(argv=[command], exit_code=code, signal=sig, wall_s=res.wall_s,
-                                timed_out=res.timed_out, stderr_tail=tail(res.stderr))
+                                timed_out=res.timed_out, stderr_tail=tail(stderr))
         if code in RESULT_EXIT_CODES:
             try:
                 outcome.result = json.loads(self.transport.read(out).decode("utf-8"))
@@ -190,6 +217,7 @@ class Board:
             "runner_command_s": round(t2 - t1, 6),
             "fetch_s": round(t3 - t2, 6),
             "cell_wall_s": round(t3 - t0, 6),
+            "oom_kills_during": oom_kills,
         }
         return outcome
 
