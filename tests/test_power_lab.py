@@ -6,8 +6,11 @@ Locally and over a loopback SSH board; plus meter faults and the `host meter` co
 import dataclasses
 import json
 import shlex
+import signal
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -190,6 +193,28 @@ def test_a_meter_that_cannot_be_opened_marks_power_invalid(tmp_path):
     assert cell["power"]["verdict"]["result"] == "INVALID"
     assert "cannot open" in cell["power"]["error"]
     assert res.boards["local"].notes
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_meter_log_keeps_every_sample_when_interrupted(tmp_path, sig, code):
+    """``meter log`` streams its CSV: an interrupt after a few seconds keeps every sample."""
+    out = tmp_path / "log.csv"
+    with InaEmulator(profile=lambda t: 3.0) as emu:
+        proc = subprocess.Popen([sys.executable, "-m", "host", "meter", "log", "--meter", "ina226", "--port",
+                                 emu.port, "--opt", "period_ms=10", "--seconds", "120", "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 50):
+            time.sleep(0.1)
+        seen = out.read_text().count("\n") - 1  # rows already on disk before the signal
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    samples = read_csv(out)
+    assert len(samples) >= seen >= 49 and all(s.power_w == pytest.approx(3.0, rel=0.02) for s in samples)
+    assert len({s.t_mono_ns for s in samples}) == len(samples)  # each sample once
+    assert f"the {len(samples)} samples taken are in" in " ".join(err.split())
 
 
 def test_meter_commands_read_log_idle(tmp_path):

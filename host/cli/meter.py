@@ -8,6 +8,7 @@ on-board sources such as ``jetson-ina3221`` are then read over SSH on the board)
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -174,38 +175,68 @@ def log(
     known_hosts: KnownHostsOpt = None, accept_new_host_keys: AcceptNewOpt = False,
     connect_timeout: ConnectTimeoutOpt = 10.0,
 ):
-    """Sample the meter for --seconds with a live display; write the samples as CSV."""
-    from rich.live import Live
+    """Sample the meter for --seconds with a live display, streaming the samples to a CSV file
+    (flushed every 0.25 s, so Ctrl-C, SIGTERM or SIGHUP keeps every sample taken: exit 130,
+    143, 129)."""
+    import csv
 
     from host.cli.render import console
-    from host.power import Sampler, write_power_csv
+    from host.cli.signals import interruptible
+    from host.power import CSV_COLUMNS, Sampler
+    from host.power.sampler import csv_row
 
     err = console(stderr=True)
+    path = out or Path(f"meter-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.power.csv")
     with _meter(meter, port, opt, device, inventory, known_hosts, accept_new_host_keys,
-                connect_timeout) as m:
+                connect_timeout) as m, open(path, "w", encoding="utf-8", newline="") as fh, \
+            interruptible() as received:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_COLUMNS)
         sampler = Sampler(m, phase="log")
         sampler.start()
+        written, interrupted = [0], False  # rows on disk, updated by the loop as it goes
         try:
-            end = time.monotonic() + seconds
-            with Live(console=err, refresh_per_second=4, transient=False) as live:
-                while time.monotonic() < end:
-                    samples = sampler.samples
-                    valid = [s.power_w for s in samples if s.power_w is not None]
-                    last = valid[-1] if valid else None
-                    spread = (f"  min {min(valid):.3f}  mean {sum(valid) / len(valid):.3f}  "
-                              f"max {max(valid):.3f} W") if valid else ""
-                    now = "-" if last is None else f"{last:.3f}"
-                    live.update(f"{len(samples)} samples  now {now} W{spread}  errors {len(sampler.errors)}"
-                                f"  {max(0.0, end - time.monotonic()):.0f} s left")
-                    time.sleep(0.25)
+            _log_loop(sampler, seconds, err, writer, fh, written)
+        except KeyboardInterrupt:
+            interrupted = True
         finally:
             samples = sampler.stop()
-    path = out or Path(f"meter-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.power.csv")
-    write_power_csv(path, samples)
+            for sample in samples[written[0]:]:
+                writer.writerow(csv_row(sample))
+            fh.flush()
+            os.fsync(fh.fileno())
     console().print(f"{len(samples)} samples, {len(sampler.errors)} errors -> {path}", highlight=False)
+    if interrupted:
+        err.print(f"interrupted: the {len(samples)} samples taken are in {path}", highlight=False)
+        raise typer.Exit(received.exit_code(130))
     if sampler.fatal_error:
         err.print(f"[red]error:[/] meter stopped: {sampler.fatal_error}")
         raise typer.Exit(1)
+
+
+def _log_loop(sampler, seconds: float, err, writer, fh, written: list) -> None:
+    """The live display of ``meter log``; appends new samples to the CSV every 0.25 s and
+    keeps ``written[0]`` = the rows on disk (also when interrupted)."""
+    from rich.live import Live
+
+    from host.power.sampler import csv_row
+
+    end = time.monotonic() + seconds
+    with Live(console=err, refresh_per_second=4, transient=False) as live:
+        while time.monotonic() < end:
+            samples = sampler.samples
+            for sample in samples[written[0]:]:
+                writer.writerow(csv_row(sample))
+                written[0] += 1
+            fh.flush()
+            valid = [s.power_w for s in samples if s.power_w is not None]
+            last = valid[-1] if valid else None
+            spread = (f"  min {min(valid):.3f}  mean {sum(valid) / len(valid):.3f}  "
+                      f"max {max(valid):.3f} W") if valid else ""
+            now = "-" if last is None else f"{last:.3f}"
+            live.update(f"{len(samples)} samples  now {now} W{spread}  errors {len(sampler.errors)}"
+                        f"  {max(0.0, end - time.monotonic()):.0f} s left")
+            time.sleep(0.25)
 
 
 @app.command()

@@ -71,13 +71,16 @@ def write_power_csv(path, samples: Iterable[Sample]) -> None:
         w = csv.writer(fh)
         w.writerow(CSV_COLUMNS)
         for s in samples:
-            w.writerow([
-                s.t_mono_ns, s.t_wall_ns, s.phase, _fmt(s.power_w), _fmt(s.voltage_v),
-                _fmt(s.current_a), _FLAG_SEP.join(str(f) for f in s.flags), _fmt(s.meter_seq),
-                _fmt(s.meter_time_s), "" if s.error is None else s.error,
-            ])
+            w.writerow(csv_row(s))
 
     write_atomic(path, write, suffix=".csv", newline="")
+
+
+def csv_row(s: Sample) -> list:
+    """One sample as a row of :data:`CSV_COLUMNS` (the format :func:`read_csv` reads)."""
+    return [s.t_mono_ns, s.t_wall_ns, s.phase, _fmt(s.power_w), _fmt(s.voltage_v),
+            _fmt(s.current_a), _FLAG_SEP.join(str(f) for f in s.flags), _fmt(s.meter_seq),
+            _fmt(s.meter_time_s), "" if s.error is None else s.error]
 
 
 def read_csv(path) -> list[Sample]:
