@@ -307,17 +307,17 @@ def run(config: RunConfig) -> dict:
     return result
 
 
-def write_atomic(path, write, *, suffix: str = "", newline: str | None = None) -> None:
-    """Call ``write(fh)`` on a text file that becomes ``path`` only when complete (temp
-    file in the same folder, fsync, rename). A reader never sees a partial file; an
-    interrupted write leaves no ``path``. Raises OSError when the folder is not writable.
+def write_atomic(path, write, *, suffix: str = "", newline: str | None = None, binary: bool = False) -> None:
+    """Call ``write(fh)`` on a text file (``binary``: a binary one) that becomes ``path`` only
+    when complete (temp file in the same folder, fsync, rename). A reader never sees a partial
+    file; an interrupted write leaves no ``path``. Raises OSError when the folder is not writable.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline=newline)) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

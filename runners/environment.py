@@ -40,14 +40,20 @@ def _cpu_jiffies(path: str = "/proc/stat"):
     return busy, steal
 
 
-def _mean_mhz():
-    freqs = []
-    for path in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"):
+def _sysfs_values(pattern: str, scale: float) -> list:
+    """Every readable integer file matching ``pattern``, divided by ``scale``."""
+    values = []
+    for path in glob.glob(pattern):
         try:
             with open(path, encoding="ascii") as fh:
-                freqs.append(int(fh.read().strip()) / 1000.0)
+                values.append(int(fh.read().strip()) / scale)
         except (OSError, ValueError):
             continue
+    return values
+
+
+def _mean_mhz():
+    freqs = _sysfs_values("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq", 1000.0)
     if not freqs:
         try:
             with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
@@ -58,13 +64,7 @@ def _mean_mhz():
 
 
 def _max_temp_c():
-    temps = []
-    for path in glob.glob("/sys/class/thermal/thermal_zone*/temp"):
-        try:
-            with open(path, encoding="ascii") as fh:
-                temps.append(int(fh.read().strip()) / 1000.0)
-        except (OSError, ValueError):
-            continue
+    temps = _sysfs_values("/sys/class/thermal/thermal_zone*/temp", 1000.0)
     return max(temps) if temps else None
 
 

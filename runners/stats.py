@@ -40,6 +40,8 @@ COV_ROBUST_METHOD = "IQR/(1.349*median)"
 #: The interquartile range of a normal distribution is this many standard deviations.
 IQR_TO_STD = 1.349
 PERCENTILE_METHOD = "linear_interpolation_type7"
+#: The two-sided 95 % standard-normal quantile.
+Z975 = 1.959963984540054
 
 
 def _median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
@@ -71,7 +73,7 @@ def _median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None
         if j == 0:
             return None
         return j - 1, n - j
-    z = 1.959963984540054 if abs(confidence - 0.95) < 1e-12 else _z(confidence)
+    z = Z975 if abs(confidence - 0.95) < 1e-12 else _z(confidence)
     half = z * math.sqrt(n) / 2.0
     lo = int(math.floor(n / 2.0 - half))  # 1-based rank
     hi = int(math.ceil(n / 2.0 + 1 + half))
@@ -253,10 +255,9 @@ def pool_sessions(blocks: list, arrays: list, level: str | None) -> dict:
     lats = [b["latency"] for b in blocks]
     out = summarize(pooled, loop_duration_ns=int(sum(x["duration_s"] for x in lats) * 1e9),
                     samples_per_call=lats[0]["samples_per_call"])
-    rep = repetition_interval([[x["latency_ms_p50"] for x in lats]])
     out.update({
         "latency_ms_p50_pooled": out["latency_ms_p50"],
-        "latency_ms_p50": rep["estimate"],
+        "latency_ms_p50": float(np.median([x["latency_ms_p50"] for x in lats])),
         "latency_ms_p50_ci95": None,
         "latency_ms_p50_ci95_loop": None,
         "median_ci_note": "one process measures no process-to-process variation: see "

@@ -87,7 +87,6 @@ def level_spread(groups: list, times: list | None = None) -> dict:
     return out
 
 
-_Z975 = 1.959963984540054
 CAMPAIGN_LEVEL_METHOD = ("between-campaign variance of log p50 over earlier campaigns of this cell minus "
                          "their mean within-campaign variance (method of moments); added on the log scale")
 
@@ -96,7 +95,7 @@ def _log_var(interval) -> float | None:
     """The variance on the log scale implied by a 95 % interval [lo, hi] (normal approximation)."""
     if not interval or interval[0] <= 0:
         return None
-    return ((math.log(interval[1]) - math.log(interval[0])) / (2 * _Z975)) ** 2
+    return ((math.log(interval[1]) - math.log(interval[0])) / (2 * stats.Z975)) ** 2
 
 
 def campaign_level(earlier: list) -> dict:
@@ -120,7 +119,7 @@ def _widen(estimate: float, interval, extra_var: float) -> list | None:
     v = _log_var(interval)
     if v is None:
         return None
-    half = _Z975 * math.sqrt(v + extra_var)
+    half = stats.Z975 * math.sqrt(v + extra_var)
     return [estimate * math.exp(-half), estimate * math.exp(half)]
 
 
@@ -204,8 +203,7 @@ def _process_modes(records: list) -> str | None:
     """A reason when the processes split into modes: more than :data:`LOOP_CHECK_SHARE` of
     the process medians lie beyond ±50 % of the cell's median (the per-loop second-mode rule,
     one level up); None otherwise."""
-    meds = np.array([r["latency_ms_p50"] if "latency_ms_p50" in r else
-                     float(np.median([s["latency_ms_p50"] for s in r["sessions"]])) for r in records])
+    meds = np.array([np.median([s["latency_ms_p50"] for s in r["sessions"]]) for r in records])
     center = float(np.median(meds))
     far = meds[(meds > 1.5 * center) | (meds < center / 1.5)]
     if len(far) < 2 or len(far) / len(meds) <= LOOP_CHECK_SHARE:
@@ -264,8 +262,8 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float) -> dict
     level = latency.get("campaign_level") or {}
     if level.get("sd_log"):
         warnings.append(f"between {level['earlier_campaigns']} earlier campaigns this cell's p50 varied by "
-                        f"±{_Z975 * level['sd_log']:.1%} (95 %): the machine's state changes between runs; "
-                        "the reported intervals include it")
+                        f"±{stats.Z975 * level['sd_log']:.1%} (95 %): the machine's state changes between "
+                        "runs; the reported intervals include it")
     elif level.get("earlier_campaigns", 0) < 2:
         warnings.append("the intervals cover this campaign only: a change of the machine's state between "
                         "campaigns is measured once this cell has 2 earlier campaigns in the results folder")

@@ -76,12 +76,21 @@ class Progress:
     spent_s: float = 0.0
     stopped: str | None = None
 
+    _cached: tuple = dataclasses.field(default=(0, None), init=False, repr=False)  # (processes, interval)
+
     def add(self, session_medians_ms: list, wall_s: float) -> None:
         self.medians.append(list(session_medians_ms))
         self.spent_s += wall_s
 
     def interval(self) -> dict | None:
-        return repetition_interval(self.medians, seed=self.protocol.order_seed) if self.medians else None
+        """:func:`runners.stats.repetition_interval` of the processes so far (None before the
+        first); computed once per added process."""
+        if not self.medians:
+            return None
+        if self._cached[0] != len(self.medians):
+            seed = self.protocol.order_seed
+            self._cached = (len(self.medians), repetition_interval(self.medians, seed=seed))
+        return self._cached[1]
 
     def decide(self) -> bool:
         """Whether the cell is done; sets ``stopped`` to the reason when it is."""

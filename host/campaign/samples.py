@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runners.core import write_atomic
+
 #: Most iterations kept per cell (about 8 MB raw, 3-5 MB compressed).
 MAX_SAMPLES = 1 << 20
 SUFFIX = ".samples.npz"
@@ -42,13 +44,13 @@ def write_samples(path: Path, processes: list) -> dict:
     kept = [s[::every] for s in sessions]
     offsets = np.concatenate([[0], np.cumsum([s.size for s in kept])]).astype(np.int64)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    with open(tmp, "wb") as fh:
+
+    def write(fh):
         np.savez_compressed(fh, latency_ns=np.concatenate(kept) if kept else np.zeros(0, np.int64),
                             session_offsets=offsets, session_process=np.asarray(owner, dtype=np.int32),
                             thinned_every=np.int64(every))
-    tmp.replace(path)
+
+    write_atomic(path, write, suffix=".npz", binary=True)
     return {"file": path.name, "format": "npz", "iterations": int(offsets[-1]), "thinned_every": every,
             "bytes": path.stat().st_size}
 
