@@ -109,7 +109,9 @@ def test_bench_writes_the_campaign_layout_and_continues_past_a_corrupt_model(mod
     assert tiny["info"] == json.loads((models / "tiny_cnn.info").read_text())  # verbatim
     assert tiny["model"]["precision"] == "fp32"
     assert tiny["metrics"]["params"] == 314 and tiny["metrics"]["flops"] == 2 * tiny["metrics"]["macs"]
-    assert tiny["host"]["runner_process"]["exit_code"] == 0
+    # the first process wrote its result: 0, or 3 when that one process failed a loop check (a
+    # 2-iteration warm-up can leave a drifting loop; the cell judges its five processes together)
+    assert tiny["host"]["runner_process"]["exit_code"] in (0, 3)
     assert tiny["cell"] == {"campaign": "c1", "device": "local", "model_stem": "tiny_cnn",
                             "config": "ort-b1-t1"}
     assert cells["identity"]["info"] is None
