@@ -223,7 +223,7 @@ MaxStartups 100:30:200
 MaxSessions 50
 SetEnv {setenv}
 Subsystem sftp internal-sftp
-"""
+{extra}"""
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -263,6 +263,7 @@ class Boards:
     ):
         ensure_openssh()
         self.env: Dict[str, Dict[str, str]] = {n: dict(v) for n, v in (env or {}).items()}
+        self.sshd_options: Dict[str, List[str]] = {}  # name -> extra sshd_config lines
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.names: List[str] = list(names)
@@ -328,6 +329,7 @@ class Boards:
                 pid_file=self.dir / f"sshd_{name}.pid",
                 authorized_keys=self.authorized_keys,
                 setenv=self._setenv(name),
+                extra="".join(line + "\n" for line in self.sshd_options.get(name, ())),
             )
         )
         return cfg
@@ -344,6 +346,16 @@ class Boards:
         beats the default environment, so ``PATH`` works) and restart that board."""
         self._check(name)
         self.env[name] = dict(env)
+        self.stop(name)
+        self._write_cfg(name, self.ports[name])
+        self._spawn(name)
+
+    def set_sshd_options(self, name: str, lines: Sequence[str] = ()) -> None:
+        """Append ``lines`` (e.g. ``AllowTcpForwarding no``, ``LogLevel DEBUG1``) to ``name``'s
+        sshd_config and restart that board; ``()`` restores the default. sshd keeps the first
+        value of a keyword, so only keywords the default config does not set take effect."""
+        self._check(name)
+        self.sshd_options[name] = [str(line) for line in lines]
         self.stop(name)
         self._write_cfg(name, self.ports[name])
         self._spawn(name)

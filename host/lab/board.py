@@ -72,15 +72,18 @@ class BoardOptions:
 
 
 def open_transport(device, options: BoardOptions | None = None):
-    """The transport for an inventory device: local for ``connection=local``, else SSH."""
+    """The transport for an inventory device: local for ``connection=local``, else SSH (through
+    the device's ProxyJump host if it has one; the connect timeout is the longer of
+    ``options.connect_timeout`` and the inventory's ConnectTimeout)."""
     options = options or BoardOptions()
     if device.connection == "local":
         return LocalTransport(device.name)
     known = options.known_hosts or (Path(device.known_hosts) if device.known_hosts else None)
+    timeout = max(options.connect_timeout, device.connect_timeout or 0)
     return SshTransport(device.name, device.host, device.port, device.user, key_file=device.key_file,
                         known_hosts=known, accept_new_host_keys=options.accept_new_host_keys,
-                        connect_timeout=options.connect_timeout, retries=options.retries,
-                        backoff_s=options.backoff_s)
+                        connect_timeout=timeout, retries=options.retries,
+                        backoff_s=options.backoff_s, jump=device.jump)
 
 
 class Board:

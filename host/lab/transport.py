@@ -18,6 +18,7 @@ Commands are shell strings; callers build them with :func:`shlex.quote` (see
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -284,6 +285,30 @@ class _AcceptNewPolicy:
             f"recorded new host key {key.get_name()} {key.fingerprint} for {hostname} in {self.path}")
 
 
+@functools.cache
+def _connection_class():
+    """``fabric.Connection`` whose ``close()`` also closes its gateway ``Connection`` (Fabric
+    leaves a ProxyJump gateway open when the connection through it closes)."""
+    import fabric
+
+    class _Connection(fabric.Connection):
+        def close(self):
+            try:
+                super().close()
+            finally:
+                if isinstance(self.gateway, fabric.Connection):
+                    self.gateway.close()
+
+    return _Connection
+
+
+def _discard(conn) -> None:
+    """Close a Connection whose ``open()`` failed (its paramiko client may hold a transport
+    that Fabric's ``close()`` skips) and its gateway."""
+    conn.client.close()
+    conn.close()
+
+
 class SshTransport(_Transport):
     """A board over SSH with strict host-key checking (see the module docstring).
 
@@ -295,6 +320,9 @@ class SshTransport(_Transport):
         known_hosts: known_hosts file checked (and, with ``accept_new_host_keys``, appended).
         connect_timeout: seconds per connection attempt.
         retries: connection attempts after the first (exponential backoff from ``backoff_s``).
+        jump: one jump host ``[user@]host[:port]`` (ssh ``ProxyJump``): the board is reached
+            through a ``direct-tcpip`` channel of an SSH connection to it, opened with the same
+            known_hosts file, host-key policy, key file and timeouts (no user: the local one).
     """
 
     kind = "ssh"
@@ -302,7 +330,7 @@ class SshTransport(_Transport):
     def __init__(self, name: str, host: str, port: int = 22, user: str | None = None, *,
                  key_file: str | None = None, known_hosts: Path | None = None,
                  accept_new_host_keys: bool = False, connect_timeout: float = 10.0,
-                 retries: int = 2, backoff_s: float = 0.5):
+                 retries: int = 2, backoff_s: float = 0.5, jump: str | None = None):
         super().__init__(name)
         self.host = host
         self.port = int(port)
@@ -313,6 +341,7 @@ class SshTransport(_Transport):
         self.connect_timeout = connect_timeout
         self.retries = retries
         self.backoff_s = backoff_s
+        self.jump = jump
         self._conn = None
         self._sftp = None
 
@@ -324,23 +353,75 @@ class SshTransport(_Transport):
     # -- connection ---------------------------------------------------------------------
 
     def _open_once(self):
-        import fabric
         import paramiko
 
         kwargs: dict = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout,
                         "allow_agent": True, "look_for_keys": self.key_file is None}
         if self.key_file:
             kwargs["key_filename"] = str(Path(self.key_file).expanduser())
-        conn = fabric.Connection(self.host, user=self.user, port=self.port,
-                                 connect_timeout=self.connect_timeout, connect_kwargs=kwargs)
-        client = conn.client
-        if self.known_hosts.exists():
-            client.load_host_keys(str(self.known_hosts))
         policy = _AcceptNewPolicy(self.known_hosts, self.stats) if self.accept_new \
             else paramiko.RejectPolicy()
-        client.set_missing_host_key_policy(policy)
-        conn.open()
+
+        def connection(host: str, **extra):
+            conn = _connection_class()(host, connect_timeout=self.connect_timeout,
+                                       connect_kwargs=dict(kwargs), **extra)
+            if self.known_hosts.exists():
+                conn.client.load_host_keys(str(self.known_hosts))
+            conn.client.set_missing_host_key_policy(policy)
+            return conn
+
+        gateway = self._open_jump(connection(self.jump)) if self.jump else None
+        conn = connection(self.host, user=self.user, port=self.port, gateway=gateway)
+        try:
+            conn.open()
+        except paramiko.ChannelException as exc:  # only the gateway opens channels here
+            _discard(conn)
+            where = f"jump host {self.jump} cannot open a connection to {self.host}:{self.port}"
+            if exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+                raise UnreachableError(f"{self.name}: {where}: forwarding refused ({exc.text})",
+                                       device=self.name,
+                                       hint="the jump host's sshd must allow it (AllowTcpForwarding, "
+                                            "PermitOpen)") from None
+            raise ConnectionError(f"{where} ({exc.text})") from None
+        except BaseException:
+            _discard(conn)
+            raise
         return conn
+
+    def _open_jump(self, gateway):
+        """Open the jump host's connection; its failures name it (host keys and authentication
+        are not retried, like the board's own; anything else is, as a ``ConnectionError``)."""
+        import paramiko
+
+        where = f"{self.name}: jump host {self.jump}"
+        key_name = gateway.host if gateway.port == 22 else f"[{gateway.host}]:{gateway.port}"
+        try:
+            gateway.open()
+            return gateway
+        except paramiko.BadHostKeyException as exc:
+            raise HostKeyError(
+                f"{where}: host key of {key_name} has CHANGED: it offered {exc.key.get_name()} "
+                f"{exc.key.fingerprint}, {self.known_hosts} expects {exc.expected_key.fingerprint}; "
+                "refusing to connect", device=self.name,
+                hint=f"if it was reinstalled, check the new key, then "
+                     f"`ssh-keygen -R '{key_name}' -f {self.known_hosts}`") from None
+        except paramiko.AuthenticationException as exc:
+            raise UnreachableError(f"{where}: SSH authentication failed ({exc})", device=self.name,
+                                   hint="the jump host gets the board's key (ansible_ssh_private_key_file) "
+                                        "or ssh-agent; give its user as ProxyJump=user@host") from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise HostKeyError(
+                    f"{where}: host key of {key_name} is not in {self.known_hosts}; refusing to connect "
+                    "to an unknown host", device=self.name,
+                    hint=f"check the fingerprint, then `ssh-keyscan -p {gateway.port} {gateway.host} "
+                         f">> {self.known_hosts}`, or pass --accept-new-host-keys") from None
+            raise ConnectionError(f"jump host {self.jump}: {exc}") from None
+        except (socket.timeout, OSError, EOFError) as exc:
+            raise ConnectionError(f"jump host {self.jump}: {exc}") from None
+        finally:
+            if not gateway.is_connected:
+                _discard(gateway)
 
     def connect(self) -> None:
         """Open the connection unless it is open.
