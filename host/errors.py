@@ -155,6 +155,14 @@ class PlaybookFailed(HostError):
         self.run = run
 
 
+class PlaybookInterrupted(PlaybookFailed):
+    """The playbook was cancelled (Ctrl-C, SIGTERM, SIGHUP) and ``ansible-playbook`` stopped;
+    :attr:`run` holds the per-host results received before the stop and the artifacts. The
+    CLI sets ``exit_code`` to 128 + the signal (130, 143, 129)."""
+
+    exit_code = 130
+
+
 # --------------------------------------------------------------------------------------------
 # power: meters and the power session
 

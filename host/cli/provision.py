@@ -3,7 +3,10 @@
 display and a recap. Registered on the main app by :mod:`host.cli`.
 
 Exit codes: 0 every host succeeded; 1 a host failed or was unreachable (the message names
-the host, the task and Ansible's message); 2 bad usage.
+the host, the task and Ansible's message); 2 bad usage; 130 interrupted by Ctrl-C, 143 by
+SIGTERM (a cancelled CI job), 129 by SIGHUP (a closed terminal): ansible-playbook is stopped
+(its whole process group), the artifacts and the per-host results received are kept and shown,
+and the message names the task it stopped in and what to run next.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from host.cli.lab import AllOpt, DeviceOpt, GroupOpt, InventoryOpt, JsonOpt, fail, select
-from host.errors import HostError, SelectionError
+from host.errors import HostError, PlaybookInterrupted, SelectionError
 
 LimitOpt = Annotated[Optional[str], typer.Option(
     "--limit", "-l", help="Ansible host pattern, intersected with the selection, e.g. 'rpi:!rpi4-2'")]
@@ -34,6 +37,14 @@ power_app = typer.Typer(
 
 #: power_mode.yml's last task; it reports ``edgegauge_power_state`` for every host.
 POWER_STATE_TASK = "Edgegauge power state"
+#: What to run next after ``host power-mode TAG`` was interrupted.
+_INTERRUPTED_HINTS = {
+    "show": "run `host power-mode show` again (it changes nothing)",
+    "tune": "a board may be left between modes: `host power-mode show` says what each is in now; "
+            "run `host power-mode tune` again to finish, or `host power-mode reset` to go back",
+    "reset": "a board may be partly restored: run `host power-mode reset` again to finish "
+             "(`host power-mode show` says what each is in now)",
+}
 
 
 def _become_password(ask: bool, path: Optional[Path]) -> Optional[str]:
@@ -119,12 +130,14 @@ def _recap_table(run, title: str):
 
     mode = " (check mode: nothing was changed; 'would change' counts what a real run changes)" \
         if run.check else ""
+    if run.partial:
+        mode += " (partial: the results received before ansible-playbook was stopped)"
     table = Table(title=f"{title}: {run.status} in {run.duration_s:.1f} s{mode}", title_justify="left")
     for col in ("host", "result", "ok", "would change" if run.check else "changed", "unreachable", "failed",
                 "skipped", "rescued", "ignored"):
         table.add_column(col)
     for host, r in sorted(run.recap.items()):
-        result = ("[green]ok[/]" if r.success
+        result = ("[yellow]stopped[/]" if r.success and run.partial else "[green]ok[/]" if r.success
                   else "[red]unreachable[/]" if r.unreachable else "[red]failed[/]")
         table.add_row(host, result, str(r.ok), str(r.changed), str(r.unreachable), str(r.failed),
                       str(r.skipped), str(r.rescued), str(r.ignored))
@@ -133,24 +146,50 @@ def _recap_table(run, title: str):
 
 def _play(playbook: str, what: str, inventory, device, group, all_devices, limit, artifacts, timeout,
           json_out: bool, *, tags=None, extravars=None, collect=None, check=False, become=(False, None)):
-    """Run one playbook with the live display (or none, for --json); print the recap."""
+    """Run one playbook with the live display (or none, for --json); print the recap.
+
+    Returns (the :class:`host.lab.ansible.PlaybookRun`, the :class:`host.cli.signals.Cancel`
+    set by Ctrl-C, SIGTERM or SIGHUP during the play, which stops it)."""
     from host.cli.render import console
+    from host.cli.signals import cancelling
     from host.lab.ansible import run_playbook
 
     path, pattern, found = _target(inventory, device, group, all_devices, limit)
     password = _become_password(*become)
-    options = dict(limit=pattern, tags=tags, extravars=extravars, private_dir=artifacts, collect=collect,
-                   timeout_s=timeout, check=check, become_password=password)
-    if json_out:
-        run = run_playbook(playbook, path, **options)
-    else:
-        progress = _Progress([d.name for d in found], what)
-        with progress:
-            run = run_playbook(playbook, path, on_event=progress, **options)
+    with cancelling() as cancel:
+        options = dict(limit=pattern, tags=tags, extravars=extravars, private_dir=artifacts,
+                       collect=collect, timeout_s=timeout, check=check, become_password=password,
+                       cancel=cancel.is_set)
+        if json_out:
+            run = run_playbook(playbook, path, **options)
+        else:
+            progress = _Progress([d.name for d in found], what)
+            with progress:
+                run = run_playbook(playbook, path, on_event=progress, **options)
+    if not json_out:
         out = console()
         out.print(_recap_table(run, what))
         out.print(f"artifacts: {run.artifact_dir}", highlight=False)
-    return run
+    return run, cancel
+
+
+def _outcome(run, cancel, *, what: str, hint: str, interrupted_hint: str) -> None:
+    """Raise unless every host succeeded; a canceled run raises PlaybookInterrupted with the
+    exit code of the signal that stopped it (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+
+    Raises:
+        PlaybookInterrupted, PlaybookFailed (see :func:`host.lab.ansible.raise_for_failures`).
+    """
+    from host.cli.render import console
+    from host.lab.ansible import raise_for_failures
+
+    try:
+        raise_for_failures(run, what=what, hint=hint)
+    except PlaybookInterrupted as exc:
+        console(stderr=True).print(f"{what}: {cancel.name} received", highlight=False)
+        exc.exit_code = cancel.exit_code(exc.exit_code)
+        exc.hint = interrupted_hint
+        raise
 
 
 def provision(
@@ -174,17 +213,18 @@ def provision(
     changed: the recap counts what a real run would change.
     """
     from host.cli.render import print_json
-    from host.lab.ansible import raise_for_failures
 
     try:
-        run = _play("provision.yml", "host provision" + (" --check" if check else ""), inventory, device,
-                    group, all_devices, limit, artifacts, timeout, json_out, check=check,
-                    become=(ask_become_pass, become_password_file))
+        run, cancel = _play("provision.yml", "host provision" + (" --check" if check else ""), inventory,
+                            device, group, all_devices, limit, artifacts, timeout, json_out, check=check,
+                            become=(ask_become_pass, become_password_file))
         if json_out:
             print_json(run.to_json())
-        raise_for_failures(run, what="host provision",
-                           hint="fix the cause on the board (or its inventory variables) and run "
-                                "`host provision` again; it only changes what is missing")
+        _outcome(run, cancel, what="host provision",
+                 hint="fix the cause on the board (or its inventory variables) and run "
+                      "`host provision` again; it only changes what is missing",
+                 interrupted_hint="run `host provision` again when ready: it only changes what is "
+                                  "still missing (this run's log stays in the artifacts)")
     except HostError as exc:
         fail(exc)
 
@@ -192,18 +232,18 @@ def provision(
 def _power(tag: str, inventory, device, group, all_devices, limit, artifacts, timeout, json_out,
            extravars=None, become=(False, None)):
     from host.cli.render import console, print_json
-    from host.lab.ansible import raise_for_failures
 
     what = f"host power-mode {tag}"
     try:
-        run = _play("power_mode.yml", what, inventory, device, group, all_devices, limit, artifacts,
-                    timeout, json_out, tags=[tag], extravars=extravars, collect=POWER_STATE_TASK,
-                    become=become)
+        run, cancel = _play("power_mode.yml", what, inventory, device, group, all_devices, limit, artifacts,
+                            timeout, json_out, tags=[tag], extravars=extravars, collect=POWER_STATE_TASK,
+                            become=become)
         if json_out:
             print_json(run.to_json())
         else:
             console().print(power_table(run.reports))
-        raise_for_failures(run, what=what, hint="`host power-mode show` prints what each board is in now")
+        _outcome(run, cancel, what=what, hint="`host power-mode show` prints what each board is in now",
+                 interrupted_hint=_INTERRUPTED_HINTS[tag])
     except HostError as exc:
         fail(exc)
 

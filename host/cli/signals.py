@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 
 #: Signals turned into KeyboardInterrupt inside :func:`interruptible`.
 HANDLED = (signal.SIGTERM, signal.SIGHUP)
@@ -34,6 +35,43 @@ def interruptible():
     previous = {s: signal.signal(s, handler) for s in HANDLED}
     try:
         yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Cancel(Received):
+    """The flag set by :func:`cancelling`: ``is_set`` is the cancel callable to hand to work
+    that stops itself (``run_playbook(cancel=...)``); ``signum`` is the signal received
+    (SIGINT too, so :meth:`exit_code` gives 130, 143 or 129)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "-"
+
+
+@contextlib.contextmanager
+def cancelling():
+    """Inside the block, SIGINT (Ctrl-C), SIGTERM and SIGHUP set the yielded :class:`Cancel`
+    instead of raising: for work that polls a cancel flag and stops its own child processes
+    (ansible-runner's ``cancel_callback`` kills ``ansible-playbook``'s process group), where
+    a KeyboardInterrupt raised mid-call would leave them running. The previous handlers come
+    back on exit."""
+    cancel = Cancel()
+
+    def handler(signum, frame):
+        cancel.signum = cancel.signum or signum  # the first signal names the interruption
+        cancel.event.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, *HANDLED)}
+    try:
+        yield cancel
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -24,6 +24,17 @@ docs/testing.md §3):
   on every later run, so ``host power-mode tune --mode X`` would leak ``X`` into the next
   ``tune`` (and ``--check`` into the next ``provision``). Each call passes all of its inputs;
   an ``env/`` left by an older version is removed.
+* Cancellation: ``cancel`` (a callable, e.g. ``threading.Event().is_set``) is ansible-runner's
+  ``cancel_callback``, polled every :data:`POLL_S` seconds (its ``pexpect_timeout``, set on the
+  runner's configuration: ansible-runner's default is 5 s, and a ``settings`` argument is
+  dropped when ``env/settings`` is absent);
+  once it returns True the whole process tree of ``ansible-playbook`` is stopped and killed
+  (SIGSTOP, then SIGKILL; found in ``/proc``, where available), then ansible-runner kills its
+  process group and the run's status is ``canceled``. The tree matters: Ansible's workers and
+  their ssh clients each run in a session of their own (``setsid``), so ansible-runner's
+  ``killpg`` alone would leave them running the task in flight. ``timeout_s`` is enforced the
+  same way (status ``timeout``). No ``PLAY RECAP`` is printed then: the recap is counted
+  from the per-host results received (``partial``).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -39,12 +51,14 @@ from pathlib import Path
 from typing import Callable
 
 from host import REPO_ROOT
-from host.errors import AnsibleError, PlaybookFailed
+from host.errors import AnsibleError, PlaybookFailed, PlaybookInterrupted
 
 #: ``playbooks/`` of this checkout; ``EDGEGAUGE_PLAYBOOKS`` points elsewhere.
 PLAYBOOKS = REPO_ROOT / "playbooks"
 #: Artifacts of this many runs are kept in the private data folder.
 ROTATE = 20
+#: How often ansible-runner asks ``cancel`` (its ``pexpect_timeout``), seconds.
+POLL_S = 0.25
 #: ``ansible-playbook --ask-become-pass`` prompts with this; ansible-runner answers it.
 BECOME_PROMPT = r"^BECOME password.*:\s*?$"
 #: A failure message saying that the board's sudo (su, doas) wanted a password.
@@ -104,7 +118,9 @@ class PlaybookRun:
     """The outcome of :func:`run_playbook`.
 
     ``status``: ansible-runner's ``successful | failed | timeout | canceled``; ``reports``:
-    host -> the value reported by the ``collect`` task (see :func:`run_playbook`).
+    host -> the value reported by the ``collect`` task (see :func:`run_playbook`);
+    ``partial``: no ``PLAY RECAP`` came (the run was stopped), ``recap`` counts the per-host
+    results received before; ``last_task``: the last task that started.
     """
 
     playbook: str
@@ -117,6 +133,8 @@ class PlaybookRun:
     duration_s: float = 0.0
     events: int = 0
     check: bool = False  # check mode: ``changed`` counts what would change
+    partial: bool = False
+    last_task: str | None = None
 
     @property
     def changed(self) -> int:
@@ -130,6 +148,7 @@ class PlaybookRun:
             "failures": [vars(f) for f in self.failures], "reports": self.reports,
             "artifact_dir": str(self.artifact_dir) if self.artifact_dir else None,
             "duration_s": round(self.duration_s, 3), "check": self.check,
+            "partial": self.partial, "last_task": self.last_task,
         }
 
 
@@ -172,6 +191,7 @@ def run_playbook(
     envvars: dict | None = None,
     check: bool = False,
     become_password: str | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> PlaybookRun:
     """Run ``playbooks/<playbook>`` with ansible-runner and summarise it.
 
@@ -187,7 +207,8 @@ def run_playbook(
         collect: name of a task that reports one value per host (``debug: var: X``):
             from its ``runner_on_ok`` events, ``res[X]`` goes to ``reports[host]``.
         on_event: called for every play start, task start and per-host task result.
-        timeout_s: kill ``ansible-playbook`` after this many seconds (status ``timeout``).
+        timeout_s: kill ``ansible-playbook`` and its process tree after this many seconds
+            (status ``timeout``, ``partial`` recap).
         forks: hosts in parallel.
         envvars: extra environment for ``ansible-playbook``.
         check: Ansible's check mode (``--check``): report what would change, change nothing
@@ -195,10 +216,14 @@ def run_playbook(
         become_password: the password the boards' ``sudo`` asks for (``become: true``
             tasks): ``ansible-playbook --ask-become-pass``, answered by ansible-runner's
             pexpect loop; it is never written to the artifacts (no ``env/passwords``).
+        cancel: asked every :data:`POLL_S` s while the play runs; True stops it (SIGKILL to
+            ``ansible-playbook``'s process group, status ``canceled``, ``partial`` recap).
+            None (and no ``timeout_s``): ansible-runner's default, which in the main thread
+            installs SIGINT and SIGTERM handlers that cancel (and are not restored).
 
     Returns:
-        :class:`PlaybookRun` — also when hosts failed (``status`` ``failed``); the caller
-        decides (see :func:`raise_for_failures`).
+        :class:`PlaybookRun` — also when hosts failed (``status`` ``failed``) or the run was
+        cancelled (``canceled``); the caller decides (see :func:`raise_for_failures`).
 
     Raises:
         AnsibleError: ansible-runner is not installed, ``ansible-playbook`` is not found,
@@ -206,32 +231,57 @@ def run_playbook(
     """
     ansible_runner, book, inventory = _inputs(playbook, inventory)
     env, bindir = _environment(envvars)
-    private_dir = Path(private_dir).resolve()
-    private_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(private_dir / "env", ignore_errors=True)  # ansible-runner's input folder (see above)
+    private_dir = _private_dir(private_dir)
     events = _EventCollector(on_event or (lambda event: None), collect)
     options = (["--check"] if check else []) + (["--ask-become-pass"] if become_password is not None else [])
     ident = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    canceller = _Canceller(cancel, timeout_s, events) if cancel or timeout_s else None
     kwargs = dict(
         private_data_dir=str(private_dir), project_dir=str(book.parent), playbook=str(book),
         inventory=str(inventory), limit=limit, extravars=extravars or None, envvars=env,
         quiet=True, rotate_artifacts=rotate, event_handler=events, ident=ident, forks=forks,
-        timeout=timeout_s, suppress_env_files=True,
+        suppress_env_files=True,
         cmdline=" ".join(options) or None,
         passwords={BECOME_PROMPT: become_password} if become_password is not None else None,
+        cancel_callback=canceller,
     )
     if tags:
         kwargs["tags"] = ",".join(tags)
-    t0 = time.monotonic()
-    runner = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
-    duration = time.monotonic() - t0
+    runner, duration = _run(ansible_runner, {k: v for k, v in kwargs.items() if v is not None})
     if runner.rc == 127:
         raise AnsibleError("ansible-playbook was not found on PATH",
                            hint=f"install ansible-core into this environment ({bindir})")
-    return PlaybookRun(playbook=playbook, status=runner.status, rc=runner.rc, recap=_recap(runner.stats),
+    return _summary(playbook, runner, duration, events, timed_out=bool(canceller and canceller.timed_out),
+                    check=check)
+
+
+def _summary(playbook: str, runner, duration: float, events, *, timed_out: bool, check: bool) -> PlaybookRun:
+    """The :class:`PlaybookRun` of a finished ansible-runner ``Runner``; without ``PLAY RECAP``
+    (the run was stopped) the recap is counted from ``events`` (``partial``)."""
+    partial = runner.stats is None and bool(events.counts)
+    return PlaybookRun(playbook=playbook, status="timeout" if timed_out else runner.status, rc=runner.rc,
+                       recap=events.recap() if partial else _recap(runner.stats),
                        failures=events.failures, reports=events.reports,
                        artifact_dir=Path(runner.config.artifact_dir), duration_s=duration,
-                       events=events.count, check=check)
+                       events=events.count, check=check, partial=partial, last_task=events.task)
+
+
+def _private_dir(private_dir: Path) -> Path:
+    """The private data folder, resolved and created, without ``env/`` (see the module doc)."""
+    private_dir = Path(private_dir).resolve()
+    private_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(private_dir / "env", ignore_errors=True)  # ansible-runner's input folder
+    return private_dir
+
+
+def _run(ansible_runner, kwargs: dict) -> tuple:
+    """(the finished ansible-runner ``Runner``, seconds): what ``ansible_runner.run()`` does,
+    with ``pexpect_timeout`` :data:`POLL_S` (how often ``cancel`` is asked; module doc)."""
+    t0 = time.monotonic()
+    runner = ansible_runner.interface.init_runner(**kwargs)
+    runner.config.pexpect_timeout = POLL_S
+    runner.run()
+    return runner, time.monotonic() - t0
 
 
 def _inputs(playbook: str, inventory: Path) -> tuple:
@@ -242,6 +292,7 @@ def _inputs(playbook: str, inventory: Path) -> tuple:
     """
     try:
         import ansible_runner
+        import ansible_runner.interface  # noqa: F401 (init_runner)
     except ImportError:
         raise AnsibleError("ansible-runner is not installed",
                            hint="pip install -e . (it depends on ansible-runner and ansible-core)") from None
@@ -278,15 +329,21 @@ class _EventCollector:
         self.failures: list = []
         self.reports: dict = {}
         self.count = 0
+        self.task: str | None = None  # the last task that started
+        self.pid: int | None = None  # ansible-playbook's (its callback plugin reports it)
+        self.counts: dict = {}  # host -> state -> results (the recap when no PLAY RECAP comes)
 
     def __call__(self, event: dict) -> bool:
         self.count += 1
+        if self.pid is None and isinstance(event.get("pid"), int):
+            self.pid = event["pid"]
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         if kind == "playbook_on_play_start":
             self.notify(PlaybookEvent("play", task=data.get("play")))
         elif kind == "playbook_on_task_start":
-            self.notify(PlaybookEvent("task", task=data.get("task")))
+            self.task = data.get("task")
+            self.notify(PlaybookEvent("task", task=self.task))
         elif kind in _RESULT_EVENTS:
             self._result(kind, data)
         return True
@@ -301,12 +358,104 @@ class _EventCollector:
             state = "ok"
         elif state in ("failed", "unreachable"):
             self.failures.append(TaskFailure(host, task, _message(res), unreachable=state == "unreachable"))
+        per_host = self.counts.setdefault(host, {})
+        per_host[state] = per_host.get(state, 0) + 1
+        if kind == "runner_on_failed" and data.get("ignore_errors"):
+            per_host["ignored"] = per_host.get("ignored", 0) + 1
         if kind == "runner_on_ok" and self.collect and task == self.collect:
             own = [k for k in res if not k.startswith("_") and k not in ("changed", "failed")]
             if own:
                 self.reports[host] = res[own[0]]
         self.notify(PlaybookEvent(state, host=host, task=task,
                                   message=_message(res) if state in ("failed", "unreachable") else None))
+
+    def recap(self) -> dict:
+        """host -> :class:`HostRecap` counted from the results received (``ok`` includes
+        ``changed``, as in Ansible's recap)."""
+        recap = {}
+        for host, c in self.counts.items():
+            recap[host] = HostRecap(host, ok=c.get("ok", 0) + c.get("changed", 0),
+                                    changed=c.get("changed", 0), failed=c.get("failed", 0),
+                                    unreachable=c.get("unreachable", 0), skipped=c.get("skipped", 0),
+                                    ignored=c.get("ignored", 0))
+        return recap
+
+
+class _Canceller:
+    """ansible-runner's ``cancel_callback``: True once ``cancel`` says so or ``timeout_s`` has
+    passed (then ``timed_out``); the first time, it stops ``ansible-playbook``'s process tree
+    (see the module doc) before ansible-runner's own kill of its process group."""
+
+    def __init__(self, cancel: Callable[[], bool] | None, timeout_s: float | None, events: _EventCollector):
+        self.cancel = cancel
+        self.deadline = time.monotonic() + timeout_s if timeout_s else None
+        self.events = events
+        self.done = self.timed_out = False
+
+    def __call__(self) -> bool:
+        if not self.done:
+            self.timed_out = self.deadline is not None and time.monotonic() > self.deadline
+            if not (self.timed_out or (self.cancel is not None and self.cancel())):
+                return False
+            if self.events.pid:
+                _kill_tree(self.events.pid)
+            self.done = True
+        return True
+
+
+def _parents() -> dict:
+    """pid -> parent pid of every live process from ``/proc/<pid>/stat`` (zombies left out;
+    empty where there is no ``/proc``)."""
+    table = {}
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return table
+    for pid in entries:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # state, ppid, ... after "pid (comm)"
+        if len(fields) > 1 and fields[0] != "Z":
+            table[int(pid)] = int(fields[1])
+    return table
+
+
+def _tree(root: int) -> set:
+    """``root`` and its live descendants (empty when ``root`` is gone)."""
+    parents = _parents()
+    if root not in parents:
+        return set()
+    found, grew = {root}, True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in found} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def _kill_tree(root: int) -> None:
+    """SIGSTOP ``root``'s process tree until no new process appears in it (a stopped
+    process forks no more), then SIGKILL all of it."""
+    stopped: set = set()
+    for _ in range(10):
+        new = _tree(root) - stopped
+        if not new:
+            break
+        for pid in new:
+            _signal(pid, signal.SIGSTOP)
+        stopped |= new
+    for pid in stopped:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:  # already gone
+        pass
 
 
 def _recap(stats: dict | None) -> dict:
@@ -331,11 +480,15 @@ def raise_for_failures(run: PlaybookRun, *, what: str, hint: str | None = None) 
     The message names every failed host, its task and the message, and the artifacts.
 
     Raises:
+        PlaybookInterrupted: the run was canceled (``cancel`` of :func:`run_playbook`): the
+            message names the task it stopped in, the hosts' results so far and the artifacts.
         PlaybookFailed: a host failed or was unreachable, no host matched, or the run
-            timed out or was canceled.
+            timed out.
     """
     if run.status == "successful" and run.recap and all(r.success for r in run.recap.values()):
         return
+    if run.status == "canceled":
+        _raise_interrupted(run, what, hint)
     lines = [str(f) for f in run.failures]
     if not run.recap and not lines:
         lines.append("no host matched the selection" if run.status == "successful"
@@ -347,3 +500,15 @@ def raise_for_failures(run: PlaybookRun, *, what: str, hint: str | None = None) 
                 "--become-password-file FILE" + (f"; {hint}" if hint else ""))
     where = f"; artifacts: {run.artifact_dir}" if run.artifact_dir else ""
     raise PlaybookFailed(f"{what} failed:\n  " + "\n  ".join(lines) + where, run, hint=hint)
+
+
+def _raise_interrupted(run: PlaybookRun, what: str, hint: str | None) -> None:
+    """Raise :class:`PlaybookInterrupted` for a canceled run (see :func:`raise_for_failures`)."""
+    during = f" during task {run.last_task!r}" if run.last_task else ""
+    lines = [f"{h}: {r.ok} ok ({r.changed} changed), {r.failed} failed, {r.unreachable} unreachable, "
+             f"{r.skipped} skipped before the stop" for h, r in sorted(run.recap.items())]
+    lines += [str(f) for f in run.failures]
+    where = f"\n  artifacts: {run.artifact_dir}" if run.artifact_dir else ""
+    body = "".join(f"\n  {line}" for line in lines) or "\n  no host had finished a task"
+    raise PlaybookInterrupted(f"{what} interrupted{during}; ansible-playbook was stopped:{body}{where}",
+                              run, hint=hint)
