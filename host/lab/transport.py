@@ -18,6 +18,8 @@ Commands are shell strings; callers build them with :func:`shlex.quote` (see
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import shutil
@@ -34,6 +36,14 @@ from host.lab import sessions
 
 #: Exit codes ≥ this from ``sh -c`` mean "killed by signal (code - 128)".
 SIGNAL_BASE = 128
+
+#: Seconds between SSH keepalive messages on every connection (paramiko ``set_keepalive``):
+#: a dead peer or a NAT that dropped the flow shows as a broken connection instead of silence.
+KEEPALIVE_S = 5.0
+#: Deadline (s) for one remote request that should answer at once (starting a command, opening
+#: SFTP) and the longest silence accepted inside an SFTP transfer: a frozen board or link fails
+#: the operation within this, instead of the TCP retransmission timeout (many minutes).
+OP_DEADLINE_S = 30.0
 
 #: Board side of the clock probe: answers each line on stdin with CLOCK_MONOTONIC in ns
 #: (the clock the runner stamps its timed loop with).
@@ -114,6 +124,107 @@ def _drain_to_eof(chan, out: bytearray, err: bytearray, limit_s: float = 5.0) ->
         if time.monotonic() >= end:
             return
         time.sleep(0.002)
+
+class _LocalHolder:
+    """A long-lived child process (see :meth:`LocalTransport.hold`)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self._buf = bytearray()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def readline(self, timeout: float) -> str:
+        """One line of its stdout ("" at EOF or after ``timeout`` seconds)."""
+        import select
+
+        end = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return ""
+            data = os.read(fd, 4096)
+            if not data:
+                break
+            self._buf.extend(data)
+        line, _, rest = bytes(self._buf).partition(b"\n")
+        self._buf[:] = rest
+        return line.decode("utf-8", "replace")
+
+    def send(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def error(self) -> str:
+        return "" if self.alive else (self.proc.stderr.read() or b"").decode("utf-8", "replace")
+
+    def close(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class _ChannelHolder:
+    """A long-lived command on an SSH channel (see :meth:`SshTransport.hold`)."""
+
+    def __init__(self, chan):
+        self.chan = chan
+        self._buf = bytearray()
+
+    @property
+    def alive(self) -> bool:
+        transport = self.chan.get_transport()
+        return not (self.chan.closed or self.chan.exit_status_ready() or transport is None
+                    or not transport.is_active())
+
+    def readline(self, timeout: float) -> str:
+        """One line of its stdout ("" at EOF, on a broken link or after ``timeout`` seconds)."""
+        end = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = end - time.monotonic()
+            if left <= 0:
+                return ""
+            self.chan.settimeout(left)
+            try:
+                data = self.chan.recv(4096)
+            except (socket.timeout, OSError, EOFError):
+                return ""
+            if not data:
+                break
+            self._buf.extend(data)
+        line, _, rest = bytes(self._buf).partition(b"\n")
+        self._buf[:] = rest
+        return line.decode("utf-8", "replace")
+
+    def send(self, data: bytes) -> None:
+        self.chan.settimeout(OP_DEADLINE_S)
+        try:
+            self.chan.sendall(data)
+        except (socket.timeout, EOFError) as exc:
+            raise OSError(f"lock holder gone: {exc}") from None
+
+    def error(self) -> str:
+        err = bytearray()
+        while self.chan.recv_stderr_ready():
+            err.extend(self.chan.recv_stderr(65536))
+        return err.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        try:
+            self.chan.close()
+        except Exception:  # best effort
+            pass
+
 
 class _Transport:
     """What both transports share: the board's name, transfer counts and the abort flag
@@ -217,6 +328,18 @@ class LocalTransport(_Transport):
             proc = self._proc
         if proc is not None:
             self._killpg(proc)
+
+    def hold(self, command: str) -> _LocalHolder:
+        """Start ``command`` (``/bin/sh -c``, own session) with pipes for as long as the caller
+        keeps it: it sees EOF on its stdin when the caller closes it or this process dies.
+
+        Raises:
+            CommandAborted: :meth:`abort` was called.
+        """
+        self._refuse_if_aborted()
+        return _LocalHolder(subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                             start_new_session=True))
 
     def clock_probes(self, python: str, n: int = 7) -> list:
         """Bracketed reads of this machine's monotonic clock through a child ``python``
@@ -442,6 +565,8 @@ class SshTransport(_Transport):
         for attempt in range(self.retries + 1):
             try:
                 self._conn = self._open_once()
+                self._keepalive()
+                self._expired = None
                 return
             except paramiko.BadHostKeyException as exc:
                 raise HostKeyError(
@@ -479,14 +604,55 @@ class SshTransport(_Transport):
             hint=f"is the board on and sshd running? try `host check --device {self.name}`",
         )
 
+    def _keepalive(self) -> None:
+        """Keepalive (:data:`KEEPALIVE_S`) on the board's connection and on its jump host's."""
+        self._conn.client.get_transport().set_keepalive(KEEPALIVE_S)
+        jump = getattr(getattr(self._conn, "gateway", None), "transport", None)
+        if jump is not None and hasattr(jump, "set_keepalive"):
+            jump.set_keepalive(KEEPALIVE_S)
+
     @property
     def conn(self):
         self.connect()
         return self._conn
 
+    @contextlib.contextmanager
+    def _deadline(self, limit_s: float, what: str):
+        """Inside the block, a board that does not answer within ``limit_s`` seconds has its
+        connection closed from a timer thread, so the blocked paramiko call returns with an
+        error; :meth:`_frozen` then names what timed out. Paramiko waits without a limit for
+        a channel request's answer and for SFTP's channel: this is the limit."""
+        transport = self._conn.client.get_transport() if self._conn is not None else None
+
+        def expire():
+            self._expired = f"the board did not answer for {limit_s:.0f} s during {what}"
+            if transport is not None:
+                transport.close()
+
+        timer = threading.Timer(limit_s, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _active(self) -> bool:
+        """Whether the SSH connection is still up (no round trip)."""
+        transport = self._conn.client.get_transport() if self._conn is not None else None
+        return transport is not None and transport.is_active()
+
+    def _frozen(self, default: str) -> str:
+        return getattr(self, "_expired", None) or default
+
     def sftp(self):
+        """The SFTP session (opened on first use within :data:`OP_DEADLINE_S`; every read inside
+        a transfer then waits at most :data:`OP_DEADLINE_S`)."""
         if self._sftp is None:
-            self._sftp = self.conn.sftp()
+            conn = self.conn
+            with self._deadline(OP_DEADLINE_S, "opening SFTP"):
+                self._sftp = conn.sftp()
+            self._sftp.get_channel().settimeout(OP_DEADLINE_S)
         return self._sftp
 
     # -- commands -----------------------------------------------------------------------
@@ -514,8 +680,8 @@ class SshTransport(_Transport):
                 self.close()
                 if retry and attempt == 0:
                     continue
-                raise UnreachableError(f"{self.name}: connection lost during a command: {exc}",
-                                       device=self.name) from None
+                raise UnreachableError(f"{self.name}: connection lost during a command: "
+                                       f"{self._frozen(str(exc))}", device=self.name) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _open_channel(self):
@@ -537,7 +703,8 @@ class SshTransport(_Transport):
         out, err = bytearray(), bytearray()
         try:
             try:
-                chan.exec_command(sessions.wrap(command))
+                with self._deadline(OP_DEADLINE_S, "starting a command"):
+                    chan.exec_command(sessions.wrap(command))
                 stop = self._pump(chan, out, err, None if timeout is None else start + timeout, abortable)
             except (OSError, EOFError) as exc:
                 raise _ConnectionLost(str(exc) or type(exc).__name__) from None
@@ -591,8 +758,11 @@ class SshTransport(_Transport):
         try:
             res = self._run_once(script, sessions.KILL_WAIT_S + 60, None, None, abortable=False)
         except (_ConnectionLost, TransportError) as exc:
+            # the command passed its deadline and the board does not answer: frozen or cut off
+            # (its runner is killed by the next run's sweep, host.lab.lease)
             self.stats.notes.append(f"could not kill session {sid} on {self.name}: {exc}")
-            return f"\n[edgegauge] could not kill the session on the board: {exc}"
+            raise _ConnectionLost(f"the command passed its deadline and the board did not answer "
+                                  f"the kill ({self._frozen(str(exc))})") from None
         if res.exit_code == 0:
             return ""
         self.stats.notes.append(f"session {sid} on {self.name} not fully killed: {res.stdout.strip()}")
@@ -602,6 +772,25 @@ class SshTransport(_Transport):
         """Stop: the command in flight (in another thread) has its whole session killed and
         raises :class:`CommandAborted`; no new command starts. Safe to call from any thread."""
         self._aborted.set()
+
+    def hold(self, command: str) -> _ChannelHolder:
+        """Start ``command`` on its own channel and keep it running while the caller holds it;
+        it sees EOF on its stdin when the caller closes it or the connection ends.
+
+        Raises:
+            CommandAborted: :meth:`abort` was called.
+            UnreachableError: the board cannot be reached or does not answer.
+        """
+        self._refuse_if_aborted()
+        try:
+            chan = self._open_channel()
+            with self._deadline(OP_DEADLINE_S, "starting a command"):
+                chan.exec_command(command)
+        except (_ConnectionLost, OSError, EOFError) as exc:
+            self.close()
+            raise UnreachableError(f"{self.name}: cannot start a command: {self._frozen(str(exc))}",
+                                   device=self.name) from None
+        return _ChannelHolder(chan)
 
     def clock_probes(self, python: str, n: int = 7) -> list:
         """Bracketed reads of the board's CLOCK_MONOTONIC over one SSH channel: a small
@@ -659,8 +848,13 @@ class SshTransport(_Transport):
         except (paramiko.SSHException, EOFError, socket.error) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise
+            if isinstance(exc, OSError) and not isinstance(exc, socket.timeout) and self._active():
+                # the server refused the write (SFTP v3 says only "Failure": a full disk, a quota)
+                self.remove(part)
+                raise OSError(errno.EIO, f"SFTP could not write {part}: {exc}") from None
             self.close()
-            raise UnreachableError(f"{self.name}: connection lost while sending {local.name}: {exc}",
+            raise UnreachableError(f"{self.name}: connection lost while sending {local.name}: "
+                                   f"{self._frozen(str(exc) or type(exc).__name__)}",
                                    device=self.name) from None
         size = Path(local).stat().st_size
         self.stats.bytes_sent += size
@@ -675,9 +869,10 @@ class SshTransport(_Transport):
             with self.sftp().open(remote, "rb") as fh:
                 fh.prefetch()
                 return fh.read()
-        except (paramiko.SSHException, EOFError) as exc:
+        except (paramiko.SSHException, EOFError, socket.timeout) as exc:
             self.close()
-            raise UnreachableError(f"{self.name}: connection lost while reading {remote}: {exc}",
+            raise UnreachableError(f"{self.name}: connection lost while reading {remote}: "
+                                   f"{self._frozen(str(exc) or type(exc).__name__)}",
                                    device=self.name) from None
 
     def remove(self, remote: str) -> None:
