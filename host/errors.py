@@ -112,6 +112,33 @@ class CommandAborted(TransportError):
     category = "interrupted"
 
 
+class BoardBusyError(TransportError):
+    """Another host (or another run on this host) holds the board's lock
+    (:mod:`host.lab.lease`). ``holder``: the lock file's record of who holds it."""
+
+    category = "busy"
+
+    def __init__(self, message: str, *, device: str = "", holder: dict | None = None,
+                 hint: str | None = None):
+        super().__init__(message, device=device, hint=hint)
+        self.holder = holder
+
+
+class DiskFullError(HostError):
+    """No space left (ENOSPC) where edgegauge had to write: the board's work folder or the
+    host's results folder. ``where``: ``board`` or ``host``."""
+
+    category = "disk_full"
+
+    def __init__(self, message: str, *, where: str = "host", hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.where = where
+
+
+class CampaignBusyError(HostError):
+    """Another process on this host is running the same campaign (its folder is locked)."""
+
+
 class DeployError(HostError):
     """A deploy step failed on one board (work folder, runners, image, runtime)."""
 

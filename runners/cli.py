@@ -11,12 +11,13 @@ is written in all three cases), 2 bad command line; anything else is a crash.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 
 import runners
 from runners.core import Policy
-from runners.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, InputSpecError
+from runners.errors import EXIT_FAILED, EXIT_INVALID, EXIT_NO_RESULT, EXIT_OK, InputSpecError
 
 _DEFAULT = Policy()
 #: Policy field -> runner option; the one mapping used to parse and to build argv.
@@ -205,7 +206,13 @@ def _cmd_run(args) -> int:
     )
     result = run(config)
     if args.out:
-        write_json_atomic(result, args.out)
+        try:
+            write_json_atomic(result, args.out)
+        except OSError as exc:
+            code = errno.errorcode.get(exc.errno, "?") if exc.errno else "?"
+            print(f"error: ResultWriteError: cannot write {args.out}: {exc.strerror or exc} ({code})",
+                  file=sys.stderr)
+            return EXIT_NO_RESULT
     else:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")

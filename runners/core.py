@@ -307,10 +307,26 @@ def run(config: RunConfig) -> dict:
     return result
 
 
+def fsync_dir(folder) -> None:
+    """fsync a folder, so that a rename inside it survives a crash (``rename(2)`` is atomic but
+    not durable until its folder is synced). A no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(os.fspath(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path, write, *, suffix: str = "", newline: str | None = None, binary: bool = False) -> None:
     """Call ``write(fh)`` on a text file (``binary``: a binary one) that becomes ``path`` only
-    when complete (temp file in the same folder, fsync, rename). A reader never sees a partial
-    file; an interrupted write leaves no ``path``. Raises OSError when the folder is not writable.
+    when complete (temp file in the same folder, fsync, rename, fsync of the folder). A reader
+    never sees a partial file; an interrupted write leaves no ``path``. Raises OSError when the
+    folder is not writable or full.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path)) or "."
@@ -322,6 +338,7 @@ def write_atomic(path, write, *, suffix: str = "", newline: str | None = None, b
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(folder)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -13,6 +13,7 @@ EXIT_OK = 0  # result written, status ok (VALID)
 EXIT_INVALID = 3  # result written, status invalid (a stop-rule check failed)
 EXIT_FAILED = 4  # result written, status failed (typed error below)
 EXIT_USAGE = 2  # bad command line (argparse)
+EXIT_NO_RESULT = 5  # the result could not be written (e.g. ENOSPC: no space left on the board)
 
 
 class RunnerError(Exception):

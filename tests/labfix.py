@@ -441,6 +441,44 @@ class Boards:
                 raise RuntimeError(f"board {name}: port {port} still accepts after stop()")
             time.sleep(0.05)
 
+    def _tree(self, name: str) -> List[int]:
+        self._check(name)
+        proc = self._procs.get(name)
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"board {name} is not running")
+        return [proc.pid, *descendants(proc.pid)]
+
+    def freeze(self, name: str) -> List[int]:
+        """SIGSTOP the board's sshd and everything under it (sessions, runners): a board that
+        stops answering while its kernel still accepts TCP. Returns the stopped pids."""
+        frozen: List[int] = []
+        while True:  # until stable: a stopped process cannot fork
+            new = [p for p in self._tree(name) if p not in frozen]
+            if not new:
+                return frozen
+            _signal(new, signal.SIGSTOP)
+            frozen.extend(new)
+
+    def thaw(self, name: str) -> None:
+        """SIGCONT what :meth:`freeze` stopped (and anything else under the board's sshd)."""
+        _signal(self._tree(name), signal.SIGCONT)
+
+    def drop_connections(self, name: str) -> List[int]:
+        """SIGKILL the per-connection sshd processes of the board, leaving the commands they
+        started: a link lost without a pty (nothing signals those commands). Returns the
+        killed pids."""
+        listener = self._tree(name)[0]
+        victims = []
+        for pid in self._tree(name)[1:]:
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm.startswith("sshd") and pid != listener:
+                victims.append(pid)
+        _signal(victims, signal.SIGKILL)
+        return victims
+
     def is_up(self, name: str) -> bool:
         self._check(name)
         proc = self._procs.get(name)

@@ -8,7 +8,10 @@ one board strictly one after another.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
 import os
 import platform
@@ -26,8 +29,10 @@ from host.campaign.samples import SUFFIX as SAMPLES_SUFFIX
 from host.campaign.samples import write_samples
 from host.campaign.store import CAMPAIGN_FILE, cell_path, earlier_cells, safe_name, write_cell
 from host.errors import (
+    CampaignBusyError,
     CampaignInterrupted,
     CampaignMismatchError,
+    DiskFullError,
     DuplicateModelStemError,
     HostError,
     InputNotFoundError,
@@ -36,11 +41,13 @@ from host.errors import (
     NoModelsError,
     PowerModeChanged,
 )
+from host.lab.lease import campaign_tag, describe, owner_info
 from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
 from host.models.metrics import metrics_or_error
 from host.power.session import failed_block
 from runners import SCHEMA_VERSION
 from runners.core import write_json_atomic
+from runners.errors import EXIT_NO_RESULT
 from runners.manifest import git_revision
 from runners.util import utc_now
 
@@ -107,7 +114,8 @@ def host_manifest() -> dict:
 
 
 #: Categories where the board never ran the model: a plain resume runs these cells again.
-NOT_RUN = ("unreachable", "host_key", "setup", "power_mode")
+#: (``disk_full`` too: a full disk says nothing about the model; free space and resume.)
+NOT_RUN = ("unreachable", "host_key", "setup", "power_mode", "busy", "disk_full")
 _RUNNER_CATEGORY = {
     "ModelLoadError": "invalid_model",
     "UnresolvedShapeError": "invalid_model",
@@ -116,11 +124,15 @@ _RUNNER_CATEGORY = {
 }
 
 
+_NO_SPACE = "No space left on device"  # strerror(ENOSPC) on Linux
+
+
 def classify_failure(outcome: RunnerOutcome) -> dict:
     """Error record (``type``, ``category``, ``message``) for a runner that left no usable
     result: timeout; killed by SIGKILL — ``out_of_memory`` only with evidence (the board's
     OOM-kill counter rose during the cell: ``extra["oom_kills_during"]``), else ``killed``;
-    another signal; container engine errors (125–127); other exit codes."""
+    another signal; ``disk_full`` when the board ran out of space (ENOSPC in the runner's
+    stderr); container engine errors (125–127); other exit codes."""
     if outcome.timed_out:
         return {"type": "Timeout", "category": "timeout",
                 "message": f"runner exceeded the cell timeout after {outcome.wall_s:.1f} s and was killed"}
@@ -140,7 +152,11 @@ def classify_failure(outcome: RunnerOutcome) -> dict:
                 "message": f"runner killed by {outcome.signal}"}
     last = outcome.stderr_tail.strip().splitlines()[-1:] or [""]
     code = outcome.exit_code
-    if "MemoryError" in outcome.stderr_tail:
+    if _NO_SPACE in outcome.stderr_tail or "(ENOSPC)" in outcome.stderr_tail:
+        kind, category = "DiskFull", "disk_full"
+    elif code == EXIT_NO_RESULT:
+        kind, category = "ResultWriteError", "runner_crash"
+    elif "MemoryError" in outcome.stderr_tail:
         kind, category = "OutOfMemory", "out_of_memory"
     elif code in (125, 126, 127):
         kind, category = "ContainerError" if code == 125 else "RunnerNotFound", "setup"
@@ -159,7 +175,8 @@ def classify_failure(outcome: RunnerOutcome) -> dict:
 def transport_failure(exc: Exception) -> dict:
     """Error record for a cell whose board could not be used (never ran the model)."""
     category = getattr(exc, "category", "setup")
-    kind = {"unreachable": "Unreachable", "host_key": "HostKeyRejected"}.get(category, "SetupError")
+    kind = {"unreachable": "Unreachable", "host_key": "HostKeyRejected", "busy": "BoardBusy",
+            "disk_full": "DiskFull"}.get(category, "SetupError")
     return {"type": kind, "category": category, "message": str(exc)}
 
 
@@ -244,6 +261,7 @@ class BoardSummary:
     error: str | None = None
     notes: list = field(default_factory=list)
     order: list = field(default_factory=list)  # [[round, model stem], ...] as run
+    leftovers: list = field(default_factory=list)  # runner sessions of earlier runs killed here
 
 
 @dataclass
@@ -366,6 +384,7 @@ def run_campaign(
     power: Callable | None = None,
     protocol: Protocol | None = None,
     memory: str = "rss",
+    break_lock: bool = False,
 ) -> CampaignResult:
     """Run every model on every device; boards in parallel, runner processes on one board
     one after another, each cell by fresh processes (:mod:`host.campaign.protocol`)
@@ -391,15 +410,21 @@ def run_campaign(
         memory: ``rss`` (every runner's own figures only), or ``massif`` / ``memray``: one
             extra process per cell under that heap profiler (:mod:`host.lab.memprofile`),
             its peak in the cell's ``memory_profile``.
+        break_lock: take a board whose lock another live run holds (its holder is killed;
+            logged in ``campaign.json``). Without it such a board is down (``busy``).
+
+    Each board is locked while the campaign uses it, and every runner process first kills the
+    leftovers of earlier runs on its board (:mod:`host.lab.lease`); both are logged.
 
     Raises:
         CampaignMismatchError: a planned model's content changed.
         NameCollisionError: two names would share a folder (:func:`_refuse_collisions`).
         CampaignInterrupted: Ctrl-C (after the folder was left consistent).
+        CampaignBusyError: another process is running this campaign.
+        DiskFullError: this host's disk filled up (every board stops; finished cells kept).
         OSError: the results folder cannot be written.
     """
     from host.lab.board import Board, open_transport
-    from host.lab.deploy import cached_sha256
 
     if open_board is None:
         def open_board(device):
@@ -407,23 +432,76 @@ def run_campaign(
     camp_dir = Path(results) / safe_name(campaign)
     _refuse_collisions(camp_dir, campaign, devices)
     camp_dir.mkdir(parents=True, exist_ok=True)
+    with _campaign_lock(camp_dir, campaign):
+        return _run_locked(camp_dir, models, devices, config, campaign=campaign, backend=backend,
+                           retry_failed=retry_failed, open_board=open_board, on_event=on_event,
+                           power=power, protocol=protocol or Protocol(), memory=memory,
+                           break_lock=break_lock, results=results)
+
+
+@contextlib.contextmanager
+def _campaign_lock(camp_dir: Path, campaign: str):
+    """Hold ``<campaign>/.lock`` (``flock``) while a run writes the campaign: a second run of
+    the same campaign on this host is refused instead of writing duplicates.
+
+    Raises:
+        CampaignBusyError: another process holds it (its pid in the message).
+    """
+    fd = os.open(camp_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+            raise CampaignBusyError(
+                f"campaign {campaign!r} is being run by another process (pid {holder}) in {camp_dir}",
+                hint="wait for it to end, or bench in another campaign (omit --campaign)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_partials(camp_dir: Path) -> list:
+    """Remove the temp files (``.tmp-*``, :func:`runners.core.write_atomic`) a killed run left in
+    the campaign folder: only whole files ever become cells. Returns their names."""
+    found = sorted(camp_dir.rglob(".tmp-*"))
+    for path in found:
+        path.unlink(missing_ok=True)
+    return [str(p.relative_to(camp_dir)) for p in found]
+
+
+def _run_locked(camp_dir: Path, models: list, devices: list, config: BenchConfig, *, campaign: str,
+                backend, retry_failed: bool, open_board, on_event, power, protocol: Protocol, memory: str,
+                break_lock: bool, results: Path) -> CampaignResult:
+    """:func:`run_campaign` once the campaign folder is locked."""
+    from host.lab.deploy import cached_sha256
+
+    partials = _remove_partials(camp_dir)
     plan = _Plan(camp_dir, campaign)
     shas = {m: cached_sha256(m) for m in models}
     work = _plan_work(plan, models, devices, config, backend=backend, results=results, campaign=campaign,
                       shas=shas, retry_failed=retry_failed)
-    protocol = protocol or Protocol()
     run_log = _log_run(plan, devices, models, config, retry_failed=retry_failed, protocol=protocol,
                        memory=memory)
+    run_log["partials_removed"] = partials
 
     shared = _Shared(plan=plan, campaign=campaign, folder=camp_dir, shas=shas, open_board=open_board,
-                     power=power, protocol=protocol, memory=memory, notify=on_event or (lambda event: None))
+                     power=power, protocol=protocol, memory=memory, notify=on_event or (lambda event: None),
+                     break_lock=break_lock)
     workers = [_BoardWorker(shared, w) for w in work.values()]
     interrupted = _run_workers(workers, shared)
     summaries = {w.name: w.summary for w in workers}
     run_log["end_utc"] = utc_now()
     run_log["interrupted"] = interrupted
     run_log.update(cells_run={n: s.run for n, s in summaries.items()},
-                   order={n: s.order for n, s in summaries.items()})
+                   order={n: s.order for n, s in summaries.items()},
+                   locks=shared.locks, leftovers_killed={n: s.leftovers for n, s in summaries.items()})
+    if shared.fatal is not None:
+        with contextlib.suppress(OSError):  # the disk may still be full
+            plan.save()
+        raise shared.fatal
     plan.save()
     if interrupted:
         raise CampaignInterrupted(
@@ -515,6 +593,9 @@ class _Shared:
     protocol: Protocol
     memory: str
     notify: Callable[[CellEvent], None]
+    break_lock: bool = False
+    locks: dict = field(default_factory=dict)  # device name -> LockInfo.to_json()
+    fatal: HostError | None = None  # an error that stops every board (host disk full)
     stop: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C
     plan_lock: threading.Lock = field(default_factory=threading.Lock)
     boards: dict = field(default_factory=dict)  # device name -> open Board (for abort)
@@ -604,6 +685,15 @@ class _BoardWorker:
         self.shared.notify(CellEvent(self.name, index, self.total, model, state, **kw))
 
     def run(self) -> None:
+        try:
+            self._run()
+        except DiskFullError as exc:  # the host cannot store cells: stop every board
+            self.shared.fatal = exc
+            self.shared.stop.set()
+            for board in list(self.shared.boards.values()):
+                board.abort()
+
+    def _run(self) -> None:
         pending = self._skip_stored()
         try:
             if pending:
@@ -655,14 +745,44 @@ class _BoardWorker:
             self.board = shared.open_board(self.device)
             shared.boards[self.name] = self.board
             self.board.prepare()
+            self.board.lease_tag = campaign_tag(shared.campaign)
+            self._lock(shared.break_lock)
             self.power_state = self.board.power_state()
             with shared.plan_lock:
                 shared.plan.check_power_mode(self.name, self.power_state)
                 shared.plan.save()
-        except HostError as exc:  # TransportError, DeployError, PowerModeChanged
-            self.down = exc
-            self.summary.error = str(exc)
-            self.event(0, None, "board_down", message=str(exc))
+        except HostError as exc:  # TransportError, DeployError, PowerModeChanged, BoardBusyError
+            self._mark_down(0, None, exc)
+
+    def _lock(self, break_lock: bool) -> None:
+        """Take the board's lock; a stale or broken lock is logged (notes, ``campaign.json``).
+
+        Raises:
+            BoardBusyError: another live run holds it.
+            TransportError: the board cannot be reached.
+        """
+        info = self.board.take_lock(owner_info("host bench", self.board.lease_tag), break_lock)
+        if info.stale:
+            self.summary.notes.append(f"lock {info.path} was stale: {describe(info.stale)} had ended "
+                                      "without releasing it (killed, or its link lost); taken over")
+        if info.broken is not None:
+            self.summary.notes.append(f"--break-lock: killed the lock holder of {describe(info.broken)} "
+                                      f"and took {info.path}")
+        self.shared.locks.setdefault(self.name, []).append(info.to_json())
+
+    def _relock_if_lost(self) -> None:
+        """After a reconnect the lock holder is gone: take the lock again, or the board is down."""
+        if self.board is None or self.board.lock is None or self.board.lock.alive:
+            return
+        try:
+            self._lock(False)
+        except HostError as exc:
+            self._mark_down(0, None, exc)
+
+    def _mark_down(self, i: int, model: Path | None, exc: Exception) -> None:
+        self.down = exc
+        self.summary.error = str(exc)
+        self.event(i, model, "board_down", message=str(exc))
 
     def _open_power(self) -> None:
         """Open the device's power session, if it has a meter; a meter that cannot be
@@ -680,6 +800,7 @@ class _BoardWorker:
     def _step(self, cell: "_Cell", round_no: int, slot: int, board_info: dict) -> bool:
         """Run one process of ``cell`` (or record why it could not run); store the cell when
         it is done or failed. Returns False when Ctrl-C came while it ran (nothing stored)."""
+        self._relock_if_lost()
         if self.down is not None:
             self._store(cell, None, transport_failure(self.down), None, board_info)
             return True
@@ -692,15 +813,18 @@ class _BoardWorker:
             token = self.session.start_cell()
         # only the process whose loop the meter watches needs the lengthened loop
         cfg = self.run_cfg if token is not None else self.cfg
-        outcome, error = self._run_on_board(cell.index, cell.model, cfg)
+        outcome, error = self._run_on_board(cell.model, cfg)
         if self.shared.stop.is_set():
             if token is not None:
                 token["sampler"].stop()
             return False
+        self._note_leftovers(outcome)
         doc = outcome.result if outcome is not None else None
         if outcome is None or doc is None or outcome.exit_code not in RESULT_EXIT_CODES \
                 or doc.get("status") == "failed" or not doc.get("sessions"):
             self._store(cell, outcome, error, token, board_info)
+            if outcome is None:  # the board failed: stored first, then one reconnect attempt
+                self._reconnect(cell)
             return True
         cell.add(outcome, take_latencies(doc), process_record(doc, outcome.wall_s, round_no, slot))
         if token is not None:  # power of the first process, aligned to its first timed loop
@@ -723,24 +847,49 @@ class _BoardWorker:
             self.power_error = str(exc)
             self.summary.notes.append(self.power_error)
 
-    def _run_on_board(self, i: int, model: Path, cfg: BenchConfig) -> tuple:
-        """(runner outcome or None, error record or None). A board error fails the cell;
-        when reconnecting fails too, the board is down for the cells after it."""
+    def _run_on_board(self, model: Path, cfg: BenchConfig) -> tuple:
+        """(runner outcome or None, error record or None): a board error fails the cell."""
         try:
             return self.board.run_cell(model, self.shared.shas[model], cfg), None
         except HostError as exc:
-            error = transport_failure(exc)
-            try:  # one more connection attempt (with the transport's retries)
-                self.board.transport.connect()
-            except HostError as exc2:
-                self.down = exc2
-                self.summary.error = str(exc2)
-                self.event(i, model, "board_down", message=str(exc2))
-            return None, error
+            return None, transport_failure(exc)
+
+    def _reconnect(self, cell: "_Cell") -> None:
+        """One more connection attempt (with the transport's retries) and the lock again;
+        when that fails, the board is down for the cells after it."""
+        try:
+            self.board.transport.connect()
+        except HostError as exc:
+            self._mark_down(cell.index, cell.model, exc)
+            return
+        self._relock_if_lost()
+
+    def _note_leftovers(self, outcome) -> None:
+        """Log the leftover runner sessions this process's sweep killed on the board."""
+        for item in ((outcome.extra or {}).get("leftovers_killed") or []) if outcome is not None else []:
+            self.summary.leftovers.append(item)
+            self.summary.notes.append(
+                f"killed a leftover runner session {item['sid']} ({item['processes']} processes, campaign "
+                f"tag {item['tag']}) left by an earlier run on this board")
 
     def _store(self, cell: "_Cell", outcome, error, token, board_info: dict) -> None:
         """Build the cell document and store it: combined from its processes when the last
-        one succeeded (``outcome`` None), else failed with ``outcome``/``error``."""
+        one succeeded (``outcome`` None), else failed with ``outcome``/``error``.
+
+        Raises:
+            DiskFullError: this host has no space left (every file is written atomically: the
+                cell is not stored and runs again on resume).
+        """
+        try:
+            self._store_doc(cell, outcome, error, token, board_info)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise DiskFullError(f"no space left on this host to store {cell.path.name} in "
+                                f"{cell.path.parent}: {exc}", where="host",
+                                hint="free space on this host, then resume with the same command") from None
+
+    def _store_doc(self, cell: "_Cell", outcome, error, token, board_info: dict) -> None:
         session, model, path = self.session, cell.model, cell.path
         info, info_error = read_info(model)
         combined = outcome is None and error is None
@@ -794,5 +943,6 @@ class _BoardWorker:
             self.summary.models_sent = board.models_sent
             self.summary.model_bytes_sent = board.model_bytes_sent
             self.summary.notes.extend(stats.notes)
+            board.release_lock()
             board.transport.close()
         self.event(self.total, None, "finished")

@@ -73,6 +73,8 @@ CampaignOpt = Annotated[Optional[str], typer.Option(
     help="campaign name [default: UTC timestamp]; an existing campaign is resumed")]
 RetryFailedOpt = Annotated[bool, typer.Option(
     "--retry-failed", help="when resuming, also re-run cells that failed on the board")]
+BreakLockOpt = Annotated[bool, typer.Option(
+    "--break-lock", help="take a board whose lock another live run holds (kills that holder; logged)")]
 BackendOpt = Annotated[Optional[str], typer.Option(
     help=f"runner backend: {' | '.join(implemented_names())} [each device's runtime]")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="value of a dynamic batch dimension")]
@@ -132,6 +134,7 @@ def bench(
     results: ResultsOpt = Path("results"),
     campaign: CampaignOpt = None,
     retry_failed: RetryFailedOpt = False,
+    break_lock: BreakLockOpt = False,
     backend: BackendOpt = None,
     batch: BatchOpt = 1,
     shape: ShapeOpt = None,
@@ -173,6 +176,9 @@ def bench(
     Boards run in parallel; cells on one board one after another. One JSON per cell under
     RESULTS/CAMPAIGN/DEVICE/. Re-running with --campaign NAME resumes: finished cells are
     skipped, cells whose board was unreachable run again, --retry-failed re-runs failed ones.
+    Each board is locked while a campaign uses it: a second run on it is refused with the
+    holder named (--break-lock takes it over); runners left behind by an earlier run (host
+    killed, link lost) are killed before each runner starts.
 
     Protocol: each cell is measured by fresh runner processes (--sessions fresh sessions
     each, one short timed loop per session), interleaved round by round with the board's
@@ -213,7 +219,8 @@ def bench(
             try:
                 result = _run_bench(found, found_devices, config, results=results, campaign=name,
                                     backend=backend, retry_failed=retry_failed, power=power_factory,
-                                    options=options, protocol=protocol, memory=memory)
+                                    options=options, protocol=protocol, memory=memory,
+                                    break_lock=break_lock)
             except CampaignInterrupted as exc:
                 exc.exit_code = received.exit_code(exc.exit_code)  # 143 SIGTERM, 129 SIGHUP
                 raise

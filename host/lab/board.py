@@ -22,7 +22,7 @@ from pathlib import Path
 from host.errors import MemoryProfileError
 from host.lab import deploy as _deploy
 from host.lab import facts as _facts
-from host.lab import memprofile
+from host.lab import lease, memprofile
 from host.lab.deploy import StepReport, runners_bundle
 from host.lab.facts import CheckReport
 from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome, tail
@@ -100,6 +100,8 @@ class Board:
         self.models_sent = 0
         self.model_bytes_sent = 0
         self.down: str | None = None  # set once the board was found unreachable
+        self.lease_tag = "untagged"  # campaign tag of this host's runner leases (host.lab.lease)
+        self.lock: lease.BoardLock | None = None
 
     @property
     def name(self) -> str:
@@ -183,9 +185,9 @@ class Board:
         token = TOKEN_PREFIX + uuid.uuid4().hex
         out = f"{self.workdir}/out/{token}.json"
         argv = ["run", remote_model, "--out", out, *config.runner_args()]
-        command = _with_oom_counter(self.command(argv, name=token))
         extra_kill = sh(*words(self.device.engine or "docker"), "rm", "-f", token) + " >/dev/null 2>&1" \
             if self.container else None
+        command = self._leased(_with_oom_counter(self.command(argv, name=token)), token, extra_kill)
         t1 = time.monotonic()
         # on timeout or abort the transport kills the runner's whole session, then removes
         # the container (which lives outside the session)
@@ -201,6 +203,7 @@ class Board:
                 sig = f"signal {code - SIGNAL_BASE}"
             code = None
         stderr, oom_kills = _oom_kills(res.stderr)
+        stderr, killed = lease.leftovers(stderr)
         outcome = RunnerOutcome(argv=[command], exit_code=code, signal=sig, wall_s=res.wall_s,
                                 timed_out=res.timed_out, stderr_tail=tail(stderr))
         if code in RESULT_EXIT_CODES:
@@ -221,8 +224,29 @@ class Board:
             "fetch_s": round(t3 - t2, 6),
             "cell_wall_s": round(t3 - t0, 6),
             "oom_kills_during": oom_kills,
+            "leftovers_killed": killed,
         }
         return outcome
+
+    def _leased(self, command: str, token: str, on_kill: str | None = None) -> str:
+        """``command`` under a lease, after a sweep of leftovers (:func:`host.lab.lease.leased`)."""
+        return lease.leased(command, self.workdir, token, self.lease_tag, on_kill)
+
+    def take_lock(self, owner: dict, break_lock: bool = False) -> lease.LockInfo:
+        """Take this board's lock (:class:`host.lab.lease.BoardLock`) for ``owner``
+        (:func:`host.lab.lease.owner_info`); again after a reconnect.
+
+        Raises:
+            BoardBusyError: another live holder has it (``break_lock`` kills that holder).
+            TransportError: the board cannot be reached.
+        """
+        self.lock = lease.BoardLock(self, owner)
+        return self.lock.acquire(break_lock)
+
+    def release_lock(self) -> None:
+        """Release the lock, if held (best effort)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def profile_memory(self, model: Path, sha256: str, config: BenchConfig, method: str) -> dict:
         """One extra runner process under a heap profiler (:mod:`host.lab.memprofile`), with
@@ -242,8 +266,8 @@ class Board:
         policy = dataclasses.replace(config.policy, sessions=1, warmup_min_iterations=1, warmup_min_s=0.0,
                                      min_iterations=10, min_duration_s=0.0)
         argv = ["run", remote_model, "--out", out, *dataclasses.replace(config, policy=policy).runner_args()]
-        command = self.command(argv, name=token, wrapper=run.wrapper, python_args=run.python_args,
-                               env=run.env, after=run.after)
+        command = self._leased(self.command(argv, name=token, wrapper=run.wrapper,
+                                            python_args=run.python_args, env=run.env, after=run.after), token)
         res = self.transport.run(command, timeout=config.timeout_s, kill_pattern=token)
         try:
             if res.exit_code not in RESULT_EXIT_CODES:

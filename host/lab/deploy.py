@@ -15,6 +15,7 @@ of the same names call them.
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import posixpath
@@ -24,7 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host.errors import DeployError, TransportError
+from host.errors import DeployError, DiskFullError, TransportError
 from host.lab.runner import tail
 from host.lab.shell import kv_lines, set_workdir, sh, words
 from runners.manifest import read_sources, source_sha256
@@ -159,15 +160,43 @@ def ensure_model(board, model: Path, sha256: str | None = None) -> str:
     path. Sent only when absent (content-addressed: the name is the content hash).
 
     Raises:
-        TransportError: connection problems. OSError: the model cannot be read.
+        TransportError: connection problems. DiskFullError: the board's work folder has no
+        room for it. DeployError: the board refused the file otherwise. OSError: the model
+        cannot be read here.
     """
     sha = sha256 or cached_sha256(model)
     remote = f"{board.workdir}/models/{sha}.onnx"
     if sha not in board.models_present:
-        board.model_bytes_sent += board.transport.put(Path(model), remote)
+        try:
+            sent = board.transport.put(Path(model), remote)
+        except OSError as exc:
+            size = Path(model).stat().st_size
+            raise _write_failure(board, f"sending {Path(model).name}", size, exc) from None
+        board.model_bytes_sent += sent
         board.models_sent += 1
         board.models_present.add(sha)
     return remote
+
+
+def free_kib(board, path: str) -> int | None:
+    """Free space (KiB, for the board's user) of the file system holding ``path``
+    (``df -P -k``), or None when it cannot be read."""
+    res = board.transport.run(f"df -P -k {sh(path)} | awk 'NR==2 {{print $4}}'", timeout=30)
+    text = res.stdout.strip()
+    return int(text) if res.ok and text.isdigit() else None
+
+
+def _write_failure(board, what: str, size: int, exc: OSError):
+    """The error for a write the board refused: :class:`DiskFullError` when the work folder
+    has no room for ``size`` bytes (checked with ``df``), else :class:`DeployError`."""
+    free = free_kib(board, board.workdir)
+    if exc.errno == errno.ENOSPC or (free is not None and free * 1024 < size + 65536):
+        shown = "unknown" if free is None else f"{free} KiB"
+        return DiskFullError(f"{board.name}: no space left in {board.workdir} while {what} "
+                             f"({size} B needed, {shown} free): {exc}", where="board",
+                             hint=f"free space on {board.name} (old models: {board.workdir}/models), "
+                                  "then resume with the same command")
+    return DeployError(f"{board.name}: the board refused {what}: {exc}")
 
 
 def ensure_image(board) -> str:

@@ -53,6 +53,23 @@ def split_sid(stderr: str) -> tuple:
         return None, stderr
 
 
+def kill_function(wait_s: float = KILL_WAIT_S) -> str:
+    """Shell functions ``_eg_members SID`` (the pids of session SID's non-zombie processes,
+    from ``/proc/<pid>/stat`` field 6) and ``_eg_kill SID`` (SIGKILL the session's process
+    group, then its members every 0.1 s until none is left; prints the pids still alive after
+    ``wait_s``, nothing when the session is gone)."""
+    tries = max(1, int(wait_s / 0.1))
+    return (
+        "_eg_members() { for d in /proc/[0-9]*; do read -r s 2>/dev/null < \"$d/stat\" || continue; "
+        "s=${s##*) }; set -- $s; "
+        "[ \"$4\" = \"$_eg_sid\" ] && [ \"$1\" != Z ] && printf '%s ' \"${d#/proc/}\"; done; }\n"
+        "_eg_kill() { _eg_sid=$1; kill -KILL -- -\"$1\" 2>/dev/null; _eg_i=0; "
+        "while _eg_left=$(_eg_members); [ -n \"$_eg_left\" ]; do "
+        f"[ $_eg_i -ge {tries} ] && break; "
+        "kill -KILL $_eg_left 2>/dev/null; _eg_i=$((_eg_i+1)); sleep 0.1; done; printf '%s' \"$_eg_left\"; }"
+    )
+
+
 def kill_script(sid: int | None, *, pattern: str | None = None, on_kill: str | None = None,
                 wait_s: float = KILL_WAIT_S) -> str:
     """Shell code that kills session ``sid`` until none of its (non-zombie) processes is left.
@@ -66,17 +83,7 @@ def kill_script(sid: int | None, *, pattern: str | None = None, on_kill: str | N
     """
     lines = []
     if sid is not None:
-        tries = max(1, int(wait_s / 0.1))
-        lines += [
-            f"sid={int(sid)}",
-            "members() { for d in /proc/[0-9]*; do read -r s 2>/dev/null < \"$d/stat\" || continue; "
-            "s=${s##*) }; set -- $s; "
-            "[ \"$4\" = \"$sid\" ] && [ \"$1\" != Z ] && printf '%s ' \"${d#/proc/}\"; done; }",
-            "kill -KILL -- -\"$sid\" 2>/dev/null",
-            "i=0; left=",
-            f"while left=$(members); [ -n \"$left\" ]; do [ $i -ge {tries} ] && break; "
-            "kill -KILL $left 2>/dev/null; i=$((i+1)); sleep 0.1; done",
-        ]
+        lines += [kill_function(wait_s), f"left=$(_eg_kill {int(sid)})"]
     if pattern:
         regex = shlex.quote(f"[{pattern[0]}]{pattern[1:]}")  # "[x]yz" never matches this script
         lines.append(f"for p in $(pgrep -f -- {regex} 2>/dev/null); do "
