@@ -60,6 +60,12 @@ class ExportError(HostError):
     """``host zoo export`` failed (torch/torchvision missing, export error)."""
 
 
+class QuantizationError(HostError):
+    """A precision variant (int8 or fp16, :mod:`host.models.precision`) could not be made: the
+    model is missing, corrupt or unsupported by the quantizer, the calibration data is unusable,
+    or calibration failed. The message names the model (and the data folder when at fault)."""
+
+
 # --------------------------------------------------------------------------------------------
 # lab: inventories, transports, boards, images, playbooks
 

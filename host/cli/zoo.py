@@ -1,4 +1,5 @@
-"""``host zoo``: export the example models of :mod:`host.models.zoo` to ONNX.
+"""``host zoo``: export the example models of :mod:`host.models.zoo` to ONNX; make int8 and fp16
+variants of any ONNX model (``quantize``, ``convert``; :mod:`host.models.precision`).
 
 The main app mounts this sub-app with ``app.add_typer(cli_zoo.app, name="zoo")``; it also
 runs standalone as ``python -m host.cli.zoo export ...``. Commands only parse options, call
@@ -9,6 +10,7 @@ hint) on stderr and exit code 1.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -21,7 +23,7 @@ from host.models import zoo
 
 app = typer.Typer(
     help="Example models: random-init torchvision classifiers exported to ONNX "
-    "(for latency/memory benchmarks, not accuracy).",
+    "(for latency/memory benchmarks, not accuracy); int8/fp16 variants of ONNX models.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -126,6 +128,136 @@ def export_cmd(
             "x".join(str(d) for d in info["input_shape"]),
         )
     Console().print(table)
+
+
+# --------------------------------------------------------------------------------------------
+# precision variants: quantize (int8) and convert (fp16)
+
+_METRIC_ROWS = (
+    ("file size (bytes)", "file_bytes"),
+    ("footprint (bytes)", "footprint_bytes"),
+    ("weight bytes by dtype", "weight_bytes_by_dtype"),
+    ("params by dtype", "params_by_dtype"),
+    ("quantization params (bytes)", "qparam_bytes"),
+    ("bits per weight", "bits_per_weight"),
+    ("effective bits per weight", "effective_bits_per_weight"),
+    ("compute ops in QDQ", "qdq_compute_share"),
+    ("compute ops as integer kernels", "integer_compute_share"),
+    ("op types left in float", "ops_left_in_float"),
+)
+
+
+def _cell(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:,}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(value) or "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "-" if value is None else str(value)
+
+
+def _make_variant(model: Path, recipe, cache_dir: Optional[Path], out: Optional[Path],  # noqa: UP045
+                  as_json: bool) -> None:
+    """Make (or re-use) the variant, copy it to ``out``, print path, size and metrics."""
+    from host.models import precision
+
+    started_ns = time.time_ns()
+    try:
+        path, info = precision.variant(model, recipe, cache_dir)
+        cached = path.stat().st_mtime_ns < started_ns
+        copied = precision.copy_variant(path, out, recipe.slug()) if out is not None else None
+        before, after = precision.precision_metrics(model), precision.precision_metrics(path)
+    except HostError as e:
+        _fail(e)
+    if as_json:
+        doc = {"variant": str(path), "copied_to": None if copied is None else str(copied),
+               "cache_hit": cached, "recipe": info, "metrics": after, "source_metrics": before}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    console = Console(highlight=False)
+    ratio = after["file_bytes"] / before["file_bytes"] if before["file_bytes"] else float("nan")
+    console.print(f"{recipe.slug()} variant ({'cached' if cached else 'new'}): {path}", soft_wrap=True)
+    if copied is not None:
+        console.print(f"copied to: {copied}", soft_wrap=True)
+    console.print(f"size: {before['file_bytes']:,} -> {after['file_bytes']:,} bytes ({ratio:.2f}x)")
+    table = Table(title=f"{model.name}: fp32 source vs {recipe.slug()}")
+    table.add_column("metric")
+    table.add_column("source", overflow="fold")
+    table.add_column(recipe.slug(), overflow="fold")
+    for label, key in _METRIC_ROWS:
+        table.add_row(label, _cell(before[key]), _cell(after[key]))
+    console.print(table)
+
+
+def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=option)
+    return value
+
+
+_OUT_HELP = "Also copy the variant (and its .info) here: a folder, or a file name ending in .onnx."
+_CACHE_HELP = "Variant cache folder (default ~/.cache/edgegauge/variants)."
+
+
+@app.command("quantize")
+def quantize_cmd(
+    model: Annotated[Path, typer.Argument(help="fp32 ONNX model.")],
+    int8: Annotated[bool, typer.Option("--int8", help="Quantize to int8 (required).")] = False,
+    method: Annotated[str, typer.Option("--method", help="static (QDQ, calibrated) | dynamic.")] = "static",
+    calibrate: Annotated[
+        str, typer.Option("--calibrate", help="Static: minmax | entropy | percentile.")
+    ] = "minmax",
+    calibration_data: Annotated[
+        Optional[Path],  # noqa: UP045 - typer evaluates this at runtime; 3.9-safe
+        typer.Option("--calibration-data", help="Folder of .npy/.npz arrays (leading axis = samples); "
+                     "default: seeded random data."),
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Calibration batches (at most).")] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random calibration data.")] = 0,
+    per_tensor: Annotated[
+        bool, typer.Option("--per-tensor", help="One weight scale per tensor (default: per channel).")
+    ] = False,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help=_OUT_HELP)] = None,  # noqa: UP045
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help=_CACHE_HELP)] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (variant, recipe, metrics).")] = False,
+) -> None:
+    """Make an int8 variant with ONNX Runtime (static QDQ post-training quantization, or dynamic)
+    and print its path, size and precision metrics beside the source's. Cached by recipe."""
+    from host.models.precision import Recipe
+
+    if not int8:
+        raise typer.BadParameter("say --int8 (fp16: host zoo convert MODEL --fp16)", param_hint="--int8")
+    try:
+        recipe = Recipe(
+            "int8", method=_choice(method, ("static", "dynamic"), "--method"),
+            calibration=_choice(calibrate, ("minmax", "entropy", "percentile"), "--calibrate"),
+            per_channel=not per_tensor, calibration_samples=samples, seed=seed,
+            calibration_data=None if calibration_data is None else str(calibration_data),
+        )
+    except HostError as e:
+        _fail(e)
+    _make_variant(model, recipe, cache_dir, out, as_json)
+
+
+@app.command("convert")
+def convert_cmd(
+    model: Annotated[Path, typer.Argument(help="fp32 ONNX model.")],
+    fp16: Annotated[bool, typer.Option("--fp16", help="Convert to fp16 (required).")] = False,
+    fp16_io: Annotated[
+        bool, typer.Option("--fp16-io", help="fp16 graph inputs/outputs too (default: kept fp32).")
+    ] = False,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help=_OUT_HELP)] = None,  # noqa: UP045
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help=_CACHE_HELP)] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (variant, recipe, metrics).")] = False,
+) -> None:
+    """Make an fp16 variant (onnxruntime.transformers.float16) and print its path, size and
+    precision metrics beside the source's. Cached by recipe."""
+    from host.models.precision import Recipe
+
+    if not fp16:
+        raise typer.BadParameter("say --fp16 (int8: host zoo quantize MODEL --int8)", param_hint="--fp16")
+    _make_variant(model, Recipe("fp16", keep_io_fp32=not fp16_io), cache_dir, out, as_json)
 
 
 if __name__ == "__main__":  # python -m host.cli.zoo export ...
