@@ -1,6 +1,7 @@
 """Command line of the runners package (argparse; standard library only).
 
     python -m runners run MODEL [--backend ort] [--out result.json] ...
+        [--fidelity-inputs IN.npz --fidelity-out OUT.npz] [--dataset DIR]
     python -m runners manifest
     python -m runners backends
 
@@ -114,12 +115,29 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="N" if kind is int else "X")
     run.add_argument("--keep-latencies", action="store_true",
                      help="include every latency (ns) in the result")
+    _add_evaluation_options(run)
 
     sub.add_parser("manifest", help="print the device and tool manifest as JSON")
     backends = sub.add_parser("backends", help="list backends and whether their runtime imports")
     backends.add_argument("--json", action="store_true",
                           help="print every backend's descriptor (options, levels, precisions, families)")
     return parser
+
+
+def _add_evaluation_options(run: argparse.ArgumentParser) -> None:
+    """Untimed evaluation after the timed loops (``runners.evaluation``)."""
+    group = run.add_argument_group(
+        "untimed evaluation", "after the timed loops, in one fresh session; latency and memory figures "
+        "exclude it (see runners.evaluation)")
+    group.add_argument("--fidelity-inputs", metavar="IN.npz",
+                       help="one array per model input, leading axis = sample (each sample a complete "
+                            "input, batch dimension included); the outputs go to --fidelity-out and the "
+                            "result gains fidelity_outputs")
+    group.add_argument("--fidelity-out", metavar="OUT.npz",
+                       help="write the outputs here (atomically): one array per output, stacked per sample")
+    group.add_argument("--dataset", metavar="DIR",
+                       help="inputs.npy (N, *sample) + labels.npy (N,) [+ meta.json]: top-1/top-5 of "
+                            "the first output, in batches of the cell's batch; the result gains accuracy")
 
 
 def _backend_help() -> str:
@@ -194,6 +212,9 @@ def _cmd_run(args) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if bool(args.fidelity_inputs) != bool(args.fidelity_out):
+        print("error: --fidelity-inputs and --fidelity-out go together", file=sys.stderr)
+        return 2
     config = RunConfig(
         backend=args.backend,
         model=args.model,
@@ -203,6 +224,9 @@ def _cmd_run(args) -> int:
         options=options,
         policy=policy,
         keep_latencies=args.keep_latencies,
+        fidelity_inputs=args.fidelity_inputs,
+        fidelity_out=args.fidelity_out,
+        dataset=args.dataset,
     )
     result = run(config)
     if args.out:

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 import runners
 from runners import environment, stats
-from runners.backends import get_backend
-from runners.errors import RunnerError
+from runners.backends import can_evaluate, get_backend
+from runners.errors import DatasetError, RunnerError
 from runners.inputs import resolve_shapes, synthesize
 from runners.manifest import device_manifest, tool_manifest
 from runners.memory import MemoryProbe
@@ -86,6 +86,11 @@ class RunConfig:
     options: dict = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy)
     keep_latencies: bool = False
+    #: untimed, after the timed loops (``runners.evaluation``): fidelity inputs (.npz) and
+    #: where their outputs go (.npz); a dataset folder for accuracy
+    fidelity_inputs: str | None = None
+    fidelity_out: str | None = None
+    dataset: str | None = None
 
 
 def timed_loop(infer, min_iterations: int, min_ns: int, max_ns: int):
@@ -257,6 +262,38 @@ def _measure(config: RunConfig, result: dict, probe: MemoryProbe) -> None:
     result["status"] = "ok" if result["verdict"]["result"] == "VALID" else "invalid"
 
 
+def _evaluate(config: RunConfig, result: dict) -> None:
+    """Untimed, in one fresh session after the timed loops (and after the memory probe's
+    ``end`` mark): ``fidelity_outputs`` with ``config.fidelity_inputs``, ``accuracy`` with
+    ``config.dataset`` (see :mod:`runners.evaluation`); neither, and a warning, for a backend
+    without ``evaluate`` (:func:`runners.backends.can_evaluate`). Raises RunnerError subclasses."""
+    if not (config.fidelity_inputs or config.dataset):
+        return
+    from runners import evaluation
+
+    backend = get_backend(config.backend, config.options)
+    if not can_evaluate(backend):
+        result.setdefault("warnings", []).append(
+            f"backend {config.backend!r} does not implement evaluate(): no fidelity_outputs and no accuracy")
+        return
+    try:
+        backend.load(config.model)
+        specs = backend.inputs()
+        if config.fidelity_inputs:
+            if not config.fidelity_out:
+                raise DatasetError("--fidelity-inputs needs --fidelity-out (where the outputs go)")
+            try:
+                result["fidelity_outputs"] = evaluation.fidelity(
+                    backend, specs, config.fidelity_inputs, config.fidelity_out)
+            except OSError as exc:
+                raise DatasetError(f"--fidelity-out {config.fidelity_out}: cannot write it ({exc})") from None
+        if config.dataset:
+            result["accuracy"] = evaluation.accuracy(backend, specs, config.dataset,
+                                                     batch=config.batch, shapes=config.shapes)
+    finally:
+        _close(backend, result)
+
+
 def _close(backend, result: dict) -> None:
     try:
         backend.close()
@@ -287,7 +324,9 @@ def run(config: RunConfig) -> dict:
     (the process crashes and the host classifies the exit).
 
     Result keys: see README "Result format". ``status`` is "ok" (VALID), "invalid"
-    (measured but a stop-rule check failed) or "failed".
+    (measured but a stop-rule check failed) or "failed". With ``config.fidelity_inputs`` or
+    ``config.dataset`` the measured document gains ``fidelity_outputs`` / ``accuracy``
+    (:func:`_evaluate`); an error there makes the status "failed" (measurements kept).
     """
     config.policy.check()
     probe = MemoryProbe()
@@ -297,6 +336,7 @@ def run(config: RunConfig) -> dict:
     probe.mark("start")
     try:
         _measure(config, result, probe)
+        _evaluate(config, result)
     except RunnerError as exc:
         result["status"] = "failed"
         result["error"] = {"type": type(exc).__name__, "message": str(exc)}

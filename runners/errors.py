@@ -28,6 +28,11 @@ class UnresolvedShapeError(InputSpecError):
     """A dynamic input dimension has no value from ``--shape`` or ``--batch``."""
 
 
+class DatasetError(InputSpecError):
+    """A ``--dataset`` folder or a ``--fidelity-inputs`` file is missing, unreadable, or does not
+    fit the model (shape, dtype, labels out of range, a model with more than one input)."""
+
+
 class ModelLoadError(RunnerError):
     """The runtime cannot load the model (not ONNX, corrupt, unsupported operator)."""
 

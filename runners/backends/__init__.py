@@ -229,12 +229,27 @@ class Backend:
         """Run one inference on the prepared inputs. Raises InferenceError."""
         raise NotImplementedError
 
+    def evaluate(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The model's outputs for ``feeds`` (input name -> array of the input's dtype and a
+        concrete shape), by output name in the model's order. Untimed: used after the timed
+        loops for output fidelity and accuracy (``--fidelity-inputs``, ``--dataset``); it may
+        be called after ``load`` without ``prepare``. Raises InferenceError.
+
+        A backend that does not override this method has no outputs to give: the runner then
+        skips fidelity and accuracy with a warning (:func:`can_evaluate`) and never calls it."""
+        raise NotImplementedError
+
     def runtime_info(self) -> dict:
         """``{"name", "version", "provider", "threads", ...}`` for the result."""
         raise NotImplementedError
 
     def close(self) -> None:
         """Release the session."""
+
+
+def can_evaluate(backend: Backend) -> bool:
+    """Whether ``backend``'s class implements :meth:`Backend.evaluate` (overrides the base's)."""
+    return getattr(type(backend), "evaluate", None) is not Backend.evaluate
 
 
 def get_backend(name: str, options: Mapping | None = None) -> Backend:

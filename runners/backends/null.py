@@ -29,6 +29,10 @@ class NullBackend(Backend):
     def infer(self):
         return None
 
+    def evaluate(self, feeds):
+        """No model, no outputs: ``{}``."""
+        return {}
+
     def runtime_info(self):
         return {
             "name": "null",
