@@ -51,6 +51,10 @@ class BackendError(HostError):
     with ``implemented=False``), or a backend option no chosen backend declares or a bad value."""
 
 
+class FidelityError(HostError):
+    """The fidelity inputs or the host's fp32 reference outputs could not be produced."""
+
+
 class MemoryProfileError(HostError):
     """A heap-profiling run (``--memory massif|memray``) could not run or left no readable
     profile (the profiler is not installed where the runner runs, or the run failed)."""

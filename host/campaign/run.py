@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 
 import host
 from host.campaign.cells import combine, process_record, session_medians, take_latencies
+from host.campaign.fidelity import CellFidelity
 from host.campaign.protocol import Progress, Protocol
 from host.campaign.samples import SUFFIX as SAMPLES_SUFFIX
 from host.campaign.samples import write_samples
@@ -117,6 +118,7 @@ def host_manifest() -> dict:
 #: (``disk_full`` too: a full disk says nothing about the model; free space and resume.)
 NOT_RUN = ("unreachable", "host_key", "setup", "power_mode", "busy", "disk_full")
 _RUNNER_CATEGORY = {
+    "DatasetError": "dataset",
     "ModelLoadError": "invalid_model",
     "UnresolvedShapeError": "invalid_model",
     "InputSpecError": "invalid_model",
@@ -293,6 +295,18 @@ def store_cell(path: Path, doc: dict) -> None:
     write_cell(path, doc)
 
 
+def _add_precision(doc: dict, variant: "_Variant", fidelity: dict | None, at_precision: dict) -> None:
+    """The cell's precision (name, the variant's recipe, its static metrics at that precision:
+    weight bytes by dtype, bits per weight, footprint, QDQ share) and fidelity blocks. The
+    cell's ``metrics`` (params, FLOPs, CDL) stay those of the source model."""
+    doc["precision"] = {"name": variant.precision, "recipe": variant.recipe, "metrics": at_precision}
+    if fidelity is not None:
+        doc["fidelity"] = fidelity
+        low = [w for w in fidelity.get("warnings") or [] if w.startswith("fidelity_low")]
+        if low and isinstance(doc.get("verdict"), dict):
+            doc["verdict"].setdefault("warnings", []).extend(low)
+
+
 def device_config(config: BenchConfig, device, backend: str | None) -> BenchConfig:
     """The configuration for one device: ``backend`` if given, else the device's runtime
     (an inventory ``runtime`` is a backend name)."""
@@ -327,7 +341,7 @@ class _Plan:
         }
         self._index = {(e["device"], e["model"], e["config"]): e for e in self.doc["plan"]}
 
-    def add(self, device, model: Path, sha: str, config: BenchConfig) -> None:
+    def add(self, device, model: Path, sha: str, config: BenchConfig, variant_sha: str | None = None) -> None:
         key = (device.name, model.stem, config.slug)
         entry = self._index.get(key)
         if entry is not None:
@@ -339,7 +353,9 @@ class _Plan:
                 )
             return
         entry = {"device": device.name, "model": model.stem, "model_sha256": sha,
-                 "model_path": str(model), "config": config.slug}
+                 "model_path": str(model), "config": config.slug, "precision": config.precision}
+        if variant_sha:
+            entry["variant_sha256"] = variant_sha
         self.doc["plan"].append(entry)
         self._index[key] = entry
         self.doc["devices"].setdefault(device.name, {}).update(
@@ -385,6 +401,8 @@ def run_campaign(
     protocol: Protocol | None = None,
     memory: str = "rss",
     break_lock: bool = False,
+    precisions: tuple = ("fp32",),
+    dataset: Path | None = None,
 ) -> CampaignResult:
     """Run every model on every device; boards in parallel, runner processes on one board
     one after another, each cell by fresh processes (:mod:`host.campaign.protocol`)
@@ -412,6 +430,15 @@ def run_campaign(
             its peak in the cell's ``memory_profile``.
         break_lock: take a board whose lock another live run holds (its holder is killed;
             logged in ``campaign.json``). Without it such a board is down (``busy``).
+        precisions: the precision axis: ``"fp32"`` (the model as given) and
+            :class:`host.models.precision.Recipe` objects; the host makes each variant
+            (cached) and the cell records its recipe.
+        dataset: ``inputs.npy`` + ``labels.npy`` folder: accuracy on the board for every model
+            (else each model's own, named by its ``.info``); its first samples are the fidelity
+            inputs.
+
+    Every cell's first process also returns its outputs for a fixed input set, compared with
+    the fp32 source model under ONNX Runtime on the host (:mod:`host.campaign.fidelity`).
 
     Each board is locked while the campaign uses it, and every runner process first kills the
     leftovers of earlier runs on its board (:mod:`host.lab.lease`); both are logged.
@@ -436,7 +463,7 @@ def run_campaign(
         return _run_locked(camp_dir, models, devices, config, campaign=campaign, backend=backend,
                            retry_failed=retry_failed, open_board=open_board, on_event=on_event,
                            power=power, protocol=protocol or Protocol(), memory=memory,
-                           break_lock=break_lock, results=results)
+                           break_lock=break_lock, results=results, precisions=precisions, dataset=dataset)
 
 
 @contextlib.contextmanager
@@ -474,22 +501,24 @@ def _remove_partials(camp_dir: Path) -> list:
 
 def _run_locked(camp_dir: Path, models: list, devices: list, config: BenchConfig, *, campaign: str,
                 backend, retry_failed: bool, open_board, on_event, power, protocol: Protocol, memory: str,
-                break_lock: bool, results: Path) -> CampaignResult:
+                break_lock: bool, results: Path, precisions: tuple, dataset: Path | None) -> CampaignResult:
     """:func:`run_campaign` once the campaign folder is locked."""
     from host.lab.deploy import cached_sha256
 
     partials = _remove_partials(camp_dir)
     plan = _Plan(camp_dir, campaign)
-    shas = {m: cached_sha256(m) for m in models}
-    work = _plan_work(plan, models, devices, config, backend=backend, results=results, campaign=campaign,
+    variants = make_variants(models, precisions)
+    shas = {m: cached_sha256(m) for v in variants for m in (v.model, v.run_model)}
+    work = _plan_work(plan, variants, devices, config, backend=backend, results=results, campaign=campaign,
                       shas=shas, retry_failed=retry_failed)
     run_log = _log_run(plan, devices, models, config, retry_failed=retry_failed, protocol=protocol,
                        memory=memory)
     run_log["partials_removed"] = partials
+    run_log["precisions"] = sorted({v.precision for v in variants})
 
     shared = _Shared(plan=plan, campaign=campaign, folder=camp_dir, shas=shas, open_board=open_board,
                      power=power, protocol=protocol, memory=memory, notify=on_event or (lambda event: None),
-                     break_lock=break_lock)
+                     break_lock=break_lock, fidelity=CellFidelity(dataset))
     workers = [_BoardWorker(shared, w) for w in work.values()]
     interrupted = _run_workers(workers, shared)
     summaries = {w.name: w.summary for w in workers}
@@ -497,7 +526,8 @@ def _run_locked(camp_dir: Path, models: list, devices: list, config: BenchConfig
     run_log["interrupted"] = interrupted
     run_log.update(cells_run={n: s.run for n, s in summaries.items()},
                    order={n: s.order for n, s in summaries.items()},
-                   locks=shared.locks, leftovers_killed={n: s.leftovers for n, s in summaries.items()})
+                   locks=shared.locks, leftovers_killed={n: s.leftovers for n, s in summaries.items()},
+                   fidelity_notes=shared.fidelity.notes)
     if shared.fatal is not None:
         with contextlib.suppress(OSError):  # the disk may still be full
             plan.save()
@@ -545,21 +575,81 @@ def _log_run(plan: _Plan, devices: list, models: list, config: BenchConfig, **se
 
 
 @dataclass
+class _Variant:
+    """A model at one precision: the source model (the cell's name, the fidelity reference),
+    what the runner runs (the source for fp32, else the variant ONNX) and the variant's recipe."""
+
+    model: Path
+    precision: str
+    run_model: Path
+    recipe: dict | None = None
+
+
+def make_variants(models: list, precisions: tuple) -> list:
+    """Every model at every precision, in model order: ``"fp32"`` is the model as given;
+    a :class:`host.models.precision.Recipe` gives its variant (made on the host and cached).
+
+    Raises:
+        QuantizationError: a variant could not be made.
+    """
+    out = []
+    for model in models:
+        for p in precisions:
+            if p == "fp32" or getattr(p, "precision", None) == "fp32":
+                out.append(_Variant(model, "fp32", model))
+                continue
+            from host.models.precision import variant
+
+            p = _with_model_calibration(model, p)
+            path, recipe = variant(model, p)
+            out.append(_Variant(model, p.slug(), path, recipe))
+    return out
+
+
+def _with_model_calibration(model: Path, recipe):
+    """A static int8 recipe without calibration data calibrates on the model's own calibration
+    inputs when its dataset folder has them (``<dataset>/calibration/``, training images: never
+    the evaluation set); else on seeded random data, as the recipe says."""
+    from host.campaign.fidelity import model_dataset
+
+    if recipe.precision != "int8" or recipe.method != "static" or recipe.calibration_data:
+        return recipe
+    folder = model_dataset(model)
+    if folder is None or not (folder / "calibration").is_dir():
+        return recipe
+    return dataclasses.replace(recipe, calibration_data=str(folder / "calibration"))
+
+
+@dataclass
+class _Item:
+    """One cell of a board: the model variant, the device's configuration at its precision,
+    the cell file and the stored document that makes the cell skipped (None: run it)."""
+
+    variant: _Variant
+    cfg: BenchConfig
+    path: Path
+    old: dict | None
+
+    @property
+    def model(self) -> Path:
+        return self.variant.model
+
+
+@dataclass
 class _BoardWork:
-    """One board's share of the campaign: its configuration and, per model, the cell file and
-    the stored document that makes the cell skipped (None: run it)."""
+    """One board's share of the campaign: its configuration and its cells."""
 
     device: object
     config: BenchConfig
-    items: list  # [(model, cell path, stored doc or None)]
+    items: list  # [_Item]
 
 
-def _plan_work(plan: _Plan, models: list[Path], devices: list, config: BenchConfig, *,
+def _plan_work(plan: _Plan, variants: list, devices: list, config: BenchConfig, *,
                backend: str | None, results: Path, campaign: str, shas: dict,
                retry_failed: bool) -> dict:
-    """Add every (device, model, configuration) to the plan and decide, per cell, whether
-    its stored document stands (resume) or the cell runs: a failed cell runs again when
-    its board never ran the model (:data:`NOT_RUN`) or with ``retry_failed``. Returns
+    """Add every (device, model, configuration × precision) to the plan and decide, per cell,
+    whether its stored document stands (resume) or the cell runs: a failed cell runs again
+    when its board never ran the model (:data:`NOT_RUN`) or with ``retry_failed``. Returns
     device name -> :class:`_BoardWork`.
 
     Raises:
@@ -567,16 +657,17 @@ def _plan_work(plan: _Plan, models: list[Path], devices: list, config: BenchConf
     """
     work: dict = {}
     for device in devices:
-        cfg = device_config(config, device, backend)
+        base = device_config(config, device, backend)
         items = []
-        for model in models:
-            plan.add(device, model, shas[model], cfg)
-            path = cell_path(results, campaign, device.name, model.stem, cfg.slug)
+        for v in variants:
+            cfg = dataclasses.replace(base, precision=v.precision)
+            plan.add(device, v.model, shas[v.model], cfg, variant_sha=shas[v.run_model] if v.recipe else None)
+            path = cell_path(results, campaign, device.name, v.model.stem, cfg.slug)
             old = _read_json(path) if path.exists() else None
             rerun = old is not None and old.get("status") == "failed" and (
                 retry_failed or (old.get("error") or {}).get("category") in NOT_RUN)
-            items.append((model, path, old if (old is not None and not rerun) else None))
-        work[device.name] = _BoardWork(device, cfg, items)
+            items.append(_Item(v, cfg, path, old if (old is not None and not rerun) else None))
+        work[device.name] = _BoardWork(device, base, items)
     return work
 
 
@@ -594,6 +685,7 @@ class _Shared:
     memory: str
     notify: Callable[[CellEvent], None]
     break_lock: bool = False
+    fidelity: CellFidelity = field(default_factory=CellFidelity)
     locks: dict = field(default_factory=dict)  # device name -> LockInfo.to_json()
     fatal: HostError | None = None  # an error that stops every board (host disk full)
     stop: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C
@@ -602,6 +694,21 @@ class _Shared:
     docs: dict = field(default_factory=dict)  # (device name, index) -> cell document
     metrics_lock: threading.Lock = field(default_factory=threading.Lock)
     metrics_cache: dict = field(default_factory=dict)
+
+    def at_precision(self, model: Path) -> dict:
+        """:func:`host.models.precision.precision_metrics` of what the runner ran (cached), or
+        ``{"error": ...}``."""
+        from host.errors import QuantizationError
+        from host.models.precision import precision_metrics
+
+        with self.metrics_lock:
+            if ("precision", model) not in self.metrics_cache:
+                try:
+                    value = precision_metrics(model)
+                except (QuantizationError, OSError, ValueError) as exc:
+                    value = {"error": str(exc)}
+                self.metrics_cache[("precision", model)] = value
+            return self.metrics_cache[("precision", model)]
 
     def metrics_for(self, model: Path, cfg: BenchConfig) -> dict:
         key = (model, cfg.batch, cfg.shapes)
@@ -645,15 +752,23 @@ class _Cell:
     """A cell being measured: its processes' results, kept latencies and records so far."""
 
     index: int
-    model: Path
-    path: Path
+    item: _Item
     progress: Progress
     outcomes: list = field(default_factory=list)
     docs: list = field(default_factory=list)
     arrays: list = field(default_factory=list)  # per process, per session: int64 ns
     records: list = field(default_factory=list)
     power: dict | None = None
+    fidelity: dict | None = None
     done: bool = False
+
+    @property
+    def model(self) -> Path:
+        return self.item.model
+
+    @property
+    def path(self) -> Path:
+        return self.item.path
 
     def add(self, outcome: RunnerOutcome, arrays: list, record: dict) -> None:
         self.outcomes.append(outcome)
@@ -679,7 +794,6 @@ class _BoardWorker:
         self.power_error: str | None = None
         self.power_state: dict | None = None
         self.down: Exception | None = None  # why the board cannot be used
-        self.run_cfg = work.config  # with the power session's additions
 
     def event(self, index: int, model: Path | None, state: str, **kw) -> None:
         self.shared.notify(CellEvent(self.name, index, self.total, model, state, **kw))
@@ -701,7 +815,7 @@ class _BoardWorker:
                 if self.shared.power is not None and self.down is None:
                     self._open_power()
             board_info = {k: v for k, v in self.device.to_json().items() if k != "vars"}
-            cells = [_Cell(i, model, path, Progress(self.shared.protocol)) for i, model, path in pending]
+            cells = [_Cell(i, item, Progress(self.shared.protocol)) for i, item in pending]
             self._rounds(cells, board_info)
         finally:
             self._close()
@@ -725,15 +839,15 @@ class _BoardWorker:
 
     def _skip_stored(self) -> list:
         """Report the cells whose stored document stands; return the others as
-        ``[(index, model, path)]``."""
+        ``[(index, item)]``."""
         pending = []
-        for i, (model, path, old) in enumerate(self.items, 1):
-            if old is None:
-                pending.append((i, model, path))
+        for i, item in enumerate(self.items, 1):
+            if item.old is None:
+                pending.append((i, item))
                 continue
             self.summary.skipped += 1
-            doc = self.shared.docs[(self.name, i)] = dict(old, _path=str(path))
-            self.event(i, model, "skipped", doc=doc, path=path)
+            doc = self.shared.docs[(self.name, i)] = dict(item.old, _path=str(item.path))
+            self.event(i, item.model, "skipped", doc=doc, path=item.path)
         return pending
 
     def _open_board(self) -> None:
@@ -792,7 +906,6 @@ class _BoardWorker:
             self.session = self.shared.power(self.device, self.board, folder)
             if self.session is not None:
                 self.session.open()
-                self.run_cfg = self.session.extend(self.cfg)
         except HostError as exc:  # MeterError, PowerError
             self.power_error, self.session = f"meter could not be opened: {exc}", None
             self.summary.notes.append(self.power_error)
@@ -812,8 +925,8 @@ class _BoardWorker:
         if first and self.session is not None and self.power_error is None:
             token = self.session.start_cell()
         # only the process whose loop the meter watches needs the lengthened loop
-        cfg = self.run_cfg if token is not None else self.cfg
-        outcome, error = self._run_on_board(cell.model, cfg)
+        cfg = self.session.extend(cell.item.cfg) if token is not None else cell.item.cfg
+        outcome, error = self._run_on_board(cell, cfg, self._extras(cell) if first else None)
         if self.shared.stop.is_set():
             if token is not None:
                 token["sampler"].stop()
@@ -827,6 +940,8 @@ class _BoardWorker:
                 self._reconnect(cell)
             return True
         cell.add(outcome, take_latencies(doc), process_record(doc, outcome.wall_s, round_no, slot))
+        if first:
+            cell.fidelity = self._fidelity(cell, outcome)
         if token is not None:  # power of the first process, aligned to its first timed loop
             cell.power = self.session.finish_cell(token, {"latency": doc["sessions"][0]["latency"]},
                                                   cell.path.with_suffix(".power.csv"))
@@ -847,12 +962,26 @@ class _BoardWorker:
             self.power_error = str(exc)
             self.summary.notes.append(self.power_error)
 
-    def _run_on_board(self, model: Path, cfg: BenchConfig) -> tuple:
+    def _run_on_board(self, cell: "_Cell", cfg: BenchConfig, extras) -> tuple:
         """(runner outcome or None, error record or None): a board error fails the cell."""
+        run_model = cell.item.variant.run_model
         try:
-            return self.board.run_cell(model, self.shared.shas[model], cfg), None
+            return self.board.run_cell(run_model, self.shared.shas[run_model], cfg, extras), None
         except HostError as exc:
             return None, transport_failure(exc)
+
+    def _extras(self, cell: "_Cell"):
+        """The first process's extras: the fidelity inputs (None for a backend without outputs,
+        or when they cannot be built: a note) and the model's dataset."""
+        from host.lab.board import CellExtras
+
+        fid = self.shared.fidelity
+        return CellExtras(fidelity_inputs=fid.inputs(cell.model, cell.item.cfg)[0],
+                          dataset=fid.dataset(cell.model))
+
+    def _fidelity(self, cell: "_Cell", outcome) -> dict | None:
+        """The ``fidelity`` block of the cell from its first process's outputs."""
+        return self.shared.fidelity.block(cell.model, cell.item.cfg, outcome)
 
     def _reconnect(self, cell: "_Cell") -> None:
         """One more connection attempt (with the transport's retries) and the lock again;
@@ -890,17 +1019,20 @@ class _BoardWorker:
                                 hint="free space on this host, then resume with the same command") from None
 
     def _store_doc(self, cell: "_Cell", outcome, error, token, board_info: dict) -> None:
-        session, model, path = self.session, cell.model, cell.path
+        session, model, path, item = self.session, cell.model, cell.path, cell.item
+        run_model = item.variant.run_model
         info, info_error = read_info(model)
         combined = outcome is None and error is None
         if combined:
             earlier = earlier_cells(self.shared.folder.parent, self.shared.folder.name, self.name, model.stem,
-                                    self.cfg.slug, self.shared.shas[model])
+                                    item.cfg.slug, self.shared.shas[run_model])
             measured = combine(cell.docs, cell.arrays, cell.records, cell.progress, earlier)
             outcome = dataclasses.replace(cell.outcomes[0], result=measured)
-        doc = build_cell(outcome, model=model, config=self.run_cfg, device=self.name,
-                         campaign=self.shared.campaign, metrics=self.shared.metrics_for(model, self.cfg),
+        config = session.extend(item.cfg) if session is not None else item.cfg
+        doc = build_cell(outcome, model=model, config=config, device=self.name,
+                         campaign=self.shared.campaign, metrics=self.shared.metrics_for(model, item.cfg),
                          info=info, info_error=info_error, error=error, board=board_info)
+        _add_precision(doc, item.variant, cell.fidelity, self.shared.at_precision(run_model))
         if cell.outcomes:
             doc["host"]["runner_processes"] = [o.to_json() for o in cell.outcomes]
         if self.power_state is not None:
@@ -908,7 +1040,7 @@ class _BoardWorker:
             dev["power_state"] = self.power_state
             dev["power_mode_key"] = self.power_state.get("mode_key")
         if combined and self.shared.memory != "rss":
-            doc["memory_profile"] = self._profile(model)
+            doc["memory_profile"] = self._profile(run_model, config)
         if combined:
             doc["samples"] = write_samples(Path(str(path)[: -len(".json")] + SAMPLES_SUFFIX), cell.arrays)
         if token is not None:
@@ -923,11 +1055,11 @@ class _BoardWorker:
         doc = self.shared.docs[(self.name, cell.index)] = dict(doc, _path=str(path))
         self.event(cell.index, model, "done", doc=doc, path=path)
 
-    def _profile(self, model: Path) -> dict:
+    def _profile(self, model: Path, config: BenchConfig) -> dict:
         """The cell's heap profile (``--memory massif|memray``), or its error."""
         self.event(0, model, "profiling")
         try:
-            return self.board.profile_memory(model, self.shared.shas[model], self.run_cfg, self.shared.memory)
+            return self.board.profile_memory(model, self.shared.shas[model], config, self.shared.memory)
         except HostError as exc:
             return {"memory_method": self.shared.memory, "error": str(exc)}
 

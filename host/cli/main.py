@@ -100,6 +100,15 @@ OrderSeedOpt = Annotated[int, typer.Option(help="seed of the interleaved run ord
 MemoryOpt = Annotated[str, typer.Option(
     help="memory method: rss (every process's VmRSS/VmHWM), or massif / memray: one extra process "
          "per cell under that heap profiler (must be installed where the runner runs)")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="precisions to measure, comma-separated: fp32 (the model as given), fp16, int8 (static QDQ), "
+         "int8-dynamic; the host makes each variant (cached, recipe in the cell)")]
+DatasetOpt = Annotated[Optional[Path], typer.Option(
+    help="folder with inputs.npy + labels.npy: top-1/top-5 accuracy on the device for every model "
+         "[each model's own, from its .info]")]
+CalibrateOpt = Annotated[str, typer.Option(help="int8 calibration method: minmax | entropy | percentile")]
+CalibrationDataOpt = Annotated[Optional[Path], typer.Option(
+    help="int8 calibration inputs (.npy/.npz folder) [seeded random data, labelled so]")]
 WarmupItersOpt = Annotated[Optional[int], typer.Option(min=0, help="warm-up minimum iterations [10]")]
 WarmupSOpt = Annotated[Optional[float], typer.Option(min=0, help="warm-up minimum seconds [0.2]")]
 MinItersOpt = Annotated[Optional[int], typer.Option(min=1, help="timed loop minimum iterations [50]")]
@@ -150,6 +159,10 @@ def bench(
     sessions: SessionsOpt = None,
     order_seed: OrderSeedOpt = 0,
     memory: MemoryOpt = "rss",
+    precision: PrecisionOpt = "fp32",
+    dataset: DatasetOpt = None,
+    calibrate: CalibrateOpt = "minmax",
+    calibration_data: CalibrationDataOpt = None,
     warmup_iters: WarmupItersOpt = None,
     warmup_s: WarmupSOpt = None,
     min_iters: MinItersOpt = None,
@@ -201,6 +214,7 @@ def bench(
         raise typer.BadParameter(str(exc)) from None
     if memory not in ("rss", "massif", "memray"):
         raise typer.BadParameter(f"{memory!r}: one of rss, massif, memray", param_hint="--memory")
+    precisions = _precisions(precision, calibrate, calibration_data)
     try:
         found_devices = _bench_devices(inventory, device, group, all_devices, backend)
         config = _bench_config(found_devices, backend, batch=batch, shapes=_parse_shapes(shape),
@@ -220,7 +234,8 @@ def bench(
                 result = _run_bench(found, found_devices, config, results=results, campaign=name,
                                     backend=backend, retry_failed=retry_failed, power=power_factory,
                                     options=options, protocol=protocol, memory=memory,
-                                    break_lock=break_lock)
+                                    break_lock=break_lock, dataset=dataset,
+                                    precisions=precisions)
             except CampaignInterrupted as exc:
                 exc.exit_code = received.exit_code(exc.exit_code)  # 143 SIGTERM, 129 SIGHUP
                 raise
@@ -228,6 +243,30 @@ def bench(
         _fail(exc)
         return
     _render_bench(result, found_devices, name, json_out)
+
+
+def _precisions(text: str, calibrate: str, calibration_data: Optional[Path]) -> tuple:
+    """Step 0 of bench: ``--precision`` as ``"fp32"`` and :class:`host.models.precision.Recipe`
+    objects (typer.BadParameter for an unknown name or calibration method)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise typer.BadParameter("name at least one precision", param_hint="--precision")
+    if calibrate not in ("minmax", "entropy", "percentile"):
+        raise typer.BadParameter(f"{calibrate!r}: minmax | entropy | percentile", param_hint="--calibrate")
+    if set(names) == {"fp32"}:
+        return ("fp32",)
+    from host.models.precision import Recipe
+
+    data = str(calibration_data) if calibration_data else None
+    known = {"fp32": "fp32", "fp16": Recipe("fp16"),
+             "int8": Recipe("int8", calibration=calibrate, calibration_data=data),
+             "int8-dynamic": Recipe("int8", method="dynamic")}
+    out = []
+    for name in dict.fromkeys(names):
+        if name not in known:
+            raise typer.BadParameter(f"{name!r}: one of {', '.join(known)}", param_hint="--precision")
+        out.append(known[name])
+    return tuple(out)
 
 
 def _protocol_policy(quick: bool, rigorous: bool, *, protocol: dict, policy: dict):

@@ -45,23 +45,69 @@ def verdict_notes(cells: list[dict]) -> list[str]:
     return lines
 
 
+def _count(n) -> str:
+    """A parameter count in 3 significant figures: ``9,930``, ``242 k``, ``1.35 M``."""
+    if n is None:
+        return "-"
+    if n >= 1e6:
+        return f"{n / 1e6:.3g} M"
+    return f"{n / 1e3:.3g} k" if n >= 1e4 else f"{n:,}"
+
+
+def _tie_labels(ties: dict) -> tuple:
+    """Letters for groups of cells whose p50 cannot be told apart (connected through
+    :func:`host.analysis.compare.indistinguishable`'s pairs, within one campaign, device and
+    configuration): ``({tie key: letter}, "A: m1, m2; B: ...")``."""
+    parent: dict = {}
+
+    def find(k):
+        while parent.setdefault(k, k) != k:
+            k = parent[k]
+        return k
+
+    for key, others in ties.items():
+        for other in others:
+            parent[find((*key[:2], other, key[3]))] = find(key)
+    groups: dict = {}
+    for key in sorted(parent, key=str):
+        groups.setdefault(find(key), []).append(key)
+    labels, legend = {}, []
+    for i, members in enumerate(sorted(groups.values(), key=lambda m: str(m[0]))):
+        letter = chr(ord("A") + i % 26) + ("" if i < 26 else str(i // 26))
+        labels.update({k: letter for k in members})
+        legend.append(f"{letter}: {', '.join(k[2] for k in members)}")
+    return labels, "; ".join(legend)
+
+
+def _agreement(cell: dict) -> str:
+    """Top-1 agreement (%) with the fp32 reference; ``*`` marks random weights."""
+    fid = cell.get("fidelity") or {}
+    value = fid.get("top1_agreement")
+    if value is None:
+        return "-"
+    mark = "*" if "random" in str(fid.get("weights") or "") else ""
+    return f"{value * 100:.1f}{mark}"
+
+
 def _pm(rel) -> str:
     return "-" if rel is None else f"±{rel * 100:.1f}"
 
 
 def bench_table(cells: list[dict], title: str | None = None, show_device: bool = False,
                 ties: dict | None = None) -> Table:
-    """Summary table: [device,] model, params, MFLOPs, p50 ms with its 95 % CI and re-run
-    interval (±%), processes, p99 ms, samples/s, peak RSS, verdict; ``ties`` (from
+    """Summary table: [device,] model, precision, params, MFLOPs, p50 ms with its 95 % CI and
+    re-run interval (±%), processes, p99 ms, samples/s, peak RSS, top-1 agreement with the fp32
+    model (fidelity), top-1 accuracy, verdict; ``ties`` (from
     :func:`host.analysis.compare.indistinguishable`, keyed by campaign, device, model,
     config) adds "≈ other" to models whose p50 cannot be told apart."""
+    labels, legend = _tie_labels(ties or {})
     table = Table(title=title, title_justify="left")
     if show_device:
         table.add_column("device", no_wrap=True)
-    for name, justify in [("model", "left"), ("params", "right"), ("MFLOPs", "right"),
+    for name, justify in [("model", "left"), ("prec", "left"), ("params", "right"), ("MFLOPs", "right"),
                           ("p50 ms", "right"), ("CI95 %", "right"), ("re-run %", "right"), ("proc", "right"),
-                          ("p99 ms", "right"), ("samples/s", "right"), ("peak RSS MiB", "right"),
-                          ("verdict", "left")]:
+                          ("p99 ms", "right"), ("samples/s", "right"), ("RSS MiB", "right"),
+                          ("agree %", "right"), ("acc %", "right"), ("verdict", "left")]:
         table.add_column(name, justify=justify, no_wrap=(name == "model"))
     for cell in cells:
         lat = cell.get("latency") or {}
@@ -71,11 +117,12 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
         first = [info.get("device") or "-"] if show_device else []
         model = info.get("model_stem") or str((cell.get("model") or {}).get("path"))
         key = tuple(info.get(k) for k in ("campaign", "device", "model_stem", "config"))
-        tie = (ties or {}).get(key)
+        label = labels.get(key)
         table.add_row(
             *first,
-            model + (f" [dim](≈ {', '.join(tie)})[/]" if tie else ""),
-            _num(met.get("params"), ","),
+            model + (f" [dim]≈{label}[/]" if label else ""),
+            (cell.get("precision") or {}).get("name") or "fp32",
+            _count(met.get("params")),
             _num(met.get("flops"), ",.1f", 1e-6),
             _num(lat.get("latency_ms_p50"), ".3f"),
             _pm(lat.get("latency_ms_p50_ci95_rel")),
@@ -84,11 +131,17 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
             _num(lat.get("latency_ms_p99"), ".3f"),
             _num(lat.get("throughput_sps"), ",.0f"),
             _num(mem.get("rss_mib_peak"), ".1f"),
+            _agreement(cell),
+            _num((cell.get("accuracy") or {}).get("top1"), ".1f", 100.0),
             verdict_text(cell, full=False),
         )
     table.caption = ("p50: median of session medians over fresh processes; CI95: its 95 % interval "
                      "(with the spread between earlier campaigns of the cell, once there are 2); "
-                     "re-run: where a re-run's p50 should land (95 %); ≈: not significantly different")
+                     "re-run: where a re-run's p50 should land (95 %); ≈X: not significantly different "
+                     "from the other models marked ≈X" + (f" ({legend})" if legend else "") + "; "
+                     "agree: top-1 agreement of the device's outputs with the fp32 model on the host "
+                     "(* random weights: noise decides it); acc: top-1 accuracy on the model's dataset, "
+                     "on the device")
     table.caption_justify = "left"
     return table
 

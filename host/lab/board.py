@@ -13,11 +13,14 @@ are quoted word by word. The same class drives ``--device local`` through
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from host.errors import MemoryProfileError
 from host.lab import deploy as _deploy
@@ -61,6 +64,15 @@ def _oom_kills(stderr: str) -> tuple:
 
 
 @dataclass
+class CellExtras:
+    """What the first runner process of a cell gets besides the model: the fidelity input set
+    (host ``.npz``, :mod:`host.campaign.fidelity`) and the dataset folder for accuracy."""
+
+    fidelity_inputs: Path | None = None
+    dataset: Path | None = None
+
+
+@dataclass
 class BoardOptions:
     """How to reach boards: SSH settings shared by every device of one command."""
 
@@ -100,6 +112,7 @@ class Board:
         self.models_sent = 0
         self.model_bytes_sent = 0
         self.down: str | None = None  # set once the board was found unreachable
+        self.files_present: set = set()  # input sets and datasets sent this run (board paths)
         self.lease_tag = "untagged"  # campaign tag of this host's runner leases (host.lab.lease)
         self.lock: lease.BoardLock | None = None
 
@@ -172,12 +185,15 @@ class Board:
         argv += ["sh", "-c", run_sh] if after else run
         return f"{sh(*argv)}; exit $?"
 
-    def run_cell(self, model: Path, sha256: str, config: BenchConfig) -> RunnerOutcome:
-        """Run one cell: stage the model, run the runner in a fresh process (native or
-        container), read the result JSON back. Runner failures are in the outcome.
+    def run_cell(self, model: Path, sha256: str, config: BenchConfig,
+                 extras: CellExtras | None = None) -> RunnerOutcome:
+        """Run one runner process of a cell: stage the model (and ``extras``), run the runner in
+        a fresh process (native or container), read the result JSON back (and the fidelity
+        outputs, into ``outcome.arrays``). Runner failures are in the outcome.
 
         Raises:
             TransportError: the board is unreachable or the connection dropped.
+            DiskFullError: no room on the board for the model or the extras.
         """
         t0 = time.monotonic()
         bytes_before = self.transport.stats.bytes_sent
@@ -185,6 +201,13 @@ class Board:
         token = TOKEN_PREFIX + uuid.uuid4().hex
         out = f"{self.workdir}/out/{token}.json"
         argv = ["run", remote_model, "--out", out, *config.runner_args()]
+        fid_out = None
+        if extras is not None and extras.fidelity_inputs is not None:
+            fid_out = f"{self.workdir}/out/{token}.fid.npz"
+            argv += ["--fidelity-inputs", _deploy.ensure_inputs(self, extras.fidelity_inputs),
+                     "--fidelity-out", fid_out]
+        if extras is not None and extras.dataset is not None:
+            argv += ["--dataset", _deploy.ensure_dataset(self, extras.dataset)]
         extra_kill = sh(*words(self.device.engine or "docker"), "rm", "-f", token) + " >/dev/null 2>&1" \
             if self.container else None
         command = self._leased(_with_oom_counter(self.command(argv, name=token)), token, extra_kill)
@@ -211,6 +234,8 @@ class Board:
                 outcome.result = json.loads(self.transport.read(out).decode("utf-8"))
             except (OSError, ValueError) as exc:
                 outcome.result_error = f"unreadable result JSON: {exc}"
+        if fid_out is not None:
+            outcome.arrays = self._read_arrays(fid_out, outcome)
         self.transport.remove(out)
         t3 = time.monotonic()
         outcome.extra = {
@@ -227,6 +252,20 @@ class Board:
             "leftovers_killed": killed,
         }
         return outcome
+
+    def _read_arrays(self, remote: str, outcome: RunnerOutcome) -> dict | None:
+        """The runner's fidelity outputs (``.npz``), removed from the board; None when the
+        runner wrote none (its result says why)."""
+        if outcome.result is None or not outcome.result.get("fidelity_outputs"):
+            return None
+        try:
+            with np.load(io.BytesIO(self.transport.read(remote))) as saved:
+                return {k: saved[k] for k in saved.files}
+        except (OSError, ValueError) as exc:
+            outcome.result_error = f"unreadable fidelity outputs: {exc}"
+            return None
+        finally:
+            self.transport.remove(remote)
 
     def _leased(self, command: str, token: str, on_kill: str | None = None) -> str:
         """``command`` under a lease, after a sweep of leftovers (:func:`host.lab.lease.leased`)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import io
 import posixpath
 import tarfile
@@ -105,7 +106,7 @@ def prepare(board) -> None:
     """
     script = (
         set_workdir(board.device)
-        + 'mkdir -p "$W/models" "$W/out" "$W/runners" && test -w "$W/out" || '
+        + 'mkdir -p "$W/models" "$W/out" "$W/runners" "$W/inputs" "$W/datasets" && test -w "$W/out" || '
         '{ echo "cannot create or write the work folder $W" >&2; exit 3; }; '
         + (  # images run as their own non-root user: let it write its result (sticky, like /tmp)
             'chmod 1777 "$W/out" || exit 3; ' if board.container else "")
@@ -176,6 +177,44 @@ def ensure_model(board, model: Path, sha256: str | None = None) -> str:
         board.models_sent += 1
         board.models_present.add(sha)
     return remote
+
+
+def ensure_inputs(board, local: Path) -> str:
+    """A cell's input set (``.npz``, e.g. the fidelity inputs) on the board as
+    ``inputs/<sha256>.npz``, sent once. Raises as :func:`ensure_model`."""
+    sha = cached_sha256(local)
+    remote = f"{board.workdir}/inputs/{sha}.npz"
+    if remote not in board.files_present:
+        _put(board, Path(local), remote)
+        board.files_present.add(remote)
+    return remote
+
+
+def ensure_dataset(board, local: Path) -> str:
+    """A dataset folder (``inputs.npy``, ``labels.npy``) on the board as ``datasets/<sha256>/``
+    (the sha256 over both files' hashes), sent once; returns the board folder. Raises as
+    :func:`ensure_model`."""
+    files = [Path(local) / "inputs.npy", Path(local) / "labels.npy"]
+    sha = hashlib.sha256("".join(cached_sha256(f) for f in files).encode()).hexdigest()
+    remote = f"{board.workdir}/datasets/{sha}"
+    if remote in board.files_present:
+        return remote
+    done = sh(remote + "/.complete")
+    res = board.transport.run(f"mkdir -p {sh(remote)} && test -f {done} && echo present; exit 0",
+                              timeout=60, retry=True)
+    if "present" not in res.stdout:
+        for f in files:
+            _put(board, f, f"{remote}/{f.name}")
+        board.transport.run(f"touch {done}", timeout=60, retry=True)
+    board.files_present.add(remote)
+    return remote
+
+
+def _put(board, local: Path, remote: str) -> None:
+    try:
+        board.transport.put(local, remote)
+    except OSError as exc:
+        raise _write_failure(board, f"sending {local.name}", local.stat().st_size, exc) from None
 
 
 def free_kib(board, path: str) -> int | None:

@@ -36,6 +36,7 @@ class BenchConfig:
     policy: Policy = field(default_factory=Policy)
     timeout_s: float = 600.0
     options: tuple = ()  # ((backend option name, value), ...), hashable
+    precision: str = "fp32"  # the model variant's recipe slug (host.models.precision); fp32 = as given
 
     @property
     def descriptor(self):
@@ -55,9 +56,10 @@ class BenchConfig:
 
     @property
     def slug(self) -> str:
-        """File-name part naming the configuration, e.g. ``ort-b1-tall``, ``ort-b1-t2-optbasic``:
-        backend, batch, threads, then each explicitly set backend option that differs from its
-        default (in descriptor order), then the shapes."""
+        """File-name part naming the configuration, e.g. ``ort-b1-tall``, ``ort-b1-t2-optbasic``,
+        ``ort-b1-tall-int8``: backend, batch, threads, then each explicitly set backend option that
+        differs from its default (in descriptor order), then the shapes, then the precision
+        (nothing for fp32, the model as given)."""
         parts = [self.backend, f"b{self.batch}", f"t{self.threads or 'all'}"]
         desc, given = self.descriptor, dict(self.options)
         for opt in desc.options if desc else ():
@@ -65,6 +67,8 @@ class BenchConfig:
                 parts.append(opt.slug_part(given[opt.name]))
         if self.shapes:
             parts.append("s" + "_".join("x".join(map(str, dims)) for _, dims in self.shapes))
+        if self.precision != "fp32":
+            parts.append(self.precision)
         return "-".join(parts)
 
     def shapes_dict(self) -> dict:
@@ -109,6 +113,7 @@ class RunnerOutcome:
     result: dict | None = None
     result_error: str | None = None
     extra: dict = field(default_factory=dict)
+    arrays: dict | None = None  # fidelity outputs read back from the board (not in the JSON)
 
     def to_json(self) -> dict:
         return {

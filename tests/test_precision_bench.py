@@ -1,0 +1,105 @@
+"""`host bench --precision`: the precision axis of the matrix on this machine, with the trained
+digits example (its accuracy checked against this test's own ONNX Runtime evaluation)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from typer.testing import CliRunner
+
+from host.cli import app
+from runners.util import file_sha256
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "examples" / "models" / "digits_cnn.onnx"
+DATA = ROOT / "examples" / "datasets" / "digits"
+FAST = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "10", "--min-s", "0.02",
+        "--target-ci", "0.5", "--threads", "1"]
+runner = CliRunner()
+
+
+def host(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})
+
+
+def own_top1(model: Path) -> float:
+    """Top-1 on the digits test set, computed here with ONNX Runtime, one sample per call."""
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    x, y = np.load(DATA / "inputs.npy"), np.load(DATA / "labels.npy")
+    hits = sum(int(np.argmax(session.run(None, {"input": x[i:i + 1]})[0][0]) == y[i]) for i in range(len(y)))
+    return hits / len(y)
+
+
+def test_fp32_and_int8_cells_carry_recipe_fidelity_and_accuracy(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # a cold variant and fidelity cache
+    res = host("bench", DIGITS, "--device", "local", "--results", tmp_path / "r", "--campaign", "p",
+               "--precision", "fp32,int8", *FAST, "--json")
+    assert res.exit_code in (0, 3), res.output
+    cells = {c["precision"]["name"]: c for c in json.loads(res.stdout)}
+    assert sorted(cells) == ["fp32", "int8-cal"]  # the digits dataset ships calibration inputs
+    fp32, int8 = cells["fp32"], cells["int8-cal"]
+    recipe = int8["precision"]["recipe"]
+    assert recipe["source_sha256"] == file_sha256(DIGITS) and recipe["format"] == "QDQ"
+    assert recipe["calibration"]["data"].endswith("digits/calibration")
+    assert int8["precision"]["metrics"]["qdq_compute_share"] == 1.0
+    assert fp32["precision"]["metrics"]["bits_per_weight"] == 32.0
+    assert int8["cell"]["config"].endswith("-int8-cal") and fp32["cell"]["config"] == "ort-b1-t1"
+    # accuracy on the device equals this test's own evaluation of the same files
+    assert fp32["accuracy"]["top1"] == own_top1(DIGITS) and fp32["accuracy"]["n"] == 360
+    variant = Path(recipe["variant_path"])
+    assert int8["accuracy"]["top1"] == own_top1(variant)
+    assert abs(int8["accuracy"]["top1"] - fp32["accuracy"]["top1"]) <= 0.03  # stated tolerance
+    assert fp32["fidelity"]["top1_agreement"] == 1.0 and fp32["fidelity"]["max_abs_error"] == 0.0
+    assert int8["fidelity"]["top1_agreement"] >= 0.9 and int8["fidelity"]["max_abs_error"] > 0
+    assert "first 8 samples" in int8["fidelity"]["inputs"]
+    assert int8["model"]["sha256"] == recipe["variant_sha256"]  # the runner ran the variant
+
+    before = variant.stat().st_mtime_ns
+    again = host("bench", DIGITS, "--device", "local", "--results", tmp_path / "r", "--campaign", "p",
+                 "--precision", "fp32,int8", *FAST, "--json")
+    assert again.exit_code in (0, 3), again.output
+    assert variant.stat().st_mtime_ns == before  # cache hit: not quantized again
+    plan = json.loads((tmp_path / "r" / "p" / "campaign.json").read_text())
+    assert plan["runs"][-1]["cells_run"] == {"local": 0}
+    assert {e["precision"] for e in plan["plan"]} == {"fp32", "int8-cal"}
+
+
+def test_the_table_shows_precision_agreement_and_accuracy(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    res = host("bench", DIGITS, "--device", "local", "--results", tmp_path / "r", "--campaign", "t",
+               "--precision", "fp16", *FAST)
+    assert res.exit_code in (0, 3), res.output
+    header = next(line for line in res.stdout.splitlines() if "prec" in line)
+    assert "agree %" in header and "acc %" in header
+    row = next(line for line in res.stdout.splitlines() if line.lstrip("│ ").startswith("digits_cnn"))
+    cells = [c.strip() for c in row.split("│")][1:-1]
+    assert cells[1] == "fp16" and cells[-3] == "100.0" and 95.0 <= float(cells[-2]) <= 100.0
+
+
+def test_bad_precision_names_and_unquantizable_models_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    res = host("bench", DIGITS, "--device", "local", "--results", tmp_path / "r", "--precision", "int4")
+    assert res.exit_code == 2 and "one of fp32, fp16, int8, int8-dynamic" in res.output
+    bad = tmp_path / "m" / "broken.onnx"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a model")
+    res = host("bench", bad, "--device", "local", "--results", tmp_path / "r", "--precision", "int8", *FAST)
+    assert res.exit_code == 1 and "broken.onnx" in res.output
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").rglob("broken*.json"))
+
+
+def test_a_dataset_that_does_not_fit_the_model_fails_the_cell_as_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    np.save(wrong / "inputs.npy", np.zeros((4, 3, 32, 32), np.float32))
+    np.save(wrong / "labels.npy", np.zeros(4, np.int64))
+    model = tmp_path / "m" / "digits.onnx"
+    model.parent.mkdir()
+    shutil.copy(DIGITS, model)  # without its .info: only --dataset names a dataset
+    res = host("bench", model, "--device", "local", "--results", tmp_path / "r", "--dataset", wrong,
+               *FAST, "--json")
+    (cell,) = json.loads(res.stdout)
+    assert res.exit_code == 1 and cell["error"]["category"] == "dataset", cell["error"]
