@@ -17,7 +17,8 @@ Writes (paths from the repository root):
   ``.info`` adds ``dataset`` (``../datasets/digits``) and ``accuracy``: top-1/top-5 measured on
   this host with ONNX Runtime over the whole test set, batch 1.
 * ``examples/datasets/digits/``: ``inputs.npy`` (float32 ``(N, 1, 8, 8)``), ``labels.npy``
-  (int64 ``(N,)``), ``meta.json`` (source, split, preprocessing, seed, package versions) — the
+  (int64 ``(N,)``), ``calibration/train.npy`` (the first 128 training images: int8 calibration
+  inputs), ``meta.json`` (source, split, preprocessing, seed, package versions) — the
   layout ``python -m runners run --dataset DIR`` reads.
 
 Run from the repository root, in a venv with torch, onnx, onnxruntime, numpy and scikit-learn::
@@ -45,6 +46,7 @@ EPOCHS = 40
 BATCH = 64
 LR = 0.01
 TEST_SIZE = 0.2
+CALIBRATION = 128  # training images kept for int8 calibration
 COMMAND = "python examples/digits/train_digits.py"
 
 
@@ -120,6 +122,8 @@ def write_dataset(folder: Path, data: dict, seed: int, epochs: int) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "inputs.npy", data["x_test"])
     np.save(folder / "labels.npy", data["y_test"])
+    (folder / "calibration").mkdir(exist_ok=True)  # int8 calibration inputs: training images only
+    np.save(folder / "calibration" / "train.npy", data["x_train"][:CALIBRATION])
     meta = {
         "name": "digits",
         "source": "sklearn.datasets.load_digits (the UCI ML hand-written digits test set: 1797 8x8 images, "
@@ -131,6 +135,9 @@ def write_dataset(folder: Path, data: dict, seed: int, epochs: int) -> dict:
         "inputs": {"file": "inputs.npy", "dtype": "float32", "shape": list(data["x_test"].shape)},
         "labels": {"file": "labels.npy", "dtype": "int64", "shape": list(data["y_test"].shape),
                    "classes": 10},
+        "calibration": {"file": "calibration/train.npy", "part": "train", "n": CALIBRATION,
+                        "use": "int8 calibration inputs (host bench --precision int8 uses them for "
+                               "models whose dataset has them); never the test images"},
         "seed": seed,
         "training": {"epochs": epochs, "batch": BATCH, "optimizer": "Adam", "lr": LR,
                      "loss": "cross-entropy", "threads": 1, "deterministic": True},
