@@ -44,6 +44,8 @@ def pytest_addoption(parser):
                     help="inventory that holds --board [inventory.ini]")
     group.addoption("--board-become-password-file", default=None,
                     help="file with the sudo password of --board, when its sudo wants one")
+    group.addoption("--gpu", action="store_true", default=False,
+                    help="run the gpu tests on this machine's NVIDIA GPU (CUDA, onnxruntime-gpu, nvidia-smi)")
     group.addoption("--qemu-arm64", action="store_true", default=False,
                     help="also build the ARM-CPU image for linux/arm64 under QEMU (slow, opt-in)")
 
@@ -53,6 +55,7 @@ OPT_IN = {
     "meter_hw": ("--meter-port", "real meter test: pass --meter-port PORT [--meter NAME]"),
     "board_hw": ("--board", "real board test: pass --board NAME [--board-inventory FILE]"),
     "qemu_arm64": ("--qemu-arm64", "arm64 image build under QEMU: pass --qemu-arm64"),
+    "gpu": ("--gpu", "needs an NVIDIA GPU: pass --gpu"),
 }
 
 #: marker -> environment variable that enables it too (CI sets EDGEGAUGE_QEMU_ARM64=1: the arm64
