@@ -138,6 +138,10 @@ def _add_evaluation_options(run: argparse.ArgumentParser) -> None:
     group.add_argument("--dataset", metavar="DIR",
                        help="inputs.npy (N, *sample) + labels.npy (N,) [+ meta.json]: top-1/top-5 of "
                             "the first output, in batches of the cell's batch; the result gains accuracy")
+    group.add_argument("--profile-prefix", metavar="PREFIX",
+                       help="the runtime's own per-layer profiler on (ort: session profiling, a Chrome "
+                            "trace JSON written at PREFIX_<time>.json when the session closes; the result "
+                            "gains profile_file); slows every call: for a separate, untimed run")
 
 
 def _backend_help() -> str:
@@ -212,6 +216,8 @@ def _cmd_run(args) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.profile_prefix:
+        options["profile_prefix"] = args.profile_prefix
     if bool(args.fidelity_inputs) != bool(args.fidelity_out):
         print("error: --fidelity-inputs and --fidelity-out go together", file=sys.stderr)
         return 2

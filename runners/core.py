@@ -195,6 +195,8 @@ def _prepare(backend, config: RunConfig, result: dict, probe: MemoryProbe, index
         result["runtime"] = backend.runtime_info()
     first = shapes[specs[0].name] if specs else ()
     per_call = int(first[0]) if len(first) >= 1 and int(first[0]) > 0 else 1
+    # a backend that runs several jobs per infer() call (vart --threads N) says how many
+    per_call *= max(int(getattr(backend, "samples_per_infer_factor", 1) or 1), 1)
     return (t1 - t0) / 1e6, (t3 - t2) / 1e6, per_call
 
 
@@ -300,6 +302,8 @@ def _close(backend, result: dict) -> None:
     except Exception:  # closing must not hide the measurement
         result.setdefault("warnings", []).append(
             "backend close failed: " + traceback.format_exc(limit=1).strip())
+    if getattr(backend, "profile_path", None):  # the runtime's per-layer trace (--profile-prefix)
+        result.setdefault("profile_files", []).append(str(backend.profile_path))
 
 
 def _finish(result: dict, probe: MemoryProbe) -> None:

@@ -103,3 +103,22 @@ def test_a_dataset_that_does_not_fit_the_model_fails_the_cell_as_dataset(tmp_pat
                *FAST, "--json")
     (cell,) = json.loads(res.stdout)
     assert res.exit_code == 1 and cell["error"]["category"] == "dataset", cell["error"]
+
+
+def test_a_batch_sweep_gives_one_cell_per_batch_and_refuses_a_fixed_batch(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    fix = ROOT / "tests" / "fixtures" / "models"
+    res = host("bench", fix / "dynamic_batch.onnx", fix / "tiny_cnn.onnx", "--device", "local",
+               "--results", tmp_path / "r", "--batch", "1,4", *FAST, "--json")
+    cells = {(c["cell"]["model_stem"], c["cell"]["config"]): c for c in json.loads(res.stdout)}
+    assert set(cells) == {("dynamic_batch", "ort-b1-t1"), ("dynamic_batch", "ort-b4-t1"),
+                          ("tiny_cnn", "ort-b1-t1"), ("tiny_cnn", "ort-b4-t1")}
+    four = cells[("dynamic_batch", "ort-b4-t1")]
+    assert four["status"] != "failed" and next(iter(four["model"]["input_shapes"].values()))[0] == 4
+    assert four["fidelity"]["outputs"][next(iter(four["fidelity"]["outputs"]))]["samples"] == 8
+    fixed = cells[("tiny_cnn", "ort-b4-t1")]  # exported with batch 1 fixed
+    assert fixed["status"] == "failed" and fixed["error"]["category"] == "invalid_model"
+    assert "fixed" in fixed["error"]["message"]
+    assert res.exit_code == 1
+    bad = host("bench", fix / "dynamic_batch.onnx", "--device", "local", "--batch", "0,2")
+    assert bad.exit_code == 2 and "batch sizes >= 1" in bad.output

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from host.errors import FidelityError
+from runners.errors import RunnerError
 
 #: Samples in a fidelity set (each one runner call).
 SAMPLES = 8
@@ -97,7 +98,7 @@ def inputs_for(model: Path, *, batch: int = 1, shapes: dict | None = None, datas
     try:
         feeds, described = (_from_dataset(session, dataset, batch) if dataset is not None and
                             len(session.get_inputs()) == 1 else _random(session, batch, shapes or {}, seed))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RunnerError) as exc:  # RunnerError: shapes that do not fit the model
         raise FidelityError(f"{model}: fidelity inputs could not be built: {exc}") from None
     buf = io.BytesIO()
     np.savez(buf, **feeds)
@@ -191,7 +192,14 @@ def compare(ref: dict, got: dict, *, weights: str | None = None, inputs: str = "
 
 
 def model_dataset(model: Path) -> Path | None:
-    """The dataset folder a model's ``.info`` names (``"dataset"``, relative to the .info), or None."""
+    """The dataset folder a model's ``.info`` names (``"dataset"``, relative to the .info), or None;
+    an image folder (:func:`host.models.datasets.prepare_dataset`) gives its cached arrays folder.
+
+    Raises:
+        DatasetFormatError: the named folder is an image folder that cannot be converted.
+    """
+    from host.models.datasets import is_image_folder, prepare_dataset
+
     info = Path(model).with_suffix(".info")
     try:
         rel = json.loads(info.read_text(encoding="utf-8")).get("dataset")
@@ -200,6 +208,8 @@ def model_dataset(model: Path) -> Path | None:
     if not rel:
         return None
     path = (info.parent / rel).resolve()
+    if is_image_folder(path):
+        return prepare_dataset(path)
     return path if (path / "inputs.npy").is_file() and (path / "labels.npy").is_file() else None
 
 
@@ -232,7 +242,19 @@ class CellFidelity:
         self._lock = threading.Lock()
 
     def dataset(self, model: Path) -> Path | None:
-        return self.dataset_override or model_dataset(model)
+        """The arrays folder of ``model``'s dataset (``--dataset`` or its own), image folders
+        converted (cached); None, with a note, when an image folder cannot be converted."""
+        from host.errors import DatasetFormatError
+        from host.models.datasets import is_image_folder, prepare_dataset
+
+        try:
+            if self.dataset_override is not None and is_image_folder(self.dataset_override):
+                return prepare_dataset(self.dataset_override)
+            return self.dataset_override or model_dataset(model)
+        except DatasetFormatError as exc:
+            if str(exc) not in self.notes:
+                self.notes.append(str(exc))
+            return None
 
     def inputs(self, model: Path, cfg) -> tuple:
         """``(npz path or None, description)`` for ``model`` under configuration ``cfg``; None

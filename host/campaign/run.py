@@ -386,6 +386,7 @@ class _Plan:
         write_json_atomic(self.doc, str(self.path))
 
 
+# long: the public entry point; most of it is the docstring of its options
 def run_campaign(
     models: list[Path],
     devices: list,
@@ -403,6 +404,8 @@ def run_campaign(
     break_lock: bool = False,
     precisions: tuple = ("fp32",),
     dataset: Path | None = None,
+    batches: tuple | None = None,
+    profile: bool = False,
 ) -> CampaignResult:
     """Run every model on every device; boards in parallel, runner processes on one board
     one after another, each cell by fresh processes (:mod:`host.campaign.protocol`)
@@ -433,6 +436,11 @@ def run_campaign(
         precisions: the precision axis: ``"fp32"`` (the model as given) and
             :class:`host.models.precision.Recipe` objects; the host makes each variant
             (cached) and the cell records its recipe.
+        profile: one more untimed process per cell with the runtime's per-layer profiler
+            (:mod:`host.lab.layerprofile`): the top layers in the cell's ``profile``, every
+            layer in ``<cell>.profile.json``.
+        batches: the batch axis (a sweep, e.g. ``(1, 8, 32)``): one cell per batch size
+            (default: ``config.batch``); throughput is in samples/s.
         dataset: ``inputs.npy`` + ``labels.npy`` folder: accuracy on the board for every model
             (else each model's own, named by its ``.info``); its first samples are the fidelity
             inputs.
@@ -463,7 +471,8 @@ def run_campaign(
         return _run_locked(camp_dir, models, devices, config, campaign=campaign, backend=backend,
                            retry_failed=retry_failed, open_board=open_board, on_event=on_event,
                            power=power, protocol=protocol or Protocol(), memory=memory,
-                           break_lock=break_lock, results=results, precisions=precisions, dataset=dataset)
+                           break_lock=break_lock, results=results, precisions=precisions, dataset=dataset,
+                           batches=tuple(batches or (config.batch,)), profile=profile)
 
 
 @contextlib.contextmanager
@@ -501,7 +510,8 @@ def _remove_partials(camp_dir: Path) -> list:
 
 def _run_locked(camp_dir: Path, models: list, devices: list, config: BenchConfig, *, campaign: str,
                 backend, retry_failed: bool, open_board, on_event, power, protocol: Protocol, memory: str,
-                break_lock: bool, results: Path, precisions: tuple, dataset: Path | None) -> CampaignResult:
+                break_lock: bool, results: Path, precisions: tuple, dataset: Path | None,
+                batches: tuple, profile: bool) -> CampaignResult:
     """:func:`run_campaign` once the campaign folder is locked."""
     from host.lab.deploy import cached_sha256
 
@@ -510,7 +520,7 @@ def _run_locked(camp_dir: Path, models: list, devices: list, config: BenchConfig
     variants = make_variants(models, precisions)
     shas = {m: cached_sha256(m) for v in variants for m in (v.model, v.run_model)}
     work = _plan_work(plan, variants, devices, config, backend=backend, results=results, campaign=campaign,
-                      shas=shas, retry_failed=retry_failed)
+                      shas=shas, retry_failed=retry_failed, batches=batches)
     run_log = _log_run(plan, devices, models, config, retry_failed=retry_failed, protocol=protocol,
                        memory=memory)
     run_log["partials_removed"] = partials
@@ -518,7 +528,7 @@ def _run_locked(camp_dir: Path, models: list, devices: list, config: BenchConfig
 
     shared = _Shared(plan=plan, campaign=campaign, folder=camp_dir, shas=shas, open_board=open_board,
                      power=power, protocol=protocol, memory=memory, notify=on_event or (lambda event: None),
-                     break_lock=break_lock, fidelity=CellFidelity(dataset))
+                     break_lock=break_lock, fidelity=CellFidelity(dataset), profile=profile)
     workers = [_BoardWorker(shared, w) for w in work.values()]
     interrupted = _run_workers(workers, shared)
     summaries = {w.name: w.summary for w in workers}
@@ -646,8 +656,8 @@ class _BoardWork:
 
 def _plan_work(plan: _Plan, variants: list, devices: list, config: BenchConfig, *,
                backend: str | None, results: Path, campaign: str, shas: dict,
-               retry_failed: bool) -> dict:
-    """Add every (device, model, configuration × precision) to the plan and decide, per cell,
+               retry_failed: bool, batches: tuple = (1,)) -> dict:
+    """Add every (device, model, configuration × precision × batch) to the plan and decide, per cell,
     whether its stored document stands (resume) or the cell runs: a failed cell runs again
     when its board never ran the model (:data:`NOT_RUN`) or with ``retry_failed``. Returns
     device name -> :class:`_BoardWork`.
@@ -659,8 +669,8 @@ def _plan_work(plan: _Plan, variants: list, devices: list, config: BenchConfig, 
     for device in devices:
         base = device_config(config, device, backend)
         items = []
-        for v in variants:
-            cfg = dataclasses.replace(base, precision=v.precision)
+        for v, batch in ((v, b) for v in variants for b in batches):
+            cfg = dataclasses.replace(base, precision=v.precision, batch=batch)
             plan.add(device, v.model, shas[v.model], cfg, variant_sha=shas[v.run_model] if v.recipe else None)
             path = cell_path(results, campaign, device.name, v.model.stem, cfg.slug)
             old = _read_json(path) if path.exists() else None
@@ -685,6 +695,7 @@ class _Shared:
     memory: str
     notify: Callable[[CellEvent], None]
     break_lock: bool = False
+    profile: bool = False
     fidelity: CellFidelity = field(default_factory=CellFidelity)
     locks: dict = field(default_factory=dict)  # device name -> LockInfo.to_json()
     fatal: HostError | None = None  # an error that stops every board (host disk full)
@@ -1041,6 +1052,9 @@ class _BoardWorker:
             dev["power_mode_key"] = self.power_state.get("mode_key")
         if combined and self.shared.memory != "rss":
             doc["memory_profile"] = self._profile(run_model, config)
+        if combined and self.shared.profile:
+            sidecar = Path(str(path)[: -len(".json")] + ".profile.json")
+            doc["profile"] = self._layers(run_model, config, sidecar)
         if combined:
             doc["samples"] = write_samples(Path(str(path)[: -len(".json")] + SAMPLES_SUFFIX), cell.arrays)
         if token is not None:
@@ -1054,6 +1068,19 @@ class _BoardWorker:
         self.summary.run += 1
         doc = self.shared.docs[(self.name, cell.index)] = dict(doc, _path=str(path))
         self.event(cell.index, model, "done", doc=doc, path=path)
+
+    def _layers(self, model: Path, config: BenchConfig, sidecar: Path) -> dict:
+        """The cell's per-layer profile (``--profile``): its summary, every row in ``sidecar``;
+        or its error."""
+        from host.lab.layerprofile import summary
+
+        self.event(0, model, "profiling")
+        try:
+            found = self.board.profile_layers(model, self.shared.shas[model], config)
+        except HostError as exc:
+            return {"error": str(exc)}
+        write_json_atomic({"layers": found["rows"]}, str(sidecar))
+        return dict(summary(found["rows"]), file=sidecar.name, wall_s=found["wall_s"])
 
     def _profile(self, model: Path, config: BenchConfig) -> dict:
         """The cell's heap profile (``--memory massif|memray``), or its error."""

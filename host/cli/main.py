@@ -77,7 +77,9 @@ BreakLockOpt = Annotated[bool, typer.Option(
     "--break-lock", help="take a board whose lock another live run holds (kills that holder; logged)")]
 BackendOpt = Annotated[Optional[str], typer.Option(
     help=f"runner backend: {' | '.join(implemented_names())} [each device's runtime]")]
-BatchOpt = Annotated[int, typer.Option(min=1, help="value of a dynamic batch dimension")]
+BatchOpt = Annotated[str, typer.Option(
+    help="value of a dynamic batch dimension; comma-separated for a sweep (1,8,32): one cell per batch, "
+         "throughput in samples/s")]
 ShapeOpt = Annotated[Optional[List[str]], typer.Option(help="full input shape NAME=1x3x224x224 (repeatable)")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(
     min=0, help="backend option threads (ort: intra-op threads; 0 = all CPUs) [all CPUs]")]
@@ -109,6 +111,9 @@ DatasetOpt = Annotated[Optional[Path], typer.Option(
 CalibrateOpt = Annotated[str, typer.Option(help="int8 calibration method: minmax | entropy | percentile")]
 CalibrationDataOpt = Annotated[Optional[Path], typer.Option(
     help="int8 calibration inputs (.npy/.npz folder) [seeded random data, labelled so]")]
+ProfileOpt = Annotated[bool, typer.Option(
+    "--profile", help="per-layer profile of each cell from one extra, untimed process (ort: session "
+                      "profiling); shown by host report")]
 WarmupItersOpt = Annotated[Optional[int], typer.Option(min=0, help="warm-up minimum iterations [10]")]
 WarmupSOpt = Annotated[Optional[float], typer.Option(min=0, help="warm-up minimum seconds [0.2]")]
 MinItersOpt = Annotated[Optional[int], typer.Option(min=1, help="timed loop minimum iterations [50]")]
@@ -145,7 +150,7 @@ def bench(
     retry_failed: RetryFailedOpt = False,
     break_lock: BreakLockOpt = False,
     backend: BackendOpt = None,
-    batch: BatchOpt = 1,
+    batch: BatchOpt = "1",
     shape: ShapeOpt = None,
     threads: ThreadsOpt = None,
     opt_level: OptLevelOpt = None,
@@ -159,6 +164,7 @@ def bench(
     sessions: SessionsOpt = None,
     order_seed: OrderSeedOpt = 0,
     memory: MemoryOpt = "rss",
+    profile: ProfileOpt = False,
     precision: PrecisionOpt = "fp32",
     dataset: DatasetOpt = None,
     calibrate: CalibrateOpt = "minmax",
@@ -215,9 +221,10 @@ def bench(
     if memory not in ("rss", "massif", "memray"):
         raise typer.BadParameter(f"{memory!r}: one of rss, massif, memray", param_hint="--memory")
     precisions = _precisions(precision, calibrate, calibration_data)
+    batches = _batches(batch)
     try:
         found_devices = _bench_devices(inventory, device, group, all_devices, backend)
-        config = _bench_config(found_devices, backend, batch=batch, shapes=_parse_shapes(shape),
+        config = _bench_config(found_devices, backend, batch=batches[0], shapes=_parse_shapes(shape),
                                options=_given_options(threads, opt_level, option), policy=policy,
                                timeout=timeout)
         found = discover_models(models or _default_models())
@@ -235,7 +242,7 @@ def bench(
                                     backend=backend, retry_failed=retry_failed, power=power_factory,
                                     options=options, protocol=protocol, memory=memory,
                                     break_lock=break_lock, dataset=dataset,
-                                    precisions=precisions)
+                                    precisions=precisions, batches=batches, profile=profile)
             except CampaignInterrupted as exc:
                 exc.exit_code = received.exit_code(exc.exit_code)  # 143 SIGTERM, 129 SIGHUP
                 raise
@@ -243,6 +250,19 @@ def bench(
         _fail(exc)
         return
     _render_bench(result, found_devices, name, json_out)
+
+
+def _batches(text: str) -> tuple:
+    """Step 0 of bench: ``--batch 1`` or a sweep ``1,8,32`` as a tuple of ints >= 1
+    (typer.BadParameter otherwise)."""
+    try:
+        values = tuple(dict.fromkeys(int(t) for t in text.split(",") if t.strip()))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"{text!r}: batch sizes >= 1, comma-separated (1,8,32)",
+                                 param_hint="--batch")
+    return values
 
 
 def _precisions(text: str, calibrate: str, calibration_data: Optional[Path]) -> tuple:
@@ -445,7 +465,7 @@ def report(
     from host.analysis.compare import indistinguishable
     from host.analysis.report import mode_conflicts, write_tables
     from host.campaign.store import load_cells
-    from host.cli.render import bench_table, console, print_json
+    from host.cli.render import bench_table, console, print_json, profile_table
 
     try:
         cells = load_cells(results_dir)
@@ -465,6 +485,8 @@ def report(
     else:
         out_console = console()
         out_console.print(bench_table(cells, title=str(results_dir), ties=indistinguishable(cells)))
+        for table in filter(None, map(profile_table, cells)):
+            out_console.print(table)
         out_console.print(f"wrote {csv_path} and {parquet_path}", highlight=False)
     for line in mode_conflicts(cells):
         console(stderr=True).print(f"[yellow]warning:[/] {line} (kept apart: column power_mode_key)",

@@ -45,6 +45,11 @@ def verdict_notes(cells: list[dict]) -> list[str]:
     return lines
 
 
+def _batch(cell: dict):
+    """The cell's batch size (its configuration's), or "-"."""
+    return ((cell.get("host") or {}).get("config") or {}).get("batch", "-")
+
+
 def _count(n) -> str:
     """A parameter count in 3 significant figures: ``9,930``, ``242 k``, ``1.35 M``."""
     if n is None:
@@ -104,7 +109,9 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
     table = Table(title=title, title_justify="left")
     if show_device:
         table.add_column("device", no_wrap=True)
-    for name, justify in [("model", "left"), ("prec", "left"), ("params", "right"), ("MFLOPs", "right"),
+    sweep = len({_batch(c) for c in cells}) > 1
+    for name, justify in [("model", "left"), ("prec", "left"), *([("batch", "right")] if sweep else []),
+                          ("params", "right"), ("MFLOPs", "right"),
                           ("p50 ms", "right"), ("CI95 %", "right"), ("re-run %", "right"), ("proc", "right"),
                           ("p99 ms", "right"), ("samples/s", "right"), ("RSS MiB", "right"),
                           ("agree %", "right"), ("acc %", "right"), ("verdict", "left")]:
@@ -122,6 +129,7 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
             *first,
             model + (f" [dim]≈{label}[/]" if label else ""),
             (cell.get("precision") or {}).get("name") or "fp32",
+            *([str(_batch(cell))] if sweep else []),
             _count(met.get("params")),
             _num(met.get("flops"), ",.1f", 1e-6),
             _num(lat.get("latency_ms_p50"), ".3f"),
@@ -142,6 +150,27 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
                      "agree: top-1 agreement of the device's outputs with the fp32 model on the host "
                      "(* random weights: noise decides it); acc: top-1 accuracy on the model's dataset, "
                      "on the device")
+    table.caption_justify = "left"
+    return table
+
+
+def profile_table(cell: dict, top: int = 10) -> Table | None:
+    """The cell's per-layer profile (``host bench --profile``): its ``top`` layers by median
+    kernel time, with op type and share; None when the cell has no profile."""
+    prof = cell.get("profile") or {}
+    if not prof.get("top"):
+        return None
+    info = cell.get("cell") or {}
+    table = Table(title=f"layers of {info.get('model_stem')} ({info.get('config')}) "
+                        f"(top {min(top, len(prof['top']))} of {prof.get('layers')})", title_justify="left")
+    for name, justify in [("node", "left"), ("op", "left"), ("median µs", "right"), ("share %", "right"),
+                          ("calls", "right")]:
+        table.add_column(name, justify=justify)
+    for row in prof["top"][:top]:
+        table.add_row(str(row["node"]), str(row["op"]), f"{row['median_us']:,.1f}",
+                      f"{row['share'] * 100:.1f}", str(row["calls"]))
+    table.caption = ("median kernel time per node in one untimed process with the profiler on "
+                     "(it slows every call)")
     table.caption_justify = "left"
     return table
 

@@ -324,6 +324,43 @@ class Board:
                      note="one extra process (10-iteration loop) under the profiler; latencies discarded")
         return block
 
+    def profile_layers(self, model: Path, sha256: str, config: BenchConfig) -> dict:
+        """One extra runner process with the runtime's profiler on (one session, a 20-iteration
+        loop; its latencies are discarded): the per-layer rows of
+        :func:`host.lab.layerprofile.parse_ort_trace` and ``wall_s``.
+
+        Raises:
+            MemoryProfileError: the run failed or the backend wrote no profile.
+            TransportError: the board is unreachable.
+        """
+        from host.lab import layerprofile
+
+        remote_model = self.ensure_model(model, sha256)
+        token = TOKEN_PREFIX + uuid.uuid4().hex
+        out, prefix = f"{self.workdir}/out/{token}.json", f"{self.workdir}/out/{token}.prof"
+        policy = dataclasses.replace(config.policy, sessions=1, warmup_min_iterations=1, warmup_min_s=0.0,
+                                     min_iterations=20, min_duration_s=0.0)
+        argv = ["run", remote_model, "--out", out, *dataclasses.replace(config, policy=policy).runner_args(),
+                "--profile-prefix", prefix]
+        command = self._leased(self.command(argv, name=token), token)
+        res = self.transport.run(command, timeout=config.timeout_s, kill_pattern=token)
+        files: list = []
+        try:
+            if res.exit_code not in RESULT_EXIT_CODES:
+                raise MemoryProfileError(f"{self.name}: profiling run exited with {res.exit_code}: "
+                                         f"{tail(res.stderr, 400).strip()}")
+            files = json.loads(self.transport.read(out).decode("utf-8")).get("profile_files") or []
+            if not files:
+                raise MemoryProfileError(f"{self.name}: backend {config.backend!r} wrote no layer profile",
+                                         hint="--profile needs a backend with a profiler (ort)")
+            rows = layerprofile.parse_ort_trace(json.loads(self.transport.read(files[0]).decode("utf-8")))
+        except (OSError, ValueError) as exc:
+            raise MemoryProfileError(f"{self.name}: layer profile unreadable: {exc}") from None
+        finally:
+            for path in [out, *files]:
+                self.transport.remove(path)
+        return {"rows": rows, "wall_s": res.wall_s}
+
     def clock_probes(self, n: int = 7) -> list:
         """Bracketed reads of the board's CLOCK_MONOTONIC (the runner's loop clock):
         ``[(t1_host_ns, board_ns, t2_host_ns), ...]``. Uses the native interpreter, or the
