@@ -18,7 +18,7 @@ from array import array
 from dataclasses import asdict, dataclass, field
 
 import runners
-from runners import environment, stats
+from runners import environment, levels, stats
 from runners.backends import can_evaluate, get_backend
 from runners.errors import DatasetError, RunnerError
 from runners.inputs import resolve_shapes, synthesize
@@ -218,15 +218,18 @@ def _warm_up(infer, policy: Policy) -> dict:
 
 def _session(backend, config: RunConfig, result: dict, probe: MemoryProbe, index: int) -> tuple:
     """One fresh session: load, first inference, warm-up, timed loop with a machine
-    snapshot before and after. Returns (session block, latencies array('q'))."""
+    snapshot before and after. Returns (session block, latencies array('q'), the backend's extra
+    latency levels ``{level: array('q')}``, see :mod:`runners.levels`)."""
     policy = config.policy
     load_ms, first_ms, per_call = _prepare(backend, config, result, probe, index)
     warm = _warm_up(backend.infer, policy)
     to_mono = time.monotonic_ns() - time.perf_counter_ns()  # same clock on Linux
     before = environment.snapshot()
+    levels.reset(backend)
     lat, start, end, max_hit = timed_loop(backend.infer, policy.min_iterations,
                                           int(policy.min_duration_s * 1e9), int(policy.max_duration_s * 1e9))
     after = environment.snapshot()
+    extra = levels.collect(backend, len(lat))
     summary = stats.summarize(lat, loop_duration_ns=end - start, samples_per_call=per_call)
     summary["loop_start_monotonic_ns"] = start + to_mono
     summary["loop_end_monotonic_ns"] = end + to_mono
@@ -237,28 +240,34 @@ def _session(backend, config: RunConfig, result: dict, probe: MemoryProbe, index
               "environment": environment.delta(before, after)}
     block = {"index": index, "load_ms": load_ms, "first_inference_ms": first_ms,
              "warmup": warm, "latency": summary, "checks": checks}
-    return block, lat
+    if extra:
+        block["latency_levels"] = levels.session_levels(backend.latency_level, summary, extra,
+                                                        loop_ns=end - start, per_call=per_call)
+    return block, lat, extra
 
 
 def _measure(config: RunConfig, result: dict, probe: MemoryProbe) -> None:
     """Run ``policy.sessions`` fresh sessions one after another and fill ``sessions``,
     ``warmup``, ``latency`` (over all sessions), ``verdict``, ``realtime`` and ``status``."""
     policy = config.policy
-    blocks, arrays, level = [], [], None
+    blocks, arrays, extras, level = [], [], [], None
     for index in range(policy.sessions):
         backend = get_backend(config.backend, config.options)
         level = backend.latency_level
         try:
-            block, lat = _session(backend, config, result, probe, index)
+            block, lat, extra = _session(backend, config, result, probe, index)
         finally:
             _close(backend, result)
         blocks.append(block)
         arrays.append(lat)
+        extras.append(extra)
     probe.mark("end")
     result["sessions"] = blocks
     result["warmup"] = dict(blocks[0]["warmup"], first_inference_ms=blocks[0]["first_inference_ms"],
                             load_ms=blocks[0]["load_ms"])
     result["latency"] = stats.pool_sessions(blocks, arrays, level=level)
+    if all(extras):  # a GPU backend's device levels (runners.levels), beside the primary one
+        result["latency_levels"] = levels.pool(blocks, extras, level, result["latency"], policy)
     result["verdict"] = stats.process_verdict(blocks, policy)
     result["realtime"] = stats.realtime_verdict(result["latency"], policy.fps)
     result["status"] = "ok" if result["verdict"]["result"] == "VALID" else "invalid"
