@@ -70,6 +70,18 @@ class QuantizationError(HostError):
     or calibration failed. The message names the model (and the data folder when at fault)."""
 
 
+class DatasetFormatError(HostError):
+    """A dataset or calibration folder (:mod:`host.models.datasets`) cannot be used: no
+    ``preprocess.json`` beside the images, an unknown or invalid key in it, an unreadable image,
+    no class sub-folder, images of different sizes after preprocessing, or the cache not
+    writable. ``folder`` is the folder at fault; the message starts with it."""
+
+    def __init__(self, folder, reason: str, *, hint: str | None = None):
+        super().__init__(f"{folder}: {reason}", hint=hint)
+        self.folder = folder
+        self.reason = reason
+
+
 # --------------------------------------------------------------------------------------------
 # lab: inventories, transports, boards, images, playbooks
 

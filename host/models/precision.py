@@ -9,9 +9,10 @@ libraries only (no quantizer of our own):
   also reads), signed int8 weights and activations (S8S8, ONNX Runtime's recommended first choice
   for QDQ on CPU), per-channel weights unless asked otherwise, activation ranges from a
   calibration method (MinMax, Entropy or Percentile) over calibration data: a folder of
-  ``.npy``/``.npz`` files, or seeded random data (standard normal for float inputs, zeros for
-  integer ones; labelled ``random seed=S n=N`` in the recipe). Activations are asymmetric
-  (ORT's default), so the zero points are not all 0.
+  ``.npy``/``.npz`` files, an image folder with a ``preprocess.json`` (converted to arrays by
+  :func:`host.models.datasets.calibration_arrays`), or seeded random data (standard normal for
+  float inputs, zeros for integer ones; labelled ``random seed=S n=N`` in the recipe).
+  Activations are asymmetric (ORT's default), so the zero points are not all 0.
 * **int8, dynamic**: ``quant_pre_process`` then ``quantize_dynamic`` (QOperator format:
   ``DynamicQuantizeLinear`` + ``MatMulInteger``/``ConvInteger``; weights int8, activation ranges
   computed at run time): for MatMul-heavy models (transformers, RNNs); no calibration.
@@ -95,7 +96,8 @@ class Recipe:
     (int8 static): minmax | entropy | percentile. ``per_channel`` (int8): per-output-channel
     weight scales. ``calibration_data`` (int8 static): folder of ``.npy``/``.npz`` files (arrays
     keyed by input name, or one array for a single-input model; leading axis = samples, the
-    model's batch size per sample); None = seeded random data. ``calibration_samples``: at most
+    model's batch size per sample), or an image folder with a ``preprocess.json`` (single-input
+    models; :mod:`host.models.datasets`); None = seeded random data. ``calibration_samples``: at most
     this many calibration batches. ``seed``: of the random data. ``keep_io_fp32`` (fp16): keep
     graph inputs/outputs in fp32. Fields a precision/method does not use are ignored (they
     change neither the slug nor the cache key).
@@ -181,7 +183,9 @@ def variant(model: Path, recipe: Recipe, cache_dir: Path | None = None) -> tuple
     ``recipe`` (the effective :meth:`Recipe.fields`), ``weight_type``/``activation_type``
     (int8), ``per_channel``, ``calibration`` (int8 static: ``method``, ``data`` (``"random
     seed=S n=N ..."`` or the folder), ``data_sha256`` (sha256 over the folder's file names and
-    hashes; None for random data), ``samples`` (batches used), ``files``; else None),
+    hashes; None for random data), ``samples`` (batches used), ``files``; for an image folder
+    also ``images`` (count), ``prepared`` (the cached arrays folder), ``preprocess`` (the
+    normalised spec) and ``preprocess_sha256`` (absent otherwise); else None),
     ``keep_io_fp32`` (fp16), ``tool`` (the function used), ``preprocess``, ``tool_versions``
     ({onnxruntime, onnx}), ``ops_left_in_float`` (op types of the source that still compute in
     fp32 in the variant), ``created_utc``, ``variant_path``, ``variant_sha256``,
@@ -195,6 +199,8 @@ def variant(model: Path, recipe: Recipe, cache_dir: Path | None = None) -> tuple
             missing, empty or not matching the model's inputs; the quantizer or converter failed;
             nothing quantizable (int8 of a model without a quantizable op); the cache folder
             not writable.
+        DatasetFormatError: an image calibration folder without a valid ``preprocess.json``, with
+            an unreadable image or images of different sizes after preprocessing.
     """
     model = Path(model)
     if recipe.precision == "fp32":
@@ -376,7 +382,16 @@ def _calibration(model: Path, proto: onnx.ModelProto, recipe: Recipe) -> dict:
         label = (f"random seed={recipe.seed} n={n} (standard normal for float inputs, "
                  "zeros for integer inputs)")
         return {"feeds": feeds, "data": label, "data_sha256": None, "files": None, "samples": n}
-    return _folder_calibration(model, Path(recipe.calibration_data), specs, n)
+    from host.models.datasets import calibration_arrays
+
+    folder = Path(recipe.calibration_data)
+    arrays = calibration_arrays(folder)  # an image folder becomes calibration.npy (cached)
+    calib = _folder_calibration(model, arrays, specs, n)
+    if arrays != folder:
+        meta = json.loads((arrays / "meta.json").read_text(encoding="utf-8"))
+        calib.update(data=str(folder.resolve()), files=None, images=meta["n"], prepared=str(arrays),
+                     preprocess=meta["preprocess"], preprocess_sha256=meta["preprocess_sha256"])
+    return calib
 
 
 def _read_arrays(model: Path, folder: Path, specs) -> tuple[dict[str, np.ndarray], list[Path]]:
@@ -550,7 +565,9 @@ def _info(model: Path, src_sha: str, proto, recipe: Recipe, key: str, calib, met
     if calib is not None:
         calibration = {"method": recipe.calibration, "data": calib["data"],
                        "data_sha256": calib["data_sha256"], "samples": calib["samples"],
-                       "files": calib["files"]}
+                       "files": calib["files"],
+                       **{k: calib[k] for k in ("images", "prepared", "preprocess", "preprocess_sha256")
+                          if k in calib}}
     info = {
         "schema": INFO_SCHEMA,
         "source_path": str(model.resolve()),
