@@ -6,6 +6,16 @@ import labfix
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _local_workdir(tmp_path_factory):
+    """`--device local` gets a work folder of its own per test session, so its board lock and
+    leases never meet another pytest process's or a real campaign's on this machine."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGEGAUGE_LOCAL_WORKDIR", str(tmp_path_factory.mktemp("local-work")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def ssh_boards(tmp_path_factory):
     """Three loopback OpenSSH boards b1, b2, b3 (labfix.Boards) for the whole session.

@@ -287,7 +287,8 @@ def test_selection_in_scope(tmp_path):
         inv.select(groups=["other"])
 
 
-def test_local_is_built_in_unless_the_inventory_has_it(tmp_path):
+def test_local_is_built_in_unless_the_inventory_has_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGEGAUGE_LOCAL_WORKDIR", raising=False)
     inv = load_inventory(write(tmp_path, LAB))
     picked = inv.select(devices=["local", "pi2"])
     assert names(picked) == ["pi2", "local"]
@@ -296,6 +297,8 @@ def test_local_is_built_in_unless_the_inventory_has_it(tmp_path):
     assert local.python == sys.executable and local.address == "local" and local.port == 0
     assert local.workdir == str(Path.home() / ".cache" / "edgegauge" / "work")
     assert local_device("/w").workdir == "/w"
+    monkeypatch.setenv("EDGEGAUGE_LOCAL_WORKDIR", "/elsewhere")
+    assert local_device().workdir == "/elsewhere"
     inv = load_inventory(write(tmp_path, "[g]\nlocal ansible_host=192.0.2.9\n", "l.ini"))
     assert inv.select(devices=["local"])[0].host == "192.0.2.9"
 

@@ -28,6 +28,7 @@ before children; same depth by ``ansible_group_priority``, then name) < host-lin
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shlex
 import sys
@@ -238,9 +239,12 @@ class Inventory:
 
 
 def local_device(workdir: str | None = None) -> Device:
-    """The built-in ``local`` device: this machine, this interpreter, ONNX Runtime, native."""
+    """The built-in ``local`` device: this machine, this interpreter, ONNX Runtime, native. Its
+    work folder (models, leases, the board lock) is ``$EDGEGAUGE_LOCAL_WORKDIR`` when set, else
+    ``~/.cache/edgegauge/work``."""
     if workdir is None:
-        workdir = str(Path.home() / ".cache" / "edgegauge" / "work")
+        default = Path.home() / ".cache" / "edgegauge" / "work"
+        workdir = os.environ.get("EDGEGAUGE_LOCAL_WORKDIR") or str(default)
     return Device(
         name="local", family="local", groups=(), host="localhost", port=0, user=None,
         connection="local", runtime="ort", mode="native", image=None, image_archive=None,
