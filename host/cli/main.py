@@ -106,11 +106,13 @@ PrecisionOpt = Annotated[str, typer.Option(
     help="precisions to measure, comma-separated: fp32 (the model as given), fp16, int8 (static QDQ), "
          "int8-dynamic; the host makes each variant (cached, recipe in the cell)")]
 DatasetOpt = Annotated[Optional[Path], typer.Option(
-    help="folder with inputs.npy + labels.npy: top-1/top-5 accuracy on the device for every model "
-         "[each model's own, from its .info]")]
+    help="folder with inputs.npy + labels.npy, or an image folder (one sub-folder per class) with a "
+         "preprocess.json: top-1/top-5 accuracy on the device for every model [each model's own, from "
+         "its .info]")]
 CalibrateOpt = Annotated[str, typer.Option(help="int8 calibration method: minmax | entropy | percentile")]
 CalibrationDataOpt = Annotated[Optional[Path], typer.Option(
-    help="int8 calibration inputs (.npy/.npz folder) [seeded random data, labelled so]")]
+    help="int8 calibration inputs: a folder of .npy/.npz arrays, or images with a preprocess.json "
+         "[the model dataset's calibration/ images, else seeded random data, labelled so]")]
 ProfileOpt = Annotated[bool, typer.Option(
     "--profile", help="per-layer profile of each cell from one extra, untimed process (ort: session "
                       "profiling); shown by host report")]
@@ -222,6 +224,14 @@ def bench(
         raise typer.BadParameter(f"{memory!r}: one of rss, massif, memray", param_hint="--memory")
     precisions = _precisions(precision, calibrate, calibration_data)
     batches = _batches(batch)
+    if dataset is not None:
+        from host.models.datasets import prepare_dataset
+
+        try:  # a bad folder fails here, before any board is touched
+            prepare_dataset(dataset)
+        except HostError as exc:
+            _fail(exc)
+            return
     try:
         found_devices = _bench_devices(inventory, device, group, all_devices, backend)
         config = _bench_config(found_devices, backend, batch=batches[0], shapes=_parse_shapes(shape),
@@ -347,6 +357,13 @@ def _bench_config(found_devices, backend: Optional[str], *, batch: int, shapes: 
             "not implemented: no runner backend for " + ", ".join(missing)
             + f" in this version (runners has: {', '.join(implemented_names())})",
             hint="bench these boards with --backend null, or leave them out")
+    xmodel_only = [f"{d.name} (runtime vart)" for d in found_devices if (backend or d.runtime) == "vart"]
+    if xmodel_only:
+        raise HostError(
+            "not implemented: host bench ships ONNX models, the vart backend runs compiled .xmodel files; "
+            "no bench for " + ", ".join(xmodel_only),
+            hint="compile with `host zoo compile --target zcu104 MODEL`, then on the board: "
+                 "python3 -m runners run MODEL.xmodel --backend vart [--threads N]")
     chosen = [backend] if backend else sorted({d.runtime for d in found_devices})
     values = check_backend_options(options, chosen)
     threads = values.pop("threads", 0)
