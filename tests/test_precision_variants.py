@@ -423,3 +423,16 @@ def test_cli_errors(tmp_path):
     assert res.stderr.startswith(f"error: {bad}") and "hint:" in res.stderr
     res = runner.invoke(app, ["convert", str(tmp_path / "none.onnx"), "--fp16", "--cache-dir", str(tmp_path)])
     assert res.exit_code == 1 and "none.onnx" in res.stderr
+
+
+def test_static_int8_zero_points_are_all_zero_for_tensorrt(tmp_path):
+    """TensorRT's explicit quantization takes symmetric Q/DQ only: every zero point is 0."""
+    from host.models.precision import Recipe, variant
+
+    path, info = variant(MODELS / "tiny_cnn.onnx", Recipe("int8"), tmp_path / "cache")
+    graph = onnx.load(path).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    zero_points = [n.input[2] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                   and len(n.input) > 2]
+    assert zero_points and all(not np.any(inits[z]) for z in zero_points if z in inits)
+    assert "symmetric" in info["activation_type"]

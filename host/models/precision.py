@@ -164,7 +164,7 @@ class Recipe:
             if self.static:
                 out.update(calibration=self.calibration, calibration_samples=self.calibration_samples,
                            calibration_data=self.calibration_data,
-                           seed=None if self.calibration_data else self.seed)
+                           seed=None if self.calibration_data else self.seed, symmetric=True)
         return out
 
 
@@ -530,10 +530,14 @@ def _quantize_int8(model: Path, recipe: Recipe, calib: dict | None, work: Path, 
                     "tool": "onnxruntime.quantization.quantize_dynamic"}
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[recipe.calibration]
+        # symmetric activations (zero point 0): the QDQ form TensorRT's explicit quantization
+        # accepts, so one variant serves ONNX Runtime and TensorRT (TensorRT developer guide,
+        # "Explicit quantization": only symmetric INT8 Q/DQ)
         quantize_static(pre, out, _reader(calib["feeds"]), quant_format=QuantFormat.QDQ,
                         per_channel=recipe.per_channel, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=method)
-    return {**meta, "format": "QDQ", "activation_type": "QInt8",
+                        weight_type=QuantType.QInt8, calibrate_method=method,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    return {**meta, "format": "QDQ", "activation_type": "QInt8 (symmetric, zero point 0)",
             "tool": "onnxruntime.quantization.quantize_static"}
 
 
