@@ -191,6 +191,14 @@ class ImageSaveError(ImageError):
     """``<engine> save`` failed."""
 
 
+class CompileError(HostError):
+    """The Vitis AI compile flow (``host zoo compile``) failed or was given bad arguments."""
+
+
+class CompilerImageMissingError(CompileError):
+    """The Vitis AI compile-flow image is not in the container engine's local storage."""
+
+
 class AnsibleError(HostError):
     """ansible-runner or ``ansible-playbook`` is missing, or a playbook does not exist."""
 

@@ -260,5 +260,53 @@ def convert_cmd(
     _make_variant(model, Recipe("fp16", keep_io_fp32=not fp16_io), cache_dir, out, as_json)
 
 
+@app.command("compile")
+def compile_cmd(
+    model: Annotated[Path, typer.Argument(help="ONNX model (fp32).")],
+    target: Annotated[str, typer.Option("--target", help="Board: zcu104 (DPUCZDX8G).")] = "zcu104",
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output folder [the model's].")] = None,  # noqa: UP045
+    name: Annotated[Optional[str], typer.Option("--name", help="Network name [the model's stem].")] = None,  # noqa: UP045
+    input_shape: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--input-shape", help="Calibration batch NxCxHxW (default: the ONNX input, batch 1)."),
+    ] = None,
+    calibration_data: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--calibration-data", help="Folder of .npy batches (float32 NCHW, one batch per file); "
+                     "default: random batches (latency only)."),
+    ] = None,
+    calib_batches: Annotated[int, typer.Option("--calib-batches", min=1, help="Random calib batches.")] = 8,
+    engine: Annotated[str, typer.Option("--engine", help="docker, podman, or a podman command.")] = "docker",
+    image: Annotated[Optional[str], typer.Option("--image", help="Compile image tag (default: "  # noqa: UP045
+                                                 "edgegauge/vitis-ai-compile:<version>).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the .info recipe as JSON.")] = False,
+) -> None:
+    """Quantize and compile MODEL for the board's DPU in the Vitis AI 3.0 image (docker/podman):
+    writes NAME.xmodel and NAME.info (recipe: source sha256, VAI version, arch.json fingerprint,
+    calibration) and prints the xmodel's path."""
+    from host.lab.images import default_tag, engine_argv, qualify
+    from host.models import compile as vai
+
+    try:
+        words = engine_argv(engine)
+        shape = None
+        if input_shape:
+            try:
+                shape = tuple(int(d) for d in input_shape.lower().replace(",", "x").split("x"))
+            except ValueError:
+                raise typer.BadParameter(f"{input_shape!r}: expected NxCxHxW",
+                                         param_hint="--input-shape") from None
+        job = vai.make_job(model, target, image=qualify(image or default_tag("vitis-ai", "compile"), words),
+                           out=out, name=name, input_shape=shape, calibration_data=calibration_data,
+                           calib_batches=calib_batches)
+        xmodel = vai.compile_model(words, job)
+    except HostError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(xmodel.with_suffix(".info").read_text(encoding="utf-8"))
+    else:
+        typer.echo(str(xmodel))
+
+
 if __name__ == "__main__":  # python -m host.cli.zoo export ...
     app()

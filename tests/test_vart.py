@@ -1,0 +1,399 @@
+"""The VART backend without a DPU: fixed-point math against hand-computed values, the DPU
+subgraph choice, xdputil output parsing on recorded outputs (tests/fixtures/vart/README.md),
+and the backend's code paths with STAND-IN ``xir``/``vart`` modules put in ``sys.modules`` by
+this test only (:func:`fake_vitis`); nothing here touches real VART. The real thing is
+``test_vart_on_the_board`` (``-m board_hw --board zcu104``)."""
+
+import json
+import sys
+import threading
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runners.backends import descriptors, get_backend
+from runners.backends import vart as vb
+from runners.errors import ModelLoadError
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "vart"
+
+
+# -- fixed point ---------------------------------------------------------------------------------
+
+
+def test_quantize_by_hand():
+    # fix_point 2: scale 4. 0.3*4=1.2->1, 0.375*4=1.5->2 (half up), -0.375*4=-1.5->-1 (half toward
+    # +inf), -0.4*4=-1.6->-2, 10*4=40, 1.1*4=4.4->4
+    q = vb.quantize([0.3, 0.375, -0.375, -0.4, 10.0, 1.1], 2)
+    assert q.dtype == np.int8 and q.tolist() == [1, 2, -1, -2, 40, 4]
+    # negative fix_point -1: scale 0.5 (the KV260 excerpt's input); 3->1.5->2, -3->-1.5->-1
+    assert vb.quantize([3.0, -3.0, 5.0], -1).tolist() == [2, -1, 3]
+
+
+def test_quantize_saturates_and_the_other_round_modes():
+    # fix_point 6: scale 64. 2.5*64=160 -> 127; -3*64=-192 -> -128; 1.984375*64=127 exactly
+    assert vb.quantize([2.5, -3.0, 1.984375, -2.0], 6).tolist() == [127, -128, 127, -128]
+    halves = [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]
+    assert vb.quantize(halves, 0, round_mode="DPU_ROUND").tolist() == [-2, -1, 0, 1, 2, 3]
+    assert vb.quantize(halves, 0, round_mode="STD_ROUND").tolist() == [-3, -2, -1, 1, 2, 3]
+    assert vb.quantize(halves, 0, round_mode="PY3_ROUND").tolist() == [-2, -2, 0, 0, 2, 2]
+    assert vb.quantize([300.0], 0, bit_width=16).tolist() == [300]
+    with pytest.raises(ValueError, match="round_mode"):
+        vb.quantize([1.0], 0, round_mode="FLOOR")
+
+
+def test_dequantize_by_hand():
+    out = vb.dequantize(np.array([127, -128, 3, 0], dtype=np.int8), 3)
+    assert out.dtype == np.float32 and out.tolist() == [15.875, -16.0, 0.375, 0.0]
+    assert vb.dequantize([5], -2).tolist() == [20.0]
+
+
+# -- xdputil outputs -----------------------------------------------------------------------------
+
+
+def test_recorded_xmodel_list_gives_the_dpu_subgraph():
+    entries = vb.parse_xmodel_list((FIX / "xdputil_xmodel_l_kv260_smartcam.txt").read_text())
+    assert [(e["name"], e["device"]) for e in entries] == [("subgraph_data", "USER"),
+                                                           ("subgraph_Elt3", "DPU")]
+    (dpu,) = vb.dpu_entries(entries)
+    assert dpu["fingerprint"] == "0x101000016010406" and dpu["dpu_arch"] == "DPUCZDX8G_ISA1_B3136"
+    assert dpu["inputs"] == [{"name": "data_fixed", "shape": [1, 360, 480, 3], "fix_point": -1}]
+    assert dpu["outputs"] == []
+
+
+def test_constructed_xmodel_list_with_a_cpu_tail():
+    entries = vb.parse_xmodel_list((FIX / "xdputil_xmodel_l_constructed.json").read_text())
+    assert [e["device"] for e in entries] == ["USER", "DPU", "CPU"]
+    (dpu,) = vb.dpu_entries(entries)
+    assert dpu["index"] == 1 and dpu["outputs"] == [{"name": "fc_fix", "shape": [1, 10], "fix_point": 3}]
+    with pytest.raises(ValueError, match="subgraphs"):
+        vb.parse_xmodel_list('{"kernels": []}')
+
+
+def test_recorded_xdputil_benchmark_is_parsed():
+    got = vb.parse_xdputil_benchmark((FIX / "xdputil_benchmark_zcu104_zdce.txt").read_text())
+    assert got == {"fps": 28.5485, "frames": 1714, "duration_s": 60.0382,
+                   "frames_per_thread": [904, 810], "passed": True}
+    assert sum(got["frames_per_thread"]) == got["frames"]
+    with pytest.raises(ValueError, match="FPS"):
+        vb.parse_xdputil_benchmark("I0713 performance_test.hpp:76] 10% ...\n")
+
+
+def test_xdputil_benchmark_argv():
+    assert vb.xdputil_benchmark_argv("/m/net.xmodel", 1, 4) == [
+        "xdputil", "benchmark", "/m/net.xmodel", "-i", "1", "4"]
+
+
+def test_constructed_xdputil_query_is_parsed():
+    got = vb.parse_xdputil_query((FIX / "xdputil_query_constructed.txt").read_text())
+    assert got["fingerprints"] == ["0x101000016010407"] * 2 and got["cores"] == 2
+    assert got["dpu_arch"] == ["DPUCZDX8G_ISA1_B4096"] * 2 and got["dpu_mhz"] == [300, 300]
+    assert got["vart_version"] == "3.0.0"
+
+
+# -- stand-ins for xir and vart (this test only) ------------------------------------------------
+
+
+class FakeTensor:
+    def __init__(self, name, dims, fix_point, dtype="xint8"):
+        self.name, self.dims, self.dtype = name, list(dims), dtype
+        self._attrs = {"fix_point": fix_point, "bit_width": 8, "round_mode": "DPU_ROUND"}
+
+    def has_attr(self, k):
+        return k in self._attrs
+
+    def get_attr(self, k):
+        return self._attrs[k]
+
+
+class FakeSubgraph:
+    def __init__(self, name, attrs=None, children=()):
+        self._name, self._attrs, self._children = name, dict(attrs or {}), list(children)
+        self.is_leaf = not self._children
+
+    def get_name(self):
+        return self._name
+
+    def has_attr(self, k):
+        return k in self._attrs
+
+    def get_attr(self, k):
+        return self._attrs[k]
+
+    def toposort_child_subgraph(self):
+        return list(self._children)
+
+
+class FakeRunner:
+    """Copies input 0 into output 0's leading elements (an identity model) and records the
+    thread of every job."""
+
+    created = []
+
+    def __init__(self, subgraph, batch):
+        self.subgraph, self.jobs, self.threads = subgraph, 0, set()
+        self._in = [FakeTensor("input_fix", (batch, 2, 2, 3), 6)]
+        self._out = [FakeTensor("fc_fix", (batch, 4), 3)]
+        FakeRunner.created.append(self)
+
+    def get_input_tensors(self):
+        return self._in
+
+    def get_output_tensors(self):
+        return self._out
+
+    def execute_async(self, inputs, outputs):
+        assert inputs[0].dtype == np.int8 and inputs[0].shape == tuple(self._in[0].dims)
+        outputs[0][...] = inputs[0].reshape(inputs[0].shape[0], -1)[:, :4]
+        self.jobs += 1
+        self.threads.add(threading.get_ident())
+        return (self.jobs, 0)
+
+    def wait(self, job_id):
+        return 0
+
+
+def fake_vitis(monkeypatch, children, batch=1):
+    """Put stand-in ``xir`` and ``vart`` modules in ``sys.modules`` for one test."""
+    graph = types.SimpleNamespace(get_root_subgraph=lambda: FakeSubgraph("root", children=children))
+    xir = types.ModuleType("xir")
+    xir.Graph = types.SimpleNamespace(deserialize=lambda path: graph)
+    vart = types.ModuleType("vart")
+    vart.__version__ = "3.0.0-standin"
+    vart.Runner = types.SimpleNamespace(create_runner=lambda sg, mode: FakeRunner(sg, batch))
+    monkeypatch.setitem(sys.modules, "xir", xir)
+    monkeypatch.setitem(sys.modules, "vart", vart)
+    monkeypatch.setattr(vb, "board_dpu", lambda: {"error": "no xdputil here"})
+    monkeypatch.setattr(vb.VartBackend, "_xdputil_done", None)
+    FakeRunner.created = []
+
+
+def _children(n_dpu=1):
+    kids = [FakeSubgraph("subgraph_input", {"device": "USER"})]
+    for i in range(n_dpu):
+        kids.append(FakeSubgraph(f"subgraph_conv{i}", {"device": "DPU", "dpu_fingerprint": 0x101000016010407,
+                                                       "dpu_name": "DPUCZDX8G_ISA1_B4096"}))
+        kids.append(FakeSubgraph(f"subgraph_cpu{i}", {"device": "CPU"}))
+    return kids
+
+
+def test_dpu_subgraph_selection():
+    kids = _children(1)
+    assert vb.select_dpu_subgraph(kids)[0] == 1
+    with pytest.raises(ModelLoadError, match="2 DPU subgraphs.*--subgraph"):
+        vb.select_dpu_subgraph(_children(2))
+    assert vb.select_dpu_subgraph(_children(2), 3)[1].get_name() == "subgraph_conv1"
+    with pytest.raises(ModelLoadError, match="not a DPU subgraph"):
+        vb.select_dpu_subgraph(kids, 2)
+    with pytest.raises(ModelLoadError, match="no DPU subgraph.*vai_c_xir"):
+        vb.select_dpu_subgraph(kids[:1])
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_map_to_runners_and_batch_comes_from_dims(monkeypatch, threads):
+    fake_vitis(monkeypatch, _children(1), batch=2)
+    b = get_backend("vart", {"threads": threads})
+    b.load("/models/net.xmodel")
+    assert len(FakeRunner.created) == threads
+    assert all(r.subgraph.get_name() == "subgraph_conv0" for r in FakeRunner.created)
+    assert [s.shape for s in b.inputs()] == [(2, 2, 2, 3)] and b.inputs()[0].dtype == "float32"
+    assert b.samples_per_infer_factor == threads
+    x = np.full((2, 2, 2, 3), 0.5, dtype=np.float32)  # 0.5 * 2**6 = 32
+    b.prepare({"input_fix": x})
+    for _ in range(5):
+        b.infer()
+    assert [r.jobs for r in FakeRunner.created] == [6] * threads  # prepare's first run + 5
+    if threads > 1:  # each runner on its own thread, none on the caller's
+        idents = [next(iter(r.threads)) for r in FakeRunner.created]
+        assert len(set(idents)) == threads and threading.get_ident() not in idents
+    info = b.runtime_info()
+    assert info["threads"] == info["runners"] == threads and info["batch"] == 2
+    assert info["subgraph"]["fingerprint"] == "0x101000016010407" and info["subgraph"]["index"] == 1
+    assert info["inputs"][0]["fix_point"] == 6 and info["fingerprint_match"] is None
+    b.close()
+
+
+def test_evaluate_quantizes_and_dequantizes(monkeypatch):
+    fake_vitis(monkeypatch, _children(1), batch=1)
+    b = get_backend("vart", {})
+    b.load("/models/net.xmodel")
+    x = np.array([0.5, -0.25, 1.0, 3.0] + [0.0] * 8, dtype=np.float32).reshape(1, 2, 2, 3)
+    out = b.evaluate({"input_fix": x})
+    # in: *64 -> 32, -16, 64, 127 (saturated); out: /8 -> 4, -2, 8, 15.875
+    assert out["fc_fix"].tolist() == [[4.0, -2.0, 8.0, 15.875]]
+    with pytest.raises(Exception, match="fixed when compiling"):
+        b.evaluate({"input_fix": np.zeros((2, 2, 2, 3), dtype=np.float32)})
+
+
+def test_load_refuses_onnx_and_a_model_without_dpu(monkeypatch):
+    fake_vitis(monkeypatch, _children(0))
+    with pytest.raises(ModelLoadError, match="compiled .xmodel.*host zoo compile"):
+        get_backend("vart", {}).load("/models/net.onnx")
+    with pytest.raises(ModelLoadError, match="no DPU subgraph"):
+        get_backend("vart", {}).load("/models/net.xmodel")
+
+
+def test_whole_runner_with_stand_ins_counts_n_jobs_per_call(monkeypatch, tmp_path):
+    from runners.core import Policy, RunConfig, run
+
+    fake_vitis(monkeypatch, _children(1), batch=2)
+    model = tmp_path / "net.xmodel"
+    model.write_bytes(b"not a real xmodel: the stand-in xir never reads it")
+    policy = Policy(warmup_min_iterations=2, warmup_min_s=0, min_iterations=20, min_duration_s=0)
+    doc = run(RunConfig(backend="vart", model=str(model), batch=2, options={"threads": 2}, policy=policy))
+    assert doc["status"] in ("ok", "invalid"), doc["error"]
+    assert doc["latency"]["samples_per_call"] == 4  # 2 runners x batch 2
+    assert doc["runtime"]["mode"] == "throughput (2 runners)"
+    json.dumps(doc)
+
+
+def test_descriptor():
+    d = descriptors()["vart"]
+    assert d.implemented and d.backend is vb.VartBackend
+    assert d.families == ("zcu104",) and d.runtime_modules == ("vart", "xir") and d.precisions == ("int8",)
+    assert [(o.name, o.kind, o.default, o.flag) for o in d.options] == [
+        ("threads", int, 1, "--threads"), ("subgraph", int, -1, "--subgraph"), ("xdputil_s", float, 0.0,
+                                                                                 "--xdputil-s")]
+
+
+# -- the compile flow (host side; the Vitis AI image is not run here) ------------------------------
+
+
+def _onnx(tmp_path):
+    src = Path(__file__).resolve().parent / "fixtures" / "models" / "identity.onnx"
+    model = tmp_path / "models" / "net.onnx"
+    model.parent.mkdir()
+    model.write_bytes(src.read_bytes())
+    return model
+
+
+def test_compile_argv_random_and_file_calibration(tmp_path):
+    from host.models import compile as vai
+
+    model = _onnx(tmp_path)
+    job = vai.make_job(model, "zcu104", image="edgegauge/vitis-ai-compile:0.1.0", out=tmp_path / "xm",
+                       input_shape=(1, 3, 32, 32))
+    assert vai.compile_argv(["podman", "--root", "/r"], job) == [
+        "podman", "--root", "/r", "run", "--rm", "-v", f"{model.parent}:/in:ro",
+        "-v", f"{tmp_path / 'xm'}:/out",
+        "edgegauge/vitis-ai-compile:0.1.0", "--model", "/in/net.onnx", "--input-shape", "1x3x32x32",
+        "--name", "net", "--out", "/out", "--arch", "/opt/vitis_ai/compiler/arch/DPUCZDX8G/ZCU104/arch.json",
+        "--calib-batches", "8"]
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    job = vai.make_job(model, "zcu104", image="img:1", name="mynet", input_shape=(8, 3, 32, 32),
+                       calibration_data=calib)
+    argv = vai.compile_argv(["docker"], job)
+    assert argv[:8] == ["docker", "run", "--rm", "-v", f"{model.parent}:/in:ro", "-v", f"{model.parent}:/out",
+                        "-v"] and argv[8] == f"{calib}:/calib:ro"
+    assert argv[-6:] == ["--out", "/out", "--arch", vai.TARGETS["zcu104"], "--calib-dir", "/calib"]
+    assert vai.arch_argv(["docker"], job) == ["docker", "run", "--rm", "--entrypoint", "cat", "img:1",
+                                              vai.TARGETS["zcu104"]]
+
+
+def test_compile_defaults_and_refusals(tmp_path):
+    from host.errors import CompileError
+    from host.models import compile as vai
+
+    model = _onnx(tmp_path)  # identity.onnx: input [1, 4]
+    job = vai.make_job(model, "zcu104", image="i")
+    assert job.input_shape == (1, 4) and job.name == "net" and job.out == model.parent.resolve()
+    models = Path(__file__).resolve().parent / "fixtures" / "models"
+    assert vai.make_job(models / "dynamic_batch.onnx", "zcu104", image="i").input_shape == (1, 3, 32, 32)
+    with pytest.raises(CompileError, match="dynamic dimensions"):
+        vai.make_job(models / "dynamic_hw.onnx", "zcu104", image="i")
+    with pytest.raises(CompileError, match="unknown target"):
+        vai.make_job(model, "jetson", image="i", input_shape=(1, 3))
+    with pytest.raises(CompileError, match="does not exist"):
+        vai.make_job(tmp_path / "none.onnx", "zcu104", image="i", input_shape=(1, 3))
+    with pytest.raises(CompileError, match="not a folder"):
+        vai.make_job(model, "zcu104", image="i", input_shape=(1, 3), calibration_data=tmp_path / "nope")
+
+
+def test_compile_missing_image_is_typed_with_the_build_command(tmp_path):
+    import subprocess
+
+    from host.errors import CompilerImageMissingError, HostError
+    from host.models import compile as vai
+
+    job = vai.make_job(_onnx(tmp_path), "zcu104", image="edgegauge/vitis-ai-compile:0.1.0",
+                       input_shape=(1, 3))
+    calls = []
+
+    def run(argv, **kw):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 125, "", "Error: no such image")
+
+    with pytest.raises(CompilerImageMissingError) as err:
+        vai.compile_model(["podman"], job, run=run)
+    assert isinstance(err.value, HostError)
+    assert "host image build vitis-ai --variant compile" in err.value.hint
+    assert calls == [["podman", "image", "inspect", "--format", "{{json .Config.Labels}}",
+                      "edgegauge/vitis-ai-compile:0.1.0"]]
+
+
+def test_compile_writes_the_recipe_with_a_stand_in_engine(tmp_path):
+    import subprocess
+
+    from host.models import compile as vai
+
+    model = _onnx(tmp_path)
+    job = vai.make_job(model, "zcu104", image="img:1", out=tmp_path / "xm", input_shape=(1, 3, 8, 8))
+    labels = {"org.opencontainers.image.base.name":
+              "docker.io/xilinx/vitis-ai-pytorch-cpu:ubuntu2004-3.0.0.106"}
+
+    def run(argv, **kw):  # a stand-in engine: answers inspect, cat arch.json, and "compiles"
+        if "inspect" in argv:
+            return subprocess.CompletedProcess(argv, 0, json.dumps(labels), "")
+        if "--entrypoint" in argv:
+            return subprocess.CompletedProcess(argv, 0, '{"fingerprint":"0x101000016010407"}\n', "")
+        (tmp_path / "xm" / "net.xmodel").write_bytes(b"xmodel")
+        return subprocess.CompletedProcess(argv, 0, "wrote /out/net.xmodel", "")
+
+    xmodel = vai.compile_model(["docker"], job, run=run)
+    info = json.loads(xmodel.with_suffix(".info").read_text())
+    import hashlib
+
+    assert info["source"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert info["fingerprint"] == "0x101000016010407" and info["vai_version"] == "3.0.0.106"
+    assert info["calibration"]["kind"] == "random" and "accuracy meaningless" in info["calibration"]["note"]
+    assert info["command"] == vai.compile_argv(["docker"], job)
+
+
+def test_zoo_compile_cli_missing_engine_and_missing_image(tmp_path, monkeypatch):
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from host.cli import zoo as cli_zoo
+    from host.models import compile as vai
+
+    model = _onnx(tmp_path)
+    res = CliRunner().invoke(cli_zoo.app, ["compile", str(model), "--engine", "no-such-engine-xyz"])
+    assert res.exit_code == 1 and "not found on PATH" in res.output
+    monkeypatch.setattr(vai.subprocess, "run",
+                        lambda argv, **kw: subprocess.CompletedProcess(argv, 125, "", ""))
+    res = CliRunner().invoke(cli_zoo.app, ["compile", str(model), "--engine", "sh", "--image", "x/y:1"])
+    assert res.exit_code == 1, res.output
+    assert "x/y:1 is not in" in res.output and "host image build vitis-ai --variant compile" in res.output
+
+
+@pytest.mark.board_hw
+def test_vart_on_the_board(hw_board):
+    """On a real, provisioned ZCU104 (``-m board_hw --board NAME``): the runner's vart backend
+    runs an xmodel that the board image ships, single-stream and with 2 runners, and the result
+    carries the board's DPU fingerprint. NOT RUN in edgegauge's CI (no DPU there)."""
+    from host.lab.board import Board, open_transport
+
+    board = Board(hw_board, open_transport(hw_board))
+    res = board.transport.run(board.command(["backends"]), timeout=300)
+    assert res.ok and "vart\tavailable" in res.stdout, res.stdout + res.stderr
+    xmodel = "/usr/share/vitis_ai_library/models/resnet50/resnet50.xmodel"
+    for threads in ("1", "2"):
+        res = board.transport.run(board.command(["run", xmodel, "--backend", "vart", "--threads", threads,
+                                                 "--min-s", "2"]), timeout=600)
+        assert res.exit_code in (0, 3), res.stdout[-2000:] + res.stderr[-2000:]
+        doc = json.loads(res.stdout)
+        assert doc["runtime"]["threads"] == int(threads) and doc["runtime"]["dpu"].get("fingerprints")
