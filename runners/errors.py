@@ -43,3 +43,17 @@ class BackendUnavailableError(RunnerError):
 
 class InferenceError(RunnerError):
     """The runtime failed during an inference call."""
+
+
+class CudaError(RunnerError):
+    """A CUDA runtime call failed (``runners.cuda_rt``: the message names the call and the
+    ``cudaError_t``), or cuda-python is missing."""
+
+
+class EngineBuildError(ModelLoadError):
+    """TensorRT could not parse the ONNX model or build an engine from it."""
+
+
+class UnsupportedFeatureError(BackendUnavailableError):
+    """The installed runtime version cannot do what the configuration asks (e.g. TensorRT 11 has
+    no FP16/INT8 builder flags; the entropy calibrator stops at TensorRT 10)."""

@@ -1,22 +1,682 @@
-"""TensorRT backend: declared, not implemented yet.
+"""TensorRT backend: an engine built from the ONNX model, run with ``execute_async_v3``.
 
-The example lab's Jetson and x86 + A100 boards name ``runtime=tensorrt`` and their images ship
-TensorRT (images/jetson, images/x86-a100), so the inventory accepts it; ``host bench`` refuses
-those devices until a :class:`runners.backends.Backend` subclass lives here (it will import
-``tensorrt`` inside its methods, never at module level).
+One code path for TensorRT 8.5 (JetPack 5.1), 10.x (JetPack 6, NVIDIA's x86 containers) and 11.x:
+name-based tensor I/O (``num_io_tensors``/``get_tensor_name``, ``set_input_shape``,
+``set_tensor_address``) and ``execute_async_v3`` on a CUDA stream from :mod:`runners.cuda_rt`.
+``tensorrt`` and cuda-python are imported inside the methods, never at module level.
+
+What each version can do is :func:`features`; what it cannot is refused with
+:class:`~runners.errors.UnsupportedFeatureError` before anything is built (:func:`precision_plan`):
+TensorRT 11 networks are strongly typed and it has no FP16/INT8 builder flags, so fp16 needs an
+fp16 ONNX and int8 a QDQ ONNX (``host/models/precision.py`` makes both). int8 is QDQ on every
+version (explicit quantization); the entropy calibrator is not implemented here.
+
+Engines are built with a workspace limit, one optimization profile at the run's shapes and a
+timing cache, and cached under ``engine_cache`` (default: ``engines/`` beside the model's folder,
+i.e. in the board's work folder) keyed by :func:`engine_key`. ``rebuild=N`` builds N fresh engines
+(no cache, no timing cache: engine building is not deterministic) and reports the spread of their
+``device_compute`` latencies (:func:`rebuild_spread`); the first one is then measured as usual.
+
+Latency taxonomy (docs/measurement.md §1): ``infer()`` is one synchronous call: event e0, H2D copies
+of every input, e1, ``execute_async_v3``, e2, D2H copies of every output, e3, stream synchronize
+(or a spin on ``cudaStreamQuery`` with ``spin_wait``). The runner times the whole call with
+``perf_counter_ns`` (``host_call``, the ``latency`` block); e1→e2 is ``device_compute`` and e0→e3
+``device_with_transfers`` (``latency_levels``). The two ``cudaEventElapsedTime`` read-outs happen
+inside ``infer()`` after the synchronize, so ``host_call`` includes them (a few us). No CUDA graph.
+Host buffers are page-locked (``cudaMallocHost``) so copies are truly asynchronous.
 """
 
 from __future__ import annotations
 
-from runners.backends import BackendDescriptor
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from array import array
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from runners.backends import Backend, BackendDescriptor, BackendOption
+from runners.errors import (
+    BackendUnavailableError,
+    EngineBuildError,
+    InferenceError,
+    ModelLoadError,
+    UnsupportedFeatureError,
+)
+from runners.inputs import TensorSpec
+
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Engine-cache key schema; bump when what goes into an engine changes.
+KEY_VERSION = 1
+#: rebuild: warm-up and timed iterations per engine (CUDA events, device_compute)
+REBUILD_WARMUP = 20
+REBUILD_ITERATIONS = 200
+
+# ----------------------------------------------------------------------------------------------
+# versions and what they can do
+# ----------------------------------------------------------------------------------------------
+
+_VERSION = re.compile(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?")
+
+
+def parse_version(text: str) -> Tuple[int, int, int]:
+    """``(major, minor, patch)`` of a TensorRT version string: ``"8.5.2.2"`` -> (8, 5, 2),
+    ``"10.3.0"`` -> (10, 3, 0), ``"11.0.0.7"``, ``"10.0.0b6"`` -> (10, 0, 0).
+
+    Raises:
+        ValueError: not a version.
+    """
+    m = _VERSION.match(str(text))
+    if not m:
+        raise ValueError(f"not a TensorRT version: {text!r}")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def features(version: Tuple[int, int, int]) -> dict:
+    """What TensorRT ``version`` can do here (all True/False):
+
+    * ``precision_flags``: BuilderFlag.FP16/INT8 (weak typing) exist — 8.5 to 10.x; TensorRT 11
+      removed them (networks are strongly typed: NVIDIA, "Migrating from TensorRT 10.x to 11.x");
+    * ``strongly_typed``: networks are always strongly typed (11+);
+    * ``explicit_batch_flag``: ``create_network`` needs the EXPLICIT_BATCH flag (8.x);
+    * ``entropy_calibrator``: IInt8EntropyCalibrator2 exists (8.5–10.x; deprecated from 10.1);
+    * ``device_memory_size_v2``: ``ICudaEngine.device_memory_size_v2`` (10.1+; else
+      ``device_memory_size``).
+
+    Raises:
+        UnsupportedFeatureError: older than 8.5 (no ``execute_async_v3`` / name-based I/O).
+    """
+    major, minor, _ = version
+    if (major, minor) < (8, 5):
+        raise UnsupportedFeatureError(
+            f"TensorRT {major}.{minor} is too old: this backend needs 8.5 or newer "
+            "(execute_async_v3 and name-based tensor I/O; JetPack 5.1 ships 8.5)"
+        )
+    return {
+        "precision_flags": major <= 10,
+        "strongly_typed": major >= 11,
+        "explicit_batch_flag": major == 8,
+        "entropy_calibrator": major <= 10,
+        "device_memory_size_v2": (major, minor) >= (10, 1),
+    }
+
+
+def precision_plan(version: Tuple[int, int, int], precision: str, *, has_fp16: bool, has_qdq: bool) -> dict:
+    """How ``precision`` is obtained on ``version`` for a network with (``has_fp16``) half-precision
+    tensors and (``has_qdq``) Quantize/Dequantize layers: ``{"precision", "builder_flags": [names],
+    "typing": "weak"|"strong", "recipe"}``. ``"auto"`` takes the model's own: int8 with Q/DQ layers,
+    fp16 with half tensors, else fp32 (the host's precision variants are such models).
+
+    Raises:
+        UnsupportedFeatureError: the version cannot do it (TensorRT 11: fp16 from an fp32 ONNX or
+            int8 without Q/DQ; any version: int8 without Q/DQ, since the calibrator is not here).
+        ValueError: an unknown precision.
+    """
+    if precision == "auto":
+        precision = "int8" if has_qdq else "fp16" if has_fp16 else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: auto or one of {', '.join(PRECISIONS)}")
+    feats = features(version)
+    name = ".".join(map(str, version))
+    if feats["strongly_typed"]:
+        if precision == "fp16" and not has_fp16:
+            raise UnsupportedFeatureError(
+                f"TensorRT {name} has no FP16/INT8 builder flags (networks are strongly typed): "
+                "precision fp16 needs an fp16 ONNX model; make one with `host zoo convert --precision fp16` "
+                "(or bench --precision fp16), then run it with precision=fp16"
+            )
+        if precision == "int8" and not has_qdq:
+            raise UnsupportedFeatureError(
+                f"TensorRT {name} has no FP16/INT8 builder flags (networks are strongly typed): "
+                "precision int8 needs a QDQ ONNX model (QuantizeLinear/DequantizeLinear); make one with "
+                "`host zoo quantize` (or bench --precision int8)"
+            )
+        return {
+            "precision": precision,
+            "builder_flags": [],
+            "typing": "strong",
+            "recipe": {"fp32": "onnx_types", "fp16": "fp16_onnx", "int8": "qdq_onnx"}[precision],
+        }
+    if precision == "int8" and not has_qdq:
+        raise UnsupportedFeatureError(
+            "precision int8 needs a QDQ ONNX model (explicit quantization, every TensorRT version); "
+            "the entropy calibrator is not implemented in this backend: make one with `host zoo quantize`"
+        )
+    flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
+    recipe = {"fp32": "fp32", "fp16": "builder_flag_fp16", "int8": "qdq_onnx+int8_flag"}[precision]
+    return {"precision": precision, "builder_flags": flags, "typing": "weak", "recipe": recipe}
+
+
+# ----------------------------------------------------------------------------------------------
+# the engine cache
+# ----------------------------------------------------------------------------------------------
+
+
+def engine_key(
+    model_sha256: str,
+    precision: str,
+    recipe: str,
+    trt_version: str,
+    gpu_name: str,
+    compute_capability: Tuple[int, int],
+    builder_options: Mapping,
+) -> str:
+    """The engine cache key: sha256 (hex) of the canonical JSON of every input that changes the
+    engine — the model's sha256, precision and recipe, the TensorRT version string, the GPU's
+    name and compute capability, and ``builder_options`` (workspace, flags, typing, shapes, ...;
+    key order does not matter). Any change gives another key; the same inputs, the same key."""
+    doc = {
+        "key_version": KEY_VERSION,
+        "model_sha256": model_sha256,
+        "precision": precision,
+        "recipe": recipe,
+        "tensorrt": str(trt_version),
+        "gpu": str(gpu_name),
+        "compute_capability": [int(compute_capability[0]), int(compute_capability[1])],
+        "builder_options": dict(builder_options),
+    }
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def default_cache_dir(model_path: str) -> str:
+    """``engines/`` beside the model's folder: on a board the model is ``<work>/models/<sha>.onnx``,
+    so engines go to ``<work>/engines/``."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(model_path))), "engines")
+
+
+_MEMORY_LINE = re.compile(
+    r"(Total Host Persistent|Total Device Persistent|Total Scratch|Max Scratch|"
+    r"Total Activation|Total Weights) Memory:\s*(\d+)"
+)
+
+
+def builder_memory(lines: Sequence[str]) -> dict:
+    """Memory figures from a TensorRT builder log (INFO level), in bytes: ``host_persistent_bytes``,
+    ``device_persistent_bytes``, ``scratch_bytes`` ("Total Scratch" in 8.x, "Max Scratch" in 10.x),
+    ``activation_bytes``, ``weights_bytes`` (the last two: 10.x); a figure the log lacks is absent.
+    The lines look like ``[TRT] [I] Total Device Persistent Memory: 274944`` (8.x) or
+    ``... Memory: 124928 bytes`` (10.x)."""
+    names = {
+        "Total Host Persistent": "host_persistent_bytes",
+        "Total Device Persistent": "device_persistent_bytes",
+        "Total Scratch": "scratch_bytes",
+        "Max Scratch": "scratch_bytes",
+        "Total Activation": "activation_bytes",
+        "Total Weights": "weights_bytes",
+    }
+    out = {}
+    for line in lines:
+        for m in _MEMORY_LINE.finditer(line):
+            out[names[m.group(1)]] = int(m.group(2))
+    return out
+
+
+def rebuild_spread(builds: Sequence[Mapping]) -> dict:
+    """The spread of ``--rebuild`` engines' latencies. ``builds``: one mapping per engine with
+    ``latency_ms_p50`` (device_compute) and ``sha256`` of its serialized bytes. Returns
+    ``{"builds", "distinct_engines", "latency_ms_p50_min", "latency_ms_p50_max", "max_over_min",
+    "sd_log"}`` (``sd_log``: sample std of ln p50, ≈ the CoV; None with one build).
+
+    Raises:
+        ValueError: no builds, or a p50 that is not positive.
+    """
+    p50 = [float(b["latency_ms_p50"]) for b in builds]
+    if not p50 or min(p50) <= 0:
+        raise ValueError("rebuild_spread needs at least one build with a positive p50")
+    logs = [math.log(v) for v in p50]
+    sd = None
+    if len(logs) > 1:
+        mean = sum(logs) / len(logs)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
+    return {
+        "builds": len(p50),
+        "distinct_engines": len({b["sha256"] for b in builds}),
+        "latency_ms_p50_min": min(p50),
+        "latency_ms_p50_max": max(p50),
+        "max_over_min": max(p50) / min(p50),
+        "sd_log": sd,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# the backend
+# ----------------------------------------------------------------------------------------------
+
+
+def _logger(trt):
+    """A trt.ILogger that keeps every message at INFO or above (for :func:`builder_memory`)."""
+
+    class _Log(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.lines = []
+
+        def log(self, severity, msg):
+            if severity <= trt.ILogger.Severity.INFO:
+                self.lines.append(str(msg))
+
+    return _Log()
+
+
+class TensorRTBackend(Backend):
+    """Options (descriptor): ``precision``, ``workspace_mib``, ``engine_cache``, ``rebuild``,
+    ``spin_wait``. Lifecycle: ``load`` parses the ONNX (inputs known); the engine is built or read
+    from the cache in ``prepare`` (its shapes are the run's), see :meth:`_engine`."""
+
+    name = "tensorrt"
+
+    def load(self, model_path):
+        try:
+            import tensorrt as trt
+        except Exception as exc:  # ImportError, or libnvinfer missing underneath (OSError)
+            raise BackendUnavailableError(f"tensorrt is not importable ({exc})") from None
+        from runners import cuda_rt
+
+        if not cuda_rt.available():
+            raise BackendUnavailableError("no CUDA device visible to cuda-python (runners.cuda_rt.available)")
+        if not model_path:
+            raise ModelLoadError("the tensorrt backend needs an ONNX model path")
+        self._trt, self._cuda = trt, cuda_rt
+        self.version = parse_version(trt.__version__)
+        self.features = features(self.version)
+        self._log = _logger(trt)
+        self._model_path = str(model_path)
+        self._parse()
+        self._ctx = None
+        self._lat_compute, self._lat_transfers = array("q"), array("q")
+        self.engine_info: dict = {}
+        self.gpu_memory: dict = {}
+        self.builds: Optional[dict] = None
+
+    def _parse(self) -> None:
+        """Parse the ONNX into ``self._network`` (and its builder); precision refused here."""
+        trt = self._trt
+        self._builder = trt.Builder(self._log)
+        flags = 0
+        if self.features["explicit_batch_flag"]:
+            flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        self._network = self._builder.create_network(flags)
+        self._parser = trt.OnnxParser(self._network, self._log)
+        try:
+            ok = self._parser.parse_from_file(self._model_path)
+        except Exception as exc:
+            raise ModelLoadError(f"TensorRT ONNX parser: {exc}") from None
+        if not ok:
+            errors = [str(self._parser.get_error(i)) for i in range(self._parser.num_errors)]
+            raise ModelLoadError("TensorRT ONNX parser: " + ("; ".join(errors) or "parse failed"))
+        net = self._network
+        outs = [
+            net.get_layer(i).get_output(j)
+            for i in range(net.num_layers)
+            for j in range(net.get_layer(i).num_outputs)
+        ]
+        has_fp16 = any(t.dtype == trt.DataType.HALF for t in outs)
+        has_qdq = any(net.get_layer(i).type == trt.LayerType.QUANTIZE for i in range(net.num_layers))
+        self.plan = precision_plan(
+            self.version, self.options.get("precision") or "auto", has_fp16=has_fp16, has_qdq=has_qdq
+        )
+
+    def _spec(self, tensor) -> TensorSpec:
+        dtype = np.dtype(self._trt.nptype(tensor.dtype)).name
+        return TensorSpec(tensor.name, dtype, tuple(None if int(d) < 0 else int(d) for d in tensor.shape))
+
+    def inputs(self):
+        return [self._spec(self._network.get_input(i)) for i in range(self._network.num_inputs)]
+
+    def outputs(self):
+        return [self._spec(self._network.get_output(i)) for i in range(self._network.num_outputs)]
+
+    # -- building ------------------------------------------------------------------------------
+
+    def _builder_options(self, shapes: Mapping) -> dict:
+        return {
+            "workspace_mib": int(self.options.get("workspace_mib") or 1024),
+            "builder_flags": list(self.plan["builder_flags"]),
+            "typing": self.plan["typing"],
+            "shapes": {k: [int(d) for d in v] for k, v in sorted(shapes.items())},
+        }
+
+    def _build(self, shapes: Mapping, timing_cache: Optional[str]) -> Tuple[bytes, float]:
+        """Build one serialized engine at ``shapes``. Returns (bytes, seconds). Raises EngineBuildError."""
+        trt, opts = self._trt, self._builder_options(shapes)
+        config = self._builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts["workspace_mib"] << 20)
+        for flag in opts["builder_flags"]:
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+        if any(
+            self._network.get_input(i).shape[j] < 0
+            for i in range(self._network.num_inputs)
+            for j in range(len(self._network.get_input(i).shape))
+        ):
+            profile = self._builder.create_optimization_profile()
+            for name, dims in opts["shapes"].items():
+                profile.set_shape(name, dims, dims, dims)
+            config.add_optimization_profile(profile)
+        cache = None
+        if timing_cache:
+            data = open(timing_cache, "rb").read() if os.path.exists(timing_cache) else b""
+            cache = config.create_timing_cache(data)
+            config.set_timing_cache(cache, False)
+        self._log.lines.clear()
+        t0 = time.perf_counter()
+        blob = self._builder.build_serialized_network(self._network, config)
+        seconds = time.perf_counter() - t0
+        if blob is None:
+            tail = [x for x in self._log.lines if "rror" in x][-3:]
+            raise EngineBuildError(
+                "TensorRT could not build an engine: " + ("; ".join(tail) or "see its log")
+            )
+        if cache is not None:
+            _write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+        return bytes(blob), seconds
+
+    def _engine(self, shapes: Mapping) -> bytes:
+        """The serialized engine for ``shapes``: from the cache when its key is there, else built
+        (and cached with a ``.json`` sidecar of the key's inputs and the builder's memory figures)."""
+        from runners.util import file_sha256
+
+        cuda = self._cuda
+        cc = cuda.compute_capability()
+        gpu = cuda.device_name()
+        opts = self._builder_options(shapes)
+        key = engine_key(
+            file_sha256(self._model_path),
+            self.plan["precision"],
+            self.plan["recipe"],
+            self._trt.__version__,
+            gpu,
+            cc,
+            opts,
+        )
+        folder = self.options.get("engine_cache") or default_cache_dir(self._model_path)
+        path = os.path.join(folder, key + ".engine")
+        timing = os.path.join(folder, f"timing-{self._trt.__version__}-sm{cc[0]}{cc[1]}.cache")
+        info = {
+            "key": key,
+            "path": path,
+            "gpu": gpu,
+            "compute_capability": list(cc),
+            "precision": self.plan["precision"],
+            "recipe": self.plan["recipe"],
+            "typing": self.plan["typing"],
+            "builder_options": opts,
+            "timing_cache": timing,
+        }
+        if os.path.exists(path) and os.path.exists(path + ".json"):
+            with open(path, "rb") as fh:
+                blob = fh.read()
+            with open(path + ".json", encoding="utf-8") as fh:
+                built = json.load(fh)
+            info.update(
+                cache="hit", build_s=built.get("build_s"), builder_memory=built.get("builder_memory", {})
+            )
+        else:
+            blob, seconds = self._build(shapes, timing)
+            info.update(cache="miss", build_s=seconds, builder_memory=builder_memory(self._log.lines))
+            _write_bytes(path, blob)
+            _write_bytes(path + ".json", json.dumps(info, indent=2).encode())
+        info.update(serialized_bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest())
+        self.engine_info = info
+        return blob
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _setup(self, blob: bytes, feeds: Mapping[str, np.ndarray]) -> None:
+        """Deserialize ``blob``, create the context, bind device buffers and page-locked host
+        arrays for every I/O tensor, copy ``feeds`` in; the GPU memory figures around it."""
+        trt, cuda = self._trt, self._cuda
+        free0, total = cuda.mem_get_info()
+        self._runtime = trt.Runtime(self._log)
+        self._engine_obj = self._runtime.deserialize_cuda_engine(blob)
+        if self._engine_obj is None:
+            raise ModelLoadError("TensorRT could not deserialize the engine (built by another version?)")
+        self._ctx = self._engine_obj.create_execution_context()
+        self._stream = cuda.Stream()
+        self._events = [cuda.Event() for _ in range(4)]
+        self._host, self._device, self._pinned = {}, {}, []
+        eng = self._engine_obj
+        names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
+        self._in_names = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self._out_names = [n for n in names if n not in self._in_names]
+        for name in self._in_names:
+            self._ctx.set_input_shape(name, tuple(int(d) for d in feeds[name].shape))
+        for name in names:
+            shape = tuple(int(d) for d in self._ctx.get_tensor_shape(name))
+            arr, ptr = cuda.pinned_empty(shape, trt.nptype(eng.get_tensor_dtype(name)))
+            self._pinned.append(ptr)
+            self._host[name] = arr
+            self._device[name] = cuda.device_alloc(arr.nbytes)
+            self._ctx.set_tensor_address(name, self._device[name])
+        self._copy_in(feeds)
+        free1, _ = cuda.mem_get_info()
+        size_v2 = getattr(eng, "device_memory_size_v2", None)
+        self.gpu_memory = {
+            "serialized_engine_bytes": len(blob),
+            "engine_device_memory_bytes": int(size_v2 if size_v2 is not None else eng.device_memory_size),
+            "engine_device_memory_method": "device_memory_size_v2"
+            if size_v2 is not None
+            else "device_memory_size",
+            "io_buffers_bytes": sum(a.nbytes for a in self._host.values()),
+            "mem_get_info_delta_bytes": free0 - free1,
+            "mem_get_info_total_bytes": total,
+            "delta_method": "cudaMemGetInfo (device-wide free memory before deserialize minus after the "
+            "context and I/O buffers; other processes on the GPU count too)",
+            "unified_memory": cuda.integrated(),
+        }
+
+    def _copy_in(self, feeds: Mapping[str, np.ndarray]) -> None:
+        for name in self._in_names:
+            self._host[name][...] = feeds[name]
+
+    def _teardown(self) -> None:
+        cuda = self._cuda
+        for ptr in getattr(self, "_device", {}).values():
+            cuda.free(ptr)
+        for ptr in getattr(self, "_pinned", []):
+            cuda.free_host(ptr)
+        for ev in getattr(self, "_events", []):
+            ev.close()
+        if getattr(self, "_stream", None) is not None:
+            self._stream.close()
+        self._device, self._pinned, self._events, self._stream = {}, [], [], None
+        self._host = {}
+        self._ctx = self._engine_obj = self._runtime = None
+
+    def _sync(self) -> None:
+        if self.options.get("spin_wait"):
+            while not self._stream.query():
+                pass
+        else:
+            self._stream.synchronize()
+
+    def infer(self):
+        cuda, stream, (e0, e1, e2, e3) = self._cuda, self._stream, self._events
+        e0.record(stream)
+        for name in self._in_names:
+            cuda.memcpy_htod_async(self._device[name], self._host[name], stream)
+        e1.record(stream)
+        if not self._ctx.execute_async_v3(stream.handle):
+            raise InferenceError("execute_async_v3 returned false")
+        e2.record(stream)
+        for name in self._out_names:
+            cuda.memcpy_dtoh_async(self._host[name], self._device[name], stream)
+        e3.record(stream)
+        self._sync()
+        self._lat_compute.append(int(cuda.elapsed_ms(e1, e2) * 1e6))
+        self._lat_transfers.append(int(cuda.elapsed_ms(e0, e3) * 1e6))
+
+    def reset_levels(self) -> None:
+        """Forget the event timings so far (the runner calls this just before its timed loop)."""
+        self._lat_compute, self._lat_transfers = array("q"), array("q")
+
+    def level_latencies_ns(self) -> Dict[str, array]:
+        """ns per ``infer()`` call since :meth:`reset_levels`, by level (CUDA events)."""
+        return {"device_compute": self._lat_compute, "device_with_transfers": self._lat_transfers}
+
+    def prepare(self, feeds):
+        shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+        rebuild = int(self.options.get("rebuild") or 0)
+        if rebuild > 0:
+            blob = self._rebuild(rebuild, shapes, feeds)
+        else:
+            blob = self._engine(shapes)
+        self._shapes = shapes
+        self._setup(blob, feeds)
+        self.infer()
+
+    def _rebuild(self, n: int, shapes: Mapping, feeds: Mapping) -> bytes:
+        """Build ``n`` fresh engines (no cache, no timing cache), measure each one's device_compute
+        (REBUILD_WARMUP + REBUILD_ITERATIONS calls) and keep the first for the run (``self.builds``)."""
+        from runners import stats
+
+        per_build, first = [], None
+        for index in range(n):
+            blob, seconds = self._build(shapes, None)
+            mem = builder_memory(self._log.lines)
+            self._setup(blob, feeds)
+            for _ in range(REBUILD_WARMUP):
+                self.infer()
+            self.reset_levels()
+            for _ in range(REBUILD_ITERATIONS):
+                self.infer()
+            summary = stats.summarize(self._lat_compute)
+            self._teardown()
+            per_build.append(
+                {
+                    "index": index,
+                    "build_s": seconds,
+                    "serialized_bytes": len(blob),
+                    "sha256": hashlib.sha256(blob).hexdigest(),
+                    "builder_memory": mem,
+                    **{k: summary[k] for k in ("latency_ms_p50", "latency_ms_p99", "latency_ms_mean")},
+                }
+            )
+            first = blob if first is None else first
+        self.builds = dict(
+            rebuild_spread(per_build),
+            per_build=per_build,
+            level="device_compute",
+            warmup_each=REBUILD_WARMUP,
+            iterations_each=REBUILD_ITERATIONS,
+            measured_engine_index=0,
+            timing_cache="off",
+            method="each engine built afresh, measured with CUDA events on its own context; "
+            "the run's timed loop then measures engine 0",
+        )
+        self.engine_info = {
+            "cache": "bypassed (rebuild)",
+            "precision": self.plan["precision"],
+            "recipe": self.plan["recipe"],
+            "typing": self.plan["typing"],
+            "builder_options": self._builder_options(shapes),
+            "build_s": per_build[0]["build_s"],
+            "serialized_bytes": len(first),
+            "sha256": per_build[0]["sha256"],
+            "builder_memory": per_build[0]["builder_memory"],
+        }
+        return first
+
+    def evaluate(self, feeds):
+        """Outputs for ``feeds`` (untimed; builds or reuses the engine for their shapes)."""
+        shapes = {k: tuple(np.asarray(v).shape) for k, v in feeds.items()}
+        if self._ctx is None or shapes != getattr(self, "_shapes", None):
+            if self._ctx is not None:
+                self._teardown()
+            self._shapes = shapes
+            self._setup(self._engine(shapes), feeds)
+        else:
+            self._copy_in(feeds)
+        self.infer()
+        return {name: self._host[name].copy() for name in self._out_names}
+
+    def runtime_info(self):
+        info = {
+            "name": "tensorrt",
+            "version": self._trt.__version__,
+            "provider": "TensorRT",
+            "threads": 1,
+            "features": dict(self.features),
+            "engine": dict(self.engine_info),
+            "gpu": {
+                "name": self._cuda.device_name(),
+                "compute_capability": list(self._cuda.compute_capability()),
+            },
+            "gpu_memory": dict(self.gpu_memory),
+            "sync": {
+                "cuda_graph": False,
+                "spin_wait": bool(self.options.get("spin_wait")),
+                "method": "cudaStreamQuery spin"
+                if self.options.get("spin_wait")
+                else "cudaStreamSynchronize",
+                "device_schedule_flags": "default (cudaDeviceScheduleAuto)",
+            },
+            "timing": {
+                "host_call": "perf_counter_ns around infer()",
+                "device_compute": "cudaEventElapsedTime, events around execute_async_v3",
+                "device_with_transfers": "cudaEventElapsedTime, events around H2D + execute + D2H",
+                "event_readout": "inside infer() after the synchronize (2 calls, counted in host_call)",
+                "host_buffers": "page-locked (cudaMallocHost)",
+            },
+        }
+        if self.builds is not None:
+            info["engine_builds"] = self.builds
+        return info
+
+    def close(self):
+        if getattr(self, "_ctx", None) is not None or getattr(self, "_stream", None) is not None:
+            self._teardown()
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + rename), creating its folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
 
 DESCRIPTOR = BackendDescriptor(
     name="tensorrt",
-    summary="NVIDIA TensorRT (engine built from the ONNX model)",
-    latency_levels=("host_call",),
-    precisions=("fp32", "fp16", "int8"),
+    summary="NVIDIA TensorRT (engine built from the ONNX model, execute_async_v3)",
+    backend=TensorRTBackend,
+    options=(
+        BackendOption(
+            "precision",
+            str,
+            "auto",
+            "engine precision; auto: the model's own (QDQ: int8, fp16 "
+            "tensors: fp16); fp16 from an fp32 ONNX: builder flag, 8.5-10.x only; int8: a QDQ ONNX",
+            choices=("auto",) + PRECISIONS,
+            slug="p",
+        ),
+        BackendOption("workspace_mib", int, 1024, "builder workspace limit in MiB", slug="ws"),
+        BackendOption(
+            "engine_cache",
+            str,
+            "",
+            "engine cache folder (default: engines/ beside the model's folder)",
+            slug="ec",
+        ),
+        BackendOption(
+            "rebuild",
+            int,
+            0,
+            "build N fresh engines, report the spread of their device_compute latencies, measure the first",
+            slug="rb",
+        ),
+        BackendOption(
+            "spin_wait", bool, False, "spin on cudaStreamQuery instead of cudaStreamSynchronize", slug="spin"
+        ),
+    ),
+    latency_levels=("host_call", "device_with_transfers", "device_compute"),
+    precisions=PRECISIONS,
     families=("jetson", "x86_a100"),
-    runtime_modules=("tensorrt",),
-    implemented=False,
-    reason="no TensorRT runner backend yet; the jetson and x86-a100 images only smoke-test TensorRT",
+    runtime_modules=("tensorrt", "cuda"),
 )
