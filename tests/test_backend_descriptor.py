@@ -80,16 +80,18 @@ def test_shipped_descriptors_declare_their_fields():
     assert implemented_names() == ["null", "ort", "vart"]
     for name, d in descs.items():
         assert d.name == name and d.summary
-        assert d.latency_levels and set(d.latency_levels) <= {"host_call", "device"}
+        assert d.latency_levels and set(d.latency_levels) <= {"host_call", "device", "device_compute",
+                                                               "device_with_transfers"}
         assert d.families and set(d.families) <= set(FAMILIES), d.families
         assert isinstance(d.precisions, tuple)
     ort = descs["ort"]
     assert ort.implemented and issubclass(ort.backend, Backend) and ort.runtime_modules == ("onnxruntime",)
     assert [(o.name, o.kind, o.default, o.flag) for o in ort.options] == [
         ("threads", int, 0, "--threads"), ("opt_level", str, "all", "--opt-level"),
-        ("io_binding", bool, True, "--no-io-binding")]
+        ("io_binding", bool, True, "--no-io-binding"), ("provider", str, "cpu", "--provider")]
     assert ort.option("opt-level").choices == ("disable", "basic", "extended", "all")
-    assert ort.latency_levels == ("host_call",) and ort.precisions == ("fp32",)
+    assert ort.latency_levels == ("host_call", "device_compute", "device_with_transfers")
+    assert ort.precisions == ("fp32",)
     null = descs["null"]
     assert null.implemented and null.options == () and null.runtime_modules == ()
     vart = descs["vart"]  # implemented: runners/backends/vart.py (not run on a DPU here)
@@ -105,7 +107,8 @@ def test_shipped_descriptors_declare_their_fields():
 
 def test_resolve_fills_defaults_and_refuses_unknown_or_bad_values():
     ort = descriptors()["ort"]
-    assert ort.resolve({"threads": "2"}) == {"threads": 2, "opt_level": "all", "io_binding": True}
+    assert ort.resolve({"threads": "2"}) == {"threads": 2, "opt_level": "all", "io_binding": True,
+                                             "provider": "cpu"}
     assert ort.resolve({"io-binding": "off"})["io_binding"] is False
     with pytest.raises(ValueError, match="no option echo_opt"):
         ort.resolve({"echo_opt": 1})

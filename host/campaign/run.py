@@ -897,7 +897,7 @@ class _BoardWorker:
 
     def _relock_if_lost(self) -> None:
         """After a reconnect the lock holder is gone: take the lock again, or the board is down."""
-        if self.board is None or self.board.lock is None or self.board.lock.alive:
+        if self.down is not None or self.board is None or self.board.lock is None or self.board.lock.alive:
             return
         try:
             self._lock(False)
