@@ -29,7 +29,8 @@ from host.errors import HostError
 app = typer.Typer(no_args_is_help=True, help="power meters: list ports, read, log, idle")
 
 MeterOpt = Annotated[Optional[str], typer.Option(
-    "--meter", help="meter: wt310e wt332e wt333e um24c um25c um34c ina219 ina226 jetson-ina3221 rpi5-pmic")]
+    "--meter", help="meter: wt310e wt332e wt333e um24c um25c um34c ina219 ina226 jetson-ina3221 rpi5-pmic "
+                    "nvml")]
 PortOpt = Annotated[Optional[str], typer.Option("--port", help="serial port or pyserial URL")]
 OptOpt = Annotated[Optional[List[str]], typer.Option(
     "--opt", help="driver option key=value (e.g. baudrate=9600, rate=100MS, period_ms=20); repeatable")]

@@ -53,7 +53,7 @@ class MeterSpec:
 
     @property
     def onboard(self) -> bool:
-        return self.name in ("jetson-ina3221", "rpi5-pmic")
+        return self.name in ("jetson-ina3221", "rpi5-pmic", "nvml")
 
     def to_json(self) -> dict:
         return {"meter": self.name, "port": self.port, "options": dict(self.options)}
@@ -234,6 +234,9 @@ class PowerSession:
             idle_std_w=self.idle.get("power_w_std"), min_samples=self.min_samples,
             update_interval_s=self.meter.update_interval_s, alignment_uncertainty_ms=uncertainty_ms)
         block.update(stats)
+        telemetry = getattr(self.meter, "window_telemetry", None)
+        if callable(telemetry):  # nvml: GPU utilization, memory used, SM clock, temperature in the window
+            block["telemetry"] = telemetry(t_s, t_e)
         block["alignment"] = {"method": "bracketed monotonic-clock probes before and after the cell",
                               "offset_ns": offset.offset_ns, "uncertainty_ms": uncertainty_ms,
                               "rtt_ms": offset.rtt_ns / 1e6,

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend, CPU execution provider.
+"""ONNX Runtime backend: CPU, CUDA or TensorRT execution provider (``provider`` option).
 
 Session settings follow ONNX Runtime's Python API (``onnxruntime.SessionOptions``):
 intra-op threads (default: every CPU this process may run on, ``os.sched_getaffinity``),
@@ -8,11 +8,30 @@ timed ``infer`` call is ``run_with_iobinding`` alone: no per-call numpy conversi
 output allocation. Measured (``bench/ort_overhead.py``): a fixed cost of about 3.5 us per
 call (7 us with ``session.run``), i.e. +0.23 % over ORT's own ``model_run`` time on a 4 ms
 model, and within 1 % for models of 1 ms or more.
+
+GPU providers (``provider=cuda``: ``CUDAExecutionProvider``; ``provider=tensorrt``:
+``TensorrtExecutionProvider`` with CUDA and CPU after it, as ONNX Runtime recommends; both need
+``onnxruntime-gpu`` and cuda-python, :mod:`runners.cuda_rt`): the session runs on a CUDA stream of
+ours (provider option ``user_compute_stream``), inputs and outputs are ``OrtValue`` s in device
+memory of GPU 0 bound once (``bind_ortvalue_input/output``), and every ``infer()`` is
+
+    e0 · H2D copies of the inputs (page-locked host arrays) · e1 · run_with_iobinding · e2 ·
+    D2H copies of the outputs · e3 · stream synchronize · two cudaEventElapsedTime read-outs
+
+with CUDA events e0..e3 recorded on that stream: e1→e2 is ``device_compute``, e0→e3
+``device_with_transfers`` (:mod:`runners.levels`); ``perf_counter_ns`` around the call is
+``host_call``, the ``latency`` block (it includes the copies and the read-outs, a few us).
+``run_with_iobinding`` returns after ONNX Runtime has synchronized its stream, so e2 is queued
+after the last kernel has finished and e1→e2 also holds the gaps between kernel launches and that
+synchronization: it is the device time of ONNX Runtime's ``Run``, not the sum of kernel times.
+A provider this ``onnxruntime`` lacks, or a session that silently fell back to another provider,
+is a :class:`~runners.errors.BackendUnavailableError` naming the available providers.
 """
 
 from __future__ import annotations
 
 import os
+from array import array
 
 import numpy as np
 
@@ -21,6 +40,12 @@ from runners.errors import BackendUnavailableError, InferenceError, ModelLoadErr
 from runners.inputs import TensorSpec
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
+PROVIDERS = ("cpu", "cuda", "tensorrt")
+#: ``provider`` option -> ONNX Runtime execution provider
+EP_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+            "tensorrt": "TensorrtExecutionProvider"}
+#: where GPU providers' inputs and outputs live (``OrtValue`` device type and id)
+DEVICE_TYPE, DEVICE_ID = "cuda", 0
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -38,6 +63,18 @@ _ORT_TYPES = {
 }
 
 
+def _cuda_rt():
+    """:mod:`runners.cuda_rt`, imported when a GPU provider is chosen (tests replace this)."""
+    from runners import cuda_rt
+
+    return cuda_rt
+
+
+def _device_value(ort, arr: np.ndarray):
+    """An uninitialised OrtValue shaped like ``arr`` on :data:`DEVICE_TYPE` / :data:`DEVICE_ID`."""
+    return ort.OrtValue.ortvalue_from_shape_and_type(list(arr.shape), arr.dtype.type, DEVICE_TYPE, DEVICE_ID)
+
+
 def default_threads() -> int:
     """CPUs this process may use (cgroup/affinity aware), at least 1."""
     try:
@@ -49,7 +86,9 @@ def default_threads() -> int:
 class OrtCpuBackend(Backend):
     """Options: ``threads`` (int, intra-op; 0/None = all usable CPUs), ``opt_level``
     (one of :data:`OPT_LEVELS`, default "all"), ``io_binding`` (bool, default True),
-    ``profile_prefix`` (str: enable ORT's profiler, JSON written on close)."""
+    ``profile_prefix`` (str: enable ORT's profiler, JSON written on close), ``provider``
+    (one of :data:`PROVIDERS`, default "cpu"; GPU providers: module docstring). With a GPU
+    provider it also implements the latency-level protocol of :mod:`runners.levels`."""
 
     name = "ort"
 
@@ -81,19 +120,56 @@ class OrtCpuBackend(Backend):
         if self.options.get("profile_prefix"):
             so.enable_profiling = True
             so.profile_file_prefix = str(self.options["profile_prefix"])
-        providers = ["CPUExecutionProvider"]
-        if "CPUExecutionProvider" not in ort.get_available_providers():
-            raise BackendUnavailableError(
-                f"CPUExecutionProvider missing; available: {ort.get_available_providers()}"
-            )
+        self._provider = self.options.get("provider") or "cpu"
+        providers = self._providers(self._provider)
         try:
             self.session = ort.InferenceSession(str(model_path), so, providers=providers)
         except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
+            self._release_gpu()
             raise ModelLoadError(f"{type(exc).__name__}: {exc}".strip()) from None
+        used = self.session.get_providers()
+        if not used or used[0] != EP_NAMES[self._provider]:
+            self.close()
+            raise BackendUnavailableError(
+                f"provider={self._provider}: the session runs on {used[0] if used else 'nothing'}, not "
+                f"{EP_NAMES[self._provider]} (ONNX Runtime fell back: a CUDA/cuDNN/TensorRT library did not "
+                f"load); available: {', '.join(ort.get_available_providers())}")
         self._threads = int(threads)
         self._opt_level = opt_level
         self._bound = False
         self.profile_path = None
+
+    def _providers(self, provider: str) -> list:
+        """The ``providers`` argument of ``InferenceSession`` for ``provider``; for a GPU provider,
+        also our CUDA stream (``self._stream``).
+
+        Raises:
+            ModelLoadError: an unknown provider name.
+            BackendUnavailableError: this onnxruntime lacks the provider, or no CUDA device answers.
+        """
+        self._gpu = None
+        if provider not in PROVIDERS:
+            raise ModelLoadError(f"unknown provider {provider!r}: one of {', '.join(PROVIDERS)}")
+        available = self._ort.get_available_providers()
+        name = EP_NAMES[provider]
+        if name not in available:
+            hint = " (GPU providers need onnxruntime-gpu)" if provider != "cpu" else ""
+            raise BackendUnavailableError(f"provider={provider}: onnxruntime {self._ort.__version__} has no "
+                                          f"{name}{hint}; available: {', '.join(available)}")
+        if provider == "cpu":
+            return [name]
+        cuda_rt = _cuda_rt()
+        if not cuda_rt.available():
+            raise BackendUnavailableError(f"provider={provider}: no CUDA device answers through cuda-python "
+                                          "(runners.cuda_rt.available() is False); available providers: "
+                                          f"{', '.join(available)}")
+        self._gpu = {"rt": cuda_rt, "stream": cuda_rt.Stream(), "events": [], "pinned": []}
+        opts = {"device_id": str(DEVICE_ID), "has_user_compute_stream": "1",
+                "user_compute_stream": str(self._gpu["stream"].handle)}
+        chain = [(name, dict(opts))]
+        if provider == "tensorrt":
+            chain.append((EP_NAMES["cuda"], dict(opts)))
+        return chain + ["CPUExecutionProvider"]
 
     def inputs(self):
         specs = []
@@ -120,7 +196,10 @@ class OrtCpuBackend(Backend):
         use_binding = self.options.get("io_binding", True) and all(
             isinstance(o, np.ndarray) for o in outs
         )
-        if use_binding:
+        self._lat_compute, self._lat_transfers = array("q"), array("q")
+        if use_binding and self._gpu is not None:
+            self._bind_device(names, outs)
+        elif use_binding:
             binding = self.session.io_binding()
             for name, arr in self._feeds.items():
                 binding.bind_cpu_input(name, arr)
@@ -136,9 +215,67 @@ class OrtCpuBackend(Backend):
             self._bound = False
         self.output_shapes = {n: list(o.shape) for n, o in zip(names, outs) if hasattr(o, "shape")}
 
+    def _bind_device(self, names: list, outs: list) -> None:
+        """Inputs and outputs as OrtValues in device memory, bound once; page-locked host copies
+        of the inputs (copied in by every ``infer``) and of the outputs (copied out); 4 events."""
+        ort, rt, gpu = self._ort, self._gpu["rt"], self._gpu
+        binding = self.session.io_binding()
+        self._h2d, self._d2h = [], []
+        for name, arr in self._feeds.items():
+            host = self._pinned(arr.shape, arr.dtype)
+            host[...] = arr
+            value = _device_value(ort, arr)
+            binding.bind_ortvalue_input(name, value)
+            self._h2d.append((value, host))
+        for name, arr in zip(names, outs):
+            value = _device_value(ort, arr)
+            binding.bind_ortvalue_output(name, value)
+            self._d2h.append((value, self._pinned(arr.shape, arr.dtype)))
+        for value, host in self._h2d:  # the device inputs hold the data from the start
+            rt.memcpy_htod_async(value.data_ptr(), host, gpu["stream"])
+        gpu["stream"].synchronize()
+        gpu["events"] = [rt.Event() for _ in range(4)]
+        self._out_values = [v for v, _ in self._d2h]
+        self._binding = binding
+        self._bound = True
+
+    def _pinned(self, shape, dtype) -> np.ndarray:
+        array_, ptr = self._gpu["rt"].pinned_empty(tuple(shape), dtype)
+        self._gpu["pinned"].append(ptr)
+        return array_
+
+    def _infer_device(self) -> None:
+        """One timed call on the GPU: events around the copies and the run (module docstring)."""
+        rt, gpu = self._gpu["rt"], self._gpu
+        stream = gpu["stream"]
+        e0, e1, e2, e3 = gpu["events"]
+        e0.record(stream)
+        for value, host in self._h2d:
+            rt.memcpy_htod_async(value.data_ptr(), host, stream)
+        e1.record(stream)
+        self.session.run_with_iobinding(self._binding)
+        e2.record(stream)
+        for value, host in self._d2h:
+            rt.memcpy_dtoh_async(host, value.data_ptr(), stream)
+        e3.record(stream)
+        stream.synchronize()
+        self._lat_compute.append(int(round(rt.elapsed_ms(e1, e2) * 1e6)))
+        self._lat_transfers.append(int(round(rt.elapsed_ms(e0, e3) * 1e6)))
+
+    def reset_levels(self) -> None:
+        """Forget the device latencies recorded so far (called before the timed loop)."""
+        self._lat_compute, self._lat_transfers = array("q"), array("q")
+
+    def level_latencies_ns(self) -> dict:
+        """``{"device_compute", "device_with_transfers"}``: ns per ``infer()`` since
+        :meth:`reset_levels`, from CUDA events (empty lists off the GPU path)."""
+        return {"device_compute": self._lat_compute, "device_with_transfers": self._lat_transfers}
+
     def infer(self):
         try:
-            if self._bound:
+            if self._bound and self._gpu is not None:
+                self._infer_device()
+            elif self._bound:
                 self.session.run_with_iobinding(self._binding)
             else:
                 self.session.run(self._names, self._feeds)
@@ -155,6 +292,23 @@ class OrtCpuBackend(Backend):
         return {name: np.asarray(out) for name, out in zip(names, outs)}
 
     def runtime_info(self):
+        info = self._cpu_info()
+        if self._gpu is not None:
+            rt = self._gpu["rt"]
+            info.update(
+                device={"type": DEVICE_TYPE, "id": DEVICE_ID, "name": rt.device_name(),
+                        "compute_capability": list(rt.compute_capability())},
+                io_binding_memory="device" if self._bound else "host",
+                stream="ours (provider option user_compute_stream)",
+                timing={"host_call": "perf_counter_ns around infer() (includes the copies and 2 event "
+                                     "read-outs)",
+                        "device_compute": "cudaEventElapsedTime, events around run_with_iobinding "
+                                          "(ONNX Runtime synchronizes its stream before returning)",
+                        "device_with_transfers": "cudaEventElapsedTime, events around H2D + run + D2H "
+                                                 "(page-locked host buffers)"} if self._bound else None)
+        return info
+
+    def _cpu_info(self):
         return {
             "name": "onnxruntime",
             "version": self._ort.__version__,
@@ -165,25 +319,47 @@ class OrtCpuBackend(Backend):
             "execution_mode": "sequential",
             "graph_optimization_level": self._opt_level,
             "io_binding": self._bound,
+            "provider_option": self._provider,
         }
 
     def close(self):
         if self.options.get("profile_prefix") and getattr(self, "session", None) is not None:
             self.profile_path = self.session.end_profiling()
         self.session = None
+        self._release_gpu()
+
+    def _release_gpu(self) -> None:
+        """Free what a GPU provider held: bindings and device OrtValues, events, page-locked
+        buffers, then the stream (after the session is gone)."""
+        gpu = getattr(self, "_gpu", None)
+        if gpu is None:
+            return
+        self._binding = self._out_values = None
+        self._h2d = self._d2h = []
+        rt = gpu["rt"]
+        for event in gpu["events"]:
+            event.close()
+        for ptr in gpu["pinned"]:
+            rt.free_host(ptr)
+        gpu["stream"].close()
+        self._gpu = None
 
 
 DESCRIPTOR = BackendDescriptor(
     name="ort",
-    summary="ONNX Runtime, CPU execution provider",
+    summary="ONNX Runtime: CPU, CUDA or TensorRT execution provider",
     backend=OrtCpuBackend,
     options=(
         BackendOption("threads", int, 0, "intra-op threads; 0 = all CPUs this process may use", slug="t"),
         BackendOption("opt_level", str, "all", "graph optimization level", choices=OPT_LEVELS, slug="opt"),
         BackendOption("io_binding", bool, True, "bind inputs and outputs once, before warm-up "
                       "(off: session.run with numpy inputs each call)", slug="iobind"),
+        BackendOption("provider", str, "cpu", "execution provider: cpu, cuda (CUDAExecutionProvider) or "
+                      "tensorrt (TensorrtExecutionProvider); GPU ones need onnxruntime-gpu and cuda-python, "
+                      "bind to device memory and add device_compute/device_with_transfers (CUDA events)",
+                      choices=PROVIDERS, slug="ep"),
     ),
-    latency_levels=("host_call",),
+    latency_levels=("host_call", "device_compute", "device_with_transfers"),
     precisions=("fp32",),
     families=("arm_cpu", "jetson", "zcu104", "x86_a100"),
     runtime_modules=("onnxruntime",),

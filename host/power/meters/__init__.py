@@ -25,6 +25,7 @@ REGISTRY = {
     "ina226": "host.power.meters.ina:InaLogger",
     "jetson-ina3221": "host.power.meters.jetson:JetsonRails",
     "rpi5-pmic": "host.power.meters.rpi5:Rpi5Pmic",
+    "nvml": "host.power.meters.nvml:NvmlGpu",
 }
 
 
