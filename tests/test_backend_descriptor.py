@@ -77,7 +77,7 @@ ECHO = textwrap.dedent(
 def test_shipped_descriptors_declare_their_fields():
     descs = descriptors()
     assert {"ort", "null", "tensorrt", "vart"} <= set(descs)
-    assert implemented_names() == ["null", "ort", "vart"]
+    assert implemented_names() == ["null", "ort", "tensorrt", "vart"]
     for name, d in descs.items():
         assert d.name == name and d.summary
         assert d.latency_levels and set(d.latency_levels) <= {"host_call", "device", "device_compute",
@@ -97,12 +97,13 @@ def test_shipped_descriptors_declare_their_fields():
     vart = descs["vart"]  # implemented: runners/backends/vart.py (not run on a DPU here)
     assert vart.implemented and issubclass(vart.backend, Backend) and vart.runtime_modules == ("vart", "xir")
     assert set(vart.families) == {"zcu104"} and vart.precisions == ("int8",)
-    for name, families, modules in (("tensorrt", {"jetson", "x86_a100"}, ("tensorrt",)),):
-        d = descs[name]
-        assert not d.implemented and d.backend is None and d.reason
-        assert set(d.families) == families and d.runtime_modules == modules
-        with pytest.raises(BackendUnavailableError, match="not implemented"):
-            get_backend(name)
+    trt = descs["tensorrt"]  # implemented: runners/backends/tensorrt.py (not run on a GPU here)
+    assert trt.implemented and issubclass(trt.backend, Backend)
+    assert trt.runtime_modules == ("tensorrt", "cuda")
+    assert set(trt.families) == {"jetson", "x86_a100"} and trt.latency_levels[0] == "host_call"
+    assert isinstance(get_backend("tensorrt"), trt.backend)  # instantiating imports no runtime
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'nosuch'"):
+        get_backend("nosuch")
 
 
 def test_resolve_fills_defaults_and_refuses_unknown_or_bad_values():
