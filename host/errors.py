@@ -46,6 +46,12 @@ class ResultsError(HostError):
     """A results folder or cell file cannot be read."""
 
 
+class AnalysisError(HostError):
+    """Results cannot answer the question asked (:mod:`host.analysis`): no measured cell on the
+    device, a metric without data there, too few models to fit, a target the fitted line cannot
+    reach or that lies outside the fitted range, or a query DuckDB refuses."""
+
+
 class BackendError(HostError):
     """A runner backend this version cannot run (no descriptor in ``runners/backends/``, or one
     with ``implemented=False``), or a backend option no chosen backend declares or a bad value."""

@@ -478,8 +478,13 @@ def report(
     json_out: Annotated[bool, typer.Option(
         "--json", help="print the cells as JSON instead of a table")] = False,
 ):
-    """Tabulate a results folder and write results.csv and results.parquet."""
+    """Tabulate a results folder and write results.csv and results.parquet.
+
+    Also correlations.csv: static metrics against the measurements per device and precision
+    (host/analysis/correlate.py); the table is printed when a device has at least 3 models.
+    """
     from host.analysis.compare import indistinguishable
+    from host.analysis.correlate import correlations, printable, write_correlations
     from host.analysis.report import mode_conflicts, write_tables
     from host.campaign.store import load_cells
     from host.cli.render import bench_table, console, print_json, profile_table
@@ -491,6 +496,8 @@ def report(
                             hint="run `host bench` first")
         target = out or (results_dir if results_dir.is_dir() else results_dir.parent)
         csv_path, parquet_path = write_tables(cells, target)
+        corr_rows = correlations(cells)
+        corr_path = write_correlations(corr_rows, target)
     except HostError as exc:
         _fail(exc)
         return
@@ -504,7 +511,11 @@ def report(
         out_console.print(bench_table(cells, title=str(results_dir), ties=indistinguishable(cells)))
         for table in filter(None, map(profile_table, cells)):
             out_console.print(table)
-        out_console.print(f"wrote {csv_path} and {parquet_path}", highlight=False)
+        if printable(corr_rows):
+            from host.cli.analysis_render import correlation_table
+
+            out_console.print(correlation_table(printable(corr_rows)))
+        out_console.print(f"wrote {csv_path}, {parquet_path} and {corr_path}", highlight=False)
     for line in mode_conflicts(cells):
         console(stderr=True).print(f"[yellow]warning:[/] {line} (kept apart: column power_mode_key)",
                                    highlight=False)
@@ -640,6 +651,18 @@ def _add_zoo() -> None:
 
 
 _add_zoo()
+
+
+def _add_analysis() -> None:
+    from host.cli import advise as cli_advise
+    from host.cli import query as cli_query
+
+    app.command()(cli_advise.advise)
+    app.command()(cli_query.dataset)
+    app.command()(cli_query.query)
+
+
+_add_analysis()
 
 
 def main() -> None:

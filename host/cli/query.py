@@ -1,0 +1,72 @@
+"""``host dataset`` and ``host query``: every campaign as one partitioned Parquet dataset, and
+DuckDB SQL over it (:mod:`host.analysis.dataset`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from host.cli.lab import fail as _fail
+from host.errors import HostError
+
+ResultsArg = Annotated[Path, typer.Option("--results", help="results root folder")]
+DatasetOpt = Annotated[Optional[Path], typer.Option(
+    "--dataset", help="the dataset folder [RESULTS/.dataset]")]
+
+
+def dataset(
+    results_dir: Annotated[Path, typer.Argument(help="results root folder")] = Path("results"),
+    out: Annotated[Optional[Path], typer.Option(help="dataset folder to write [RESULTS/.dataset]")] = None,
+):
+    """Write every campaign's cells as one Parquet dataset partitioned by campaign and device
+    (campaign=X/device=Y/part-0.parquet), readable as is by DuckDB, pandas and Spark."""
+    from host.analysis.dataset import write_dataset
+    from host.cli.render import console
+
+    try:
+        folder = write_dataset(results_dir, out)
+    except HostError as exc:
+        _fail(exc)
+        return
+    except OSError as exc:
+        _fail(HostError(f"cannot write the dataset: {exc}", hint="pass --out to a writable folder"))
+        return
+    console().print(f"wrote {folder}", highlight=False)
+
+
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over the view `cells` (one row per cell)")],
+    results: ResultsArg = Path("results"),
+    dataset_dir: DatasetOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="print CSV")] = False,
+):
+    """Run DuckDB SQL over all campaigns (the view `cells`: one row per cell, the columns of
+    results.csv plus campaign and device). The dataset is (re)built first when the cells changed.
+
+    Example: host query "SELECT device, model, latency_ms_p50 FROM cells ORDER BY 3"
+    """
+    from host.analysis.dataset import ensure_dataset
+    from host.analysis.dataset import query as run_query
+    from host.cli.analysis_render import frame_table
+    from host.cli.render import console
+
+    if json_out and csv_out:
+        raise typer.BadParameter("give --json or --csv, not both")
+    try:
+        frame = run_query(ensure_dataset(results, dataset_dir), sql)
+    except HostError as exc:
+        _fail(exc)
+        return
+    except OSError as exc:
+        _fail(HostError(f"cannot write the dataset: {exc}", hint="pass --dataset to a writable folder"))
+        return
+    if json_out:
+        sys.stdout.write(frame.to_json(orient="records", indent=2, date_format="iso") + "\n")
+    elif csv_out:
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        console().print(frame_table(frame))
