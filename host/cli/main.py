@@ -477,8 +477,10 @@ def report(
         help="where to write results.csv/.parquet [RESULTS_DIR]")] = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="print the cells as JSON instead of a table")] = False,
+    html_out: Annotated[bool, typer.Option(
+        "--html", help="also write report.html: one self-contained page with tables and plots")] = False,
 ):
-    """Tabulate a results folder and write results.csv and results.parquet.
+    """Tabulate a results folder and write results.csv and results.parquet (--html: report.html).
 
     Also correlations.csv: static metrics against the measurements per device and precision
     (host/analysis/correlate.py); the table is printed when a device has at least 3 models.
@@ -498,6 +500,7 @@ def report(
         csv_path, parquet_path = write_tables(cells, target)
         corr_rows = correlations(cells)
         corr_path = write_correlations(corr_rows, target)
+        html_path = _write_html(cells, target, results_dir) if html_out else None
     except HostError as exc:
         _fail(exc)
         return
@@ -516,9 +519,18 @@ def report(
 
             out_console.print(correlation_table(printable(corr_rows)))
         out_console.print(f"wrote {csv_path}, {parquet_path} and {corr_path}", highlight=False)
+    if html_path is not None:
+        console(stderr=json_out).print(f"wrote {html_path}", highlight=False)
     for line in mode_conflicts(cells):
         console(stderr=True).print(f"[yellow]warning:[/] {line} (kept apart: column power_mode_key)",
                                    highlight=False)
+
+
+def _write_html(cells: list, target: Path, results_dir: Path) -> Path:
+    """``host report --html``: ``target/report.html`` (host.analysis.html)."""
+    from host.analysis.html import write_html
+
+    return write_html(cells, target / "report.html", title=str(results_dir))
 
 
 def _fraction(text: str) -> float:
