@@ -99,9 +99,11 @@ def test_corrupt_models_fail_with_model_load_error(name):
 
 
 def test_unknown_backend_is_reported():
-    doc = _run(None, backend="tensorrt")
+    doc = _run(None, backend="nosuch")
     assert doc["error"]["type"] == "BackendUnavailableError"
-    assert "available: null, ort" in doc["error"]["message"]
+    assert "available: null, ort, tensorrt, vart" in doc["error"]["message"]
+    doc = _run(None, backend="tensorrt")  # implemented, but its runtime is not installed here
+    assert doc["error"]["type"] == "BackendUnavailableError" and "tensorrt" in doc["error"]["message"]
 
 
 def test_sessions_are_fresh_and_in_order():
