@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="N" if kind is int else "X")
     run.add_argument("--keep-latencies", action="store_true",
                      help="include every latency (ns) in the result")
+    run.add_argument("--counters", action="store_true",
+                     help="Linux perf stat around session 0's timed loop (hardware and software "
+                          "counters, per inference, IPC, miss rates, SMIR); the result gains counters")
+    run.add_argument("--counter-events", metavar="E1,E2,...",
+                     help="events for --counters (default: ModelGauge's eight hardware events, "
+                          "task-clock, context-switches, page-faults)")
     _add_evaluation_options(run)
 
     sub.add_parser("manifest", help="print the device and tool manifest as JSON")
@@ -233,6 +239,8 @@ def _cmd_run(args) -> int:
         fidelity_inputs=args.fidelity_inputs,
         fidelity_out=args.fidelity_out,
         dataset=args.dataset,
+        counters=args.counters or bool(args.counter_events),
+        counter_events=tuple(e.strip() for e in (args.counter_events or "").split(",") if e.strip()),
     )
     result = run(config)
     if args.out:

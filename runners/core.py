@@ -91,6 +91,9 @@ class RunConfig:
     fidelity_inputs: str | None = None
     fidelity_out: str | None = None
     dataset: str | None = None
+    #: ``perf stat`` around session 0's timed loop (:mod:`runners.counters`); the events to count
+    counters: bool = False
+    counter_events: tuple = ()
 
 
 def timed_loop(infer, min_iterations: int, min_ns: int, max_ns: int):
@@ -226,8 +229,16 @@ def _session(backend, config: RunConfig, result: dict, probe: MemoryProbe, index
     to_mono = time.monotonic_ns() - time.perf_counter_ns()  # same clock on Linux
     before = environment.snapshot()
     levels.reset(backend)
-    lat, start, end, max_hit = timed_loop(backend.infer, policy.min_iterations,
-                                          int(policy.min_duration_s * 1e9), int(policy.max_duration_s * 1e9))
+    watch = _counters(config, index)
+    try:
+        lat, start, end, max_hit = timed_loop(backend.infer, policy.min_iterations,
+                                              int(policy.min_duration_s * 1e9),
+                                              int(policy.max_duration_s * 1e9))
+        if watch is not None:
+            result["counters"] = watch.stop(lat, per_call, end - start)
+    finally:
+        if watch is not None:
+            watch.close()
     after = environment.snapshot()
     extra = levels.collect(backend, len(lat))
     summary = stats.summarize(lat, loop_duration_ns=end - start, samples_per_call=per_call)
@@ -244,6 +255,17 @@ def _session(backend, config: RunConfig, result: dict, probe: MemoryProbe, index
         block["latency_levels"] = levels.session_levels(backend.latency_level, summary, extra,
                                                         loop_ns=end - start, per_call=per_call)
     return block, lat, extra
+
+
+def _counters(config: RunConfig, index: int):
+    """Session 0's :class:`runners.counters.LoopCounters`, started (``--counters``), else None."""
+    if not config.counters or index != 0:
+        return None
+    from runners import counters
+
+    watch = counters.LoopCounters(config.counter_events or counters.DEFAULT_EVENTS, session=index)
+    watch.start()
+    return watch
 
 
 def _measure(config: RunConfig, result: dict, probe: MemoryProbe) -> None:

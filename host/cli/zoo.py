@@ -78,8 +78,10 @@ def _print_list(as_json: bool) -> None:
 @app.command("export")
 def export_cmd(
     out: Annotated[
-        Path, typer.Option("--out", help="Folder for <name>.onnx and <name>.info.")
-    ] = Path(zoo.DEFAULT_OUT_DIR),
+        Optional[Path],  # noqa: UP045
+        typer.Option("--out", help="Folder for <name>.onnx and <name>.info (default examples/models; "
+                     "with --set: ~/.cache/edgegauge/models/<set>)."),
+    ] = None,
     only: Annotated[
         Optional[list[str]],  # noqa: UP045 - typer evaluates this at runtime; 3.9-safe
         typer.Option("--only", help="Export only this zoo model (repeatable); see --list."),
@@ -90,14 +92,23 @@ def export_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON (the .info dicts) instead of a table.")
     ] = False,
+    set_name: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--set", help="Export a model set instead of the examples: modelgauge (32 models) or "
+                     "scaling (12, width-scaled, CIFAR-10 shaped). Cached: same recipe, no re-export."),
+    ] = None,
 ) -> None:
     """Export zoo models to ONNX (opset 17, static shape) with a .info provenance sidecar.
 
     Needs torch and torchvision: pip install torch==2.14.1 torchvision==0.29.1
     """
+    if set_name is not None:
+        _export_set(set_name, out, only, list_only, as_json)
+        return
     if list_only:
         _print_list(as_json)
         return
+    out = Path(zoo.DEFAULT_OUT_DIR) if out is None else out
 
     err_console = Console(stderr=True, highlight=False)
 
@@ -127,6 +138,44 @@ def export_cmd(
             f"{info['torch_params']:,}",
             "x".join(str(d) for d in info["input_shape"]),
         )
+    Console().print(table)
+
+
+def _export_set(set_name: str, out: Optional[Path], only, list_only: bool, as_json: bool) -> None:  # noqa: UP045
+    """``export --set``: list the set, or export it (cached) and print one row per model."""
+    err_console = Console(stderr=True, highlight=False)
+    try:
+        entries = zoo.set_entries(set_name, only)
+        if list_only:
+            rows = [dict(_entry_row(e), arch=e.arch, builder=e.builder, set=e.set_name) for e in entries]
+            if as_json:
+                typer.echo(json.dumps(rows, indent=2))
+                return
+            table = Table(title=f"model set {set_name}: {len(rows)} models (random-init weights)")
+            for col in ("name", "builder", "arch", "input shape", "width"):
+                table.add_column(col, overflow="fold")
+            for r in rows:
+                table.add_row(r["name"], r["builder"], r["arch"], "x".join(map(str, r["input_shape"])),
+                              "" if r["width_mult"] is None else f"{r['width_mult']:g}")
+            Console().print(table)
+            return
+        rows = zoo.export_set(set_name, out, only=only, progress=None if as_json else (
+            lambda i, n, e: err_console.print(f"[{i + 1}/{n}] {e.name} ...", markup=False)))
+    except HostError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"model set {set_name} in {out or zoo.default_set_dir(set_name)}")
+    for col, just in (("name", "left"), ("status", "left"), ("s", "right"), ("torch params", "right"),
+                      ("size MB", "right"), ("input", "left")):
+        table.add_column(col, justify=just, overflow="fold")
+    for r in rows:
+        if r["status"] == "skipped":
+            table.add_row(r["name"], "skipped", "", "", "", r["reason"])
+            continue
+        table.add_row(r["name"], r["status"], f"{r['export_s']:.1f}", f"{r['torch_params']:,}",
+                      f"{r['size_bytes'] / 1e6:.1f}", "x".join(str(d) for d in r["input_shape"]))
     Console().print(table)
 
 

@@ -37,6 +37,7 @@ class BenchConfig:
     timeout_s: float = 600.0
     options: tuple = ()  # ((backend option name, value), ...), hashable
     precision: str = "fp32"  # the model variant's recipe slug (host.models.precision); fp32 = as given
+    counters: bool = False  # perf stat around the timed loop (runner --counters, runners.counters)
 
     @property
     def descriptor(self):
@@ -90,6 +91,8 @@ class BenchConfig:
             args += desc.option(name).to_argv(value)
         for name, dims in self.shapes:
             args += ["--shape", f"{name}=" + "x".join(map(str, dims))]
+        if self.counters:
+            args.append("--counters")
         return args
 
     def to_json(self) -> dict:
