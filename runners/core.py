@@ -335,6 +335,10 @@ def _close(backend, result: dict) -> None:
             "backend close failed: " + traceback.format_exc(limit=1).strip())
     if getattr(backend, "profile_path", None):  # the runtime's per-layer trace (--profile-prefix)
         result.setdefault("profile_files", []).append(str(backend.profile_path))
+    extra = getattr(backend, "extra_results", None)  # e.g. tensorrt's trtexec figures, untimed
+    if callable(extra):
+        for key, value in extra(set(result)).items():
+            result.setdefault(key, value)
 
 
 def _finish(result: dict, probe: MemoryProbe) -> None:

@@ -44,7 +44,8 @@ def test_relative_error_is_floored_near_zero_and_identical_outputs_are_perfect()
     # the zero element's error is divided by 1e-3 * 1000 = 1, not by 0
     assert block["max_rel_error"] == 0.5 and block["top1_agreement"] == 1.0
     same = compare({"y": ref}, {"y": ref.copy()}, weights="trained")
-    assert same["max_abs_error"] == 0.0 and same["cosine_min"] == pytest.approx(1.0) and same["warnings"] == []
+    assert same["max_abs_error"] == 0.0 and same["cosine_min"] == pytest.approx(1.0)
+    assert same["warnings"] == []
 
 
 def test_missing_outputs_shape_mismatches_and_random_weights_are_named():

@@ -204,8 +204,8 @@ def test_invalid_info_is_a_warning(tmp_path):
     "args, code, words",
     [
         (["bench", "/nonexistent/models"], 1, "does not exist"),
-        (["bench", str(ROOT / "pyproject.toml")], 1, "not an ONNX model"),
-        (["bench", "--device", "zcu104", str(FIX)], 1, "no bench for zcu104-1 (runtime vart)"),
+        (["bench", str(ROOT / "pyproject.toml")], 1, "not a model (expected a .onnx file"),
+        (["bench", "--device", "zcu104", str(FIX)], 1, "zcu104-1 (runtime vart) runs .xmodel"),
         (["bench", "--device", "nosuchboard", str(FIX)], 1, "nosuchboard"),
         (["bench", str(FIX), "--shape", "oops"], 2, "--shape"),
         (["bench", str(FIX), "--backend", "nosuch"], 1, "unknown backend"),  # tensorrt: test_tensorrt.py

@@ -127,6 +127,7 @@ def test_a_batch_sweep_gives_one_cell_per_batch_and_refuses_a_fixed_batch(tmp_pa
 def test_a_dataset_folder_that_is_neither_arrays_nor_images_fails_before_any_run(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "empty").mkdir()
-    res = host("bench", DIGITS, "--device", "local", "--results", tmp_path / "r", "--dataset", tmp_path / "empty")
+    res = host("bench", DIGITS, "--device", "local", "--results", tmp_path / "r",
+               "--dataset", tmp_path / "empty")
     assert res.exit_code == 1 and "neither inputs.npy + labels.npy nor an image folder" in res.output
     assert not (tmp_path / "r").exists()

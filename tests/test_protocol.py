@@ -287,3 +287,18 @@ def test_processes_split_into_two_modes_is_named_with_what_to_do():
     one_odd = [_record([1.0 + 0.001 * i]) for i in range(5)] + [_record([2.0])]
     checks = cell_verdict(_latency(0.04), one_odd, PROTOCOL, spent_s=5.0)["checks"]
     assert checks["single_mode_across_processes"]
+
+
+def test_cell_levels_take_the_primary_from_the_cell_and_medians_of_the_others():
+    from host.campaign.cells import cell_levels
+
+    latency = {"level": "host_call", "latency_ms_p50": 1.5, "latency_ms_p50_ci95": [1.4, 1.6]}
+    procs = [{"host_call": {"latency_ms_p50": 9.0},
+              "device_compute": {"latency_ms_p50": p, "latency_ms_p99": p + 1, "verdict": {"result": v}}}
+             for p, v in ((1.0, "VALID"), (3.0, "INVALID"), (2.0, "VALID"))]
+    levels = cell_levels(procs, latency)
+    assert list(levels) == ["host_call", "device_compute"]
+    assert levels["host_call"]["latency_ms_p50"] == 1.5  # the cell's, not any one process's 9.0
+    dc = levels["device_compute"]
+    assert (dc["latency_ms_p50"], dc["latency_ms_p50_min"], dc["latency_ms_p50_max"]) == (2.0, 1.0, 3.0)
+    assert dc["latency_ms_p99"] == 3.0 and dc["valid_processes"] == 2 and dc["processes"] == 3

@@ -418,6 +418,7 @@ def test_descriptor():
         ("engine_cache", ""),
         ("rebuild", 0),
         ("spin_wait", False),
+        ("trtexec", False),
     ]
     assert d.option("precision").choices == ("auto", "fp32", "fp16", "int8")
     assert d.resolve({"rebuild": "5"})["rebuild"] == 5
@@ -731,3 +732,55 @@ def test_gpu_trtexec_on_the_cached_engine(tmp_path):
     )
     assert block["levels"]["device_compute"]["iterations"] >= 10
     assert block["profile"]["layers"]
+
+
+def _fake_trtexec(tmp_path: Path) -> Path:
+    """A stand-in trtexec binary (no TensorRT here): it records its argv and writes the recorded
+    real exports (TensorRT 10.4, see fixtures/trtexec/README.md) to the paths it is given."""
+    fake = tmp_path / "trtexec"
+    fake.write_text(
+        "#!" + sys.executable + "\n"
+        "import gzip, shutil, sys\n"
+        f"fix = {str(FIX)!r}\n"
+        "open(sys.argv[0] + '.argv', 'w').write('\\n'.join(sys.argv[1:]))\n"
+        "for a in sys.argv[1:]:\n"
+        "    if a.startswith('--exportTimes='):\n"
+        "        with gzip.open(fix + '/alexnet_fp16.times.json.gz', 'rb') as i:\n"
+        "            open(a.split('=', 1)[1], 'wb').write(i.read())\n"
+        "    if a.startswith('--exportProfile='):\n"
+        "        shutil.copy(fix + '/alexnet_fp16.profile.json', a.split('=', 1)[1])\n")
+    fake.chmod(0o755)
+    return fake
+
+
+def test_trtexec_run_pins_its_command_and_reads_both_exports(tmp_path):
+    fake = _fake_trtexec(tmp_path)
+    block = trtexec.run(str(tmp_path / "m.engine"), str(tmp_path / "w"), trtexec=str(fake))
+    argv = (tmp_path / "trtexec.argv").read_text().splitlines()
+    assert f"--loadEngine={tmp_path / 'm.engine'}" in argv
+    assert "--warmUp=200" in argv and "--duration=3" in argv
+    with gzip.open(FIX / "alexnet_fp16.times.json.gz") as fh:
+        compute = [r["computeMs"] for r in json.load(fh) if "computeMs" in r]
+    got = block["levels"]["device_compute"]
+    assert got["iterations"] == len(compute)
+    assert got["latency_ms_p50"] == pytest.approx(float(np.median(compute)), rel=1e-6, abs=1e-6)
+    assert block["profile"]["layers"] and block["options"]["sync"] == "blocking"
+
+
+def test_the_trtexec_block_reaches_the_result_once_and_outside_the_timed_loop(tmp_path):
+    from runners.core import _close
+
+    class Done:  # a backend that ran a session and reports one extra block (as tensorrt does)
+        calls = 0
+
+        def close(self):
+            pass
+
+        def extra_results(self, done):
+            Done.calls += 1
+            return {} if "trtexec" in done else {"trtexec": {"levels": {}}}
+
+    result: dict = {}
+    _close(Done(), result)
+    _close(Done(), result)  # a second session: not run again
+    assert result["trtexec"] == {"levels": {}} and Done.calls == 2

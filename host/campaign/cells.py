@@ -271,6 +271,33 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float) -> dict
             "warnings": warnings, "others_cpu_share_median": load, "spread": spread}
 
 
+def cell_levels(per_process: list, latency: dict) -> dict:
+    """The cell's latency levels (``host_call``, ``device_compute``, ``device_with_transfers``:
+    :mod:`runners.levels`) from each process's: the primary level is the cell's ``latency``
+    (with its interval); every other level gets the median, min and max of the processes'
+    p50s and their p99s' median — no interval of its own (the cell's interval method is run on
+    the primary level only) — and how many processes found it VALID."""
+    out = {}
+    primary = latency.get("level")
+    names = sorted({n for levels in per_process for n in levels}, key=lambda n: (n != primary, n))
+    for name in names:
+        blocks = [levels[name] for levels in per_process if name in levels]
+        if name == primary:
+            out[name] = dict(latency, scope="the cell's primary level: see latency")
+            continue
+        p50 = [b.get("latency_ms_p50") for b in blocks if b.get("latency_ms_p50") is not None]
+        p99 = [b.get("latency_ms_p99") for b in blocks if b.get("latency_ms_p99") is not None]
+        out[name] = {
+            "level": name, "processes": len(blocks),
+            "latency_ms_p50": float(np.median(p50)) if p50 else None,
+            "latency_ms_p50_min": min(p50) if p50 else None, "latency_ms_p50_max": max(p50) if p50 else None,
+            "latency_ms_p99": float(np.median(p99)) if p99 else None,
+            "valid_processes": sum(1 for b in blocks if (b.get("verdict") or {}).get("result") == "VALID"),
+            "scope": "median over the cell's processes of each one's pooled p50 (no interval)",
+        }
+    return out
+
+
 def combine(docs: list, arrays: list, records: list, progress, earlier: list | None = None) -> dict:
     """The cell document's measurement part from its processes (all ran and wrote a result)
     and the same cell's ``earlier`` campaigns (:func:`host.campaign.store.earlier_cells`):
@@ -285,6 +312,8 @@ def combine(docs: list, arrays: list, records: list, progress, earlier: list | N
     latency["campaign_level"] = level
     verdict = cell_verdict(latency, records, progress.protocol, progress.spent_s)
     doc["latency"] = latency
+    if any(d.get("latency_levels") for d in docs):
+        doc["latency_levels"] = cell_levels([d.get("latency_levels") or {} for d in docs], latency)
     doc["verdict"] = {k: verdict[k] for k in ("result", "reasons", "checks", "warnings")}
     doc["status"] = "ok" if verdict["result"] == "VALID" else "invalid"
     fps = doc.get("realtime", {}).get("fps") or doc["configuration"]["policy"]["fps"]

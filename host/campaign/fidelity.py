@@ -261,6 +261,8 @@ class CellFidelity:
         for a backend without outputs (``null``)."""
         if cfg.backend == "null":
             return None, "the null backend has no outputs"
+        if Path(model).suffix.lower() != ".onnx":
+            return None, "a compiled model has no fp32 ONNX reference here"
         key = (Path(model), cfg.batch, cfg.shapes, self.dataset(model))
         with self._lock:
             if key not in self._inputs:

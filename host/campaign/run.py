@@ -52,13 +52,24 @@ from runners.errors import EXIT_NO_RESULT
 from runners.manifest import git_revision
 from runners.util import utc_now
 
+#: Model files ``host bench`` takes, and which backends run each (a backend not listed runs
+#: ``.onnx``; ``null`` runs anything): cells whose device cannot run the file are not planned.
+MODEL_SUFFIXES = (".onnx", ".xmodel")
+_BACKEND_SUFFIXES = {"vart": (".xmodel",), "null": MODEL_SUFFIXES}
+
+
+def runs_format(backend: str, model: Path) -> bool:
+    """Whether ``backend``'s runner can load ``model``'s file format."""
+    return Path(model).suffix.lower() in _BACKEND_SUFFIXES.get(backend, (".onnx",))
+
 
 def discover_models(paths: Iterable[Path]) -> list[Path]:
-    """Expand files and folders into a sorted list of ``.onnx`` files (recursive).
+    """Expand files and folders into a sorted list of models (recursive): ``.onnx`` files, and
+    ``.xmodel`` files (compiled for a Vitis AI DPU: only ``vart`` devices run them).
 
     Raises:
         InputNotFoundError: a path does not exist.
-        ModelFormatError: a file given explicitly does not end in ``.onnx``.
+        ModelFormatError: a file given explicitly is neither ``.onnx`` nor ``.xmodel``.
         NoModelsError: nothing was found.
         DuplicateModelStemError: two models share a file stem (their cells would collide).
     """
@@ -69,9 +80,10 @@ def discover_models(paths: Iterable[Path]) -> list[Path]:
             raise InputNotFoundError(f"{path} does not exist",
                                      hint="pass .onnx files or folders that hold them")
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*.onnx") if p.is_file()))
-        elif path.suffix.lower() != ".onnx":
-            raise ModelFormatError(path, "not an ONNX model (expected a .onnx file)",
+            found.extend(sorted(p for p in path.rglob("*")
+                                if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES))
+        elif path.suffix.lower() not in MODEL_SUFFIXES:
+            raise ModelFormatError(path, "not a model (expected a .onnx file, or .xmodel for a DPU)",
                                    hint="pass .onnx files or folders that hold them")
         else:
             found.append(path)
@@ -340,6 +352,7 @@ class _Plan:
             "runs": old.get("runs") if isinstance(old.get("runs"), list) else [],
         }
         self._index = {(e["device"], e["model"], e["config"]): e for e in self.doc["plan"]}
+        self.unplanned: list = []  # [device, model file, backend]: a format the backend cannot load
 
     def add(self, device, model: Path, sha: str, config: BenchConfig, variant_sha: str | None = None) -> None:
         key = (device.name, model.stem, config.slug)
@@ -521,10 +534,12 @@ def _run_locked(camp_dir: Path, models: list, devices: list, config: BenchConfig
     shas = {m: cached_sha256(m) for v in variants for m in (v.model, v.run_model)}
     work = _plan_work(plan, variants, devices, config, backend=backend, results=results, campaign=campaign,
                       shas=shas, retry_failed=retry_failed, batches=batches)
+    _refuse_if_nothing_runs(work)
     run_log = _log_run(plan, devices, models, config, retry_failed=retry_failed, protocol=protocol,
                        memory=memory)
     run_log["partials_removed"] = partials
     run_log["precisions"] = sorted({v.precision for v in variants})
+    run_log["unplanned"] = plan.unplanned  # e.g. .onnx on a vart board, .xmodel on an ort one
 
     shared = _Shared(plan=plan, campaign=campaign, folder=camp_dir, shas=shas, open_board=open_board,
                      power=power, protocol=protocol, memory=memory, notify=on_event or (lambda event: None),
@@ -550,6 +565,19 @@ def _run_locked(camp_dir: Path, models: list, devices: list, config: BenchConfig
     cells = [shared.docs[(w.name, i)] for w in workers
              for i in range(1, len(w.items) + 1) if (w.name, i) in shared.docs]
     return CampaignResult(campaign, camp_dir, cells, summaries)
+
+
+def _refuse_if_nothing_runs(work: dict) -> None:
+    """Raises NoModelsError when no device can run any of the models (file formats: a ``vart``
+    board runs compiled ``.xmodel`` files, the others ``.onnx``)."""
+    if any(w.items for w in work.values()):
+        return
+    wants = sorted({f"{name} (runtime {w.config.backend}) runs "
+                    + "/".join(_BACKEND_SUFFIXES.get(w.config.backend, (".onnx",)))
+                    for name, w in work.items()})
+    raise NoModelsError("no model given that the chosen devices can run: " + "; ".join(wants),
+                        hint="for a ZCU104, compile first: `host zoo compile --target zcu104 MODEL`, "
+                             "then bench the .xmodel")
 
 
 def _refuse_collisions(camp_dir: Path, campaign: str, devices: list) -> None:
@@ -670,6 +698,9 @@ def _plan_work(plan: _Plan, variants: list, devices: list, config: BenchConfig, 
         base = device_config(config, device, backend)
         items = []
         for v, batch in ((v, b) for v in variants for b in batches):
+            if not runs_format(base.backend, v.run_model):
+                plan.unplanned.append([device.name, v.run_model.name, base.backend])
+                continue
             cfg = dataclasses.replace(base, precision=v.precision, batch=batch)
             plan.add(device, v.model, shas[v.model], cfg, variant_sha=shas[v.run_model] if v.recipe else None)
             path = cell_path(results, campaign, device.name, v.model.stem, cfg.slug)
@@ -712,6 +743,8 @@ class _Shared:
         from host.errors import QuantizationError
         from host.models.precision import precision_metrics
 
+        if Path(model).suffix.lower() != ".onnx":
+            return {"error": "a compiled model: see its source ONNX"}
         with self.metrics_lock:
             if ("precision", model) not in self.metrics_cache:
                 try:
@@ -724,6 +757,10 @@ class _Shared:
     def metrics_for(self, model: Path, cfg: BenchConfig) -> dict:
         key = (model, cfg.batch, cfg.shapes)
         with self.metrics_lock:
+            if key not in self.metrics_cache and Path(model).suffix.lower() == ".xmodel":
+                self.metrics_cache[key] = {"error": {
+                    "type": "CompiledModel", "message": "a compiled .xmodel: its static metrics are its "
+                    "source ONNX's (the .info beside it names the source)"}}
             if key not in self.metrics_cache:
                 self.metrics_cache[key] = metrics_or_error(model, batch=cfg.batch,
                                                            shapes=cfg.shapes_dict() or None)

@@ -113,6 +113,9 @@ CalibrateOpt = Annotated[str, typer.Option(help="int8 calibration method: minmax
 CalibrationDataOpt = Annotated[Optional[Path], typer.Option(
     help="int8 calibration inputs: a folder of .npy/.npz arrays, or images with a preprocess.json "
          "[the model dataset's calibration/ images, else seeded random data, labelled so]")]
+CountersOpt = Annotated[bool, typer.Option(
+    "--counters", help="hardware counters (perf stat) around the first session's timed loop, per inference; "
+                       "unsupported events recorded as such, never 0")]
 ProfileOpt = Annotated[bool, typer.Option(
     "--profile", help="per-layer profile of each cell from one extra, untimed process (ort: session "
                       "profiling); shown by host report")]
@@ -167,6 +170,7 @@ def bench(
     order_seed: OrderSeedOpt = 0,
     memory: MemoryOpt = "rss",
     profile: ProfileOpt = False,
+    counters: CountersOpt = False,
     precision: PrecisionOpt = "fp32",
     dataset: DatasetOpt = None,
     calibrate: CalibrateOpt = "minmax",
@@ -235,6 +239,7 @@ def bench(
     try:
         found_devices = _bench_devices(inventory, device, group, all_devices, backend)
         config = _bench_config(found_devices, backend, batch=batches[0], shapes=_parse_shapes(shape),
+                               counters=counters,
                                options=_given_options(threads, opt_level, option), policy=policy,
                                timeout=timeout)
         found = discover_models(models or _default_models())
@@ -342,7 +347,7 @@ def _bench_devices(inventory, device, group, all_devices: bool, backend: Optiona
 
 
 def _bench_config(found_devices, backend: Optional[str], *, batch: int, shapes: tuple, options: dict,
-                  policy, timeout: float):
+                  policy, timeout: float, counters: bool = False):
     """Step 3 of bench: the configuration. Refuses devices whose backend is not implemented
     (e.g. runtime=tensorrt), and backend options that none of the chosen backends declares
     (``--backend``, else each device's runtime). Raises HostError, BackendError."""
@@ -350,20 +355,13 @@ def _bench_config(found_devices, backend: Optional[str], *, batch: int, shapes: 
     from host.lab.runner import BenchConfig, check_backend_options
 
     config = BenchConfig(backend=backend or "ort", batch=batch, shapes=shapes, timeout_s=timeout,
-                         policy=policy)
+                         counters=counters, policy=policy)
     missing = unsupported_backends(found_devices, config, backend)
     if missing:
         raise HostError(
             "not implemented: no runner backend for " + ", ".join(missing)
             + f" in this version (runners has: {', '.join(implemented_names())})",
             hint="bench these boards with --backend null, or leave them out")
-    xmodel_only = [f"{d.name} (runtime vart)" for d in found_devices if (backend or d.runtime) == "vart"]
-    if xmodel_only:
-        raise HostError(
-            "not implemented: host bench ships ONNX models, the vart backend runs compiled .xmodel files; "
-            "no bench for " + ", ".join(xmodel_only),
-            hint="compile with `host zoo compile --target zcu104 MODEL`, then on the board: "
-                 "python3 -m runners run MODEL.xmodel --backend vart [--threads N]")
     chosen = [backend] if backend else sorted({d.runtime for d in found_devices})
     values = check_backend_options(options, chosen)
     threads = values.pop("threads", 0)

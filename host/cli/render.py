@@ -84,6 +84,12 @@ def _tie_labels(ties: dict) -> tuple:
     return labels, "; ".join(legend)
 
 
+def _power_cells(cell: dict) -> list:
+    """Mean power (W) over the load window and energy per inference (mJ), or "-"."""
+    pw = cell.get("power") if isinstance(cell.get("power"), dict) else {}
+    return [_num(pw.get("power_w_mean"), ".2f"), _num(pw.get("energy_mj_per_inference"), ".3f")]
+
+
 def _agreement(cell: dict) -> str:
     """Top-1 agreement (%) with the fp32 reference; ``*`` marks random weights."""
     fid = cell.get("fidelity") or {}
@@ -110,10 +116,15 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
     if show_device:
         table.add_column("device", no_wrap=True)
     sweep = len({_batch(c) for c in cells}) > 1
+    levels = {(c.get("latency") or {}).get("level") for c in cells} - {None}
+    mixed = len(levels) > 1
+    power = any(isinstance(c.get("power"), dict) and c["power"].get("power_w_mean") is not None
+                for c in cells)
     for name, justify in [("model", "left"), ("prec", "left"), *([("batch", "right")] if sweep else []),
-                          ("params", "right"), ("MFLOPs", "right"),
+                          ("params", "right"), ("MFLOPs", "right"), *([("level", "left")] if mixed else []),
                           ("p50 ms", "right"), ("CI95 %", "right"), ("re-run %", "right"), ("proc", "right"),
                           ("p99 ms", "right"), ("samples/s", "right"), ("RSS MiB", "right"),
+                          *([("W mean", "right"), ("mJ/inf", "right")] if power else []),
                           ("agree %", "right"), ("acc %", "right"), ("verdict", "left")]:
         table.add_column(name, justify=justify, no_wrap=(name == "model"))
     for cell in cells:
@@ -132,6 +143,7 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
             *([str(_batch(cell))] if sweep else []),
             _count(met.get("params")),
             _num(met.get("flops"), ",.1f", 1e-6),
+            *([str(lat.get("level") or "-")] if mixed else []),
             _num(lat.get("latency_ms_p50"), ".3f"),
             _pm(lat.get("latency_ms_p50_ci95_rel")),
             _pm(lat.get("latency_ms_p50_rerun95_rel")),
@@ -139,17 +151,21 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
             _num(lat.get("latency_ms_p99"), ".3f"),
             _num(lat.get("throughput_sps"), ",.0f"),
             _num(mem.get("rss_mib_peak"), ".1f"),
+            *(_power_cells(cell) if power else []),
             _agreement(cell),
             _num((cell.get("accuracy") or {}).get("top1"), ".1f", 100.0),
             verdict_text(cell, full=False),
         )
-    table.caption = ("p50: median of session medians over fresh processes; CI95: its 95 % interval "
+    level = f" ({next(iter(levels))}: what is timed)" if len(levels) == 1 else ""
+    table.caption = (f"p50{level}: median of session medians over fresh processes; CI95: its 95 % interval "
                      "(with the spread between earlier campaigns of the cell, once there are 2); "
                      "re-run: where a re-run's p50 should land (95 %); ≈X: not significantly different "
                      "from the other models marked ≈X" + (f" ({legend})" if legend else "") + "; "
                      "agree: top-1 agreement of the device's outputs with the fp32 model on the host "
                      "(* random weights: noise decides it); acc: top-1 accuracy on the model's dataset, "
-                     "on the device")
+                     "on the device"
+                     + ("; W mean: mean power over the load window; mJ/inf: energy per inference "
+                        "(external or on-board meter, see the cell's power block)" if power else ""))
     table.caption_justify = "left"
     return table
 

@@ -304,7 +304,8 @@ class Board:
         run = memprofile.plan(method, raw)
         policy = dataclasses.replace(config.policy, sessions=1, warmup_min_iterations=1, warmup_min_s=0.0,
                                      min_iterations=10, min_duration_s=0.0)
-        argv = ["run", remote_model, "--out", out, *dataclasses.replace(config, policy=policy).runner_args()]
+        untimed = dataclasses.replace(config, policy=policy, counters=False)
+        argv = ["run", remote_model, "--out", out, *untimed.runner_args()]
         command = self._leased(self.command(argv, name=token, wrapper=run.wrapper,
                                             python_args=run.python_args, env=run.env, after=run.after), token)
         res = self.transport.run(command, timeout=config.timeout_s, kill_pattern=token)
@@ -340,8 +341,8 @@ class Board:
         out, prefix = f"{self.workdir}/out/{token}.json", f"{self.workdir}/out/{token}.prof"
         policy = dataclasses.replace(config.policy, sessions=1, warmup_min_iterations=1, warmup_min_s=0.0,
                                      min_iterations=20, min_duration_s=0.0)
-        argv = ["run", remote_model, "--out", out, *dataclasses.replace(config, policy=policy).runner_args(),
-                "--profile-prefix", prefix]
+        untimed = dataclasses.replace(config, policy=policy, counters=False)
+        argv = ["run", remote_model, "--out", out, *untimed.runner_args(), "--profile-prefix", prefix]
         command = self._leased(self.command(argv, name=token), token)
         res = self.transport.run(command, timeout=config.timeout_s, kill_pattern=token)
         files: list = []

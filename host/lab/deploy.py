@@ -113,7 +113,8 @@ def prepare(board) -> None:
         +
         'printf "workdir=%s\\n" "$W"; '
         f'test -f "$W/runners/{board.runners_hash}/.complete" && echo runners=present; '
-        'for f in "$W"/models/*.onnx; do [ -f "$f" ] && printf "model=%s\\n" "${f##*/}"; done; '
+        'for f in "$W"/models/*.onnx "$W"/models/*.xmodel; do '
+        '[ -f "$f" ] && printf "model=%s\\n" "${f##*/}"; done; '
         "exit 0"
     )
     res = board.transport.run(script, timeout=60, retry=True)
@@ -123,7 +124,7 @@ def prepare(board) -> None:
     facts = kv_lines(res.stdout)
     board.workdir = posixpath.normpath(facts["workdir"])
     board.runners_present = facts.get("runners") == "present"
-    board.models_present = {m[:-5] for m in facts["models"]}
+    board.models_present = set(facts["models"])  # file names: <sha256>.onnx, <sha256>.xmodel
     if not board.runners_present:
         ship_runners(board)
 
@@ -166,8 +167,9 @@ def ensure_model(board, model: Path, sha256: str | None = None) -> str:
         cannot be read here.
     """
     sha = sha256 or cached_sha256(model)
-    remote = f"{board.workdir}/models/{sha}.onnx"
-    if sha not in board.models_present:
+    name = sha + (Path(model).suffix.lower() or ".onnx")
+    remote = f"{board.workdir}/models/{name}"
+    if name not in board.models_present:
         try:
             sent = board.transport.put(Path(model), remote)
         except OSError as exc:
@@ -175,7 +177,7 @@ def ensure_model(board, model: Path, sha256: str | None = None) -> str:
             raise _write_failure(board, f"sending {Path(model).name}", size, exc) from None
         board.model_bytes_sent += sent
         board.models_sent += 1
-        board.models_present.add(sha)
+        board.models_present.add(name)
     return remote
 
 
@@ -294,7 +296,7 @@ def deploy(board, models: list | None = None) -> StepReport:
         sent = 0
         for model in models or []:
             sha = cached_sha256(model)
-            if sha not in board.models_present:
+            if sha + (Path(model).suffix.lower() or ".onnx") not in board.models_present:
                 sent += 1
             ensure_model(board, model, sha)
         if models:

@@ -45,6 +45,7 @@ from runners.errors import (
     EngineBuildError,
     InferenceError,
     ModelLoadError,
+    RunnerError,
     UnsupportedFeatureError,
 )
 from runners.inputs import TensorSpec
@@ -631,6 +632,23 @@ class TensorRTBackend(Backend):
         if getattr(self, "_ctx", None) is not None or getattr(self, "_stream", None) is not None:
             self._teardown()
 
+    def extra_results(self, done) -> dict:
+        """After a session (outside every timed region): with the ``trtexec`` option, the result's
+        ``trtexec`` block from :func:`runners.trtexec.run` on this session's cached engine, once
+        per result (``done``: the keys it has); ``{"error": ...}`` when trtexec fails."""
+        engine = (getattr(self, "engine_info", None) or {}).get("path")
+        if not self.options.get("trtexec") or "trtexec" in done or not engine:
+            return {}
+        from runners import trtexec
+
+        shapes = {k: list(v) for k, v in (getattr(self, "_shapes", None) or {}).items()}
+        try:
+            block = trtexec.run(engine, os.path.dirname(engine), trtexec.TrtexecOptions(
+                spin_wait=bool(self.options.get("spin_wait"))), shapes=shapes or None)
+        except RunnerError as exc:
+            block = {"error": f"{type(exc).__name__}: {exc}"}
+        return {"trtexec": block}
+
 
 def _write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + rename), creating its folder."""
@@ -673,6 +691,11 @@ DESCRIPTOR = BackendDescriptor(
         ),
         BackendOption(
             "spin_wait", bool, False, "spin on cudaStreamQuery instead of cudaStreamSynchronize", slug="spin"
+        ),
+        BackendOption(
+            "trtexec", bool, False, "also run trtexec on the same engine, every default pinned on its "
+            "command line; its --exportTimes levels and --exportProfile layers go in the result's trtexec",
+            slug="trtexec",
         ),
     ),
     latency_levels=("host_call", "device_with_transfers", "device_compute"),
