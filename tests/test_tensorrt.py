@@ -137,10 +137,14 @@ def test_tensorrt_11_refuses_precision_it_cannot_make():
     assert precision_plan((11, 0, 0), "fp32", has_fp16=False, has_qdq=False)["typing"] == "strong"
 
 
-def test_int8_without_qdq_is_refused_on_every_version():
+def test_int8_without_qdq_needs_calibration_data_and_is_refused_on_11():
     for version in ((8, 5, 2), (10, 3, 0)):
-        with pytest.raises(UnsupportedFeatureError, match="needs a QDQ ONNX model"):
+        with pytest.raises(UnsupportedFeatureError, match="needs a QDQ ONNX model.*calibration_data"):
             precision_plan(version, "int8", has_fp16=False, has_qdq=False)
+        plan = precision_plan(version, "int8", has_fp16=False, has_qdq=False, calibration="abc123")
+        assert plan["recipe"] == "entropy_calibrator:abc123" and plan["builder_flags"] == ["INT8", "FP16"]
+    with pytest.raises(UnsupportedFeatureError, match="strongly typed"):
+        precision_plan((11, 0, 0), "int8", has_fp16=False, has_qdq=False, calibration="abc123")
     with pytest.raises(ValueError, match="auto or one of"):
         precision_plan((10, 3, 0), "bf16", has_fp16=False, has_qdq=False)
 
@@ -418,6 +422,7 @@ def test_descriptor():
         ("engine_cache", ""),
         ("rebuild", 0),
         ("spin_wait", False),
+        ("calibration_data", ""),
         ("trtexec", False),
     ]
     assert d.option("precision").choices == ("auto", "fp32", "fp16", "int8")
@@ -784,3 +789,45 @@ def test_the_trtexec_block_reaches_the_result_once_and_outside_the_timed_loop(tm
     _close(Done(), result)
     _close(Done(), result)  # a second session: not run again
     assert result["trtexec"] == {"levels": {}} and Done.calls == 2
+
+
+def test_calibration_batches_and_the_calibrator_feed_every_batch_once(tmp_path):
+    from runners.backends.tensorrt import calibration_batches, make_calibrator
+
+    folder = tmp_path / "cal"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.arange(3 * 2 * 2, dtype=np.float64).reshape(3, 1, 2, 2))
+    np.save(folder / "b.npy", np.ones((2, 1, 2, 2)))
+    batches, digest = calibration_batches(str(folder), "x", 2)
+    assert len(batches) == 2 and all(b.shape == (2, 1, 2, 2) and b.dtype == np.float32 for b in batches)
+    assert batches[1][1].tolist() == [[[1.0, 1.0], [1.0, 1.0]]]  # file order: a then b; 5 samples -> 2
+    assert digest == calibration_batches(str(folder), "x", 2)[1] and len(digest) == 16
+
+    copies = []
+
+    class FakeCuda:  # stands in for runners.cuda_rt (no GPU here)
+        class Stream:
+            def synchronize(self):
+                pass
+
+        @staticmethod
+        def device_alloc(nbytes):
+            return 4096
+
+        @staticmethod
+        def memcpy_htod_async(ptr, array, stream):
+            copies.append((ptr, array.copy()))
+
+    class FakeTrt:  # only the base class the calibrator derives from
+        class IInt8EntropyCalibrator2:
+            def __init__(self):
+                pass
+
+    cal = make_calibrator(FakeTrt, FakeCuda, batches, str(tmp_path / "t.calib"))
+    assert cal.get_batch_size() == 2 and cal.read_calibration_cache() is None
+    assert cal.get_batch(["x"]) == [4096] and cal.get_batch(["x"]) == [4096] and cal.get_batch(["x"]) is None
+    assert [c[1].tolist() for c in copies] == [b.tolist() for b in batches]
+    cal.write_calibration_cache(b"table")
+    assert cal.read_calibration_cache() == b"table"
+    with pytest.raises(Exception, match="fewer than one batch"):
+        calibration_batches(str(folder), "x", 8)

@@ -44,6 +44,7 @@ from runners.errors import (
     BackendUnavailableError,
     EngineBuildError,
     InferenceError,
+    InputSpecError,
     ModelLoadError,
     RunnerError,
     UnsupportedFeatureError,
@@ -106,15 +107,18 @@ def features(version: Tuple[int, int, int]) -> dict:
     }
 
 
-def precision_plan(version: Tuple[int, int, int], precision: str, *, has_fp16: bool, has_qdq: bool) -> dict:
+def precision_plan(version: Tuple[int, int, int], precision: str, *, has_fp16: bool, has_qdq: bool,
+                   calibration: Optional[str] = None) -> dict:
     """How ``precision`` is obtained on ``version`` for a network with (``has_fp16``) half-precision
     tensors and (``has_qdq``) Quantize/Dequantize layers: ``{"precision", "builder_flags": [names],
     "typing": "weak"|"strong", "recipe"}``. ``"auto"`` takes the model's own: int8 with Q/DQ layers,
-    fp16 with half tensors, else fp32 (the host's precision variants are such models).
+    fp16 with half tensors, else fp32 (the host's precision variants are such models). int8 without
+    Q/DQ layers uses the entropy calibrator (``IInt8EntropyCalibrator2``, TensorRT 8.5-10.x only)
+    over ``calibration`` (a digest of the calibration data, part of the recipe).
 
     Raises:
         UnsupportedFeatureError: the version cannot do it (TensorRT 11: fp16 from an fp32 ONNX or
-            int8 without Q/DQ; any version: int8 without Q/DQ, since the calibrator is not here).
+            int8 without Q/DQ; 8.5-10.x: int8 without Q/DQ and without calibration data).
         ValueError: an unknown precision.
     """
     if precision == "auto":
@@ -143,13 +147,83 @@ def precision_plan(version: Tuple[int, int, int], precision: str, *, has_fp16: b
             "recipe": {"fp32": "onnx_types", "fp16": "fp16_onnx", "int8": "qdq_onnx"}[precision],
         }
     if precision == "int8" and not has_qdq:
-        raise UnsupportedFeatureError(
-            "precision int8 needs a QDQ ONNX model (explicit quantization, every TensorRT version); "
-            "the entropy calibrator is not implemented in this backend: make one with `host zoo quantize`"
-        )
+        if not calibration:
+            raise UnsupportedFeatureError(
+                "precision int8 needs a QDQ ONNX model (explicit quantization, every TensorRT version; "
+                "make one with `host zoo quantize`) or, on TensorRT 8.5-10.x, calibration_data=FOLDER "
+                "for the entropy calibrator")
+        return {"precision": "int8", "builder_flags": ["INT8", "FP16"], "typing": "weak",
+                "recipe": f"entropy_calibrator:{calibration}"}
     flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
     recipe = {"fp32": "fp32", "fp16": "builder_flag_fp16", "int8": "qdq_onnx+int8_flag"}[precision]
     return {"precision": precision, "builder_flags": flags, "typing": "weak", "recipe": recipe}
+
+
+# ----------------------------------------------------------------------------------------------
+# implicit int8: the entropy calibrator (TensorRT 8.5-10.x)
+# ----------------------------------------------------------------------------------------------
+
+
+def calibration_batches(folder: str, name: str, batch: int) -> Tuple[list, str]:
+    """The calibration batches for input ``name``: every ``.npy`` file of ``folder`` (sorted)
+    holds samples along its first axis with the input's full rank (as the host's calibration
+    folders do); they are concatenated and cut into batches of ``batch`` (a last partial batch is
+    dropped). Returns (list of float32 arrays, sha256 digest over file names and bytes, 16 hex).
+
+    Raises:
+        InputSpecError: no ``.npy`` file, or fewer samples than one batch.
+    """
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".npy"))
+    if not files:
+        raise InputSpecError(f"calibration_data {folder}: no .npy file (input {name!r})")
+    digest = hashlib.sha256()
+    arrays = []
+    for f in files:
+        path = os.path.join(folder, f)
+        with open(path, "rb") as fh:
+            digest.update(f.encode() + b"\0" + fh.read())
+        arrays.append(np.load(path).astype(np.float32))
+    data = np.concatenate(arrays)
+    n = len(data) // batch
+    if n < 1:
+        raise InputSpecError(f"calibration_data {folder}: {len(data)} samples, fewer than one batch "
+                             f"of {batch}")
+    return [np.ascontiguousarray(data[i * batch:(i + 1) * batch]) for i in range(n)], digest.hexdigest()[:16]
+
+
+def make_calibrator(trt, cuda, batches: list, cache_path: str):
+    """An ``trt.IInt8EntropyCalibrator2`` feeding ``batches`` (float32 arrays, one per
+    calibration step) through one device buffer, with its calibration table cached at
+    ``cache_path`` (TensorRT developer guide, "INT8 calibration using Python")."""
+
+    class _Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.batches, self.index = batches, 0
+            self.device = cuda.device_alloc(batches[0].nbytes)
+            self.stream = cuda.Stream()
+
+        def get_batch_size(self):
+            return int(batches[0].shape[0])
+
+        def get_batch(self, names):
+            if self.index >= len(self.batches):
+                return None
+            cuda.memcpy_htod_async(self.device, self.batches[self.index], self.stream)
+            self.stream.synchronize()
+            self.index += 1
+            return [int(self.device)]
+
+        def read_calibration_cache(self):
+            if os.path.exists(cache_path):
+                with open(cache_path, "rb") as fh:
+                    return fh.read()
+            return None
+
+        def write_calibration_cache(self, cache):
+            _write_bytes(cache_path, bytes(cache))
+
+    return _Calibrator()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,8 +392,15 @@ class TensorRTBackend(Backend):
         ]
         has_fp16 = any(t.dtype == trt.DataType.HALF for t in outs)
         has_qdq = any(net.get_layer(i).type == trt.LayerType.QUANTIZE for i in range(net.num_layers))
+        folder = self.options.get("calibration_data") or ""
+        self._calibration = None
+        if folder and not has_qdq and net.num_inputs == 1:
+            inp = net.get_input(0)
+            batch = int(inp.shape[0]) if int(inp.shape[0]) > 0 else 1
+            self._calibration = calibration_batches(folder, inp.name, batch)
         self.plan = precision_plan(
-            self.version, self.options.get("precision") or "auto", has_fp16=has_fp16, has_qdq=has_qdq
+            self.version, self.options.get("precision") or "auto", has_fp16=has_fp16, has_qdq=has_qdq,
+            calibration=self._calibration[1] if self._calibration else None,
         )
 
     def _spec(self, tensor) -> TensorSpec:
@@ -349,6 +430,9 @@ class TensorRTBackend(Backend):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts["workspace_mib"] << 20)
         for flag in opts["builder_flags"]:
             config.set_flag(getattr(trt.BuilderFlag, flag))
+        if self.plan["recipe"].startswith("entropy_calibrator"):
+            table = (timing_cache or self._model_path) + f".{self.plan['recipe'].split(':')[1]}.calib"
+            config.int8_calibrator = make_calibrator(trt, self._cuda, self._calibration[0], table)
         if any(
             self._network.get_input(i).shape[j] < 0
             for i in range(self._network.num_inputs)
@@ -691,6 +775,11 @@ DESCRIPTOR = BackendDescriptor(
         ),
         BackendOption(
             "spin_wait", bool, False, "spin on cudaStreamQuery instead of cudaStreamSynchronize", slug="spin"
+        ),
+        BackendOption(
+            "calibration_data", str, "", "int8 without Q/DQ layers on TensorRT 8.5-10.x: a folder of .npy "
+            "calibration samples for the entropy calibrator (its digest is in the engine's recipe)",
+            slug="cal",
         ),
         BackendOption(
             "trtexec", bool, False, "also run trtexec on the same engine, every default pinned on its "
