@@ -57,3 +57,19 @@ def test_bench_profile_stores_the_layers_beside_the_cell_and_report_shows_them(t
     shown = runner.invoke(app, ["report", str(tmp_path / "r" / "p")], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "layers of tiny_cnn (ort-b1-t1)" in shown.stdout
     assert "median µs" in shown.stdout and "Gemm" in shown.stdout
+
+
+def test_tensorrt_layers_come_from_a_recorded_trtexec_profile():
+    from host.lab.layerprofile import from_trtexec
+    from runners.trtexec import parse_profile
+
+    doc = json.loads((FIX.parent / "trtexec" / "resnet18_fp16.profile.json").read_text())
+    rows = from_trtexec(parse_profile(doc))
+    layers = [r for r in doc if isinstance(r, dict) and "name" in r]
+    assert len(rows) == len(layers)
+    top = max(layers, key=lambda r: r.get("medianMs", r["averageMs"]))
+    assert rows[0]["node"] == top["name"]
+    assert rows[0]["median_us"] == pytest.approx(1000 * top.get("medianMs", top["averageMs"]))
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no layer profile"):
+        from_trtexec({})

@@ -1117,7 +1117,7 @@ class _BoardWorker:
         except HostError as exc:
             return {"error": str(exc)}
         write_json_atomic({"layers": found["rows"]}, str(sidecar))
-        return dict(summary(found["rows"]), file=sidecar.name, wall_s=found["wall_s"])
+        return dict(summary(found["rows"], method=found["method"]), file=sidecar.name, wall_s=found["wall_s"])
 
     def _profile(self, model: Path, config: BenchConfig) -> dict:
         """The cell's heap profile (``--memory massif|memray``), or its error."""

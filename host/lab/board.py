@@ -341,7 +341,9 @@ class Board:
         out, prefix = f"{self.workdir}/out/{token}.json", f"{self.workdir}/out/{token}.prof"
         policy = dataclasses.replace(config.policy, sessions=1, warmup_min_iterations=1, warmup_min_s=0.0,
                                      min_iterations=20, min_duration_s=0.0)
-        untimed = dataclasses.replace(config, policy=policy, counters=False)
+        trt = config.backend == "tensorrt"  # its layers come from trtexec --exportProfile
+        options = tuple(dict(config.options, trtexec=True).items()) if trt else config.options
+        untimed = dataclasses.replace(config, policy=policy, counters=False, options=options)
         argv = ["run", remote_model, "--out", out, *untimed.runner_args(), "--profile-prefix", prefix]
         command = self._leased(self.command(argv, name=token), token)
         res = self.transport.run(command, timeout=config.timeout_s, kill_pattern=token)
@@ -350,17 +352,22 @@ class Board:
             if res.exit_code not in RESULT_EXIT_CODES:
                 raise MemoryProfileError(f"{self.name}: profiling run exited with {res.exit_code}: "
                                          f"{tail(res.stderr, 400).strip()}")
-            files = json.loads(self.transport.read(out).decode("utf-8")).get("profile_files") or []
-            if not files:
+            doc = json.loads(self.transport.read(out).decode("utf-8"))
+            files = doc.get("profile_files") or []
+            if trt:
+                rows = layerprofile.from_trtexec(((doc.get("trtexec") or {}).get("profile")) or {})
+            elif not files:
                 raise MemoryProfileError(f"{self.name}: backend {config.backend!r} wrote no layer profile",
-                                         hint="--profile needs a backend with a profiler (ort)")
-            rows = layerprofile.parse_ort_trace(json.loads(self.transport.read(files[0]).decode("utf-8")))
+                                         hint="--profile needs a backend with a profiler (ort, tensorrt)")
+            else:
+                rows = layerprofile.parse_ort_trace(json.loads(self.transport.read(files[0]).decode("utf-8")))
         except (OSError, ValueError) as exc:
             raise MemoryProfileError(f"{self.name}: layer profile unreadable: {exc}") from None
         finally:
             for path in [out, *files]:
                 self.transport.remove(path)
-        return {"rows": rows, "wall_s": res.wall_s}
+        return {"rows": rows, "wall_s": res.wall_s,
+                "method": layerprofile.TRTEXEC_METHOD if trt else layerprofile.ORT_METHOD}
 
     def clock_probes(self, n: int = 7) -> list:
         """Bracketed reads of the board's CLOCK_MONOTONIC (the runner's loop clock):

@@ -45,6 +45,26 @@ def parse_ort_trace(events: list) -> list:
     return sorted(rows, key=lambda r: (-r["median_us"], r["node"]))
 
 
+def from_trtexec(profile: dict) -> list:
+    """Rows in the same shape from the ``profile`` of a runner's ``trtexec`` block (TensorRT's
+    ``--exportProfile``, :func:`runners.trtexec.parse_profile`): per layer its median time when
+    the version wrote one, else its average; ``op`` None (TensorRT names fused layers, not ops).
+
+    Raises:
+        ValueError: no layers.
+    """
+    layers = (profile or {}).get("layers") or []
+    if not layers:
+        raise ValueError("the trtexec block has no layer profile")
+    rows = [{"node": x["name"], "op": None, "provider": "TensorRT", "calls": (profile or {}).get("count"),
+             "median_us": 1000.0 * (x["median_ms"] if x.get("median_ms") is not None else x["average_ms"]),
+             "total_us": 1000.0 * x["time_ms"]} for x in layers]
+    total = sum(r["median_us"] for r in rows) or 1.0
+    for r in rows:
+        r["share"] = r["median_us"] / total
+    return sorted(rows, key=lambda r: (-r["median_us"], r["node"]))
+
+
 def by_op(rows: list) -> list:
     """The rows summed per op type: ``{"op", "nodes", "median_us", "share"}``, largest first."""
     ops: dict = {}
@@ -56,8 +76,12 @@ def by_op(rows: list) -> list:
     return sorted(ops.values(), key=lambda o: -o["median_us"])
 
 
-def summary(rows: list, top: int = 10) -> dict:
+ORT_METHOD = ("ONNX Runtime session profiling (Chrome trace), one untimed process; per node: the median "
+              "kernel time over its calls")
+TRTEXEC_METHOD = ("trtexec --exportProfile on the cell's engine (--separateProfileRun), one untimed "
+                  "process; per layer: its median (else average) time")
+
+
+def summary(rows: list, top: int = 10, method: str = ORT_METHOD) -> dict:
     """The cell's ``profile`` block: method, the ``top`` layers, the per-op totals."""
-    return {"method": "ONNX Runtime session profiling (Chrome trace), one untimed process; "
-                      "per node: the median kernel time over its calls",
-            "layers": len(rows), "top": rows[:top], "by_op": by_op(rows)}
+    return {"method": method, "layers": len(rows), "top": rows[:top], "by_op": by_op(rows)}
