@@ -275,3 +275,13 @@ def test_host_report_html_writes_the_page(tmp_path):
     assert page.count("<img ") == 9 and "http://" not in page and "https://" not in page
     assert "<script" not in page
     assert f"wrote {tmp_path / 'o' / 'report.html'}" in " ".join(result.output.split())
+
+
+def test_the_page_has_the_correlation_table_of_devices_with_three_models(tmp_path):
+    cells = _campaign(tmp_path / "r")
+    page = report_html.render_html(cells, "t", [], [])
+    assert "<h2>Correlations</h2>" in page
+    r = np.corrcoef([1e6, 1e7, 1e8], [0.5, 2.0, 9.0])[0, 1]  # dev1's FLOPs and p50, by numpy
+    row = next(line for line in page.splitlines() if "flops → latency_ms" in line and ">dev1<" in line)
+    assert f"<td>{r:.3f}</td>" in row and "<td>3</td>" in row
+    assert ">dev2<" not in page.split("<h2>Correlations</h2>")[1].split("</table>")[0]  # one model only

@@ -264,6 +264,25 @@ def _plots_section(plots: list[Plot]) -> str:
     return "<h2>Plots</h2>\n" + ("\n".join(figures) if figures else "<p class=\"note\">No plot.</p>")
 
 
+def _correlations_section(cells: list) -> str:
+    """The correlation table of :func:`host.analysis.correlate.correlations` (the groups
+    ``host report`` prints: at least 3 models), or "" when there is none."""
+    from host.analysis.correlate import correlations, printable
+
+    rows = printable(correlations(cells))
+    if not rows:
+        return ""
+    body = [[_e(r["device"]), _e(r["precision"]), _e(r["batch"]), _e(f"{r['x']} → {r['y']}"), _e(r["n"]),
+             _num(r["r"], ".3f"), _num(r["p_value"], ".2g"), _num(r["slope"], ".3g"),
+             _num(r["intercept"], ".3g"), _num(r["r2"], ".3f"), _e(r["label"])] for r in rows]
+    head = ["device", "precision", "batch", "static → measured", "n", "r", "p", "slope", "intercept", "r²",
+            "label"]
+    return ("<h2>Correlations</h2>\n" + _table(head, body, left=4)
+            + "\n<p class=\"note\">Pearson r (two-sided p) and least-squares line over linear values, one "
+              "point per model; weak: |r| &lt; 0.5, insignificant: p ≥ 0.05, n&lt;3: fewer than 3 models. "
+              "Every fit is also in correlations.csv.</p>")
+
+
 def render_html(cells: list, title: str, plots: list[Plot], plot_notes: list) -> str:
     """The page as a string (see the module docstring); ``plots`` are embedded, so their files
     must exist while this runs."""
@@ -273,8 +292,8 @@ def render_html(cells: list, title: str, plots: list[Plot], plot_notes: list) ->
         f"<title>edgegauge report: {_e(title)}</title>", f"<style>{CSS}</style></head><body>",
         f"<h1>edgegauge report: {_e(title)}</h1>",
         f"<p class=\"note\">{len(cells)} cells; written {made} by host report --html.</p>",
-        _devices_section(cells), _results_section(cells), _warnings_section(cells, plot_notes),
-        _plots_section(plots), "</body></html>", ""])
+        _devices_section(cells), _results_section(cells), _correlations_section(cells),
+        _warnings_section(cells, plot_notes), _plots_section(plots), "</body></html>", ""])
 
 
 def write_html(cells: list, path: Path, title: str) -> Path:
