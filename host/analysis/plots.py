@@ -116,6 +116,12 @@ def pareto_mask(x, y) -> np.ndarray:
 # --------------------------------------------------------------------------- per device
 
 
+def _name_points(ax, x, y, rows: list) -> None:
+    """Label each point with its cell (model, precision)."""
+    for xi, yi, c in zip(x, y, rows):
+        ax.annotate(_label(c), (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
+
+
 def flops_latency(cells: list, out_dir: Path, device: str) -> Path:
     """FLOPs (``metrics.flops``) vs p50 latency in ms on ``device``, log–log, with the 95 % CI
     of the p50 (``latency_ms_p50_ci95``) as error bars and the least-squares line in log–log.
@@ -140,8 +146,7 @@ def flops_latency(cells: list, out_dir: Path, device: str) -> Path:
                 + (f", r {fit[2]:.2f} (n {x.size})" if fit[2] is not None else ""))
     else:
         ax.plot([], [], " ", label="no fitted line: fewer than 2 distinct FLOPs counts")
-    for xi, yi, c in zip(x, y, rows):
-        ax.annotate(_label(c), (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    _name_points(ax, x, y, rows)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("FLOPs per call (static count of the ONNX graph)")
@@ -172,8 +177,7 @@ def params_memory(cells: list, out_dir: Path, device: str) -> Path:
         xs = np.linspace(x.min(), x.max(), 50)
         ax.plot(xs, slope * xs + intercept, "--",
                 label=f"least squares: {slope * 1e6:.3g} MiB per M params + {intercept:.1f} MiB")
-    for xi, yi, c in zip(x, y, rows):
-        ax.annotate(_label(c), (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    _name_points(ax, x, y, rows)
     ax.set_xscale("log")
     ax.set_xlabel("parameters (count, static)")
     ax.set_ylabel("peak RSS of the runner process (MiB)")
@@ -201,8 +205,7 @@ def pareto_front(cells: list, out_dir: Path, device: str) -> Path:
     fig, (ax,) = _figure()
     ax.plot(x[~front], y[~front], "o", color="0.6", label="dominated")
     ax.plot(x[front][order], y[front][order], "o-", color="C3", drawstyle="steps-post", label="Pareto front")
-    for xi, yi, c in zip(x, y, rows):
-        ax.annotate(_label(c), (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    _name_points(ax, x, y, rows)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("parameters (count, static)")

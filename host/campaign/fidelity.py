@@ -118,9 +118,9 @@ def reference(model: Path, inputs: Path, cache: Path | None = None) -> dict:
     Raises:
         FidelityError: the model cannot be loaded or run on these inputs.
     """
-    from runners.util import file_sha256
+    from host.lab.deploy import cached_sha256  # hashed once per file, however many cells use it
 
-    key = hashlib.sha256(f"{file_sha256(model)}:{file_sha256(inputs)}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{cached_sha256(model)}:{cached_sha256(inputs)}".encode()).hexdigest()[:32]
     path = _cache(cache) / f"reference-{key}.npz"
     if path.exists():
         with np.load(path) as saved:

@@ -52,15 +52,26 @@ from runners.errors import EXIT_NO_RESULT
 from runners.manifest import git_revision
 from runners.util import utc_now
 
-#: Model files ``host bench`` takes, and which backends run each (a backend not listed runs
-#: ``.onnx``; ``null`` runs anything): cells whose device cannot run the file are not planned.
-MODEL_SUFFIXES = (".onnx", ".xmodel")
-_BACKEND_SUFFIXES = {"vart": (".xmodel",), "null": MODEL_SUFFIXES}
+
+def model_suffixes() -> set:
+    """The model files ``host bench`` takes: those some backend loads (its descriptor's
+    ``model_suffixes``); cells whose device cannot load the file are not planned."""
+    from runners.backends import descriptors
+
+    return {s for d in descriptors().values() for s in d.model_suffixes}
+
+
+def _suffixes(backend: str) -> tuple:
+    """The model files ``backend`` loads (``.onnx`` for one this version does not know)."""
+    from runners.backends import descriptors
+
+    desc = descriptors().get(backend)
+    return desc.model_suffixes if desc is not None else (".onnx",)
 
 
 def runs_format(backend: str, model: Path) -> bool:
     """Whether ``backend``'s runner can load ``model``'s file format."""
-    return Path(model).suffix.lower() in _BACKEND_SUFFIXES.get(backend, (".onnx",))
+    return Path(model).suffix.lower() in _suffixes(backend)
 
 
 def discover_models(paths: Iterable[Path]) -> list[Path]:
@@ -74,6 +85,7 @@ def discover_models(paths: Iterable[Path]) -> list[Path]:
         DuplicateModelStemError: two models share a file stem (their cells would collide).
     """
     found: list[Path] = []
+    suffixes = model_suffixes()
     for raw in paths:
         path = Path(raw)
         if not path.exists():
@@ -81,8 +93,8 @@ def discover_models(paths: Iterable[Path]) -> list[Path]:
                                      hint="pass .onnx files or folders that hold them")
         if path.is_dir():
             found.extend(sorted(p for p in path.rglob("*")
-                                if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES))
-        elif path.suffix.lower() not in MODEL_SUFFIXES:
+                                if p.is_file() and p.suffix.lower() in suffixes))
+        elif path.suffix.lower() not in suffixes:
             raise ModelFormatError(path, "not a model (expected a .onnx file, or .xmodel for a DPU)",
                                    hint="pass .onnx files or folders that hold them")
         else:
@@ -573,7 +585,7 @@ def _refuse_if_nothing_runs(work: dict) -> None:
     if any(w.items for w in work.values()):
         return
     wants = sorted({f"{name} (runtime {w.config.backend}) runs "
-                    + "/".join(_BACKEND_SUFFIXES.get(w.config.backend, (".onnx",)))
+                    + "/".join(_suffixes(w.config.backend))
                     for name, w in work.items()})
     raise NoModelsError("no model given that the chosen devices can run: " + "; ".join(wants),
                         hint="for a ZCU104, compile first: `host zoo compile --target zcu104 MODEL`, "

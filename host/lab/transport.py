@@ -125,34 +125,48 @@ def _drain_to_eof(chan, out: bytearray, err: bytearray, limit_s: float = 5.0) ->
             return
         time.sleep(0.002)
 
-class _LocalHolder:
-    """A long-lived child process (see :meth:`LocalTransport.hold`)."""
+class _LineReader:
+    """Line reading with a deadline over a holder's ``_recv(left_s)``: bytes read, ``b""`` at EOF,
+    or None when nothing came within ``left_s`` (or the link broke)."""
 
-    def __init__(self, proc: subprocess.Popen):
-        self.proc = proc
+    def __init__(self):
         self._buf = bytearray()
 
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+    def _recv(self, left_s: float) -> bytes | None:
+        raise NotImplementedError
 
     def readline(self, timeout: float) -> str:
-        """One line of its stdout ("" at EOF or after ``timeout`` seconds)."""
-        import select
-
+        """One line of its stdout ("" at EOF, on a broken link or after ``timeout`` seconds)."""
         end = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
         while b"\n" not in self._buf:
             left = end - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            data = self._recv(left) if left > 0 else None
+            if data is None:
                 return ""
-            data = os.read(fd, 4096)
             if not data:
                 break
             self._buf.extend(data)
         line, _, rest = bytes(self._buf).partition(b"\n")
         self._buf[:] = rest
         return line.decode("utf-8", "replace")
+
+
+class _LocalHolder(_LineReader):
+    """A long-lived child process (see :meth:`LocalTransport.hold`)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        super().__init__()
+        self.proc = proc
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _recv(self, left_s: float) -> bytes | None:
+        import select
+
+        fd = self.proc.stdout.fileno()
+        return os.read(fd, 4096) if select.select([fd], [], [], left_s)[0] else None
 
     def send(self, data: bytes) -> None:
         self.proc.stdin.write(data)
@@ -174,12 +188,12 @@ class _LocalHolder:
             self.proc.wait()
 
 
-class _ChannelHolder:
+class _ChannelHolder(_LineReader):
     """A long-lived command on an SSH channel (see :meth:`SshTransport.hold`)."""
 
     def __init__(self, chan):
+        super().__init__()
         self.chan = chan
-        self._buf = bytearray()
 
     @property
     def alive(self) -> bool:
@@ -187,24 +201,12 @@ class _ChannelHolder:
         return not (self.chan.closed or self.chan.exit_status_ready() or transport is None
                     or not transport.is_active())
 
-    def readline(self, timeout: float) -> str:
-        """One line of its stdout ("" at EOF, on a broken link or after ``timeout`` seconds)."""
-        end = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = end - time.monotonic()
-            if left <= 0:
-                return ""
-            self.chan.settimeout(left)
-            try:
-                data = self.chan.recv(4096)
-            except (socket.timeout, OSError, EOFError):
-                return ""
-            if not data:
-                break
-            self._buf.extend(data)
-        line, _, rest = bytes(self._buf).partition(b"\n")
-        self._buf[:] = rest
-        return line.decode("utf-8", "replace")
+    def _recv(self, left_s: float) -> bytes | None:
+        self.chan.settimeout(left_s)
+        try:
+            return self.chan.recv(4096)
+        except (socket.timeout, OSError, EOFError):
+            return None
 
     def send(self, data: bytes) -> None:
         self.chan.settimeout(OP_DEADLINE_S)

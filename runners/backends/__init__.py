@@ -107,6 +107,7 @@ class BackendDescriptor:
     ``precisions`` (e.g. ``("fp32",)``; empty: runs no arithmetic), ``families`` (device
     families it targets: arm_cpu, jetson, zcu104, x86_a100 as in ``runners.power_state``),
     ``runtime_modules`` (Python modules its runtime needs; the first one's version is reported),
+    ``model_suffixes`` (the model files it loads: ``.onnx``, a DPU's compiled ``.xmodel``),
     ``implemented`` and, when not, ``reason``.
     """
 
@@ -118,6 +119,7 @@ class BackendDescriptor:
     precisions: Tuple[str, ...] = ("fp32",)
     families: Tuple[str, ...] = ()
     runtime_modules: Tuple[str, ...] = ()
+    model_suffixes: Tuple[str, ...] = (".onnx",)
     implemented: bool = True
     reason: str = ""
 
@@ -151,6 +153,7 @@ class BackendDescriptor:
                         for o in self.options],
             "latency_levels": list(self.latency_levels), "precisions": list(self.precisions),
             "families": list(self.families), "runtime_modules": list(self.runtime_modules),
+            "model_suffixes": list(self.model_suffixes),
         }
 
 

@@ -50,4 +50,5 @@ DESCRIPTOR = BackendDescriptor(
     latency_levels=("host_call",),
     precisions=(),
     families=("arm_cpu", "jetson", "zcu104", "x86_a100"),
+    model_suffixes=(".onnx", ".xmodel"),  # loads nothing: any model file will do
 )

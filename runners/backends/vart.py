@@ -501,4 +501,5 @@ DESCRIPTOR = BackendDescriptor(
     precisions=("int8",),
     families=("zcu104",),
     runtime_modules=("vart", "xir"),
+    model_suffixes=(".xmodel",),
 )

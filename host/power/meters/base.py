@@ -9,9 +9,10 @@ goes in ``meter_seq`` / ``meter_time_s``.
 from __future__ import annotations
 
 import math
+import subprocess
 from dataclasses import dataclass, field
 
-from host.errors import HostError, MeterConnectionError, MeterError
+from host.errors import HostError, MeterConnectionError, MeterError, MeterTimeoutError
 
 #: What a meter measures (docs/power.md §7).
 SCOPES = ("wall", "board-input", "module", "rails")
@@ -34,6 +35,28 @@ def run_on_board(run, command: str, label: str) -> str:
     if isinstance(out, bytes):
         out = out.decode("utf-8", "replace")
     return out if isinstance(out, str) else str(getattr(out, "stdout", out))
+
+
+def run_command(run, command: str, *, board_label: str, label: str, timeout_s: float,
+                hint: str | None = None) -> str:
+    """An on-board source's one shell command: through ``run`` (:func:`run_on_board`) when the
+    source has one, else ``/bin/sh -c`` on this machine with a ``timeout_s`` deadline; stdout and
+    stderr together.
+
+    Raises:
+        MeterTimeoutError: no answer within ``timeout_s`` (``hint`` attached).
+        MeterConnectionError: the command could not run.
+    """
+    if run is not None:
+        return run_on_board(run, command, board_label)
+    try:
+        proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
+                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise MeterTimeoutError(f"{label}: no answer within {timeout_s} s", hint=hint) from exc
+    except OSError as exc:
+        raise MeterConnectionError(f"cannot start /bin/sh for {label}: {exc}") from exc
+    return proc.stdout + proc.stderr
 
 
 @dataclass(frozen=True)

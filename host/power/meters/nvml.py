@@ -54,13 +54,12 @@ import collections
 import math
 import re
 import shlex
-import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from host.errors import MeterConnectionError, MeterProtocolError, MeterTimeoutError
-from host.power.meters.base import Meter, Reading, run_on_board
+from host.errors import MeterConnectionError, MeterProtocolError
+from host.power.meters.base import Meter, Reading, run_command
 
 #: Query fields after the power field, with the unit each must carry (None: no unit).
 TELEMETRY_FIELDS = (("utilization.gpu", "%"), ("memory.used", "MiB"), ("clocks.sm", "MHz"),
@@ -240,17 +239,8 @@ class NvmlGpu(Meter):
                 f"--format=csv 2>&1; echo __edgegauge_rc=$?")
 
     def _execute(self, command: str) -> str:
-        if self.run is not None:
-            return run_on_board(self.run, command, self.name or "nvml")
-        try:
-            proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
-                                  timeout=self.timeout_s, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
-            raise MeterTimeoutError(f"{self.nvidia_smi}: no answer within {self.timeout_s} s",
-                                    hint="is persistence mode on? nvidia-smi -pm 1") from exc
-        except OSError as exc:
-            raise MeterConnectionError(f"cannot start /bin/sh for {self.nvidia_smi}: {exc}") from exc
-        return proc.stdout + proc.stderr
+        return run_command(self.run, command, board_label=self.name or "nvml", label=self.nvidia_smi,
+                           timeout_s=self.timeout_s, hint="is persistence mode on? nvidia-smi -pm 1")
 
     def _query(self, power_field: str) -> GpuSample:
         """One run of the query: the GPU's row.

@@ -28,10 +28,9 @@ from __future__ import annotations
 import math
 import re
 import shlex
-import subprocess
 
-from host.errors import MeterConnectionError, MeterProtocolError, MeterTimeoutError
-from host.power.meters.base import Meter, Reading, run_on_board
+from host.errors import MeterConnectionError, MeterProtocolError
+from host.power.meters.base import Meter, Reading, run_command
 
 #: The board input voltage line (no matching current).
 INPUT_VOLTAGE = "EXT5V"
@@ -76,18 +75,8 @@ class Rpi5Pmic(Meter):
         return f"{shlex.quote(self.vcgencmd)} pmic_read_adc 2>&1; echo __edgegauge_rc=$?"
 
     def _execute(self) -> str:
-        command = self._command()
-        if self.run is not None:
-            return run_on_board(self.run, command, self.name or "rpi5-pmic")
-        try:
-            proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
-                                  timeout=self.timeout_s, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
-            raise MeterTimeoutError(f"{self.vcgencmd} pmic_read_adc: no answer within {self.timeout_s} s"
-                                    ) from exc
-        except OSError as exc:
-            raise MeterConnectionError(f"cannot start /bin/sh for {self.vcgencmd}: {exc}") from exc
-        return proc.stdout + proc.stderr
+        return run_command(self.run, self._command(), board_label=self.name or "rpi5-pmic",
+                           label=f"{self.vcgencmd} pmic_read_adc", timeout_s=self.timeout_s)
 
     def _query(self) -> dict:
         """``{"A": {rail: amps}, "V": {rail: volts}}`` from one run of the command.
