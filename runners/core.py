@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import time
 import traceback
 from array import array
@@ -401,6 +401,26 @@ def fsync_dir(folder) -> None:
         os.close(fd)
 
 
+def new_temp(folder, prefix: str = ".tmp-", suffix: str = "", directory: bool = False):
+    """A new, empty file (``directory``: folder) with a random name in ``folder``, created with
+    the mode every tool gives a new file: 0666 (0777) less the user's umask, applied by the
+    kernel (``tempfile.mkstemp``/``mkdtemp`` give 0600/0700, which would make results private).
+    Returns ``(fd, path)`` for a file (open for writing), ``(None, path)`` for a folder.
+    Raises OSError when ``folder`` is not writable.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        path = os.path.join(os.fspath(folder), prefix + secrets.token_hex(4) + suffix)
+        try:
+            if directory:
+                os.mkdir(path, 0o777)
+                return None, path
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")  # pragma: no cover
+
+
 def write_atomic(path, write, *, suffix: str = "", newline: str | None = None, binary: bool = False) -> None:
     """Call ``write(fh)`` on a text file (``binary``: a binary one) that becomes ``path`` only
     when complete (temp file in the same folder, fsync, rename, fsync of the folder). A reader
@@ -410,7 +430,7 @@ def write_atomic(path, write, *, suffix: str = "", newline: str | None = None, b
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    fd, tmp = new_temp(folder, suffix=suffix)
     try:
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline=newline)) as fh:
             write(fh)

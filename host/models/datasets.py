@@ -57,7 +57,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -65,7 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from host.errors import DatasetFormatError
-from runners.core import write_json_atomic
+from runners.core import new_temp, write_json_atomic
 from runners.util import file_sha256, utc_now
 
 __all__ = ["DEFAULT_CACHE_DIR", "IMAGE_SUFFIXES", "SPEC_FILE", "calibration_arrays", "is_image_folder",
@@ -413,7 +412,7 @@ def _make(folder: Path, root: Path, out: Path, kind: str, write) -> None:
     """``write`` into a temporary folder under ``root``, renamed to ``out`` when complete."""
     try:
         root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        work = Path(new_temp(root, directory=True)[1])  # umask mode, not mkdtemp's 0700
     except OSError as exc:
         raise DatasetFormatError(folder, f"cannot write the dataset cache {root} ({exc})") from None
     try:

@@ -22,7 +22,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -294,11 +293,10 @@ def _import_torch_for_zoo():
 
 def _tmp_path(final: Path) -> Path:
     """A fresh, empty temporary file in the destination folder (same filesystem)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the result is an ordinary shared file
-    finally:
-        os.close(fd)
+    from runners.core import new_temp  # the mode of an ordinary new file (umask), not mkstemp's 0600
+
+    fd, tmp = new_temp(final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
     return Path(tmp)
 
 
