@@ -52,6 +52,17 @@ class AnalysisError(HostError):
     reach or that lies outside the fitted range, or a query DuckDB refuses."""
 
 
+class QueryRefusedError(AnalysisError):
+    """``host query`` SQL tried to reach past the view ``cells``: a file, the network, an
+    extension, or a setting (the connection is locked down)."""
+
+
+class DatasetLocationError(HostError):
+    """``host dataset --out`` / ``host query --dataset`` names a path the dataset may not
+    replace: a file, a folder that is neither empty nor a dataset host wrote, the results folder
+    or one holding it, or the current folder."""
+
+
 class BackendError(HostError):
     """A runner backend this version cannot run (no descriptor in ``runners/backends/``, or one
     with ``implemented=False``), or a backend option no chosen backend declares or a bad value."""

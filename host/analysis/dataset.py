@@ -4,7 +4,11 @@ Layout (hive-style partitions, what DuckDB's ``read_parquet(..., hive_partitioni
 ``pandas.read_parquet(folder)`` and Spark's ``spark.read.parquet(folder)`` read as is)::
 
     <out>/campaign=<campaign>/device=<device>/part-0.parquet
-    <out>/_source.json          what it was built from (ignored by the readers: leading "_")
+    <out>/_source.json          what it was built from (ignored by the readers: leading "_"); its
+                                ``kind`` marks the folder as one this module wrote
+
+``<out>`` is replaced only when it is new, empty, or such a dataset (:func:`check_out`): never
+the results, a folder holding them, the current folder, a file, or someone else's folder.
 
 ``<out>`` defaults to ``<results>/.dataset`` (hidden: :func:`host.campaign.store.load_cells`
 skips it). One row per cell: the columns of :func:`host.campaign.store.flatten` plus
@@ -20,13 +24,21 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from host.campaign.store import _get, flatten, is_cell_file, load_cells
-from host.errors import AnalysisError, ResultsError
+from host.errors import AnalysisError, DatasetLocationError, QueryRefusedError, ResultsError
 
 DATASET = ".dataset"
 SOURCE_FILE = "_source.json"
+KIND = "edgegauge-dataset"  # _source.json's "kind": this folder is a dataset written here
+LEGACY_KEYS = {"results", "cells", "signature"}  # _source.json before "kind" (still replaceable)
+# DuckDB settings of `host query`'s connection: no extension installed or loaded, no Python
+# objects scanned, no spill files; after the table is built, no file access and locked settings
+LOCKED = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+          "allow_community_extensions": False, "allow_persistent_secrets": False,
+          "python_enable_replacements": False, "temp_directory": ""}
 PARTITIONS = ("campaign", "device")
 VIEW = "cells"
 # column: cell path (added when flatten has no such column)
@@ -91,43 +103,110 @@ def _table(records: list[dict]):
 
 def write_dataset(results: Path, out: Path | None = None) -> Path:
     """Write the partitioned dataset of every cell under ``results`` to ``out`` (default
-    ``<results>/.dataset``), replacing what was there (built in a sibling temp folder, then
-    swapped in); returns ``out``.
+    ``<results>/.dataset``), replacing what was there only when :func:`check_out` allows (built
+    in a sibling temp folder, then swapped in; on failure the old dataset stays); returns ``out``.
 
     Raises:
         InputNotFoundError: ``results`` does not exist. ResultsError: a cell cannot be parsed, or
-        there is no cell. OSError: ``out`` cannot be written.
+        there is no cell. DatasetLocationError: ``out`` may not be replaced (:func:`check_out`).
+        OSError: ``out`` cannot be written.
     """
     import pyarrow.dataset as ds
 
     results = Path(results)
+    out = Path(os.path.abspath(out if out is not None else default_location(results)))
+    check_out(results, out)
     signature = source_signature(results) if results.is_dir() else ""
     cells = load_cells(results)
     if not cells:
         raise ResultsError(f"no result cells under {results}", hint="run `host bench` first")
-    out = Path(out) if out is not None else default_location(results)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the dataset from the group
         ds.write_dataset(_table(rows(cells)), tmp, format="parquet", partitioning=list(PARTITIONS),
                          partitioning_flavor="hive", basename_template="part-{i}.parquet",
                          existing_data_behavior="overwrite_or_ignore")
-        (tmp / SOURCE_FILE).write_text(json.dumps({"results": str(results.resolve()), "cells": len(cells),
-                                                   "signature": signature}, indent=1) + "\n")
+        (tmp / SOURCE_FILE).write_text(json.dumps({"kind": KIND, "results": str(results.resolve()),
+                                                   "cells": len(cells), "signature": signature},
+                                                  indent=1) + "\n")
         _swap(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_out(results: Path, out: Path) -> None:
+    """Refuse a dataset folder ``out`` that is not new, empty, or a dataset written here
+    (:func:`is_own_dataset`), and one that is, or holds, the results or the current folder.
+
+    Raises:
+        DatasetLocationError: naming ``out`` and why.
+    """
+    target = Path(os.path.realpath(out))
+    for name, folder in (("the results folder", Path(results).resolve()), ("the current folder", Path.cwd())):
+        if target == folder or target in folder.parents:
+            _refuse(out, f"is {name} or holds it")
+    if out.is_symlink():
+        _refuse(out, "is a symbolic link")
+    if out.exists() and not out.is_dir():
+        _refuse(out, "is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not is_own_dataset(out):
+        _refuse(out, f"is not empty and not a dataset host wrote (no {SOURCE_FILE} of kind {KIND!r} "
+                     "beside only campaign=*/device=*/*.parquet)")
+
+
+def _refuse(out: Path, why: str) -> None:
+    raise DatasetLocationError(f"{out} {why}: refusing to replace it",
+                               hint="name a new or empty folder with --out / --dataset "
+                                    "(the default is RESULTS/.dataset)")
+
+
+def is_own_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``_source.json`` written by :func:`write_dataset` and nothing
+    but its partitions: ``campaign=*/device=*/*.parquet`` (no link, no other file)."""
+    try:
+        source = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(source, dict) or not (source.get("kind") == KIND or set(source) == LEGACY_KEYS):
+        return False
+    for top, dirs, files in os.walk(folder):
+        rel = Path(top).relative_to(folder).parts
+        if any(os.path.islink(os.path.join(top, d)) for d in dirs) or not _own_files(rel, files):
+            return False
+        if rel and not all(part.startswith(key + "=") for part, key in zip(rel, PARTITIONS)):
+            return False
+        if len(rel) > len(PARTITIONS) or (len(rel) == len(PARTITIONS) and dirs):
+            return False
+    return True
+
+
+def _own_files(rel: tuple, files: list[str]) -> bool:
+    if not rel:
+        return files == [SOURCE_FILE]
+    return all(name.endswith(".parquet") for name in files) and (len(rel) == len(PARTITIONS) or not files)
+
+
 def _swap(new: Path, out: Path) -> None:
+    """Put ``new`` in the place of ``out``; the old ``out`` is removed only once ``new`` is there
+    (put back when the swap fails)."""
     old = None
     if out.exists():
-        old = out.with_name(f".old-{out.name}-{os.getpid()}")
+        old = Path(tempfile.mkdtemp(prefix=f".old-{out.name}-", dir=out.parent))
         os.replace(out, old)
-    os.replace(new, out)
+    try:
+        os.replace(new, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -146,29 +225,51 @@ def ensure_dataset(results: Path, out: Path | None = None) -> Path:
 
 
 def query(dataset: Path, sql: str):
-    """Run ``sql`` with DuckDB over the dataset at ``dataset``, visible as the view ``cells``
-    (partition columns ``campaign`` and ``device`` as VARCHAR); returns a pandas DataFrame.
+    """Run one SQL statement ``sql`` with DuckDB over the dataset at ``dataset``, visible as the
+    table ``cells`` (partition columns ``campaign`` and ``device`` as VARCHAR); returns a pandas
+    DataFrame. ``cells`` is read into memory first; then the connection is locked down
+    (:data:`LOCKED`, no file access, settings locked), so ``sql`` can read nothing else: no file,
+    no network, no extension, no setting change.
 
     Raises:
-        AnalysisError: DuckDB rejects the query (the message is DuckDB's), or the folder holds
-            no Parquet file.
+        AnalysisError: the SQL is empty, holds several statements, or DuckDB rejects it (the
+            message is DuckDB's); the folder holds no Parquet file.
+        QueryRefusedError: the SQL reaches past ``cells`` (a file, an extension, a setting).
     """
     import duckdb
 
     files = Path(dataset) / "**" / "*.parquet"
     if not any(Path(dataset).rglob("*.parquet")):
         raise AnalysisError(f"{dataset}: no Parquet file", hint="run `host dataset RESULTS` first")
-    con = duckdb.connect()
+    hint = f"the table is named {VIEW}; `host query \"DESCRIBE {VIEW}\"` lists its columns"
+    con = duckdb.connect(config=LOCKED)
     try:
-        con.execute(f"CREATE VIEW {VIEW} AS SELECT * FROM read_parquet({_sql_string(str(files))}, "
+        _one_statement(con, sql, hint)
+        con.execute(f"CREATE TABLE {VIEW} AS SELECT * FROM read_parquet({_sql_string(str(files))}, "
                     "hive_partitioning = true, hive_types = {'campaign': VARCHAR, 'device': VARCHAR}, "
                     "union_by_name = true)")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
         return con.execute(sql).df()
+    except (duckdb.PermissionException, duckdb.InvalidInputException) as exc:
+        if isinstance(exc, duckdb.InvalidInputException) and "locked" not in str(exc):
+            raise AnalysisError(f"query failed: {exc}".strip(), hint=hint) from None
+        raise QueryRefusedError(f"query refused: {exc}".strip(),
+                                hint=f"`host query` reads only the table {VIEW}: no file, network, "
+                                     "extension or setting") from None
     except duckdb.Error as exc:
-        hint = f"the view is named {VIEW}; `host query \"DESCRIBE {VIEW}\"` lists its columns"
         raise AnalysisError(f"query failed: {exc}".strip(), hint=hint) from None
     finally:
         con.close()
+
+
+def _one_statement(con, sql: str, hint: str) -> None:
+    """Raises AnalysisError: ``sql`` is empty or holds several statements (duckdb.Error: it does
+    not parse)."""
+    count = len(con.extract_statements(sql))
+    if count != 1:
+        what = "is empty" if count == 0 else f"holds {count} statements"
+        raise AnalysisError(f"the query {what}: give one SQL statement", hint=hint)
 
 
 def _sql_string(text: str) -> str:

@@ -10,24 +10,32 @@ from typing import Annotated, Optional
 import typer
 
 from host.cli.lab import fail as _fail
+from host.cli.skipped import report_skipped
 from host.errors import HostError
 
 ResultsArg = Annotated[Path, typer.Option("--results", help="results root folder")]
 DatasetOpt = Annotated[Optional[Path], typer.Option(
-    "--dataset", help="the dataset folder [RESULTS/.dataset]")]
+    "--dataset", help="the dataset folder [RESULTS/.dataset]; replaced only when new, empty or a dataset "
+                      "host wrote")]
 
 
 def dataset(
     results_dir: Annotated[Path, typer.Argument(help="results root folder")] = Path("results"),
-    out: Annotated[Optional[Path], typer.Option(help="dataset folder to write [RESULTS/.dataset]")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="dataset folder to write [RESULTS/.dataset]; replaced only when new, empty or a dataset "
+             "host wrote")] = None,
 ):
     """Write every campaign's cells as one Parquet dataset partitioned by campaign and device
-    (campaign=X/device=Y/part-0.parquet), readable as is by DuckDB, pandas and Spark."""
+    (campaign=X/device=Y/part-0.parquet), readable as is by DuckDB, pandas and Spark.
+
+    The folder is replaced only when it is new, empty, or a dataset host wrote (its _source.json);
+    never the results, a folder holding them, the current folder or any other folder."""
     from host.analysis.dataset import write_dataset
     from host.cli.render import console
 
     try:
-        folder = write_dataset(results_dir, out)
+        with report_skipped():
+            folder = write_dataset(results_dir, out)
     except HostError as exc:
         _fail(exc)
         return
@@ -38,14 +46,17 @@ def dataset(
 
 
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the view `cells` (one row per cell)")],
+    sql: Annotated[str, typer.Argument(help="one SQL statement over the table `cells` (one row per cell)")],
     results: ResultsArg = Path("results"),
     dataset_dir: DatasetOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="print CSV")] = False,
 ):
-    """Run DuckDB SQL over all campaigns (the view `cells`: one row per cell, the columns of
+    """Run DuckDB SQL over all campaigns (the table `cells`: one row per cell, the columns of
     results.csv plus campaign and device). The dataset is (re)built first when the cells changed.
+
+    The query may read the table `cells` only: no file (read_csv, COPY, ATTACH a file, EXPORT), no
+    network, no extension (INSTALL, LOAD), no SET; such a query is refused.
 
     Example: host query "SELECT device, model, latency_ms_p50 FROM cells ORDER BY 3"
     """
@@ -57,7 +68,9 @@ def query(
     if json_out and csv_out:
         raise typer.BadParameter("give --json or --csv, not both")
     try:
-        frame = run_query(ensure_dataset(results, dataset_dir), sql)
+        with report_skipped():
+            folder = ensure_dataset(results, dataset_dir)
+        frame = run_query(folder, sql)
     except HostError as exc:
         _fail(exc)
         return
