@@ -160,18 +160,23 @@ def test_query_reads_cells_only_and_refuses_files_network_extensions_settings(bu
     res = runner.invoke(app, ["query", sql.format(tmp=built), "--results", "results"])
     clean_exit(res, 1)
     assert "query refused" in res.stderr and "reads only the table cells" in res.stderr
+    assert f"({sql.split()[0]} " in res.stderr  # names the SQL it refused
     assert "root:" not in res.output and '"runs"' not in res.output
     assert snapshot(built) == before
 
 
-@pytest.mark.parametrize("sql", ["ATTACH '{tmp}/x.db' AS x; CREATE TABLE x.t(a int)",
-                                 "SELECT 1; COPY (SELECT 1) TO '{tmp}/y.csv'"])
-def test_query_refuses_several_statements(built, sql):
+@pytest.mark.parametrize("sql,names", [("ATTACH '{tmp}/x.db' AS x; CREATE TABLE x.t(a int)", "x.db"),
+                                       ("SELECT 1; COPY (SELECT 1) TO '{tmp}/y.csv'", "y.csv")])
+def test_query_with_several_statements_is_locked_in_each(built, sql, names):
     before = snapshot(built)
     res = runner.invoke(app, ["query", sql.format(tmp=built), "--results", "results"])
     clean_exit(res, 1)
-    assert "holds 2 statements" in res.stderr
+    assert "query refused" in res.stderr and names in res.stderr
     assert snapshot(built) == before
+    res = runner.invoke(app, ["query", "CREATE TEMP TABLE t AS SELECT * FROM cells WHERE latency_ms_p50 > 15;"
+                                       " SELECT model FROM t", "--csv"])
+    clean_exit(res, 0)
+    assert res.stdout.split() == ["model", "net_b"] and snapshot(built) == before
 
 
 def test_query_help_says_what_it_may_read_and_plain_queries_still_work(built):
@@ -185,7 +190,7 @@ def test_query_help_says_what_it_may_read_and_plain_queries_still_work(built):
 # ------------------------------------------------------------------------ item 11: clear errors
 
 def test_bad_sql_and_empty_results_are_clear_errors(built):
-    for sql, says in [("", "the query is empty"), ("   -- nothing", "the query is empty"),
+    for sql, says in [("", "query is empty"), ("   -- nothing", "query is empty"),
                       ("SELEC nonsense", "syntax error"),
                       ("SELECT no_such_column FROM cells", "no_such_column")]:
         res = runner.invoke(app, ["query", sql])

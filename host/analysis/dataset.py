@@ -225,14 +225,14 @@ def ensure_dataset(results: Path, out: Path | None = None) -> Path:
 
 
 def query(dataset: Path, sql: str):
-    """Run one SQL statement ``sql`` with DuckDB over the dataset at ``dataset``, visible as the
-    table ``cells`` (partition columns ``campaign`` and ``device`` as VARCHAR); returns a pandas
-    DataFrame. ``cells`` is read into memory first; then the connection is locked down
-    (:data:`LOCKED`, no file access, settings locked), so ``sql`` can read nothing else: no file,
-    no network, no extension, no setting change.
+    """Run ``sql`` (one or more statements, in order) with DuckDB over the dataset at ``dataset``,
+    visible as the table ``cells`` (partition columns ``campaign`` and ``device`` as VARCHAR);
+    returns the last statement's rows as a pandas DataFrame. ``cells`` is read into memory first;
+    then the connection is locked down (:data:`LOCKED`, no file access, settings locked), so no
+    statement can reach anything else: no file, no network, no extension, no setting change.
 
     Raises:
-        AnalysisError: the SQL is empty, holds several statements, or DuckDB rejects it (the
+        AnalysisError: the SQL is empty (no statement), or DuckDB rejects it (the
             message is DuckDB's); the folder holds no Parquet file.
         QueryRefusedError: the SQL reaches past ``cells`` (a file, an extension, a setting).
     """
@@ -244,7 +244,8 @@ def query(dataset: Path, sql: str):
     hint = f"the table is named {VIEW}; `host query \"DESCRIBE {VIEW}\"` lists its columns"
     con = duckdb.connect(config=LOCKED)
     try:
-        _one_statement(con, sql, hint)
+        if not con.extract_statements(sql):
+            raise AnalysisError("the SQL query is empty: give a statement", hint=hint)
         con.execute(f"CREATE TABLE {VIEW} AS SELECT * FROM read_parquet({_sql_string(str(files))}, "
                     "hive_partitioning = true, hive_types = {'campaign': VARCHAR, 'device': VARCHAR}, "
                     "union_by_name = true)")
@@ -254,22 +255,15 @@ def query(dataset: Path, sql: str):
     except (duckdb.PermissionException, duckdb.InvalidInputException) as exc:
         if isinstance(exc, duckdb.InvalidInputException) and "locked" not in str(exc):
             raise AnalysisError(f"query failed: {exc}".strip(), hint=hint) from None
-        raise QueryRefusedError(f"query refused: {exc}".strip(),
+        said = " ".join(sql.split())
+        said = said if len(said) <= 80 else said[:79] + "…"
+        raise QueryRefusedError(f"query refused ({said}): {exc}".strip(),
                                 hint=f"`host query` reads only the table {VIEW}: no file, network, "
                                      "extension or setting") from None
     except duckdb.Error as exc:
         raise AnalysisError(f"query failed: {exc}".strip(), hint=hint) from None
     finally:
         con.close()
-
-
-def _one_statement(con, sql: str, hint: str) -> None:
-    """Raises AnalysisError: ``sql`` is empty or holds several statements (duckdb.Error: it does
-    not parse)."""
-    count = len(con.extract_statements(sql))
-    if count != 1:
-        what = "is empty" if count == 0 else f"holds {count} statements"
-        raise AnalysisError(f"the query {what}: give one SQL statement", hint=hint)
 
 
 def _sql_string(text: str) -> str:

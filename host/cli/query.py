@@ -46,7 +46,8 @@ def dataset(
 
 
 def query(
-    sql: Annotated[str, typer.Argument(help="one SQL statement over the table `cells` (one row per cell)")],
+    sql: Annotated[str, typer.Argument(help="SQL over the table `cells` (one row per cell); with several "
+                                            "statements, the last one's rows are printed")],
     results: ResultsArg = Path("results"),
     dataset_dir: DatasetOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON records")] = False,
