@@ -105,7 +105,8 @@ def test_bench_writes_the_campaign_layout_and_continues_past_a_corrupt_model(mod
     assert cells["corrupt"]["error"]["type"] == "ModelLoadError"
     assert "error" in cells["corrupt"]["metrics"]
     tiny = cells["tiny_cnn"]
-    assert tiny["status"] == "ok" and tiny["verdict"]["result"] == "VALID"
+    # a real timed cell: VALID, or INVALID when the machine is noisy (issue 20); never failed
+    assert (tiny["status"], tiny["verdict"]["result"]) in (("ok", "VALID"), ("invalid", "INVALID"))
     assert tiny["info"] == json.loads((models / "tiny_cnn.info").read_text())  # verbatim
     assert tiny["model"]["precision"] == "fp32"
     assert tiny["metrics"]["params"] == 314 and tiny["metrics"]["flops"] == 2 * tiny["metrics"]["macs"]
@@ -128,13 +129,13 @@ def test_bench_json_and_no_overwrite_of_existing_cells(tmp_path):
     res = tmp_path / "r"
     args = ["bench", str(FIX / "tiny_cnn.onnx"), "--results", str(res), "--campaign", "c", "--json", *FAST]
     first = runner.invoke(app, args)
-    assert first.exit_code == 0, first.output
+    assert first.exit_code in (0, 3), first.output  # VALID, or INVALID on a noisy machine
     cells = json.loads(first.stdout)
-    assert [c["status"] for c in cells] == ["ok"]
+    assert [c["status"] for c in cells] == [{0: "ok", 3: "invalid"}[first.exit_code]]
     path = res / "c" / "local" / "tiny_cnn__ort-b1-t1.json"
     before = path.read_bytes()
     second = runner.invoke(app, args)
-    assert second.exit_code == 0
+    assert second.exit_code == first.exit_code, second.output  # the kept cell's verdict
     assert path.read_bytes() == before  # skipped, not re-measured or overwritten
     assert json.loads(second.stdout)[0]["timestamps"] == cells[0]["timestamps"]
 
@@ -242,7 +243,7 @@ def test_report_writes_csv_and_parquet(tmp_path, models):
     frame = pd.read_parquet(res / "c" / "results.parquet")
     assert sorted(frame["model"]) == ["corrupt", "identity", "tiny_cnn"]
     row = frame.set_index("model").loc["tiny_cnn"]
-    assert row["status"] == "ok" and row["params"] == 314 and row["latency_ms_p50"] > 0
+    assert row["status"] in ("ok", "invalid") and row["params"] == 314 and row["latency_ms_p50"] > 0
     assert row["memory_method"] == "rss_vmhwm"
     assert frame.set_index("model").loc["corrupt", "error_type"] == "ModelLoadError"
     csv = pd.read_csv(res / "c" / "results.csv")

