@@ -256,8 +256,9 @@ def test_after_kill_9_of_host_the_next_run_recovers_the_campaign(boards, tmp_pat
             "--max-s", "1"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     cells = tmp_path / "r" / "k9" / "b1"
-    wait_for(lambda: cells.exists() and list(cells.glob("*.json")), timeout=90)
-    wait_for(lambda: len(runner_pids(boards.workdir("b1"))) > 0, timeout=30)
+    # generous waits (they end as soon as the condition holds): a loaded machine starts slowly
+    wait_for(lambda: cells.exists() and list(cells.glob("*.json")), timeout=300)
+    wait_for(lambda: len(runner_pids(boards.workdir("b1"))) > 0, timeout=120)
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
