@@ -269,7 +269,8 @@ def _mkdir(rel: str):
 
 _B = ("bench", "--results", "res", "--campaign", "c")
 _RES = ("res/**",)
-_BAD_INV = "[lab\nb1 ansible_host=10.0.0.1\n"
+_BAD_CHILDREN = "[lab:children]\nnope\n"
+_BAD_SECTION = "[lab:weird]\nb1\n"
 
 
 def _cases() -> list[Case]:
@@ -303,17 +304,17 @@ def _cases() -> list[Case]:
             _model("tiny_cnn.onnx"),
         ),
         Case(
-            "bench_timeout_nan",
-            ("bench", "tiny_cnn.onnx", "--timeout", "nan"),
-            "`--timeout nan`",
+            "bench_timeout_inf",
+            ("bench", "tiny_cnn.onnx", "--timeout", "inf"),
+            "`--timeout inf`",
             (2,),
             ("--timeout",),
             _model("tiny_cnn.onnx"),
         ),
         Case(
-            "bench_fps_negative",
-            ("bench", "tiny_cnn.onnx", "--fps", "-60"),
-            "`--fps -60`",
+            "bench_fps_inf",
+            ("bench", "tiny_cnn.onnx", "--fps", "inf"),
+            "`--fps inf`",
             (2,),
             ("--fps",),
             _model("tiny_cnn.onnx"),
@@ -743,12 +744,12 @@ def _cases() -> list[Case]:
         ),
         # ---- devices / check (items 3, 10, 12; own)
         Case(
-            "devices_broken_group_header",
+            "devices_markup_group_in_error",
             ("devices", "-i", "lab.ini"),
-            "an inventory line `[lab` (markup-like)",
+            "`[lab:children]` naming an undefined group",
             (1,),
-            ("lab.ini", "[lab"),
-            _write("lab.ini", _BAD_INV),
+            ("lab.ini", "[lab:children]", "[nope]"),
+            _write("lab.ini", _BAD_CHILDREN),
         ),
         Case(
             "devices_huge_line",
@@ -801,12 +802,12 @@ def _cases() -> list[Case]:
             _board("ansible_ssh_common_args='-o ProxyCommand=\"touch {root}/pwned\"'"),
         ),
         Case(
-            "check_broken_inventory",
+            "check_markup_section_in_error",
             ("check", "-i", "lab.ini"),
-            "an inventory line `[lab`",
+            "an unknown section type `[lab:weird]`",
             (1,),
-            ("lab.ini", "[lab"),
-            _write("lab.ini", _BAD_INV),
+            ("lab.ini", "[lab:weird]", "[group:vars]"),
+            _write("lab.ini", _BAD_SECTION),
         ),
         Case(
             "check_ssh_config_proxycommand",
@@ -836,9 +837,9 @@ def _cases() -> list[Case]:
             timeout=90,
         ),
         Case(
-            "check_connect_timeout_nan",
-            ("check", "-i", "lab.ini", "--connect-timeout", "nan"),
-            "`--connect-timeout nan`",
+            "check_connect_timeout_inf",
+            ("check", "-i", "lab.ini", "--connect-timeout", "inf"),
+            "`--connect-timeout inf`",
             (2,),
             ("--connect-timeout",),
             _board(),
