@@ -137,6 +137,20 @@ class UnreachableError(TransportError):
     dropped in the middle of a command."""
 
 
+class KeyFileError(UnreachableError):
+    """The private key file the inventory names is missing or unreadable (checked before
+    connecting; never retried)."""
+
+
+class NotSshError(UnreachableError):
+    """Something answered at the board's address and port, but not an SSH server (never
+    retried)."""
+
+
+class SshAuthError(UnreachableError):
+    """The board's sshd refused every key offered (never retried)."""
+
+
 class HostKeyError(TransportError):
     """The board's host key is unknown (and trust-on-first-use was not asked for) or
     differs from the recorded one. Never retried."""

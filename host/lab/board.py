@@ -95,7 +95,8 @@ def open_transport(device, options: BoardOptions | None = None):
     return SshTransport(device.name, device.host, device.port, device.user, key_file=device.key_file,
                         known_hosts=known, accept_new_host_keys=options.accept_new_host_keys,
                         connect_timeout=timeout, retries=options.retries,
-                        backoff_s=options.backoff_s, jump=device.jump)
+                        backoff_s=options.backoff_s, jump=device.jump,
+                        key_source=device.key_source)
 
 
 class Board:

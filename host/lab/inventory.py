@@ -20,6 +20,12 @@ new host, a new variable or a string that Ansible would keep as is:
   ``-J``, ``-C``); any other option is refused with the line that set it, so that ``ansible``
   and ``host`` never reach a board by different routes.
 
+Sizes are bounded, so that reading is linear in the file and a hostile file cannot take
+minutes or gigabytes: at most :data:`MAX_FILE_BYTES` (1 MiB) per file, :data:`MAX_LINE_CHARS`
+(8192) per line, :data:`MAX_HOSTS` (4096) hosts, :data:`MAX_HOST_GROUPS` (64) groups per host (its
+parents included) and :data:`MAX_HOST_VARS` (256) variables per host (merged); a bigger file,
+line or inventory is refused with ``file[:line]:`` and the limit.
+
 Variables merge as in Ansible: ``[all:vars]`` < group vars ordered by group depth (parents
 before children; same depth by ``ansible_group_priority``, then name) < host-line vars
 (later lines win).
@@ -30,7 +36,7 @@ from __future__ import annotations
 import ast
 import os
 import re
-import shlex
+import stat
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +58,15 @@ PASSWORD_VARS = frozenset({
 RENAMED_VARS = {"ansible_ssh_host": "ansible_host", "ansible_ssh_port": "ansible_port",
                 "ansible_ssh_user": "ansible_user"}
 
+#: Size limits (module docstring): the file in bytes, one line in characters, hosts per file,
+#: groups per host (its own and their parents), variables per host (all levels merged). A lab
+#: inventory is a few KiB.
+MAX_FILE_BYTES = 1 << 20
+MAX_LINE_CHARS = 8192
+MAX_HOSTS = 4096
+MAX_HOST_GROUPS = 64
+MAX_HOST_VARS = 256
+
 MODES = ("native", "container")
 CONNECTIONS = ("ssh", "local")
 DEFAULT_FILE = "inventory.ini"
@@ -63,6 +78,10 @@ DEFAULTS = {"runtime": "ort", "mode": "native", "engine": "docker", "container_a
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HOST = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _SECTION = re.compile(r"\[([^\]]*)\]\s*(?:#.*)?\Z")
+#: ansible_host (a name, IPv4 or IPv6 address with zone) and ansible_user: never an ssh option.
+_ADDRESS = {"ansible_host": re.compile(r"[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*\Z"),
+            "ansible_user": re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\Z")}
+_ADDRESS_CHARS = {"ansible_host": "'.', ':', '%', '-', '_'", "ansible_user": "'.', '-', '_'"}
 _CHILD = re.compile(r"(\S+)\s*(?:#.*)?\Z")
 _SECRET = re.compile(r"(?:^|_)(?:pass|passwd|password)\Z")
 #: ssh options (``-o Name=value``, names case-insensitive) that ``host``'s own SSH honours:
@@ -97,6 +116,7 @@ SSH_FLAGS_REFUSED = {
     "-i": "write ansible_ssh_private_key_file=PATH", "-A": "host never forwards the agent: remove it",
     "-F": "host reads no config file given with -F: write the options here with -o",
 }
+_KEY_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")  # the first one set wins
 _SSH_ARGS_KEYS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")  # ssh's order: first value wins
 _JUMP = re.compile(r"(?:([A-Za-z0-9_.-]+)@)?([A-Za-z0-9_.-]+)(?::([0-9]+))?\Z")
 _PASSWORD_MSG = ("no passwords in the inventory: use ssh-agent or ansible_ssh_private_key_file to log in, "
@@ -128,6 +148,7 @@ class Device:
     source: str = ""
     jump: str | None = None  # ProxyJump/-J: ``[user@]host:port`` (port always written)
     connect_timeout: float | None = None  # ssh ConnectTimeout, seconds
+    key_source: str | None = None  # ``file:line`` that set key_file
 
     @property
     def address(self) -> str:
@@ -263,8 +284,71 @@ def runtimes() -> tuple:
     return tuple(descriptors())
 
 
+_SPACE = re.compile(r"[ \t\r\n]*")
+_WORD = {True: re.compile(r"[^ \t\r\n'\"\\#]+"), False: re.compile(r"[^ \t\r\n'\"\\]+")}
+_DQUOTED = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"', re.DOTALL)
+_DQ_ESCAPE = re.compile(r'\\(["\\])')
+
+
+def split_words(text: str, comments: bool = False) -> list[str]:
+    """``shlex.split(text, comments=comments)`` in linear time (shlex's tokenizer grows each token
+    one character at a time, which is quadratic in the token's length): POSIX rules, words split
+    at space, tab, CR and LF; ``'...'`` literal; ``"..."`` with ``\\"`` and ``\\\\`` escaped;
+    ``\\`` escapes any character outside quotes; with ``comments``, ``#`` outside quotes starts a
+    comment up to the end of the line.
+
+    Raises:
+        ValueError: an unclosed quote ("No closing quotation") or a final backslash ("No escaped
+            character"), as shlex.
+    """
+    words, pos, end = [], 0, len(text)
+    word = _WORD[comments]
+    while True:
+        pos = _SPACE.match(text, pos).end()
+        if pos == end:
+            return words
+        if comments and text[pos] == "#":
+            pos = text.find("\n", pos)
+            if pos < 0:
+                return words
+            continue
+        parts = []
+        while pos < end and text[pos] not in " \t\r\n" and not (comments and text[pos] == "#"):
+            pos = _word_part(text, pos, parts, word)
+        words.append("".join(parts))
+
+
+def _word_part(text: str, pos: int, parts: list, word: re.Pattern) -> int:
+    """Append the part of a word at ``pos`` (a quoted string, an escaped character or plain
+    characters) to ``parts``; returns the position after it. Raises ValueError (see split_words)."""
+    char = text[pos]
+    if char == "'":
+        close = text.find("'", pos + 1)
+        if close < 0:
+            raise ValueError("No closing quotation")
+        parts.append(text[pos + 1:close])
+        return close + 1
+    if char == '"':
+        m = _DQUOTED.match(text, pos)
+        if not m:
+            tail = len(text) - len(text.rstrip("\\"))
+            raise ValueError("No escaped character" if tail % 2 else "No closing quotation")
+        parts.append(_DQ_ESCAPE.sub(r"\1", m.group(1)))
+        return m.end()
+    if char == "\\":
+        if pos + 1 == len(text):
+            raise ValueError("No escaped character")
+        parts.append(text[pos + 1])
+        return pos + 2
+    m = word.match(text, pos)
+    parts.append(m.group())
+    return m.end()
+
+
 def _unquote(raw: str):
     """A quoted Python string literal becomes its text (as Ansible does); else ``raw``."""
+    if "'" not in raw and '"' not in raw:
+        return raw  # no string literal: nothing to unquote (and no parse per value)
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -280,7 +364,10 @@ class _Parser:
         self.defined: set[str] = {"all", "ungrouped"}
         self.vars_headers: dict[str, int] = {}
         self.child_lines: dict[tuple, int] = {}  # (parent, child) -> line
-        self.hosts: dict[str, dict] = {}  # name -> {"line", "vars": {k: (v, line)}, "listed": [(g, line)]}
+        self.hosts: dict[str, dict] = {}  # name -> {"line", "vars": {k: (v, line)}, "listed": {g: line}}
+        self.host_groups: set[tuple] = set()  # (group, host) pairs listed, for linear membership tests
+        self.vars_cache: dict[str, dict] = {}  # group -> {var: (value, line)}
+        self.ssh_cache: dict[tuple, dict] = {}  # ssh argument (value, line) pairs -> options
 
     def error(self, line: int | None, message: str, hint: str | None = None) -> InventoryError:
         return InventoryError(message, hint=hint, path=self.path, line=line)
@@ -296,6 +383,10 @@ class _Parser:
     def parse(self, text: str) -> None:
         current, kind = "ungrouped", "hosts"
         for lineno, raw in enumerate(text.splitlines(), 1):
+            if len(raw) > MAX_LINE_CHARS:
+                raise self.error(lineno, f"line of {len(raw)} characters: the limit is {MAX_LINE_CHARS} "
+                                         "characters per line (and 1 MiB per file)",
+                                 hint="an inventory line is a host, a variable or a section; split it")
             line = raw.strip()
             if not line or line[0] in "#;":
                 continue
@@ -339,7 +430,7 @@ class _Parser:
 
     def host_line(self, line: str, lineno: int, group: str) -> None:
         try:
-            tokens = shlex.split(line, comments=True, posix=True)
+            tokens = split_words(line, comments=True)
         except ValueError as exc:
             raise self.error(lineno, f"cannot split host line ({exc}): check the quotes") from None
         if not tokens:
@@ -363,10 +454,16 @@ class _Parser:
             key, raw = token.split("=", 1)
             values[key] = (self.value(key, raw, lineno), lineno)
         self.group(group, lineno)
-        record = self.hosts.setdefault(name, {"line": lineno, "vars": {}, "listed": []})
+        if name not in self.hosts and len(self.hosts) == MAX_HOSTS:
+            raise self.error(lineno, f"more than {MAX_HOSTS} hosts: the limit is {MAX_HOSTS} hosts per "
+                                     "inventory", hint="split the lab into several inventories")
+        record = self.hosts.setdefault(name, {"line": lineno, "vars": {}, "listed": {}})
         record["vars"].update(values)
-        record["listed"].append((group, lineno))
-        if name not in self.groups[group].hosts:
+        if len(record["vars"]) > MAX_HOST_VARS:
+            raise self.too_many_vars(lineno, f"host {name!r}")
+        record["listed"].setdefault(group, lineno)
+        if (group, name) not in self.host_groups:
+            self.host_groups.add((group, name))
             self.groups[group].hosts.append(name)
 
     def vars_line(self, line: str, lineno: int, group: str) -> None:
@@ -384,6 +481,8 @@ class _Parser:
                 raise self.error(lineno, f"ansible_group_priority={raw!r} is not an integer") from None
         self.groups[group].vars[key] = value
         self.var_lines[group][key] = lineno
+        if len(self.var_lines[group]) > MAX_HOST_VARS:
+            raise self.too_many_vars(lineno, f"[{group}:vars]")
 
     def children_line(self, line: str, lineno: int, group: str) -> None:
         m = _CHILD.match(line)
@@ -393,7 +492,7 @@ class _Parser:
         self.check_group_name(child, lineno)
         if child in ("all", "ungrouped"):
             raise self.error(lineno, f"[{group}:children]: the implicit group {child!r} cannot be a child")
-        if child not in self.groups[group].children:
+        if (group, child) not in self.child_lines:
             self.groups[group].children.append(child)
             self.child_lines[(group, child)] = lineno
 
@@ -418,6 +517,10 @@ class _Parser:
             if not 1 <= port <= 65535:
                 raise self.error(lineno, f"ansible_port={raw!r} is not a port: expected an integer 1..65535")
             return port
+        if key in ("ansible_host", "ansible_user") and value and not _ADDRESS[key].match(value):
+            raise self.error(lineno, f"{key}={value!r} is not a {key[8:]} name: allowed are letters, digits "
+                                     f"and {_ADDRESS_CHARS[key]}, not starting with '-' (ssh would take it "
+                                     "for an option)")
         allowed = {"runtime": runtimes(), "mode": MODES, "ansible_connection": CONNECTIONS}.get(key)
         if allowed and value not in allowed:
             raise self.error(lineno, f"{key}={value!r} is not allowed: expected one of {', '.join(allowed)}")
@@ -435,62 +538,87 @@ class _Parser:
             if name not in self.defined:
                 raise self.error(lineno, f"[{name}:vars] for group {name!r}, which is never defined: add a "
                                          f"[{name}] or [{name}:children] section")
-        self.check_cycles()
-        depth = self.depths()
-        parents: dict[str, list] = {name: [] for name in self.groups}
-        for parent, child in self.child_lines:
-            parents[child].append(parent)
+        order = self.check_cycles()
+        depth = self.depths(order)
+        ancestors = self.ancestors(order)
 
         # Ansible drops a host from 'ungrouped' once any other group lists it.
+        moved = set()
         for name, record in self.hosts.items():
-            if any(g != "ungrouped" for g, _ in record["listed"]):
-                record["listed"] = [(g, n) for g, n in record["listed"] if g != "ungrouped"]
-                if "ungrouped" in self.groups and name in self.groups["ungrouped"].hosts:
-                    self.groups["ungrouped"].hosts.remove(name)
+            if "ungrouped" in record["listed"] and len(record["listed"]) > 1:
+                del record["listed"]["ungrouped"]
+                moved.add(name)
+        if moved:
+            ungrouped = self.groups["ungrouped"]
+            ungrouped.hosts = [name for name in ungrouped.hosts if name not in moved]
 
-        devices = {name: self.device(name, record, depth, parents) for name, record in self.hosts.items()}
+        devices = {name: self.device(name, record, depth, ancestors) for name, record in self.hosts.items()}
         return devices, self.groups
 
-    def check_cycles(self) -> None:
+    def check_cycles(self) -> list[str]:
+        """The groups, each after all its parents (depth-first, iterative: no recursion limit).
+        Raises InventoryError at the ``[group:children]`` line that closes a cycle."""
         state: dict[str, int] = {}  # 1 on the stack, 2 done
-
-        def visit(name: str, stack: list) -> None:
-            state[name] = 1
-            for child in self.groups[name].children:
-                if state.get(child) == 1:
-                    cycle = " -> ".join(stack[stack.index(child):] + [name, child]) if child in stack \
-                        else f"{name} -> {child}"
+        order: list[str] = []
+        for root in self.groups:
+            if root in state:
+                continue
+            state[root] = 1
+            stack = [(root, iter(self.groups[root].children))]
+            while stack:
+                name, children = stack[-1]
+                child = next(children, None)
+                if child is None:
+                    state[name] = 2
+                    order.append(name)
+                    stack.pop()
+                elif state.get(child) == 1:
+                    path = [g for g, _ in stack]
+                    cycle = " -> ".join(path[path.index(child):] + [child])
                     message = f"[{name}:children] makes a cycle: {cycle} (a group cannot contain itself)"
                     raise self.error(self.child_lines[(name, child)], message)
-                if state.get(child) is None:
-                    visit(child, stack + [name])
-            state[name] = 2
+                elif child not in state:
+                    state[child] = 1
+                    stack.append((child, iter(self.groups[child].children)))
+        order.reverse()
+        return order
 
-        for name in self.groups:
-            if state.get(name) is None:
-                visit(name, [])
-
-    def depths(self) -> dict[str, int]:
-        depth = {name: 0 for name in self.groups}
-        changed = True
-        while changed:  # longest path from a root; terminates because there is no cycle
-            changed = False
-            for parent, child in self.child_lines:
-                if depth[child] < depth[parent] + 1:
-                    depth[child] = depth[parent] + 1
-                    changed = True
+    def depths(self, order: list[str]) -> dict[str, int]:
+        """Each group's longest path from a root (``order``: parents before children)."""
+        depth = dict.fromkeys(order, 0)
+        for name in order:
+            for child in self.groups[name].children:
+                depth[child] = max(depth[child], depth[name] + 1)
         return depth
 
-    def device(self, name: str, record: dict, depth: dict, parents: dict) -> Device:
-        listed = [g for g, _ in record["listed"]]
+    def ancestors(self, order: list[str]) -> dict[str, frozenset]:
+        """Each group with its parents, grandparents, ... (``all`` left out). Raises InventoryError
+        where that makes more than :data:`MAX_HOST_GROUPS` groups."""
+        up: dict[str, set] = {name: {name} for name in order}
+        for name in order:
+            if len(up[name]) > MAX_HOST_GROUPS:
+                raise self.too_many_groups(self.groups[name].line, f"group {name!r}")
+            for child in self.groups[name].children:
+                up[child] |= up[name]
+                if len(up[child]) > MAX_HOST_GROUPS:
+                    raise self.too_many_groups(self.child_lines[(name, child)], f"group {child!r}")
+        return {name: frozenset(groups - {"all"}) for name, groups in up.items()}
+
+    def too_many_vars(self, line: int, what: str) -> InventoryError:
+        return self.error(line, f"{what} sets more than {MAX_HOST_VARS} variables: the limit is "
+                                f"{MAX_HOST_VARS} variables per host (its groups' included)")
+
+    def too_many_groups(self, line: int, what: str) -> InventoryError:
+        return self.error(line, f"{what} belongs to more than {MAX_HOST_GROUPS} groups (its parents "
+                                f"included): the limit is {MAX_HOST_GROUPS} groups per host")
+
+    def device(self, name: str, record: dict, depth: dict, ancestors: dict) -> Device:
+        listed = list(record["listed"])  # groups listing the host, first listing first
         groups: set[str] = set()
-        todo = list(listed)
-        while todo:
-            g = todo.pop()
-            if g not in groups:
-                groups.add(g)
-                todo.extend(parents.get(g, []))
-        groups.discard("all")
+        for g in listed:
+            groups |= ancestors[g]
+            if len(groups) > MAX_HOST_GROUPS:
+                raise self.too_many_groups(record["listed"][g], f"host {name!r}")
         direct = [g for g in listed if g != "ungrouped"]
         family = max(direct, key=lambda g: (depth[g], -direct.index(g))) if direct else "ungrouped"
 
@@ -503,8 +631,10 @@ class _Parser:
         for g in sorted(groups, key=rank):
             merged.update(self.group_vars(g))
         merged.update(record["vars"])
-        values = {k: v for k, (v, _) in merged.items()}
         line = record["line"]
+        if len(merged) > MAX_HOST_VARS:
+            raise self.too_many_vars(line, f"host {name!r} with its groups")
+        values = {k: v for k, (v, _) in merged.items()}
 
         def get(key: str):
             value = values.get(key)
@@ -516,6 +646,7 @@ class _Parser:
             raise self.error(line, f"host {name!r} has mode=container but no image: set image=... for the "
                                    "host or its group, or mode=native")
         ssh = self.ssh_options(merged)
+        key_var = next((k for k in _KEY_VARS if get(k)), None)
         return Device(
             name=name, family=family, groups=tuple(sorted(groups)),
             host=get("ansible_host") or name, port=values.get("ansible_port", 22),
@@ -523,12 +654,17 @@ class _Parser:
             runtime=get("runtime"), mode=mode, image=image, image_archive=get("image_archive"),
             engine=get("engine"), container_args=values.get("container_args", ""),
             workdir=get("workdir"), python=get("python"),
-            key_file=get("ansible_ssh_private_key_file") or get("ansible_private_key_file"),
+            key_file=get(key_var) if key_var else None,
             known_hosts=ssh.get("userknownhostsfile"), vars=values, source=f"{self.path}:{line}",
-            jump=ssh.get("proxyjump"), connect_timeout=ssh.get("connecttimeout"))
+            jump=ssh.get("proxyjump"), connect_timeout=ssh.get("connecttimeout"),
+            key_source=f"{self.path}:{merged[key_var][1]}" if key_var else None)
 
     def group_vars(self, group: str) -> dict:
-        return {k: (v, self.var_lines[group][k]) for k, v in self.groups[group].vars.items()}
+        """``{var: (value, line)}`` of one group (computed once per group)."""
+        if group not in self.vars_cache:
+            lines = self.var_lines[group]
+            self.vars_cache[group] = {k: (v, lines[k]) for k, v in self.groups[group].vars.items()}
+        return self.vars_cache[group]
 
     # ---- ssh arguments
 
@@ -537,6 +673,12 @@ class _Parser:
         Ansible puts them on ssh's command line; the first value of an option wins, as in ssh):
         lower-case name -> checked value (ProxyJump a canonical ``[user@]host:port`` or None,
         ConnectTimeout a float). Raises InventoryError at the line that set a refused option."""
+        cache_key = tuple(merged.get(key) for key in _SSH_ARGS_KEYS)
+        if cache_key not in self.ssh_cache:  # every host of a group shares its group's arguments
+            self.ssh_cache[cache_key] = self.ssh_options_of(merged)
+        return self.ssh_cache[cache_key]
+
+    def ssh_options_of(self, merged: dict) -> dict:
         options: dict = {}
         for key in _SSH_ARGS_KEYS:
             if key in merged:
@@ -549,7 +691,7 @@ class _Parser:
     def ssh_args(self, key: str, args, lineno: int) -> list[tuple[str, str]]:
         """``(option name as written, raw value)`` pairs of one ssh argument string, in order."""
         try:
-            tokens = shlex.split(str(args))
+            tokens = split_words(str(args))
         except ValueError as exc:
             raise self.error(lineno, f"{key} cannot be split ({exc}): check the quotes") from None
         pairs = []
@@ -590,7 +732,8 @@ class _Parser:
         if spelled is None:
             remedy = SSH_REFUSED.get(name, "remove it")
             raise self.error(lineno, f"{key}: ssh option {written} cannot be honoured by host's own SSH: "
-                                     f"{remedy} (accepted: {', '.join(SSH_HONOURED + tuple(SSH_ACCEPTED))})")
+                                     f"{remedy} (accepted: {', '.join(SSH_HONOURED + tuple(SSH_ACCEPTED))}; "
+                                     "host reads no ssh config file, so ~/.ssh/config cannot set it either)")
         if name == "userknownhostsfile":
             return raw
         if name == "proxyjump":
@@ -623,6 +766,36 @@ class _Parser:
         return f"{user + '@' if user else ''}{host}:{port}"
 
 
+def _read(path: Path) -> str:
+    """The file's text, read only up to :data:`MAX_FILE_BYTES` (+1 to detect a bigger file).
+    Raises InventoryError (see :func:`load_inventory`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+        with open(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise InventoryError("not a regular file: an inventory is a text file", path=path)
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise InventoryError("inventory file not found", path=path,
+                             hint="pass an existing file, or a NAME for NAME.ini, inventories/NAME.ini "
+                                  "or a group of ./inventory.ini") from None
+    except OSError as exc:
+        raise InventoryError(f"cannot read the inventory ({exc})", path=path) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise InventoryError(f"larger than {MAX_FILE_BYTES // (1 << 20)} MiB: the limit is "
+                             f"{MAX_FILE_BYTES} bytes per inventory (and {MAX_LINE_CHARS} characters "
+                             "per line)", path=path, hint="a lab inventory is a few KiB: check that "
+                             "this is the right file, or split the lab into several inventories")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InventoryError(f"cannot read the inventory ({exc})", path=path) from None
+    if text.startswith("\ufeff"):
+        raise InventoryError("the file starts with a UTF-8 byte order mark, which Ansible's INI reader "
+                             "takes for text: save it as UTF-8 without BOM", path=path, line=1)
+    return text
+
+
 def load_inventory(path, scope: str | None = None, resolution: str | None = None) -> Inventory:
     """Read and check an Ansible INI inventory.
 
@@ -630,18 +803,13 @@ def load_inventory(path, scope: str | None = None, resolution: str | None = None
     sentence that says how the file was found (default: the path).
 
     Raises:
-        InventoryError: the file is missing or unreadable (no line), or a line is not
-            accepted (message starts with ``file:line:``), or ``scope`` is not a group of it.
+        InventoryError: the file is missing, unreadable, not a regular file or over
+            :data:`MAX_FILE_BYTES` (no line), or a line is not accepted (message starts with
+            ``file:line:``; lines over :data:`MAX_LINE_CHARS` included), or ``scope`` is not a
+            group of it.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InventoryError("inventory file not found", path=path,
-                             hint="pass an existing file, or a NAME for NAME.ini, inventories/NAME.ini "
-                                  "or a group of ./inventory.ini") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError(f"cannot read the inventory ({exc})", path=path) from None
+    text = _read(path)
     parser = _Parser(path)
     parser.parse(text)
     devices, groups = parser.finish()

@@ -11,6 +11,14 @@ code path for every device:
   retried with exponential backoff; a board that still cannot be reached raises
   :class:`UnreachableError`.
 
+Everything about a board's connection comes from the inventory: ``~/.ssh/config`` and
+``/etc/ssh/ssh_config`` are NOT read (Fabric would apply their ``ProxyCommand``, ``HostName``,
+``User``, ``IdentityFile``, ... behind the inventory's back), nor are Fabric's own config files.
+Each failure to connect has its own error: a missing or unreadable key file (checked before
+connecting), a port that answers but not with SSH, a refused connection, no answer in time, a
+refused key, an unknown or changed host key. Paramiko's own log (tracebacks of its transport
+thread) goes to a ``NullHandler``, not to stderr.
+
 Commands are shell strings; callers build them with :func:`shlex.quote` (see
 :func:`host.lab.shell.sh`). Source for the host-key handling: paramiko ``SSHClient``
 (``RejectPolicy``, ``BadHostKeyException``) and docs/devices.md §8.
@@ -21,18 +29,33 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import os
+import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host.errors import CommandAborted, HostKeyError, TransportError, UnreachableError
+from host.errors import (
+    CommandAborted,
+    HostKeyError,
+    KeyFileError,
+    NotSshError,
+    SshAuthError,
+    TransportError,
+    UnreachableError,
+)
 from host.lab import sessions
+
+# paramiko logs its transport thread's exceptions (with tracebacks) at ERROR; without a handler
+# Python's last-resort handler prints them on stderr. The errors raised here say what happened.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 #: Exit codes ≥ this from ``sh -c`` mean "killed by signal (code - 128)".
 SIGNAL_BASE = 128
@@ -410,6 +433,29 @@ class _AcceptNewPolicy:
             f"recorded new host key {key.get_name()} {key.fingerprint} for {hostname} in {self.path}")
 
 
+def _fabric_config():
+    """A Fabric config that reads no file: no ssh_config (user's or system's), no Fabric/Invoke
+    config files; the inventory is the only source of a connection's settings."""
+    import fabric
+    import paramiko
+
+    return fabric.Config(lazy=True, ssh_config=paramiko.SSHConfig(), overrides={"load_ssh_configs": False})
+
+
+#: paramiko's messages when the SSH protocol never started (no or no valid banner in time).
+_NO_SSH = re.compile(r"banner|Indecipherable protocol|No existing session|Negotiation failed")
+
+
+def _banner(host: str, port: int, timeout: float) -> bytes | None:
+    """The first bytes a server at ``host:port`` sends within ``timeout`` seconds (b"" when it
+    closes at once; None when it cannot be reached or sends nothing in time)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            return sock.recv(200)
+    except OSError:
+        return None
+
+
 @functools.cache
 def _connection_class():
     """``fabric.Connection`` whose ``close()`` also closes its gateway ``Connection`` (Fabric
@@ -448,6 +494,8 @@ class SshTransport(_Transport):
         jump: one jump host ``[user@]host[:port]`` (ssh ``ProxyJump``): the board is reached
             through a ``direct-tcpip`` channel of an SSH connection to it, opened with the same
             known_hosts file, host-key policy, key file and timeouts (no user: the local one).
+        key_source: where ``key_file`` was set (``inventory.ini:12``), for the error when the
+            file is missing.
     """
 
     kind = "ssh"
@@ -455,8 +503,10 @@ class SshTransport(_Transport):
     def __init__(self, name: str, host: str, port: int = 22, user: str | None = None, *,
                  key_file: str | None = None, known_hosts: Path | None = None,
                  accept_new_host_keys: bool = False, connect_timeout: float = 10.0,
-                 retries: int = 2, backoff_s: float = 0.5, jump: str | None = None):
+                 retries: int = 2, backoff_s: float = 0.5, jump: str | None = None,
+                 key_source: str | None = None):
         super().__init__(name)
+        self.key_source = key_source
         self.host = host
         self.port = int(port)
         self.user = user
@@ -488,7 +538,7 @@ class SshTransport(_Transport):
             else paramiko.RejectPolicy()
 
         def connection(host: str, **extra):
-            conn = _connection_class()(host, connect_timeout=self.connect_timeout,
+            conn = _connection_class()(host, config=_fabric_config(), connect_timeout=self.connect_timeout,
                                        connect_kwargs=dict(kwargs), **extra)
             if self.known_hosts.exists():
                 conn.client.load_host_keys(str(self.known_hosts))
@@ -531,7 +581,7 @@ class SshTransport(_Transport):
                 hint=f"if it was reinstalled, check the new key, then "
                      f"`ssh-keygen -R '{key_name}' -f {self.known_hosts}`") from None
         except paramiko.AuthenticationException as exc:
-            raise UnreachableError(f"{where}: SSH authentication failed ({exc})", device=self.name,
+            raise SshAuthError(f"{where}: SSH authentication failed ({exc})", device=self.name,
                                    hint="the jump host gets the board's key (ansible_ssh_private_key_file) "
                                         "or ssh-agent; give its user as ProxyJump=user@host") from None
         except paramiko.SSHException as exc:
@@ -549,62 +599,120 @@ class SshTransport(_Transport):
                 _discard(gateway)
 
     def connect(self) -> None:
-        """Open the connection unless it is open.
+        """Open the connection unless it is open. Refused connections, silence and other network
+        errors are retried (``1 + retries`` attempts, exponential backoff); the rest is not.
 
         Raises:
+            KeyFileError: the key file is missing or unreadable (checked before connecting).
             HostKeyError: unknown key (without ``accept_new_host_keys``) or changed key.
-            UnreachableError: no connection after ``1 + retries`` attempts, or
-                authentication failed.
+            SshAuthError: the board refused every key offered.
+            NotSshError: the port answered, but not with SSH.
+            UnreachableError: refused, no answer in time, or another network error on every
+                attempt (the message says which).
         """
-        import paramiko
-        from paramiko.ssh_exception import NoValidConnectionsError
-
         if self._conn is not None and self._conn.is_connected:
             return
         self.close()
+        self._check_key_file()
         delay = self.backoff_s
-        last: Exception | None = None
+        last = ""
         for attempt in range(self.retries + 1):
             try:
                 self._conn = self._open_once()
                 self._keepalive()
                 self._expired = None
                 return
-            except paramiko.BadHostKeyException as exc:
-                raise HostKeyError(
-                    f"{self.name}: host key of {self.key_name} has CHANGED: it offered "
-                    f"{exc.key.get_name()} {exc.key.fingerprint}, {self.known_hosts} expects "
-                    f"{exc.expected_key.fingerprint}; refusing to connect",
-                    device=self.name,
-                    hint=f"if the board was reinstalled, check the new key, then "
-                         f"`ssh-keygen -R '{self.key_name}' -f {self.known_hosts}`",
-                ) from None
-            except paramiko.AuthenticationException as exc:
-                raise UnreachableError(
-                    f"{self.name}: SSH authentication to {self.user or ''}@{self.key_name} "
-                    f"failed ({exc})", device=self.name,
-                    hint="load the key into ssh-agent or set ansible_ssh_private_key_file",
-                ) from None
-            except paramiko.SSHException as exc:
-                if "not found in known_hosts" in str(exc):
-                    raise HostKeyError(
-                        f"{self.name}: host key of {self.key_name} is not in {self.known_hosts}; "
-                        "refusing to connect to an unknown host",
-                        device=self.name,
-                        hint=f"check the fingerprint, then `ssh-keyscan -p {self.port} {self.host} "
-                             f">> {self.known_hosts}`, or pass --accept-new-host-keys",
-                    ) from None
-                last = exc
-            except (NoValidConnectionsError, socket.timeout, OSError, EOFError) as exc:
-                last = exc
+            except TransportError:
+                raise
+            except Exception as exc:  # classified below; what is not retried raises there
+                last = self._classify(exc)
             if attempt < self.retries:
                 time.sleep(delay)
                 delay *= 2
         raise UnreachableError(
-            f"{self.name}: cannot connect to {self.key_name} after {self.retries + 1} attempts: "
-            f"{last}", device=self.name,
-            hint=f"is the board on and sshd running? try `host check --device {self.name}`",
+            f"{self.name}: {last} ({self.retries + 1} attempts)", device=self.name,
+            hint=f"is the board on and sshd running on port {self.port}? "
+                 f"try `host check --device {self.name}`",
         )
+
+    def _check_key_file(self) -> None:
+        """Raises KeyFileError when ``key_file`` is set and is not a readable regular file."""
+        if not self.key_file:
+            return
+        path = Path(self.key_file).expanduser()
+        where = f", set at {self.key_source}" if self.key_source else ""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                problem = None if stat.S_ISREG(os.fstat(fd).st_mode) else "not a regular file"
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+        if problem:
+            raise KeyFileError(
+                f"{self.name}: cannot use the private key file {path} (ansible_ssh_private_key_file"
+                f"{where}): {problem}", device=self.name,
+                hint="fix the path in the inventory, or remove ansible_ssh_private_key_file to log in "
+                     "with ssh-agent and ~/.ssh/id_*")
+
+    def _classify(self, exc: Exception) -> str:
+        """What one failed attempt means. Raises the error of a failure that retrying cannot
+        change (host key, authentication, not SSH); returns the description of the others."""
+        import paramiko
+        from paramiko.ssh_exception import NoValidConnectionsError
+
+        where = f"{self.host}:{self.port}"
+        if isinstance(exc, paramiko.BadHostKeyException):
+            raise HostKeyError(
+                f"{self.name}: host key of {self.key_name} has CHANGED: it offered "
+                f"{exc.key.get_name()} {exc.key.fingerprint}, {self.known_hosts} expects "
+                f"{exc.expected_key.fingerprint}; refusing to connect", device=self.name,
+                hint=f"if the board was reinstalled, check the new key, then "
+                     f"`ssh-keygen -R '{self.key_name}' -f {self.known_hosts}`") from None
+        if isinstance(exc, paramiko.AuthenticationException):
+            offered = f"the key file {self.key_file}" if self.key_file else "ssh-agent's keys and ~/.ssh/id_*"
+            encrypted = isinstance(exc, paramiko.PasswordRequiredException)
+            raise SshAuthError(
+                f"{self.name}: SSH authentication to {self.user or ''}@{self.key_name} failed: "
+                f"{'the key file is encrypted and host never prompts' if encrypted else 'it refused'} "
+                f"({offered}; {exc})", device=self.name,
+                hint="load the key into ssh-agent, or set ansible_ssh_private_key_file to a key the "
+                     "board's authorized_keys holds") from None
+        if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+            raise HostKeyError(
+                f"{self.name}: host key of {self.key_name} is not in {self.known_hosts}; "
+                "refusing to connect to an unknown host", device=self.name,
+                hint=f"check the fingerprint, then `ssh-keyscan -p {self.port} {self.host} "
+                     f">> {self.known_hosts}`, or pass --accept-new-host-keys") from None
+        if isinstance(exc, paramiko.SSHException) and _NO_SSH.search(str(exc)) and not self.jump:
+            return self._no_banner(where)
+        if isinstance(exc, NoValidConnectionsError) and all(
+                getattr(e, "errno", None) == errno.ECONNREFUSED for e in exc.errors.values()):
+            return f"connection refused at {where}: nothing listens on that port"
+        if isinstance(exc, ConnectionRefusedError):
+            return f"connection refused at {where}: nothing listens on that port"
+        if isinstance(exc, socket.gaierror):
+            return f"cannot resolve the host name {self.host!r} ({exc.strerror})"
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return f"no answer from {where} within {self.connect_timeout:g} s"
+        if isinstance(exc, EOFError):
+            return f"{where} closed the connection before SSH started"
+        if isinstance(exc, (paramiko.SSHException, OSError)):
+            return f"cannot connect to {where}: {exc}"
+        raise exc
+
+    def _no_banner(self, where: str) -> str:
+        """After paramiko read no SSH banner: a second look at what the port sends. Raises
+        NotSshError when it sends something else; returns the description of silence."""
+        banner = _banner(self.host, self.port, min(self.connect_timeout, 5.0))
+        if banner and not banner.startswith(b"SSH-"):
+            text = banner.decode("utf-8", "replace").strip()
+            raise NotSshError(f"{self.name}: {where} answered but does not speak SSH (banner: {text[:80]!r})",
+                              device=self.name,
+                              hint="check ansible_port (and ansible_host) in the inventory: another service "
+                                   "listens there")
+        return f"{where} accepted the connection but sent no SSH banner within {self.connect_timeout:g} s"
 
     def _keepalive(self) -> None:
         """Keepalive (:data:`KEEPALIVE_S`) on the board's connection and on its jump host's."""
