@@ -290,6 +290,26 @@ class CampaignMismatchError(HostError):
     campaign's name maps to the same folder."""
 
 
+class CampaignFileError(HostError):
+    """A campaign's ``campaign.json`` cannot be read, is not JSON, or a field the run reads has the
+    wrong type: the run is refused and nothing is changed (its run log, planned models' hashes and
+    power-mode record would be lost). ``path`` is the file, ``field`` the offending field."""
+
+    def __init__(self, message: str, *, path="", field: str = "", hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.path, self.field = str(path), field
+
+
+class ResultsLocationError(HostError):
+    """``--results`` (or the campaign or device folder in it, or a cell's file) cannot be written:
+    a file where a folder belongs, a read-only or full file system, no permission, a name too long.
+    Checked before any cell is measured; ``path`` is the path refused."""
+
+    def __init__(self, message: str, *, path="", hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.path = str(path)
+
+
 class NameCollisionError(HostError):
     """Two distinct names (devices, or a campaign and the one already in its folder) map to
     the same folder after :func:`host.campaign.store.safe_name`; they are refused, never

@@ -16,9 +16,11 @@ import json
 import os
 import platform
 import random
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -28,9 +30,17 @@ from host.campaign.fidelity import CellFidelity
 from host.campaign.protocol import Progress, Protocol
 from host.campaign.samples import SUFFIX as SAMPLES_SUFFIX
 from host.campaign.samples import write_samples
-from host.campaign.store import CAMPAIGN_FILE, cell_path, earlier_cells, safe_name, write_cell
+from host.campaign.store import (
+    CAMPAIGN_FILE,
+    STEM_BYTES,
+    cell_path,
+    earlier_cells,
+    safe_name,
+    write_cell,
+)
 from host.errors import (
     CampaignBusyError,
+    CampaignFileError,
     CampaignInterrupted,
     CampaignMismatchError,
     DiskFullError,
@@ -41,6 +51,7 @@ from host.errors import (
     NameCollisionError,
     NoModelsError,
     PowerModeChanged,
+    ResultsLocationError,
 )
 from host.lab.lease import campaign_tag, describe, owner_info
 from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
@@ -106,7 +117,7 @@ def discover_models(paths: Iterable[Path]) -> list[Path]:
                             hint="export the examples with `host zoo export`")
     stems: dict[str, Path] = {}
     for p in unique:
-        key = safe_name(p.stem)
+        key = safe_name(p.stem, STEM_BYTES)  # the stem's part of its cells' file names
         if key in stems:
             raise DuplicateModelStemError(
                 f"two models would share the cell name {key!r}: {stems[key]} and {p}",
@@ -301,13 +312,6 @@ class CampaignResult:
     interrupted: bool = False
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def store_cell(path: Path, doc: dict) -> None:
     """Write a cell. A previous (failed) document at ``path`` is moved to
     ``.attempts/<name>.<n>.json`` first, so no attempt is ever lost."""
@@ -346,13 +350,183 @@ def unsupported_backends(devices, config: BenchConfig, backend: str | None) -> l
             if device_config(config, d, backend).backend not in implemented_names()]
 
 
+_STR = {"type": "string"}
+_STR_OR_NULL = {"type": ["string", "null"]}
+#: The fields of ``campaign.json`` a run reads, with their types (others are kept as they are).
+CAMPAIGN_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "campaign": _STR,
+        "created_utc": _STR_OR_NULL,
+        "plan": {"type": "array", "items": {
+            "type": "object", "required": ["device", "model", "config"],
+            "properties": {"device": _STR, "model": _STR, "config": _STR, "model_sha256": _STR}}},
+        "devices": {"type": "object", "additionalProperties": {"type": "object"}},
+        "configs": {"type": "object"},
+        "runs": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_CAMPAIGN_HINT = ("nothing was changed. Restore {path} from a copy (it holds the run log, the planned "
+                  "models' sha256 and the power-mode record), or move it aside and bench in a new campaign "
+                  "(--campaign NEW)")
+
+
+def read_campaign_file(path: Path) -> dict:
+    """The campaign manifest at ``path`` ({} when there is none), checked against
+    :data:`CAMPAIGN_SCHEMA` (jsonschema).
+
+    Raises:
+        CampaignFileError: it cannot be read, is not JSON, or a field has the wrong type.
+    """
+    import jsonschema
+
+    if not path.exists() and not path.is_symlink():
+        return {}
+    hint = _CAMPAIGN_HINT.format(path=path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CampaignFileError(f"{path}: not a readable campaign file ({exc})", path=path,
+                                hint=hint) from None
+    err = min(jsonschema.Draft202012Validator(CAMPAIGN_SCHEMA).iter_errors(doc),
+              key=lambda e: len(e.absolute_path), default=None)
+    if err is None:
+        return doc
+    field = "/".join(map(str, err.absolute_path))
+    what = err.message if len(err.message) < 160 else err.message[:160] + "…"
+    raise CampaignFileError(f"{path}: {field or 'the document'}: {what}", path=path, field=field, hint=hint)
+
+
+_LOCATION_HINT = "pass a writable folder with --results (default ./results), or free the path named"
+
+
+def prepare_folders(results: Path, camp_dir: Path, device_dirs: list) -> None:
+    """Make the results, campaign and device folders and check each new file can be made in the
+    campaign and device folders (a ``.tmp-*`` probe made and removed), before anything is measured.
+
+    Raises:
+        ResultsLocationError: a file stands where a folder belongs, or a folder cannot be made or
+            written (read-only file system, no permission, full).
+    """
+    for folder in (results, camp_dir, *device_dirs):
+        if folder.exists() and not folder.is_dir():
+            raise ResultsLocationError(f"{folder} is a file, not a folder: no results can be stored there",
+                                       path=folder, hint=_LOCATION_HINT)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResultsLocationError(f"cannot make the results folder {folder}: {exc.strerror or exc}",
+                                       path=folder, hint=_LOCATION_HINT) from None
+    for folder in (camp_dir, *device_dirs):
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ResultsLocationError(f"cannot write in the results folder {folder}: {exc.strerror or exc}",
+                                       path=folder, hint=_LOCATION_HINT) from None
+
+
+#: The longest name made from a cell's file name: ``<cell>.json.corrupt-<UTC time>-<n>``.
+_LONGEST_EXTRA = len(".corrupt-20261207T000000Z-99")
+
+
+def check_cell_path(path: Path) -> None:
+    """Check that ``path`` and every name made from it (sidecars, a moved-aside copy) fit the limits
+    of the file system holding its folder (NAME_MAX, PATH_MAX).
+
+    Raises:
+        ResultsLocationError: a name or the path would be too long.
+    """
+    limits = {}
+    for key, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits[key] = os.pathconf(path.parent, key)
+        except (OSError, ValueError):
+            limits[key] = default
+    name = len(os.fsencode(path.name)) + _LONGEST_EXTRA
+    full = len(os.fsencode(str(path.absolute()))) + _LONGEST_EXTRA
+    if name > limits["PC_NAME_MAX"] or full >= limits["PC_PATH_MAX"]:
+        raise ResultsLocationError(
+            f"{path}: too long for its file system ({name} bytes of file name of at most "
+            f"{limits['PC_NAME_MAX']}, {full} bytes of path of fewer than {limits['PC_PATH_MAX']})",
+            path=path, hint="pass a shorter --results folder or --campaign name")
+
+
+def stored_cell(path: Path) -> tuple:
+    """The cell stored at ``path``: (document, None); (None, None) when there is none; (None, why)
+    when it is not valid JSON or fails the cell schema (:func:`host.campaign.schema.validate_cell`).
+
+    Raises:
+        ResultsLocationError: it exists but cannot be read (no permission, not a file).
+    """
+    from host.campaign.schema import validate_cell
+    from host.errors import CellSchemaError
+
+    if not path.exists() and not path.is_symlink():
+        return None, None
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+        validate_cell(doc, path)
+    except (ValueError, CellSchemaError) as exc:
+        return None, str(exc) if isinstance(exc, CellSchemaError) else f"{path}: not valid JSON ({exc})"
+    except OSError as exc:
+        raise ResultsLocationError(f"cannot read the stored cell {path}: {exc.strerror or exc}", path=path,
+                                   hint="make it readable, or move it aside to measure it again") from None
+    return doc, None
+
+
+def _cell_files(path: Path) -> list:
+    """A cell's file and its sidecars that exist (samples, power samples, layer profile)."""
+    base = str(path)[: -len(".json")]
+    found = [Path(base + s) for s in (SAMPLES_SUFFIX, ".power.csv", ".profile.json")]
+    return [path, *(p for p in found if p.exists() or p.is_symlink())]
+
+
+def move_aside(path: Path, stamp: str) -> Path:
+    """Rename ``path`` to ``<name>.corrupt-<stamp>`` (``-2``, ``-3``… when taken); never deletes.
+    Returns the new path. Raises OSError."""
+    target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.rename(path, target)
+    return target
+
+
+def _move_aside_unusable(work: dict, camp_dir: Path) -> list:
+    """Move every stored cell that failed to load (``_Item.problem``), and its sidecars, aside
+    (:func:`move_aside`); each becomes a note of its board. Returns the log entries
+    ``[{"file", "moved_to", "problem"}]`` (paths relative to the campaign folder).
+
+    Raises:
+        ResultsLocationError: a file could not be moved.
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log = []
+    for w in work.values():
+        for item in (i for i in w.items if i.problem):
+            for path in _cell_files(item.path):
+                try:
+                    target = move_aside(path, stamp)
+                except OSError as exc:
+                    raise ResultsLocationError(f"cannot move the unusable cell {path} aside: "
+                                               f"{exc.strerror or exc}", path=path,
+                                               hint=_LOCATION_HINT) from None
+                log.append({"file": str(path.relative_to(camp_dir)), "moved_to": target.name,
+                            "problem": item.problem})
+                w.notes.append(f"{path.name} moved aside to {target.name}"
+                               + (f" ({item.problem}); measuring it again" if path == item.path else ""))
+    return log
+
+
 class _Plan:
     """The campaign manifest ``campaign.json``: the planned matrix (device × model ×
     configuration, with each model's sha256), the devices' settings and a log of runs."""
 
     def __init__(self, folder: Path, name: str):
         self.path = folder / CAMPAIGN_FILE
-        old = _read_json(self.path) or {}
+        old = read_campaign_file(self.path)
         self.doc = {
             "schema_version": SCHEMA_VERSION,
             "campaign": name,
@@ -482,7 +656,9 @@ def run_campaign(
         CampaignInterrupted: Ctrl-C (after the folder was left consistent).
         CampaignBusyError: another process is running this campaign.
         DiskFullError: this host's disk filled up (every board stops; finished cells kept).
-        OSError: the results folder cannot be written.
+        CampaignFileError: ``campaign.json`` is unreadable or malformed (nothing is changed).
+        ResultsLocationError: a results, campaign or device folder or a cell's file cannot be
+            written (checked before any cell is measured).
     """
     from host.lab.board import Board, open_transport
 
@@ -490,8 +666,9 @@ def run_campaign(
         def open_board(device):
             return Board(device, open_transport(device))
     camp_dir = Path(results) / safe_name(campaign)
-    _refuse_collisions(camp_dir, campaign, devices)
-    camp_dir.mkdir(parents=True, exist_ok=True)
+    held = read_campaign_file(camp_dir / CAMPAIGN_FILE).get("campaign")
+    _refuse_collisions(camp_dir, campaign, devices, held)
+    prepare_folders(Path(results), camp_dir, [camp_dir / safe_name(d.name) for d in devices])
     with _campaign_lock(camp_dir, campaign):
         return _run_locked(camp_dir, models, devices, config, campaign=campaign, backend=backend,
                            retry_failed=retry_failed, open_board=open_board, on_event=on_event,
@@ -547,8 +724,10 @@ def _run_locked(camp_dir: Path, models: list, devices: list, config: BenchConfig
     work = _plan_work(plan, variants, devices, config, backend=backend, results=results, campaign=campaign,
                       shas=shas, retry_failed=retry_failed, batches=batches)
     _refuse_if_nothing_runs(work)
+    moved = _move_aside_unusable(work, camp_dir)
     run_log = _log_run(plan, devices, models, config, retry_failed=retry_failed, protocol=protocol,
                        memory=memory)
+    run_log["moved_aside"] = moved
     run_log["partials_removed"] = partials
     run_log["precisions"] = sorted({v.precision for v in variants})
     run_log["unplanned"] = plan.unplanned  # e.g. .onnx on a vart board, .xmodel on an ort one
@@ -592,9 +771,9 @@ def _refuse_if_nothing_runs(work: dict) -> None:
                              "then bench the .xmodel")
 
 
-def _refuse_collisions(camp_dir: Path, campaign: str, devices: list) -> None:
+def _refuse_collisions(camp_dir: Path, campaign: str, devices: list, held: str | None) -> None:
     """Refuse names that :func:`safe_name` would merge: two devices with one folder, or a
-    campaign whose folder holds another campaign (``a b`` and ``a_b``).
+    campaign whose folder holds another campaign ``held`` (``a b`` and ``a_b``).
 
     Raises:
         NameCollisionError: with both names.
@@ -606,7 +785,6 @@ def _refuse_collisions(camp_dir: Path, campaign: str, devices: list) -> None:
             raise NameCollisionError(
                 f"devices {other!r} and {device.name!r} would share the results folder {safe_name(other)!r}",
                 hint="rename one of them in the inventory")
-    held = (_read_json(camp_dir / CAMPAIGN_FILE) or {}).get("campaign")
     if held is not None and held != campaign:
         raise NameCollisionError(
             f"campaign {campaign!r} would write into {camp_dir}, which holds campaign {held!r}",
@@ -679,6 +857,7 @@ class _Item:
     cfg: BenchConfig
     path: Path
     old: dict | None
+    problem: str | None = None  # why the stored file is unusable (moved aside, measured again)
 
     @property
     def model(self) -> Path:
@@ -692,6 +871,7 @@ class _BoardWork:
     device: object
     config: BenchConfig
     items: list  # [_Item]
+    notes: list = field(default_factory=list)  # shown with the board's summary
 
 
 def _plan_work(plan: _Plan, variants: list, devices: list, config: BenchConfig, *,
@@ -702,8 +882,12 @@ def _plan_work(plan: _Plan, variants: list, devices: list, config: BenchConfig, 
     when its board never ran the model (:data:`NOT_RUN`) or with ``retry_failed``. Returns
     device name -> :class:`_BoardWork`.
 
+    A stored cell that is not valid JSON or fails the cell schema runs again (its ``problem``
+    set: :func:`_move_aside_unusable` moves it aside first).
+
     Raises:
         CampaignMismatchError: a planned model's content changed.
+        ResultsLocationError: a cell's file names exceed the file system's limits.
     """
     work: dict = {}
     for device in devices:
@@ -716,10 +900,11 @@ def _plan_work(plan: _Plan, variants: list, devices: list, config: BenchConfig, 
             cfg = dataclasses.replace(base, precision=v.precision, batch=batch)
             plan.add(device, v.model, shas[v.model], cfg, variant_sha=shas[v.run_model] if v.recipe else None)
             path = cell_path(results, campaign, device.name, v.model.stem, cfg.slug)
-            old = _read_json(path) if path.exists() else None
+            check_cell_path(path)
+            old, problem = stored_cell(path)
             rerun = old is not None and old.get("status") == "failed" and (
                 retry_failed or (old.get("error") or {}).get("category") in NOT_RUN)
-            items.append(_Item(v, cfg, path, old if (old is not None and not rerun) else None))
+            items.append(_Item(v, cfg, path, old if (old is not None and not rerun) else None, problem))
         work[device.name] = _BoardWork(device, base, items)
     return work
 
@@ -741,7 +926,7 @@ class _Shared:
     profile: bool = False
     fidelity: CellFidelity = field(default_factory=CellFidelity)
     locks: dict = field(default_factory=dict)  # device name -> LockInfo.to_json()
-    fatal: HostError | None = None  # an error that stops every board (host disk full)
+    fatal: HostError | None = None  # an error that stops every board (host disk full, folder unwritable)
     stop: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C
     plan_lock: threading.Lock = field(default_factory=threading.Lock)
     boards: dict = field(default_factory=dict)  # device name -> open Board (for abort)
@@ -848,7 +1033,7 @@ class _BoardWorker:
         self.device, self.cfg, self.items = work.device, work.config, work.items
         self.name = work.device.name
         self.total = len(work.items)
-        self.summary = BoardSummary(self.name, planned=len(work.items))
+        self.summary = BoardSummary(self.name, planned=len(work.items), notes=list(work.notes))
         self.board = None
         self.session = None  # PowerSession, when the device has a meter that opened
         self.power_error: str | None = None
@@ -861,7 +1046,7 @@ class _BoardWorker:
     def run(self) -> None:
         try:
             self._run()
-        except DiskFullError as exc:  # the host cannot store cells: stop every board
+        except (DiskFullError, ResultsLocationError) as exc:  # the host cannot store cells: stop every board
             self.shared.fatal = exc
             self.shared.stop.set()
             for board in list(self.shared.boards.values()):
@@ -1068,12 +1253,14 @@ class _BoardWorker:
         Raises:
             DiskFullError: this host has no space left (every file is written atomically: the
                 cell is not stored and runs again on resume).
+            ResultsLocationError: the cell's folder cannot be written (changed since the check).
         """
         try:
             self._store_doc(cell, outcome, error, token, board_info)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
-                raise
+                raise ResultsLocationError(f"cannot store {cell.path}: {exc.strerror or exc}", path=cell.path,
+                                           hint=_LOCATION_HINT) from None
             raise DiskFullError(f"no space left on this host to store {cell.path.name} in "
                                 f"{cell.path.parent}: {exc}", where="host",
                                 hint="free space on this host, then resume with the same command") from None

@@ -8,6 +8,7 @@ campaign never leaves a partial cell.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import datetime, timezone
@@ -19,17 +20,51 @@ from runners.core import write_json_atomic
 CAMPAIGN_FILE = "campaign.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 _DOTS = re.compile(r"\.{2,}")
+_UNDERSCORES = re.compile(r"_{2,}")
 
 
-def safe_name(text: str) -> str:
-    """A file-name-safe form of a device, model stem or campaign name.
+#: Longest name (bytes) of a campaign or device folder, a model stem's and a configuration's part of a
+#: cell's file name. A cell ``<stem>__<config>.json`` and the names made from it (``.samples.npz``,
+#: ``.power.csv``, ``.profile.json``, ``.json.corrupt-<UTC time>[-n]``) then stay within the 255 bytes
+#: a file name may have (NAME_MAX on Linux file systems; temp files are ``.tmp-<random>.json``).
+FOLDER_BYTES, STEM_BYTES, CONFIG_BYTES = 200, 150, 60
+_HASH_CHARS = 16
+
+
+def safe_name(text: str, limit: int = FOLDER_BYTES) -> str:
+    """A file-name-safe form of a device, model stem or campaign name; never raises.
 
     Keeps letters, digits and ``._+-``; every run of other characters (``/``, spaces,
-    quotes, ``$``, ``;``) becomes one ``_``, runs of dots become one dot, and leading or
-    trailing dots and underscores go, so the name cannot leave its folder or hide.
+    quotes, ``$``, ``;``, any non-ASCII) becomes one ``_``, runs of dots become one dot, and
+    leading or trailing dots and underscores go, so the name cannot leave its folder or hide.
+    A result longer than ``limit`` bytes is cut and ends in ``~`` and 16 hex digits of the
+    sha256 of the whole ``text`` (:func:`_shortened`): distinct long names get distinct files.
+    Short names that differ only in the characters replaced share a name: the campaign loop
+    refuses those (:class:`~host.errors.NameCollisionError`,
+    :class:`~host.errors.DuplicateModelStemError`); the full name is kept inside the cell
+    (``cell.campaign``, ``cell.device``, ``cell.model_stem``, ``cell.config``).
     """
-    out = _DOTS.sub(".", _SAFE.sub("_", text)).strip("._")
-    return out or "_"
+    out = _DOTS.sub(".", _SAFE.sub("_", str(text))).strip("._") or "_"
+    return out if len(out) <= limit else _shortened(out, str(text), limit)
+
+
+def _shortened(safe: str, text: str, limit: int) -> str:
+    """``safe`` cut to fit ``limit`` bytes with ``~<hash of text>`` (``~`` never occurs in an uncut
+    :func:`safe_name`, so a cut name never equals an uncut one)."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    return f"{safe[: limit - _HASH_CHARS - 1].rstrip('._')}~{digest}"
+
+
+def cell_name(model_stem: str, config_slug: str) -> str:
+    """A cell's file name, ``<stem>__<config>.json``: the stem's :func:`safe_name` (at most
+    :data:`STEM_BYTES`), then the configuration's slug as it is when that is a safe name without ``__``
+    within :data:`CONFIG_BYTES` (every slug ``host bench`` makes), else cut with a hash: the
+    configuration's part is one-to-one and never holds ``__`` or starts with ``_``, so the name splits
+    back into its two parts at its last ``__``."""
+    config = str(config_slug)
+    if safe_name(config, CONFIG_BYTES) != config or "__" in config:
+        config = _shortened(_UNDERSCORES.sub("_", safe_name(config, 10 ** 9)), config, CONFIG_BYTES)
+    return f"{safe_name(model_stem, STEM_BYTES)}__{config}.json"
 
 
 def default_campaign_name() -> str:
@@ -38,9 +73,8 @@ def default_campaign_name() -> str:
 
 
 def cell_path(results: Path, campaign: str, device: str, model_stem: str, config_slug: str) -> Path:
-    return Path(results) / safe_name(campaign) / safe_name(device) / (
-        f"{safe_name(model_stem)}__{safe_name(config_slug)}.json"
-    )
+    """``<results>/<campaign>/<device>/<cell_name>``: every part a single bounded file name."""
+    return Path(results) / safe_name(campaign) / safe_name(device) / cell_name(model_stem, config_slug)
 
 
 def write_cell(path: Path, doc: dict) -> None:
@@ -88,7 +122,7 @@ def earlier_cells(results: Path, campaign: str, device: str, model_stem: str, co
     """The same cell (device, model with this sha256, configuration) measured by other
     campaigns under ``results``, oldest first: ``[{"campaign", "p50_ms", "ci95"}]`` for each
     with a p50 and an interval (status ok or invalid). Unreadable files are skipped."""
-    name = f"{safe_name(model_stem)}__{safe_name(config_slug)}.json"
+    name = cell_name(model_stem, config_slug)
     found = []
     for path in Path(results).glob(f"*/{safe_name(device)}/{name}"):
         if path.parent.parent.name == safe_name(campaign):
