@@ -1,6 +1,10 @@
-"""Shared pytest fixtures (lab helpers live in tests/labfix.py)."""
+"""Shared pytest fixtures (lab helpers live in tests/labfix.py), and the grouping that lets
+pytest-xdist run the suite on two workers (README "Tests"): see :func:`xdist_group_of`."""
 
+import functools
+import inspect
 import os
+import re
 
 import labfix
 import pytest
@@ -73,14 +77,54 @@ OPT_IN = {
 ENABLE_ENV = {"qemu_arm64": "EDGEGAUGE_QEMU_ARM64"}
 
 
+#: A test that times real inference: `host bench` (in-process or a subprocess), run_campaign,
+#: Board.run_cell, or a module's ``_bench`` helper in its own source.
+TIMED_SOURCE = re.compile(r"""["']bench["']|\brun_campaign\(|\.run_cell\(|\b_bench\(""")
+
+
+@functools.lru_cache(maxsize=None)
+def _times_inference(function) -> bool:
+    try:
+        return bool(TIMED_SOURCE.search(inspect.getsource(function)))
+    except (OSError, TypeError):
+        return False
+
+
+def xdist_group_of(item) -> "str | None":
+    """The xdist group of a test (``--dist loadgroup``: a group runs on one worker, in order).
+
+    ``qemu-arm64``: the arm64 image build (about 6 min), alone so it starts first;
+    ``images``: the image builds that share podman's storage and tags (test_images ``podman``);
+    ``timed``: every test that times real inference, one after another, never two at once;
+    None: the rest (nothing timed), spread over the workers one test at a time.
+    """
+    if "qemu_arm64" in item.keywords:
+        return "qemu-arm64"
+    if "podman" in getattr(item, "fixturenames", ()):
+        return "images"
+    function = getattr(item, "function", None)
+    return "timed" if function is not None and _times_inference(function) else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers
 def pytest_collection_modifyitems(config, items):
+    enabled = set()
     for marker, (option, reason) in OPT_IN.items():
         if config.getoption(option) or os.environ.get(ENABLE_ENV.get(marker, "-")) == "1":
+            enabled.add(marker)
             continue
         skip = pytest.mark.skip(reason=reason)
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
+    groups = {item.nodeid: xdist_group_of(item) for item in items}
+    for item in items:
+        if groups[item.nodeid]:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    # xdist hands out work in this order (--no-loadscope-reorder): the long arm64 build first
+    # (when enabled), then the timed group, so neither starts last; the rest fills in around them
+    first = {"qemu-arm64": 0 if "qemu_arm64" in enabled else 3, "timed": 1}
+    items.sort(key=lambda item: first.get(groups[item.nodeid], 2))
 
 
 @pytest.fixture(scope="session")
