@@ -49,7 +49,23 @@ def _figure(ncols: int = 1, width: float | None = None):
     return fig, list(axes)
 
 
+def _plain_text(fig: Figure) -> None:
+    """Draw every title, axis label, annotation and legend entry as the text it holds: they carry
+    model, device and campaign names, and ``$...$`` in one must not be read as math text (a name
+    like ``x$\\foo$`` would stop the plot). Tick labels keep math text (log axes' ``10^n``)."""
+    for ax in fig.axes:
+        texts = [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += [*legend.get_texts(), legend.get_title()]
+        for text in texts:
+            text.set_parse_math(False)
+    for text in fig.texts:
+        text.set_parse_math(False)
+
+
 def _save(fig: Figure, out_dir: Path, name: str) -> Path:
+    _plain_text(fig)
     path = Path(out_dir) / name
     write_atomic(path, lambda fh: fig.savefig(fh, format="png"), suffix=".png", binary=True)
     return path
