@@ -46,6 +46,16 @@ class ResultsError(HostError):
     """A results folder or cell file cannot be read."""
 
 
+class CellSchemaError(ResultsError):
+    """A cell file fails the cell schema (:mod:`host.campaign.schema`): ``path`` is the file,
+    ``field`` the JSON pointer of the offending field (``latency/latency_ms_p50_ci95``; ``""`` for
+    the document itself), ``problem`` what is wrong."""
+
+    def __init__(self, message: str, *, path="", field: str = "", problem: str = "", hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.path, self.field, self.problem = str(path), field, problem or message
+
+
 class AnalysisError(HostError):
     """Results cannot answer the question asked (:mod:`host.analysis`): no measured cell on the
     device, a metric without data there, too few models to fit, a target the fitted line cannot

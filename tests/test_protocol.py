@@ -265,7 +265,8 @@ def test_earlier_cells_are_the_same_cell_in_other_campaigns(tmp_path):
         path = cell_path(tmp_path, campaign, "d", "m", "ort-b1-tall")
         path.parent.mkdir(parents=True, exist_ok=True)
         lat = {"latency_ms_p50": p50, "latency_ms_p50_ci95_within": [0.9, 1.1]}
-        doc = {"status": status, "model": {"sha256": sha}, "cell": {"campaign": campaign},
+        doc = {"schema_version": "2.0", "status": status, "model": {"sha256": sha},
+               "cell": {"campaign": campaign, "device": "d", "model_stem": "m", "config": "ort-b1-tall"},
                "timestamps": {"start_utc": start}, "latency": lat}
         path.write_text(json.dumps(doc))
 

@@ -18,6 +18,8 @@ stays under ~5 MB; ``thinned_every`` records k.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -59,16 +61,29 @@ def read_samples(path: Path) -> list:
     """The samples of ``path`` as written: per process, per session, int64 ns arrays.
 
     Raises:
-        OSError: unreadable; ValueError: not a samples file.
+        OSError: unreadable; ValueError: not a samples file (not a zip, truncated, corrupt
+        compressed data, arrays missing or inconsistent with each other).
     """
-    with np.load(Path(path)) as z:
-        try:
-            lat, off, owner = z["latency_ns"], z["session_offsets"], z["session_process"]
-        except KeyError as exc:
-            raise ValueError(f"{path}: not an edgegauge samples file ({exc})") from None
-    out: list = []
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            lat, off, owner = (np.asarray(z[k]) for k in ("latency_ns", "session_offsets", "session_process"))
+    except KeyError as exc:
+        raise ValueError(f"{path}: not an edgegauge samples file (no array {exc})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError) as exc:
+        raise ValueError(f"{path}: not a readable samples file ({type(exc).__name__}: {exc})") from None
+    _check(path, lat, off, owner)
+    out: list = [[] for _ in range(int(owner.max()) + 1 if owner.size else 0)]
     for k, proc in enumerate(owner.tolist()):
-        while len(out) <= proc:
-            out.append([])
-        out[proc].append(lat[off[k]:off[k + 1]])
+        out[proc].append(lat[off[k]:off[k + 1]].astype(np.int64))
     return out
+
+
+def _check(path, lat, off, owner) -> None:
+    """Raises ValueError unless the three arrays fit together as :func:`write_samples` writes them."""
+    ints = all(a.dtype.kind in "iu" for a in (lat, off, owner))
+    if not ints or lat.ndim != 1 or off.ndim != 1 or owner.ndim != 1 or off.size != owner.size + 1:
+        raise ValueError(f"{path}: not an edgegauge samples file (array types or shapes do not fit)")
+    if off[0] != 0 or off[-1] != lat.size or np.any(np.diff(off) < 0):
+        raise ValueError(f"{path}: session_offsets do not cover latency_ns in order")
+    if owner.size and (owner.min() < 0 or owner.max() >= owner.size):
+        raise ValueError(f"{path}: session_process names a process that cannot exist")

@@ -11,10 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
-from host.errors import InputNotFoundError, ResultsError
+from host.campaign.schema import HINT as SCHEMA_HINT
+from host.campaign.schema import validate_cell
+from host.errors import CellSchemaError, InputNotFoundError
 from runners.core import write_json_atomic
 
 CAMPAIGN_FILE = "campaign.json"
@@ -85,16 +91,80 @@ def is_cell_file(path: Path) -> bool:
     return path.suffix == ".json" and path.name != CAMPAIGN_FILE and not path.name.startswith(".")
 
 
-def load_cells(root: Path) -> list[dict]:
+@dataclass(frozen=True)
+class Skipped:
+    """A file :func:`load_cells` skipped: ``path``, ``field`` (JSON pointer, ``""`` for the whole
+    document) and ``problem``."""
+
+    path: str
+    field: str
+    problem: str
+
+    def line(self) -> str:
+        return f"{self.path}: {self.field or '(document)'}: {self.problem}"
+
+
+class Cells(list):
+    """What :func:`load_cells` returns: the valid cells (a plain list of dicts) plus ``skipped``,
+    the files that fail the cell schema (:class:`Skipped`, in path order)."""
+
+    def __init__(self, cells=(), skipped=()):
+        super().__init__(cells)
+        self.skipped = list(skipped)
+
+
+_COLLECTORS: ContextVar[tuple] = ContextVar("skipped_cell_collectors", default=())
+
+
+@contextmanager
+def collect_skipped() -> Iterator[list]:
+    """Gather the :class:`Skipped` files of every :func:`load_cells` call inside the block (also
+    calls made deep in a library, e.g. by ``host dataset``) into the list it yields."""
+    found: list = []
+    token = _COLLECTORS.set(_COLLECTORS.get() + (found,))
+    try:
+        yield found
+    finally:
+        _COLLECTORS.reset(token)
+
+
+def _looks_like_cell(path: Path) -> bool:
+    """Named as a cell is (``<model>__<config>.json``; not a ``.profile.json`` sidecar)."""
+    return "__" in path.name and not path.name.endswith(".profile.json")
+
+
+def read_cell(path: Path) -> dict | None:
+    """The cell in ``path`` (validated, see :mod:`host.campaign.schema`), or None when the file
+    holds a JSON object that is not a cell (no ``schema_version``: an idle run, a sidecar) and is
+    not named like one.
+
+    Raises:
+        CellSchemaError: the file cannot be read, is not JSON, or fails the cell schema.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        problem = f"not a readable JSON file ({type(exc).__name__}: {str(exc)[:200]})"
+        raise CellSchemaError(f"{path}: the document: {problem}", path=path, problem=problem,
+                              hint=SCHEMA_HINT) from None
+    if isinstance(doc, dict) and "schema_version" not in doc and not _looks_like_cell(path):
+        return None
+    validate_cell(doc, path)
+    return doc
+
+
+def load_cells(root: Path) -> Cells:
     """Load every cell JSON under ``root`` (recursively), sorted by path.
 
-    Each document gains ``_path`` (its file). Files that are not cells (no
-    ``schema_version``) and hidden folders (``.attempts/``: replaced failed attempts)
-    are skipped.
+    Each document gains ``_path`` (its file). JSON objects that are not cells (no
+    ``schema_version`` and not named ``<model>__<config>.json``) and hidden folders
+    (``.attempts/``: replaced failed attempts) are passed over. A file that is not JSON or fails the
+    cell schema is skipped: it is listed in the result's ``skipped`` (and in any
+    :func:`collect_skipped` block), never raised.
 
     Raises:
         InputNotFoundError: ``root`` does not exist.
-        ResultsError: a cell file cannot be parsed.
     """
     root = Path(root)
     if not root.exists():
@@ -104,32 +174,38 @@ def load_cells(root: Path) -> list[dict]:
         p for p in root.rglob("*.json")
         if is_cell_file(p) and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
-    cells = []
+    out = Cells()
     for path in files:
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ResultsError(f"{path}: not a readable result JSON ({exc})") from None
-        if not isinstance(doc, dict) or "schema_version" not in doc:
+            doc = read_cell(path)
+        except CellSchemaError as exc:
+            out.skipped.append(Skipped(str(path), exc.field, exc.problem))
             continue
-        doc["_path"] = str(path)
-        cells.append(doc)
-    return cells
+        if doc is not None:
+            doc["_path"] = str(path)
+            out.append(doc)
+    for found in _COLLECTORS.get():
+        found.extend(out.skipped)
+    return out
 
 
 def earlier_cells(results: Path, campaign: str, device: str, model_stem: str, config_slug: str,
                   sha256: str) -> list[dict]:
     """The same cell (device, model with this sha256, configuration) measured by other
     campaigns under ``results``, oldest first: ``[{"campaign", "p50_ms", "ci95"}]`` for each
-    with a p50 and an interval (status ok or invalid). Unreadable files are skipped."""
+    with a p50 and an interval (status ok or invalid). Unreadable files and files that fail the
+    cell schema are skipped (they are reported by the readers and moved aside by a resume of their
+    own campaign)."""
     name = cell_name(model_stem, config_slug)
     found = []
     for path in Path(results).glob(f"*/{safe_name(device)}/{name}"):
         if path.parent.parent.name == safe_name(campaign):
             continue
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            doc = read_cell(path)
+        except CellSchemaError:
+            continue
+        if doc is None:
             continue
         lat = doc.get("latency") or {}
         if (doc.get("status") in ("ok", "invalid") and _get(doc, "model", "sha256") == sha256

@@ -37,6 +37,7 @@ def advise(
     from host.campaign.store import load_cells
     from host.cli.analysis_render import advice_tables
     from host.cli.render import console, print_json
+    from host.cli.skipped import report_skipped
 
     given = [(name, v) for name, v in (("latency_ms", latency_ms), ("memory_mib", memory_mib),
                                        ("energy_mj", energy_mj)) if v is not None]
@@ -44,8 +45,9 @@ def advise(
         raise typer.BadParameter("give exactly one of --latency-ms, --memory-mib, --energy-mj")
     (target_name, target), = given
     try:
-        result = run_advice(load_cells(results_dir), device, target_name, target, base=base,
-                            precision=precision)
+        with report_skipped():
+            cells = load_cells(results_dir)
+        result = run_advice(cells, device, target_name, target, base=base, precision=precision)
     except HostError as exc:
         _fail(exc)
         return

@@ -488,9 +488,11 @@ def report(
     from host.analysis.report import mode_conflicts, write_tables
     from host.campaign.store import load_cells
     from host.cli.render import bench_table, console, print_json, profile_table
+    from host.cli.skipped import report_skipped
 
     try:
-        cells = load_cells(results_dir)
+        with report_skipped():
+            cells = load_cells(results_dir)
         if not cells:
             raise HostError(f"no result cells under {results_dir}",
                             hint="run `host bench` first")
@@ -557,12 +559,14 @@ def compare(
     from host.analysis.compare import compare_campaigns
     from host.campaign.store import load_cells
     from host.cli.render import compare_table, console, print_json
+    from host.cli.skipped import report_skipped
 
     threshold = _fraction(fail_above) if fail_above is not None else None
     try:
         cells = []
         for folder in (baseline, candidate):
-            found = load_cells(folder)
+            with report_skipped():
+                found = load_cells(folder)
             if not found:
                 raise HostError(f"no result cells under {folder}", hint="run `host bench` first")
             cells.append(found)
