@@ -36,7 +36,7 @@ def advise(
     from host.analysis.advise import advise as run_advice
     from host.campaign.store import load_cells
     from host.cli.analysis_render import advice_tables
-    from host.cli.render import console, print_json
+    from host.cli.render import console, print_json, styled
     from host.cli.skipped import report_skipped
 
     given = [(name, v) for name, v in (("latency_ms", latency_ms), ("memory_mib", memory_mib),
@@ -58,7 +58,7 @@ def advise(
         for part in advice_tables(result):
             out.print(part, highlight=False)
         for line in result["warnings"]:
-            console(stderr=True).print(f"[yellow]warning:[/] {line}", highlight=False)
+            console(stderr=True).print(styled(("warning:", "yellow"), f" {line}"), highlight=False)
     if result["refused"]:
         refused = result["refused"]
         _fail(HostError(f"no scaling ratio: {refused['message']}", hint=refused.get("hint")))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 
-from rich.table import Table
+from host.cli.render import PlainTable as Table
+from host.cli.render import plain
 
 _PAIR_NAMES = {"flops": "FLOPs", "params": "params", "cdl": "CDL", "latency_ms": "latency",
                "rss_mib_peak": "peak RSS", "energy_mj": "energy/inf"}
@@ -20,7 +21,7 @@ def _g(value, fmt: str = ".3g") -> str:
 def correlation_table(rows: list[dict], title: str = "correlations") -> Table:
     """One line per fit of :func:`host.analysis.correlate.correlations`: device, precision,
     [batch,] static → measured, n, r, p, slope (y unit per x unit), intercept, r², label (weak,
-    insignificant, n<3 and constant fits are shown, in yellow)."""
+    insignificant, n<3 and constant fits are shown, in yellow). Every string is text, not markup."""
     table = Table(title=title, title_justify="left")
     sweep = len({r["batch"] for r in rows}) > 1
     for name, justify in [("device", "left"), ("prec", "left"), *([("batch", "right")] if sweep else []),
@@ -28,7 +29,7 @@ def correlation_table(rows: list[dict], title: str = "correlations") -> Table:
                           ("slope", "right"), ("intercept", "right"), ("r²", "right"), ("label", "left")]:
         table.add_column(name, justify=justify, no_wrap=name in ("device", "static → measured"))
     for row in rows:
-        label = row["label"] if row["label"] == "ok" else f"[yellow]{row['label']}[/]"
+        label = plain(row["label"], "" if row["label"] == "ok" else "yellow")
         table.add_row(
             str(row["device"]), str(row["precision"]), *([str(row["batch"])] if sweep else []),
             f"{_PAIR_NAMES.get(row['x'], row['x'])} → {_PAIR_NAMES.get(row['y'], row['y'])}",
@@ -65,18 +66,18 @@ def advice_tables(result: dict) -> list:
     return out
 
 
-def _fit_text(result: dict) -> str:
+def _fit_text(result: dict):
     fit = result.get("fit")
     head = (f"device {result['device']}, precision {result['precision']}, batch {result['batch']}: "
             f"{result['y']} against {result['x']}")
     if not fit or fit.get("slope") is None:
-        return head + ": no line"
+        return plain(head + ": no line")
     text = (f"{head}: y = {fit['slope']:.4g}·x + {fit['intercept']:.4g} (r = {fit['r']:.3f}, "
             f"p = {fit['p_value']:.2g}, r² = {fit['r2']:.3f}, n = {fit['n']}, {fit['scale']} values, "
             f"fitted on {result['x']} in [{fit['x_min']:.4g}, {fit['x_max']:.4g}])")
     if result.get("x_target") is not None:
         text += f"; the target needs {result['x']} ≈ {result['x_target']:.4g}"
-    return text
+    return plain(text)
 
 
 def _budget_table(result: dict) -> Table:
@@ -89,7 +90,7 @@ def _budget_table(result: dict) -> Table:
         ci = row["ci95"]
         table.add_row(str(row["model"]), row["precision"], _g(row["value"], ".4g"),
                       f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "-",
-                      f"[{colour[row['status']]}]{row['status']}[/]", row["reason"])
+                      plain(row["status"], colour[row["status"]]), str(row["reason"]))
     if result["target_name"] == "latency_ms":
         table.caption = ("a model meets a latency budget only if the upper bound of its p50's 95 % CI is "
                          "under it")

@@ -38,8 +38,7 @@ EngineOpt = Annotated[str, typer.Option(
 @app.command("list")
 def list_families(json_out: JsonOpt = False):
     """Families, their variants, default tags, Dockerfiles and target platforms."""
-    from rich.table import Table
-
+    from host.cli.render import PlainTable as Table
     from host.cli.render import console, print_json
     from host.lab.images import FAMILIES, default_tag, image_version
 
@@ -102,7 +101,7 @@ def build(
     """
     import shlex
 
-    from host.cli.render import console, print_json
+    from host.cli.render import console, print_json, styled
     from host.lab import images
 
     out_console = console()
@@ -135,8 +134,8 @@ def build(
         print_json({"family": fam, "variant": var.name, "tag": res.tag, "seconds": round(res.seconds, 1),
                     "labels": res.labels, "argv": res.argv})
     else:
-        out_console.print(f"[green]built[/] {res.tag} in {res.seconds:.1f} s "
-                          f"(revision {res.labels[images.OCI + '.revision']})", highlight=False)
+        out_console.print(styled(("built", "green"), f" {res.tag} in {res.seconds:.1f} s "
+                                 f"(revision {res.labels[images.OCI + '.revision']})"), highlight=False)
         out_console.print(f"save for boards: host image save {res.tag} --output {fam}.tar"
                           + (f" --engine {shlex.quote(engine)}" if engine != "docker" else ""),
                           highlight=False, soft_wrap=True)
@@ -144,7 +143,7 @@ def build(
 
 def _write_bundle(fam: str, var, out: Path | None, *, dry_run: bool, json_out: bool) -> None:
     """``host image build vitis-ai``: write (or, dry run, name) the native bundle and report it."""
-    from host.cli.render import console, human_bytes, print_json
+    from host.cli.render import console, human_bytes, print_json, styled
     from host.lab import images
 
     if dry_run:
@@ -156,8 +155,8 @@ def _write_bundle(fam: str, var, out: Path | None, *, dry_run: bool, json_out: b
         print_json({"family": fam, "variant": var.name, "bundle": str(res.path),
                     "sha256": res.sha256, "bytes": res.bytes, "files": res.files})
     else:
-        console().print(f"[green]wrote[/] {res.path} ({human_bytes(res.bytes)}, "
-                        f"{len(res.files)} files)\nsha256 {res.sha256}", highlight=False)
+        console().print(styled(("wrote", "green"), f" {res.path} ({human_bytes(res.bytes)}, "
+                               f"{len(res.files)} files)\nsha256 {res.sha256}"), highlight=False)
 
 
 @app.command()
@@ -171,7 +170,7 @@ def save(
     """Write `<engine> save -o FILE IMAGE`: an archive that `docker load` / `podman load` read.
     Point the inventory's image_archive at it and `host deploy` loads it onto boards that lack
     the image (no registry needed)."""
-    from host.cli.render import console, human_bytes, print_json
+    from host.cli.render import console, human_bytes, print_json, styled
     from host.lab import images
 
     try:
@@ -183,5 +182,5 @@ def save(
         print_json({"image": res.image, "path": str(res.path), "bytes": res.bytes,
                     "seconds": round(res.seconds, 1)})
     else:
-        console().print(f"[green]saved[/] {res.image} -> {res.path} ({human_bytes(res.bytes)}, "
-                        f"{res.seconds:.1f} s)\ninventory: image_archive={res.path}", highlight=False)
+        console().print(styled(("saved", "green"), f" {res.image} -> {res.path} ({human_bytes(res.bytes)}, "
+                               f"{res.seconds:.1f} s)\ninventory: image_archive={res.path}"), highlight=False)

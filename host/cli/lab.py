@@ -35,10 +35,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a t
 
 def fail(exc: HostError) -> None:
     """Print a HostError (message + hint) on stderr and exit with its code."""
-    from host.cli.render import console
+    from host.cli.render import console, styled
 
-    err = console(stderr=True)
-    err.print(f"[red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    err = console(stderr=True)  # the message is text: "[group]" in it stays
+    err.print(styled(("error:", "red"), f" {exc}"), highlight=False, soft_wrap=True)
     if exc.hint:
         err.print(f"hint: {exc.hint}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
@@ -94,8 +94,7 @@ def devices(
     --inventory NAME resolves to NAME.ini, else inventories/NAME.ini, else the group NAME
     of ./inventory.ini; the resolution is printed above the table.
     """
-    from rich.table import Table
-
+    from host.cli.render import PlainTable as Table
     from host.cli.render import console, print_json
 
     try:
@@ -130,9 +129,8 @@ def check(
 
     Exit code: 0 every board ready; 2 reachable but not ready; 1 a board is unreachable.
     """
-    from rich.table import Table
-
-    from host.cli.render import console, print_json
+    from host.cli.render import PlainTable as Table
+    from host.cli.render import console, plain, print_json
 
     try:
         _, found = select(inventory, device, group, all_devices)
@@ -148,8 +146,8 @@ def check(
         for col in ("device", "verdict", "arch", "cores", "mem GiB", "kernel", "OS", "python",
                     "engine", "runtime", "power mode", "problems"):
             table.add_column(col)
-        style = {"ready": "[green]ready[/]", "not ready": "[yellow]not ready[/]",
-                 "unreachable": "[red]unreachable[/]"}
+        style = {"ready": plain("ready", "green"), "not ready": plain("not ready", "yellow"),
+                 "unreachable": plain("unreachable", "red")}
         for r in reports:
             f = r.facts
             engine = f.get("docker") or f.get("podman") or "-"
@@ -187,10 +185,9 @@ def deploy(
     runtime import check, and optionally the given models. One board's failure never stops
     the others. Exit code 1 when any board failed.
     """
-    from rich.table import Table
-
     from host.campaign.run import discover_models
-    from host.cli.render import console, human_bytes, print_json
+    from host.cli.render import PlainTable as Table
+    from host.cli.render import console, human_bytes, plain, print_json, styled
 
     try:
         _, found = select(inventory, device, group, all_devices)
@@ -213,8 +210,8 @@ def deploy(
         for r in reports:
             steps = "\n".join(f"{k}: {v}" for k, v in r.steps)
             if r.error:
-                steps = (steps + "\n" if steps else "") + f"[red]{r.error}[/]"
-            table.add_row(r.device, "[green]ok[/]" if r.ok else "[red]failed[/]", steps,
+                steps = styled(steps + "\n" if steps else "", (r.error, "red"))
+            table.add_row(r.device, plain("ok", "green") if r.ok else plain("failed", "red"), steps,
                           human_bytes(r.bytes_sent))
         out = console()
         out.print(table)

@@ -377,8 +377,8 @@ def _run_bench(found, found_devices, config, *, options, **campaign_args):
     from host.lab.board import Board, open_transport
 
     with Progress(
-        TextColumn("{task.fields[board]:<14}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("{task.description}"),
+        TextColumn("{task.fields[board]:<14}", markup=False), BarColumn(bar_width=24), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("{task.description}", markup=False),  # names are text, not markup
         console=console(stderr=True), transient=False,
     ) as progress:
         tasks = {d.name: progress.add_task("waiting", total=len(found), board=d.name) for d in found_devices}
@@ -399,7 +399,7 @@ def _progress_handler(progress, tasks: dict):
         elif event.state == "idle":
             progress.update(task, description="measuring idle power")
         elif event.state == "board_down":
-            progress.update(task, description=f"[red]unreachable[/]: {event.message}")
+            progress.update(task, description=f"unreachable: {event.message}")
         elif event.state in ("done", "skipped"):
             status = (event.doc or {}).get("status", "?")
             progress.update(task, advance=1,
@@ -415,7 +415,7 @@ def _render_bench(result, found_devices, name: str, json_out: bool) -> None:
     """Step 5 of bench: the cells as a table (plus per-board lines) or JSON; exit 1 when a
     cell failed, 3 when none failed but one is INVALID."""
     from host.analysis.compare import indistinguishable
-    from host.cli.render import bench_table, console, human_bytes, print_json, verdict_notes
+    from host.cli.render import bench_table, console, human_bytes, print_json, styled, verdict_notes
 
     cells = result.cells
     if json_out:
@@ -430,7 +430,7 @@ def _render_bench(result, found_devices, name: str, json_out: bool) -> None:
         for s in result.boards.values():
             line = (f"{s.device}: {s.run} run, {s.skipped} kept; sent {s.models_sent} models "
                     f"({human_bytes(s.model_bytes_sent)}), {human_bytes(s.bytes_sent)} in all")
-            out.print(line + (f"; [red]{s.error}[/]" if s.error else ""), highlight=False)
+            out.print(styled(line, (f"; {s.error}" if s.error else "", "red")), highlight=False)
             for note in s.notes:
                 out.print(f"{s.device}: {note}", highlight=False)
         statuses = [c.get("status") for c in cells]
@@ -487,7 +487,7 @@ def report(
     from host.analysis.correlate import correlations, printable, write_correlations
     from host.analysis.report import mode_conflicts, write_tables
     from host.campaign.store import load_cells
-    from host.cli.render import bench_table, console, print_json, profile_table
+    from host.cli.render import bench_table, console, print_json, profile_table, styled
     from host.cli.skipped import report_skipped
 
     try:
@@ -522,8 +522,8 @@ def report(
     if html_path is not None:
         console(stderr=json_out).print(f"wrote {html_path}", highlight=False)
     for line in mode_conflicts(cells):
-        console(stderr=True).print(f"[yellow]warning:[/] {line} (kept apart: column power_mode_key)",
-                                   highlight=False)
+        console(stderr=True).print(styled(("warning:", "yellow"),
+                                          f" {line} (kept apart: column power_mode_key)"), highlight=False)
 
 
 def _write_html(cells: list, target: Path, results_dir: Path) -> Path:

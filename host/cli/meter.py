@@ -102,9 +102,9 @@ def _meter(meter, port, opt, device, inventory, known_hosts, accept_new, connect
 @app.command("list")
 def list_ports(json_out: JsonOpt = False):
     """Serial ports on this host, with USB vendor/product where known."""
-    from rich.table import Table
     from serial.tools import list_ports as lp
 
+    from host.cli.render import PlainTable as Table
     from host.cli.render import console, print_json
     from host.power.meters import REGISTRY
 
@@ -181,7 +181,7 @@ def log(
     143, 129)."""
     import csv
 
-    from host.cli.render import console
+    from host.cli.render import console, styled
     from host.cli.signals import interruptible
     from host.power import CSV_COLUMNS, Sampler
     from host.power.sampler import csv_row
@@ -211,7 +211,7 @@ def log(
         err.print(f"interrupted: the {len(samples)} samples taken are in {path}", highlight=False)
         raise typer.Exit(received.exit_code(130))
     if sampler.fatal_error:
-        err.print(f"[red]error:[/] meter stopped: {sampler.fatal_error}")
+        err.print(styled(("error:", "red"), f" meter stopped: {sampler.fatal_error}"), highlight=False)
         raise typer.Exit(1)
 
 

@@ -92,7 +92,7 @@ class _Progress:
         self.live = None
 
     def render(self):
-        from rich.table import Table
+        from host.cli.render import PlainTable as Table  # host and task names are text, not markup
 
         table = Table(title=f"{self.title} — task: {self.task}", title_justify="left")
         for col in ("host", "last task", *self.STATES):
@@ -126,7 +126,8 @@ class _Progress:
 
 
 def _recap_table(run, title: str):
-    from rich.table import Table
+    from host.cli.render import PlainTable as Table
+    from host.cli.render import plain
 
     mode = " (check mode: nothing was changed; 'would change' counts what a real run changes)" \
         if run.check else ""
@@ -137,8 +138,9 @@ def _recap_table(run, title: str):
                 "skipped", "rescued", "ignored"):
         table.add_column(col)
     for host, r in sorted(run.recap.items()):
-        result = ("[yellow]stopped[/]" if r.success and run.partial else "[green]ok[/]" if r.success
-                  else "[red]unreachable[/]" if r.unreachable else "[red]failed[/]")
+        result = (plain("stopped", "yellow") if r.success and run.partial
+                  else plain("ok", "green") if r.success
+                  else plain("unreachable", "red") if r.unreachable else plain("failed", "red"))
         table.add_row(host, result, str(r.ok), str(r.changed), str(r.unreachable), str(r.failed),
                       str(r.skipped), str(r.rescued), str(r.ignored))
     return table
@@ -250,7 +252,7 @@ def _power(tag: str, inventory, device, group, all_devices, limit, artifacts, ti
 
 def power_table(reports: dict):
     """Per host: family, the mode key and the facts behind it (``edgegauge.power_state/1``)."""
-    from rich.table import Table
+    from host.cli.render import PlainTable as Table
 
     table = Table(title="power state", title_justify="left")
     for col in ("host", "family", "mode", "details", "errors"):

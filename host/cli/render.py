@@ -1,4 +1,10 @@
-"""Rich tables for people, JSON for scripts. No measurement logic here."""
+"""Rich tables for people, JSON for scripts. No measurement logic here.
+
+Strings from a user, a file or a board (model, campaign and device names, error messages, query
+results) are printed as text, never read as rich markup: :func:`console` does not parse markup,
+:class:`PlainTable` holds every string as :class:`~rich.text.Text`, and a style is applied by code
+(``Text(..., style=)``, :func:`styled`), never written into a string.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,39 @@ import os
 import sys
 
 from rich.console import Console
+from rich.protocol import is_renderable
 from rich.table import Table
+from rich.text import Text
+
+
+def plain(value, style: str = "") -> Text:
+    """``value`` as text (``str()`` of it unless it is Text already): ``[bold]x`` stays ``[bold]x``."""
+    return value if isinstance(value, Text) else Text(str(value), style=style)
+
+
+def styled(*parts) -> Text:
+    """Text of ``parts``: a string (plain) or ``(string, style)``; no part is read as markup."""
+    return Text.assemble(*((str(p[0]), p[1]) if isinstance(p, tuple) else str(p) for p in parts))
+
+
+class PlainTable(Table):
+    """A rich Table whose title, caption, headers and cells given as strings are text, not markup
+    (a model named ``x[/]y`` is shown as such instead of raising MarkupError)."""
+
+    _ANNOTATION_STYLES = {"title": "table.title", "caption": "table.caption"}
+
+    def __setattr__(self, name, value):
+        if name in self._ANNOTATION_STYLES and isinstance(value, str):
+            value = Text(value, style=self._ANNOTATION_STYLES[name])
+        super().__setattr__(name, value)
+
+    def add_column(self, header="", *args, **kwargs) -> None:
+        super().add_column(plain(header), *args, **kwargs)
+
+    def add_row(self, *renderables, **kwargs) -> None:
+        """A row; a cell that is a string (or a number) becomes Text, None an empty cell."""
+        super().add_row(*(r if r is None or (is_renderable(r) and not isinstance(r, str)) else plain(r)
+                          for r in renderables), **kwargs)
 
 
 def _num(value, fmt: str, scale: float = 1.0) -> str:
@@ -17,20 +55,20 @@ def _num(value, fmt: str, scale: float = 1.0) -> str:
     return format(value * scale if scale != 1.0 else value, fmt)
 
 
-def verdict_text(cell: dict, full: bool = True) -> str:
+def verdict_text(cell: dict, full: bool = True) -> Text:
     """FAILED with the error type, VALID, or INVALID with the failed checks' names
     (``full``: with the reasons)."""
     status = cell.get("status")
     if status == "failed":
         err = cell.get("error") or {}
-        return f"[red]FAILED[/] {err.get('type', '')}"
+        return styled(("FAILED", "red"), f" {err.get('type', '')}")
     verdict = cell.get("verdict") or {}
     if verdict.get("result") == "VALID":
-        return "[green]VALID[/]"
+        return styled(("VALID", "green"))
     if full:
-        return f"[yellow]{verdict.get('result', '?')}[/] " + "; ".join(verdict.get("reasons") or [])
-    failed = [name for name, ok in (verdict.get("checks") or {}).items() if not ok]
-    return f"[yellow]{verdict.get('result', '?')}[/] " + ", ".join(failed)
+        return styled((verdict.get("result", "?"), "yellow"), " " + "; ".join(verdict.get("reasons") or []))
+    failed = [str(name) for name, ok in (verdict.get("checks") or {}).items() if not ok]
+    return styled((verdict.get("result", "?"), "yellow"), " " + ", ".join(failed))
 
 
 def verdict_notes(cells: list[dict]) -> list[str]:
@@ -112,7 +150,7 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
     :func:`host.analysis.compare.indistinguishable`, keyed by campaign, device, model,
     config) adds "≈ other" to models whose p50 cannot be told apart."""
     labels, legend = _tie_labels(ties or {})
-    table = Table(title=title, title_justify="left")
+    table = PlainTable(title=title, title_justify="left")
     if show_device:
         table.add_column("device", no_wrap=True)
     sweep = len({_batch(c) for c in cells}) > 1
@@ -138,7 +176,7 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
         label = labels.get(key)
         table.add_row(
             *first,
-            model + (f" [dim]≈{label}[/]" if label else ""),
+            styled(model, (f" ≈{label}" if label else "", "dim")),
             (cell.get("precision") or {}).get("name") or "fp32",
             *([str(_batch(cell))] if sweep else []),
             _count(met.get("params")),
@@ -177,7 +215,7 @@ def profile_table(cell: dict, top: int = 10) -> Table | None:
     if not prof.get("top"):
         return None
     info = cell.get("cell") or {}
-    table = Table(title=f"layers of {info.get('model_stem')} ({info.get('config')}) "
+    table = PlainTable(title=f"layers of {info.get('model_stem')} ({info.get('config')}) "
                         f"(top {min(top, len(prof['top']))} of {prof.get('layers')})", title_justify="left")
     for name, justify in [("node", "left"), ("op", "left"), ("median µs", "right"), ("share %", "right"),
                           ("calls", "right")]:
@@ -193,13 +231,13 @@ def profile_table(cell: dict, top: int = 10) -> Table | None:
 
 def compare_table(result: dict, title: str | None = None) -> Table:
     """``host compare`` rows: p50 in A and B, ratio B/A with its 95 % CI, change."""
-    table = Table(title=title, title_justify="left")
+    table = PlainTable(title=title, title_justify="left")
     for name, justify in [("device", "left"), ("model", "left"), ("config", "left"), ("p50 A ms", "right"),
                           ("p50 B ms", "right"), ("B/A", "right"), ("CI95", "right"), ("change", "left")]:
         table.add_column(name, justify=justify, no_wrap=True)
     for row in result["rows"]:
         ci = row["ci95"]
-        change = row["change"] + (" [red]REGRESSION[/]" if row["regression"] else "")
+        change = styled(row["change"], (" REGRESSION" if row["regression"] else "", "red"))
         table.add_row(row["device"], row["model"], row["config"], _num(row["p50_ms_a"], ".3f"),
                       _num(row["p50_ms_b"], ".3f"), _num(row["ratio"], ".3f"),
                       f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "-", change)
@@ -208,7 +246,7 @@ def compare_table(result: dict, title: str | None = None) -> Table:
 
 def metrics_table(rows: list[tuple[str, dict]]) -> Table:
     """Static model metrics: one row per (name, metrics dict)."""
-    table = Table()
+    table = PlainTable()
     for name, justify in [("model", "left"), ("params", "right"), ("MFLOPs", "right"),
                           ("CDL", "right"), ("footprint MiB", "right"), ("precision", "left"),
                           ("inputs", "left")]:
@@ -216,7 +254,7 @@ def metrics_table(rows: list[tuple[str, dict]]) -> Table:
     notes = []
     for name, met in rows:
         if "error" in met:
-            table.add_row(name, "-", "-", "-", "-", "-", "[red]error[/]")
+            table.add_row(name, "-", "-", "-", "-", "-", plain("error", "red"))
             notes.append(f"{name}: {met['error']['message']}")
             continue
         if met.get("macs_reason"):
@@ -265,7 +303,8 @@ def print_json(obj) -> None:
 
 
 def console(stderr: bool = False) -> Console:
-    """A console; 160 columns when not a terminal (pipes, CI logs) instead of rich's 80."""
+    """A console that prints strings as text, never as markup (style with :func:`styled`); 160
+    columns when not a terminal (pipes, CI logs) instead of rich's 80."""
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
-    return Console(stderr=stderr, width=width)
+    return Console(stderr=stderr, width=width, markup=False)

@@ -16,8 +16,9 @@ from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from host.cli.render import PlainTable as Table  # names and paths are text, not markup
+from host.cli.render import styled
 from host.errors import HostError
 from host.models import zoo
 
@@ -38,7 +39,7 @@ def _zoo() -> None:
 def _fail(err: HostError) -> NoReturn:
     """Print a HostError as ``error: <msg>`` + ``hint: <hint>`` on stderr and exit."""
     console = Console(stderr=True, highlight=False)
-    console.print(f"[red]error:[/] {err}", markup=True, soft_wrap=True)
+    console.print(styled(("error:", "red"), f" {err}"), soft_wrap=True)
     if err.hint:
         console.print(f"hint: {err.hint}", markup=False, soft_wrap=True)
     raise typer.Exit(code=getattr(err, "exit_code", 1))
@@ -224,7 +225,7 @@ def _make_variant(model: Path, recipe, cache_dir: Optional[Path], out: Optional[
                "cache_hit": cached, "recipe": info, "metrics": after, "source_metrics": before}
         typer.echo(json.dumps(doc, indent=2))
         return
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False)
     ratio = after["file_bytes"] / before["file_bytes"] if before["file_bytes"] else float("nan")
     console.print(f"{recipe.slug()} variant ({'cached' if cached else 'new'}): {path}", soft_wrap=True)
     if copied is not None:
