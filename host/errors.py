@@ -67,6 +67,11 @@ class QueryRefusedError(AnalysisError):
     extension, or a setting (the connection is locked down)."""
 
 
+class NothingToCompareError(AnalysisError):
+    """``host compare``: no cell of one campaign matches a cell of the other (device, model and
+    configuration), so there is nothing a regression gate could pass on."""
+
+
 class DatasetLocationError(HostError):
     """``host dataset --out`` / ``host query --dataset`` names a path the dataset may not
     replace: a file, a folder that is neither empty nor a dataset host wrote, the results folder
@@ -271,6 +276,11 @@ class MeterError(HostError):
 
 class UnknownMeterError(MeterError):
     """No driver for this meter name."""
+
+
+class MeterOptionError(MeterError, ValueError):
+    """A meter option (``--opt key=value``, inventory ``meter_*``) is unknown to the driver, or its
+    value is not what the option takes (the message names the option and what it accepts)."""
 
 
 class MeterConnectionError(MeterError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import sys
 
 import runners
@@ -58,6 +59,45 @@ processes until its interval is precise enough.
 """
 
 
+#: Policy field -> (lowest, highest) value its option takes; every value is finite.
+POLICY_RANGES = {
+    "warmup_min_iterations": (0, 10**9),
+    "warmup_min_s": (0, 86400),
+    "min_iterations": (1, 10**9),
+    "min_duration_s": (0, 86400),
+    "max_duration_s": (0.001, 86400),
+    "cov_max": (1e-9, 1000),
+    "fps": (0.001, 100000),
+    "sessions": (1, 1000),
+    "drift_max": (1e-9, 1000),
+    "mode_share_max": (1e-9, 1),
+    "throttle_max": (1e-9, 1000),
+    "load_max": (1e-9, 1000),
+}
+#: backend option -> (lowest, highest); other int and float options need only be finite
+BACKEND_RANGES = {"threads": (0, 1024)}
+BATCH_RANGE = (1, 65536)
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def number_type(kind, lo=None, hi=None):
+    """An argparse ``type``: ``kind(text)``, finite and within ``[lo, hi]`` (None: unbounded)
+    (argparse.ArgumentTypeError otherwise, which argparse reports as exit 2 naming the option)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+            span = f"from {lo} to {hi}" if lo is not None else "finite"
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {span}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _shape_arg(text: str):
     from runners.inputs import parse_shape_option
 
@@ -86,11 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("model", nargs="?", help="path to the model (.onnx); optional for null")
     run.add_argument("--backend", default="ort", help=_backend_help())
     run.add_argument("--out", help="write the result JSON here (atomically); default stdout")
-    run.add_argument("--batch", type=int, default=1,
-                     help="value of a dynamic leading (batch) dimension [1]")
+    run.add_argument("--batch", type=number_type(int, *BATCH_RANGE), default=1,
+                     help="value of a dynamic leading (batch) dimension, %d..%d [1]" % BATCH_RANGE)
     run.add_argument("--shape", type=_shape_arg, action="append", default=[],
                      metavar="NAME=D1xD2x...", help="full shape of one input (repeatable)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs [0]")
+    run.add_argument("--seed", type=number_type(int, *SEED_RANGE), default=0,
+                     help=f"seed of the random inputs, {SEED_RANGE[0]}..{SEED_RANGE[1]} [0]")
     _add_backend_options(run)
     d = _DEFAULT
     helps = {
@@ -111,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, option in POLICY_OPTIONS.items():
         kind, text = helps[name]
-        run.add_argument(option, dest=name, type=kind, default=getattr(d, name), help=text,
-                         metavar="N" if kind is int else "X")
+        lo, hi = POLICY_RANGES[name]
+        run.add_argument(option, dest=name, type=number_type(kind, lo, hi), default=getattr(d, name),
+                         help=f"{text} ({lo:g}..{hi:g})", metavar="N" if kind is int else "X")
     run.add_argument("--keep-latencies", action="store_true",
                      help="include every latency (ns) in the result")
     run.add_argument("--counters", action="store_true",
@@ -182,7 +224,9 @@ def _add_backend_options(run: argparse.ArgumentParser) -> None:
                 action = "store_false" if opt.default else "store_true"
                 run.add_argument(opt.flag, dest=opt.name, action=action, default=argparse.SUPPRESS, help=text)
             else:
-                run.add_argument(opt.flag, dest=opt.name, type=opt.kind, choices=opt.choices,
+                kind = number_type(opt.kind, *BACKEND_RANGES.get(opt.name, (None, None))) \
+                    if opt.kind in (int, float) else opt.kind
+                run.add_argument(opt.flag, dest=opt.name, type=kind, choices=opt.choices,
                                  default=argparse.SUPPRESS, help=f"{text} [{opt.default}]",
                                  metavar=None if opt.choices else opt.kind.__name__.upper())
 

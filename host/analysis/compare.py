@@ -103,18 +103,25 @@ def indistinguishable(cells: list) -> dict:
     return ties
 
 
-def compare_campaigns(cells_a: list, cells_b: list, *, fail_above: float | None = None) -> dict:
+def compare_campaigns(cells_a: list, cells_b: list, *, fail_above: float | None = None,
+                      labels: tuple = ("A", "B")) -> dict:
     """Campaign B against campaign A, cell by cell (matched on device, model, configuration).
 
     A row's ``change`` is "slower" or "faster" when significant, else "same"; it is a
     ``regression`` when significantly slower by more than ``fail_above`` (0.05 = 5 %).
+    ``labels`` name A and B in the error (e.g. their folders).
 
     Returns:
         ``{"rows": [{"device", "model", "config", "p50_ms_a", "p50_ms_b", **ratio,
         "change", "regression"}], "only_a": [keys], "only_b": [keys], "regressions": int}``.
+
+    Raises:
+        NothingToCompareError: no cell of B matches a cell of A (a gate would pass vacuously).
     """
     index_a = {_key(c): c for c in cells_a}
     index_b = {_key(c): c for c in cells_b}
+    if not set(index_a) & set(index_b):
+        raise _nothing_in_common(index_a, index_b, labels)
     rows = []
     for key in sorted(set(index_a) & set(index_b), key=lambda k: tuple(map(str, k))):
         a, b = index_a[key], index_b[key]
@@ -129,3 +136,18 @@ def compare_campaigns(cells_a: list, cells_b: list, *, fail_above: float | None 
     return {"rows": rows, "only_a": sorted(set(index_a) - set(index_b), key=lambda k: tuple(map(str, k))),
             "only_b": sorted(set(index_b) - set(index_a), key=lambda k: tuple(map(str, k))),
             "regressions": sum(r["regression"] for r in rows)}
+
+
+def _nothing_in_common(index_a: dict, index_b: dict, labels: tuple) -> Exception:
+    """The :class:`NothingToCompareError` for two campaigns without a common cell."""
+    from host.errors import NothingToCompareError
+
+    def some(index: dict) -> str:
+        keys = sorted(("/".join(map(str, k)) for k in index), key=str)
+        return f"{len(keys)} cell(s): " + (", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "") or "none")
+
+    return NothingToCompareError(
+        f"nothing to compare: no cell in common between A = {labels[0]} ({some(index_a)}) and "
+        f"B = {labels[1]} ({some(index_b)}); cells match on device/model/configuration",
+        hint="compare two campaigns of the same devices, models and configuration "
+             "(`host report FOLDER` lists each one's cells)")

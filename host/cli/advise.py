@@ -9,18 +9,20 @@ from typing import Annotated, Optional
 import typer
 
 from host.cli.lab import fail as _fail
+from host.cli.options import bounded
 from host.errors import HostError
 
 
 def advise(
     results_dir: Annotated[Path, typer.Argument(help="a results folder (root, campaign or device)")],
     device: Annotated[str, typer.Option(help="the device the budget is for (as in the results)")],
-    latency_ms: Annotated[Optional[float], typer.Option(
-        "--latency-ms", help="latency budget per inference in ms (16.67 = 60 FPS)")] = None,
-    memory_mib: Annotated[Optional[float], typer.Option(
-        "--memory-mib", help="peak RSS budget in MiB")] = None,
-    energy_mj: Annotated[Optional[float], typer.Option(
-        "--energy-mj", help="energy budget per inference in mJ (cells measured with a power meter)")] = None,
+    latency_ms: Annotated[Optional[float], bounded(
+        1e-6, 1e9, "latency budget per inference in ms (16.67 = 60 FPS)", "--latency-ms")] = None,
+    memory_mib: Annotated[Optional[float], bounded(
+        1e-6, 1e9, "peak RSS budget in MiB", "--memory-mib")] = None,
+    energy_mj: Annotated[Optional[float], bounded(
+        1e-6, 1e9, "energy budget per inference in mJ (cells measured with a power meter)",
+        "--energy-mj")] = None,
     base: Annotated[Optional[str], typer.Option(
         help="the model (stem) to scale [every fitted model]")] = None,
     precision: Annotated[Optional[str], typer.Option(

@@ -21,6 +21,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from host.cli.lab import JsonOpt, fail
+from host.cli.options import DAY_S, bounded
 from host.errors import HostError
 
 app = typer.Typer(no_args_is_help=True,
@@ -87,8 +88,8 @@ def build(
                              "for the build, which then uses --network host) instead of PyPI")] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="vitis-ai bundle: output folder [dist]")] = None,
-    timeout: Annotated[Optional[float], typer.Option(
-        "--timeout", min=1, help="give up after this many seconds [none]")] = None,
+    timeout: Annotated[Optional[float], bounded(
+        1, 7 * DAY_S, "give up after this many seconds [none]", "--timeout")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="do not echo the engine's output")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the build command, run nothing")] = False,
     json_out: JsonOpt = False,

@@ -12,6 +12,7 @@ from typing import Annotated, Callable, List, Optional
 
 import typer
 
+from host.cli.options import bounded
 from host.errors import HostError
 
 InventoryOpt = Annotated[Optional[str], typer.Option(
@@ -29,7 +30,7 @@ KnownHostsOpt = Annotated[Optional[Path], typer.Option(
 AcceptNewOpt = Annotated[bool, typer.Option(
     "--accept-new-host-keys",
     help="trust a board's key on first connection and record it (a CHANGED key is always refused)")]
-ConnectTimeoutOpt = Annotated[float, typer.Option(min=0.1, help="SSH connect timeout, seconds")]
+ConnectTimeoutOpt = Annotated[float, bounded(0.1, 3600, "SSH connect timeout, seconds")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 

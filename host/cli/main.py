@@ -9,6 +9,7 @@ failed but at least one was INVALID; 4 ``host compare --fail-above``: a regressi
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from host.cli.lab import (
     select,
 )
 from host.cli.lab import fail as _fail
+from host.cli.options import DAY_S, MAX_BATCH, MAX_SEED, MAX_THREADS, bounded, percent
 from host.cli.signals import interruptible
 from host.errors import CampaignInterrupted, HostError
 from runners.backends import implemented_names
@@ -81,8 +83,8 @@ BatchOpt = Annotated[str, typer.Option(
     help="value of a dynamic batch dimension; comma-separated for a sweep (1,8,32): one cell per batch, "
          "throughput in samples/s")]
 ShapeOpt = Annotated[Optional[List[str]], typer.Option(help="full input shape NAME=1x3x224x224 (repeatable)")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(
-    min=0, help="backend option threads (ort: intra-op threads; 0 = all CPUs) [all CPUs]")]
+ThreadsOpt = Annotated[Optional[int], bounded(
+    0, MAX_THREADS, "backend option threads (ort: intra-op threads; 0 = all CPUs) [all CPUs]")]
 OptLevelOpt = Annotated[Optional[str], typer.Option(
     help="backend option opt_level (ort graph optimization: disable|basic|extended|all) [all]")]
 OptionOpt = Annotated[Optional[List[str]], typer.Option(
@@ -91,14 +93,14 @@ OptionOpt = Annotated[Optional[List[str]], typer.Option(
 QuickOpt = Annotated[bool, typer.Option("--quick", help="preset: ±10 %, 5+ processes, 8 s per cell")]
 RigorousOpt = Annotated[bool, typer.Option("--rigorous", help="preset: ±2 %, 10+ processes × 2 sessions, "
                                            "180 s per cell")]
-TargetCiOpt = Annotated[Optional[float], typer.Option(
-    min=0.0001, max=0.9999, help="stop a cell when its p50's 95 % CI is within ± this share [0.05]")]
-MaxCellSOpt = Annotated[Optional[float], typer.Option(
-    "--max-s", min=0.001, help="runner wall time a cell may spend before it stops short, seconds [20]")]
-MinProcessesOpt = Annotated[Optional[int], typer.Option(min=5, help="fewest runner processes per cell [5]")]
-MaxProcessesOpt = Annotated[Optional[int], typer.Option(min=5, help="most runner processes per cell [200]")]
-SessionsOpt = Annotated[Optional[int], typer.Option(min=1, help="fresh sessions per runner process [1]")]
-OrderSeedOpt = Annotated[int, typer.Option(help="seed of the interleaved run order")]
+TargetCiOpt = Annotated[Optional[float], bounded(
+    0.0001, 0.9999, "stop a cell when its p50's 95 % CI is within ± this share [0.05]")]
+MaxCellSOpt = Annotated[Optional[float], bounded(
+    0.001, DAY_S, "runner wall time a cell may spend before it stops short, seconds [20]", "--max-s")]
+MinProcessesOpt = Annotated[Optional[int], bounded(5, 100_000, "fewest runner processes per cell [5]")]
+MaxProcessesOpt = Annotated[Optional[int], bounded(5, 100_000, "most runner processes per cell [200]")]
+SessionsOpt = Annotated[Optional[int], bounded(1, 1000, "fresh sessions per runner process [1]")]
+OrderSeedOpt = Annotated[int, bounded(0, MAX_SEED, "seed of the interleaved run order")]
 MemoryOpt = Annotated[str, typer.Option(
     help="memory method: rss (every process's VmRSS/VmHWM), or massif / memray: one extra process "
          "per cell under that heap profiler (must be installed where the runner runs)")]
@@ -119,14 +121,14 @@ CountersOpt = Annotated[bool, typer.Option(
 ProfileOpt = Annotated[bool, typer.Option(
     "--profile", help="per-layer profile of each cell from one extra, untimed process (ort: session "
                       "profiling); shown by host report")]
-WarmupItersOpt = Annotated[Optional[int], typer.Option(min=0, help="warm-up minimum iterations [10]")]
-WarmupSOpt = Annotated[Optional[float], typer.Option(min=0, help="warm-up minimum seconds [0.2]")]
-MinItersOpt = Annotated[Optional[int], typer.Option(min=1, help="timed loop minimum iterations [50]")]
-MinSOpt = Annotated[Optional[float], typer.Option(min=0, help="timed loop minimum seconds [0.3]")]
-LoopMaxSOpt = Annotated[Optional[float], typer.Option(
-    min=0.001, help="cap on one warm-up and one timed loop, seconds each [30]")]
-FpsOpt = Annotated[float, typer.Option(min=0.001, help="frame rate of the real-time budget (p99)")]
-TimeoutOpt = Annotated[float, typer.Option(min=1, help="timeout of one runner process, seconds")]
+WarmupItersOpt = Annotated[Optional[int], bounded(0, 10**9, "warm-up minimum iterations [10]")]
+WarmupSOpt = Annotated[Optional[float], bounded(0, DAY_S, "warm-up minimum seconds [0.2]")]
+MinItersOpt = Annotated[Optional[int], bounded(1, 10**9, "timed loop minimum iterations [50]")]
+MinSOpt = Annotated[Optional[float], bounded(0, DAY_S, "timed loop minimum seconds [0.3]")]
+LoopMaxSOpt = Annotated[Optional[float], bounded(
+    0.001, DAY_S, "cap on one warm-up and one timed loop, seconds each [30]")]
+FpsOpt = Annotated[float, bounded(0.001, 100_000, "frame rate of the real-time budget (p99)")]
+TimeoutOpt = Annotated[float, bounded(1, 7 * DAY_S, "timeout of one runner process, seconds")]
 PowerOpt = Annotated[Optional[bool], typer.Option(
     "--power/--no-power", help="measure power on devices that have a meter [on when one is set]")]
 MeterFromInventoryOpt = Annotated[bool, typer.Option(
@@ -134,11 +136,11 @@ MeterFromInventoryOpt = Annotated[bool, typer.Option(
 MeterOpt = Annotated[Optional[str], typer.Option(
     help="meter for the (single) selected device, e.g. um25c; overrides the inventory")]
 MeterPortOpt = Annotated[Optional[str], typer.Option(help="serial port of --meter")]
-IdleSettleOpt = Annotated[float, typer.Option(min=0, help="settle before idle, seconds")]
-IdleWindowOpt = Annotated[float, typer.Option(min=0.1, help="idle window, seconds")]
-IdleEveryOpt = Annotated[float, typer.Option(min=1, help="re-measure idle after, seconds")]
-PowerMinSamplesOpt = Annotated[int, typer.Option(
-    min=2, help="meter samples the load window must hold (the timed loop is lengthened)")]
+IdleSettleOpt = Annotated[float, bounded(0, 3600, "settle before idle, seconds")]
+IdleWindowOpt = Annotated[float, bounded(0.1, 3600, "idle window, seconds")]
+IdleEveryOpt = Annotated[float, bounded(1, 7 * DAY_S, "re-measure idle after, seconds")]
+PowerMinSamplesOpt = Annotated[int, bounded(
+    2, 1_000_000, "meter samples the load window must hold (the timed loop is lengthened)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the cells as JSON instead of a table")]
 
 
@@ -268,14 +270,14 @@ def bench(
 
 
 def _batches(text: str) -> tuple:
-    """Step 0 of bench: ``--batch 1`` or a sweep ``1,8,32`` as a tuple of ints >= 1
+    """Step 0 of bench: ``--batch 1`` or a sweep ``1,8,32`` as a tuple of ints in 1..MAX_BATCH
     (typer.BadParameter otherwise)."""
     try:
         values = tuple(dict.fromkeys(int(t) for t in text.split(",") if t.strip()))
     except ValueError:
         values = ()
-    if not values or min(values) < 1:
-        raise typer.BadParameter(f"{text!r}: batch sizes >= 1, comma-separated (1,8,32)",
+    if not values or min(values) < 1 or max(values) > MAX_BATCH:
+        raise typer.BadParameter(f"{text!r}: batch sizes from 1 to {MAX_BATCH}, comma-separated (1,8,32)",
                                  param_hint="--batch")
     return values
 
@@ -363,9 +365,22 @@ def _bench_config(found_devices, backend: Optional[str], *, batch: int, shapes: 
             + f" in this version (runners has: {', '.join(implemented_names())})",
             hint="bench these boards with --backend null, or leave them out")
     chosen = [backend] if backend else sorted({d.runtime for d in found_devices})
-    values = check_backend_options(options, chosen)
+    values = _in_range(check_backend_options(options, chosen))
     threads = values.pop("threads", 0)
     return dataclasses.replace(config, threads=threads, options=tuple(values.items()))
+
+
+def _in_range(values: dict) -> dict:
+    """Step 3 of bench: ``values`` (typed backend options), each number finite and ``threads``
+    within 0..MAX_THREADS however it was given (``--threads`` or ``--option threads=N``);
+    typer.BadParameter otherwise."""
+    for name, value in values.items():
+        low, high = (0, MAX_THREADS) if name == "threads" else (-math.inf, math.inf)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                not (math.isfinite(value) and low <= value <= high):
+            span = f"from {low} to {high}" if name == "threads" else "a finite number"
+            raise typer.BadParameter(f"{name}={value!r}: expected {span}", param_hint=f"--option {name}")
+    return values
 
 
 def _run_bench(found, found_devices, config, *, options, **campaign_args):
@@ -533,24 +548,13 @@ def _write_html(cells: list, target: Path, results_dir: Path) -> Path:
     return write_html(cells, target / "report.html", title=str(results_dir))
 
 
-def _fraction(text: str) -> float:
-    """``5%`` or ``0.05`` -> 0.05; typer.BadParameter otherwise."""
-    raw = text.strip()
-    try:
-        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: expected a share such as 5% or 0.05") from None
-    if not 0 <= value < 10:
-        raise typer.BadParameter(f"{text!r}: expected a share such as 5% or 0.05")
-    return value
-
-
 @app.command()
 def compare(
     baseline: Annotated[Path, typer.Argument(help="results folder A (the baseline campaign)")],
     candidate: Annotated[Path, typer.Argument(help="results folder B (compared with A)")],
     fail_above: Annotated[Optional[str], typer.Option(
-        help="exit 4 when a cell is significantly slower in B by more than this, e.g. 5%")] = None,
+        callback=percent, help="exit 4 when a cell is significantly slower in B by more than this "
+        "percentage, 0% to 1000%, written with its %: 5%")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
 ):
     """Compare two campaigns cell by cell: ratio of p50 (B/A) with its 95 % CI and whether
@@ -561,7 +565,7 @@ def compare(
     from host.cli.render import compare_table, console, print_json
     from host.cli.skipped import report_skipped
 
-    threshold = _fraction(fail_above) if fail_above is not None else None
+    threshold = fail_above  # a share: percent() parsed "5%" to 0.05
     try:
         cells = []
         for folder in (baseline, candidate):
@@ -570,10 +574,11 @@ def compare(
             if not found:
                 raise HostError(f"no result cells under {folder}", hint="run `host bench` first")
             cells.append(found)
+        result = compare_campaigns(cells[0], cells[1], fail_above=threshold,
+                                   labels=(str(baseline), str(candidate)))
     except HostError as exc:
         _fail(exc)
         return
-    result = compare_campaigns(cells[0], cells[1], fail_above=threshold)
     if json_out:
         print_json(result)
     else:
@@ -592,7 +597,7 @@ def compare(
 @app.command()
 def models(
     paths: Annotated[List[Path], typer.Argument(help="ONNX files or folders")],
-    batch: Annotated[int, typer.Option(min=1, help="value of a dynamic batch dimension")] = 1,
+    batch: Annotated[int, bounded(1, MAX_BATCH, "value of a dynamic batch dimension")] = 1,
     shape: Annotated[Optional[List[str]], typer.Option(
         help="full input shape NAME=1x3x224x224 (repeatable)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,

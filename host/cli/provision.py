@@ -17,13 +17,14 @@ from typing import Annotated, Optional
 import typer
 
 from host.cli.lab import AllOpt, DeviceOpt, GroupOpt, InventoryOpt, JsonOpt, fail, select
+from host.cli.options import DAY_S, bounded
 from host.errors import HostError, PlaybookInterrupted, SelectionError
 
 LimitOpt = Annotated[Optional[str], typer.Option(
     "--limit", "-l", help="Ansible host pattern, intersected with the selection, e.g. 'rpi:!rpi4-2'")]
 ArtifactsOpt = Annotated[Path, typer.Option(
     help="ansible-runner private data folder; each run's artifacts are kept there (last 20)")]
-TimeoutOpt = Annotated[Optional[int], typer.Option(min=1, help="stop ansible-playbook after, seconds")]
+TimeoutOpt = Annotated[Optional[int], bounded(1, int(7 * DAY_S), "stop ansible-playbook after, seconds")]
 AskBecomeOpt = Annotated[bool, typer.Option(
     "--ask-become-pass", "-K", help="ask for the boards' sudo password (for boards whose sudo wants one)")]
 BecomeFileOpt = Annotated[Optional[Path], typer.Option(

@@ -17,6 +17,7 @@ from typing import Annotated, NoReturn, Optional
 import typer
 from rich.console import Console
 
+from host.cli.options import MAX_SEED, bounded
 from host.cli.render import PlainTable as Table  # names and paths are text, not markup
 from host.cli.render import styled
 from host.errors import HostError
@@ -263,8 +264,8 @@ def quantize_cmd(
         typer.Option("--calibration-data", help="Folder of .npy/.npz arrays (leading axis = samples); "
                      "default: seeded random data."),
     ] = None,
-    samples: Annotated[int, typer.Option("--samples", min=1, help="Calibration batches (at most).")] = 32,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random calibration data.")] = 0,
+    samples: Annotated[int, bounded(1, 100_000, "Calibration batches (at most).", "--samples")] = 32,
+    seed: Annotated[int, bounded(0, MAX_SEED, "Seed of the random calibration data.", "--seed")] = 0,
     per_tensor: Annotated[
         bool, typer.Option("--per-tensor", help="One weight scale per tensor (default: per channel).")
     ] = False,
@@ -325,7 +326,7 @@ def compile_cmd(
         typer.Option("--calibration-data", help="Folder of .npy batches (float32 NCHW, one batch per file); "
                      "default: random batches (latency only)."),
     ] = None,
-    calib_batches: Annotated[int, typer.Option("--calib-batches", min=1, help="Random calib batches.")] = 8,
+    calib_batches: Annotated[int, bounded(1, 100_000, "Random calib batches.", "--calib-batches")] = 8,
     engine: Annotated[str, typer.Option("--engine", help="docker, podman, or a podman command.")] = "docker",
     image: Annotated[Optional[str], typer.Option("--image", help="Compile image tag (default: "  # noqa: UP045
                                                  "edgegauge/vitis-ai-compile:<version>).")] = None,

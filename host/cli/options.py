@@ -1,0 +1,64 @@
+"""Numeric command-line options: finite, within a stated range, refused at parse time.
+
+``bounded(lo, hi, help)`` is the one way a command declares a number: typer's ``min``/``max``
+(the range shows in ``--help`` as ``[lo<=x<=hi]``) plus :func:`finite`, since a one-sided
+range lets ``inf`` through and a value such as ``1e300`` is no more meaningful. ``percent``
+parses a share written with its ``%`` (``5%``), refusing a bare number, whose meaning
+(5 or 500 %?) is ambiguous. A bad value is a usage error (exit 2) naming the option.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import typer
+
+#: the largest ``--threads`` (intra-op threads) any board here could use
+MAX_THREADS = 1024
+#: a seed of numpy's and Python's generators: 0 .. 2**32 - 1
+MAX_SEED = 2**32 - 1
+#: the largest percentage a threshold option takes (10 times as slow)
+MAX_PERCENT = 1000
+#: one day, in seconds: the longest wait, timeout or window an option may ask for
+DAY_S = 86400.0
+#: the largest batch (a dynamic leading dimension) an option may ask for
+MAX_BATCH = 65536
+
+
+def finite(value):
+    """typer callback: ``value`` unchanged, or typer.BadParameter for ``inf`` / ``nan``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def bounded(lo: float, hi: float, help: str, *decls: str, **kwargs):  # noqa: A002 - typer's own name
+    """A ``typer.Option`` for a finite number in ``[lo, hi]`` (int or float as annotated).
+
+    Usage: ``Annotated[float, bounded(0.001, 3600, "cap per loop, seconds", "--loop-max-s")]``.
+    """
+    return typer.Option(*decls, min=lo, max=hi, callback=finite, help=help, **kwargs)
+
+
+def percent(text: Optional[str]) -> Optional[float]:
+    """typer callback: ``"5%"`` -> 0.05 (None stays None): a finite percentage from 0 % to
+    1000 % written with its ``%``.
+
+    Raises:
+        typer.BadParameter: no ``%`` (``5`` or ``0.05``: the hint says to write ``5%``), not a
+            number, not finite, or outside the range.
+    """
+    if text is None:
+        return None
+    raw = text.strip()
+    try:
+        value = float(raw[:-1] if raw.endswith("%") else raw)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected a percentage such as 5%") from None
+    if not raw.endswith("%"):
+        raise typer.BadParameter(f"{text!r}: write the percentage with its %, e.g. {value:g}% "
+                                 f"(a bare number is ambiguous: is 5 meant as 5 % or 500 %?)")
+    if not math.isfinite(value) or not 0 <= value <= MAX_PERCENT:
+        raise typer.BadParameter(f"{text!r}: expected a percentage from 0% to {MAX_PERCENT}%")
+    return value / 100
