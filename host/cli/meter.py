@@ -24,6 +24,7 @@ from host.cli.lab import (
     board_options,
     fail,
 )
+from host.cli.options import DAY_S, bounded
 from host.errors import HostError
 
 app = typer.Typer(no_args_is_help=True, help="power meters: list ports, read, log, idle")
@@ -48,14 +49,9 @@ def _open(meter, port, opt, device, inventory, known_hosts, accept_new, connect_
         HostError (UnknownMeterError, MeterError, InventoryError, TransportError).
     """
     from host.power.meters import open_meter
-    from host.power.session import MeterSpec, _value, meter_spec
+    from host.power.session import MeterSpec, meter_spec
 
-    options = {}
-    for item in opt or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise HostError(f"--opt {item!r} is not key=value", hint="e.g. --opt baudrate=9600")
-        options[key] = _value(value)
+    options = _options(opt)
     transport = None
     if device:
         from host.cli.lab import select
@@ -81,6 +77,26 @@ def _open(meter, port, opt, device, inventory, known_hosts, accept_new, connect_
         if transport is not None:
             transport.close()
         raise
+
+
+def _options(opt: Optional[List[str]]) -> dict:
+    """``--opt key=value`` items as driver options (``key`` with ``-`` as ``_``; numbers as numbers).
+
+    Raises:
+        MeterOptionError: an item without ``=`` or without a key.
+    """
+    from host.errors import MeterOptionError
+    from host.power.session import _value
+
+    options = {}
+    for item in opt or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise MeterOptionError(f"--opt {item!r} is not key=value",
+                                   hint="e.g. --opt baudrate=9600 (each driver's options: docs/power.md)")
+        options[key] = _value(value.strip())
+    return options
 
 
 @contextlib.contextmanager
@@ -171,7 +187,7 @@ def read(
 def log(
     meter: MeterOpt = None, port: PortOpt = None, opt: OptOpt = None, device: DeviceOpt = None,
     inventory: InventoryOpt = None,
-    seconds: Annotated[float, typer.Option(min=0.1, help="how long to log")] = 30.0,
+    seconds: Annotated[float, bounded(0.1, 7 * DAY_S, "how long to log, seconds")] = 30.0,
     out: Annotated[Optional[Path], typer.Option(help="CSV file for the samples")] = None,
     known_hosts: KnownHostsOpt = None, accept_new_host_keys: AcceptNewOpt = False,
     connect_timeout: ConnectTimeoutOpt = 10.0,
@@ -244,8 +260,8 @@ def _log_loop(sampler, seconds: float, err, writer, fh, written: list) -> None:
 def idle(
     meter: MeterOpt = None, port: PortOpt = None, opt: OptOpt = None, device: DeviceOpt = None,
     inventory: InventoryOpt = None,
-    settle_s: Annotated[float, typer.Option(min=0, help="settle before the window, seconds")] = 5.0,
-    window_s: Annotated[float, typer.Option(min=0.1, help="idle window, seconds")] = 10.0,
+    settle_s: Annotated[float, bounded(0, 3600, "settle before the window, seconds")] = 5.0,
+    window_s: Annotated[float, bounded(0.1, 3600, "idle window, seconds")] = 10.0,
     known_hosts: KnownHostsOpt = None, accept_new_host_keys: AcceptNewOpt = False,
     connect_timeout: ConnectTimeoutOpt = 10.0, json_out: JsonOpt = False,
 ):

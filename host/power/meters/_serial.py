@@ -20,10 +20,12 @@ Errors raised:
 
 from __future__ import annotations
 
+import math
+
 import serial
 
-from host.errors import MeterConnectionError, MeterError, MeterProtocolError, MeterTimeoutError
-from host.power.meters.base import Meter
+from host.errors import MeterConnectionError, MeterOptionError, MeterProtocolError, MeterTimeoutError
+from host.power.meters.base import Meter, number_option
 
 try:  # termios.error is what tcflush raises on a port that went away (POSIX only)
     from termios import error as _TermiosError
@@ -35,17 +37,17 @@ IO_ERRORS = (serial.SerialException, OSError, _TermiosError)
 
 
 def positive_number(name: str, value) -> float:
-    """``float(value)``, which must be > 0.
+    """``float(value)``, which must be finite and > 0.
 
     Raises:
-        MeterError: not a number, or not positive.
+        MeterOptionError: not a number, not finite, or not positive.
     """
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise MeterError(f"{name} must be a number, got {value!r}") from None
-    if not number > 0:
-        raise MeterError(f"{name} must be > 0, got {value!r}")
+    except (TypeError, ValueError, OverflowError):
+        raise MeterOptionError(f"{name} must be a number, got {value!r}") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise MeterOptionError(f"{name} must be a finite number > 0, got {value!r}")
     return number
 
 
@@ -79,17 +81,17 @@ class SerialMeter(Meter):
                  baudrate: int = 9600, **options):
         super().__init__(port, name=name, timeout_s=timeout_s, baudrate=baudrate, **options)
         self.timeout_s = None if timeout_s is None else positive_number("timeout_s", timeout_s)
-        self.baudrate = int(baudrate)
+        self.baudrate = number_option(self.label, "baudrate", baudrate, lo=50, hi=4_000_000, integer=True)
         self._ser = None
         self._owned = False
         self._dirty = False
 
     @classmethod
     def _check_options(cls, options: dict, known: tuple) -> None:
-        """Raises MeterError naming the unknown ``options`` and listing the ``known`` ones."""
+        """Raises MeterOptionError naming the unknown ``options`` and listing the ``known`` ones."""
         if options:
-            raise MeterError(f"unknown {cls.label} option(s): {', '.join(sorted(options))}",
-                             hint="options: " + ", ".join(known))
+            raise MeterOptionError(f"unknown {cls.label} option(s): {', '.join(sorted(options))}",
+                                   hint="options: " + ", ".join(known))
 
     # -- port handling ---------------------------------------------------------------------
 

@@ -12,10 +12,42 @@ import math
 import subprocess
 from dataclasses import dataclass, field
 
-from host.errors import HostError, MeterConnectionError, MeterError, MeterTimeoutError
+from host.errors import HostError, MeterConnectionError, MeterError, MeterOptionError, MeterTimeoutError
 
 #: What a meter measures (docs/power.md §7).
 SCOPES = ("wall", "board-input", "module", "rails")
+
+
+def number_option(label: str, name: str, value, *, lo: float, hi: float, integer: bool = False):
+    """A driver option's value as a finite number in ``[lo, hi]`` (an ``int`` when ``integer``).
+
+    Raises:
+        MeterOptionError: not a number (or not a whole one), not finite, or out of range; the
+            message names ``label``'s option ``name`` and the range it accepts.
+    """
+    kind = "an integer" if integer else "a number"
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not (math.isfinite(number) and lo <= number <= hi and (not integer or number.is_integer())):
+        raise MeterOptionError(f"{label} option {name}={value!r}: expected {kind} from {_plain(lo)} to "
+                               f"{_plain(hi)}",
+                               hint=f"set {name} to {kind} in that range, or leave it out (the default)")
+    return int(number) if integer else number
+
+
+def _plain(x: float) -> str:
+    """``4000000`` rather than ``4e+06``, ``0.5`` as is."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def unknown_options(label: str, options: dict, known: tuple) -> None:
+    """Raises MeterOptionError naming the ``options`` that are not in ``known`` and listing these."""
+    stray = sorted(set(options) - set(known))
+    if stray:
+        raise MeterOptionError(f"unknown {label} option(s): {', '.join(stray)}",
+                               hint="options: " + (", ".join(known) or "none"))
 
 
 def run_on_board(run, command: str, label: str) -> str:

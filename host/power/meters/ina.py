@@ -67,9 +67,9 @@ from __future__ import annotations
 import re
 import time
 
-from host.errors import MeterError, MeterProtocolError, MeterTimeoutError
+from host.errors import MeterProtocolError, MeterTimeoutError
 from host.power.meters._serial import IO_ERRORS, SerialMeter
-from host.power.meters.base import Reading
+from host.power.meters.base import Reading, number_option
 
 BAUDRATE = 115200
 FIELDS = ("seq", "t_us", "bus_mV", "shunt_uV", "current_uA", "power_uW")
@@ -156,12 +156,7 @@ class InaLogger(SerialMeter):
         self._check_options(options, ("timeout_s", "baudrate", "period_ms", "scope"))
         super().__init__(port, name=name, timeout_s=timeout_s, baudrate=baudrate, period_ms=period_ms,
                          scope=scope)
-        try:
-            self.period_ms = int(period_ms)
-        except (TypeError, ValueError):
-            raise MeterError(f"period_ms must be an integer, got {period_ms!r}") from None
-        if self.period_ms < 1:
-            raise MeterError(f"period_ms must be >= 1, got {period_ms!r}")
+        self.period_ms = number_option(self.label, "period_ms", period_ms, lo=1, hi=60_000, integer=True)
         self.update_interval_s = self.period_ms / 1000
         if self.timeout_s is None:
             self.timeout_s = max(1.0, 5 * self.update_interval_s)

@@ -35,7 +35,7 @@ import shlex
 from dataclasses import dataclass
 
 from host.errors import MeterConnectionError, MeterProtocolError
-from host.power.meters.base import Meter, Reading, run_on_board
+from host.power.meters.base import Meter, Reading, number_option, run_on_board, unknown_options
 
 #: Files probed in each monitor directory.
 HWMON_FILES = ("in*_label", "in*_input", "curr*_input", "update_interval")
@@ -103,10 +103,11 @@ class JetsonRails(Meter):
 
     def __init__(self, port=None, *, name: str = "", run=None, root: str = "/", timeout_s: float = 5.0,
                  **options):
+        unknown_options("jetson-ina3221", options, ("root", "timeout_s"))
         super().__init__(port, name=name, **options)
         self.run = run
         self.root = str(root)
-        self.timeout_s = timeout_s
+        self.timeout_s = number_option("jetson-ina3221", "timeout_s", timeout_s, lo=0.01, hi=3600)
         self.layout: str | None = None
         self.rails: list = []
         self.measured: str | None = None

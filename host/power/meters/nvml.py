@@ -58,8 +58,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from host.errors import MeterConnectionError, MeterProtocolError
-from host.power.meters.base import Meter, Reading, run_command
+from host.errors import MeterConnectionError, MeterOptionError, MeterProtocolError
+from host.power.meters.base import Meter, Reading, number_option, run_command, unknown_options
 
 #: Query fields after the power field, with the unit each must carry (None: no unit).
 TELEMETRY_FIELDS = (("utilization.gpu", "%"), ("memory.used", "MiB"), ("clocks.sm", "MHz"),
@@ -213,18 +213,20 @@ class NvmlGpu(Meter):
 
     def __init__(self, port=None, *, name: str = "", run=None, root: str = "/", timeout_s: float = 10.0,
                  **options):
+        unknown_options("nvml", options,
+                        ("root", "timeout_s", "gpu", "nvidia_smi", "interval_s", "power_field"))
         super().__init__(port, name=name, **options)
         self.run = run
         self.root = str(root)
-        self.timeout_s = timeout_s
+        self.timeout_s = number_option("nvml", "timeout_s", timeout_s, lo=0.01, hi=3600)
         self.gpu = str(options.get("gpu", 0))
         self.nvidia_smi = str(options.get("nvidia_smi") or "nvidia-smi")
-        self.update_interval_s = float(options.get("interval_s") or DEFAULT_INTERVAL_S)
-        if not self.update_interval_s > 0:
-            raise ValueError(f"nvml: interval_s must be > 0, got {options.get('interval_s')!r}")
+        interval = options.get("interval_s") or DEFAULT_INTERVAL_S
+        self.update_interval_s = number_option("nvml", "interval_s", interval, lo=0.001, hi=3600)
         wanted = options.get("power_field")
         if wanted is not None and wanted not in POWER_FIELDS:
-            raise ValueError(f"nvml: power_field must be one of {', '.join(POWER_FIELDS)}, got {wanted!r}")
+            raise MeterOptionError(f"nvml: power_field must be one of {', '.join(POWER_FIELDS)}, "
+                                   f"got {wanted!r}")
         self._power_fields = (wanted,) if wanted else POWER_FIELDS
         self.power_field: str | None = None
         self.gpu_name: str | None = None

@@ -30,7 +30,7 @@ import re
 import shlex
 
 from host.errors import MeterConnectionError, MeterProtocolError
-from host.power.meters.base import Meter, Reading, run_command
+from host.power.meters.base import Meter, Reading, number_option, run_command, unknown_options
 
 #: The board input voltage line (no matching current).
 INPUT_VOLTAGE = "EXT5V"
@@ -61,10 +61,11 @@ class Rpi5Pmic(Meter):
 
     def __init__(self, port=None, *, name: str = "", run=None, root: str = "/", timeout_s: float = 5.0,
                  **options):
+        unknown_options("rpi5-pmic", options, ("root", "timeout_s", "vcgencmd"))
         super().__init__(port, name=name, **options)
         self.run = run
         self.root = str(root)
-        self.timeout_s = timeout_s
+        self.timeout_s = number_option("rpi5-pmic", "timeout_s", timeout_s, lo=0.01, hi=3600)
         self.vcgencmd = str(options.get("vcgencmd") or "vcgencmd")
         self.paired: list = []
         self.unpaired: list = []

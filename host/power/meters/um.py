@@ -25,9 +25,9 @@ from __future__ import annotations
 import struct
 import time
 
-from host.errors import MeterError, MeterProtocolError, MeterTimeoutError
+from host.errors import MeterProtocolError, MeterTimeoutError
 from host.power.meters._serial import SerialMeter
-from host.power.meters.base import Reading
+from host.power.meters.base import Reading, number_option
 
 FRAME_LEN = 130
 REQUEST = b"\xf0"
@@ -204,13 +204,7 @@ def parse_um_frame(frame: bytes, model=None) -> dict:
 
 
 def _non_negative(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise MeterError(f"{name} must be a number, got {value!r}") from None
-    if not number >= 0:
-        raise MeterError(f"{name} must be >= 0, got {value!r}")
-    return number
+    return number_option("UM meter", name, value, lo=0, hi=3600)
 
 
 class UMMeter(SerialMeter):
