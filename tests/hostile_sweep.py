@@ -382,9 +382,9 @@ def _cases() -> list[Case]:
         Case(
             "bench_campaign_300",
             ("bench", "tiny_cnn.onnx", "--results", "res", "--campaign", "c" * 300, *FAST),
-            "a 300-character `--campaign`",
-            (1, 2),
-            ("--campaign",),
+            "a 300-character `--campaign` (shortened with a hash, or refused)",
+            (0, 1, 2, 3),
+            ("c" * 16,),
             _model("tiny_cnn.onnx"),
             may_change=_RES,
         ),
@@ -409,11 +409,11 @@ def _cases() -> list[Case]:
         ),
         Case(
             "bench_model_empty",
-            (*_B, "empty.onnx", *FAST),
-            "an empty model file",
+            (*_B, "zero_bytes.onnx", "--quick", "--max-s", "1"),
+            "an empty model file (ort backend: the null one loads nothing)",
             (1, 2),
-            ("empty.onnx",),
-            _write("empty.onnx", b""),
+            ("zero_bytes",),
+            _write("zero_bytes.onnx", b""),
             may_change=_RES,
         ),
         Case(
