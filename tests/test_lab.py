@@ -315,7 +315,9 @@ def test_commands_are_built_from_quoted_words():
 
 def test_remote_timeout_kills_the_runner_and_crashes_are_classified(boards, tmp_path):
     hang = tmp_path / "hang-python"
-    hang.write_text("#!/bin/sh\nsleep 300\n")
+    sleep = tmp_path / "sleep"  # a sleep named by this test, so pgrep finds this test's only
+    sleep.symlink_to(shutil.which("sleep"))
+    hang.write_text(f"#!/bin/sh\n{shlex.quote(str(sleep))} 300\n")
     segv = tmp_path / "segv-python"
     segv.write_text("#!/bin/sh\nkill -SEGV $$\n")
     for script in (hang, segv):
@@ -330,7 +332,7 @@ def test_remote_timeout_kills_the_runner_and_crashes_are_classified(boards, tmp_
     assert cells["b2"]["error"]["category"] == "runner_crash" and cells["b2"]["error"]["signal"] == "SIGSEGV"
     assert cells["b3"]["status"] in ("ok", "invalid")
     time.sleep(0.5)
-    left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout
+    left = subprocess.run(["pgrep", "-f", str(sleep)], capture_output=True, text=True).stdout
     assert left.strip() == ""  # the runner and its children were killed on the board
 
 
@@ -458,7 +460,8 @@ def test_sigterm_and_sighup_are_handled_like_ctrl_c(tmp_path, sig, code):
     done = sorted(cell_dir.glob("*.json"))
     assert 1 <= len(done) < 3 and all(json.loads(p.read_text())["status"] in ("ok", "invalid") for p in done)
     time.sleep(0.3)
-    assert subprocess.run(["pgrep", "-f", "edgegauge-cell-"], capture_output=True).stdout == b""
+    mine = f"{local_device().workdir}/out/edgegauge-cell-"  # this session's runners, not the machine's
+    assert subprocess.run(["pgrep", "-f", mine], capture_output=True).stdout == b""
 
 
 # -- container mode --------------------------------------------------------------------------
