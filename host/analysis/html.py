@@ -296,9 +296,10 @@ def render_html(cells: list, title: str, plots: list[Plot], plot_notes: list) ->
         _warnings_section(cells, plot_notes), _plots_section(plots), "</body></html>", ""])
 
 
-def write_html(cells: list, path: Path, title: str) -> Path:
+def write_html(cells: list, path: Path, title: str, notes_out: list | None = None) -> Path:
     """Draw every plot (:func:`host.analysis.plots.all_plots`, in a temporary folder) and write
-    the page to ``path`` atomically; returns ``path``.
+    the page to ``path`` atomically; returns ``path``. The notes of plots not drawn (also on the
+    page) are appended to ``notes_out`` when given.
 
     Raises:
         OSError: ``path`` cannot be written.
@@ -306,6 +307,8 @@ def write_html(cells: list, path: Path, title: str) -> Path:
     with tempfile.TemporaryDirectory(prefix="edgegauge-plots-") as tmp:
         plots, notes = all_plots(cells, Path(tmp))
         page = render_html(cells, title, plots, notes)
+    if notes_out is not None:
+        notes_out.extend(notes)
     path = Path(path)
     write_atomic(path, lambda fh: fh.write(page), suffix=".html")
     return path

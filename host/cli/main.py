@@ -542,10 +542,16 @@ def report(
 
 
 def _write_html(cells: list, target: Path, results_dir: Path) -> Path:
-    """``host report --html``: ``target/report.html`` (host.analysis.html)."""
+    """``host report --html``: ``target/report.html`` (host.analysis.html); a plot whose sidecar
+    (``.samples.npz``, ``.power.csv``) cannot be read is named on stderr as plain text."""
     from host.analysis.html import write_html
 
-    return write_html(cells, target / "report.html", title=str(results_dir))
+    notes: list = []
+    path = write_html(cells, target / "report.html", title=str(results_dir), notes_out=notes)
+    for note in notes:
+        if "cannot read" in note:
+            typer.echo(f"plot not drawn: {note}", err=True)
+    return path
 
 
 @app.command()
