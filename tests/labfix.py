@@ -712,13 +712,23 @@ def _run(argv: Sequence[str], what: str, timeout: float = 600, **kw) -> subproce
     return r
 
 
+def remove_rootfs(rootfs: Path) -> None:
+    """Remove a half-built rootfs, first unmounting what an interrupted debootstrap left mounted in
+    it (its /proc): rmtree cannot remove that, and every later debootstrap into it failed."""
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for point in sorted((p for p in points if p.startswith(f"{rootfs}/")), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    shutil.rmtree(rootfs, ignore_errors=True)
+
+
 def _rootfs_tarball(cache: Path) -> Path:
     """``debootstrap --variant=minbase bookworm`` rootfs as a tarball, built once into the cache."""
     tarball = cache / "debian-bookworm-minbase.tar"
     if tarball.exists():
         return tarball
     rootfs = cache / "rootfs.tmp"
-    shutil.rmtree(rootfs, ignore_errors=True)
+    remove_rootfs(rootfs)
     _run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), debian_mirror()], "debootstrap")
     tmp = tarball.with_suffix(".tar.tmp")
     _run(["tar", "-C", str(rootfs), "-cf", str(tmp), "."], "tar rootfs")

@@ -443,7 +443,7 @@ def arm64_base(podman) -> str:
         tarball = cache / "debian-bookworm-minbase-arm64.tar"
         if not tarball.exists():
             rootfs = cache / "rootfs-arm64.tmp"
-            shutil.rmtree(rootfs, ignore_errors=True)
+            labfix.remove_rootfs(rootfs)
             labfix._run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", "bookworm",
                          str(rootfs), labfix.debian_mirror()], "debootstrap --foreign (arm64)", timeout=1800)
             shutil.copy(shutil.which("qemu-aarch64-static"), rootfs / "usr/bin/qemu-aarch64-static")
