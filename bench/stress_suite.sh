@@ -54,7 +54,7 @@ rc=$?
 wall=$(( $(date +%s) - start ))
 stop_stress
 
-summary=$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$log" | tail -n 1)
+summary=$(grep -E '[0-9]+ (passed|failed|errors?|skipped).* in [0-9.]+s' "$log" | tail -n 1)
 count() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE '^[0-9]+' || echo 0; }
 printf 'under stress-ng --cpu %s: %s passed, %s failed, %s errors, %s skipped; wall %d min %02d s; pytest exit %s\n' \
     "$CPUS" "$(count passed)" "$(count failed)" "$(count error)" "$(count skipped)" \
