@@ -126,7 +126,7 @@ def write_dataset(results: Path, out: Path | None = None) -> Path:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the dataset from the group
         ds.write_dataset(_table(rows(cells)), tmp, format="parquet", partitioning=list(PARTITIONS),
                          partitioning_flavor="hive", basename_template="part-{i}.parquet",
-                         existing_data_behavior="overwrite_or_ignore")
+                         existing_data_behavior="overwrite_or_ignore", use_threads=False)
         (tmp / SOURCE_FILE).write_text(json.dumps({"kind": KIND, "results": str(results.resolve()),
                                                    "cells": len(cells), "signature": signature},
                                                   indent=1) + "\n")
