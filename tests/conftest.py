@@ -94,14 +94,17 @@ def xdist_group_of(item) -> "str | None":
     """The xdist group of a test (``--dist loadgroup``: a group runs on one worker, in order).
 
     ``qemu-arm64``: the arm64 image build (about 6 min), alone so it starts first;
-    ``images``: the image builds that share podman's storage and tags (test_images ``podman``);
+    ``module:<file>``: the tests of a file that use one of its module-scoped fixtures (a fixture is
+    built once per worker: the provisioned boards of test_provision.py, the image builds of
+    test_images.py that share podman's storage and tags);
     ``timed``: every test that times real inference, one after another, never two at once;
     None: the rest (nothing timed), spread over the workers one test at a time.
     """
     if "qemu_arm64" in item.keywords:
         return "qemu-arm64"
-    if "podman" in getattr(item, "fixturenames", ()):
-        return "images"
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    if any(d and d[-1].scope == "module" for d in defs.values()):
+        return f"module:{item.path.name}"
     function = getattr(item, "function", None)
     return "timed" if function is not None and _times_inference(function) else None
 
