@@ -128,6 +128,20 @@ def pytest_collection_modifyitems(config, items):
     # (when enabled), then the timed group, so neither starts last; the rest fills in around them
     first = {"qemu-arm64": 0 if "qemu_arm64" in enabled else 3, "timed": 1}
     items.sort(key=lambda item: first.get(groups[item.nodeid], 2))
+    if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
+        _name_groups_in_ids(items, groups)
+
+
+def _name_groups_in_ids(items, groups) -> None:
+    """Append ``@group`` to each grouped test's id, as pytest-xdist does for loadgroup: xdist 3.8
+    rewrites ``item._nodeid``, which pytest 9 no longer reads (the id is ``item._id``), so without
+    this every group was silently ignored and its tests spread over both workers."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        group = groups[item.nodeid]
+        if group and hasattr(item, "_id") and not item.nodeid.endswith(f"@{group}"):
+            item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 @pytest.fixture(scope="session")
