@@ -95,7 +95,9 @@ def test_python_dash_m_host():
 
 def test_bench_writes_the_campaign_layout_and_continues_past_a_corrupt_model(models, tmp_path):
     res = tmp_path / "results"
-    result = runner.invoke(app, ["bench", str(models), "--results", str(res), "--campaign", "c1", *FAST])
+    # a wide terminal: the names below are asserted whole (fitting 100 columns is issue 22's)
+    result = runner.invoke(app, ["bench", str(models), "--results", str(res), "--campaign", "c1", *FAST],
+                           env={"COLUMNS": "250"})
     assert result.exit_code == 1, result.output  # one cell failed
     layout = sorted(p.relative_to(res).as_posix() for p in res.rglob("*.json"))
     assert layout == ["c1/campaign.json", "c1/local/corrupt__ort-b1-t1.json",

@@ -400,6 +400,14 @@ def read_campaign_file(path: Path) -> dict:
 _LOCATION_HINT = "pass a writable folder with --results (default ./results), or free the path named"
 
 
+def refuse_files_as_folders(folders: list) -> None:
+    """Raises ResultsLocationError when a file (not a folder) stands at one of ``folders``."""
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise ResultsLocationError(f"{folder} is a file, not a folder: no results can be stored there",
+                                       path=folder, hint=_LOCATION_HINT)
+
+
 def prepare_folders(results: Path, camp_dir: Path, device_dirs: list) -> None:
     """Make the results, campaign and device folders and check each new file can be made in the
     campaign and device folders (a ``.tmp-*`` probe made and removed), before anything is measured.
@@ -408,10 +416,8 @@ def prepare_folders(results: Path, camp_dir: Path, device_dirs: list) -> None:
         ResultsLocationError: a file stands where a folder belongs, or a folder cannot be made or
             written (read-only file system, no permission, full).
     """
+    refuse_files_as_folders([results, camp_dir, *device_dirs])
     for folder in (results, camp_dir, *device_dirs):
-        if folder.exists() and not folder.is_dir():
-            raise ResultsLocationError(f"{folder} is a file, not a folder: no results can be stored there",
-                                       path=folder, hint=_LOCATION_HINT)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -668,8 +674,11 @@ def run_campaign(
     camp_dir = Path(results) / safe_name(campaign)
     held = read_campaign_file(camp_dir / CAMPAIGN_FILE).get("campaign")
     _refuse_collisions(camp_dir, campaign, devices, held)
-    prepare_folders(Path(results), camp_dir, [camp_dir / safe_name(d.name) for d in devices])
-    with _campaign_lock(camp_dir, campaign):
+    device_dirs = [camp_dir / safe_name(d.name) for d in devices]
+    refuse_files_as_folders([Path(results), camp_dir, *device_dirs])
+    prepare_folders(Path(results), camp_dir, [])
+    with _campaign_lock(camp_dir, campaign):  # a refused second run writes nothing
+        prepare_folders(Path(results), camp_dir, device_dirs)
         return _run_locked(camp_dir, models, devices, config, campaign=campaign, backend=backend,
                            retry_failed=retry_failed, open_board=open_board, on_event=on_event,
                            power=power, protocol=protocol or Protocol(), memory=memory,
