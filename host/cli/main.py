@@ -672,7 +672,9 @@ def _add_zoo() -> None:
         from host.cli import zoo as cli_zoo
     except ImportError:  # pragma: no cover - the zoo module is part of the package
         return
-    app.add_typer(cli_zoo.app, name="zoo", help="export the example model zoo (needs torch)")
+    app.add_typer(cli_zoo.app, name="zoo", help=(
+        "make models: export the example zoo and model sets (needs torch), quantize to int8, "
+        "convert to fp16, compile for a DPU target (Vitis AI)"))
 
 
 _add_zoo()
