@@ -26,7 +26,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runners.core import write_json_atomic
+from runners.fileio import write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = ROOT / ".venv" / "bin" / "host"

@@ -47,7 +47,8 @@ from host.campaign.run import run_campaign  # noqa: E402
 from host.lab.board import Board, open_transport  # noqa: E402
 from host.lab.inventory import local_device, resolve_inventory  # noqa: E402
 from host.lab.runner import BenchConfig  # noqa: E402
-from runners.core import Policy, write_json_atomic  # noqa: E402
+from runners.core import Policy  # noqa: E402
+from runners.fileio import write_json_atomic  # noqa: E402
 
 
 def null_config(min_s: float) -> BenchConfig:

@@ -197,7 +197,7 @@ def main(argv=None) -> int:
                        "loop_wall_per_iter_ns":
                            _agg(cli_rows, "loop_wall_per_iter_ns") if cli_rows else None},
     }
-    from runners.core import write_json_atomic
+    from runners.fileio import write_json_atomic
 
     write_json_atomic(doc, args.out)
     print(f"wrote {args.out}")

@@ -327,7 +327,7 @@ def main(argv=None) -> int:
         "summary": summary,
         "processes": procs,
     }
-    from runners.core import write_json_atomic
+    from runners.fileio import write_json_atomic
 
     write_json_atomic(doc, args.out)
     print(f"\nwrote {args.out}")

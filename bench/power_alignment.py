@@ -36,7 +36,7 @@ from host.lab.board import Board, open_transport  # noqa: E402
 from host.lab.inventory import resolve_inventory  # noqa: E402
 from host.power import Sampler, estimate_offset, to_host_ns  # noqa: E402
 from host.power.meters import open_meter  # noqa: E402
-from runners.core import write_json_atomic  # noqa: E402
+from runners.fileio import write_json_atomic  # noqa: E402
 
 STEP = """import os, sys, time
 mark = sys.argv[1]

@@ -214,7 +214,7 @@ def main(argv=None) -> int:
         "pass": ok,
         "result": res,
     }
-    from runners.core import write_json_atomic
+    from runners.fileio import write_json_atomic
 
     write_json_atomic(doc, args.out)
     print(f"wrote {os.path.relpath(args.out, ROOT)}")

@@ -253,7 +253,8 @@ def backend_options(args) -> dict:
 
 
 def _cmd_run(args) -> int:
-    from runners.core import RunConfig, run, write_json_atomic
+    from runners.core import RunConfig, run
+    from runners.fileio import write_json_atomic
 
     policy = Policy(**{name: getattr(args, name) for name in POLICY_OPTIONS})
     try:

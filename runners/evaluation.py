@@ -37,6 +37,7 @@ from typing import Dict, List, Mapping, Sequence
 import numpy as np
 
 from runners.errors import DatasetError, InputSpecError
+from runners.fileio import write_atomic
 from runners.inputs import TensorSpec, resolve_shapes
 
 # ---------------------------------------------------------------------------------- shared
@@ -126,8 +127,6 @@ def fidelity(backend, specs: Sequence[TensorSpec], in_path: str, out_path: str) 
         InferenceError: the runtime failed on a sample.
         OSError: ``out_path`` cannot be written.
     """
-    from runners.core import write_atomic  # core imports this module
-
     t0 = time.perf_counter()
     arrays = read_fidelity_inputs(in_path, specs)
     n = next(iter(arrays.values())).shape[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runners import core
+from runners import fileio
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "models"
 NULL = ["--backend", "null", "--warmup-iters", "1", "--warmup-s", "0", "--min-iters", "5",
@@ -48,8 +48,8 @@ def test_bench_and_report_files_follow_the_umask(tmp_path, umask, expected):
 def test_write_atomic_and_new_temp_follow_the_umask(tmp_path, umask, expected):
     old = os.umask(umask)
     try:
-        core.write_atomic(tmp_path / "a.txt", lambda fh: fh.write("x"))
-        _, folder = core.new_temp(tmp_path, directory=True)
+        fileio.write_atomic(tmp_path / "a.txt", lambda fh: fh.write("x"))
+        _, folder = fileio.new_temp(tmp_path, directory=True)
     finally:
         os.umask(old)
     assert mode(tmp_path / "a.txt") == expected

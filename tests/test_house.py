@@ -4,11 +4,15 @@
   comment ``# long: <reason>``;
 * layer arrows point down: cli > analysis > campaign > {lab, power, models} > errors, the
   three middle rooms never import each other, and runners never imports host;
-* every sub-package's ``__init__.py`` opens with a one-line summary docstring.
+* every sub-package's ``__init__.py`` opens with a one-line summary docstring;
+* no circle in the import graph of host/ or runners/ (imports inside functions count);
+* the file writers (``write_atomic`` and friends) live in runners.fileio and are taken from there.
 """
 
 import ast
 from pathlib import Path
+
+import networkx as nx
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 80
@@ -147,3 +151,92 @@ def test_every_sub_package_opens_with_a_one_line_summary():
         if not summary.strip() or "\n" in summary.strip():
             bad.append(f"{path.relative_to(ROOT)}: {summary[:60]!r}")
     assert not bad, "sub-packages without a one-line summary docstring:\n" + "\n".join(bad)
+
+
+# -- import graph ------------------------------------------------------------------------------
+
+
+def _module(rel: str) -> str:
+    """runners/core.py -> "runners.core"; runners/backends/__init__.py -> "runners.backends"."""
+    parts = rel[:-3].split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _targets(node, module: str, is_package: bool, names: set) -> list:
+    """The modules among ``names`` that one import statement of ``module`` imports."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    base = node.module or ""
+    if node.level:  # from . import x / from ..y import z
+        package = module.split(".") if is_package else module.split(".")[:-1]
+        base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+    return [f"{base}.{a.name}" if f"{base}.{a.name}" in names else base for a in node.names]
+
+
+def import_graph(sources) -> nx.DiGraph:
+    """Module -> the modules it imports (at any depth, functions included) among ``sources``:
+    ``(path relative to the root, source text)`` pairs."""
+    sources = list(sources)
+    names = {_module(rel) for rel, _ in sources}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(names)
+    for rel, source in sources:
+        module, is_package = _module(rel), rel.endswith("/__init__.py")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                graph.add_edges_from((module, t) for t in _targets(node, module, is_package, names)
+                                     if t in names and t != module)
+    return graph
+
+
+def test_no_circle_in_the_import_graph():
+    for folder in ("runners", "host"):
+        cycles = list(nx.simple_cycles(import_graph(_sources(folder))))
+        assert not cycles, f"import circles in {folder}/ (move the shared piece down):\n" + \
+            "\n".join(" -> ".join(c + c[:1]) for c in cycles)
+
+
+def test_the_circle_check_sees_circles():
+    two = {"runners/a.py": "from runners import b\n",
+           "runners/b.py": "def f():\n    from runners.a import x\n"}
+    assert [sorted(c) for c in nx.simple_cycles(import_graph(two.items()))] == [["runners.a", "runners.b"]]
+    three = {"runners/p/__init__.py": "from . import q\n", "runners/p/q.py": "from .r import f\n",
+             "runners/p/r.py": "import runners.p\n"}
+    assert len(list(nx.simple_cycles(import_graph(three.items())))) == 1
+    down = {"runners/a.py": "import runners.b\nimport os\n", "runners/b.py": "from runners.c import y\n",
+            "runners/c.py": "import numpy\n"}
+    assert list(nx.simple_cycles(import_graph(down.items()))) == []
+
+
+def writer_imports(rel: str, source: str, writers: set) -> list:
+    """Places in ``rel`` that take one of ``writers`` from anywhere but runners.fileio (an import,
+    ``core.<writer>``) or define their own."""
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module != "runners.fileio":
+            bad += [f"{rel}:{node.lineno} imports {a.name} from {node.module}" for a in node.names
+                    if a.name in writers]
+        elif isinstance(node, ast.Attribute) and node.attr in writers and ast.unparse(node.value) in (
+                "core", "runners.core"):
+            bad.append(f"{rel}:{node.lineno} uses {ast.unparse(node)}")
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in writers \
+                and rel != "runners/fileio.py":
+            bad.append(f"{rel}:{node.lineno} defines its own {node.name}")
+    return bad
+
+
+def test_the_file_writers_live_in_runners_fileio_only():
+    tree = ast.parse((ROOT / "runners" / "fileio.py").read_text(encoding="utf-8"))
+    writers = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+    assert {"write_atomic", "write_json_atomic", "new_temp", "fsync_dir"} <= writers
+    bad = [b for rel, src in _sources("host", "runners") for b in writer_imports(rel, src, writers)]
+    assert not bad, "file writers taken from elsewhere than runners.fileio:\n" + "\n".join(bad)
+
+
+def test_the_writer_check_sees_other_sources():
+    writers = {"write_atomic"}
+    assert writer_imports("host/x.py", "from runners.core import Policy, write_atomic\n", writers)
+    assert writer_imports("host/x.py", "from runners import core\ncore.write_atomic(p, f)\n", writers)
+    assert writer_imports("runners/core.py", "def write_atomic(path, write):\n    pass\n", writers)
+    assert not writer_imports("host/x.py", "from runners.fileio import write_atomic\n", writers)
+    assert not writer_imports("host/x.py", "from runners.core import Policy\n", writers)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from runners import SCHEMA_VERSION
-from runners.core import Policy, RunConfig, run, timed_loop, write_json_atomic
+from runners.core import Policy, RunConfig, run, timed_loop
 from runners.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from runners.fileio import write_json_atomic
 from runners.manifest import device_manifest, source_sha256, tool_manifest
 from runners.memory import MemoryProbe, read_status
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from host.analysis.plots import Plot, all_plots
 from host.analysis.report import mode_conflicts
 from host.campaign.store import CAMPAIGN_FILE, _get
-from runners.core import write_atomic
+from runners.fileio import write_atomic
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from host.campaign.samples import read_samples
 from host.campaign.store import _get, safe_name
 from host.errors import ResultsError
-from runners.core import write_atomic
+from runners.fileio import write_atomic
 
 #: Figure size in inches and resolution: 7.5 × 4.8 in at 100 dpi = 750 × 480 px.
 FIGSIZE = (7.5, 4.8)

@@ -105,7 +105,7 @@ def inputs_for(model: Path, *, batch: int = 1, shapes: dict | None = None, datas
     data = buf.getvalue()
     path = _cache(cache) / f"inputs-{hashlib.sha256(data).hexdigest()[:32]}.npz"
     if not path.exists():
-        from runners.core import write_atomic
+        from runners.fileio import write_atomic
 
         write_atomic(path, lambda fh: fh.write(data), suffix=".npz", binary=True)
     return path, described
@@ -136,7 +136,7 @@ def reference(model: Path, inputs: Path, cache: Path | None = None) -> dict:
     outputs = {name: np.stack([r[j] for r in runs]) for j, name in enumerate(names)}
     buf = io.BytesIO()
     np.savez(buf, **outputs)
-    from runners.core import write_atomic
+    from runners.fileio import write_atomic
 
     write_atomic(path, lambda fh: fh.write(buf.getvalue()), suffix=".npz", binary=True)
     return outputs

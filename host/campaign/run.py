@@ -58,8 +58,8 @@ from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
 from host.models.metrics import metrics_or_error
 from host.power.session import failed_block
 from runners import SCHEMA_VERSION
-from runners.core import write_json_atomic
 from runners.errors import EXIT_NO_RESULT
+from runners.fileio import write_json_atomic
 from runners.manifest import git_revision
 from runners.util import utc_now
 
@@ -711,7 +711,7 @@ def _campaign_lock(camp_dir: Path, campaign: str):
 
 
 def _remove_partials(camp_dir: Path) -> list:
-    """Remove the temp files (``.tmp-*``, :func:`runners.core.write_atomic`) a killed run left in
+    """Remove the temp files (``.tmp-*``, :func:`runners.fileio.write_atomic`) a killed run left in
     the campaign folder: only whole files ever become cells. Returns their names."""
     found = sorted(camp_dir.rglob(".tmp-*"))
     for path in found:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runners.core import write_atomic
+from runners.fileio import write_atomic
 
 #: Most iterations kept per cell (about 8 MB raw, 3-5 MB compressed).
 MAX_SAMPLES = 1 << 20

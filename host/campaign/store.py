@@ -21,7 +21,7 @@ from typing import Iterator
 from host.campaign.schema import HINT as SCHEMA_HINT
 from host.campaign.schema import validate_cell
 from host.errors import CellSchemaError, InputNotFoundError
-from runners.core import write_json_atomic
+from runners.fileio import write_json_atomic
 
 CAMPAIGN_FILE = "campaign.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")

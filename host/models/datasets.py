@@ -64,7 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from host.errors import DatasetFormatError
-from runners.core import new_temp, write_json_atomic
+from runners.fileio import new_temp, write_json_atomic
 from runners.util import file_sha256, utc_now
 
 __all__ = ["DEFAULT_CACHE_DIR", "IMAGE_SUFFIXES", "SPEC_FILE", "calibration_arrays", "is_image_folder",

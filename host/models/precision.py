@@ -50,7 +50,7 @@ import onnx
 
 from host.errors import HostError, QuantizationError
 from host.models.metrics import _SHAPE_SLOTS, _all_graphs, _dtype_name, _load, _nbytes, _weight_tensors
-from runners.core import write_json_atomic
+from runners.fileio import write_json_atomic
 from runners.util import file_sha256, utc_now
 
 __all__ = [

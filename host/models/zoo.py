@@ -293,7 +293,7 @@ def _import_torch_for_zoo():
 
 def _tmp_path(final: Path) -> Path:
     """A fresh, empty temporary file in the destination folder (same filesystem)."""
-    from runners.core import new_temp  # the mode of an ordinary new file (umask), not mkstemp's 0600
+    from runners.fileio import new_temp  # the mode of an ordinary new file (umask), not mkstemp's 0600
 
     fd, tmp = new_temp(final.parent, prefix=f".{final.name}.", suffix=".tmp")
     os.close(fd)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from host.errors import MeterConnectionError, MeterError
-from runners.core import write_atomic
+from runners.fileio import write_atomic
 
 CSV_COLUMNS = ("t_mono_ns", "t_wall_ns", "phase", "power_w", "voltage_v", "current_a", "flags",
                "meter_seq", "meter_time_s", "error")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from host.errors import HostError, PowerError
-from runners.core import write_json_atomic
+from runners.fileio import write_json_atomic
 from runners.util import utc_now
 
 #: Inventory variables that configure the meter itself (not driver options).
