@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import runners
 from runners import environment, levels, stats
 from runners.backends import can_evaluate, get_backend
-from runners.errors import DatasetError, RunnerError
+from runners.errors import DatasetError, RunnerError, error_record
 from runners.inputs import resolve_shapes, synthesize
 from runners.manifest import device_manifest, tool_manifest
 from runners.memory import MemoryProbe
@@ -357,7 +357,7 @@ def run(config: RunConfig) -> dict:
     """Run one benchmark cell in this process and return the result document.
 
     Never raises for a :class:`~runners.errors.RunnerError`: the result then has
-    ``status: "failed"`` and ``error: {"type", "message"}``. Other exceptions propagate
+    ``status: "failed"`` and ``error: {"type", "category", "message"}``. Other exceptions propagate
     (the process crashes and the host classifies the exit).
 
     Result keys: see README "Result format". ``status`` is "ok" (VALID), "invalid"
@@ -374,12 +374,9 @@ def run(config: RunConfig) -> dict:
     try:
         _measure(config, result, probe)
         _evaluate(config, result)
-    except RunnerError as exc:
+    except (RunnerError, MemoryError) as exc:
         result["status"] = "failed"
-        result["error"] = {"type": type(exc).__name__, "message": str(exc)}
-    except MemoryError as exc:
-        result["status"] = "failed"
-        result["error"] = {"type": "OutOfMemory", "message": f"MemoryError: {exc}"}
+        result["error"] = error_record(exc)
     _finish(result, probe)
     return result
 

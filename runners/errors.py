@@ -1,9 +1,11 @@
 """Typed runner errors.
 
 Each maps to a result ``status: "failed"`` with ``error: {"type": <class name>,
-"message": ...}``; the runner's CLI writes that result and exits with
-:data:`EXIT_FAILED`. Anything else escaping the runner is a crash (exit code or signal),
-classified by the host.
+"category": <the class's category>, "message": ...}`` (:func:`error_record`); the runner's CLI
+writes that result and exits with :data:`EXIT_FAILED`. A subclass inherits its base's
+``category`` (``EngineBuildError`` is an ``invalid_model`` like ``ModelLoadError``), so the host
+files it without knowing its name. Anything else escaping the runner is a crash (exit code or
+signal), classified by the host.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ EXIT_NO_RESULT = 5  # the result could not be written (e.g. ENOSPC: no space lef
 class RunnerError(Exception):
     """Base class of errors the runner reports in its result."""
 
+    #: The result's ``error.category`` (docs/result-schema.md §9); subclasses inherit it.
+    category = "runtime_error"
+
 
 class InputSpecError(RunnerError):
     """Bad ``--shape``/``--batch``, or an input dtype that cannot be synthesized."""
+
+    category = "invalid_model"
 
 
 class UnresolvedShapeError(InputSpecError):
@@ -32,9 +39,13 @@ class DatasetError(InputSpecError):
     """A ``--dataset`` folder or a ``--fidelity-inputs`` file is missing, unreadable, or does not
     fit the model (shape, dtype, labels out of range, a model with more than one input)."""
 
+    category = "dataset"
+
 
 class ModelLoadError(RunnerError):
     """The runtime cannot load the model (not ONNX, corrupt, unsupported operator)."""
+
+    category = "invalid_model"
 
 
 class BackendUnavailableError(RunnerError):
@@ -57,3 +68,17 @@ class EngineBuildError(ModelLoadError):
 class UnsupportedFeatureError(BackendUnavailableError):
     """The installed runtime version cannot do what the configuration asks (e.g. TensorRT 11 has
     no FP16/INT8 builder flags; the entropy calibrator stops at TensorRT 10)."""
+
+
+#: ``error.type`` / ``error.category`` of a ``MemoryError`` caught in the runner.
+OUT_OF_MEMORY = ("OutOfMemory", "out_of_memory")
+
+
+def error_record(exc: BaseException) -> dict:
+    """The result's ``error`` record for ``exc``: ``{"type", "category", "message"}``. A
+    :class:`RunnerError` gives its class name and ``category``; a ``MemoryError`` gives
+    :data:`OUT_OF_MEMORY`; anything else is a ``runtime_error``. Raises nothing."""
+    if isinstance(exc, MemoryError):
+        return {"type": OUT_OF_MEMORY[0], "category": OUT_OF_MEMORY[1], "message": "MemoryError: %s" % exc}
+    return {"type": type(exc).__name__, "category": getattr(exc, "category", RunnerError.category),
+            "message": str(exc)}

@@ -58,6 +58,7 @@ from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
 from host.models.metrics import metrics_or_error
 from host.power.session import failed_block
 from runners import SCHEMA_VERSION
+from runners import errors as runner_errors
 from runners.errors import EXIT_NO_RESULT
 from runners.fileio import write_json_atomic
 from runners.manifest import git_revision
@@ -152,13 +153,26 @@ def host_manifest() -> dict:
 #: Categories where the board never ran the model: a plain resume runs these cells again.
 #: (``disk_full`` too: a full disk says nothing about the model; free space and resume.)
 NOT_RUN = ("unreachable", "host_key", "setup", "power_mode", "busy", "disk_full")
-_RUNNER_CATEGORY = {
-    "DatasetError": "dataset",
-    "ModelLoadError": "invalid_model",
-    "UnresolvedShapeError": "invalid_model",
-    "InputSpecError": "invalid_model",
-    "OutOfMemory": "out_of_memory",
-}
+
+
+def runner_error_category(error: dict) -> str:
+    """Category of the ``error`` record in a runner's result: the ``category`` the runner wrote
+    (its error class's, inherited by subclasses: ``EngineBuildError`` is ``invalid_model``).
+
+    Fallback, only for a result without one — written by an older runner still on a board
+    (a runner that crashed before writing leaves no result: :func:`classify_failure`): the
+    ``category`` of the :mod:`runners.errors` class named by ``type``, ``out_of_memory`` for
+    ``OutOfMemory``, else ``runtime_error``. Raises nothing.
+    """
+    category = error.get("category")
+    if isinstance(category, str) and category:
+        return category
+    kind = getattr(runner_errors, str(error.get("type")), None)
+    if isinstance(kind, type) and issubclass(kind, runner_errors.RunnerError):
+        return kind.category
+    if error.get("type") == runner_errors.OUT_OF_MEMORY[0]:
+        return runner_errors.OUT_OF_MEMORY[1]
+    return runner_errors.RunnerError.category
 
 
 _NO_SPACE = "No space left on device"  # strerror(ENOSPC) on Linux
@@ -238,8 +252,7 @@ def build_cell(
     if usable:
         doc = dict(outcome.result)
         if doc.get("status") == "failed" and isinstance(doc.get("error"), dict):
-            doc["error"].setdefault("category", _RUNNER_CATEGORY.get(doc["error"].get("type"),
-                                                                     "runtime_error"))
+            doc["error"]["category"] = runner_error_category(doc["error"])
     else:
         doc = {
             "schema_version": SCHEMA_VERSION,
