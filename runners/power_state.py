@@ -245,11 +245,6 @@ def parse_nvidia_smi_csv(text: str, fields: Sequence[str] = GPU_FIELDS) -> List[
     return rows
 
 
-def parse_supported_clocks(text: str) -> List[int]:
-    """Graphics clocks (MHz) from ``nvidia-smi -q -d SUPPORTED_CLOCKS``, highest first."""
-    return sorted({int(x) for x in re.findall(r"Graphics\s*:\s*(\d+)\s*MHz", text)}, reverse=True)
-
-
 def parse_xdputil_query(text: str) -> Dict[str, Any]:
     """``xdputil query`` JSON -> ``{"fingerprint", "clock_mhz", "arch", "vai_version"}``."""
     doc = json.loads(text)
@@ -275,12 +270,6 @@ def parse_vcgencmd(text: str) -> Optional[str]:
     """``frequency(48)=1500398464`` / ``temp=47.2'C`` / ``throttled=0x0`` -> the value part."""
     m = re.search(r"=\s*(\S+)", text.strip())
     return m.group(1) if m else None
-
-
-def parse_tegra_release(text: str) -> Optional[str]:
-    """First line of /etc/nv_tegra_release -> ``"35.3.1"``."""
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)\.(\d+)", text or "")
-    return f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else None
 
 
 # ------------------------------------------------------------------------------------------------

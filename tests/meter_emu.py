@@ -28,7 +28,16 @@ import time
 import tty
 from dataclasses import dataclass
 
-from host.power.meters.um import MODELS, build_um_frame
+from host.power.meters.um import (
+    END_MARKER,
+    FIELDS,
+    FRAME_LEN,
+    GROUPS,
+    MODEL_IDS,
+    MODELS,
+    SCALES,
+    um34c_checksum,
+)
 
 
 class ManualClock:
@@ -521,9 +530,74 @@ class WT300EEmulator(PtyEmulator):
 # RDTech UM24C / UM25C / UM34C
 
 
+def _pack(buf: bytearray, name: str, offset: int, code: str, scale: float, value) -> None:
+    raw = round(float(value) / scale)
+    limit = 0xFFFF if code == "H" else 0xFFFFFFFF
+    if not 0 <= raw <= limit:
+        raise ValueError(f"{name}={value!r} does not fit the frame field ({limit * scale:g} max)")
+    struct.pack_into(">" + code, buf, offset, raw)
+
+
+def build_um_frame(model, volts: float, amps: float, watts: float | None = None, **fields) -> bytes:
+    """A 130-byte UM24C/UM25C/UM34C reply frame, as the meter sends it (layout in
+    :data:`host.power.meters.um.FIELDS`).
+
+    Args:
+        model: ``"UM25C"`` (any case) or a model id.
+        volts, amps: bus voltage (V) and current (A), rounded to the model's resolution.
+        watts: power in W (1 mW steps); default ``volts * amps``.
+        **fields: any name in :data:`FIELDS` (``temp_c``, ``dplus_v``, ``load_ohm``, ...),
+            ``group_ah`` / ``group_wh`` (up to 10 values each), and to forge bad frames
+            ``end_marker`` (UM24C/25C bytes 128-129), ``checksum`` (UM34C byte 129),
+            ``byte128`` (UM34C byte 128, default 0).
+
+    Raises:
+        ValueError: unknown model or field, or a value that does not fit its field.
+    """
+    name = MODEL_IDS.get(model) if isinstance(model, int) else str(model).upper()
+    if name not in MODELS:
+        raise ValueError(f"unknown UM model {model!r}; one of {', '.join(MODELS)}")
+    volt_scale, amp_scale = SCALES[name]
+    watts = volts * amps if watts is None else watts
+    end_marker = fields.pop("end_marker", END_MARKER)
+    checksum = fields.pop("checksum", None)
+    byte128 = fields.pop("byte128", 0)
+    group_ah = tuple(fields.pop("group_ah", ()))
+    group_wh = tuple(fields.pop("group_wh", ()))
+    values = {"load_ohm": volts / amps if amps > 0 else 9999.9, "temp_f": None}
+    known = {f[0] for f in FIELDS}
+    unknown = set(fields) - known
+    if unknown:
+        raise ValueError(f"unknown UM frame field(s): {', '.join(sorted(unknown))}")
+    values.update(fields)
+    if values["temp_f"] is None:
+        values["temp_f"] = round(values.get("temp_c", 25) * 9 / 5 + 32)
+    values.setdefault("temp_c", 25)
+    values["watts"] = watts
+    if len(group_ah) > GROUPS or len(group_wh) > GROUPS:
+        raise ValueError(f"at most {GROUPS} data groups")
+
+    buf = bytearray(FRAME_LEN)
+    struct.pack_into(">H", buf, 0, MODELS[name])
+    _pack(buf, "volts", 2, "H", volt_scale, volts)
+    _pack(buf, "amps", 4, "H", amp_scale, amps)
+    for field, offset, code, scale in FIELDS:
+        _pack(buf, field, offset, code, scale, values.get(field, 0))
+    for g, value in enumerate(group_ah):
+        _pack(buf, f"group_ah[{g}]", 16 + 8 * g, "I", 0.001, value)
+    for g, value in enumerate(group_wh):
+        _pack(buf, f"group_wh[{g}]", 20 + 8 * g, "I", 0.001, value)
+    if name == "UM34C":
+        buf[128] = byte128
+        buf[129] = um34c_checksum(buf) if checksum is None else checksum
+    else:
+        struct.pack_into(">H", buf, 128, end_marker)
+    return bytes(buf)
+
+
 class UMEmulator(PtyEmulator):
     """A UM24C/UM25C/UM34C: each ``0xF0`` byte is answered with a 130-byte frame from
-    :func:`host.power.meters.um.build_um_frame` (V, A and W of the profile at that time); other
+    :func:`build_um_frame` (V, A and W of the profile at that time); other
     bytes are recorded and ignored.
 
     Args:

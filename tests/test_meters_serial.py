@@ -19,6 +19,7 @@ from meter_emu import (
     UMEmulator,
     WT300EEmulator,
     as_profile,
+    build_um_frame,
 )
 
 from host.errors import MeterConnectionError, MeterError, MeterProtocolError, MeterTimeoutError
@@ -31,7 +32,6 @@ from host.power.meters.um import (
     SCALES,
     UM34C_CHECKSUM_POSITIONS,
     UMMeter,
-    build_um_frame,
     parse_um_frame,
 )
 from host.power.meters.wt300e import WT300E, parse_numeric_line

@@ -53,25 +53,6 @@ def test_dequantize_by_hand():
 # -- xdputil outputs -----------------------------------------------------------------------------
 
 
-def test_recorded_xmodel_list_gives_the_dpu_subgraph():
-    entries = vb.parse_xmodel_list((FIX / "xdputil_xmodel_l_kv260_smartcam.txt").read_text())
-    assert [(e["name"], e["device"]) for e in entries] == [("subgraph_data", "USER"),
-                                                           ("subgraph_Elt3", "DPU")]
-    (dpu,) = vb.dpu_entries(entries)
-    assert dpu["fingerprint"] == "0x101000016010406" and dpu["dpu_arch"] == "DPUCZDX8G_ISA1_B3136"
-    assert dpu["inputs"] == [{"name": "data_fixed", "shape": [1, 360, 480, 3], "fix_point": -1}]
-    assert dpu["outputs"] == []
-
-
-def test_constructed_xmodel_list_with_a_cpu_tail():
-    entries = vb.parse_xmodel_list((FIX / "xdputil_xmodel_l_constructed.json").read_text())
-    assert [e["device"] for e in entries] == ["USER", "DPU", "CPU"]
-    (dpu,) = vb.dpu_entries(entries)
-    assert dpu["index"] == 1 and dpu["outputs"] == [{"name": "fc_fix", "shape": [1, 10], "fix_point": 3}]
-    with pytest.raises(ValueError, match="subgraphs"):
-        vb.parse_xmodel_list('{"kernels": []}')
-
-
 def test_recorded_xdputil_benchmark_is_parsed():
     got = vb.parse_xdputil_benchmark((FIX / "xdputil_benchmark_zcu104_zdce.txt").read_text())
     assert got == {"fps": 28.5485, "frames": 1714, "duration_s": 60.0382,

@@ -174,7 +174,7 @@ def subgraph_facts(subgraph) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# xdputil: the subgraph list, the board's DPU, the benchmark
+# xdputil: the board's DPU, the benchmark
 # ------------------------------------------------------------------------------------------------
 
 
@@ -189,38 +189,6 @@ def _lenient_json(text: str):
         return json.JSONDecoder().raw_decode(body)[0]
     except ValueError:
         return json.JSONDecoder().raw_decode(re.sub(r",(\s*[}\]])", r"\1", body))[0]
-
-
-def _shape(value) -> list:
-    if isinstance(value, str):
-        return [int(d) for d in re.findall(r"-?\d+", value)]
-    return [int(d) for d in value or []]
-
-
-def parse_xmodel_list(text: str) -> List[dict]:
-    """``xdputil xmodel M -l`` output -> ``[{index, name, device, fingerprint, dpu_arch,
-    inputs, outputs}]`` (inputs/outputs: ``[{name, shape, fix_point}]``; absent keys None/[]).
-
-    Raises:
-        ValueError: no JSON object with a ``subgraphs`` list in ``text``.
-    """
-    doc = _lenient_json(text)
-    if not isinstance(doc, dict) or not isinstance(doc.get("subgraphs"), list):
-        raise ValueError("no 'subgraphs' list in the xdputil output")
-    out = []
-    for pos, sg in enumerate(doc["subgraphs"]):
-        tensors = {k: [{"name": t.get("name"), "shape": _shape(t.get("shape")), "fix_point": t.get("fixpos")}
-                       for t in sg.get(key) or []]
-                   for k, key in (("inputs", "input_tensor"), ("outputs", "output_tensor"))}
-        out.append({"index": sg.get("index", pos), "name": sg.get("name"),
-                    "device": str(sg.get("device", "")).upper(), "fingerprint": sg.get("fingerprint"),
-                    "dpu_arch": sg.get("DPU Arch"), **tensors})
-    return out
-
-
-def dpu_entries(entries: Sequence[dict]) -> List[dict]:
-    """The DPU subgraphs of :func:`parse_xmodel_list`'s list, in order."""
-    return [e for e in entries if e["device"] == "DPU"]
 
 
 def parse_xdputil_query(text: str) -> dict:
@@ -502,4 +470,7 @@ DESCRIPTOR = BackendDescriptor(
     families=("zcu104",),
     runtime_modules=("vart", "xir"),
     model_suffixes=(".xmodel",),
+    tested_here="code paths against stand-in `xir` / `vart` modules, parsers on recorded `xdputil` output "
+    "(tests/test_vart.py); `host bench` ships `.xmodel` files to `runtime=vart` boards only over a "
+    "loopback board (tests/test_xmodel_bench.py); not run on a DPU",
 )
