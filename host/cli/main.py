@@ -692,6 +692,15 @@ def _add_analysis() -> None:
 _add_analysis()
 
 
+def _add_runtimes() -> None:
+    from host.cli import runtimes as cli_runtimes
+
+    app.command()(cli_runtimes.runtimes)
+
+
+_add_runtimes()
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

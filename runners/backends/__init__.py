@@ -108,7 +108,9 @@ class BackendDescriptor:
     families it targets: arm_cpu, jetson, zcu104, x86_a100 as in ``runners.power_state``),
     ``runtime_modules`` (Python modules its runtime needs; the first one's version is reported),
     ``model_suffixes`` (the model files it loads: ``.onnx``, a DPU's compiled ``.xmodel``),
-    ``implemented`` and, when not, ``reason``.
+    ``implemented`` and, when not, ``reason``; ``tested_here`` (what is checked without its
+    hardware, and against what: stand-ins, recorded outputs) and ``verified_on`` (the real hardware
+    it has run on; empty: none yet) — the README's Status table prints them (``host runtimes``).
     """
 
     name: str
@@ -122,6 +124,8 @@ class BackendDescriptor:
     model_suffixes: Tuple[str, ...] = (".onnx",)
     implemented: bool = True
     reason: str = ""
+    tested_here: str = ""
+    verified_on: Tuple[str, ...] = ()
 
     def option(self, name: str) -> Optional[BackendOption]:
         """The option called ``name`` (underscores or dashes), or None."""
@@ -154,6 +158,7 @@ class BackendDescriptor:
             "latency_levels": list(self.latency_levels), "precisions": list(self.precisions),
             "families": list(self.families), "runtime_modules": list(self.runtime_modules),
             "model_suffixes": list(self.model_suffixes),
+            "tested_here": self.tested_here, "verified_on": list(self.verified_on),
         }
 
 

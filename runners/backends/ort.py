@@ -363,4 +363,10 @@ DESCRIPTOR = BackendDescriptor(
     precisions=("fp32",),
     families=("arm_cpu", "jetson", "zcu104", "x86_a100"),
     runtime_modules=("onnxruntime",),
+    tested_here="the CPU provider runs here (`host bench`, `python -m runners run`, loopback boards), with "
+    "int8 (QDQ, dynamic) and fp16 variants (`host zoo quantize` / `convert`); in the `arm_cpu` image "
+    "built for `linux/arm64` and smoke-tested under QEMU; `-o provider=cuda` / `tensorrt` (needs "
+    "onnxruntime-gpu: device-bound I/O, `device_compute` / `device_with_transfers` from CUDA events) "
+    "against a fake CUDA runtime, GPU-gated tests (`-m gpu --gpu`)",
+    verified_on=("CPU provider: x86-64 Debian VM (the test machine)",),
 )

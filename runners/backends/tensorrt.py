@@ -791,4 +791,7 @@ DESCRIPTOR = BackendDescriptor(
     precisions=PRECISIONS,
     families=("jetson", "x86_a100"),
     runtime_modules=("tensorrt", "cuda"),
+    tested_here="TensorRT 8.5 / 10.x / 11.x version table, precision refusals, engine cache key and "
+    "`infer()` timing order against a fake CUDA runtime; trtexec parsers on recorded exports "
+    "(tests/test_tensorrt.py); its `-m gpu --gpu` tests have not run",
 )
