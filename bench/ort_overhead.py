@@ -4,7 +4,7 @@
                                            [--warmup 30] [--processes 3] [--no-investigate]
 
 For each of ``io_binding`` True and False, in each of several fresh processes (a subprocess
-of this script), it creates ``OrtCpuBackend({"threads": N, "profile_prefix": ...})``, loads
+of this script), it creates ``OrtBackend({"threads": N, "profile_prefix": ...})``, loads
 the model (default ``examples/models/squeezenet1_1_imagenet.onnx``, >= 1 ms here),
 synthesizes inputs (``resolve_shapes`` + ``synthesize``), ``prepare``s, warms up for a
 fixed count, runs :func:`runners.core.timed_loop` for a fixed count and ``close()``s to get
@@ -47,13 +47,13 @@ BIG_NS = 600 * 10**9
 
 
 def _backend(model, threads, io_binding, profile_prefix=None):
-    from runners.backends.ort import OrtCpuBackend
+    from runners.backends.ort import OrtBackend
     from runners.inputs import resolve_shapes, synthesize
 
     opts = {"threads": threads, "io_binding": io_binding}
     if profile_prefix:
         opts["profile_prefix"] = profile_prefix
-    be = OrtCpuBackend(opts)
+    be = OrtBackend(opts)
     be.load(model)
     specs = be.inputs()
     feeds = synthesize(specs, resolve_shapes(specs, batch=1), seed=0)

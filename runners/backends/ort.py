@@ -83,7 +83,7 @@ def default_threads() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-class OrtCpuBackend(Backend):
+class OrtBackend(Backend):
     """Options: ``threads`` (int, intra-op; 0/None = all usable CPUs), ``opt_level``
     (one of :data:`OPT_LEVELS`, default "all"), ``io_binding`` (bool, default True),
     ``profile_prefix`` (str: enable ORT's profiler, JSON written on close), ``provider``
@@ -348,7 +348,7 @@ class OrtCpuBackend(Backend):
 DESCRIPTOR = BackendDescriptor(
     name="ort",
     summary="ONNX Runtime: CPU, CUDA or TensorRT execution provider",
-    backend=OrtCpuBackend,
+    backend=OrtBackend,
     options=(
         BackendOption("threads", int, 0, "intra-op threads; 0 = all CPUs this process may use", slug="t"),
         BackendOption("opt_level", str, "all", "graph optimization level", choices=OPT_LEVELS, slug="opt"),
