@@ -92,6 +92,11 @@ class MemoryProfileError(HostError):
     profile (the profiler is not installed where the runner runs, or the run failed)."""
 
 
+class LayerProfileError(HostError):
+    """A per-layer profiling run (``--profile``) failed, its backend wrote no layer profile, or
+    the profile could not be read."""
+
+
 class ExportError(HostError):
     """``host zoo export`` failed (torch/torchvision missing, export error)."""
 

@@ -73,3 +73,23 @@ def test_tensorrt_layers_come_from_a_recorded_trtexec_profile():
     assert sum(r["share"] for r in rows) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no layer profile"):
         from_trtexec({})
+
+
+def test_a_backend_without_a_profiler_is_a_layer_profile_error_not_a_memory_one(tmp_path):
+    import hashlib
+
+    from host.errors import LayerProfileError, MemoryProfileError
+    from host.lab.board import Board, open_transport
+    from host.lab.inventory import local_device
+    from host.lab.runner import BenchConfig
+    from runners.core import Policy
+
+    device = local_device(str(tmp_path / "work"))
+    board = Board(device, open_transport(device))
+    board.prepare()
+    model = FIX / "tiny_cnn.onnx"
+    config = BenchConfig(backend="null", timeout_s=60, policy=Policy(
+        warmup_min_iterations=1, warmup_min_s=0.0, min_iterations=5, min_duration_s=0.01, cov_max=100.0))
+    with pytest.raises(LayerProfileError, match="wrote no layer profile") as err:
+        board.profile_layers(model, hashlib.sha256(model.read_bytes()).hexdigest(), config)
+    assert not isinstance(err.value, MemoryProfileError) and "--profile" in err.value.hint

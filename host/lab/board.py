@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.errors import MemoryProfileError
+from host.errors import LayerProfileError, MemoryProfileError
 from host.lab import deploy as _deploy
 from host.lab import facts as _facts
 from host.lab import lease, memprofile
@@ -332,7 +332,7 @@ class Board:
         :func:`host.lab.layerprofile.parse_ort_trace` and ``wall_s``.
 
         Raises:
-            MemoryProfileError: the run failed or the backend wrote no profile.
+            LayerProfileError: the run failed or the backend wrote no profile.
             TransportError: the board is unreachable.
         """
         from host.lab import layerprofile
@@ -351,19 +351,19 @@ class Board:
         files: list = []
         try:
             if res.exit_code not in RESULT_EXIT_CODES:
-                raise MemoryProfileError(f"{self.name}: profiling run exited with {res.exit_code}: "
-                                         f"{tail(res.stderr, 400).strip()}")
+                raise LayerProfileError(f"{self.name}: profiling run exited with {res.exit_code}: "
+                                        f"{tail(res.stderr, 400).strip()}")
             doc = json.loads(self.transport.read(out).decode("utf-8"))
             files = doc.get("profile_files") or []
             if trt:
                 rows = layerprofile.from_trtexec(((doc.get("trtexec") or {}).get("profile")) or {})
             elif not files:
-                raise MemoryProfileError(f"{self.name}: backend {config.backend!r} wrote no layer profile",
-                                         hint="--profile needs a backend with a profiler (ort, tensorrt)")
+                raise LayerProfileError(f"{self.name}: backend {config.backend!r} wrote no layer profile",
+                                        hint="--profile needs a backend with a profiler (ort, tensorrt)")
             else:
                 rows = layerprofile.parse_ort_trace(json.loads(self.transport.read(files[0]).decode("utf-8")))
         except (OSError, ValueError) as exc:
-            raise MemoryProfileError(f"{self.name}: layer profile unreadable: {exc}") from None
+            raise LayerProfileError(f"{self.name}: layer profile unreadable: {exc}") from None
         finally:
             for path in [out, *files]:
                 self.transport.remove(path)
