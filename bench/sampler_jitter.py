@@ -41,12 +41,12 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from host.power import Sampler, count_seq_gaps  # noqa: E402
-from host.power.meters.base import Reading  # noqa: E402
+from host.power.meters.base import Meter, Reading  # noqa: E402
 
 TARGET_DROPPED = 0
 
 
-class TickMeter:
+class TickMeter(Meter):
     """In-process fake: ``read()`` blocks until the next tick of its own 1/rate grid."""
 
     scope = "board-input"

@@ -191,13 +191,14 @@ def _prepare(backend, config: RunConfig, result: dict, probe: MemoryProbe, index
     if index == 0:
         result["model"]["inputs"] = [s.to_json() for s in specs]
         result["model"]["input_shapes"] = {k: list(v) for k, v in shapes.items()}
-        if hasattr(backend, "outputs"):
-            result["model"]["outputs"] = [s.to_json() for s in backend.outputs()]
+        outputs = backend.outputs()
+        if outputs is not None:
+            result["model"]["outputs"] = [s.to_json() for s in outputs]
         result["runtime"] = backend.runtime_info()
     first = shapes[specs[0].name] if specs else ()
     per_call = int(first[0]) if len(first) >= 1 and int(first[0]) > 0 else 1
     # a backend that runs several jobs per infer() call (vart --threads N) says how many
-    per_call *= max(int(getattr(backend, "samples_per_infer_factor", 1) or 1), 1)
+    per_call *= max(int(backend.samples_per_infer_factor), 1)
     return (t1 - t0) / 1e6, (t3 - t2) / 1e6, per_call
 
 
@@ -331,12 +332,10 @@ def _close(backend, result: dict) -> None:
     except Exception:  # closing must not hide the measurement
         result.setdefault("warnings", []).append(
             "backend close failed: " + traceback.format_exc(limit=1).strip())
-    if getattr(backend, "profile_path", None):  # the runtime's per-layer trace (--profile-prefix)
+    if backend.profile_path:  # the runtime's per-layer trace (--profile-prefix)
         result.setdefault("profile_files", []).append(str(backend.profile_path))
-    extra = getattr(backend, "extra_results", None)  # e.g. tensorrt's trtexec figures, untimed
-    if callable(extra):
-        for key, value in extra(set(result)).items():
-            result.setdefault(key, value)
+    for key, value in backend.extra_results(set(result)).items():  # e.g. tensorrt's trtexec, untimed
+        result.setdefault(key, value)
 
 
 def _finish(result: dict, probe: MemoryProbe) -> None:

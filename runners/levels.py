@@ -10,7 +10,7 @@ stream and reports those per-call figures as further levels. Names (result ``lat
 * ``device_with_transfers``: CUDA events around host-to-device input copies + execute +
   device-to-host output copies.
 
-Protocol (both methods optional; a backend without them has only its primary level):
+Protocol (declared on :class:`runners.backends.Backend`, whose defaults give only the primary level):
 ``backend.reset_levels()`` is called after the warm-up, right before the timed loop;
 ``backend.level_latencies_ns()`` after it returns ``{level: sequence of int ns}``, one value per
 ``infer()`` call of the timed loop, in order. Each level gets the standard statistics
@@ -33,10 +33,8 @@ CLOCKS = {"host_call": "perf_counter_ns", "device_compute": "cuda_events",
 
 
 def reset(backend) -> None:
-    """Start a fresh per-call record of the backend's extra levels (no-op without the protocol)."""
-    fn = getattr(backend, "reset_levels", None)
-    if callable(fn):
-        fn()
+    """Start a fresh per-call record of the backend's extra levels (the base's is a no-op)."""
+    backend.reset_levels()
 
 
 def collect(backend, calls: int) -> dict:
@@ -45,11 +43,8 @@ def collect(backend, calls: int) -> dict:
     Raises:
         ValueError: a level with a number of values other than ``calls`` (one per timed call).
     """
-    fn = getattr(backend, "level_latencies_ns", None)
-    if not callable(fn):
-        return {}
     out = {}
-    for name, values in fn().items():
+    for name, values in backend.level_latencies_ns().items():
         arr = array("q", (int(v) for v in values))
         if not arr:
             continue

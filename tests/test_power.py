@@ -10,7 +10,7 @@ import pytest
 from host import power
 from host.errors import MeterConnectionError, MeterTimeoutError
 from host.power import ClockOffset, Sample, Sampler
-from host.power.meters.base import Reading
+from host.power.meters.base import Meter, Reading
 
 S = 1_000_000_000  # ns per s
 MS = 1_000_000  # ns per ms
@@ -37,7 +37,7 @@ def step(idle_w, load_w, start_s, end_s):
     return lambda t: load_w if start_s <= t < end_s else idle_w
 
 
-class FakeMeter:
+class FakeMeter(Meter):
     """Readings of P(t) (t = seconds since creation) every call; ``script`` maps a call index to
     an exception to raise or a number of seconds to block first. ``tick`` makes ``read()`` block
     until the next multiple of ``update_interval_s`` (a streaming meter)."""

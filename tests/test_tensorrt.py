@@ -773,9 +773,10 @@ def test_trtexec_run_pins_its_command_and_reads_both_exports(tmp_path):
 
 
 def test_the_trtexec_block_reaches_the_result_once_and_outside_the_timed_loop(tmp_path):
+    from runners.backends import Backend
     from runners.core import _close
 
-    class Done:  # a backend that ran a session and reports one extra block (as tensorrt does)
+    class Done(Backend):  # a backend that ran a session and reports one extra block (as tensorrt does)
         calls = 0
 
         def close(self):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from host.errors import MeterConnectionError, MeterError
+from host.power.meters.base import Meter
 from runners.fileio import write_atomic
 
 CSV_COLUMNS = ("t_mono_ns", "t_wall_ns", "phase", "power_w", "voltage_v", "current_a", "flags",
@@ -182,11 +183,11 @@ class Sampler:
             non-positive rate.
     """
 
-    def __init__(self, meter, *, rate_hz: float | None = None, phase: str = "",
+    def __init__(self, meter: Meter, *, rate_hz: float | None = None, phase: str = "",
                  pace: bool | None = None, clock: Callable[[], int] = time.monotonic_ns,
                  wall_clock: Callable[[], int] = time.time_ns):
         self.meter = meter
-        interval = getattr(meter, "update_interval_s", None)
+        interval = meter.update_interval_s
         max_rate = 1.0 / interval if interval and interval > 0 else None
         if rate_hz is not None and rate_hz <= 0:
             raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
@@ -196,7 +197,7 @@ class Sampler:
         elif max_rate is not None and rate_hz > max_rate:
             rate_hz = max_rate
         if pace is None:
-            pace = not bool(getattr(meter, "read_blocks", False))
+            pace = not meter.read_blocks
         if rate_hz is None and pace:
             raise ValueError("no sampling rate: pass rate_hz or give the meter an update_interval_s")
         #: Effective polling rate in Hz (None: unpaced with unknown meter period).
@@ -297,7 +298,6 @@ class Sampler:
 
     def describe(self) -> dict:
         """Sampler settings and health for a result: rate, pacing, counts and the meter."""
-        describe = getattr(self.meter, "describe", None)
         return {
             "rate_hz": self.rate_hz,
             "requested_rate_hz": self.requested_rate_hz,
@@ -307,7 +307,7 @@ class Sampler:
             "n_errors": len(self._errors),
             "fatal_error": self.fatal_error,
             "clock": "host time.monotonic_ns after read() returned",
-            "meter": describe() if callable(describe) else None,
+            "meter": self.meter.describe(),
         }
 
     def write_csv(self, path) -> None:

@@ -234,9 +234,9 @@ class PowerSession:
             idle_std_w=self.idle.get("power_w_std"), min_samples=self.min_samples,
             update_interval_s=self.meter.update_interval_s, alignment_uncertainty_ms=uncertainty_ms)
         block.update(stats)
-        telemetry = getattr(self.meter, "window_telemetry", None)
-        if callable(telemetry):  # nvml: GPU utilization, memory used, SM clock, temperature in the window
-            block["telemetry"] = telemetry(t_s, t_e)
+        telemetry = self.meter.window_telemetry(t_s, t_e)
+        if telemetry is not None:  # nvml: GPU utilization, memory used, SM clock, temperature in the window
+            block["telemetry"] = telemetry
         block["alignment"] = {"method": "bracketed monotonic-clock probes before and after the cell",
                               "offset_ns": offset.offset_ns, "uncertainty_ms": uncertainty_ms,
                               "rtt_ms": offset.rtt_ns / 1e6,

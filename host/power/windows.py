@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from host.power.meters.base import Meter
 from host.power.sampler import Sample, Sampler, count_seq_gaps
 
 #: Idle is "stable" when std / mean of the idle window is below this (docs/power.md §8.2).
@@ -113,8 +114,8 @@ def measure_idle(meter_or_sampler_factory, *, settle_s: float = 5.0, window_s: f
     """Settle, then measure an idle window, with a sampler of its own.
 
     Args:
-        meter_or_sampler_factory: an open meter (anything with ``read()``: sampled at its
-            default rate), a not yet started :class:`Sampler`, or a callable returning one.
+        meter_or_sampler_factory: an open :class:`Meter` (sampled at its default rate), a not yet
+            started :class:`Sampler`, or a callable returning one.
         settle_s: seconds sampled as phase "settle" and left out of the statistics
             (docs/power.md §8.2: 30-60 s after boot/deploy/previous run is common practice).
         window_s: the idle window in seconds, phase "idle" (docs/power.md §8.2: >= 60 s or >= 30 updates).
@@ -130,7 +131,7 @@ def measure_idle(meter_or_sampler_factory, *, settle_s: float = 5.0, window_s: f
     src = meter_or_sampler_factory
     if isinstance(src, Sampler):
         sampler = src
-    elif hasattr(src, "read"):
+    elif isinstance(src, Meter):
         sampler = Sampler(src)
     elif callable(src):
         sampler = src()

@@ -210,6 +210,10 @@ class Backend:
     name = "base"
     #: set by :func:`get_backend`; ``latency_level`` reads it
     descriptor: Optional[BackendDescriptor] = None
+    #: the runtime's per-layer trace written by this session (``--profile-prefix``), a file path set
+    #: by ``close``; None: no trace (the default: no layer profiler). The runner lists it in the
+    #: result's ``profile_files``.
+    profile_path: Optional[str] = None
 
     def __init__(self, options: Mapping | None = None):
         self.options = dict(options or {})
@@ -227,6 +231,18 @@ class Backend:
     def inputs(self) -> list[TensorSpec]:
         """The model's inputs with declared dtypes and (possibly dynamic) shapes."""
         raise NotImplementedError
+
+    def outputs(self) -> Optional[list]:
+        """The model's outputs (:class:`TensorSpec`, declared dtype and possibly dynamic shape) in
+        the model's order, called after ``prepare`` for the result's ``model.outputs``; None (the
+        default): the backend does not declare them and the result has no ``model.outputs``."""
+        return None
+
+    @property
+    def samples_per_infer_factor(self) -> int:
+        """Jobs one ``infer`` call runs (>= 1; default 1): the runner multiplies the batch by it to
+        count samples per call (vart with ``--threads N`` runs N jobs per call)."""
+        return 1
 
     def prepare(self, feeds: Mapping[str, np.ndarray]) -> None:
         """Bind inputs for the following ``infer`` calls and run the model once: the runner
@@ -247,17 +263,34 @@ class Backend:
         skips fidelity and accuracy with a warning (:func:`can_evaluate`) and never calls it."""
         raise NotImplementedError
 
+    def reset_levels(self) -> None:
+        """Forget the per-call device timings recorded so far; called after the warm-up, right
+        before the timed loop (:mod:`runners.levels`). Default: nothing to forget."""
+
+    def level_latencies_ns(self) -> Dict[str, Any]:
+        """``{level: sequence of int ns}`` (e.g. ``device_compute``, ``device_with_transfers``), one
+        value per ``infer`` call since :meth:`reset_levels`, in order; called after the timed loop.
+        Default ``{}``: the backend has only its primary level (the runner's own clock)."""
+        return {}
+
     def runtime_info(self) -> dict:
         """``{"name", "version", "provider", "threads", ...}`` for the result."""
         raise NotImplementedError
 
+    def extra_results(self, done: Any) -> Dict[str, Any]:
+        """Result blocks this session adds, computed after ``close`` and outside every timed region
+        (tensorrt: ``trtexec``, its latency levels and per-layer profile); ``done`` is the
+        set of keys the result already has (a block is added once per result, never overwriting).
+        Default ``{}``. A failure goes into the block (``{"error": ...}``), not raised."""
+        return {}
+
     def close(self) -> None:
-        """Release the session."""
+        """Release the session (and write the layer trace, setting :attr:`profile_path`)."""
 
 
 def can_evaluate(backend: Backend) -> bool:
     """Whether ``backend``'s class implements :meth:`Backend.evaluate` (overrides the base's)."""
-    return getattr(type(backend), "evaluate", None) is not Backend.evaluate
+    return type(backend).evaluate is not Backend.evaluate
 
 
 def get_backend(name: str, options: Mapping | None = None) -> Backend:

@@ -123,11 +123,14 @@ class Meter:
         name: the registry name the meter was opened by (e.g. ``um25c``).
 
     Class attributes: ``scope`` (one of :data:`SCOPES`), ``update_interval_s`` (the
-    meter's own update period: the sampler never polls faster than this is useful).
+    meter's own update period in seconds: the sampler never polls faster than this is useful),
+    ``read_blocks`` (True: ``read`` itself waits for the meter's next update, as a streaming
+    logger does, so the sampler does not pace its calls; default False).
     """
 
     scope = "board-input"
     update_interval_s = 1.0
+    read_blocks = False
 
     def __init__(self, port=None, *, name: str = "", **options):
         self.port = port
@@ -153,6 +156,12 @@ class Meter:
 
     def close(self) -> None:
         """Close the port if this driver opened it."""
+
+    def window_telemetry(self, t_start_ns: int, t_end_ns: int) -> dict | None:
+        """What the meter saw besides power in a load window ``[t_start_ns, t_end_ns]`` (host
+        ``time.monotonic_ns``), for the cell's ``power.telemetry`` block (nvml: GPU utilization,
+        memory used, SM clock, temperature). None (the default): the meter has none. Raises nothing."""
+        return None
 
     def describe(self) -> dict:
         """``{"meter", "model", "port", "scope", "update_interval_s"}`` for results."""
