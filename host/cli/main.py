@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -29,7 +30,7 @@ from host.cli.lab import (
     select,
 )
 from host.cli.lab import fail as _fail
-from host.cli.options import DAY_S, MAX_BATCH, MAX_SEED, MAX_THREADS, bounded, percent
+from host.cli.options import DAY_S, MAX_BATCH, MAX_SEED, MAX_THREADS, bounded, in_panels, percent
 from host.cli.signals import interruptible
 from host.errors import CampaignInterrupted, HostError
 from runners.backends import implemented_names
@@ -101,7 +102,21 @@ MinProcessesOpt = Annotated[Optional[int], bounded(5, 100_000, "fewest runner pr
 MaxProcessesOpt = Annotated[Optional[int], bounded(5, 100_000, "most runner processes per cell [200]")]
 SessionsOpt = Annotated[Optional[int], bounded(1, 1000, "fresh sessions per runner process [1]")]
 OrderSeedOpt = Annotated[int, bounded(0, MAX_SEED, "seed of the interleaved run order")]
-MemoryOpt = Annotated[str, typer.Option(
+class Memory(str, Enum):
+    """``--memory``: how a cell's memory is measured."""
+    rss = "rss"
+    massif = "massif"
+    memray = "memray"
+
+
+class Calibration(str, Enum):
+    """``--calibrate``: the int8 calibration method."""
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+MemoryOpt = Annotated[Memory, typer.Option(
     help="memory method: rss (every process's VmRSS/VmHWM), or massif / memray: one extra process "
          "per cell under that heap profiler (must be installed where the runner runs)")]
 PrecisionOpt = Annotated[str, typer.Option(
@@ -111,7 +126,7 @@ DatasetOpt = Annotated[Optional[Path], typer.Option(
     help="folder with inputs.npy + labels.npy, or an image folder (one sub-folder per class) with a "
          "preprocess.json: top-1/top-5 accuracy on the device for every model [each model's own, from "
          "its .info]")]
-CalibrateOpt = Annotated[str, typer.Option(help="int8 calibration method: minmax | entropy | percentile")]
+CalibrateOpt = Annotated[Calibration, typer.Option(help="int8 calibration method")]
 CalibrationDataOpt = Annotated[Optional[Path], typer.Option(
     help="int8 calibration inputs: a folder of .npy/.npz arrays, or images with a preprocess.json "
          "[the model dataset's calibration/ images, else seeded random data, labelled so]")]
@@ -144,24 +159,43 @@ PowerMinSamplesOpt = Annotated[int, bounded(
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the cells as JSON instead of a table")]
 
 
+#: ``host bench --help``: its options by panel (every parameter in exactly one)
+BENCH_PANELS = {
+    "Models": ("models",),
+    "Devices": ("inventory", "device", "group", "all_devices"),
+    "Matrix": ("backend", "precision", "batch", "shape", "threads", "opt_level", "option", "dataset",
+               "calibrate", "calibration_data"),
+    "Protocol": ("quick", "rigorous", "target_ci", "max_s", "min_processes", "max_processes", "sessions",
+                 "order_seed", "warmup_iters", "warmup_s", "min_iters", "min_s", "loop_max_s", "fps",
+                 "timeout"),
+    "Power, memory and profiles": ("power", "meter_from_inventory", "meter", "meter_port", "idle_settle_s",
+                                   "idle_window_s", "idle_every_s", "power_min_samples", "memory",
+                                   "profile", "counters"),
+    "SSH": ("known_hosts", "accept_new_host_keys", "connect_timeout"),
+    "Resume and locks": ("results", "campaign", "retry_failed", "break_lock"),
+    "Output": ("json_out",),
+}
+
+
 # long: one typer parameter per option; the body is a handful of calls
 @app.command()
+@in_panels(BENCH_PANELS)
 def bench(
     models: ModelsArg = None,
+    inventory: InventoryOpt = None,
     device: DeviceOpt = None,
     group: GroupOpt = None,
     all_devices: AllOpt = False,
-    inventory: InventoryOpt = None,
-    results: ResultsOpt = Path("results"),
-    campaign: CampaignOpt = None,
-    retry_failed: RetryFailedOpt = False,
-    break_lock: BreakLockOpt = False,
     backend: BackendOpt = None,
+    precision: PrecisionOpt = "fp32",
     batch: BatchOpt = "1",
     shape: ShapeOpt = None,
     threads: ThreadsOpt = None,
     opt_level: OptLevelOpt = None,
     option: OptionOpt = None,
+    dataset: DatasetOpt = None,
+    calibrate: CalibrateOpt = Calibration.minmax,
+    calibration_data: CalibrationDataOpt = None,
     quick: QuickOpt = False,
     rigorous: RigorousOpt = False,
     target_ci: TargetCiOpt = None,
@@ -170,13 +204,6 @@ def bench(
     max_processes: MaxProcessesOpt = None,
     sessions: SessionsOpt = None,
     order_seed: OrderSeedOpt = 0,
-    memory: MemoryOpt = "rss",
-    profile: ProfileOpt = False,
-    counters: CountersOpt = False,
-    precision: PrecisionOpt = "fp32",
-    dataset: DatasetOpt = None,
-    calibrate: CalibrateOpt = "minmax",
-    calibration_data: CalibrationDataOpt = None,
     warmup_iters: WarmupItersOpt = None,
     warmup_s: WarmupSOpt = None,
     min_iters: MinItersOpt = None,
@@ -184,9 +211,6 @@ def bench(
     loop_max_s: LoopMaxSOpt = None,
     fps: FpsOpt = 60.0,
     timeout: TimeoutOpt = 600.0,
-    known_hosts: KnownHostsOpt = None,
-    accept_new_host_keys: AcceptNewOpt = False,
-    connect_timeout: ConnectTimeoutOpt = 10.0,
     power: PowerOpt = None,
     meter_from_inventory: MeterFromInventoryOpt = False,
     meter: MeterOpt = None,
@@ -195,6 +219,16 @@ def bench(
     idle_window_s: IdleWindowOpt = 10.0,
     idle_every_s: IdleEveryOpt = 1800.0,
     power_min_samples: PowerMinSamplesOpt = 10,
+    memory: MemoryOpt = Memory.rss,
+    profile: ProfileOpt = False,
+    counters: CountersOpt = False,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
+    results: ResultsOpt = Path("results"),
+    campaign: CampaignOpt = None,
+    retry_failed: RetryFailedOpt = False,
+    break_lock: BreakLockOpt = False,
     json_out: JsonOpt = False,
 ):
     """Benchmark models on this machine (--device local, the default) or on lab boards over
@@ -226,8 +260,7 @@ def bench(
                     "fps": fps})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    if memory not in ("rss", "massif", "memray"):
-        raise typer.BadParameter(f"{memory!r}: one of rss, massif, memray", param_hint="--memory")
+    memory, calibrate = Memory(memory).value, Calibration(calibrate).value  # plain str in the results
     precisions = _precisions(precision, calibrate, calibration_data)
     batches = _batches(batch)
     if dataset is not None:
@@ -288,8 +321,6 @@ def _precisions(text: str, calibrate: str, calibration_data: Optional[Path]) -> 
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise typer.BadParameter("name at least one precision", param_hint="--precision")
-    if calibrate not in ("minmax", "entropy", "percentile"):
-        raise typer.BadParameter(f"{calibrate!r}: minmax | entropy | percentile", param_hint="--calibrate")
     if set(names) == {"fp32"}:
         return ("fp32",)
     from host.models.precision import Recipe
@@ -355,8 +386,9 @@ def _bench_config(found_devices, backend: Optional[str], *, batch: int, shapes: 
     (``--backend``, else each device's runtime). Raises HostError, BackendError."""
     from host.campaign.run import unsupported_backends
     from host.lab.runner import BenchConfig, check_backend_options
+    from runners.backends import default_name
 
-    config = BenchConfig(backend=backend or "ort", batch=batch, shapes=shapes, timeout_s=timeout,
+    config = BenchConfig(backend=backend or default_name(), batch=batch, shapes=shapes, timeout_s=timeout,
                          counters=counters, policy=policy)
     missing = unsupported_backends(found_devices, config, backend)
     if missing:

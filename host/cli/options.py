@@ -9,9 +9,13 @@ parses a share written with its ``%`` (``5%``), refusing a bare number, whose me
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
-from typing import Optional
+import typing
+from typing import Annotated, Optional
 
+import rich.markup
 import typer
 
 #: the largest ``--threads`` (intra-op threads) any board here could use
@@ -62,3 +66,33 @@ def percent(text: Optional[str]) -> Optional[float]:
     if not math.isfinite(value) or not 0 <= value <= MAX_PERCENT:
         raise typer.BadParameter(f"{text!r}: expected a percentage from 0% to {MAX_PERCENT}%")
     return value / 100
+
+
+def in_panels(panels: dict):
+    """Decorator (below ``@app.command()``): put each parameter of a command in its ``--help``
+    panel (Typer's ``rich_help_panel``), ``{panel title: (parameter name, ...)}``.
+
+    The option declarations (``Annotated`` aliases, shared between commands) stay as they are: each
+    parameter gets a copy of its ``typer.Option``/``typer.Argument`` carrying the panel, its help
+    escaped so that rich markup keeps a bracketed default (``[all CPUs]``) as written.
+
+    Raises:
+        ValueError: (at import) a parameter in no panel, or a name that is no parameter, so that a
+            new option cannot be left out of the grouped help.
+    """
+    def wrap(func):
+        hints = typing.get_type_hints(func, include_extras=True)
+        where = {name: title for title, names in panels.items() for name in names}
+        params = set(inspect.signature(func).parameters)
+        if set(where) != params:
+            raise ValueError(f"{func.__name__}: parameters in no help panel: {sorted(params - set(where))}; "
+                             f"panel names that are no parameter: {sorted(set(where) - params)}")
+        for name, title in where.items():
+            base, *extras = typing.get_args(hints[name])
+            info = copy.copy(next(e for e in extras if isinstance(e, typer.models.ParameterInfo)))
+            info.rich_help_panel = title
+            if info.help:  # rich markup would swallow a default such as [all CPUs]
+                info.help = rich.markup.escape(info.help)
+            func.__annotations__[name] = Annotated[base, info]
+        return func
+    return wrap
