@@ -258,10 +258,14 @@ class CellFidelity:
 
     def inputs(self, model: Path, cfg) -> tuple:
         """``(npz path or None, description)`` for ``model`` under configuration ``cfg``; None
-        for a backend without outputs (``null``)."""
-        if cfg.backend == "null":
-            return None, "the null backend has no outputs"
-        if Path(model).suffix.lower() != ".onnx":
+        for a backend whose descriptor says it returns no outputs (``null``)."""
+        from host.models import is_onnx
+        from runners.backends import descriptors
+
+        desc = descriptors().get(cfg.backend)
+        if desc is not None and not desc.returns_outputs:
+            return None, f"the {cfg.backend} backend has no outputs"
+        if not is_onnx(model):
             return None, "a compiled model has no fp32 ONNX reference here"
         key = (Path(model), cfg.batch, cfg.shapes, self.dataset(model))
         with self._lock:

@@ -55,6 +55,7 @@ from host.errors import (
 )
 from host.lab.lease import campaign_tag, describe, owner_info
 from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
+from host.models import ONNX_SUFFIX, is_onnx
 from host.models.metrics import metrics_or_error
 from host.power.session import failed_block
 from runners import SCHEMA_VERSION
@@ -78,7 +79,7 @@ def _suffixes(backend: str) -> tuple:
     from runners.backends import descriptors
 
     desc = descriptors().get(backend)
-    return desc.model_suffixes if desc is not None else (".onnx",)
+    return desc.model_suffixes if desc is not None else (ONNX_SUFFIX,)
 
 
 def runs_format(backend: str, model: Path) -> bool:
@@ -962,7 +963,7 @@ class _Shared:
         from host.errors import QuantizationError
         from host.models.precision import precision_metrics
 
-        if Path(model).suffix.lower() != ".onnx":
+        if not is_onnx(model):
             return {"error": "a compiled model: see its source ONNX"}
         with self.metrics_lock:
             if ("precision", model) not in self.metrics_cache:
@@ -976,9 +977,9 @@ class _Shared:
     def metrics_for(self, model: Path, cfg: BenchConfig) -> dict:
         key = (model, cfg.batch, cfg.shapes)
         with self.metrics_lock:
-            if key not in self.metrics_cache and Path(model).suffix.lower() == ".xmodel":
+            if key not in self.metrics_cache and not is_onnx(model):
                 self.metrics_cache[key] = {"error": {
-                    "type": "CompiledModel", "message": "a compiled .xmodel: its static metrics are its "
+                    "type": "CompiledModel", "message": "a compiled model: its static metrics are its "
                     "source ONNX's (the .info beside it names the source)"}}
             if key not in self.metrics_cache:
                 self.metrics_cache[key] = metrics_or_error(model, batch=cfg.batch,

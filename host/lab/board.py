@@ -31,6 +31,7 @@ from host.lab.facts import CheckReport
 from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome, tail
 from host.lab.shell import sh, words
 from host.lab.transport import SIGNAL_BASE, LocalTransport, SshTransport
+from runners.backends import descriptors
 
 #: Where the work folder is mounted inside a container.
 CONTAINER_WORKDIR = "/edgegauge"
@@ -342,8 +343,10 @@ class Board:
         out, prefix = f"{self.workdir}/out/{token}.json", f"{self.workdir}/out/{token}.prof"
         policy = dataclasses.replace(config.policy, sessions=1, warmup_min_iterations=1, warmup_min_s=0.0,
                                      min_iterations=20, min_duration_s=0.0)
-        trt = config.backend == "tensorrt"  # its layers come from trtexec --exportProfile
-        options = tuple(dict(config.options, trtexec=True).items()) if trt else config.options
+        desc = descriptors().get(config.backend)  # e.g. tensorrt: trtexec exports the layers
+        extra = dict(desc.profile_options) if desc is not None else {}
+        trt = desc is not None and desc.layer_profiler == "trtexec"
+        options = tuple(dict(config.options, **extra).items()) if extra else config.options
         untimed = dataclasses.replace(config, policy=policy, counters=False, options=options)
         argv = ["run", remote_model, "--out", out, *untimed.runner_args(), "--profile-prefix", prefix]
         command = self._leased(self.command(argv, name=token), token)
@@ -359,7 +362,9 @@ class Board:
                 rows = layerprofile.from_trtexec(((doc.get("trtexec") or {}).get("profile")) or {})
             elif not files:
                 raise LayerProfileError(f"{self.name}: backend {config.backend!r} wrote no layer profile",
-                                        hint="--profile needs a backend with a profiler (ort, tensorrt)")
+                                        hint="--profile needs a backend with a profiler ("
+                                        + ", ".join(n for n, d in descriptors().items() if d.layer_profiler)
+                                        + ")")
             else:
                 rows = layerprofile.parse_ort_trace(json.loads(self.transport.read(files[0]).decode("utf-8")))
         except (OSError, ValueError) as exc:

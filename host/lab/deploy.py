@@ -29,6 +29,7 @@ from pathlib import Path
 from host.errors import DeployError, DiskFullError, TransportError
 from host.lab.runner import tail
 from host.lab.shell import kv_lines, set_workdir, sh, words
+from runners.backends import default_name, descriptors
 from runners.manifest import read_sources, source_sha256
 from runners.util import file_sha256
 
@@ -157,6 +158,11 @@ def ship_runners(board) -> None:
     board.runners_shipped = True
 
 
+def _suffix(model) -> str:
+    """``model``'s suffix on the board; a file without one gets the default runtime's format."""
+    return Path(model).suffix.lower() or descriptors()[default_name()].model_suffixes[0]
+
+
 def ensure_model(board, model: Path, sha256: str | None = None) -> str:
     """Make sure ``model`` is on the board as ``models/<sha256>.onnx``; returns that
     path. Sent only when absent (content-addressed: the name is the content hash).
@@ -167,7 +173,7 @@ def ensure_model(board, model: Path, sha256: str | None = None) -> str:
         cannot be read here.
     """
     sha = sha256 or cached_sha256(model)
-    name = sha + (Path(model).suffix.lower() or ".onnx")
+    name = sha + _suffix(model)
     remote = f"{board.workdir}/models/{name}"
     if name not in board.models_present:
         try:
@@ -296,7 +302,7 @@ def deploy(board, models: list | None = None) -> StepReport:
         sent = 0
         for model in models or []:
             sha = cached_sha256(model)
-            if sha + (Path(model).suffix.lower() or ".onnx") not in board.models_present:
+            if sha + _suffix(model) not in board.models_present:
                 sent += 1
             ensure_model(board, model, sha)
         if models:

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from host.errors import InventoryError, UnknownDeviceError
+from runners.backends import default_name
 
 #: Our own variable names (besides ``ansible_*`` and :data:`KNOWN_PREFIXES`).
 KNOWN_VARS = frozenset({
@@ -72,7 +73,7 @@ CONNECTIONS = ("ssh", "local")
 DEFAULT_FILE = "inventory.ini"
 INVENTORY_DIR = "inventories"
 
-DEFAULTS = {"runtime": "ort", "mode": "native", "engine": "docker", "container_args": "",
+DEFAULTS = {"runtime": default_name(), "mode": "native", "engine": "docker", "container_args": "",
             "workdir": "edgegauge", "python": "python3"}
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -268,7 +269,7 @@ def local_device(workdir: str | None = None) -> Device:
         workdir = os.environ.get("EDGEGAUGE_LOCAL_WORKDIR") or str(default)
     return Device(
         name="local", family="local", groups=(), host="localhost", port=0, user=None,
-        connection="local", runtime="ort", mode="native", image=None, image_archive=None,
+        connection="local", runtime=DEFAULTS["runtime"], mode="native", image=None, image_archive=None,
         engine=DEFAULTS["engine"], container_args="", workdir=workdir, python=sys.executable,
         key_file=None, known_hosts=None, vars={}, source="built-in")
 

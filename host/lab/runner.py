@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from host.errors import BackendError
+from runners.backends import default_name
 from runners.cli import policy_to_argv
 from runners.core import Policy
 from runners.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
@@ -28,7 +29,7 @@ class BenchConfig:
     serve devices of different runtimes.
     """
 
-    backend: str = "ort"
+    backend: str = field(default_factory=default_name)  # the descriptor that says default
     batch: int = 1
     shapes: tuple = ()  # ((input name, (d1, d2, ...)), ...), hashable
     threads: int = 0  # 0 = all CPUs the runner may use

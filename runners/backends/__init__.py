@@ -111,6 +111,13 @@ class BackendDescriptor:
     ``implemented`` and, when not, ``reason``; ``tested_here`` (what is checked without its
     hardware, and against what: stand-ins, recorded outputs) and ``verified_on`` (the real hardware
     it has run on; empty: none yet) — the README's Status table prints them (``host runtimes``).
+    What the host asks instead of naming a runtime: ``default`` (the runtime of a device or bench
+    that names none; exactly one descriptor sets it), ``returns_outputs`` (whether a run can return
+    its outputs for fidelity against the host's fp32 ONNX reference; False: it computes nothing)
+    ``layer_profiler`` (how a layer-profile run reports its layers: ``chrome_trace``, files named in
+    the result's ``profile_files``; ``trtexec``, the result's ``trtexec.profile``; empty: none) and
+    ``profile_options`` (``(name, value)`` options the host sets for that run, e.g. tensorrt's
+    ``trtexec``).
     """
 
     name: str
@@ -126,6 +133,10 @@ class BackendDescriptor:
     reason: str = ""
     tested_here: str = ""
     verified_on: Tuple[str, ...] = ()
+    default: bool = False
+    returns_outputs: bool = True
+    layer_profiler: str = ""
+    profile_options: Tuple[Tuple[str, Any], ...] = ()
 
     def option(self, name: str) -> Optional[BackendOption]:
         """The option called ``name`` (underscores or dashes), or None."""
@@ -159,6 +170,8 @@ class BackendDescriptor:
             "families": list(self.families), "runtime_modules": list(self.runtime_modules),
             "model_suffixes": list(self.model_suffixes),
             "tested_here": self.tested_here, "verified_on": list(self.verified_on),
+            "default": self.default, "returns_outputs": self.returns_outputs,
+            "layer_profiler": self.layer_profiler or None, "profile_options": dict(self.profile_options),
         }
 
 
@@ -191,6 +204,18 @@ def descriptors() -> Dict[str, BackendDescriptor]:
             module, implemented without a class, an option of an unsupported type).
     """
     return {d.name: d for d in _discover()}
+
+
+def default_name() -> str:
+    """The name of the runtime whose descriptor says ``default`` (e.g. ``ort``).
+
+    Raises:
+        ImportError: not exactly one descriptor says ``default``.
+    """
+    names = [d.name for d in _discover() if d.default]
+    if len(names) != 1:
+        raise ImportError(f"runners.backends: expected one default runtime, found {names or 'none'}")
+    return names[0]
 
 
 def implemented_names() -> list:

@@ -347,6 +347,8 @@ class OrtBackend(Backend):
 
 DESCRIPTOR = BackendDescriptor(
     name="ort",
+    default=True,
+    layer_profiler="chrome_trace",
     summary="ONNX Runtime: CPU, CUDA or TensorRT execution provider",
     backend=OrtBackend,
     options=(

@@ -746,6 +746,8 @@ def _write_bytes(path: str, data: bytes) -> None:
 
 DESCRIPTOR = BackendDescriptor(
     name="tensorrt",
+    layer_profiler="trtexec",
+    profile_options=(("trtexec", True),),  # its layers come from trtexec --exportProfile
     summary="NVIDIA TensorRT (engine built from the ONNX model, execute_async_v3)",
     backend=TensorRTBackend,
     options=(
