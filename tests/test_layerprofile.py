@@ -1,5 +1,5 @@
-"""Per-layer profiles (`host bench --profile`, host/lab/layerprofile.py): the parser on trace
-events written by hand, and a real ONNX Runtime profile end to end through `host report`."""
+"""Per-layer profiles (`host bench --profile`, runners/profiles.py, host/lab/layerprofile.py): the
+parser on trace events written by hand, and a real ONNX Runtime profile end to end through `host report`."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from host.cli import app
-from host.lab.layerprofile import by_op, parse_ort_trace, summary
+from host.lab.layerprofile import by_op, summary
+from runners.profiles import METHODS, from_trtexec, parse_chrome_trace
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "models"
 runner = CliRunner()
@@ -24,19 +25,19 @@ def test_rows_are_medians_per_node_with_shares_of_their_sum():
               node("conv1", "Conv", 10), node("conv1", "Conv", 30), node("conv1", "Conv", 20),
               node("fc", "Gemm", 5), node("fc", "Gemm", 100), node("fc", "Gemm", 5),
               node("relu", "Relu", 5), {"cat": "Node", "name": "conv1_fence_before", "dur": 1}]
-    rows = parse_ort_trace(events)
+    rows = parse_chrome_trace(events)
     assert [r["node"] for r in rows] == ["conv1", "fc", "relu"]
     assert [r["median_us"] for r in rows] == [20.0, 5.0, 5.0]  # 100 µs once does not move fc
     assert [r["calls"] for r in rows] == [3, 3, 1] and rows[1]["total_us"] == 110.0
     assert [round(r["share"], 6) for r in rows] == [round(20 / 30, 6), round(5 / 30, 6), round(5 / 30, 6)]
     ops = {o["op"]: o for o in by_op(rows + [dict(rows[0], node="conv2")])}
     assert ops["Conv"]["nodes"] == 2 and ops["Conv"]["median_us"] == 40.0
-    assert summary(rows, top=2)["top"] == rows[:2]
+    assert summary(rows, METHODS["chrome_trace"], top=2)["top"] == rows[:2]
 
 
 def test_a_trace_that_is_not_a_list_is_refused():
     with pytest.raises(ValueError, match="list of trace events"):
-        parse_ort_trace({"traceEvents": []})
+        parse_chrome_trace({"traceEvents": []})
 
 
 def test_bench_profile_stores_the_layers_beside_the_cell_and_report_shows_them(tmp_path, monkeypatch):
@@ -60,7 +61,6 @@ def test_bench_profile_stores_the_layers_beside_the_cell_and_report_shows_them(t
 
 
 def test_tensorrt_layers_come_from_a_recorded_trtexec_profile():
-    from host.lab.layerprofile import from_trtexec
     from runners.trtexec import parse_profile
 
     doc = json.loads((FIX.parent / "trtexec" / "resnet18_fp16.profile.json").read_text())

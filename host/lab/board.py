@@ -330,13 +330,14 @@ class Board:
     def profile_layers(self, model: Path, sha256: str, config: BenchConfig) -> dict:
         """One extra runner process with the runtime's profiler on (one session, a 20-iteration
         loop; its latencies are discarded): the per-layer rows of
-        :func:`host.lab.layerprofile.parse_ort_trace` and ``wall_s``.
+        :func:`runners.profiles.layer_rows` (by its descriptor's ``layer_profiler``), ``method``
+        and ``wall_s``.
 
         Raises:
             LayerProfileError: the run failed or the backend wrote no profile.
             TransportError: the board is unreachable.
         """
-        from host.lab import layerprofile
+        from runners.profiles import NoLayerProfile, layer_rows
 
         remote_model = self.ensure_model(model, sha256)
         token = TOKEN_PREFIX + uuid.uuid4().hex
@@ -345,7 +346,6 @@ class Board:
                                      min_iterations=20, min_duration_s=0.0)
         desc = descriptors().get(config.backend)  # e.g. tensorrt: trtexec exports the layers
         extra = dict(desc.profile_options) if desc is not None else {}
-        trt = desc is not None and desc.layer_profiler == "trtexec"
         options = tuple(dict(config.options, **extra).items()) if extra else config.options
         untimed = dataclasses.replace(config, policy=policy, counters=False, options=options)
         argv = ["run", remote_model, "--out", out, *untimed.runner_args(), "--profile-prefix", prefix]
@@ -358,22 +358,18 @@ class Board:
                                         f"{tail(res.stderr, 400).strip()}")
             doc = json.loads(self.transport.read(out).decode("utf-8"))
             files = doc.get("profile_files") or []
-            if trt:
-                rows = layerprofile.from_trtexec(((doc.get("trtexec") or {}).get("profile")) or {})
-            elif not files:
-                raise LayerProfileError(f"{self.name}: backend {config.backend!r} wrote no layer profile",
-                                        hint="--profile needs a backend with a profiler ("
-                                        + ", ".join(n for n, d in descriptors().items() if d.layer_profiler)
-                                        + ")")
-            else:
-                rows = layerprofile.parse_ort_trace(json.loads(self.transport.read(files[0]).decode("utf-8")))
+            rows, method = layer_rows(desc.layer_profiler if desc is not None else "", doc,
+                                      self.transport.read)
+        except NoLayerProfile:
+            with_one = ", ".join(n for n, d in descriptors().items() if d.layer_profiler)
+            raise LayerProfileError(f"{self.name}: backend {config.backend!r} wrote no layer profile",
+                                    hint=f"--profile needs a backend with a profiler ({with_one})") from None
         except (OSError, ValueError) as exc:
             raise LayerProfileError(f"{self.name}: layer profile unreadable: {exc}") from None
         finally:
             for path in [out, *files]:
                 self.transport.remove(path)
-        return {"rows": rows, "wall_s": res.wall_s,
-                "method": layerprofile.TRTEXEC_METHOD if trt else layerprofile.ORT_METHOD}
+        return {"rows": rows, "wall_s": res.wall_s, "method": method}
 
     def clock_probes(self, n: int = 7) -> list:
         """Bracketed reads of the board's CLOCK_MONOTONIC (the runner's loop clock):
