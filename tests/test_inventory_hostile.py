@@ -26,7 +26,6 @@ from host.lab.inventory import (
     MAX_HOSTS,
     MAX_LINE_CHARS,
     load_inventory,
-    split_words,
 )
 
 HOSTILE = Path(__file__).parent / "fixtures" / "hostile" / "inventories"
@@ -107,23 +106,6 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail("load_inventory blocked on a FIFO")
     assert "not a regular file" in str(outcome[0])
-
-
-# -- the word splitter is shlex's, in linear time -------------------------------------------------
-
-WORD_CHARS = st.sampled_from(list(" \t\r\n'\"\\#ab=é\u2028\x00"))
-
-
-@SETTINGS
-@given(st.text(WORD_CHARS, max_size=40), st.booleans())
-def test_split_words_is_shlex_split(text, comments):
-    def outcome(split):
-        try:
-            return split(text, comments=comments)
-        except ValueError as exc:
-            return ("ValueError", str(exc))
-
-    assert outcome(split_words) == outcome(shlex.split)
 
 
 # -- any text: an inventory or an InventoryError ---------------------------------------------------

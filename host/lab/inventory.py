@@ -36,6 +36,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shlex
 import stat
 import sys
 from dataclasses import asdict, dataclass, field
@@ -285,67 +286,6 @@ def runtimes() -> tuple:
     return tuple(descriptors())
 
 
-_SPACE = re.compile(r"[ \t\r\n]*")
-_WORD = {True: re.compile(r"[^ \t\r\n'\"\\#]+"), False: re.compile(r"[^ \t\r\n'\"\\]+")}
-_DQUOTED = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"', re.DOTALL)
-_DQ_ESCAPE = re.compile(r'\\(["\\])')
-
-
-def split_words(text: str, comments: bool = False) -> list[str]:
-    """``shlex.split(text, comments=comments)`` in linear time (shlex's tokenizer grows each token
-    one character at a time, which is quadratic in the token's length): POSIX rules, words split
-    at space, tab, CR and LF; ``'...'`` literal; ``"..."`` with ``\\"`` and ``\\\\`` escaped;
-    ``\\`` escapes any character outside quotes; with ``comments``, ``#`` outside quotes starts a
-    comment up to the end of the line.
-
-    Raises:
-        ValueError: an unclosed quote ("No closing quotation") or a final backslash ("No escaped
-            character"), as shlex.
-    """
-    words, pos, end = [], 0, len(text)
-    word = _WORD[comments]
-    while True:
-        pos = _SPACE.match(text, pos).end()
-        if pos == end:
-            return words
-        if comments and text[pos] == "#":
-            pos = text.find("\n", pos)
-            if pos < 0:
-                return words
-            continue
-        parts = []
-        while pos < end and text[pos] not in " \t\r\n" and not (comments and text[pos] == "#"):
-            pos = _word_part(text, pos, parts, word)
-        words.append("".join(parts))
-
-
-def _word_part(text: str, pos: int, parts: list, word: re.Pattern) -> int:
-    """Append the part of a word at ``pos`` (a quoted string, an escaped character or plain
-    characters) to ``parts``; returns the position after it. Raises ValueError (see split_words)."""
-    char = text[pos]
-    if char == "'":
-        close = text.find("'", pos + 1)
-        if close < 0:
-            raise ValueError("No closing quotation")
-        parts.append(text[pos + 1:close])
-        return close + 1
-    if char == '"':
-        m = _DQUOTED.match(text, pos)
-        if not m:
-            tail = len(text) - len(text.rstrip("\\"))
-            raise ValueError("No escaped character" if tail % 2 else "No closing quotation")
-        parts.append(_DQ_ESCAPE.sub(r"\1", m.group(1)))
-        return m.end()
-    if char == "\\":
-        if pos + 1 == len(text):
-            raise ValueError("No escaped character")
-        parts.append(text[pos + 1])
-        return pos + 2
-    m = word.match(text, pos)
-    parts.append(m.group())
-    return m.end()
-
-
 def _unquote(raw: str):
     """A quoted Python string literal becomes its text (as Ansible does); else ``raw``."""
     if "'" not in raw and '"' not in raw:
@@ -431,7 +371,7 @@ class _Parser:
 
     def host_line(self, line: str, lineno: int, group: str) -> None:
         try:
-            tokens = split_words(line, comments=True)
+            tokens = shlex.split(line, comments=True)
         except ValueError as exc:
             raise self.error(lineno, f"cannot split host line ({exc}): check the quotes") from None
         if not tokens:
@@ -692,7 +632,7 @@ class _Parser:
     def ssh_args(self, key: str, args, lineno: int) -> list[tuple[str, str]]:
         """``(option name as written, raw value)`` pairs of one ssh argument string, in order."""
         try:
-            tokens = split_words(str(args))
+            tokens = shlex.split(str(args))
         except ValueError as exc:
             raise self.error(lineno, f"{key} cannot be split ({exc}): check the quotes") from None
         pairs = []
