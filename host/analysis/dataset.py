@@ -29,6 +29,7 @@ from pathlib import Path
 
 from host.campaign.store import _get, flatten, is_cell_file, load_cells
 from host.errors import AnalysisError, DatasetLocationError, QueryRefusedError, ResultsError
+from runners.fileio import new_temp
 
 DATASET = ".dataset"
 SOURCE_FILE = "_source.json"
@@ -121,9 +122,8 @@ def write_dataset(results: Path, out: Path | None = None) -> Path:
     if not cells:
         raise ResultsError(f"no result cells under {results}", hint="run `host bench` first")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    tmp = Path(new_temp(out.parent, prefix=f".tmp-{out.name}-", directory=True)[1])  # the user's umask
     try:
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide the dataset from the group
         ds.write_dataset(_table(rows(cells)), tmp, format="parquet", partitioning=list(PARTITIONS),
                          partitioning_flavor="hive", basename_template="part-{i}.parquet",
                          existing_data_behavior="overwrite_or_ignore", use_threads=False)
@@ -134,12 +134,6 @@ def write_dataset(results: Path, out: Path | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def check_out(results: Path, out: Path) -> None:

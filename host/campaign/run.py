@@ -35,6 +35,7 @@ from host.campaign.store import (
     STEM_BYTES,
     cell_path,
     earlier_cells,
+    parse_cell,
     safe_name,
     write_cell,
 )
@@ -480,20 +481,19 @@ def stored_cell(path: Path) -> tuple:
     Raises:
         ResultsLocationError: it exists but cannot be read (no permission, not a file).
     """
-    from host.campaign.schema import validate_cell
     from host.errors import CellSchemaError
 
     if not path.exists() and not path.is_symlink():
         return None, None
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-        validate_cell(doc, path)
-    except (ValueError, CellSchemaError) as exc:
-        return None, str(exc) if isinstance(exc, CellSchemaError) else f"{path}: not valid JSON ({exc})"
+        raw = path.read_bytes()
     except OSError as exc:
         raise ResultsLocationError(f"cannot read the stored cell {path}: {exc.strerror or exc}", path=path,
                                    hint="make it readable, or move it aside to measure it again") from None
-    return doc, None
+    try:
+        return parse_cell(raw, path), None
+    except CellSchemaError as exc:
+        return None, str(exc)
 
 
 def _cell_files(path: Path) -> list:

@@ -143,15 +143,37 @@ def read_cell(path: Path) -> dict | None:
     """
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        problem = f"not a readable JSON file ({type(exc).__name__}: {str(exc)[:200]})"
-        raise CellSchemaError(f"{path}: the document: {problem}", path=path, problem=problem,
-                              hint=SCHEMA_HINT) from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    doc = _json(raw, path)
     if isinstance(doc, dict) and "schema_version" not in doc and not _looks_like_cell(path):
         return None
     validate_cell(doc, path)
     return doc
+
+
+def parse_cell(raw: bytes, path: Path) -> object:
+    """The cell held in the bytes ``raw`` of the file ``path``, validated.
+
+    Raises:
+        CellSchemaError: ``raw`` is not UTF-8 JSON, or fails the cell schema.
+    """
+    doc = _json(raw, path)
+    validate_cell(doc, path)
+    return doc
+
+
+def _json(raw: bytes, path: Path) -> object:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> CellSchemaError:
+    problem = f"not a readable JSON file ({type(exc).__name__}: {str(exc)[:200]})"
+    return CellSchemaError(f"{path}: the document: {problem}", path=path, problem=problem, hint=SCHEMA_HINT)
 
 
 def load_cells(root: Path) -> Cells:
