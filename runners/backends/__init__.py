@@ -138,6 +138,16 @@ class BackendDescriptor:
     layer_profiler: str = ""
     profile_options: Tuple[Tuple[str, Any], ...] = ()
 
+    def runs_precision(self, precision: str) -> bool:
+        """Whether this runtime runs models at ``precision`` (``fp32``, ``fp16``, ``int8``): it is
+        one of ``precisions``; a runtime that declares none (``null``) computes nothing, so any."""
+        return not self.precisions or precision in self.precisions
+
+    def targets_family(self, family: Optional[str]) -> bool:
+        """Whether this runtime runs on a device of ``family`` (a family name such as ``jetson``):
+        it is one of ``families``; True when either is empty or None (not known, not declared)."""
+        return not family or not self.families or family in self.families
+
     def option(self, name: str) -> Optional[BackendOption]:
         """The option called ``name`` (underscores or dashes), or None."""
         key = name.replace("-", "_")

@@ -362,7 +362,7 @@ DESCRIPTOR = BackendDescriptor(
                       choices=PROVIDERS, slug="ep"),
     ),
     latency_levels=("host_call", "device_compute", "device_with_transfers"),
-    precisions=("fp32",),
+    precisions=("fp32", "fp16", "int8"),
     families=("arm_cpu", "jetson", "zcu104", "x86_a100"),
     runtime_modules=("onnxruntime",),
     tested_here="the CPU provider runs here (`host bench`, `python -m runners run`, loopback boards), with "
