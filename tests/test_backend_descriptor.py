@@ -91,7 +91,7 @@ def test_shipped_descriptors_declare_their_fields():
         ("io_binding", bool, True, "--no-io-binding"), ("provider", str, "cpu", "--provider")]
     assert ort.option("opt-level").choices == ("disable", "basic", "extended", "all")
     assert ort.latency_levels == ("host_call", "device_compute", "device_with_transfers")
-    assert ort.precisions == ("fp32",)
+    assert ort.precisions == ("fp32", "fp16", "int8")  # the host's variants run on it
     null = descs["null"]
     assert null.implemented and null.options == () and null.runtime_modules == ()
     vart = descs["vart"]  # implemented: runners/backends/vart.py (not run on a DPU here)
