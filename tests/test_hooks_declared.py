@@ -12,7 +12,7 @@ import ast
 import inspect
 from pathlib import Path
 
-from host.power.meters import REGISTRY, meter_class
+from host.power.meters import registry
 from host.power.meters.base import Meter
 from runners.backends import Backend, descriptors
 
@@ -105,7 +105,7 @@ def test_every_backend_hook_the_core_calls_is_declared_on_backend():
 
 
 def test_every_meter_hook_the_power_session_calls_is_declared_on_meter():
-    classes = sorted({meter_class(name) for name in REGISTRY}, key=lambda c: c.__name__)
+    classes = sorted(set(registry().values()), key=lambda c: c.__name__)
     read = _read_by(METER_CALLERS, {"meter"})
     assert {"read", "read_blocks", "update_interval_s", "window_telemetry", "describe"} <= read
     assert _check_declared(Meter, read, classes) == []

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from host.errors import MeterConnectionError, MeterProtocolError
-from host.power.meters import REGISTRY, open_meter
+from host.power.meters import open_meter, registry
 from host.power.meters.nvml import NvmlGpu, parse_query, query_fields
 from host.power.sampler import Sampler
 from host.power.session import MeterSpec, meter_spec
@@ -327,7 +327,7 @@ def test_sampler_records_nvml_readings(fake_smi):
 
 
 def test_inventory_meter_nvml_is_an_on_board_source_with_options():
-    assert REGISTRY["nvml"] == "host.power.meters.nvml:NvmlGpu"
+    assert registry()["nvml"] is NvmlGpu
 
     class Device:
         vars = {"meter": "nvml", "meter_gpu": "1", "meter_interval_s": "0.5"}

@@ -23,7 +23,7 @@ from meter_emu import (
 )
 
 from host.errors import MeterConnectionError, MeterError, MeterProtocolError, MeterTimeoutError
-from host.power.meters import REGISTRY, meter_class, open_meter
+from host.power.meters import meter_class, open_meter, registry
 from host.power.meters.base import Reading
 from host.power.meters.ina import InaLogger, parse_data_line
 from host.power.meters.um import (
@@ -384,7 +384,7 @@ def test_um_loop_url_framing():
 
 
 def test_open_meter_through_registry(clock, closing):
-    assert REGISTRY["um25c"] == "host.power.meters.um:UMMeter"
+    assert registry()["um25c"] is UMMeter
     for name in ("wt310e", "wt332e", "wt333e", "um24c", "um25c", "um34c", "ina219", "ina226"):
         assert issubclass(meter_class(name), (WT300E, UMMeter, InaLogger))
     emu = closing(UMEmulator("UM25C", clock=clock))

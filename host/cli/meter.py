@@ -29,9 +29,15 @@ from host.errors import HostError
 
 app = typer.Typer(no_args_is_help=True, help="power meters: list ports, read, log, idle")
 
-MeterOpt = Annotated[Optional[str], typer.Option(
-    "--meter", help="meter: wt310e wt332e wt333e um24c um25c um34c ina219 ina226 jetson-ina3221 rpi5-pmic "
-                    "nvml")]
+
+def _meter_help() -> str:
+    """``--meter``'s help: the names the drivers declare (host/power/meters, ``MeterInfo.names``)."""
+    from host.power.meters import meter_names
+
+    return "meter: " + " ".join(meter_names())
+
+
+MeterOpt = Annotated[Optional[str], typer.Option("--meter", help=_meter_help())]
 PortOpt = Annotated[Optional[str], typer.Option("--port", help="serial port or pyserial URL")]
 OptOpt = Annotated[Optional[List[str]], typer.Option(
     "--opt", help="driver option key=value (e.g. baudrate=9600, rate=100MS, period_ms=20); repeatable")]
@@ -116,13 +122,21 @@ def _meter(meter, port, opt, device, inventory, known_hosts, accept_new, connect
 
 
 @app.command("list")
-def list_ports(json_out: JsonOpt = False):
-    """Serial ports on this host, with USB vendor/product where known."""
+def list_ports(
+    json_out: JsonOpt = False,
+    markdown: Annotated[bool, typer.Option(
+        "--markdown", help="print docs/power.md's meter table (from the drivers) instead")] = False,
+):
+    """Serial ports on this host, with USB vendor/product where known, and the meter names."""
     from serial.tools import list_ports as lp
 
     from host.cli.render import PlainTable as Table
     from host.cli.render import console, print_json
-    from host.power.meters import REGISTRY
+    from host.power.meters import markdown_table, meter_names
+
+    if markdown:
+        typer.echo(markdown_table(), nl=False)
+        return
 
     ports = []
     for p in sorted(lp.comports(), key=lambda p: p.device):
@@ -131,7 +145,7 @@ def list_ports(json_out: JsonOpt = False):
                       "pid": f"{p.pid:04x}" if p.pid is not None else None,
                       "manufacturer": p.manufacturer, "product": p.product, "serial": p.serial_number})
     if json_out:
-        print_json({"ports": ports, "meters": sorted(REGISTRY)})
+        print_json({"ports": ports, "meters": meter_names()})
         return
     table = Table(title="serial ports", title_justify="left")
     for col in ("port", "USB vid:pid", "manufacturer", "product", "description"):
@@ -143,7 +157,7 @@ def list_ports(json_out: JsonOpt = False):
     out.print(table)
     if not ports:
         out.print("no serial ports found (Bluetooth UM meters appear after `rfcomm bind`)", highlight=False)
-    out.print("meters: " + ", ".join(sorted(REGISTRY)), highlight=False)
+    out.print("meters: " + ", ".join(meter_names()), highlight=False)
 
 
 def _reading_dict(reading) -> dict:

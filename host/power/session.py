@@ -53,7 +53,10 @@ class MeterSpec:
 
     @property
     def onboard(self) -> bool:
-        return self.name in ("jetson-ina3221", "rpi5-pmic", "nvml")
+        """True when the driver declares it is read on the board (``MeterInfo.onboard``)."""
+        from host.power.meters import is_onboard
+
+        return is_onboard(self.name)
 
     def to_json(self) -> dict:
         return {"meter": self.name, "port": self.port, "options": dict(self.options)}

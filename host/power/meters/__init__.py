@@ -4,44 +4,77 @@ The name is the inventory variable ``meter``; ``meter_port`` and other ``meter_*
 Protocol facts: docs/power.md. Every driver takes a port string or an
 already open serial object, names its units (W, V, A) and never returns None for a short
 or corrupt frame: it raises a typed :class:`host.errors.MeterError`.
+
+A meter is one module here: its driver class declares ``INFO = MeterInfo(names=(...), ...)``
+(:class:`host.power.meters.base.MeterInfo`) and :func:`registry` finds it (``pkgutil`` over this
+package, once per process; modules whose name starts with ``_`` and ``base`` hold no drivers).
+Nothing else names a meter: ``host meter --help``, ``host meter list`` and docs/power.md's meter
+table (``host meter list --markdown``) are read from the registry.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 
 from host.errors import MeterError, UnknownMeterError
-from host.power.meters.base import Meter
+from host.power.meters.base import Meter, MeterInfo
 
-#: meter name -> "module:Class". Drivers are imported lazily.
-REGISTRY = {
-    "wt310e": "host.power.meters.wt300e:WT300E",
-    "wt332e": "host.power.meters.wt300e:WT300E",
-    "wt333e": "host.power.meters.wt300e:WT300E",
-    "um24c": "host.power.meters.um:UMMeter",
-    "um25c": "host.power.meters.um:UMMeter",
-    "um34c": "host.power.meters.um:UMMeter",
-    "ina219": "host.power.meters.ina:InaLogger",
-    "ina226": "host.power.meters.ina:InaLogger",
-    "jetson-ina3221": "host.power.meters.jetson:JetsonRails",
-    "rpi5-pmic": "host.power.meters.rpi5:Rpi5Pmic",
-    "nvml": "host.power.meters.nvml:NvmlGpu",
-}
+
+def _drivers(module) -> list:
+    """The driver classes a module defines: Meter subclasses declaring their own ``INFO``."""
+    return [obj for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, Meter) and obj.__module__ == module.__name__
+            and isinstance(obj.__dict__.get("INFO"), MeterInfo)]
+
+
+@functools.lru_cache(maxsize=None)
+def registry() -> dict:
+    """Meter name -> driver class, in name order, from every module of this package.
+
+    Raises:
+        MeterError: two drivers declare the same name, or a name is not lower case.
+    """
+    found: dict = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name == "base":
+            continue
+        for cls in _drivers(importlib.import_module(f"{__name__}.{info.name}")):
+            for name in cls.INFO.names:
+                where = f"{cls.__module__}.{cls.__name__}"
+                if name != name.lower() or name in found:
+                    other = found.get(name)
+                    raise MeterError(f"meter name {name!r} of {where}: "
+                                     + (f"also declared by {other.__module__}.{other.__name__}" if other
+                                        else "names are lower case"),
+                                     hint="give each driver its own lower-case names in INFO.names")
+                found[name] = cls
+    return dict(sorted(found.items()))
+
+
+def meter_names() -> list:
+    """Every meter name, sorted."""
+    return list(registry())
 
 
 def meter_class(name: str) -> type:
-    """The driver class for a meter name.
+    """The driver class for a meter name (any case).
 
     Raises:
-        UnknownMeterError: the name is not in :data:`REGISTRY`.
+        UnknownMeterError: no driver declares the name.
     """
     try:
-        target = REGISTRY[name.lower()]
+        return registry()[name.lower()]
     except KeyError:
         raise UnknownMeterError(f"unknown meter {name!r}",
-                                hint="one of: " + ", ".join(sorted(REGISTRY))) from None
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+                                hint="one of: " + ", ".join(meter_names())) from None
+
+
+def is_onboard(name: str) -> bool:
+    """True when the meter ``name`` is read on the board (``INFO.onboard``); False for unknown names."""
+    cls = registry().get(str(name).lower())
+    return bool(cls is not None and cls.INFO.onboard)
 
 
 def open_meter(name: str, port=None, **options) -> Meter:
@@ -56,4 +89,20 @@ def open_meter(name: str, port=None, **options) -> Meter:
     return meter
 
 
-__all__ = ["REGISTRY", "Meter", "MeterError", "meter_class", "open_meter"]
+def markdown_table() -> str:
+    """docs/power.md's meter table (§1): one row per driver class, in the order of its first name."""
+    rows, seen = [], set()
+    for cls in registry().values():
+        if cls in seen:
+            continue
+        seen.add(cls)
+        info = cls.INFO
+        module = cls.__module__.rpartition(".")[2] + ".py"
+        rows.append("| " + " | ".join((", ".join(f"`{n}`" for n in info.names), f"`{module}`", info.link,
+                                        info.scope, info.interval)) + " |")
+    head = "| `meter=` | Module | Link | Scope (§7) | Update interval (default) |\n|---|---|---|---|---|\n"
+    return head + "\n".join(rows) + "\n"
+
+
+__all__ = ["Meter", "MeterError", "MeterInfo", "is_onboard", "markdown_table", "meter_class", "meter_names",
+           "open_meter", "registry"]

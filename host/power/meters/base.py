@@ -92,6 +92,29 @@ def run_command(run, command: str, *, board_label: str, label: str, timeout_s: f
 
 
 @dataclass(frozen=True)
+class MeterInfo:
+    """What a driver declares about itself, as its class attribute ``INFO``; the registry
+    (:func:`host.power.meters.registry`), ``host meter --help`` / ``host meter list`` and the meter
+    table of docs/power.md (``host meter list --markdown``) are read from it, so a meter's name is
+    written only here.
+
+    Attributes:
+        names: the names the driver is chosen by (inventory ``meter=``, ``--meter``), lower case.
+        link: how the host reaches the meter (docs table).
+        scope: what it measures, one or more of :data:`SCOPES` in words (docs table).
+        interval: its default update interval in words (docs table).
+        onboard: True when the meter is read on the board (a shell command over the device's own
+            connection, option ``run``) instead of from a port on the host.
+    """
+
+    names: tuple
+    link: str
+    scope: str
+    interval: str
+    onboard: bool = False
+
+
+@dataclass(frozen=True)
 class Reading:
     """One meter update.
 
@@ -122,14 +145,21 @@ class Meter:
             sources take ``None`` and their own options.
         name: the registry name the meter was opened by (e.g. ``um25c``).
 
-    Class attributes: ``scope`` (one of :data:`SCOPES`), ``update_interval_s`` (the
-    meter's own update period in seconds: the sampler never polls faster than this is useful),
-    ``read_blocks`` (True: ``read`` itself waits for the meter's next update, as a streaming
-    logger does, so the sampler does not pace its calls; default False).
+    Every hook the host calls a meter through is declared here (the sampler, the power session,
+    the idle and load windows and ``host meter`` call nothing else, and never probe with
+    ``getattr``): :meth:`open`, :meth:`read`, :meth:`close`, :meth:`window_telemetry`,
+    :meth:`describe` and the class attributes below.
     """
 
+    #: what the driver declares about itself (names, docs row, on-board); None: not a driver
+    #: (a base class such as :class:`host.power.meters._serial.SerialMeter`), not in the registry.
+    INFO: MeterInfo | None = None
+    #: what the meter measures, one of :data:`SCOPES`.
     scope = "board-input"
+    #: the meter's own update period in seconds: the sampler never polls faster than this is useful.
     update_interval_s = 1.0
+    #: True: :meth:`read` itself waits for the meter's next update, as a streaming logger does, so
+    #: the sampler does not pace its calls; False (default): the sampler paces them.
     read_blocks = False
 
     def __init__(self, port=None, *, name: str = "", **options):

@@ -69,7 +69,7 @@ import time
 
 from host.errors import MeterProtocolError, MeterTimeoutError
 from host.power.meters._serial import IO_ERRORS, SerialMeter
-from host.power.meters.base import Reading, number_option
+from host.power.meters.base import MeterInfo, Reading, number_option
 
 BAUDRATE = 115200
 FIELDS = ("seq", "t_us", "bus_mV", "shunt_uV", "current_uA", "power_uW")
@@ -142,6 +142,10 @@ class InaLogger(SerialMeter):
     MeterProtocolError (no banner, malformed line, seq going backwards: that one read fails,
     the stream then goes on from the new seq).
     """
+
+    INFO = MeterInfo(names=("ina219", "ina226"),
+                     link="USB-CDC/UART 115200, our line protocol",
+                     scope="`board-input`", interval="20 ms (`period_ms`)")
 
     scope = "board-input"
     # read() blocks until the device streams the next line: the sampler reads back-to-back.

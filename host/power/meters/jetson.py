@@ -35,7 +35,7 @@ import shlex
 from dataclasses import dataclass
 
 from host.errors import MeterConnectionError, MeterProtocolError
-from host.power.meters.base import Meter, Reading, number_option, run_on_board, unknown_options
+from host.power.meters.base import Meter, MeterInfo, Reading, number_option, run_on_board, unknown_options
 
 #: Files probed in each monitor directory.
 HWMON_FILES = ("in*_label", "in*_input", "curr*_input", "update_interval")
@@ -97,6 +97,11 @@ class JetsonRails(Meter):
     ``rails`` (labels read), ``measured`` (the module input label, or ``None`` for the sum
     of rails), ``scope`` and ``update_interval_s``.
     """
+
+    INFO = MeterInfo(names=("jetson-ina3221",),
+                     link="sysfs on the board, read over SSH",
+                     scope="`module` or `rails`", interval="the monitor's `update_interval`, else 0.1 s",
+                     onboard=True)
 
     scope = "module"
     update_interval_s = DEFAULT_UPDATE_INTERVAL_S

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from host.errors import MeterConnectionError, MeterOptionError, MeterProtocolError
-from host.power.meters.base import Meter, Reading, number_option, run_command, unknown_options
+from host.power.meters.base import Meter, MeterInfo, Reading, number_option, run_command, unknown_options
 
 #: Query fields after the power field, with the unit each must carry (None: no unit).
 TELEMETRY_FIELDS = (("utilization.gpu", "%"), ("memory.used", "MiB"), ("clocks.sm", "MHz"),
@@ -207,6 +207,11 @@ class NvmlGpu(Meter):
 
     After :meth:`open`: ``power_field``, ``gpu_name``, ``last`` (the latest :class:`GpuSample`).
     """
+
+    INFO = MeterInfo(names=("nvml",),
+                     link="`nvidia-smi --query-gpu` on the board, over SSH (§10)",
+                     scope="`board-input` (the GPU card)", interval="0.2 s (`interval_s` option)",
+                     onboard=True)
 
     scope = "board-input"
     update_interval_s = DEFAULT_INTERVAL_S

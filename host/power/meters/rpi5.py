@@ -30,7 +30,7 @@ import re
 import shlex
 
 from host.errors import MeterConnectionError, MeterProtocolError
-from host.power.meters.base import Meter, Reading, number_option, run_command, unknown_options
+from host.power.meters.base import Meter, MeterInfo, Reading, number_option, run_command, unknown_options
 
 #: The board input voltage line (no matching current).
 INPUT_VOLTAGE = "EXT5V"
@@ -55,6 +55,11 @@ class Rpi5Pmic(Meter):
     After :meth:`open`: ``paired`` (rails in the sum) and ``unpaired`` (``NAME_A``/``NAME_V``
     lines without their partner, ignored).
     """
+
+    INFO = MeterInfo(names=("rpi5-pmic",),
+                     link="`vcgencmd` on the board, over SSH",
+                     scope="`rails`", interval="0.1 s",
+                     onboard=True)
 
     scope = "rails"
     update_interval_s = 0.1

@@ -27,7 +27,7 @@ import time
 
 from host.errors import MeterProtocolError, MeterTimeoutError
 from host.power.meters._serial import SerialMeter
-from host.power.meters.base import Reading, number_option
+from host.power.meters.base import MeterInfo, Reading, number_option
 
 FRAME_LEN = 130
 REQUEST = b"\xf0"
@@ -170,6 +170,10 @@ class UMMeter(SerialMeter):
     or went away), MeterTimeoutError (fewer than 130 bytes within ``timeout_s``),
     MeterProtocolError (wrong model, bad end marker/checksum, no frame start found).
     """
+
+    INFO = MeterInfo(names=("um24c", "um25c", "um34c"),
+                     link="Bluetooth SPP (`/dev/rfcommN`), binary frames",
+                     scope="`board-input`", interval="0.5 s (request spacing)")
 
     scope = "board-input"
     label = "UM meter"

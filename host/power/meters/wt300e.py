@@ -44,7 +44,7 @@ import math
 
 from host.errors import MeterError, MeterProtocolError, MeterTimeoutError
 from host.power.meters._serial import SerialMeter, positive_number
-from host.power.meters.base import Reading
+from host.power.meters.base import MeterInfo, Reading
 
 #: ``*IDN?`` model field prefixes accepted as the WT300E family (docs/power.md §2).
 MODEL_PREFIXES = ("WT310", "WT330", "WT332", "WT333")
@@ -169,6 +169,10 @@ class WT300E(SerialMeter):
     or went away), MeterTimeoutError (no or partial reply within ``timeout_s``),
     MeterProtocolError (not a WT300E, malformed reply, queued SCPI error).
     """
+
+    INFO = MeterInfo(names=("wt310e", "wt332e", "wt333e"),
+                     link="RS-232 or USB-serial, SCPI text",
+                     scope="`wall`", interval="100 ms (`rate` option: 100 ms – 5 s)")
 
     scope = "wall"
     update_interval_s = 0.1
