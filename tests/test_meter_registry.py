@@ -19,7 +19,7 @@ from host.power.meters.base import Meter, MeterInfo
 from host.power.session import MeterSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-#: every meter this version ships, by driver module (the names are the drivers' own)
+#: the driver modules this version ships (a new meter adds a module, not a line here)
 SHIPPED = {"wt300e", "um", "ina", "jetson", "rpi5", "nvml"}
 
 
@@ -30,7 +30,7 @@ def _host(*args) -> subprocess.CompletedProcess:
 
 def test_the_registry_is_every_name_the_drivers_declare():
     reg = registry()
-    assert {cls.__module__.rpartition(".")[2] for cls in reg.values()} == SHIPPED
+    assert {cls.__module__.rpartition(".")[2] for cls in reg.values()} >= SHIPPED
     declared = sorted(n for cls in set(reg.values()) for n in cls.INFO.names)
     assert meter_names() == declared == sorted(set(declared))
     for name, cls in reg.items():
@@ -38,7 +38,8 @@ def test_the_registry_is_every_name_the_drivers_declare():
 
 
 def test_on_board_comes_from_the_driver():
-    assert {n for n in meter_names() if is_onboard(n)} == {"jetson-ina3221", "rpi5-pmic", "nvml"}
+    onboard = {n for n in meter_names() if is_onboard(n)}
+    assert onboard >= {"jetson-ina3221", "rpi5-pmic", "nvml"} and not onboard & {"um25c", "wt310e", "ina226"}
     assert MeterSpec("NVML").onboard and not MeterSpec("um25c").onboard and not MeterSpec("nope").onboard
 
 
@@ -101,3 +102,17 @@ def test_docs_power_meter_table_is_the_generated_one():
 def test_each_shipped_driver_module_declares_one_driver(module):
     classes = {cls for cls in registry().values() if cls.__module__ == f"host.power.meters.{module}"}
     assert len(classes) == 1
+
+
+def write_docs(root: Path = ROOT) -> None:
+    """Put ``host meter list --markdown`` between docs/power.md's meter markers (README, "Adding a meter")."""
+    path = root / "docs" / "power.md"
+    text = path.read_text(encoding="utf-8")
+    begin = "<!-- meters:begin -->\n"
+    path.write_text(text.replace(begin + _block(text), begin + markdown_table(), 1), encoding="utf-8")
+
+
+if __name__ == "__main__":  # python tests/test_meter_registry.py --write
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python tests/test_meter_registry.py --write  (rewrites docs/power.md's meter table)")
+    write_docs()
