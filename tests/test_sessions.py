@@ -193,7 +193,7 @@ def test_output_is_complete_when_the_exit_status_comes_first(boards):
 def test_abort_while_a_local_command_is_starting_still_kills_it(monkeypatch):
     """abort() landing between "not aborted yet" and "process started" (seen once in 20 tries
     under load) must not leave the command running until its timeout."""
-    import host.lab.transport as transport_module
+    import host.lab.transport.local as transport_module
 
     real_popen = subprocess.Popen
     starting = threading.Event()
