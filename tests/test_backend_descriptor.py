@@ -94,10 +94,10 @@ def test_shipped_descriptors_declare_their_fields():
     assert ort.precisions == ("fp32", "fp16", "int8")  # the host's variants run on it
     null = descs["null"]
     assert null.implemented and null.options == () and null.runtime_modules == ()
-    vart = descs["vart"]  # implemented: runners/backends/vart.py (not run on a DPU here)
+    vart = descs["vart"]  # implemented: runners/backends/vart/ (not run on a DPU here)
     assert vart.implemented and issubclass(vart.backend, Backend) and vart.runtime_modules == ("vart", "xir")
     assert set(vart.families) == {"zcu104"} and vart.precisions == ("int8",)
-    trt = descs["tensorrt"]  # implemented: runners/backends/tensorrt.py (not run on a GPU here)
+    trt = descs["tensorrt"]  # implemented: runners/backends/tensorrt/ (not run on a GPU here)
     assert trt.implemented and issubclass(trt.backend, Backend)
     assert trt.runtime_modules == ("tensorrt", "cuda")
     assert set(trt.families) == {"jetson", "x86_a100"} and trt.latency_levels[0] == "host_call"

@@ -1,4 +1,4 @@
-"""Per-layer profiles (`host bench --profile`, runners/profiles.py, host/lab/layerprofile.py): the
+"""Per-layer profiles (`host bench --profile`, the runtimes' parsers, host/lab/layerprofile.py): the
 parser on trace events written by hand, and a real ONNX Runtime profile end to end through `host report`."""
 
 import json
@@ -9,7 +9,9 @@ from typer.testing import CliRunner
 
 from host.cli import app
 from host.lab.layerprofile import by_op, summary
-from runners.profiles import METHODS, from_trtexec, parse_chrome_trace
+from runners.backends.ort.profile import METHOD as ORT_METHOD
+from runners.backends.ort.profile import parse_chrome_trace
+from runners.backends.tensorrt.trtexec import from_trtexec
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "models"
 runner = CliRunner()
@@ -32,7 +34,7 @@ def test_rows_are_medians_per_node_with_shares_of_their_sum():
     assert [round(r["share"], 6) for r in rows] == [round(20 / 30, 6), round(5 / 30, 6), round(5 / 30, 6)]
     ops = {o["op"]: o for o in by_op(rows + [dict(rows[0], node="conv2")])}
     assert ops["Conv"]["nodes"] == 2 and ops["Conv"]["median_us"] == 40.0
-    assert summary(rows, METHODS["chrome_trace"], top=2)["top"] == rows[:2]
+    assert summary(rows, ORT_METHOD, top=2)["top"] == rows[:2]
 
 
 def test_a_trace_that_is_not_a_list_is_refused():
@@ -61,7 +63,7 @@ def test_bench_profile_stores_the_layers_beside_the_cell_and_report_shows_them(t
 
 
 def test_tensorrt_layers_come_from_a_recorded_trtexec_profile():
-    from runners.trtexec import parse_profile
+    from runners.backends.tensorrt.trtexec import parse_profile
 
     doc = json.loads((FIX.parent / "trtexec" / "resnet18_fp16.profile.json").read_text())
     rows = from_trtexec(parse_profile(doc))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import runners.backends.ort as ort_backend
+import runners.backends.ort.backend as ort_backend
 from runners.backends import descriptors, get_backend
 from runners.core import Policy, RunConfig, run
 from runners.errors import BackendUnavailableError

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runners import cuda_rt, trtexec
+from runners import cuda_rt
 from runners.backends import descriptors, get_backend
 from runners.backends import tensorrt as trt_backend
 from runners.backends.tensorrt import (
@@ -34,6 +34,7 @@ from runners.backends.tensorrt import (
     parse_version,
     precision_plan,
     rebuild_spread,
+    trtexec,
 )
 from runners.errors import BackendUnavailableError, CudaError, UnsupportedFeatureError
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from runners.backends import descriptors, get_backend
-from runners.backends import vart as vb
+from runners.backends.vart import backend as vb
 from runners.errors import ModelLoadError
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "vart"
@@ -310,7 +310,7 @@ def test_compile_missing_image_is_typed_with_the_build_command(tmp_path):
     with pytest.raises(CompilerImageMissingError) as err:
         vai.compile_model(["podman"], job, run=run)
     assert isinstance(err.value, HostError)
-    assert "host image build vitis-ai --variant compile" in err.value.hint
+    assert "host image build zcu104 --variant compile" in err.value.hint
     assert calls == [["podman", "image", "inspect", "--format", "{{json .Config.Labels}}",
                       "edgegauge/vitis-ai-compile:0.1.0"]]
 
@@ -358,7 +358,7 @@ def test_zoo_compile_cli_missing_engine_and_missing_image(tmp_path, monkeypatch)
                         lambda argv, **kw: subprocess.CompletedProcess(argv, 125, "", ""))
     res = CliRunner().invoke(cli_zoo.app, ["compile", str(model), "--engine", "sh", "--image", "x/y:1"])
     assert res.exit_code == 1, res.output
-    assert "x/y:1 is not in" in res.output and "host image build vitis-ai --variant compile" in res.output
+    assert "x/y:1 is not in" in res.output and "host image build zcu104 --variant compile" in res.output
 
 
 @pytest.mark.board_hw

@@ -1,6 +1,6 @@
 """Per-layer profiles (``host bench --profile``): one extra, untimed runner process per cell with
-the runtime's own profiler on; the runtime side (:mod:`runners.profiles`, chosen by the
-descriptor's ``layer_profiler``) parses it into rows, and this module summarizes them per op.
+the runtime's own profiler on; the runtime's own parser (its descriptor's ``layer_profiler``, through
+:func:`runners.profiles.layer_rows`) parses it into rows, and this module summarizes them per op.
 
 The profiler itself costs time on every call: these figures say where time goes, never how long
 the model takes — that is the timed loop's job.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from runners.backends import Backend, BackendDescriptor
+from runners.backends.base import Backend, BackendDescriptor
 from runners.inputs import TensorSpec
 
 

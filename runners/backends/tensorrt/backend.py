@@ -3,6 +3,8 @@
 One code path for TensorRT 8.5 (JetPack 5.1), 10.x (JetPack 6, NVIDIA's x86 containers) and 11.x:
 name-based tensor I/O (``num_io_tensors``/``get_tensor_name``, ``set_input_shape``,
 ``set_tensor_address``) and ``execute_async_v3`` on a CUDA stream from :mod:`runners.cuda_rt`.
+Version tables: :mod:`.versions`; engine cache: :mod:`.engine_cache`; calibrator: :mod:`.calibrator`;
+trtexec mode: :mod:`.trtexec`.
 ``tensorrt`` and cuda-python are imported inside the methods, never at module level.
 
 What each version can do is :func:`features`; what it cannot is refused with
@@ -30,297 +32,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import re
 import time
 from array import array
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from runners.backends import Backend, BackendDescriptor, BackendOption
+from runners.backends.base import Backend
+from runners.backends.tensorrt.calibrator import calibration_batches, make_calibrator
+from runners.backends.tensorrt.engine_cache import (
+    builder_memory,
+    default_cache_dir,
+    engine_key,
+    rebuild_spread,
+    write_bytes,
+)
+from runners.backends.tensorrt.versions import features, parse_version, precision_plan
 from runners.errors import (
     BackendUnavailableError,
     EngineBuildError,
     InferenceError,
-    InputSpecError,
     ModelLoadError,
     RunnerError,
-    UnsupportedFeatureError,
 )
 from runners.inputs import TensorSpec
 
-PRECISIONS = ("fp32", "fp16", "int8")
-#: Engine-cache key schema; bump when what goes into an engine changes.
-KEY_VERSION = 1
 #: rebuild: warm-up and timed iterations per engine (CUDA events, device_compute)
 REBUILD_WARMUP = 20
 REBUILD_ITERATIONS = 200
-
-# ----------------------------------------------------------------------------------------------
-# versions and what they can do
-# ----------------------------------------------------------------------------------------------
-
-_VERSION = re.compile(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?")
-
-
-def parse_version(text: str) -> Tuple[int, int, int]:
-    """``(major, minor, patch)`` of a TensorRT version string: ``"8.5.2.2"`` -> (8, 5, 2),
-    ``"10.3.0"`` -> (10, 3, 0), ``"11.0.0.7"``, ``"10.0.0b6"`` -> (10, 0, 0).
-
-    Raises:
-        ValueError: not a version.
-    """
-    m = _VERSION.match(str(text))
-    if not m:
-        raise ValueError(f"not a TensorRT version: {text!r}")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-
-
-def features(version: Tuple[int, int, int]) -> dict:
-    """What TensorRT ``version`` can do here (all True/False):
-
-    * ``precision_flags``: BuilderFlag.FP16/INT8 (weak typing) exist — 8.5 to 10.x; TensorRT 11
-      removed them (networks are strongly typed: NVIDIA, "Migrating from TensorRT 10.x to 11.x");
-    * ``strongly_typed``: networks are always strongly typed (11+);
-    * ``explicit_batch_flag``: ``create_network`` needs the EXPLICIT_BATCH flag (8.x);
-    * ``entropy_calibrator``: IInt8EntropyCalibrator2 exists (8.5–10.x; deprecated from 10.1);
-    * ``device_memory_size_v2``: ``ICudaEngine.device_memory_size_v2`` (10.1+; else
-      ``device_memory_size``).
-
-    Raises:
-        UnsupportedFeatureError: older than 8.5 (no ``execute_async_v3`` / name-based I/O).
-    """
-    major, minor, _ = version
-    if (major, minor) < (8, 5):
-        raise UnsupportedFeatureError(
-            f"TensorRT {major}.{minor} is too old: this backend needs 8.5 or newer "
-            "(execute_async_v3 and name-based tensor I/O; JetPack 5.1 ships 8.5)"
-        )
-    return {
-        "precision_flags": major <= 10,
-        "strongly_typed": major >= 11,
-        "explicit_batch_flag": major == 8,
-        "entropy_calibrator": major <= 10,
-        "device_memory_size_v2": (major, minor) >= (10, 1),
-    }
-
-
-def precision_plan(version: Tuple[int, int, int], precision: str, *, has_fp16: bool, has_qdq: bool,
-                   calibration: Optional[str] = None) -> dict:
-    """How ``precision`` is obtained on ``version`` for a network with (``has_fp16``) half-precision
-    tensors and (``has_qdq``) Quantize/Dequantize layers: ``{"precision", "builder_flags": [names],
-    "typing": "weak"|"strong", "recipe"}``. ``"auto"`` takes the model's own: int8 with Q/DQ layers,
-    fp16 with half tensors, else fp32 (the host's precision variants are such models). int8 without
-    Q/DQ layers uses the entropy calibrator (``IInt8EntropyCalibrator2``, TensorRT 8.5-10.x only)
-    over ``calibration`` (a digest of the calibration data, part of the recipe).
-
-    Raises:
-        UnsupportedFeatureError: the version cannot do it (TensorRT 11: fp16 from an fp32 ONNX or
-            int8 without Q/DQ; 8.5-10.x: int8 without Q/DQ and without calibration data).
-        ValueError: an unknown precision.
-    """
-    if precision == "auto":
-        precision = "int8" if has_qdq else "fp16" if has_fp16 else "fp32"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: auto or one of {', '.join(PRECISIONS)}")
-    feats = features(version)
-    name = ".".join(map(str, version))
-    if feats["strongly_typed"]:
-        if precision == "fp16" and not has_fp16:
-            raise UnsupportedFeatureError(
-                f"TensorRT {name} has no FP16/INT8 builder flags (networks are strongly typed): "
-                "precision fp16 needs an fp16 ONNX model; make one with `host zoo convert --precision fp16` "
-                "(or bench --precision fp16), then run it with precision=fp16"
-            )
-        if precision == "int8" and not has_qdq:
-            raise UnsupportedFeatureError(
-                f"TensorRT {name} has no FP16/INT8 builder flags (networks are strongly typed): "
-                "precision int8 needs a QDQ ONNX model (QuantizeLinear/DequantizeLinear); make one with "
-                "`host zoo quantize` (or bench --precision int8)"
-            )
-        return {
-            "precision": precision,
-            "builder_flags": [],
-            "typing": "strong",
-            "recipe": {"fp32": "onnx_types", "fp16": "fp16_onnx", "int8": "qdq_onnx"}[precision],
-        }
-    if precision == "int8" and not has_qdq:
-        if not calibration:
-            raise UnsupportedFeatureError(
-                "precision int8 needs a QDQ ONNX model (explicit quantization, every TensorRT version; "
-                "make one with `host zoo quantize`) or, on TensorRT 8.5-10.x, calibration_data=FOLDER "
-                "for the entropy calibrator")
-        return {"precision": "int8", "builder_flags": ["INT8", "FP16"], "typing": "weak",
-                "recipe": f"entropy_calibrator:{calibration}"}
-    flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
-    recipe = {"fp32": "fp32", "fp16": "builder_flag_fp16", "int8": "qdq_onnx+int8_flag"}[precision]
-    return {"precision": precision, "builder_flags": flags, "typing": "weak", "recipe": recipe}
-
-
-# ----------------------------------------------------------------------------------------------
-# implicit int8: the entropy calibrator (TensorRT 8.5-10.x)
-# ----------------------------------------------------------------------------------------------
-
-
-def calibration_batches(folder: str, name: str, batch: int) -> Tuple[list, str]:
-    """The calibration batches for input ``name``: every ``.npy`` file of ``folder`` (sorted)
-    holds samples along its first axis with the input's full rank (as the host's calibration
-    folders do); they are concatenated and cut into batches of ``batch`` (a last partial batch is
-    dropped). Returns (list of float32 arrays, sha256 digest over file names and bytes, 16 hex).
-
-    Raises:
-        InputSpecError: no ``.npy`` file, or fewer samples than one batch.
-    """
-    files = sorted(f for f in os.listdir(folder) if f.endswith(".npy"))
-    if not files:
-        raise InputSpecError(f"calibration_data {folder}: no .npy file (input {name!r})")
-    digest = hashlib.sha256()
-    arrays = []
-    for f in files:
-        path = os.path.join(folder, f)
-        with open(path, "rb") as fh:
-            digest.update(f.encode() + b"\0" + fh.read())
-        arrays.append(np.load(path).astype(np.float32))
-    data = np.concatenate(arrays)
-    n = len(data) // batch
-    if n < 1:
-        raise InputSpecError(f"calibration_data {folder}: {len(data)} samples, fewer than one batch "
-                             f"of {batch}")
-    return [np.ascontiguousarray(data[i * batch:(i + 1) * batch]) for i in range(n)], digest.hexdigest()[:16]
-
-
-def make_calibrator(trt, cuda, batches: list, cache_path: str):
-    """An ``trt.IInt8EntropyCalibrator2`` feeding ``batches`` (float32 arrays, one per
-    calibration step) through one device buffer, with its calibration table cached at
-    ``cache_path`` (TensorRT developer guide, "INT8 calibration using Python")."""
-
-    class _Calibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batches, self.index = batches, 0
-            self.device = cuda.device_alloc(batches[0].nbytes)
-            self.stream = cuda.Stream()
-
-        def get_batch_size(self):
-            return int(batches[0].shape[0])
-
-        def get_batch(self, names):
-            if self.index >= len(self.batches):
-                return None
-            cuda.memcpy_htod_async(self.device, self.batches[self.index], self.stream)
-            self.stream.synchronize()
-            self.index += 1
-            return [int(self.device)]
-
-        def read_calibration_cache(self):
-            if os.path.exists(cache_path):
-                with open(cache_path, "rb") as fh:
-                    return fh.read()
-            return None
-
-        def write_calibration_cache(self, cache):
-            _write_bytes(cache_path, bytes(cache))
-
-    return _Calibrator()
-
-
-# ----------------------------------------------------------------------------------------------
-# the engine cache
-# ----------------------------------------------------------------------------------------------
-
-
-def engine_key(
-    model_sha256: str,
-    precision: str,
-    recipe: str,
-    trt_version: str,
-    gpu_name: str,
-    compute_capability: Tuple[int, int],
-    builder_options: Mapping,
-) -> str:
-    """The engine cache key: sha256 (hex) of the canonical JSON of every input that changes the
-    engine — the model's sha256, precision and recipe, the TensorRT version string, the GPU's
-    name and compute capability, and ``builder_options`` (workspace, flags, typing, shapes, ...;
-    key order does not matter). Any change gives another key; the same inputs, the same key."""
-    doc = {
-        "key_version": KEY_VERSION,
-        "model_sha256": model_sha256,
-        "precision": precision,
-        "recipe": recipe,
-        "tensorrt": str(trt_version),
-        "gpu": str(gpu_name),
-        "compute_capability": [int(compute_capability[0]), int(compute_capability[1])],
-        "builder_options": dict(builder_options),
-    }
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def default_cache_dir(model_path: str) -> str:
-    """``engines/`` beside the model's folder: on a board the model is ``<work>/models/<sha>.onnx``,
-    so engines go to ``<work>/engines/``."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(model_path))), "engines")
-
-
-_MEMORY_LINE = re.compile(
-    r"(Total Host Persistent|Total Device Persistent|Total Scratch|Max Scratch|"
-    r"Total Activation|Total Weights) Memory:\s*(\d+)"
-)
-
-
-def builder_memory(lines: Sequence[str]) -> dict:
-    """Memory figures from a TensorRT builder log (INFO level), in bytes: ``host_persistent_bytes``,
-    ``device_persistent_bytes``, ``scratch_bytes`` ("Total Scratch" in 8.x, "Max Scratch" in 10.x),
-    ``activation_bytes``, ``weights_bytes`` (the last two: 10.x); a figure the log lacks is absent.
-    The lines look like ``[TRT] [I] Total Device Persistent Memory: 274944`` (8.x) or
-    ``... Memory: 124928 bytes`` (10.x)."""
-    names = {
-        "Total Host Persistent": "host_persistent_bytes",
-        "Total Device Persistent": "device_persistent_bytes",
-        "Total Scratch": "scratch_bytes",
-        "Max Scratch": "scratch_bytes",
-        "Total Activation": "activation_bytes",
-        "Total Weights": "weights_bytes",
-    }
-    out = {}
-    for line in lines:
-        for m in _MEMORY_LINE.finditer(line):
-            out[names[m.group(1)]] = int(m.group(2))
-    return out
-
-
-def rebuild_spread(builds: Sequence[Mapping]) -> dict:
-    """The spread of ``--rebuild`` engines' latencies. ``builds``: one mapping per engine with
-    ``latency_ms_p50`` (device_compute) and ``sha256`` of its serialized bytes. Returns
-    ``{"builds", "distinct_engines", "latency_ms_p50_min", "latency_ms_p50_max", "max_over_min",
-    "sd_log"}`` (``sd_log``: sample std of ln p50, ≈ the CoV; None with one build).
-
-    Raises:
-        ValueError: no builds, or a p50 that is not positive.
-    """
-    p50 = [float(b["latency_ms_p50"]) for b in builds]
-    if not p50 or min(p50) <= 0:
-        raise ValueError("rebuild_spread needs at least one build with a positive p50")
-    logs = [math.log(v) for v in p50]
-    sd = None
-    if len(logs) > 1:
-        mean = sum(logs) / len(logs)
-        sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
-    return {
-        "builds": len(p50),
-        "distinct_engines": len({b["sha256"] for b in builds}),
-        "latency_ms_p50_min": min(p50),
-        "latency_ms_p50_max": max(p50),
-        "max_over_min": max(p50) / min(p50),
-        "sd_log": sd,
-    }
-
-
-# ----------------------------------------------------------------------------------------------
-# the backend
-# ----------------------------------------------------------------------------------------------
 
 
 def _logger(trt):
@@ -457,7 +197,7 @@ class TensorRTBackend(Backend):
                 "TensorRT could not build an engine: " + ("; ".join(tail) or "see its log")
             )
         if cache is not None:
-            _write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+            write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
         return bytes(blob), seconds
 
     def _engine(self, shapes: Mapping) -> bytes:
@@ -503,8 +243,8 @@ class TensorRTBackend(Backend):
         else:
             blob, seconds = self._build(shapes, timing)
             info.update(cache="miss", build_s=seconds, builder_memory=builder_memory(self._log.lines))
-            _write_bytes(path, blob)
-            _write_bytes(path + ".json", json.dumps(info, indent=2).encode())
+            write_bytes(path, blob)
+            write_bytes(path + ".json", json.dumps(info, indent=2).encode())
         info.update(serialized_bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest())
         self.engine_info = info
         return blob
@@ -718,12 +458,12 @@ class TensorRTBackend(Backend):
 
     def extra_results(self, done) -> dict:
         """After a session (outside every timed region): with the ``trtexec`` option, the result's
-        ``trtexec`` block from :func:`runners.trtexec.run` on this session's cached engine, once
+        ``trtexec`` block from :func:`.trtexec.run` on this session's cached engine, once
         per result (``done``: the keys it has); ``{"error": ...}`` when trtexec fails."""
         engine = (getattr(self, "engine_info", None) or {}).get("path")
         if not self.options.get("trtexec") or "trtexec" in done or not engine:
             return {}
-        from runners import trtexec
+        from runners.backends.tensorrt import trtexec
 
         shapes = {k: list(v) for k, v in (getattr(self, "_shapes", None) or {}).items()}
         try:
@@ -732,68 +472,3 @@ class TensorRTBackend(Backend):
         except RunnerError as exc:
             block = {"error": f"{type(exc).__name__}: {exc}"}
         return {"trtexec": block}
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + rename), creating its folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-DESCRIPTOR = BackendDescriptor(
-    name="tensorrt",
-    layer_profiler="trtexec",
-    profile_options=(("trtexec", True),),  # its layers come from trtexec --exportProfile
-    summary="NVIDIA TensorRT (engine built from the ONNX model, execute_async_v3)",
-    backend=TensorRTBackend,
-    options=(
-        BackendOption(
-            "precision",
-            str,
-            "auto",
-            "engine precision; auto: the model's own (QDQ: int8, fp16 "
-            "tensors: fp16); fp16 from an fp32 ONNX: builder flag, 8.5-10.x only; int8: a QDQ ONNX",
-            choices=("auto",) + PRECISIONS,
-            slug="p",
-        ),
-        BackendOption("workspace_mib", int, 1024, "builder workspace limit in MiB", slug="ws"),
-        BackendOption(
-            "engine_cache",
-            str,
-            "",
-            "engine cache folder (default: engines/ beside the model's folder)",
-            slug="ec",
-        ),
-        BackendOption(
-            "rebuild",
-            int,
-            0,
-            "build N fresh engines, report the spread of their device_compute latencies, measure the first",
-            slug="rb",
-        ),
-        BackendOption(
-            "spin_wait", bool, False, "spin on cudaStreamQuery instead of cudaStreamSynchronize", slug="spin"
-        ),
-        BackendOption(
-            "calibration_data", str, "", "int8 without Q/DQ layers on TensorRT 8.5-10.x: a folder of .npy "
-            "calibration samples for the entropy calibrator (its digest is in the engine's recipe)",
-            slug="cal",
-        ),
-        BackendOption(
-            "trtexec", bool, False, "also run trtexec on the same engine, every default pinned on its "
-            "command line; its --exportTimes levels and --exportProfile layers go in the result's trtexec",
-            slug="trtexec",
-        ),
-    ),
-    latency_levels=("host_call", "device_with_transfers", "device_compute"),
-    precisions=PRECISIONS,
-    families=("jetson", "x86_a100"),
-    runtime_modules=("tensorrt", "cuda"),
-    tested_here="TensorRT 8.5 / 10.x / 11.x version table, precision refusals, engine cache key and "
-    "`infer()` timing order against a fake CUDA runtime; trtexec parsers on recorded exports "
-    "(tests/test_tensorrt.py); its `-m gpu --gpu` tests have not run",
-)

@@ -17,7 +17,8 @@ Outputs read back (recorded real exports under tests/fixtures/trtexec/, TensorRT
   (durations). TensorRT 7's trtexec wrote ``startInMs``/``endInMs``/``startOutMs``/``endOutMs``,
   ``inMs``/``outMs`` instead (its ``tracer.py``); both are read.
 * ``--exportProfile=FILE``: ``[{"count": N}, {"name", "timeMs", "averageMs", "medianMs",
-  "percentage"}, ...]``, one object per layer (``medianMs`` since TensorRT 8.x).
+  "percentage"}, ...]``, one object per layer (``medianMs`` since TensorRT 8.x); a layer-profile
+  run's rows come from it (:data:`PROFILER`, the descriptor's ``layer_profiler``).
 
 Our latency taxonomy maps onto them: ``device_compute`` = ``computeMs`` (trtexec's "GPU Compute
 Time"), ``device_with_transfers`` = ``latencyMs`` (its "Latency": H2D start to D2H end), and
@@ -36,6 +37,7 @@ from typing import Dict, List, Optional, Sequence
 
 from runners import stats
 from runners.errors import BackendUnavailableError, InferenceError
+from runners.profiles import LayerProfiler, Reader, shared
 
 #: Where trtexec lives when it is not on PATH (JetPack, NVIDIA's TensorRT containers).
 KNOWN_PATHS = (
@@ -262,3 +264,38 @@ def run(
     except ValueError as exc:
         raise InferenceError(f"trtexec export: {exc}") from None
     return block
+
+
+# ----------------------------------------------------------------------------------------------
+# the layer profile (host bench --profile): the descriptor's layer_profiler
+# ----------------------------------------------------------------------------------------------
+
+METHOD = ("trtexec --exportProfile on the cell's engine (--separateProfileRun), one untimed process; "
+          "per layer: its median (else average) time")
+
+
+def from_trtexec(profile: dict) -> list:
+    """Rows (:func:`runners.profiles.shared`) from the ``profile`` of a runner's ``trtexec`` block
+    (:func:`parse_profile`): per layer its median time when the version wrote one, else its average;
+    ``op`` None (TensorRT names fused layers, not ops).
+
+    Raises:
+        ValueError: no layers.
+    """
+    layers = (profile or {}).get("layers") or []
+    if not layers:
+        raise ValueError("the trtexec block has no layer profile")
+    calls = (profile or {}).get("count")
+    return shared([{"node": x["name"], "op": None, "provider": "TensorRT", "calls": calls,
+                    "median_us": 1000.0 * (x["median_ms"] if x.get("median_ms") is not None
+                                           else x["average_ms"]),
+                    "total_us": 1000.0 * x["time_ms"]} for x in layers])
+
+
+def layer_rows(doc: dict, read: Reader) -> list:
+    """Rows of a layer-profile run's result ``doc`` (its ``trtexec.profile``; ``read`` is unused: the
+    profile is inside the result). Raises ValueError: no layers."""
+    return from_trtexec(((doc.get("trtexec") or {}).get("profile")) or {})
+
+
+PROFILER = LayerProfiler("trtexec", METHOD, layer_rows)

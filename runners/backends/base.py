@@ -1,0 +1,267 @@
+"""The runtime interface: :class:`Backend` (every hook the runner core calls, each with its default),
+:class:`BackendDescriptor` (what the host and the runner command line know of a runtime) and
+:class:`BackendOption` (one typed option). Re-exported by :mod:`runners.backends`, which discovers the
+runtimes; a runtime's package imports these from here (Python 3.8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from runners.inputs import TensorSpec
+from runners.profiles import LayerProfiler
+
+#: Option value types a descriptor may declare.
+OPTION_TYPES = (int, float, str, bool)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class BackendOption:
+    """One typed option of a backend.
+
+    ``name`` is the key in the backend's options mapping (an identifier, e.g. ``opt_level``);
+    its command-line flag is ``--opt-level`` (a bool that defaults to True: ``--no-NAME``; to
+    False: ``--NAME``). ``kind`` is one of :data:`OPTION_TYPES`. ``slug`` is the prefix of the
+    value in the host's configuration slug when the value differs from ``default`` (empty:
+    the name without underscores).
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: Optional[Tuple[Any, ...]] = None
+    slug: str = ""
+
+    @property
+    def flag(self) -> str:
+        """The ``python -m runners run`` flag, e.g. ``--opt-level`` or ``--no-io-binding``."""
+        dashed = "--" + self.name.replace("_", "-")
+        if self.kind is bool and self.default:
+            return "--no-" + dashed[2:]
+        return dashed
+
+    def parse(self, text: Any) -> Any:
+        """The value of ``text`` (a string from a command line, or a value) as ``kind``.
+
+        Raises:
+            ValueError: not a ``kind``, or not one of ``choices``.
+        """
+        if self.kind is bool and isinstance(text, str):
+            low = text.strip().lower()
+            if low not in _TRUE + _FALSE:
+                raise ValueError(f"{self.name}={text!r}: expected true or false")
+            value: Any = low in _TRUE
+        elif self.kind is bool:
+            value = bool(text)
+        else:
+            try:
+                value = self.kind(text)
+            except (TypeError, ValueError):
+                raise ValueError(f"{self.name}={text!r}: expected {self.kind.__name__}") from None
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name}={text!r}: one of {', '.join(map(str, self.choices))}")
+        return value
+
+    def to_argv(self, value: Any) -> list:
+        """Runner arguments that set this option to ``value`` (``[]`` for a bool at its default)."""
+        if self.kind is bool:
+            return [self.flag] if bool(value) != bool(self.default) else []
+        return [self.flag, str(value)]
+
+    def slug_part(self, value: Any) -> str:
+        """``value`` in a configuration slug, e.g. ``optbasic`` (bools: ``on``/``off``)."""
+        text = ("on" if value else "off") if self.kind is bool else str(value)
+        return (self.slug or self.name.replace("_", "")) + text
+
+
+@dataclass(frozen=True)
+class BackendDescriptor:
+    """What one runtime backend is, declared once in its module as ``DESCRIPTOR``.
+
+    Fields: ``name`` (``--backend`` and inventory ``runtime=`` value; equals the module name),
+    ``summary`` (one line), ``backend`` (the :class:`Backend` subclass; None when not
+    implemented), ``options`` (:class:`BackendOption`, in command-line order), ``latency_levels``
+    (what ``infer`` times, measurement policy; the first is the one results report),
+    ``precisions`` (e.g. ``("fp32",)``; empty: runs no arithmetic), ``families`` (device
+    families it targets: arm_cpu, jetson, zcu104, x86_a100 as in ``runners.power_state``),
+    ``runtime_modules`` (Python modules its runtime needs; the first one's version is reported),
+    ``model_suffixes`` (the model files it loads: ``.onnx``, a DPU's compiled ``.xmodel``),
+    ``implemented`` and, when not, ``reason``; ``tested_here`` (what is checked without its
+    hardware, and against what: stand-ins, recorded outputs) and ``verified_on`` (the real hardware
+    it has run on; empty: none yet) — the README's Status table prints them (``host runtimes``).
+    What the host asks instead of naming a runtime: ``default`` (the runtime of a device or bench
+    that names none; exactly one descriptor sets it), ``returns_outputs`` (whether a run can return
+    its outputs for fidelity against the host's fp32 ONNX reference; False: it computes nothing),
+    ``layer_profiler`` (a :class:`runners.profiles.LayerProfiler`: how a layer-profile run's result
+    becomes per-layer rows, defined in the runtime's own package; None: no profiler) and
+    ``profile_options`` (``(name, value)`` options the host sets for that run, e.g. tensorrt's
+    ``trtexec``).
+    """
+
+    name: str
+    summary: str
+    backend: Optional[type] = None
+    options: Tuple[BackendOption, ...] = ()
+    latency_levels: Tuple[str, ...] = ("host_call",)
+    precisions: Tuple[str, ...] = ("fp32",)
+    families: Tuple[str, ...] = ()
+    runtime_modules: Tuple[str, ...] = ()
+    model_suffixes: Tuple[str, ...] = (".onnx",)
+    implemented: bool = True
+    reason: str = ""
+    tested_here: str = ""
+    verified_on: Tuple[str, ...] = ()
+    default: bool = False
+    returns_outputs: bool = True
+    layer_profiler: Optional[LayerProfiler] = None
+    profile_options: Tuple[Tuple[str, Any], ...] = ()
+
+    def runs_precision(self, precision: str) -> bool:
+        """Whether this runtime runs models at ``precision`` (``fp32``, ``fp16``, ``int8``): it is
+        one of ``precisions``; a runtime that declares none (``null``) computes nothing, so any."""
+        return not self.precisions or precision in self.precisions
+
+    def targets_family(self, family: Optional[str]) -> bool:
+        """Whether this runtime runs on a device of ``family`` (a family name such as ``jetson``):
+        it is one of ``families``; True when either is empty or None (not known, not declared)."""
+        return not family or not self.families or family in self.families
+
+    def option(self, name: str) -> Optional[BackendOption]:
+        """The option called ``name`` (underscores or dashes), or None."""
+        key = name.replace("-", "_")
+        return next((o for o in self.options if o.name == key), None)
+
+    def resolve(self, given: Mapping[str, Any]) -> Dict[str, Any]:
+        """Every option of this backend: ``given`` values parsed, defaults for the rest.
+
+        Raises:
+            ValueError: a name this backend does not declare, or a bad value.
+        """
+        unknown = sorted(k for k in given if self.option(k) is None)
+        if unknown:
+            names = ", ".join(o.name for o in self.options) or "none"
+            raise ValueError(f"backend {self.name!r} has no option {', '.join(unknown)} "
+                             f"(its options: {names})")
+        values = {self.option(k).name: v for k, v in given.items()}
+        return {o.name: o.parse(values[o.name]) if o.name in values else o.default for o in self.options}
+
+    def to_json(self) -> dict:
+        """A JSON-ready view (``python -m runners backends --json``)."""
+        return {
+            "name": self.name, "summary": self.summary, "implemented": self.implemented,
+            "reason": self.reason or None,
+            "backend": f"{self.backend.__module__}:{self.backend.__qualname__}" if self.backend else None,
+            "options": [{"name": o.name, "flag": o.flag, "type": o.kind.__name__, "default": o.default,
+                         "choices": list(o.choices) if o.choices else None, "help": o.help}
+                        for o in self.options],
+            "latency_levels": list(self.latency_levels), "precisions": list(self.precisions),
+            "families": list(self.families), "runtime_modules": list(self.runtime_modules),
+            "model_suffixes": list(self.model_suffixes),
+            "tested_here": self.tested_here, "verified_on": list(self.verified_on),
+            "default": self.default, "returns_outputs": self.returns_outputs,
+            "layer_profiler": self.layer_profiler.name if self.layer_profiler else None,
+            "profile_options": dict(self.profile_options),
+        }
+
+
+class Backend:
+    """Interface of a runtime backend. Lifecycle: ``load`` → ``inputs`` → ``prepare`` →
+    ``infer`` (many times) → ``close``.
+
+    ``infer`` is the only call inside the timed region; it must perform one complete,
+    synchronous inference on the prepared inputs (outputs ready when it returns).
+    ``options`` holds the values of the descriptor's options (see :meth:`BackendDescriptor.resolve`).
+    """
+
+    name = "base"
+    #: set by :func:`get_backend`; ``latency_level`` reads it
+    descriptor: Optional[BackendDescriptor] = None
+    #: the runtime's per-layer trace written by this session (``--profile-prefix``), a file path set
+    #: by ``close``; None: no trace (the default: no layer profiler). The runner lists it in the
+    #: result's ``profile_files``.
+    profile_path: Optional[str] = None
+
+    def __init__(self, options: Mapping | None = None):
+        self.options = dict(options or {})
+
+    @property
+    def latency_level(self) -> str:
+        """What ``infer`` times (measurement policy): the descriptor's first latency level,
+        "host_call" (a runtime API call) when there is no descriptor."""
+        return self.descriptor.latency_levels[0] if self.descriptor else "host_call"
+
+    def load(self, model_path: str | None) -> None:
+        """Create the session/engine. Raises ModelLoadError."""
+        raise NotImplementedError
+
+    def inputs(self) -> list[TensorSpec]:
+        """The model's inputs with declared dtypes and (possibly dynamic) shapes."""
+        raise NotImplementedError
+
+    def outputs(self) -> Optional[list]:
+        """The model's outputs (:class:`TensorSpec`, declared dtype and possibly dynamic shape) in
+        the model's order, called after ``prepare`` for the result's ``model.outputs``; None (the
+        default): the backend does not declare them and the result has no ``model.outputs``."""
+        return None
+
+    @property
+    def samples_per_infer_factor(self) -> int:
+        """Jobs one ``infer`` call runs (>= 1; default 1): the runner multiplies the batch by it to
+        count samples per call (vart with ``--threads N`` runs N jobs per call)."""
+        return 1
+
+    def prepare(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Bind inputs for the following ``infer`` calls and run the model once: the runner
+        times this call as the session's ``first_inference_ms``. Raises InferenceError."""
+        raise NotImplementedError
+
+    def infer(self) -> None:
+        """Run one inference on the prepared inputs. Raises InferenceError."""
+        raise NotImplementedError
+
+    def evaluate(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The model's outputs for ``feeds`` (input name -> array of the input's dtype and a
+        concrete shape), by output name in the model's order. Untimed: used after the timed
+        loops for output fidelity and accuracy (``--fidelity-inputs``, ``--dataset``); it may
+        be called after ``load`` without ``prepare``. Raises InferenceError.
+
+        A backend that does not override this method has no outputs to give: the runner then
+        skips fidelity and accuracy with a warning (:func:`can_evaluate`) and never calls it."""
+        raise NotImplementedError
+
+    def reset_levels(self) -> None:
+        """Forget the per-call device timings recorded so far; called after the warm-up, right
+        before the timed loop (:mod:`runners.levels`). Default: nothing to forget."""
+
+    def level_latencies_ns(self) -> Dict[str, Any]:
+        """``{level: sequence of int ns}`` (e.g. ``device_compute``, ``device_with_transfers``), one
+        value per ``infer`` call since :meth:`reset_levels`, in order; called after the timed loop.
+        Default ``{}``: the backend has only its primary level (the runner's own clock)."""
+        return {}
+
+    def runtime_info(self) -> dict:
+        """``{"name", "version", "provider", "threads", ...}`` for the result."""
+        raise NotImplementedError
+
+    def extra_results(self, done: Any) -> Dict[str, Any]:
+        """Result blocks this session adds, computed after ``close`` and outside every timed region
+        (tensorrt: ``trtexec``, its latency levels and per-layer profile); ``done`` is the
+        set of keys the result already has (a block is added once per result, never overwriting).
+        Default ``{}``. A failure goes into the block (``{"error": ...}``), not raised."""
+        return {}
+
+    def close(self) -> None:
+        """Release the session (and write the layer trace, setting :attr:`profile_path`)."""
+
+
+def can_evaluate(backend: Backend) -> bool:
+    """Whether ``backend``'s class implements :meth:`Backend.evaluate` (overrides the base's)."""
+    return type(backend).evaluate is not Backend.evaluate
+
+
