@@ -142,13 +142,15 @@ def test_failed_export_leaves_nothing(tmp_path):
 
 def test_mismatch_raises_and_keeps_no_file(tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    real = zoo._verify
+    from host.models import onnxexport
+
+    real = onnxexport._verify
 
     def strict(*args, **kwargs):
         kwargs["rtol"] = -1.0  # no difference can pass
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(zoo, "_verify", strict)
+    monkeypatch.setattr(onnxexport, "_verify", strict)
     with pytest.raises(ExportError, match="differs from torch"):
         zoo.export_module(_tiny_module(), (1, 3, 8, 8), tmp_path / "m.onnx", name="m", command="c")
     assert list(tmp_path.iterdir()) == []
