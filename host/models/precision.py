@@ -49,7 +49,14 @@ import numpy as np
 import onnx
 
 from host.errors import HostError, QuantizationError
-from host.models.metrics import _SHAPE_SLOTS, _all_graphs, _dtype_name, _load, _nbytes, _weight_tensors
+from host.models.onnxgraph import (
+    SHAPE_SLOTS,
+    all_graphs,
+    dtype_name,
+    load_onnx,
+    tensor_nbytes,
+    weight_tensors,
+)
 from runners.fileio import write_json_atomic
 from runners.util import file_sha256, utc_now
 
@@ -315,7 +322,7 @@ def copy_variant(path: Path, out: Path, slug: str) -> Path:
 def _load_model(model: Path) -> onnx.ModelProto:
     """The checked ModelProto at ``model``; QuantizationError naming it otherwise."""
     try:
-        return _load(os.fspath(model))
+        return load_onnx(os.fspath(model))
     except HostError as exc:  # InputNotFoundError, ModelFormatError
         raise QuantizationError(f"{exc}", hint=_CORRUPT_HINT) from exc
 
@@ -607,7 +614,7 @@ def _info(model: Path, src_sha: str, proto, recipe: Recipe, key: str, calib, met
 def _weights(proto: onnx.ModelProto) -> dict:
     """Weights proper and quantization parameters by dtype (see :func:`precision_metrics`)."""
     uses: dict[str, list[tuple[str, int]]] = {}
-    for g in _all_graphs(proto.graph):
+    for g in all_graphs(proto.graph):
         for node in g.node:
             for slot, name in enumerate(node.input):
                 if name:
@@ -615,8 +622,8 @@ def _weights(proto: onnx.ModelProto) -> dict:
     params: dict[str, int] = {}
     nbytes: dict[str, int] = {}
     qparams = qbytes = 0
-    for w in _weight_tensors(proto):
-        size = _nbytes(w.dtype, w.count) or 0
+    for w in weight_tensors(proto):
+        size = tensor_nbytes(w.dtype, w.count) or 0
         consumers = uses.get(w.name, [])
         if consumers and all(slot in _QPARAM_SLOTS.get(op, ()) for op, slot in consumers):
             qparams += w.count
@@ -651,15 +658,15 @@ def _value_dtypes(proto: onnx.ModelProto) -> dict[str, str]:
     except Exception:  # inference is best effort: fall back to what the file declares
         inferred = proto
     g = inferred.graph
-    types = {t.name: _dtype_name(t.data_type) for t in g.initializer}
+    types = {t.name: dtype_name(t.data_type) for t in g.initializer}
     for v in [*g.input, *g.value_info, *g.output]:
         if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type:
-            types[v.name] = _dtype_name(v.type.tensor_type.elem_type)
+            types[v.name] = dtype_name(v.type.tensor_type.elem_type)
     for node in g.node:
         if node.op_type == "Constant" and node.output:
             for attr in node.attribute:
                 if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                    types[node.output[0]] = _dtype_name(attr.t.data_type)
+                    types[node.output[0]] = dtype_name(attr.t.data_type)
     return types
 
 
@@ -671,7 +678,7 @@ def _ops_left_in_float(proto: onnx.ModelProto) -> list[str]:
     for node in proto.graph.node:
         if node.op_type in _PLUMBING or node.op_type in INTEGER_COMPUTE_OPS:
             continue
-        skip = _SHAPE_SLOTS.get(node.op_type, frozenset())
+        skip = SHAPE_SLOTS.get(node.op_type, frozenset())
         for slot, name in enumerate(node.input):
             if (name and slot not in skip and types.get(name) in _FULL_FLOAT
                     and producer.get(name) != "DequantizeLinear"):
