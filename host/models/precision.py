@@ -45,10 +45,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from host.errors import HostError, QuantizationError
+from host.models.calibration import calibration_feeds, calibration_reader
 from host.models.onnxgraph import (
     SHAPE_SLOTS,
     all_graphs,
@@ -214,7 +214,7 @@ def variant(model: Path, recipe: Recipe, cache_dir: Path | None = None) -> tuple
         return model, None
     proto = _load_model(model)
     src_sha = file_sha256(model)
-    calib = _calibration(model, proto, recipe) if recipe.static else None
+    calib = calibration_feeds(model, proto, recipe) if recipe.static else None
     key = _recipe_key(src_sha, recipe, calib)
     folder = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
     out = folder / f"{model.stem}.{recipe.slug()}.{key}.onnx"
@@ -355,128 +355,6 @@ def _cached_info(out: Path) -> dict | None:
 
 
 # --------------------------------------------------------------------------------------------
-# calibration data
-
-
-def _input_specs(proto: onnx.ModelProto) -> list[tuple[str, np.dtype, list[int | None]]]:
-    """(name, numpy dtype, shape with None for each symbolic or unset dim) of each real input."""
-    inits = {t.name for t in proto.graph.initializer}
-    specs = []
-    for v in proto.graph.input:
-        if v.name in inits:
-            continue
-        tt = v.type.tensor_type
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
-        specs.append((v.name, dtype, dims))
-    return specs
-
-
-def _ones(dims: list[int | None]) -> list[int]:
-    """``dims`` with each symbolic dim set to 1."""
-    return [1 if d is None else d for d in dims]
-
-
-def _calibration(model: Path, proto: onnx.ModelProto, recipe: Recipe) -> dict:
-    """Calibration batches and their description: ``{"feeds": [{input: array}], "data": str,
-    "data_sha256": str | None, "files": [...] | None, "samples": int}``."""
-    specs = _input_specs(proto)
-    n = recipe.calibration_samples
-    if recipe.calibration_data is None:
-        rng = np.random.default_rng(recipe.seed)
-        feeds = [{name: (rng.standard_normal(_ones(dims)).astype(dtype) if dtype.kind == "f"
-                         else np.zeros(_ones(dims), dtype)) for name, dtype, dims in specs} for _ in range(n)]
-        label = (f"random seed={recipe.seed} n={n} (standard normal for float inputs, "
-                 "zeros for integer inputs)")
-        return {"feeds": feeds, "data": label, "data_sha256": None, "files": None, "samples": n}
-    from host.models.datasets import calibration_arrays
-
-    folder = Path(recipe.calibration_data)
-    arrays = calibration_arrays(folder)  # an image folder becomes calibration.npy (cached)
-    calib = _folder_calibration(model, arrays, specs, n)
-    if arrays != folder:
-        meta = json.loads((arrays / "meta.json").read_text(encoding="utf-8"))
-        calib.update(data=str(folder.resolve()), files=None, images=meta["n"], prepared=str(arrays),
-                     preprocess=meta["preprocess"], preprocess_sha256=meta["preprocess_sha256"])
-    return calib
-
-
-def _read_arrays(model: Path, folder: Path, specs) -> tuple[dict[str, np.ndarray], list[Path]]:
-    """The calibration folder's arrays per input, concatenated over its files (sorted by name)."""
-    if not folder.is_dir():
-        raise QuantizationError(f"{folder}: calibration data folder not found (model {model})",
-                                hint="--calibration-data DIR with .npy/.npz files, or leave it out")
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".npy", ".npz") and p.is_file())
-    if not files:
-        raise QuantizationError(f"{folder}: no .npy or .npz file (calibration data for {model})",
-                                hint="save arrays with numpy.save / numpy.savez(input_name=array)")
-    names = [s[0] for s in specs]
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for f in files:
-        try:
-            loaded = np.load(f, allow_pickle=False)
-            arrays = dict(loaded) if f.suffix == ".npz" else {None: loaded}
-        except (OSError, ValueError) as exc:
-            raise QuantizationError(f"{f}: not a numpy file ({exc})") from exc
-        if None in arrays:
-            if len(names) != 1:
-                raise QuantizationError(f"{f}: one array for a model with inputs {names} ({model})",
-                                        hint="use .npz files with one array per input name")
-            arrays = {names[0]: arrays[None]}
-        missing = [n for n in names if n not in arrays]
-        if missing:
-            raise QuantizationError(f"{f}: no array for input(s) {missing} of {model}",
-                                    hint=f"keys must be the input names {names}")
-        for name in names:
-            parts[name].append(arrays[name])
-    try:
-        return {name: np.concatenate(parts[name]) for name in names}, files
-    except ValueError as exc:
-        raise QuantizationError(f"{folder}: arrays of different shapes for one input ({exc})") from exc
-
-
-def _folder_calibration(model: Path, folder: Path, specs, n: int) -> dict:
-    """Calibration batches from a folder (see :func:`_calibration`)."""
-    arrays, files = _read_arrays(model, folder, specs)
-    batches = None
-    for name, _, dims in specs:
-        arr = arrays[name]
-        fits = arr.ndim == len(dims) and all(d is None or d == a for d, a in zip(dims[1:], arr.shape[1:]))
-        if not fits:
-            raise QuantizationError(
-                f"{folder}: input {name!r} of {model} has shape {dims} (None: any), the data "
-                f"{list(arr.shape)}", hint="leading axis = samples, the other axes as the model's input")
-        count = arr.shape[0] // (dims[0] or 1) if arr.ndim else 0
-        batches = count if batches is None else min(batches, count)
-    if not batches:
-        raise QuantizationError(f"{folder}: fewer samples than one batch of {model}")
-    used = min(n, batches)
-    feeds = []
-    for i in range(used):
-        feeds.append({name: np.ascontiguousarray(arrays[name][i * (d[0] or 1):(i + 1) * (d[0] or 1)], dtype)
-                      for name, dtype, d in specs})
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f"{f.name}\0{file_sha256(f)}\n".encode())
-    return {"feeds": feeds, "data": str(folder.resolve()), "data_sha256": digest.hexdigest(),
-            "files": [f.name for f in files], "samples": used}
-
-
-def _reader(feeds: list[dict]):
-    """An ``onnxruntime.quantization.CalibrationDataReader`` over ``feeds``."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class _Feeds(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(feeds)
-
-        def get_next(self):
-            return next(self._it, None)
-
-    return _Feeds()
-
-
-# --------------------------------------------------------------------------------------------
 # producing
 
 
@@ -540,7 +418,7 @@ def _quantize_int8(model: Path, recipe: Recipe, calib: dict | None, work: Path, 
         # symmetric activations (zero point 0): the QDQ form TensorRT's explicit quantization
         # accepts, so one variant serves ONNX Runtime and TensorRT (TensorRT developer guide,
         # "Explicit quantization": only symmetric INT8 Q/DQ)
-        quantize_static(pre, out, _reader(calib["feeds"]), quant_format=QuantFormat.QDQ,
+        quantize_static(pre, out, calibration_reader(calib["feeds"]), quant_format=QuantFormat.QDQ,
                         per_channel=recipe.per_channel, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=method,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
