@@ -2,9 +2,11 @@
 
 Runs on the board, natively (never inside a container), either as ``python3 -m runners.power_state
 [--root R] [--state-dir D] [--family F]`` or as a plain script (``ansible.builtin.script:
-power_state.py --root R``), so it uses the standard library only (Python 3.8+) and imports nothing
-from the rest of ``runners``. It prints exactly one JSON object on stdout and exits 0 even when parts
-are missing: those are ``null`` and the reason is listed in ``errors``.
+power_state.py --root R --detection JSON``), so it uses the standard library only (Python 3.8+) and
+imports only :mod:`runners.families` (the families and their detection rule, one descriptor each); a
+lone copy of this file gets that table as ``--detection`` (``python -m runners.families
+--detection``). It prints exactly one JSON object on stdout and exits 0 even when parts are missing:
+those are ``null`` and the reason is listed in ``errors``.
 
 Schema ``edgegauge.power_state/1`` (see the issue-5 contract)::
 
@@ -36,8 +38,18 @@ import subprocess
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+if __package__ in (None, "") and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                             "families", "__init__.py")):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a checkout's script
+try:
+    from runners import families as _families
+except ImportError:  # a lone copy (ansible.builtin.script): the table comes with --detection
+    _families = None  # type: ignore[assignment]
+
 SCHEMA = "edgegauge.power_state/1"
-FAMILIES = ("jetson", "arm_cpu", "zcu104", "x86_a100")
+#: The family detection table (:func:`runners.families.detection_table`), empty for a lone copy.
+TABLE: List[Dict[str, Any]] = _families.detection_table() if _families else []
+FAMILIES = tuple(rule["name"] for rule in TABLE)
 CPUFREQ_DIR = "sys/devices/system/cpu/cpufreq"
 NVPMODEL_CONF = "etc/nvpmodel.conf"
 TEGRA_RELEASE = "etc/nv_tegra_release"
@@ -277,19 +289,28 @@ def parse_vcgencmd(text: str) -> Optional[str]:
 # ------------------------------------------------------------------------------------------------
 
 
+def _matches(rule: Dict[str, Any], root: str, which: Callable[[str], Optional[str]], machine: str) -> bool:
+    """Every criterion ``rule`` declares holds (a rule that declares none never matches)."""
+    machines, files = rule.get("machines") or [], rule.get("files") or []
+    commands = rule.get("commands") or []
+    if not (machines or files or commands):
+        return False
+    if machines and machine not in machines:
+        return False
+    if files and not any(os.path.exists(_path(root, f)) for f in files):
+        return False
+    return not commands or any(which(c) for c in commands)
+
+
 def detect_family(root: str, which: Callable[[str], Optional[str]] = shutil.which,
-                  machine: Optional[str] = None) -> str:
-    """Contract order: nv_tegra_release -> jetson; xdputil -> zcu104; nvidia-smi on x86_64 ->
-    x86_a100; aarch64/armv7l -> arm_cpu; else unknown."""
+                  machine: Optional[str] = None, table: Optional[List[Dict[str, Any]]] = None) -> str:
+    """The first family of ``table`` [:data:`TABLE`] (detection order) whose rule matches this
+    machine: its ``machines`` (``uname -m``), ``files`` (under ``root``) and ``commands`` (on PATH),
+    see :class:`runners.families.FamilyDescriptor`; else ``unknown``."""
     machine = (machine or platform.machine()).lower()
-    if os.path.exists(_path(root, TEGRA_RELEASE)):
-        return "jetson"
-    if which("xdputil"):
-        return "zcu104"
-    if which("nvidia-smi") and machine in ("x86_64", "amd64"):
-        return "x86_a100"
-    if machine in ("aarch64", "arm64", "armv7l", "armv6l", "armv8l"):
-        return "arm_cpu"
+    for rule in TABLE if table is None else table:
+        if _matches(rule, root, which, machine):
+            return str(rule["name"])
     return "unknown"
 
 
@@ -438,12 +459,12 @@ def _per_policy(cpufreq: Optional[Dict[str, Any]], key: str) -> Optional[str]:
     return ",".join(f"{name}:{v}" for name, v in values)
 
 
-def mode_key(state: Dict[str, Any]) -> str:
-    """Short, stable summary of the facts that change a measurement."""
+def mode_key(state: Dict[str, Any], pinned_section: bool = False) -> str:
+    """Short, stable summary of the facts that change a measurement (``pinned_section``: the
+    family reads nvpmodel and jetson_clocks, so they are named even when unreadable)."""
     parts: List[str] = []
-    fam = state["family"]
     nvp = state.get("nvpmodel")
-    if fam == "jetson" or nvp:
+    if pinned_section or nvp:
         parts.append(f"nvpmodel={nvp['name'] if nvp and nvp.get('name') else '?'}")
         jc = state.get("jetson_clocks")
         parts.append(f"jetson_clocks={'?' if jc is None else ('on' if jc.get('pinned') else 'off')}")
@@ -463,30 +484,35 @@ def mode_key(state: Dict[str, Any]) -> str:
 
 def probe(root: str = "/", state_dir: Optional[str] = None, family: Optional[str] = None,
           run: Runner = run_command, which: Callable[[str], Optional[str]] = shutil.which,
-          machine: Optional[str] = None) -> Dict[str, Any]:
-    """The power state of this machine (``root`` prefixes sysfs/etc paths; tools come from PATH)."""
+          machine: Optional[str] = None, table: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """The power state of this machine (``root`` prefixes sysfs/etc paths; tools come from PATH).
+    ``table``: the family detection table [:data:`TABLE`]; the family's ``sections`` are read."""
     root = root or "/"
+    table = TABLE if table is None else table
     state_dir = state_dir or _path(root, "var/lib/edgegauge")
     errors: List[str] = []
-    fam = family or detect_family(root, which, machine)
-    if fam not in FAMILIES and fam != "unknown":
-        errors.append(f"family {fam!r} is not one of {', '.join(FAMILIES)}")
+    fam = family or detect_family(root, which, machine, table)
+    rules = {str(rule["name"]): rule for rule in table}
+    if fam not in rules and fam != "unknown":
+        errors.append(f"family {fam!r} is not one of {', '.join(rules) or '(no detection table)'}")
+    sections = set(rules.get(fam, {}).get("sections") or ())
     state: Dict[str, Any] = {"schema": SCHEMA, "family": fam, "cpufreq": None, "nvpmodel": None,
                              "jetson_clocks": None, "fan": None, "gpu": None, "dpu": None, "rpi": None,
                              "mode_key": "", "errors": errors}
     state["cpufreq"] = read_cpufreq(root, errors)
-    if fam == "jetson":
+    if "nvpmodel" in sections:
         state["nvpmodel"] = read_nvpmodel(root, run, errors)
+    if "jetson_clocks" in sections:
         state["jetson_clocks"] = read_jetson_clocks(state_dir, run, errors)
     state["fan"] = read_fan(root)
-    if fam == "x86_a100" or (fam == "unknown" and which("nvidia-smi")):
+    if "gpu" in sections or (fam == "unknown" and which("nvidia-smi")):
         state["gpu"] = read_gpus(state_dir, run, errors)
-    if fam == "zcu104" or (fam == "unknown" and which("xdputil")):
+    if "dpu" in sections or (fam == "unknown" and which("xdputil")):
         state["dpu"] = read_dpu(run, errors)
     model = (_read(_path(root, "proc/device-tree/model")) or "").replace("\0", "")
-    if "Raspberry Pi" in model or (fam == "arm_cpu" and which("vcgencmd")):
+    if "Raspberry Pi" in model or ("rpi" in sections and which("vcgencmd")):
         state["rpi"] = read_rpi(run, errors)
-    state["mode_key"] = mode_key(state)
+    state["mode_key"] = mode_key(state, pinned_section="jetson_clocks" in sections)
     return state
 
 
@@ -494,11 +520,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="power_state", description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="/", help="prefix of /sys, /proc, /etc, /var/lib [/]")
     ap.add_argument("--state-dir", default=None, help="edgegauge state folder [<root>/var/lib/edgegauge]")
-    ap.add_argument("--family", default=None, choices=FAMILIES, help="skip detection")
+    ap.add_argument("--family", default=None, help="skip detection (a family of the detection table)")
+    ap.add_argument("--detection", default=None, type=json.loads,
+                    help="the family detection table as JSON [`python -m runners.families --detection`]")
+    ap.add_argument("--detect", action="store_true", help='print only {"family": F} (the detected family)')
     ap.add_argument("--indent", type=int, default=None)
     args = ap.parse_args(argv)
+    if args.detect:
+        family = args.family or detect_family(args.root, table=args.detection)
+        sys.stdout.write(json.dumps({"family": family}) + "\n")
+        return 0
     try:
-        state = probe(args.root, args.state_dir, args.family)
+        state = probe(args.root, args.state_dir, args.family, table=args.detection)
     except Exception as exc:  # never a traceback instead of JSON
         state = {"schema": SCHEMA, "family": args.family or "unknown", "cpufreq": None, "nvpmodel": None,
                  "jetson_clocks": None, "fan": None, "gpu": None, "dpu": None, "rpi": None,

@@ -34,7 +34,7 @@ import pytest
 from typer.testing import CliRunner
 
 import host.cli.image as cli_image
-from host.lab import images
+from host.lab import bundle, images
 from tests import labfix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,8 +73,8 @@ def test_dockerfile_contract(dockerfile):
     """Base image by ARG, OCI labels from build args, requirements files that exist."""
     text = dockerfile.read_text()
     assert re.search(r"^FROM \$\{BASE_IMAGE\w*\}", text, re.M)
-    for fam, (_, variants) in images.FAMILIES.items():
-        for var in variants.values():
+    for fam, desc in images.image_families().items():
+        for var in desc.variants:
             if var.dockerfile == str(dockerfile.relative_to(ROOT)):
                 assert f"ARG {var.base_arg}={var.default_base}\n" in text, (fam, var.name)
     for key, arg in (("revision", "REVISION"), ("created", "CREATED"), ("version", "VERSION"),
@@ -175,9 +175,9 @@ def test_tiny_model_is_small_and_matches_its_generator():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_default_tags_and_aliases():
+def test_default_tags_and_one_spelling():
     v = images.image_version()
-    assert images.default_tag("arm-cpu") == f"edgegauge/arm-cpu:{v}"
+    assert images.default_tag("arm_cpu") == f"edgegauge/arm-cpu:{v}"
     assert images.default_tag("jetson") == f"edgegauge/jetson:{v}-jp5"
     assert images.default_tag("jetson", "jp6") == f"edgegauge/jetson:{v}-jp6"
     assert images.default_tag("x86_a100", "cpu") == f"edgegauge/x86-a100:{v}-cpu"
@@ -218,28 +218,38 @@ def test_cli_errors_and_dry_run():
     assert res.exit_code == 2 and "unknown image family" in res.output
     res = invoke("build", "jetson", "--variant", "jp9", "--dry-run")
     assert res.exit_code == 2 and "jp5, jp6" in res.output
-    res = invoke("build", "arm-cpu", "--engine", "no-such-engine-xyz")
+    res = invoke("build", "arm_cpu", "--engine", "no-such-engine-xyz")
     assert res.exit_code == 1 and "not found on PATH" in res.output
-    res = invoke("build", "x86-a100", "--variant", "cpu", "--engine", "true", "--dry-run",
+    res = invoke("build", "x86_a100", "--variant", "cpu", "--engine", "true", "--dry-run",
                  "--base", labfix.BASE_IMAGE, "--build-arg", "BROKEN")
     assert res.exit_code == 1 and "KEY=VALUE" in res.output
-    res = invoke("build", "x86-a100", "--variant", "cpu", "--engine", "true", "--dry-run",
+    res = invoke("build", "x86_a100", "--variant", "cpu", "--engine", "true", "--dry-run",
                  "--base", labfix.BASE_IMAGE)
     assert res.exit_code == 0, res.output
     assert "VARIANT=cpu" in res.output and f"BASE_IMAGE_CPU={labfix.BASE_IMAGE}" in res.output
     res = invoke("list", "--json")
     assert res.exit_code == 0
     assert {(r["family"], r["variant"]) for r in json.loads(res.output)} >= {
-        ("arm-cpu", "default"), ("jetson", "jp5"), ("jetson", "jp6"), ("x86-a100", "cpu"),
-        ("vitis-ai", "bundle"), ("vitis-ai", "compile")}
+        ("arm_cpu", "default"), ("jetson", "jp5"), ("jetson", "jp6"), ("x86_a100", "cpu"),
+        ("zcu104", "bundle"), ("zcu104", "compile")}
+
+
+@pytest.mark.parametrize("old, right", [("arm-cpu", "arm_cpu"), ("x86-a100", "x86_a100"),
+                                        ("vitis-ai", "zcu104")])
+def test_an_old_family_spelling_is_told_the_one_name(old, right):
+    """The alias table is gone: each family has one name, and an old spelling is a usage error
+    naming it (no traceback)."""
+    res = invoke("build", old, "--dry-run")
+    assert res.exit_code == 2 and f"write {right!r}" in res.output, res.output
+    assert "Traceback" not in res.output
 
 
 def test_vitis_bundle_is_deterministic_and_self_contained(tmp_path, monkeypatch):
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
-    res = invoke("build", "vitis-ai", "--out", str(tmp_path / "a"), "--json")
+    res = invoke("build", "zcu104", "--out", str(tmp_path / "a"), "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
-    again = images.build_bundle(tmp_path / "b")
+    again = bundle.build_bundle(tmp_path / "b")
     path = Path(doc["bundle"])
     assert path.name == f"edgegauge-vitis-ai-bundle-{images.image_version()}.tar.gz"
     assert again.sha256 == doc["sha256"] and again.path.read_bytes() == path.read_bytes()
@@ -266,7 +276,7 @@ def test_vitis_bundle_is_deterministic_and_self_contained(tmp_path, monkeypatch)
 
 
 def test_save_refuses_unknown_image_and_bundle(tmp_path):
-    res = invoke("save", "vitis-ai", "--variant", "bundle", "--output", str(tmp_path / "x.tar"),
+    res = invoke("save", "zcu104", "--variant", "bundle", "--output", str(tmp_path / "x.tar"),
                  "--engine", "true")
     assert res.exit_code == 2 and "tarball, not an image" in res.output
 
@@ -357,7 +367,7 @@ def _check_image(podman, doc, runtime_line="ort\tavailable (onnxruntime 1.32.0)"
 
 @pytest.mark.slow
 def test_arm_cpu_image_builds_and_passes_its_smoke_test(podman, tmp_path):
-    doc = _build(podman, "arm-cpu", None, "edgegauge/arm-cpu:test", IMAGES / "arm-cpu" / "requirements.txt")
+    doc = _build(podman, "arm_cpu", None, "edgegauge/arm-cpu:test", IMAGES / "arm-cpu" / "requirements.txt")
     _check_image(podman, doc)
 
     # host image save -> an archive that podman load accepts in a separate, empty storage
@@ -388,7 +398,7 @@ def test_host_bench_runs_in_the_arm_cpu_image_on_a_board(podman, boards, tmp_pat
     root, while the image runs as uid 1000 (the result folder must be writable for it)."""
     from host.cli import app
 
-    doc = _build(podman, "arm-cpu", None, "edgegauge/arm-cpu:test", IMAGES / "arm-cpu" / "requirements.txt")
+    doc = _build(podman, "arm_cpu", None, "edgegauge/arm-cpu:test", IMAGES / "arm-cpu" / "requirements.txt")
     for name in boards.names:
         shutil.rmtree(boards.workdir(name))
     inv = boards.write_inventory(tmp_path / "lab.ini", ["b1"], mode="container", image=doc["tag"],
@@ -408,7 +418,7 @@ def test_host_bench_runs_in_the_arm_cpu_image_on_a_board(podman, boards, tmp_pat
 
 @pytest.mark.slow
 def test_x86_cpu_variant_builds_and_passes_its_smoke_test(podman):
-    doc = _build(podman, "x86-a100", "cpu", "edgegauge/x86-a100:test-cpu",
+    doc = _build(podman, "x86_a100", "cpu", "edgegauge/x86-a100:test-cpu",
                  IMAGES / "x86-a100" / "requirements-cpu.txt")
     _check_image(podman, doc)
     res = _run(podman, doc["tag"], "printenv", "EDGEGAUGE_RUNTIME")
@@ -480,7 +490,7 @@ def test_arm_cpu_image_for_arm64_under_qemu(podman, tmp_path):
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"no arm64 Debian base: {str(exc)[-600:]}")
     t_base = time.monotonic() - t0
-    doc = _build(podman, "arm-cpu", None, "edgegauge/arm-cpu:test-arm64",
+    doc = _build(podman, "arm_cpu", None, "edgegauge/arm-cpu:test-arm64",
                  IMAGES / "arm-cpu" / "requirements.txt", base=base, platform="linux/arm64", arch="aarch64")
     t_build = time.monotonic() - t0 - t_base
     arch = subprocess.run([*shlex.split(podman.engine), "image", "inspect", doc["tag"], "--format",

@@ -71,7 +71,7 @@ def assert_same_as_ansible(inv, doc):
 def test_example_lab_is_read_as_documented():
     inv = load_inventory(ROOT / "inventory.ini")
     families = {name: dev.family for name, dev in inv.devices.items()}
-    assert families == {"rpi4-1": "rpi", "xavier-1": "jetson", "zcu104-1": "zcu104", "a100-1": "a100"}
+    assert families == {"rpi4-1": "arm_cpu", "xavier-1": "jetson", "zcu104-1": "zcu104", "a100-1": "x86_a100"}
     assert all("lab" in dev.groups for dev in inv.devices.values())
     xavier, zcu = inv.devices["xavier-1"], inv.devices["zcu104-1"]
     assert (xavier.runtime, xavier.mode) == ("tensorrt", "container")
@@ -152,8 +152,8 @@ def test_precedence_family_and_values(tmp_path):
     assert pi2.image_archive == "/srv/all.tar" and pi2.user == "labuser"
     # same depth: ordered by name, so zz beats aa
     assert pi1.vars["edgegauge_tag"] == "zz" and pi3.vars["edgegauge_tag"] == "zz"
-    # family: deepest group listing the host; ties: first in the file
-    assert (pi1.family, pi2.family, pi3.family) == ("arm", "arm", "zz")
+    # family: none of these groups names a family (runners/families), and no edgegauge_family
+    assert (pi1.family, pi2.family, pi3.family) == (None, None, None)
     assert pi1.groups == ("aa", "arm", "boards", "lab", "zz") and pi3.groups == ("aa", "zz")
     assert pi1.port == 2201 and isinstance(pi1.port, int) and pi2.port == 22
     assert pi1.address == "labuser@pi1:2201" and pi2.address == "labuser@192.0.2.5:22"
@@ -161,6 +161,34 @@ def test_precedence_family_and_values(tmp_path):
     assert pi1.known_hosts == "/x/kh" and pi3.known_hosts is None
     assert pi1.source.endswith("inv.ini:23")
     assert json.loads(json.dumps(pi1.to_json()))["vars"]["ansible_port"] == 2201
+
+
+FAMILIES_INI = """\
+[rpi]
+pi1
+[arm_cpu:children]
+rpi
+[boards]
+jet edgegauge_family=jetson
+odd
+"""
+
+
+def test_family_is_edgegauge_family_or_a_group_named_for_one_never_the_deepest_group(tmp_path):
+    inv = load_inventory(write(tmp_path, FAMILIES_INI))
+    assert {n: d.family for n, d in inv.devices.items()} == {"pi1": "arm_cpu", "jet": "jetson", "odd": None}
+
+
+@pytest.mark.parametrize("text, line, want", [
+    ("[b]\npi edgegauge_family=arm-cpu\n", 2, "write edgegauge_family=arm_cpu"),
+    ("[b]\nz\n[b:vars]\nedgegauge_family=vitis-ai\n", 4, "write edgegauge_family=zcu104"),
+    ("[b]\npi edgegauge_family=toaster\n", 2, "is not a device family"),
+    ("[jetson]\nx\n[arm_cpu]\nx\n", 2, "groups of two families (arm_cpu, jetson)"),
+])
+def test_a_family_that_is_none_is_refused_at_its_line(tmp_path, text, line, want):
+    with pytest.raises(InventoryError) as err:
+        load_inventory(write(tmp_path, text))
+    assert f"inv.ini:{line}:" in str(err.value) and want in str(err.value), str(err.value)
 
 
 def test_precedence_matches_ansible_inventory(tmp_path):
@@ -173,7 +201,7 @@ def test_precedence_matches_ansible_inventory(tmp_path):
 def test_empty_inventory_and_ungrouped_hosts(tmp_path):
     assert load_inventory(write(tmp_path, "# nothing yet\n")).devices == {}
     inv = load_inventory(write(tmp_path, "solo ansible_connection=local\nboth\n[g]\nboth\n", "u.ini"))
-    assert inv.devices["solo"].family == "ungrouped" and inv.devices["solo"].address == "local"
+    assert inv.devices["solo"].family is None and inv.devices["solo"].address == "local"
     assert inv.devices["both"].groups == ("g",) and inv.groups["ungrouped"].hosts == ["solo"]
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from runners import power_state as ps
+from runners.families import detection_table
 from tests import labfix
 from tests.vendor_emu import (
     FAMILY_TOOLS,
@@ -79,14 +80,18 @@ def test_small_parsers():
 
 
 def test_probe_source_is_python38_stdlib_only():
-    tree = ast.parse(PROBE.read_text(), feature_version=(3, 8))
+    """The probe and the family descriptors it imports: Python 3.8 syntax, the standard library
+    (and runners.families) only."""
     tops = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            tops |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            tops.add(node.module.split(".")[0])
-    assert tops <= set(sys.stdlib_module_names), tops - set(sys.stdlib_module_names)
+    for path in [PROBE, *sorted((ROOT / "runners" / "families").glob("*.py"))]:
+        tree = ast.parse(path.read_text(), feature_version=(3, 8))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                tops |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                tops.add(node.module)
+    tops -= {"runners", "runners.families"}
+    assert {t.split(".")[0] for t in tops} <= set(sys.stdlib_module_names), tops
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,7 +118,9 @@ def test_probe_jetson_as_module_and_as_plain_script(tmp_path):
     lone = tmp_path / "elsewhere"
     lone.mkdir()
     shutil.copy(PROBE, lone / "power_state.py")  # what ansible.builtin.script ships: the file alone
-    as_script = _run_probe([str(lone / "power_state.py"), "--root", str(root)], emu.env_path(), cwd=lone)
+    table = json.dumps(detection_table())  # what power_mode.yml passes the lone copy
+    as_script = _run_probe([str(lone / "power_state.py"), "--root", str(root), "--detection", table],
+                           emu.env_path(), cwd=lone)
     for st in (as_module, as_script):
         assert st["schema"] == "edgegauge.power_state/1" and st["family"] == "jetson"
         assert st["nvpmodel"]["id"] == 2 and st["nvpmodel"]["name"] == "MODE_15W"

@@ -128,10 +128,10 @@ X86_IMAGE = "edgegauge/x86-a100:0.1"
 
 
 def vitis_bundle(out: Path) -> Path:
-    """The ZCU104 native bundle as `host image build vitis-ai` writes it (host/lab/images.py), or
+    """The ZCU104 native bundle as `host image build zcu104` writes it (host/lab/bundle.py), or
     the contract's layout from provision_emu when that module is not there."""
     try:
-        from host.lab.images import build_bundle
+        from host.lab.bundle import build_bundle
     except ImportError:
         return provision_emu.make_vitis_bundle(out / "edgegauge-vitis-ai-bundle-0.1.tar.gz")
     return build_bundle(out).path

@@ -5,12 +5,13 @@ deploy`` (inventory ``image_archive``), and write the ZCU104 native bundle.
     host image build FAMILY [--variant V] [--engine docker|podman|"podman --root ... --runtime runc"]
                      [--base IMAGE] [--tag T] [--build-arg K=V]... [--platform linux/arm64]
                      [--build-opt "--ulimit nofile=1024:1024"]... [--wheelhouse DIR] [--dry-run]
-    host image build vitis-ai [--out dist]              # the native bundle tarball
-    host image build vitis-ai --variant compile         # the Vitis AI 3.0 compile-flow image
+    host image build zcu104 [--out dist]                # the native bundle tarball
+    host image build zcu104 --variant compile           # the Vitis AI 3.0 compile-flow image
     host image save IMAGE|FAMILY --output FILE [--variant V] [--engine ...]
 
-Exit codes: 0 done; 1 the build/save failed (message + hint); 2 bad usage (unknown family,
-variant or option). The library is :mod:`host.lab.images`.
+FAMILY is a family's one name (``runners/families/<family>.py``); its variants come from its
+descriptor. Exit codes: 0 done; 1 the build/save failed (message + hint); 2 bad usage (unknown
+family, variant or option). The library is :mod:`host.lab.images` (and :mod:`host.lab.bundle`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,22 @@ from host.errors import HostError
 app = typer.Typer(no_args_is_help=True,
                   help="device images: build (docker/podman), save archives, the ZCU104 bundle")
 
-FamilyArg = Annotated[str, typer.Argument(help="arm-cpu | jetson | x86-a100 | vitis-ai (`host image list`)")]
-VariantOpt = Annotated[Optional[str], typer.Option(
-    "--variant", "-V", help="jetson: jp5|jp6 [jp5]; x86-a100: tensorrt|cpu [tensorrt]; "
-                            "vitis-ai: bundle|compile [bundle]")]
+def _families_help() -> str:
+    """``jetson: jp5|jp6 [jp5]; ...`` from the family descriptors."""
+    from runners.families import descriptors
+
+    return "; ".join(f"{d.name}: {'|'.join(v.name for v in d.variants)} (default {d.variant().name})"
+                     for d in descriptors().values() if len(d.variants) > 1)
+
+
+def _family_names() -> str:
+    from runners.families import descriptors
+
+    return " | ".join(d.name for d in descriptors().values() if d.variants)
+
+
+FamilyArg = Annotated[str, typer.Argument(help=f"{_family_names()} (`host image list`)")]
+VariantOpt = Annotated[Optional[str], typer.Option("--variant", "-V", help=_families_help())]
 EngineOpt = Annotated[str, typer.Option(
     "--engine", "-e", help="container engine command line: docker, podman, or e.g. "
                            "'podman --root /data/c --runtime runc' [docker]")]
@@ -41,17 +54,18 @@ def list_families(json_out: JsonOpt = False):
     """Families, their variants, default tags, Dockerfiles and target platforms."""
     from host.cli.render import PlainTable as Table
     from host.cli.render import console, print_json
-    from host.lab.images import FAMILIES, default_tag, image_version
+    from host.lab.images import default_tag, image_families, image_version, smoke_runtime
 
     rows = []
-    for fam, (default, variants) in FAMILIES.items():
-        for name, var in variants.items():
-            out = (f"dist/edgegauge-vitis-ai-bundle-{image_version()}.tar.gz" if var.bundle
-                   else default_tag(fam, name))
-            rows.append({"family": fam, "variant": name, "default": name == default, "output": out,
+    for fam, desc in image_families().items():
+        for var in desc.variants:
+            out = (f"dist/edgegauge-{desc.image_folder}-bundle-{image_version()}.tar.gz" if var.bundle
+                   else default_tag(fam, var.name))
+            rows.append({"family": fam, "variant": var.name, "default": var == desc.variant(),
+                         "folder": f"images/{desc.image_folder}", "output": out,
                          "dockerfile": var.dockerfile or None, "platform": var.platform,
                          "base": var.default_base or None, "base_arg": None if var.bundle else var.base_arg,
-                         "runtime": var.runtime, "build_args": var.build_args})
+                         "runtime": smoke_runtime(var), "build_args": var.build_args})
     if json_out:
         print_json(rows)
         return
@@ -87,7 +101,7 @@ def build(
         "--wheelhouse", help="install Python wheels only from this folder (served on 127.0.0.1 "
                              "for the build, which then uses --network host) instead of PyPI")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="vitis-ai bundle: output folder [dist]")] = None,
+        "--out", "-o", help="bundle variant: output folder [dist]")] = None,
     timeout: Annotated[Optional[float], bounded(
         1, 7 * DAY_S, "give up after this many seconds [none]", "--timeout")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="do not echo the engine's output")] = False,
@@ -95,7 +109,7 @@ def build(
     json_out: JsonOpt = False,
 ):
     """Build FAMILY's image with the docker CLI or podman (context: the repository root), or,
-    for vitis-ai, write the deterministic ZCU104 native bundle.
+    for a bundle variant (zcu104's default), write the deterministic native bundle.
 
     Labels org.opencontainers.image.{version,revision,created,source} come from the edgegauge
     version, `git rev-parse HEAD`, the current UTC time and the origin remote.
@@ -143,15 +157,19 @@ def build(
 
 
 def _write_bundle(fam: str, var, out: Path | None, *, dry_run: bool, json_out: bool) -> None:
-    """``host image build vitis-ai``: write (or, dry run, name) the native bundle and report it."""
+    """``host image build zcu104``: write (or, dry run, name) the native bundle and report it.
+
+    Raises:
+        ImageBuildError, UnknownFamilyError: see :func:`host.lab.bundle.build_bundle`."""
     from host.cli.render import console, human_bytes, print_json, styled
-    from host.lab import images
+    from host.lab import bundle, images
 
     if dry_run:
+        folder = images.family(fam).image_folder
         console().print(f"would write {(out or images.REPO_ROOT / 'dist')}/"
-                        f"edgegauge-vitis-ai-bundle-{images.image_version()}.tar.gz", highlight=False)
+                        f"edgegauge-{folder}-bundle-{images.image_version()}.tar.gz", highlight=False)
         return
-    res = images.build_bundle(out)
+    res = bundle.build_bundle(out, family=fam)
     if json_out:
         print_json({"family": fam, "variant": var.name, "bundle": str(res.path),
                     "sha256": res.sha256, "bytes": res.bytes, "files": res.files})

@@ -111,7 +111,7 @@ def devices(
     for col in ("device", "family", "address", "runtime", "mode", "image / python", "workdir", "defined at"):
         table.add_column(col, no_wrap=col in ("device", "address"))
     for d in found:
-        table.add_row(d.name, d.family, d.address, d.runtime, d.mode,
+        table.add_row(d.name, d.family or "-", d.address, d.runtime, d.mode,
                       d.image if d.mode == "container" else d.python, d.workdir, d.source)
     console().print(table)
 

@@ -1,17 +1,12 @@
 """Device images: build them with the docker CLI or podman, save them as archives, and write
 the ZCU104 native bundle.
 
-One folder per device family under ``images/`` (see images/README.md); the build context is
-always the repository root, so ``runners/`` and the shared smoke test go into every image:
-
-* ``arm-cpu``   ``images/arm-cpu/Dockerfile``, tag ``edgegauge/arm-cpu:<version>``
-* ``jetson``    variants ``jp5`` / ``jp6`` (build arg ``JETPACK``), tag ``edgegauge/jetson:<version>-jp5``
-* ``x86-a100``  variants ``tensorrt`` / ``cpu`` (build arg ``VARIANT``), tags ``edgegauge/x86-a100:<version>``
-                and ``...:<version>-cpu``
-* ``vitis-ai``  variant ``bundle`` (default): ``dist/edgegauge-vitis-ai-bundle-<version>.tar.gz``,
-                a deterministic tarball for the board (no Docker on the ZCU104, docs/devices.md §4.3);
-                variant ``compile``: the Vitis AI 3.0 quantize/compile image
-                ``edgegauge/vitis-ai-compile:<version>``.
+One folder per device family under ``images/`` (see images/README.md), named by the family's
+descriptor (``runners/families/<family>.py``: ``image_folder``, its variants, the runtime each
+variant's smoke test checks); the build context is always the repository root, so ``runners/``
+and the shared smoke test go into every image. ``host image list`` shows the catalogue; a family
+is named by its one name (``arm_cpu``, ``jetson``, ``x86_a100``, ``zcu104``). A variant with
+``bundle`` is not an image but a native tarball (:mod:`host.lab.bundle`, the ZCU104's).
 
 ``<version>`` is the edgegauge version (pyproject / :data:`host.__version__`). Every build passes
 ``VERSION``, ``REVISION`` (``git rev-parse HEAD``, ``-dirty`` when tracked files changed),
@@ -32,21 +27,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gzip
 import hashlib
 import http.server
-import io
 import os
 import shlex
 import shutil
 import subprocess
-import tarfile
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from host import REPO_ROOT
 from host.errors import (
@@ -57,57 +49,13 @@ from host.errors import (
     ImageSaveError,
     UnknownFamilyError,
 )
+from runners import families
+from runners.backends import default_name
+from runners.families import FamilyDescriptor, ImageVariant
 from runners.util import utc_now
 
 #: OCI annotation keys set on every image (values from build args and --label).
 OCI = "org.opencontainers.image"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One buildable thing of a family: a Dockerfile with fixed build args, or the bundle."""
-
-    name: str
-    repository: str = ""  # image repository, e.g. edgegauge/jetson ("" for the bundle)
-    dockerfile: str = ""  # relative to the repository root ("" for the bundle)
-    build_args: Dict[str, str] = field(default_factory=dict)
-    tag_suffix: str = ""
-    default_base: str = ""  # the default of base_arg in the Dockerfile
-    base_arg: str = "BASE_IMAGE"  # the Dockerfile ARG that --base sets
-    platform: Optional[str] = None  # the platform the target runs (documentation; not forced)
-    runtime: str = "ort"  # the smoke test's runtime
-    bundle: bool = False
-
-
-#: family -> (default variant, {variant name: Variant}).
-FAMILIES: Dict[str, tuple] = {
-    "arm-cpu": ("default", {
-        "default": Variant("default", "edgegauge/arm-cpu", "images/arm-cpu/Dockerfile",
-                           default_base="docker.io/library/python:3.11-slim-bookworm",
-                           platform="linux/arm64"),
-    }),
-    "jetson": ("jp5", {
-        "jp5": Variant("jp5", "edgegauge/jetson", "images/jetson/Dockerfile", {"JETPACK": "5"}, "-jp5",
-                       "nvcr.io/nvidia/l4t-jetpack:r35.4.1", "BASE_IMAGE_JP5", "linux/arm64", "tensorrt"),
-        "jp6": Variant("jp6", "edgegauge/jetson", "images/jetson/Dockerfile", {"JETPACK": "6"}, "-jp6",
-                       "nvcr.io/nvidia/l4t-jetpack:r36.4.0", "BASE_IMAGE_JP6", "linux/arm64", "tensorrt"),
-    }),
-    "x86-a100": ("tensorrt", {
-        "tensorrt": Variant("tensorrt", "edgegauge/x86-a100", "images/x86-a100/Dockerfile",
-                            {"VARIANT": "tensorrt"}, "", "nvcr.io/nvidia/tensorrt:24.08-py3",
-                            "BASE_IMAGE_TENSORRT", "linux/amd64", "tensorrt"),
-        "cpu": Variant("cpu", "edgegauge/x86-a100", "images/x86-a100/Dockerfile", {"VARIANT": "cpu"}, "-cpu",
-                       "docker.io/library/python:3.11-slim-bookworm", "BASE_IMAGE_CPU", "linux/amd64"),
-    }),
-    "vitis-ai": ("bundle", {
-        "bundle": Variant("bundle", runtime="vart", bundle=True),
-        "compile": Variant("compile", "edgegauge/vitis-ai-compile", "images/vitis-ai/Dockerfile",
-                           default_base="docker.io/xilinx/vitis-ai-pytorch-cpu:ubuntu2004-3.0.0.106",
-                           platform="linux/amd64", runtime="vart"),
-    }),
-}
-#: Other names of a family (the inventory's ``edgegauge_family`` values).
-ALIASES = {"arm_cpu": "arm-cpu", "x86_a100": "x86-a100", "zcu104": "vitis-ai", "vitis_ai": "vitis-ai"}
 
 
 def image_version() -> str:
@@ -117,34 +65,60 @@ def image_version() -> str:
     return __version__
 
 
-def resolve_variant(family: str, variant: Optional[str] = None) -> tuple:
-    """``(family, Variant)`` for a family name (or alias) and an optional variant.
+def image_families() -> Dict[str, FamilyDescriptor]:
+    """The families that declare an image folder, by name (``runners/families``)."""
+    return {name: d for name, d in families.descriptors().items() if d.variants}
+
+
+def smoke_runtime(variant: ImageVariant) -> str:
+    """The runtime ``variant``'s smoke test checks: its own, else the default runtime."""
+    return variant.runtime or default_name()
+
+
+def family(name: str) -> FamilyDescriptor:
+    """The family ``name`` (its one spelling), with an image.
 
     Raises:
-        UnknownFamilyError: unknown family or variant.
+        UnknownFamilyError: no such family (an old spelling such as ``arm-cpu`` is told its
+            name), or the family declares no image.
     """
-    fam = ALIASES.get(family, family)
-    if fam not in FAMILIES:
-        raise UnknownFamilyError(f"unknown image family {family!r}",
-                                 hint=f"one of: {', '.join(FAMILIES)} (`host image list`)")
-    default, variants = FAMILIES[fam]
-    name = variant or default
-    if name not in variants:
-        raise UnknownFamilyError(f"family {fam!r} has no variant {name!r}",
-                                 hint=f"variants of {fam}: {', '.join(variants)}")
-    return fam, variants[name]
+    try:
+        desc = families.get(name)
+    except families.UnknownFamily as exc:
+        right = f"write {exc.suggestion!r}" if exc.suggestion else "see `host image list`"
+        raise UnknownFamilyError(f"unknown image family {name!r}", hint=f"{right}; families: "
+                                 f"{', '.join(image_families())} (`host image list`)") from None
+    if not desc.variants:
+        raise UnknownFamilyError(f"family {name!r} declares no image (runners/families/{name}.py)",
+                                 hint=f"families with images: {', '.join(image_families())}")
+    return desc
+
+
+def resolve_variant(name: str, variant: Optional[str] = None) -> Tuple[str, ImageVariant]:
+    """``(family, ImageVariant)`` for a family name and an optional variant.
+
+    Raises:
+        UnknownFamilyError: unknown family or variant (see :func:`family`).
+    """
+    desc = family(name)
+    var = desc.variant(variant)
+    if var is None:
+        raise UnknownFamilyError(f"family {desc.name!r} has no variant {variant!r}",
+                                 hint=f"variants of {desc.name}: {', '.join(v.name for v in desc.variants)}")
+    return desc.name, var
 
 
 def default_tag(family: str, variant: Optional[str] = None, version: Optional[str] = None) -> str:
-    """``edgegauge/<family>:<version><suffix>`` (e.g. ``edgegauge/jetson:0.1.0-jp5``).
+    """``<repository>:<version><suffix>`` (e.g. ``edgegauge/jetson:0.1.0-jp5``).
 
     Raises:
         UnknownFamilyError: unknown family or variant, or the bundle variant (no image).
     """
     fam, var = resolve_variant(family, variant)
     if var.bundle:
+        image = next((v.name for v in families.get(fam).variants if not v.bundle), None)
         raise UnknownFamilyError(f"{fam} variant {var.name!r} is a tarball, not an image",
-                                 hint=f"the image of {fam} is variant 'compile'")
+                                 hint=f"the image of {fam} is variant {image!r}" if image else None)
     return f"{var.repository}:{version or image_version()}{var.tag_suffix}"
 
 
@@ -219,7 +193,7 @@ class BuildPlan:
     """Everything one ``<engine> build`` needs; :meth:`argv` is the command line."""
 
     family: str
-    variant: Variant
+    variant: ImageVariant
     engine: List[str]
     tag: str
     context: Path
@@ -264,10 +238,10 @@ def plan_build(
     """Plan an image build (runs nothing but ``git``).
 
     Args:
-        family, variant: see :data:`FAMILIES` (aliases: ``arm_cpu``, ``x86_a100``, ``zcu104``).
+        family, variant: a family of :func:`image_families` and one of its variants.
         engine: ``docker``, ``podman`` or a podman command line (words or one string).
         base: base image; sets the variant's base build arg (``BASE_IMAGE``; Jetson
-            ``BASE_IMAGE_JP5``/``_JP6``; x86-a100 ``BASE_IMAGE_TENSORRT``/``_CPU``).
+            ``BASE_IMAGE_JP5``/``_JP6``; x86_a100 ``BASE_IMAGE_TENSORRT``/``_CPU``).
         tag: image tag [``edgegauge/<family>:<version><suffix>``].
         build_args: extra ``KEY=VALUE`` build args (they win over the family's own).
         platform: ``--platform`` (e.g. ``linux/arm64``; cross builds need QEMU binfmt).
@@ -278,12 +252,12 @@ def plan_build(
 
     Raises:
         UnknownFamilyError, EngineNotFoundError, ImageError (the Dockerfile or the wheelhouse
-        is missing, the variant is the vitis-ai bundle).
+        is missing, the variant is a native bundle).
     """
     fam, var = resolve_variant(family, variant)
     if var.bundle:
         raise UnknownFamilyError(f"{fam} variant {var.name!r} is the native bundle, not an image",
-                                 hint="use build_bundle(), or variant 'compile' for the compile image")
+                                 hint=f"`host image build {fam} --variant {var.name}` writes it")
     words = engine_argv(engine)
     root = Path(repo_root).resolve()
     dockerfile = root / var.dockerfile
@@ -450,19 +424,23 @@ class SaveResult:
 
 
 def resolve_image(image_or_family: str, variant: Optional[str] = None) -> str:
-    """A family name (or alias) -> its default tag; anything else is an image reference."""
-    name = ALIASES.get(image_or_family, image_or_family)
-    if name in FAMILIES:
-        return default_tag(name, variant or _image_variant(name))
+    """A family name -> its default tag; anything else is an image reference.
+
+    Raises:
+        UnknownFamilyError: ``variant`` given with an image reference, or a bad variant."""
+    if image_or_family in image_families():
+        return default_tag(image_or_family, variant or _image_variant(image_or_family))
     if variant:
-        raise UnknownFamilyError(f"--variant needs a family name, not the image {image_or_family!r}")
+        raise UnknownFamilyError(f"--variant needs a family name, not the image {image_or_family!r}",
+                                 hint=f"families: {', '.join(image_families())}")
     return image_or_family
 
 
-def _image_variant(family: str) -> Optional[str]:
-    default, variants = FAMILIES[family]
-    if variants[default].bundle:  # vitis-ai: the only image is the compile one
-        return next(n for n, v in variants.items() if not v.bundle)
+def _image_variant(name: str) -> Optional[str]:
+    """The family's default variant, or its first image when the default is a bundle."""
+    desc = families.get(name)
+    if desc.variant().bundle:
+        return next(v.name for v in desc.variants if not v.bundle)
     return None
 
 
@@ -488,11 +466,10 @@ def save_image(image_or_family: str, output: Union[str, Path], *, variant: Optio
                                               "failed to find image", "not found")):
             raise ImageSaveError(f"{shlex.join(words)} cannot inspect {image}: {why[-400:]}",
                                  hint="is the engine usable here (docker daemon running, podman storage)?")
-        family = ALIASES.get(image_or_family, image_or_family)
         hint = "check the name with `<engine> images`"
-        if family in FAMILIES:
-            var = variant or _image_variant(family)
-            hint = f"build it first: host image build {family}" + (f" --variant {var}" if var else "")
+        if image_or_family in image_families():
+            var = variant or _image_variant(image_or_family)
+            hint = f"build it first: host image build {image_or_family}" + (f" --variant {var}" * bool(var))
         raise ImageNotFoundError(f"image {image} not found by {shlex.join(words)}", hint=hint)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -513,119 +490,3 @@ def save_image(image_or_family: str, output: Union[str, Path], *, variant: Optio
                              hint="is there room in the output folder?")
     os.replace(tmp, out)
     return SaveResult(image, out, out.stat().st_size, time.monotonic() - t0)
-
-
-# ----------------------------------------------------------------------------------------
-# the ZCU104 native bundle
-# ----------------------------------------------------------------------------------------
-
-BUNDLE_TOP = "edgegauge"
-
-_BUNDLE_README = """\
-edgegauge {version} native bundle for the Xilinx ZCU104 (Vitis AI 3.0 board image
-xilinx-zcu104-dpu-v2022.2-v3.0.0; Docker is not supported there). Pure Python: runs on the
-board image's python3, numpy, vart and xir; installs nothing.
-
-  tar -xzf edgegauge-vitis-ai-bundle-{version}.tar.gz -C /opt
-  PYTHONPATH=/opt/edgegauge python3 -m runners backends
-  python3 /opt/edgegauge/smoke_test.py [--xmodel /usr/share/vitis_ai_library/models/M/M.xmodel]
-
-smoke_test.py exit codes: 0 PASS, 1 FAIL, 3 PARTIAL (vart/xir import but the runners have no
-vart backend yet). RUNTIME names the runtime the smoke test checks by default (vart).
-"""
-
-
-@dataclass
-class BundleResult:
-    path: Path
-    sha256: str
-    bytes: int
-    files: List[str]
-
-
-def _bundle_files(root: Path) -> Dict[str, Union[Path, bytes]]:
-    """archive name -> source file or content."""
-    files: Dict[str, Union[Path, bytes]] = {}
-    runners = root / "runners"
-    if not (runners / "__init__.py").is_file():
-        raise ImageBuildError(f"{runners} is not the runners package", hint="run from an edgegauge checkout")
-    for path in sorted(runners.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        files[f"{BUNDLE_TOP}/runners/{path.relative_to(runners).as_posix()}"] = path
-    images = root / "images"
-    for rel in ("smoke_test.py", "smoke/tiny.onnx", "smoke/tiny.expected.json"):
-        if not (images / rel).is_file():
-            raise ImageBuildError(f"{images / rel} is missing", hint="run from an edgegauge checkout")
-        files[f"{BUNDLE_TOP}/{rel}"] = images / rel
-    return files
-
-
-def build_bundle(out_dir: Union[str, Path, None] = None, *, repo_root: Union[str, Path] = REPO_ROOT,
-                 revision: Optional[str] = None, mtime: Optional[int] = None) -> BundleResult:
-    """Write ``<out_dir>/edgegauge-vitis-ai-bundle-<version>.tar.gz`` [out_dir: ``<repo>/dist``].
-
-    Layout: ``edgegauge/`` holding ``runners/`` (the package's ``.py`` files), ``smoke_test.py``,
-    ``smoke/tiny.onnx`` + ``tiny.expected.json``, ``VERSION``, ``RUNTIME`` (``vart``),
-    ``BUILD_INFO.json`` (version, revision) and ``README``. Deterministic: sorted entries,
-    owner 0:0, modes 0644/0755, every mtime = ``mtime`` [``$SOURCE_DATE_EPOCH``, else 0], gzip
-    header without name or time -- the same tree and revision give the same bytes (sha256).
-    Written to a temporary name and renamed.
-
-    Raises:
-        ImageBuildError: sources missing, or the file cannot be written.
-    """
-    import json
-
-    root = Path(repo_root).resolve()
-    version = image_version()
-    if mtime is None:
-        mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
-    files: Dict[str, Union[Path, bytes]] = _bundle_files(root)
-    info = {"name": "edgegauge-vitis-ai-bundle", "version": version,
-            "revision": revision or git_revision(root), "runtime": "vart",
-            "target": "Xilinx ZCU104, Vitis AI 3.0 board image (DPUCZDX8G)"}
-    files[f"{BUNDLE_TOP}/VERSION"] = f"{version}\n".encode()
-    files[f"{BUNDLE_TOP}/RUNTIME"] = b"vart\n"
-    files[f"{BUNDLE_TOP}/BUILD_INFO.json"] = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
-    files[f"{BUNDLE_TOP}/README"] = _BUNDLE_README.format(version=version).encode()
-    dirs = sorted({p for name in files for p in _parents(name)})
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for d in dirs:
-            tar.addfile(_tarinfo(d + "/", tarfile.DIRTYPE, 0o755, 0, mtime))
-        for name in sorted(files):
-            src = files[name]
-            data = src.read_bytes() if isinstance(src, Path) else src
-            mode = 0o755 if name.endswith("smoke_test.py") else 0o644
-            tar.addfile(_tarinfo(name, tarfile.REGTYPE, mode, len(data), mtime), io.BytesIO(data))
-    gz = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=gz, mtime=mtime, compresslevel=9) as f:
-        f.write(buf.getvalue())
-    payload = gz.getvalue()
-
-    out = Path(out_dir).expanduser() if out_dir is not None else root / "dist"
-    path = out / f"edgegauge-vitis-ai-bundle-{version}.tar.gz"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ImageBuildError(f"cannot write {path}: {exc}", hint="pass --out to a writable folder") from None
-    return BundleResult(path, hashlib.sha256(payload).hexdigest(), len(payload), sorted(files))
-
-
-def _parents(name: str) -> List[str]:
-    parts = name.split("/")[:-1]
-    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
-def _tarinfo(name: str, kind: bytes, mode: int, size: int, mtime: int) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.type, ti.mode, ti.size, ti.mtime = kind, mode, size, mtime
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = "root"
-    return ti

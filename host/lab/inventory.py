@@ -38,12 +38,21 @@ import os
 import re
 import shlex
 import stat
-import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from host.errors import InventoryError, UnknownDeviceError
-from runners.backends import default_name
+from host.errors import InventoryError
+from host.lab.devices import DEFAULTS, Device, Group, Inventory, local_device
+from host.lab.inventory_ssh import (
+    SSH_ACCEPTED,
+    SSH_FLAGS_REFUSED,
+    SSH_HONOURED,
+    SSH_REFUSED,
+    SshArgs,
+)
+from runners import families
+
+__all__ = ["DEFAULTS", "Device", "Group", "Inventory", "local_device", "load_inventory", "resolve_inventory",
+           "SSH_ACCEPTED", "SSH_FLAGS_REFUSED", "SSH_HONOURED", "SSH_REFUSED"]
 
 #: Our own variable names (besides ``ansible_*`` and :data:`KNOWN_PREFIXES`).
 KNOWN_VARS = frozenset({
@@ -74,9 +83,6 @@ CONNECTIONS = ("ssh", "local")
 DEFAULT_FILE = "inventory.ini"
 INVENTORY_DIR = "inventories"
 
-DEFAULTS = {"runtime": default_name(), "mode": "native", "engine": "docker", "container_args": "",
-            "workdir": "edgegauge", "python": "python3"}
-
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HOST = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _SECTION = re.compile(r"\[([^\]]*)\]\s*(?:#.*)?\Z")
@@ -86,193 +92,9 @@ _ADDRESS = {"ansible_host": re.compile(r"[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*\Z"),
 _ADDRESS_CHARS = {"ansible_host": "'.', ':', '%', '-', '_'", "ansible_user": "'.', '-', '_'"}
 _CHILD = re.compile(r"(\S+)\s*(?:#.*)?\Z")
 _SECRET = re.compile(r"(?:^|_)(?:pass|passwd|password)\Z")
-#: ssh options (``-o Name=value``, names case-insensitive) that ``host``'s own SSH honours:
-#: the known_hosts file, one jump host (also ``-J``), the connect timeout (the longer of it and
-#: ``--connect-timeout`` is used).
-SSH_HONOURED = ("UserKnownHostsFile", "ProxyJump", "ConnectTimeout")
-#: ssh options accepted and not needed by ``host`` -> the values accepted (None: any).
-#: ``host`` always checks host keys strictly (``--accept-new-host-keys`` is its accept-new),
-#: runs its own keepalive, logs in with keys only and never prompts.
-SSH_ACCEPTED = {
-    "StrictHostKeyChecking": None, "ServerAliveInterval": "int", "ServerAliveCountMax": "int",
-    "IdentitiesOnly": None, "PubkeyAuthentication": ("yes",), "PasswordAuthentication": ("no",),
-    "KbdInteractiveAuthentication": ("no",), "ChallengeResponseAuthentication": ("no",),
-    "BatchMode": ("yes",), "LogLevel": None, "Compression": None,
-}
-_FORWARD = ("host cannot forward ports: remove it (a tunnel to the board belongs in ProxyJump, or "
-            "open it yourself and point ansible_host/ansible_port at it)")
-_MUX = "host keeps its own connection per board: remove it (ansible.cfg's ssh_args may set it for Ansible)"
-#: ssh options refused with a specific remedy (names lower-case); any other one is refused too.
-SSH_REFUSED = {
-    "proxycommand": "use ProxyJump=[user@]host[:port] instead of ProxyCommand",
-    "localforward": _FORWARD, "remoteforward": _FORWARD, "dynamicforward": _FORWARD,
-    "controlmaster": _MUX, "controlpath": _MUX, "controlpersist": _MUX,
-    "port": "write ansible_port=N", "user": "write ansible_user=NAME", "hostname": "write ansible_host=ADDR",
-    "identityfile": "write ansible_ssh_private_key_file=PATH",
-    "forwardagent": "host never forwards the agent: remove it",
-}
-#: ssh flags refused with a specific remedy (besides -o, -J and -C, every flag is refused).
-SSH_FLAGS_REFUSED = {
-    "-L": _FORWARD, "-R": _FORWARD, "-D": _FORWARD, "-W": "use -J or ProxyJump",
-    "-p": "write ansible_port=N", "-l": "write ansible_user=NAME",
-    "-i": "write ansible_ssh_private_key_file=PATH", "-A": "host never forwards the agent: remove it",
-    "-F": "host reads no config file given with -F: write the options here with -o",
-}
 _KEY_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")  # the first one set wins
-_SSH_ARGS_KEYS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")  # ssh's order: first value wins
-_JUMP = re.compile(r"(?:([A-Za-z0-9_.-]+)@)?([A-Za-z0-9_.-]+)(?::([0-9]+))?\Z")
 _PASSWORD_MSG = ("no passwords in the inventory: use ssh-agent or ansible_ssh_private_key_file to log in, "
                  "and `host provision/power-mode --ask-become-pass` (or --become-password-file) for sudo")
-
-
-@dataclass(frozen=True)
-class Device:
-    """One device of the lab (or the built-in ``local`` device, see :func:`local_device`)."""
-
-    name: str
-    family: str
-    groups: tuple
-    host: str
-    port: int
-    user: str | None
-    connection: str
-    runtime: str
-    mode: str
-    image: str | None
-    image_archive: str | None
-    engine: str
-    container_args: str
-    workdir: str
-    python: str
-    key_file: str | None
-    known_hosts: str | None
-    vars: dict = field(default_factory=dict, hash=False)
-    source: str = ""
-    jump: str | None = None  # ProxyJump/-J: ``[user@]host:port`` (port always written)
-    connect_timeout: float | None = None  # ssh ConnectTimeout, seconds
-    key_source: str | None = None  # ``file:line`` that set key_file
-
-    @property
-    def address(self) -> str:
-        """``user@host:port`` (no ``user@`` without a user); ``local`` for a local connection."""
-        if self.connection == "local":
-            return "local"
-        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
-
-    def to_json(self) -> dict:
-        """The fields above as a plain JSON-ready dict (``groups`` a list, ``vars`` included)."""
-        doc = asdict(self)
-        doc["groups"] = list(self.groups)
-        doc["vars"] = dict(self.vars)
-        return doc
-
-
-@dataclass
-class Group:
-    """One ``[group]`` of the file: hosts it lists directly, child groups, its own vars."""
-
-    name: str
-    hosts: list = field(default_factory=list)  # hosts listed directly, in file order
-    children: list = field(default_factory=list)
-    vars: dict = field(default_factory=dict)
-    line: int = 0  # first line naming the group in a section header (0: implicit)
-
-
-@dataclass
-class Inventory:
-    """A parsed inventory, possibly narrowed to one group (``scope``)."""
-
-    path: Path | None
-    devices: dict
-    groups: dict
-    scope: str | None = None
-    resolution: str = ""
-
-    def members(self, group: str) -> list[str]:
-        """Names of every host of ``group`` (children included), in file order.
-
-        Raises:
-            UnknownDeviceError: no such group.
-        """
-        if group == "all":
-            return list(self.devices)
-        if group not in self.groups:
-            raise self._unknown(f"unknown group {group!r}")
-        return [name for name, dev in self.devices.items() if group in dev.groups]
-
-    def in_scope(self) -> list[Device]:
-        """All devices, or those of the group ``scope``, in file order."""
-        if self.scope is None or self.scope == "all":
-            return list(self.devices.values())
-        return [dev for dev in self.devices.values() if self.scope in dev.groups]
-
-    def select(self, devices=(), groups=(), all_devices: bool = False) -> list[Device]:
-        """The devices named by ``--device``/``--group``/``--all``, in file order, once each.
-
-        A ``devices`` entry is a host in scope, else a group (its hosts in scope); the name
-        ``local`` with no host of that name is the built-in :func:`local_device` (last).
-        Nothing given means every device in scope.
-
-        Raises:
-            UnknownDeviceError: a name is neither a host nor a group in scope, or a group
-                has no device in scope.
-        """
-        scoped = self.in_scope()
-        if not devices and not groups and not all_devices:
-            return scoped
-        in_scope = {dev.name for dev in scoped}
-        chosen: set[str] = set(in_scope) if all_devices else set()
-        want_local = False
-        for name in devices:
-            if name in in_scope:
-                chosen.add(name)
-            elif name == "local" and name not in self.devices:
-                want_local = True
-            elif name in self.groups or name == "all":
-                chosen.update(self._group_in_scope(name))
-            elif name in self.devices:
-                raise self._unknown(f"device {name!r} is not in group {self.scope!r}")
-            else:
-                raise self._unknown(f"unknown device {name!r}")
-        for name in groups:
-            chosen.update(self._group_in_scope(name))
-        out = [dev for dev in scoped if dev.name in chosen]
-        if want_local:
-            out.append(local_device())
-        return out
-
-    def _group_in_scope(self, group: str) -> list[str]:
-        if group not in self.groups and group != "all":
-            raise self._unknown(f"unknown group {group!r}")
-        in_scope = {dev.name for dev in self.in_scope()}
-        names = [name for name in self.members(group) if name in in_scope]
-        if not names:
-            where = f" in group {self.scope!r}" if self.scope else ""
-            raise self._unknown(f"group {group!r} has no devices{where}")
-        return names
-
-    def _unknown(self, what: str) -> UnknownDeviceError:
-        known = ", ".join(dev.name for dev in self.in_scope()) or "none"
-        groups = ", ".join(g for g in self.groups if g not in ("all", "ungrouped")) or "none"
-        source = self.resolution or (str(self.path) if self.path else "no inventory")
-        return UnknownDeviceError(
-            f"{what} ({source}); devices: {known}; groups: {groups}",
-            hint="`--device local` runs on this machine; add boards to inventory.ini or pick "
-                 "another one with --inventory FILE|NAME")
-
-
-def local_device(workdir: str | None = None) -> Device:
-    """The built-in ``local`` device: this machine, this interpreter, ONNX Runtime, native. Its
-    work folder (models, leases, the board lock) is ``$EDGEGAUGE_LOCAL_WORKDIR`` when set, else
-    ``~/.cache/edgegauge/work``."""
-    if workdir is None:
-        default = Path.home() / ".cache" / "edgegauge" / "work"
-        workdir = os.environ.get("EDGEGAUGE_LOCAL_WORKDIR") or str(default)
-    return Device(
-        name="local", family="local", groups=(), host="localhost", port=0, user=None,
-        connection="local", runtime=DEFAULTS["runtime"], mode="native", image=None, image_archive=None,
-        engine=DEFAULTS["engine"], container_args="", workdir=workdir, python=sys.executable,
-        key_file=None, known_hosts=None, vars={}, source="built-in")
 
 
 # --------------------------------------------------------------------------- parsing
@@ -297,7 +119,7 @@ def _unquote(raw: str):
     return value if isinstance(value, str) else raw
 
 
-class _Parser:
+class _Parser(SshArgs):
     def __init__(self, path: Path):
         self.path = path
         self.groups: dict[str, Group] = {}
@@ -560,8 +382,6 @@ class _Parser:
             groups |= ancestors[g]
             if len(groups) > MAX_HOST_GROUPS:
                 raise self.too_many_groups(record["listed"][g], f"host {name!r}")
-        direct = [g for g in listed if g != "ungrouped"]
-        family = max(direct, key=lambda g: (depth[g], -direct.index(g))) if direct else "ungrouped"
 
         merged: dict[str, tuple] = {}
         if "all" in self.groups:
@@ -589,7 +409,7 @@ class _Parser:
         ssh = self.ssh_options(merged)
         key_var = next((k for k in _KEY_VARS if get(k)), None)
         return Device(
-            name=name, family=family, groups=tuple(sorted(groups)),
+            name=name, family=self.family(name, merged, groups, line), groups=tuple(sorted(groups)),
             host=get("ansible_host") or name, port=values.get("ansible_port", 22),
             user=get("ansible_user"), connection=get("ansible_connection") or "ssh",
             runtime=get("runtime"), mode=mode, image=image, image_archive=get("image_archive"),
@@ -600,112 +420,32 @@ class _Parser:
             jump=ssh.get("proxyjump"), connect_timeout=ssh.get("connecttimeout"),
             key_source=f"{self.path}:{merged[key_var][1]}" if key_var else None)
 
+    def family(self, name: str, merged: dict, groups: set, line: int) -> str | None:
+        """The host's device family (``runners/families``): its ``edgegauge_family``, else the one
+        group of its own or its parents' named as a family, else None (detected when provisioned).
+        Raises InventoryError at the line that names no family (an old spelling is told the one
+        name), or where a host sits in the groups of two families."""
+        known = families.names()
+        value, at = merged.get("edgegauge_family", ("", line))
+        if value and "{{" not in str(value):  # a Jinja expression is Ansible's to expand
+            if value not in known:
+                right = families.suggest(value)
+                said = f"write edgegauge_family={right}" if right else "see `python -m runners.families`"
+                raise self.error(at, f"edgegauge_family={value!r} is not a device family: {said} "
+                                     f"(families: {', '.join(known)})")
+            return str(value)
+        named = sorted(g for g in groups if g in known)
+        if len(named) > 1:
+            raise self.error(line, f"host {name!r} is in the groups of two families ({', '.join(named)}): "
+                                   "set edgegauge_family for it")
+        return named[0] if named else None
+
     def group_vars(self, group: str) -> dict:
         """``{var: (value, line)}`` of one group (computed once per group)."""
         if group not in self.vars_cache:
             lines = self.var_lines[group]
             self.vars_cache[group] = {k: (v, lines[k]) for k, v in self.groups[group].vars.items()}
         return self.vars_cache[group]
-
-    # ---- ssh arguments
-
-    def ssh_options(self, merged: dict) -> dict:
-        """The ssh options of ``ansible_ssh_common_args`` then ``ansible_ssh_extra_args`` (as
-        Ansible puts them on ssh's command line; the first value of an option wins, as in ssh):
-        lower-case name -> checked value (ProxyJump a canonical ``[user@]host:port`` or None,
-        ConnectTimeout a float). Raises InventoryError at the line that set a refused option."""
-        cache_key = tuple(merged.get(key) for key in _SSH_ARGS_KEYS)
-        if cache_key not in self.ssh_cache:  # every host of a group shares its group's arguments
-            self.ssh_cache[cache_key] = self.ssh_options_of(merged)
-        return self.ssh_cache[cache_key]
-
-    def ssh_options_of(self, merged: dict) -> dict:
-        options: dict = {}
-        for key in _SSH_ARGS_KEYS:
-            if key in merged:
-                value, lineno = merged[key]
-                for written, raw in self.ssh_args(key, value, lineno):
-                    if written.lower() not in options:
-                        options[written.lower()] = self.ssh_value(key, written, raw, lineno)
-        return options
-
-    def ssh_args(self, key: str, args, lineno: int) -> list[tuple[str, str]]:
-        """``(option name as written, raw value)`` pairs of one ssh argument string, in order."""
-        try:
-            tokens = shlex.split(str(args))
-        except ValueError as exc:
-            raise self.error(lineno, f"{key} cannot be split ({exc}): check the quotes") from None
-        pairs = []
-        i = 0
-        while i < len(tokens):
-            token = tokens[i]
-            flag, attached = token[:2], token[2:]
-            if flag not in ("-o", "-J", "-C") or (flag == "-C" and attached):
-                raise self.error(lineno, self.refused_flag(key, token))
-            i += 1
-            if flag == "-C":
-                continue  # compression: harmless, host does not compress
-            if not attached:
-                if i == len(tokens):
-                    raise self.error(lineno, f"{key}: {flag} at the end needs a value")
-                attached, i = tokens[i], i + 1
-            if flag == "-J":
-                pairs.append(("ProxyJump", attached))
-                continue
-            m = re.match(r"\s*([A-Za-z]+)\s*(?:=\s*|\s+)(\S.*)\Z", attached, re.DOTALL)
-            if not m:
-                raise self.error(lineno, f"{key}: -o {attached!r} is not Name=value")
-            pairs.append((m.group(1), m.group(2).strip()))
-        return pairs
-
-    @staticmethod
-    def refused_flag(key: str, token: str) -> str:
-        if not token.startswith("-") or token == "-":
-            return f"{key}: unexpected {token!r}: only ssh options (-o Name=value, -J, -C) belong here"
-        remedy = SSH_FLAGS_REFUSED.get(token[:2], "remove it")
-        return (f"{key}: ssh flag {token!r} cannot be honoured by host's own SSH: {remedy} "
-                f"(accepted: -o Name=value for {', '.join(SSH_HONOURED + tuple(SSH_ACCEPTED))}; -J; -C)")
-
-    def ssh_value(self, key: str, written: str, raw: str, lineno: int):
-        """Check one option; returns what host keeps of it (None for an accepted, unused one)."""
-        name = written.lower()
-        spelled = {n.lower(): n for n in SSH_HONOURED + tuple(SSH_ACCEPTED)}.get(name)
-        if spelled is None:
-            remedy = SSH_REFUSED.get(name, "remove it")
-            raise self.error(lineno, f"{key}: ssh option {written} cannot be honoured by host's own SSH: "
-                                     f"{remedy} (accepted: {', '.join(SSH_HONOURED + tuple(SSH_ACCEPTED))}; "
-                                     "host reads no ssh config file, so ~/.ssh/config cannot set it either)")
-        if name == "userknownhostsfile":
-            return raw
-        if name == "proxyjump":
-            return self.jump(key, raw, lineno)
-        allowed = SSH_ACCEPTED.get(spelled)
-        if name == "connecttimeout" or allowed == "int":
-            if not raw.isdigit() or (name == "connecttimeout" and int(raw) == 0):
-                raise self.error(lineno, f"{key}: {spelled}={raw!r} is not a positive whole number "
-                                         "of seconds")
-            return float(raw) if name == "connecttimeout" else None
-        if allowed is not None and raw.lower() not in allowed:
-            raise self.error(lineno, f"{key}: {spelled}={raw} cannot be honoured by host's own SSH (it "
-                                     f"accepts only {spelled}={'|'.join(allowed)}: host logs in with keys "
-                                     "only and never prompts)")
-        return None
-
-    def jump(self, key: str, raw: str, lineno: int) -> str | None:
-        """ProxyJump's value as ``[user@]host:port`` (None for ``none``)."""
-        if raw.lower() == "none":
-            return None
-        if "," in raw:
-            raise self.error(lineno, f"{key}: ProxyJump={raw}: host supports a single jump host, not a "
-                                     "chain: use one jump host that reaches the board directly")
-        m = _JUMP.match(raw)
-        port = int(m.group(3)) if m and m.group(3) else 22
-        if not m or not 1 <= port <= 65535:
-            raise self.error(lineno, f"{key}: ProxyJump={raw} is not [user@]host[:port] (host names and "
-                                     "IPv4 addresses only)")
-        user, host = m.group(1), m.group(2)
-        return f"{user + '@' if user else ''}{host}:{port}"
-
 
 def _read(path: Path) -> str:
     """The file's text, read only up to :data:`MAX_FILE_BYTES` (+1 to detect a bigger file).

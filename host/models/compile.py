@@ -1,7 +1,7 @@
 """ONNX (or PyTorch) -> quantized ``.xmodel`` for the ZCU104's DPU, through the Vitis AI image.
 
 ``host zoo compile --target zcu104 MODEL`` runs the edgegauge Vitis AI 3.0 compile-flow image
-(``images/vitis-ai/Dockerfile``, built with ``host image build vitis-ai --variant compile``)
+(``images/vitis-ai/Dockerfile``, built with ``host image build zcu104 --variant compile``)
 with docker or podman. Inside, ``vai_compile.py`` quantizes with the PyTorch quantizer
 (``pytorch_nndct``: ``torch_quantizer`` calib, then test + ``export_xmodel``; ONNX through
 onnx2torch) and compiles with ``vai_c_xir -x Q/<Model>_int.xmodel -a
@@ -35,7 +35,7 @@ from host.errors import CompileError, CompilerImageMissingError
 TARGETS = {"zcu104": "/opt/vitis_ai/compiler/arch/DPUCZDX8G/ZCU104/arch.json"}
 #: where the model's folder, the output folder and the calibration data are mounted
 MOUNT_IN, MOUNT_OUT, MOUNT_CALIB = "/in", "/out", "/calib"
-BUILD_HINT = "build it with `host image build vitis-ai --variant compile` (x86_64, ~10 GB), or pass --image"
+BUILD_HINT = "build it with `host image build zcu104 --variant compile` (x86_64, ~10 GB), or pass --image"
 #: the Vitis AI image release this flow was written for (base xilinx/vitis-ai-pytorch-cpu:*-3.0.0.*)
 VAI_VERSION = "3.0"
 
