@@ -114,7 +114,7 @@ def prepare(board) -> None:
         +
         'printf "workdir=%s\\n" "$W"; '
         f'test -f "$W/runners/{board.runners_hash}/.complete" && echo runners=present; '
-        'for f in "$W"/models/*.onnx "$W"/models/*.xmodel; do '
+        'for f in "$W"/models/*; do '  # content-addressed <sha256><suffix>, whatever the runtime
         '[ -f "$f" ] && printf "model=%s\\n" "${f##*/}"; done; '
         "exit 0"
     )
@@ -125,7 +125,7 @@ def prepare(board) -> None:
     facts = kv_lines(res.stdout)
     board.workdir = posixpath.normpath(facts["workdir"])
     board.runners_present = facts.get("runners") == "present"
-    board.models_present = set(facts["models"])  # file names: <sha256>.onnx, <sha256>.xmodel
+    board.models_present = set(facts["models"])  # file names: <sha256><model suffix>
     if not board.runners_present:
         ship_runners(board)
 
