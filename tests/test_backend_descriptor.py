@@ -1,4 +1,4 @@
-"""Backend descriptors: each runtime is declared once, in its module under runners/backends/.
+"""Backend descriptors: each runtime is declared once, in its folder under runners/backends/.
 
 The ort/null/tensorrt/vart descriptors carry the declared fields; discovery imports no runtime;
 and a throw-away backend module dropped into a copy of the runners package is listed, run and
@@ -127,6 +127,27 @@ def test_discovery_imports_no_runtime():
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+def test_each_runtime_is_one_folder_whose_descriptor_holds_its_profile_parser():
+    import importlib
+
+    from runners.backends.ort import profile as ort_profile
+    from runners.backends.tensorrt import trtexec
+
+    descs = descriptors()
+    assert "base" not in descs  # the interface module is no runtime
+    for name in ("ort", "tensorrt", "vart"):  # packages: DESCRIPTOR in the folder's __init__.py
+        module = importlib.import_module(f"runners.backends.{name}")
+        assert Path(module.__file__) == ROOT / "runners" / "backends" / name / "__init__.py"
+        assert module.DESCRIPTOR is descs[name]
+    assert descs["ort"].layer_profiler.rows is ort_profile.layer_rows
+    assert descs["tensorrt"].layer_profiler.rows is trtexec.layer_rows
+    assert descs["null"].layer_profiler is None and descs["vart"].layer_profiler is None
+    assert descs["ort"].to_json()["layer_profiler"] == "chrome_trace"
+    long = {p.relative_to(ROOT).as_posix(): n for p in (ROOT / "runners" / "backends").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, long
 
 
 # ----------------------------------------------------------------------------------------------

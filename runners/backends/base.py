@@ -82,10 +82,10 @@ class BackendOption:
 
 @dataclass(frozen=True)
 class BackendDescriptor:
-    """What one runtime backend is, declared once in its module as ``DESCRIPTOR``.
+    """What one runtime backend is, declared once as ``DESCRIPTOR`` in its package's ``__init__.py``.
 
-    Fields: ``name`` (``--backend`` and inventory ``runtime=`` value; equals the module name),
-    ``summary`` (one line), ``backend`` (the :class:`Backend` subclass; None when not
+    Fields: ``name`` (``--backend`` and inventory ``runtime=`` value; equals its folder's, or module's,
+    name), ``summary`` (one line), ``backend`` (the :class:`Backend` subclass; None when not
     implemented), ``options`` (:class:`BackendOption`, in command-line order), ``latency_levels``
     (what ``infer`` times, measurement policy; the first is the one results report),
     ``precisions`` (e.g. ``("fp32",)``; empty: runs no arithmetic), ``families`` (device
