@@ -18,6 +18,7 @@ of the first image build, ``pip download`` of the pinned wheels into
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -102,6 +103,30 @@ def _expand(ref: str) -> list:
 # ----------------------------------------------------------------------------------------------
 # smoke test, here
 # ----------------------------------------------------------------------------------------------
+
+
+def _smoke_aliases() -> dict:
+    spec = importlib.util.spec_from_file_location("smoke_test", IMAGES / "smoke_test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ALIASES
+
+
+def test_each_image_sets_the_smoke_runtime_its_family_descriptor_declares():
+    """The family descriptor's variant says which runtime its image's smoke test checks
+    (``runtime``, empty: the default runtime); the Dockerfile's EDGEGAUGE_RUNTIME, its build args
+    expanded, must name the same one (the compile-only image runs no smoke test)."""
+    aliases = _smoke_aliases()
+    checked = 0
+    for fam, desc in images.image_families().items():
+        for var in (v for v in desc.variants if v.dockerfile):
+            m = re.search(r"EDGEGAUGE_RUNTIME=(\S+)", (ROOT / var.dockerfile).read_text())
+            if m is None:
+                continue
+            value = re.sub(r"\$\{(\w+)\}", lambda g: var.build_args[g.group(1)], m.group(1))
+            assert aliases.get(value, value) == images.smoke_runtime(var), (fam, var.name)
+            checked += 1
+    assert checked >= 4
 
 
 def _smoke(*args, cwd=None, env=None, script=IMAGES / "smoke_test.py"):
