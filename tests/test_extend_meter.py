@@ -170,3 +170,18 @@ def test_meter_log_streams_its_frames_to_csv(extended, tmp_path):
     assert len(rows) >= 3 and asked >= len(rows)
     assert set(watts) <= {1.0, 4.0} and watts[0] == 1.0 and watts[-1] == 4.0
     assert f"{len(rows)} samples, 0 errors" in got.stdout
+
+
+def test_a_second_driver_taking_the_name_is_an_error_not_a_traceback(extended):
+    copy, _ = extended
+    twin = copy / "host/power/meters" / f"{MODULE}_twin.py"
+    twin.write_text(DRIVER.replace("class ToyLine(", "class ToyTwin("), encoding="utf-8")
+    try:
+        listed = _run(copy, "-m", "host", "meter", "list")
+        helped = _run(copy, "-m", "host", "meter", "read", "--help")
+    finally:
+        twin.unlink()
+    assert listed.returncode == 1 and "Traceback" not in listed.stderr
+    assert f"meter name '{NAME}' of host.power.meters.{MODULE}_twin.ToyTwin: also declared by " \
+           f"host.power.meters.{MODULE}.ToyLine" in listed.stderr
+    assert helped.returncode == 0 and "host meter list" in helped.stdout

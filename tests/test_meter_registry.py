@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from host.power.meters import is_onboard, markdown_table, meter_class, meter_names, registry
+from host.errors import MeterError
+from host.power.meters import discover, is_onboard, markdown_table, meter_class, meter_names, registry
 from host.power.meters.base import Meter, MeterInfo
 from host.power.session import MeterSpec
 
@@ -102,6 +103,50 @@ def test_docs_power_meter_table_is_the_generated_one():
 def test_each_shipped_driver_module_declares_one_driver(module):
     classes = {cls for cls in registry().values() if cls.__module__ == f"host.power.meters.{module}"}
     assert len(classes) == 1
+
+
+DRIVER = """from host.power.meters.base import Meter, MeterInfo
+
+
+class {cls}(Meter):
+    INFO = MeterInfo(names=({names!r},), link="-", scope="-", interval="-")
+"""
+
+
+def _package(root: Path, name: str, modules: dict) -> Path:
+    """A package ``name`` under ``root`` with the given ``{module: source}``."""
+    folder = root / name
+    folder.mkdir()
+    (folder / "__init__.py").write_text("")
+    for module, source in modules.items():
+        (folder / f"{module}.py").write_text(source)
+    return folder
+
+
+@pytest.mark.parametrize("modules, message", [
+    ({"a": DRIVER.format(cls="A", names="twin"), "b": DRIVER.format(cls="B", names="twin")},
+     "meter name 'twin' of {pkg}.b.B: also declared by {pkg}.a.A"),
+    ({"a": DRIVER.format(cls="A", names="Loud")}, "meter name 'Loud' of {pkg}.a.A: names are lower case"),
+    ({"a": "import not_a_module_anywhere\n"},
+     "meter driver {pkg}.a does not import: ModuleNotFoundError: No module named 'not_a_module_anywhere'"),
+])
+def test_discovery_refuses_a_taken_name_an_upper_case_one_and_a_broken_module(tmp_path, monkeypatch, modules,
+                                                                               message):
+    pkg = f"meters_{len(modules)}_{abs(hash(message)) % 10**6}"
+    folder = _package(tmp_path, pkg, modules)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MeterError) as caught:
+        discover([str(folder)], pkg)
+    assert str(caught.value) == message.format(pkg=pkg) and caught.value.hint
+
+
+def test_discovery_finds_the_drivers_of_a_package_and_skips_private_modules(tmp_path, monkeypatch):
+    folder = _package(tmp_path, "meters_ok", {"a": DRIVER.format(cls="A", names="one"),
+                                              "_helper": DRIVER.format(cls="H", names="hidden"),
+                                              "b": "X = 1\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = discover([str(folder)], "meters_ok")
+    assert list(found) == ["one"] and found["one"].__name__ == "A"
 
 
 def write_docs(root: Path = ROOT) -> None:

@@ -31,10 +31,14 @@ app = typer.Typer(no_args_is_help=True, help="power meters: list ports, read, lo
 
 
 def _meter_help() -> str:
-    """``--meter``'s help: the names the drivers declare (host/power/meters, ``MeterInfo.names``)."""
+    """``--meter``'s help: the names the drivers declare (host/power/meters, ``MeterInfo.names``);
+    when a driver is broken, a pointer to ``host meter list``, which then says what is wrong."""
     from host.power.meters import meter_names
 
-    return "meter: " + " ".join(meter_names())
+    try:
+        return "meter: " + " ".join(meter_names())
+    except HostError:
+        return "meter name (`host meter list` shows them)"
 
 
 MeterOpt = Annotated[Optional[str], typer.Option("--meter", help=_meter_help())]
@@ -134,6 +138,10 @@ def list_ports(
     from host.cli.render import console, print_json
     from host.power.meters import markdown_table, meter_names
 
+    try:
+        names = meter_names()
+    except HostError as exc:
+        fail(exc)
     if markdown:
         typer.echo(markdown_table(), nl=False)
         return
@@ -145,7 +153,7 @@ def list_ports(
                       "pid": f"{p.pid:04x}" if p.pid is not None else None,
                       "manufacturer": p.manufacturer, "product": p.product, "serial": p.serial_number})
     if json_out:
-        print_json({"ports": ports, "meters": meter_names()})
+        print_json({"ports": ports, "meters": names})
         return
     table = Table(title="serial ports", title_justify="left")
     for col in ("port", "USB vid:pid", "manufacturer", "product", "description"):
@@ -157,7 +165,7 @@ def list_ports(
     out.print(table)
     if not ports:
         out.print("no serial ports found (Bluetooth UM meters appear after `rfcomm bind`)", highlight=False)
-    out.print("meters: " + ", ".join(meter_names()), highlight=False)
+    out.print("meters: " + ", ".join(names), highlight=False)
 
 
 def _reading_dict(reading) -> dict:

@@ -34,23 +34,43 @@ def registry() -> dict:
     """Meter name -> driver class, in name order, from every module of this package.
 
     Raises:
-        MeterError: two drivers declare the same name, or a name is not lower case.
+        MeterError: a driver module does not import, two drivers declare the same name, or a name
+            is not lower case.
+    """
+    return discover(__path__, __name__)
+
+
+def discover(path, package: str) -> dict:
+    """Meter name -> driver class from the modules of the package ``package`` found on ``path``
+    (see :func:`registry`, which is this for host/power/meters).
+
+    Raises:
+        MeterError: as :func:`registry`.
     """
     found: dict = {}
-    for info in pkgutil.iter_modules(__path__):
+    for info in pkgutil.iter_modules(path):
         if info.name.startswith("_") or info.name == "base":
             continue
-        for cls in _drivers(importlib.import_module(f"{__name__}.{info.name}")):
+        try:
+            module = importlib.import_module(f"{package}.{info.name}")
+        except (ImportError, SyntaxError) as exc:
+            where = f"{package}.{info.name}"
+            raise MeterError(f"meter driver {where} does not import: {type(exc).__name__}: {exc}",
+                             hint=f"python -c 'import {where}' shows where") from exc
+        for cls in _drivers(module):
             for name in cls.INFO.names:
-                where = f"{cls.__module__}.{cls.__name__}"
-                if name != name.lower() or name in found:
-                    other = found.get(name)
-                    raise MeterError(f"meter name {name!r} of {where}: "
-                                     + (f"also declared by {other.__module__}.{other.__name__}" if other
-                                        else "names are lower case"),
-                                     hint="give each driver its own lower-case names in INFO.names")
+                _check_name(name, cls, found.get(name))
                 found[name] = cls
     return dict(sorted(found.items()))
+
+
+def _check_name(name: str, cls: type, other: type | None) -> None:
+    """Raises MeterError when ``name`` is not lower case or ``other`` declares it too."""
+    if name == name.lower() and other is None:
+        return
+    problem = f"also declared by {other.__module__}.{other.__name__}" if other else "names are lower case"
+    raise MeterError(f"meter name {name!r} of {cls.__module__}.{cls.__name__}: {problem}",
+                     hint="give each driver its own lower-case names in INFO.names")
 
 
 def meter_names() -> list:
@@ -104,5 +124,5 @@ def markdown_table() -> str:
     return head + "\n".join(rows) + "\n"
 
 
-__all__ = ["Meter", "MeterError", "MeterInfo", "is_onboard", "markdown_table", "meter_class", "meter_names",
-           "open_meter", "registry"]
+__all__ = ["Meter", "MeterError", "MeterInfo", "discover", "is_onboard", "markdown_table", "meter_class",
+           "meter_names", "open_meter", "registry"]
