@@ -221,7 +221,7 @@ class ImageError(HostError):
 
 
 class UnknownFamilyError(ImageError):
-    """The family or variant is not one of :data:`host.lab.images.FAMILIES`."""
+    """The family (runners/families, one spelling) or its image variant is unknown."""
 
     exit_code = 2
 
