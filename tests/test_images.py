@@ -123,7 +123,8 @@ def test_each_image_sets_the_smoke_runtime_its_family_descriptor_declares():
             m = re.search(r"EDGEGAUGE_RUNTIME=(\S+)", (ROOT / var.dockerfile).read_text())
             if m is None:
                 continue
-            value = re.sub(r"\$\{(\w+)\}", lambda g: var.build_args[g.group(1)], m.group(1))
+            args = var.build_args
+            value = re.sub(r"\$\{(\w+)\}", lambda g, args=args: args[g.group(1)], m.group(1))
             assert aliases.get(value, value) == images.smoke_runtime(var), (fam, var.name)
             checked += 1
     assert checked >= 4

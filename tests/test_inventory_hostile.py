@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from host.errors import InventoryError
-from runners.families import names as family_names
 from host.lab.inventory import (
     MAX_FILE_BYTES,
     MAX_HOST_GROUPS,
@@ -28,6 +27,7 @@ from host.lab.inventory import (
     MAX_LINE_CHARS,
     load_inventory,
 )
+from runners.families import names as family_names
 
 HOSTILE = Path(__file__).parent / "fixtures" / "hostile" / "inventories"
 EXPECTED = {k: v for k, v in json.loads((HOSTILE / "expected.json").read_text()).items()

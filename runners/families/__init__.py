@@ -1,15 +1,15 @@
 """Device families: one module ``runners/families/<name>.py`` each, declaring ``FAMILY``.
 
-Each module declares once ``FAMILY = FamilyDescriptor(...)``. A family is a kind of board the lab benchmarks on (``arm_cpu``, ``jetson``, ``zcu104``,
-``x86_a100``). Its descriptor holds everything that differs per family: its one name (the
-inventory's ``edgegauge_family`` value and the ``host image`` argument), how the board is
-detected (machine architectures, marker files, marker commands), its power-mode tool and the
-power-state sections the probe reads, its image folder under ``images/`` with the variants
-built from it, its provisioning and power-mode roles (``playbooks/roles/provision_<name>``,
-``power_<name>``) and its on-board power sources (meter names). Everything else derives from
-the descriptors: ``runners.power_state`` (the family list and the one detection rule), the
-host's images and ``host image`` choices, the inventory's accepted families and the variables
-the playbooks read (``python -m runners.families --json``).
+Each module declares once ``FAMILY = FamilyDescriptor(...)``. A family is a kind of board the lab
+benchmarks on (``arm_cpu``, ``jetson``, ``zcu104``, ``x86_a100``). Its descriptor holds everything
+that differs per family: its one name (the inventory's ``edgegauge_family`` value and the ``host
+image`` argument), how the board is detected (machine architectures, marker files, marker commands),
+its power-mode tool and the power-state sections the probe reads, its image folder under ``images/``
+with the variants built from it, its provisioning and power-mode roles
+(``playbooks/roles/provision_<name>``, ``power_<name>``) and its on-board power sources (meter
+names). Everything else derives from the descriptors: ``runners.power_state`` (the family list and
+the one detection rule), the host's images and ``host image`` choices, the inventory's accepted
+families and the variables the playbooks read (``python -m runners.families --json``).
 
 Discovery (:func:`descriptors`) lists the modules of this package (``pkgutil``) as
 ``runners/backends`` does. Standard library only, Python 3.8+: the power-state probe imports
