@@ -22,8 +22,8 @@ from pathlib import Path
 
 from host.campaign.protocol import PRESETS
 from host.campaign.run import run_campaign
+from host.lab.benchconfig import BenchConfig
 from host.lab.inventory import local_device
-from host.lab.runner import BenchConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = [ROOT / "examples/models/squeezenet1_1_imagenet.onnx",

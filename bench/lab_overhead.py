@@ -44,9 +44,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 import labfix  # noqa: E402
 
 from host.campaign.run import run_campaign  # noqa: E402
+from host.lab.benchconfig import BenchConfig  # noqa: E402
 from host.lab.board import Board, open_transport  # noqa: E402
 from host.lab.inventory import local_device, resolve_inventory  # noqa: E402
-from host.lab.runner import BenchConfig  # noqa: E402
 from runners.core import Policy  # noqa: E402
 from runners.fileio import write_json_atomic  # noqa: E402
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from host.lab.benchconfig import BenchConfig
 from host.lab.board import Board
 from host.lab.deploy import cached_sha256
 from host.lab.inventory import local_device
-from host.lab.runner import BenchConfig
 from host.lab.transport import LocalTransport
 from runners.core import Policy
 

@@ -29,8 +29,8 @@ def main() -> int:
 
     from host.campaign.protocol import PRESETS
     from host.campaign.run import discover_models, run_campaign
+    from host.lab.benchconfig import BenchConfig
     from host.lab.inventory import local_device
-    from host.lab.runner import BenchConfig
     from host.models.precision import Recipe
 
     protocol, policy = PRESETS["quick" if args.quick else "default"]

@@ -70,8 +70,8 @@ def fixed(model: Path, runs: int) -> dict:
 def adaptive(model: Path, target: float) -> dict:
     from host.campaign.protocol import PRESETS
     from host.campaign.run import run_campaign
+    from host.lab.benchconfig import BenchConfig
     from host.lab.inventory import local_device
-    from host.lab.runner import BenchConfig
 
     protocol, policy = PRESETS["default"]
     protocol = dataclasses.replace(protocol, target_ci=target, max_cell_s=300.0)

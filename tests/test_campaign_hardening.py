@@ -272,7 +272,7 @@ def test_a_cell_stored_under_any_names_holds_them_whole(tmp_path, campaign, devi
     every full name (the file name is only a bounded, sanitised form)."""
     from host.campaign.run import build_cell
     from host.campaign.store import cell_path, write_cell
-    from host.lab.runner import BenchConfig
+    from host.lab.benchconfig import BenchConfig
 
     cfg = dataclasses.replace(BenchConfig(backend="null"))
     root = tmp_path / uuid.uuid4().hex

@@ -15,7 +15,7 @@ import pytest
 
 from host.campaign.run import build_cell, runner_error_category
 from host.campaign.store import read_cell, write_cell
-from host.lab.runner import BenchConfig, RunnerOutcome
+from host.lab.benchconfig import BenchConfig, RunnerOutcome
 from runners import SCHEMA_VERSION, errors
 from runners.backends.null import NullBackend
 from runners.core import Policy, RunConfig, run

@@ -20,10 +20,10 @@ from host.campaign.protocol import Protocol
 from host.campaign.run import classify_failure, run_campaign
 from host.cli import app
 from host.errors import BoardBusyError, DiskFullError, UnreachableError
+from host.lab.benchconfig import BenchConfig, RunnerOutcome
 from host.lab.board import Board, BoardOptions, open_transport
 from host.lab.inventory import local_device, resolve_inventory
 from host.lab.lease import LOCK_FILE, campaign_tag, leftovers, owner_info
-from host.lab.runner import BenchConfig, RunnerOutcome
 from runners.core import Policy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,8 @@ from host.campaign.fidelity import AGREEMENT_MIN, SAMPLES, compare, inputs_for, 
 from host.campaign.protocol import Protocol
 from host.campaign.run import run_campaign
 from host.errors import FidelityError
+from host.lab.benchconfig import BenchConfig
 from host.lab.inventory import local_device
-from host.lab.runner import BenchConfig
 from runners.core import Policy
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "models"

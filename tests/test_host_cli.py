@@ -15,8 +15,8 @@ from host.campaign.protocol import Protocol
 from host.campaign.run import run_campaign
 from host.campaign.store import cell_path, load_cells, safe_name
 from host.cli import app
+from host.lab.benchconfig import BenchConfig
 from host.lab.inventory import local_device
-from host.lab.runner import BenchConfig
 from runners.cli import build_parser
 from runners.core import Policy
 

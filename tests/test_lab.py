@@ -19,9 +19,9 @@ from host.campaign.protocol import Protocol
 from host.campaign.run import classify_failure, run_campaign, store_cell
 from host.cli import app
 from host.errors import CampaignMismatchError
+from host.lab.benchconfig import BenchConfig, RunnerOutcome
 from host.lab.board import Board, BoardOptions, open_transport, sh
 from host.lab.inventory import local_device, resolve_inventory
-from host.lab.runner import BenchConfig, RunnerOutcome
 from runners.core import Policy
 
 ROOT = Path(__file__).resolve().parent.parent

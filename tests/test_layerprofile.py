@@ -81,9 +81,9 @@ def test_a_backend_without_a_profiler_is_a_layer_profile_error_not_a_memory_one(
     import hashlib
 
     from host.errors import LayerProfileError, MemoryProfileError
+    from host.lab.benchconfig import BenchConfig
     from host.lab.board import Board, open_transport
     from host.lab.inventory import local_device
-    from host.lab.runner import BenchConfig
     from runners.core import Policy
 
     device = local_device(str(tmp_path / "work"))

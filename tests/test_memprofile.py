@@ -12,8 +12,8 @@ from host.campaign.protocol import Protocol
 from host.campaign.run import run_campaign
 from host.campaign.store import flatten
 from host.lab import memprofile
+from host.lab.benchconfig import BenchConfig
 from host.lab.inventory import local_device
-from host.lab.runner import BenchConfig
 from runners.core import Policy
 
 FIX = Path(__file__).resolve().parent / "fixtures"

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from host.campaign.protocol import Protocol
 from host.campaign.run import run_campaign
 from host.cli import app
+from host.lab.benchconfig import BenchConfig
 from host.lab.inventory import local_device
-from host.lab.runner import BenchConfig
 from host.power import read_csv
 from host.power.session import MeterSpec, PowerSession
 from runners.core import Policy

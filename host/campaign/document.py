@@ -12,7 +12,7 @@ from pathlib import Path
 
 import host
 from host.campaign.store import write_cell
-from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
+from host.lab.benchconfig import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome
 from runners import SCHEMA_VERSION
 from runners import errors as runner_errors
 from runners.errors import EXIT_NO_RESULT

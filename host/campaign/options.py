@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from host.campaign.protocol import Protocol
-from host.lab.runner import BenchConfig
+from host.lab.benchconfig import BenchConfig
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from host.errors import (
     NoModelsError,
     PowerModeChanged,
 )
-from host.lab.runner import BenchConfig
+from host.lab.benchconfig import BenchConfig
 from host.models import ONNX_SUFFIX
 from runners import SCHEMA_VERSION
 from runners.fileio import write_json_atomic

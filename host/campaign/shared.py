@@ -15,7 +15,7 @@ from host.campaign.options import CampaignOptions
 from host.campaign.plan import Item, Plan
 from host.campaign.protocol import Progress
 from host.errors import HostError
-from host.lab.runner import BenchConfig, RunnerOutcome
+from host.lab.benchconfig import BenchConfig, RunnerOutcome
 from host.models import is_onnx
 from host.models.metrics import metrics_or_error
 

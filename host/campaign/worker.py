@@ -21,8 +21,8 @@ from host.campaign.samples import write_samples
 from host.campaign.shared import BoardSummary, CellEvent, MeasuredCell, Shared
 from host.campaign.store import earlier_cells, safe_name
 from host.errors import DiskFullError, HostError, ResultsLocationError
+from host.lab.benchconfig import RESULT_EXIT_CODES, BenchConfig
 from host.lab.lease import campaign_tag, describe, owner_info
-from host.lab.runner import RESULT_EXIT_CODES, BenchConfig
 from host.power.session import failed_block
 from runners.fileio import write_json_atomic
 

@@ -369,7 +369,7 @@ def _bench_devices(inventory, device, group, all_devices: bool, backend: Optiona
     """Step 2 of bench: refuse a ``--backend`` this version cannot run, then select the
     devices (``--device local`` when none is named). Raises BackendError, InventoryError,
     UnknownDeviceError, SelectionError."""
-    from host.lab.runner import check_backend
+    from host.lab.benchconfig import check_backend
 
     if backend is not None:
         check_backend(backend)
@@ -385,7 +385,7 @@ def _bench_config(found_devices, backend: Optional[str], *, batch: int, shapes: 
     (e.g. runtime=tensorrt), and backend options that none of the chosen backends declares
     (``--backend``, else each device's runtime). Raises HostError, BackendError."""
     from host.campaign.run import unsupported_backends
-    from host.lab.runner import BenchConfig, check_backend_options
+    from host.lab.benchconfig import BenchConfig, check_backend_options
     from runners.backends import default_name
 
     config = BenchConfig(backend=backend or default_name(), batch=batch, shapes=shapes, timeout_s=timeout,

@@ -26,9 +26,9 @@ from host.errors import LayerProfileError, MemoryProfileError
 from host.lab import deploy as _deploy
 from host.lab import facts as _facts
 from host.lab import lease, memprofile
+from host.lab.benchconfig import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome, tail
 from host.lab.deploy import StepReport, runners_bundle
 from host.lab.facts import CheckReport
-from host.lab.runner import RESULT_EXIT_CODES, BenchConfig, RunnerOutcome, tail
 from host.lab.shell import sh, words
 from host.lab.transport import SIGNAL_BASE, LocalTransport, SshTransport
 from runners.backends import descriptors

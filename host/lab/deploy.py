@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from host.errors import DeployError, DiskFullError, TransportError
-from host.lab.runner import tail
+from host.lab.benchconfig import tail
 from host.lab.shell import kv_lines, set_workdir, sh, words
 from runners.backends import default_name, descriptors
 from runners.manifest import read_sources, source_sha256

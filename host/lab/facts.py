@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from host.errors import TransportError
-from host.lab.runner import tail
+from host.lab.benchconfig import tail
 from host.lab.shell import kv_lines, set_workdir, sh, words
 
 #: The power-state probe's schema (runners/power_state.py).
