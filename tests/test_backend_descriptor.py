@@ -204,10 +204,10 @@ def test_host_bench_accepts_a_new_backend_and_its_options(echo_pkg, tmp_path):
     assert (res / "c" / "local" / "identity__echo-b1-tall-echo3.json").is_file()  # option in the slug
     bad = _py(["-m", "host", "bench", MODEL, "--backend", "echo", "-o", "echo_opt=x", *HOST,
                "--results", res], path, tmp_path)
-    assert bad.returncode == 1 and "bad --echo-opt" in bad.stderr
-    stray = _py(["-m", "host", "bench", MODEL, "--backend", "echo", "--opt-level", "basic", *HOST,
+    assert bad.returncode == 1 and "bad -o echo_opt" in bad.stderr
+    stray = _py(["-m", "host", "bench", MODEL, "--backend", "echo", "-o", "opt_level=basic", *HOST,
                  "--results", res], path, tmp_path)
-    assert stray.returncode == 1 and "--opt-level is not an option of backend echo" in stray.stderr
+    assert stray.returncode == 1 and "-o opt_level is not an option of backend echo" in stray.stderr
 
 
 def test_inventory_runtime_values_come_from_the_descriptors(echo_pkg, tmp_path):

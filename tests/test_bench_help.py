@@ -1,6 +1,6 @@
-"""``host bench --help``: its 49 parameters grouped in titled panels (each option exactly
+"""``host bench --help``: its 48 parameters grouped in titled panels (each option exactly
 once), and options with a fixed set of values (``--memory``, ``--calibrate``) checked by typer,
-which lists the choices."""
+which lists the choices; a runtime's own option is ``-o NAME=VALUE``, not a flag of its own."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_panels_show_once_each_and_list_every_option_exactly_once():
     panels = _panels(out)
     listed = [name for rows in panels.values() for name in rows]
     params = _bench_params()
-    assert len(params) == 49
+    assert len(params) == 48
     expected = [p.name + "..." if isinstance(p, typer.core.TyperArgument) else
                 next(o for o in p.opts if o.startswith("--")) for p in params]
     assert sorted(listed) == sorted([*expected, "--help"]) and len(set(listed)) == len(listed)
@@ -62,3 +62,17 @@ def test_a_fixed_set_of_values_is_shown_and_checked_by_typer(option, choices, tm
     out = " ".join(result.output.split())
     assert f"'bogus' is not one of {', '.join(repr(c) for c in choices.split('|'))}" in out, out
     assert "Traceback" not in result.output
+
+
+def test_runtime_options_are_dash_o_not_top_level_flags(tmp_path):
+    """ort's ``opt_level`` is no ``host bench`` flag (a usage error, exit 2, before anything runs):
+    it is ``-o opt_level=VALUE``, checked against the runtime's descriptor; ``--threads`` stays the
+    matrix's generic axis."""
+    flag = runner.invoke(app, ["bench", str(tmp_path), "--opt-level", "basic"], env={"COLUMNS": "200"})
+    assert flag.exit_code == 2 and "No such option: --opt-level" in flag.output, flag.output
+    helps = {p.name: p.help for p in _bench_params()}
+    assert "opt_level" not in helps and "-o opt_level=basic" in helps["option"]
+    assert "threads axis of the matrix" in helps["threads"]
+    bad = runner.invoke(app, ["bench", str(tmp_path), "--backend", "ort", "-o", "opt_level=max"],
+                        env={"COLUMNS": "200"})
+    assert bad.exit_code == 1 and "unknown -o opt_level 'max'" in " ".join(bad.output.split()), bad.output

@@ -96,3 +96,22 @@ def in_panels(panels: dict):
             func.__annotations__[name] = Annotated[base, info]
         return func
     return wrap
+
+
+def parse_shapes(values: Optional[typing.List[str]]) -> tuple:
+    """``--shape NAME=1x3x224x224`` options as ``((name, (dims...)), ...)`` (hashable).
+
+    Raises:
+        typer.BadParameter: a value that is not ``NAME=D1xD2x...``.
+    """
+    from runners.errors import InputSpecError
+    from runners.inputs import parse_shape_option
+
+    shapes = []
+    for text in values or []:
+        try:
+            name, dims = parse_shape_option(text)
+        except InputSpecError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--shape") from None
+        shapes.append((name, tuple(dims)))
+    return tuple(shapes)

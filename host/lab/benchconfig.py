@@ -161,8 +161,8 @@ def check_backend_options(given: Mapping[str, Any], backends) -> dict:
     descriptors of ``backends`` (the backends the selected devices will run).
 
     Args:
-        given: ``{name: text or value}``; names as in the descriptor (``opt_level``) or as
-            flags without dashes (``opt-level``).
+        given: ``{name: text or value}``; names as in the descriptor (``opt_level``, ``-o opt_level=…``)
+            or with dashes (``opt-level``).
         backends: backend names; unknown names are skipped.
 
     Returns:
@@ -177,12 +177,12 @@ def check_backend_options(given: Mapping[str, Any], backends) -> dict:
     descs = [descriptors()[b] for b in backends if b in descriptors()]
     values = {}
     for key, raw in given.items():
-        flag = "--" + key.replace("_", "-")
+        flag = "--threads" if key == "threads" else f"-o {key}"  # as host bench takes it
         owners = [d for d in descs if d.option(key) is not None]
         if not owners:
-            own = sorted({o.name.replace("_", "-") for d in descs for o in d.options})
+            own = sorted({o.name for d in descs for o in d.options})
             raise BackendError(f"{flag} is not an option of backend {', '.join(backends)}",
-                               hint=("its options: " + ", ".join(own)) if own else "it has no options")
+                               hint=("its options: -o " + ", -o ".join(own)) if own else "it has no options")
         opt = owners[0].option(key)
         try:
             values[opt.name] = opt.parse(raw)

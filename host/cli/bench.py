@@ -1,0 +1,492 @@
+"""``host bench``: its options (grouped in ``--help`` panels), the steps from the command line to
+one :class:`host.campaign.options.CampaignOptions`, the live progress lines and the result table.
+Runtime options come from the runtime's descriptor as ``-o NAME=VALUE``; ``--threads`` is the generic
+matrix axis every configuration's name carries."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, List, Optional
+
+import typer
+
+from host.cli.lab import (
+    AcceptNewOpt,
+    AllOpt,
+    ConnectTimeoutOpt,
+    DeviceOpt,
+    GroupOpt,
+    InventoryOpt,
+    KnownHostsOpt,
+    board_options,
+    select,
+)
+from host.cli.lab import fail as _fail
+from host.cli.options import DAY_S, MAX_BATCH, MAX_SEED, MAX_THREADS, bounded, in_panels, parse_shapes
+from host.cli.signals import interruptible
+from host.errors import CampaignInterrupted, HostError
+from runners.backends import implemented_names
+
+if TYPE_CHECKING:
+    from host.campaign.options import CampaignOptions
+
+EXAMPLES = Path("examples/models")
+
+
+def _default_models() -> List[Path]:
+    if EXAMPLES.exists():
+        return [EXAMPLES]
+    from host import REPO_ROOT
+
+    packaged = REPO_ROOT / EXAMPLES
+    return [packaged]
+
+
+ModelsArg = Annotated[Optional[List[Path]], typer.Argument(
+    help="ONNX files or folders (searched recursively) [default: examples/models]")]
+ResultsOpt = Annotated[Path, typer.Option(help="results root folder")]
+CampaignOpt = Annotated[Optional[str], typer.Option(
+    help="campaign name [default: UTC timestamp]; an existing campaign is resumed")]
+RetryFailedOpt = Annotated[bool, typer.Option(
+    "--retry-failed", help="when resuming, also re-run cells that failed on the board")]
+BreakLockOpt = Annotated[bool, typer.Option(
+    "--break-lock", help="take a board whose lock another live run holds (kills that holder; logged)")]
+BackendOpt = Annotated[Optional[str], typer.Option(
+    help=f"runner backend: {' | '.join(implemented_names())} [each device's runtime]")]
+BatchOpt = Annotated[str, typer.Option(
+    help="value of a dynamic batch dimension; comma-separated for a sweep (1,8,32): one cell per batch, "
+         "throughput in samples/s")]
+ShapeOpt = Annotated[Optional[List[str]], typer.Option(help="full input shape NAME=1x3x224x224 (repeatable)")]
+ThreadsOpt = Annotated[Optional[int], bounded(
+    0, MAX_THREADS, "the threads axis of the matrix, for every runtime: intra-op threads of a runtime "
+    "that declares a threads option (0 = all CPUs); part of every configuration's name, e.g. ort-b1-t2 "
+    "[all CPUs]")]
+OptionOpt = Annotated[Optional[List[str]], typer.Option(
+    "--option", "-o", help="runtime option NAME=VALUE as the runtime's descriptor declares it "
+    "(`host runtimes` lists them), e.g. -o opt_level=basic, "
+    "-o io_binding=false (repeatable)")]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="preset: ±10 %, 5+ processes, 8 s per cell")]
+RigorousOpt = Annotated[bool, typer.Option("--rigorous", help="preset: ±2 %, 10+ processes × 2 sessions, "
+                                           "180 s per cell")]
+TargetCiOpt = Annotated[Optional[float], bounded(
+    0.0001, 0.9999, "stop a cell when its p50's 95 % CI is within ± this share [0.05]")]
+MaxCellSOpt = Annotated[Optional[float], bounded(
+    0.001, DAY_S, "runner wall time a cell may spend before it stops short, seconds [20]", "--max-s")]
+MinProcessesOpt = Annotated[Optional[int], bounded(5, 100_000, "fewest runner processes per cell [5]")]
+MaxProcessesOpt = Annotated[Optional[int], bounded(5, 100_000, "most runner processes per cell [200]")]
+SessionsOpt = Annotated[Optional[int], bounded(1, 1000, "fresh sessions per runner process [1]")]
+OrderSeedOpt = Annotated[int, bounded(0, MAX_SEED, "seed of the interleaved run order")]
+class Memory(str, Enum):
+    """``--memory``: how a cell's memory is measured."""
+    rss = "rss"
+    massif = "massif"
+    memray = "memray"
+
+
+class Calibration(str, Enum):
+    """``--calibrate``: the int8 calibration method."""
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+MemoryOpt = Annotated[Memory, typer.Option(
+    help="memory method: rss (every process's VmRSS/VmHWM), or massif / memray: one extra process "
+         "per cell under that heap profiler (must be installed where the runner runs)")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="precisions to measure, comma-separated: fp32 (the model as given), fp16, int8 (static QDQ), "
+         "int8-dynamic; the host makes each variant (cached, recipe in the cell)")]
+DatasetOpt = Annotated[Optional[Path], typer.Option(
+    help="folder with inputs.npy + labels.npy, or an image folder (one sub-folder per class) with a "
+         "preprocess.json: top-1/top-5 accuracy on the device for every model [each model's own, from "
+         "its .info]")]
+CalibrateOpt = Annotated[Calibration, typer.Option(help="int8 calibration method")]
+CalibrationDataOpt = Annotated[Optional[Path], typer.Option(
+    help="int8 calibration inputs: a folder of .npy/.npz arrays, or images with a preprocess.json "
+         "[the model dataset's calibration/ images, else seeded random data, labelled so]")]
+CountersOpt = Annotated[bool, typer.Option(
+    "--counters", help="hardware counters (perf stat) around the first session's timed loop, per inference; "
+                       "unsupported events recorded as such, never 0")]
+ProfileOpt = Annotated[bool, typer.Option(
+    "--profile", help="per-layer profile of each cell from one extra, untimed process (ort: session "
+                      "profiling); shown by host report")]
+WarmupItersOpt = Annotated[Optional[int], bounded(0, 10**9, "warm-up minimum iterations [10]")]
+WarmupSOpt = Annotated[Optional[float], bounded(0, DAY_S, "warm-up minimum seconds [0.2]")]
+MinItersOpt = Annotated[Optional[int], bounded(1, 10**9, "timed loop minimum iterations [50]")]
+MinSOpt = Annotated[Optional[float], bounded(0, DAY_S, "timed loop minimum seconds [0.3]")]
+LoopMaxSOpt = Annotated[Optional[float], bounded(
+    0.001, DAY_S, "cap on one warm-up and one timed loop, seconds each [30]")]
+FpsOpt = Annotated[float, bounded(0.001, 100_000, "frame rate of the real-time budget (p99)")]
+TimeoutOpt = Annotated[float, bounded(1, 7 * DAY_S, "timeout of one runner process, seconds")]
+PowerOpt = Annotated[Optional[bool], typer.Option(
+    "--power/--no-power", help="measure power on devices that have a meter [on when one is set]")]
+MeterFromInventoryOpt = Annotated[bool, typer.Option(
+    "--meter-from-inventory", help="use each device's inventory meter (the default when set)")]
+MeterOpt = Annotated[Optional[str], typer.Option(
+    help="meter for the (single) selected device, e.g. um25c; overrides the inventory")]
+MeterPortOpt = Annotated[Optional[str], typer.Option(help="serial port of --meter")]
+IdleSettleOpt = Annotated[float, bounded(0, 3600, "settle before idle, seconds")]
+IdleWindowOpt = Annotated[float, bounded(0.1, 3600, "idle window, seconds")]
+IdleEveryOpt = Annotated[float, bounded(1, 7 * DAY_S, "re-measure idle after, seconds")]
+PowerMinSamplesOpt = Annotated[int, bounded(
+    2, 1_000_000, "meter samples the load window must hold (the timed loop is lengthened)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the cells as JSON instead of a table")]
+
+
+#: ``host bench --help``: its options by panel (every parameter in exactly one)
+BENCH_PANELS = {
+    "Models": ("models",),
+    "Devices": ("inventory", "device", "group", "all_devices"),
+    "Matrix": ("backend", "precision", "batch", "shape", "threads", "option", "dataset",
+               "calibrate", "calibration_data"),
+    "Protocol": ("quick", "rigorous", "target_ci", "max_s", "min_processes", "max_processes", "sessions",
+                 "order_seed", "warmup_iters", "warmup_s", "min_iters", "min_s", "loop_max_s", "fps",
+                 "timeout"),
+    "Power, memory and profiles": ("power", "meter_from_inventory", "meter", "meter_port", "idle_settle_s",
+                                   "idle_window_s", "idle_every_s", "power_min_samples", "memory",
+                                   "profile", "counters"),
+    "SSH": ("known_hosts", "accept_new_host_keys", "connect_timeout"),
+    "Resume and locks": ("results", "campaign", "retry_failed", "break_lock"),
+    "Output": ("json_out",),
+}
+
+
+# long: one typer parameter per option; the body is a handful of calls
+@in_panels(BENCH_PANELS)
+def bench(
+    models: ModelsArg = None,
+    inventory: InventoryOpt = None,
+    device: DeviceOpt = None,
+    group: GroupOpt = None,
+    all_devices: AllOpt = False,
+    backend: BackendOpt = None,
+    precision: PrecisionOpt = "fp32",
+    batch: BatchOpt = "1",
+    shape: ShapeOpt = None,
+    threads: ThreadsOpt = None,
+    option: OptionOpt = None,
+    dataset: DatasetOpt = None,
+    calibrate: CalibrateOpt = Calibration.minmax,
+    calibration_data: CalibrationDataOpt = None,
+    quick: QuickOpt = False,
+    rigorous: RigorousOpt = False,
+    target_ci: TargetCiOpt = None,
+    max_s: MaxCellSOpt = None,
+    min_processes: MinProcessesOpt = None,
+    max_processes: MaxProcessesOpt = None,
+    sessions: SessionsOpt = None,
+    order_seed: OrderSeedOpt = 0,
+    warmup_iters: WarmupItersOpt = None,
+    warmup_s: WarmupSOpt = None,
+    min_iters: MinItersOpt = None,
+    min_s: MinSOpt = None,
+    loop_max_s: LoopMaxSOpt = None,
+    fps: FpsOpt = 60.0,
+    timeout: TimeoutOpt = 600.0,
+    power: PowerOpt = None,
+    meter_from_inventory: MeterFromInventoryOpt = False,
+    meter: MeterOpt = None,
+    meter_port: MeterPortOpt = None,
+    idle_settle_s: IdleSettleOpt = 5.0,
+    idle_window_s: IdleWindowOpt = 10.0,
+    idle_every_s: IdleEveryOpt = 1800.0,
+    power_min_samples: PowerMinSamplesOpt = 10,
+    memory: MemoryOpt = Memory.rss,
+    profile: ProfileOpt = False,
+    counters: CountersOpt = False,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_keys: AcceptNewOpt = False,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
+    results: ResultsOpt = Path("results"),
+    campaign: CampaignOpt = None,
+    retry_failed: RetryFailedOpt = False,
+    break_lock: BreakLockOpt = False,
+    json_out: JsonOpt = False,
+):
+    """Benchmark models on this machine (--device local, the default) or on lab boards over
+    SSH (--inventory lab --device X / --group G / --all), each cell in a fresh runner process.
+
+    Boards run in parallel; cells on one board one after another. One JSON per cell under
+    RESULTS/CAMPAIGN/DEVICE/. Re-running with --campaign NAME resumes: finished cells are
+    skipped, cells whose board was unreachable run again, --retry-failed re-runs failed ones.
+    Each board is locked while a campaign uses it: a second run on it is refused with the
+    holder named (--break-lock takes it over); runners left behind by an earlier run (host
+    killed, link lost) are killed before each runner starts.
+
+    Protocol: each cell is measured by fresh runner processes (--sessions fresh sessions
+    each, one short timed loop per session), interleaved round by round with the board's
+    other cells, until the 95 % CI of its p50 is within ±--target-ci or --max-s is spent.
+    VALID when the CI met the target and no loop check (drift, second mode, throttle)
+    failed; each INVALID reason says what to do. Presets: --quick, --rigorous.
+    """
+    from host.campaign.options import CampaignOptions
+    from host.campaign.run import discover_models
+    from host.campaign.store import default_campaign_name
+
+    try:
+        protocol, policy = _protocol_policy(
+            quick, rigorous,
+            protocol={"target_ci": target_ci, "max_cell_s": max_s, "min_processes": min_processes,
+                      "max_processes": max_processes, "order_seed": order_seed},
+            policy={"sessions": sessions, "warmup_min_iterations": warmup_iters, "warmup_min_s": warmup_s,
+                    "min_iterations": min_iters, "min_duration_s": min_s, "max_duration_s": loop_max_s,
+                    "fps": fps})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    memory, calibrate = Memory(memory).value, Calibration(calibrate).value  # plain str in the results
+    precisions = _precisions(precision, calibrate, calibration_data)
+    batches = _batches(batch)
+    if dataset is not None:
+        from host.models.datasets import prepare_dataset
+
+        try:  # a bad folder fails here, before any board is touched
+            prepare_dataset(dataset)
+        except HostError as exc:
+            _fail(exc)
+            return
+    try:
+        found_devices = _bench_devices(inventory, device, group, all_devices, backend)
+        config = _bench_config(found_devices, backend, batch=batches[0], shapes=parse_shapes(shape),
+                               counters=counters,
+                               options=_given_options(threads, option), policy=policy,
+                               timeout=timeout)
+        found = discover_models(models or _default_models())
+        name = campaign or default_campaign_name()
+        ssh = board_options(known_hosts, accept_new_host_keys, connect_timeout)
+        if meter and len(found_devices) > 1:
+            raise HostError("--meter names the meter of one device; several are selected",
+                            hint="set meter= and meter_port= per device in the inventory")
+        power_factory = None if power is False else _power_factory(
+            meter, meter_port, ssh, settle_s=idle_settle_s, window_s=idle_window_s,
+            idle_every_s=idle_every_s, min_samples=power_min_samples)
+        with interruptible() as received:
+            try:
+                result = _run_bench(found, found_devices, CampaignOptions(
+                    config=config, results=results, campaign=name, backend=backend, retry_failed=retry_failed,
+                    protocol=protocol, memory=memory, break_lock=break_lock, dataset=dataset,
+                    precisions=precisions, batches=batches, profile=profile), ssh=ssh, power=power_factory)
+            except CampaignInterrupted as exc:
+                exc.exit_code = received.exit_code(exc.exit_code)  # 143 SIGTERM, 129 SIGHUP
+                raise
+    except HostError as exc:
+        _fail(exc)
+        return
+    _render_bench(result, found_devices, name, json_out)
+
+
+def _batches(text: str) -> tuple:
+    """Step 0 of bench: ``--batch 1`` or a sweep ``1,8,32`` as a tuple of ints in 1..MAX_BATCH
+    (typer.BadParameter otherwise)."""
+    try:
+        values = tuple(dict.fromkeys(int(t) for t in text.split(",") if t.strip()))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1 or max(values) > MAX_BATCH:
+        raise typer.BadParameter(f"{text!r}: batch sizes from 1 to {MAX_BATCH}, comma-separated (1,8,32)",
+                                 param_hint="--batch")
+    return values
+
+
+def _precisions(text: str, calibrate: str, calibration_data: Optional[Path]) -> tuple:
+    """Step 0 of bench: ``--precision`` as ``"fp32"`` and :class:`host.models.precision.Recipe`
+    objects (typer.BadParameter for an unknown name or calibration method)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise typer.BadParameter("name at least one precision", param_hint="--precision")
+    if set(names) == {"fp32"}:
+        return ("fp32",)
+    from host.models.precision import Recipe
+
+    data = str(calibration_data) if calibration_data else None
+    known = {"fp32": "fp32", "fp16": Recipe("fp16"),
+             "int8": Recipe("int8", calibration=calibrate, calibration_data=data),
+             "int8-dynamic": Recipe("int8", method="dynamic")}
+    out = []
+    for name in dict.fromkeys(names):
+        if name not in known:
+            raise typer.BadParameter(f"{name!r}: one of {', '.join(known)}", param_hint="--precision")
+        out.append(known[name])
+    return tuple(out)
+
+
+def _protocol_policy(quick: bool, rigorous: bool, *, protocol: dict, policy: dict):
+    """Step 0 of bench: the preset (default, --quick or --rigorous) with the options given
+    explicitly on top. Raises ValueError for both presets or a contradictory result."""
+    from host.campaign.protocol import PRESETS
+
+    if quick and rigorous:
+        raise ValueError("--quick and --rigorous exclude each other")
+    base_protocol, base_policy = PRESETS["quick" if quick else "rigorous" if rigorous else "default"]
+    chosen = dataclasses.replace(base_protocol, **{k: v for k, v in protocol.items() if v is not None})
+    loop = dataclasses.replace(base_policy, **{k: v for k, v in policy.items() if v is not None})
+    chosen.check()
+    loop.check()
+    return chosen, loop
+
+
+def _given_options(threads: Optional[int], option: Optional[List[str]]) -> dict:
+    """Step 1 of bench: the runtime options set on the command line, ``{name: text or value}``
+    (``--threads`` and each ``-o/--option NAME=VALUE``); typer.BadParameter for a ``--option``
+    without ``=``."""
+    given = {"threads": threads} if threads is not None else {}
+    for text in option or []:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{text!r}: expected NAME=VALUE", param_hint="--option")
+        given[key.strip().replace("-", "_")] = value.strip()
+    return given
+
+
+def _bench_devices(inventory, device, group, all_devices: bool, backend: Optional[str]) -> list:
+    """Step 2 of bench: refuse a ``--backend`` this version cannot run, then select the
+    devices (``--device local`` when none is named). Raises BackendError, InventoryError,
+    UnknownDeviceError, SelectionError."""
+    from host.lab.benchconfig import check_backend
+
+    if backend is not None:
+        check_backend(backend)
+    if not (device or group or all_devices):
+        device = ["local"]
+    _, found_devices = select(inventory, device, group, all_devices)
+    return found_devices
+
+
+def _bench_config(found_devices, backend: Optional[str], *, batch: int, shapes: tuple, options: dict,
+                  policy, timeout: float, counters: bool = False):
+    """Step 3 of bench: the configuration. Refuses devices whose backend is not implemented
+    (e.g. runtime=tensorrt), and backend options that none of the chosen backends declares
+    (``--backend``, else each device's runtime). Raises HostError, BackendError."""
+    from host.campaign.run import unsupported_backends
+    from host.lab.benchconfig import BenchConfig, check_backend_options
+    from runners.backends import default_name
+
+    config = BenchConfig(backend=backend or default_name(), batch=batch, shapes=shapes, timeout_s=timeout,
+                         counters=counters, policy=policy)
+    missing = unsupported_backends(found_devices, config, backend)
+    if missing:
+        raise HostError(
+            "not implemented: no runner backend for " + ", ".join(missing)
+            + f" in this version (runners has: {', '.join(implemented_names())})",
+            hint="bench these boards with --backend null, or leave them out")
+    chosen = [backend] if backend else sorted({d.runtime for d in found_devices})
+    values = _in_range(check_backend_options(options, chosen))
+    threads = values.pop("threads", 0)
+    return dataclasses.replace(config, threads=threads, options=tuple(values.items()))
+
+
+def _in_range(values: dict) -> dict:
+    """Step 3 of bench: ``values`` (typed backend options), each number finite and ``threads``
+    within 0..MAX_THREADS however it was given (``--threads`` or ``--option threads=N``);
+    typer.BadParameter otherwise."""
+    for name, value in values.items():
+        low, high = (0, MAX_THREADS) if name == "threads" else (-math.inf, math.inf)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                not (math.isfinite(value) and low <= value <= high):
+            span = f"from {low} to {high}" if name == "threads" else "a finite number"
+            raise typer.BadParameter(f"{name}={value!r}: expected {span}", param_hint=f"--option {name}")
+    return values
+
+
+def _run_bench(found, found_devices, options: CampaignOptions, *, ssh, power):
+    """Step 4 of bench: run the campaign (SSH options ``ssh``, power sessions from ``power``), one
+    progress line per board on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from host.campaign.run import run_campaign
+    from host.cli.render import console
+    from host.lab.board import Board, open_transport
+
+    with Progress(
+        TextColumn("{task.fields[board]:<14}", markup=False), BarColumn(bar_width=24), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("{task.description}", markup=False),  # names are text, not markup
+        console=console(stderr=True), transient=False,
+    ) as progress:
+        tasks = {d.name: progress.add_task("waiting", total=len(found), board=d.name) for d in found_devices}
+        return run_campaign(found, found_devices, options, on_event=_progress_handler(progress, tasks),
+                            open_board=lambda d: Board(d, open_transport(d, ssh)), power=power)
+
+
+def _progress_handler(progress, tasks: dict):
+    """``on_event`` for run_campaign: updates the board's progress line."""
+    def on_event(event):
+        task = tasks[event.device]
+        if event.state == "connecting":
+            progress.update(task, description="connecting")
+        elif event.state == "running":
+            progress.update(task, description=f"{event.model.stem} ({event.index}/{event.total})")
+        elif event.state == "profiling":
+            progress.update(task, description=f"{event.model.stem}: heap profile")
+        elif event.state == "idle":
+            progress.update(task, description="measuring idle power")
+        elif event.state == "board_down":
+            progress.update(task, description=f"unreachable: {event.message}")
+        elif event.state in ("done", "skipped"):
+            status = (event.doc or {}).get("status", "?")
+            progress.update(task, advance=1,
+                            description=f"{event.model.stem}: {status}"
+                            + (" (kept)" if event.state == "skipped" else ""))
+        elif event.state == "finished":
+            progress.update(task, description=progress.tasks[task].description + " · finished")
+
+    return on_event
+
+
+def _render_bench(result, found_devices, name: str, json_out: bool) -> None:
+    """Step 5 of bench: the cells as a table (plus per-board lines) or JSON; exit 1 when a
+    cell failed, 3 when none failed but one is INVALID."""
+    from host.analysis.compare import indistinguishable
+    from host.cli.render import bench_table, console, human_bytes, print_json, styled, verdict_notes
+
+    cells = result.cells
+    if json_out:
+        print_json(cells)
+    else:
+        out = console()
+        several = len(found_devices) > 1
+        out.print(bench_table(cells, title=f"campaign {name} · {', '.join(d.name for d in found_devices)}",
+                              show_device=several, ties=indistinguishable(cells)))
+        for line in verdict_notes(cells):
+            out.print(f"  {line}", highlight=False)
+        for s in result.boards.values():
+            line = (f"{s.device}: {s.run} run, {s.skipped} kept; sent {s.models_sent} models "
+                    f"({human_bytes(s.model_bytes_sent)}), {human_bytes(s.bytes_sent)} in all")
+            out.print(styled(line, (f"; {s.error}" if s.error else "", "red")), highlight=False)
+            for note in s.notes:
+                out.print(f"{s.device}: {note}", highlight=False)
+        statuses = [c.get("status") for c in cells]
+        bad = statuses.count("failed") + statuses.count("invalid")
+        if bad:
+            out.print(f"{statuses.count('failed')} failed and {statuses.count('invalid')} INVALID "
+                      f"of {len(cells)} cells: reasons above and in each cell's JSON "
+                      "(error, verdict.reasons)", highlight=False)
+        folder = result.folder
+        out.print(f"results: {folder}   next: host report {folder}", highlight=False)
+    statuses = [c.get("status") for c in cells]
+    if "failed" in statuses:
+        raise typer.Exit(1)
+    if "invalid" in statuses:
+        raise typer.Exit(3)
+
+
+def _power_factory(meter, meter_port, options, **settings):
+    """``(device, board, folder) -> PowerSession | None`` for run_campaign."""
+    from host.lab.board import open_transport
+    from host.power.session import PowerSession, meter_spec
+
+    def factory(device, board, folder):
+        spec = meter_spec(device, meter, meter_port)
+        if spec is None:
+            return None
+        run = on_close = None
+        if spec.onboard:  # on-board sources are read on the board, over their own connection
+            transport = open_transport(device, options)
+            run = lambda cmd: transport.run(cmd, timeout=30).stdout  # noqa: E731
+            on_close = transport.close
+        return PowerSession(spec, board, folder, run=run, on_close=on_close, **settings)
+
+    return factory
+
+
