@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from host.analysis.advise import advise
+from host.analysis.budgets import Budgets
 from host.analysis.compare import compare_campaigns, indistinguishable
 from host.analysis.correlate import correlations
 from host.analysis.html import render_html
@@ -266,7 +267,7 @@ def _read_everything(cells):
     correlations(cells)
     render_html(cells, "t", [], [])
     try:
-        advise(cells, "local", "latency_ms", 1.0)
+        advise(cells, Budgets(fps=60, memory_mib=100, power_w=5, energy_mj=1, accuracy_min=0.5))
     except HostError:
         pass
 

@@ -1,48 +1,73 @@
-"""Scaling advice (``host advise``): how much to width-scale a model so that it meets a latency,
-memory or energy budget on a device, which measured models already meet it, and the Pareto
-fronts of the measured models.
+"""Advice (``host advise``): which measured models meet every budget on a device, how much to
+width-scale a model of each architecture family to meet them, and the Pareto fronts.
+
+Budgets are judged by the one rule of :mod:`host.analysis.budgets` (meets / uncertain / misses /
+no meter / not measured, on a named statistic and its 95 % interval); this module adds no rule.
+
+Families. Width scaling keeps a model's architecture and multiplies its channels, so a line is
+fitted only over width-scaled variants of one architecture: the family of a model is its stem
+with the width tag ``_w<number>`` (how ``host zoo`` names scaled variants: ``mobilenet_v2_w0.5_cifar10``,
+``sc_vgg11_w0.25_cifar10``, ``mg_mobilenet_v2_w1_s224``) and any variant suffix after the first
+``.`` removed. Models of different families are never fitted together (8×8 digits and 224 px
+SqueezeNet share no line); a family needs at least :data:`MIN_N` models.
 
 Derivation (the scaling study's equation 1). Uniform width scaling multiplies every layer's
 channel count by a ratio S. A convolution's multiply–adds are ``k²·C_in·C_out·H·W`` and its
 weights ``k²·C_in·C_out``: both channel counts scale by S, so FLOPs and params scale by S²
-(``X(S) = S²·X₀``, X₀ the base model's value at S = 1). On a device the measured metric is fitted
-as a straight line against the static metric over the measured models,
-``y = a·X + b`` (:func:`host.analysis.correlate.fit`, raw values): latency and energy per
-inference against FLOPs, peak RSS against params. The scaled model meets the target T when
+(``X(S) = S²·X₀``). Within a family the budget's figure (the statistic the rule judges: e.g.
+``latency_ms_p99``, the peak RSS of the memory scope, energy per inference) is fitted as a
+straight line ``y = a·X + b`` against FLOPs (latency, energy) or params (memory)
+(:func:`host.analysis.correlate.fit`, raw values). The scaled model meets the target T when
 ``a·S²·X₀ + b = T``, hence
 
     S = sqrt((T − b) / (a · X₀)),  and the static size it needs is  X_T = (T − b) / a.
 
-Assumptions, each a reason the answer is a starting point to measure, not a guarantee:
-S² scaling is exact only for layers whose input and output channels both scale (the stem's
-input channels and the classifier's output classes do not: X(S) is slightly above S²·X₀ for
-S < 1); the line fitted over *other* models holds for the scaled one (the fit's r says how
-well the line explains the measured models, and is reported with a warning when weak); the
-line is only trusted inside the range of X it was fitted on: a target whose X_T lies outside
-the measured models' range is refused (:class:`host.errors.AnalysisError`) instead of
-extrapolated. S > 1 means the base model could be widened and still meet the target.
-
-Budgets: a model meets a latency budget only if the upper bound of its p50's 95 % CI
-(``latency.latency_ms_p50_ci95``) is under the budget; when the interval contains the budget,
-or there is no interval (fewer than 5 processes), it is ``uncertain``. Peak RSS and energy per
-inference have no interval: their measured value is compared as is.
+Assumptions, each a reason S is a starting point to measure, not a guarantee: S² scaling is
+exact only for layers whose input and output channels both scale; the line fitted over the
+family's other widths holds for the scaled one (the fit's r is reported, with a warning when
+weak); the line is fitted on point values while the rule judges the interval's end; and it is
+trusted only inside the measured range of X: an X_T outside it is reported, not extrapolated.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import asdict
 
+from host.analysis.budgets import MEETS, MISSES, UNCERTAIN, Budgets, judge
 from host.analysis.correlate import MIN_N, fit, latest_per_model, precision_of, value
 from host.campaign.store import _get
 from host.errors import AnalysisError, UnknownDeviceError
 
-# target name: (static metric X, measured metric y, unit, what to say when it has no data)
-TARGETS = {
-    "latency_ms": ("flops", "latency_ms", "ms", "latency (a measured cell)"),
-    "memory_mib": ("params", "rss_mib_peak", "MiB", "peak RSS (memory.rss_mib_peak)"),
-    "energy_mj": ("flops", "energy_mj", "mJ",
-                  "energy per inference (power.energy_mj_per_inference: bench with a power meter)"),
-}
+#: budget: the static metric its figure is fitted against (power and accuracy are not scaled).
+SCALED = {"latency": "flops", "memory": "params", "energy": "flops"}
+_WIDTH_TAG = re.compile(r"_w\d+(?:\.\d+)?(?=[_.]|$)")
+_RANK = {MEETS: 0, UNCERTAIN: 1, MISSES: 2}
+
+
+def family_of(cell: dict) -> str:
+    """The architecture family of a cell's model: its stem without the width tag ``_w<number>``
+    and without a variant suffix after the first ``.`` (module docstring)."""
+    stem = str(_get(cell, "cell", "model_stem"))
+    return _WIDTH_TAG.sub("", stem).split(".")[0] or stem
+
+
+def pick_device(cells: list[dict], device: str | None) -> str:
+    """``device``, or the only device of ``cells`` when None.
+
+    Raises:
+        AnalysisError: no cells; several devices and none named.
+    """
+    if not cells:
+        raise AnalysisError("no result cells", hint="run `host bench` first, or pass the folder it wrote")
+    if device is not None:
+        return device
+    seen = sorted({str(_get(c, "cell", "device")) for c in cells})
+    if len(seen) > 1:
+        raise AnalysisError(f"these results hold several devices ({', '.join(seen)})",
+                            hint="pass --device with one of them")
+    return seen[0]
 
 
 def device_cells(cells: list[dict], device: str) -> list[dict]:
@@ -54,8 +79,7 @@ def device_cells(cells: list[dict], device: str) -> list[dict]:
     """
     if not cells:
         raise AnalysisError("no result cells", hint="run `host bench` first, or pass the folder it wrote")
-    measured = latest_per_model(cells)
-    mine = [c for c in measured if _get(c, "cell", "device") == device]
+    mine = [c for c in latest_per_model(cells) if _get(c, "cell", "device") == device]
     if not mine:
         seen = sorted({str(_get(c, "cell", "device")) for c in cells})
         raise UnknownDeviceError(f"no measured cell of device {device!r} in these results "
@@ -65,27 +89,28 @@ def device_cells(cells: list[dict], device: str) -> list[dict]:
 
 
 def fit_group(cells: list[dict], precision: str | None) -> tuple:
-    """(precision, batch, cells) the fit uses: ``precision`` (default ``fp32`` when measured,
-    else the only precision measured) and the batch with the most models (ties: the smaller).
+    """(precision, batch, cells) the fits use: ``precision`` (default ``fp32`` when measured,
+    else the precision with the most models) and the batch with the most models (ties: the smaller).
 
     Raises:
-        AnalysisError: ``precision`` not measured, or several precisions and none fp32.
+        AnalysisError: ``precision`` is given and not measured.
     """
     precisions = sorted({precision_of(c) for c in cells})
     if precision is None:
-        precision = "fp32" if "fp32" in precisions else (precisions[0] if len(precisions) == 1 else None)
-        if precision is None:
-            raise AnalysisError(f"several precisions measured ({', '.join(precisions)}) and no fp32",
-                                hint="pass --precision")
+        precision = "fp32" if "fp32" in precisions else _most(cells, precision_of)
     if precision not in precisions:
         raise AnalysisError(f"precision {precision!r} not measured on this device "
                             f"(measured: {', '.join(precisions)})", hint="pass one of those to --precision")
     mine = [c for c in cells if precision_of(c) == precision]
-    counts: dict = {}
-    for c in mine:
-        counts[_get(c, "configuration", "batch")] = counts.get(_get(c, "configuration", "batch"), 0) + 1
-    batch = min(counts, key=lambda b: (-counts[b], b if isinstance(b, int) else math.inf))
+    batch = _most(mine, lambda c: _get(c, "configuration", "batch"))
     return precision, batch, [c for c in mine if _get(c, "configuration", "batch") == batch]
+
+
+def _most(cells: list[dict], key):
+    counts: dict = {}
+    for c in cells:
+        counts[key(c)] = counts.get(key(c), 0) + 1
+    return min(counts, key=lambda k: (-counts[k], (0, k) if isinstance(k, (int, float)) else (1, str(k))))
 
 
 def solve_s(slope: float, intercept: float, x0: float, target: float) -> float:
@@ -105,44 +130,127 @@ def solve_s(slope: float, intercept: float, x0: float, target: float) -> float:
     return math.sqrt((target - intercept) / (slope * x0))
 
 
-def scaling_advice(group: list[dict], target_name: str, target: float, base: str | None = None) -> dict:
-    """The fit of the target's metric on its static metric over ``group`` (one device,
-    precision and batch) and S for ``base`` (a model stem) or, without one, for every model.
+def budget_rows(cells: list[dict], budgets: Budgets) -> list[dict]:
+    """Every cell judged on every budget (:func:`host.analysis.budgets.judge`), meets first.
 
     Returns:
-        ``{"x", "y", "unit", "target", "fit": fit(...) + "models" | None, "x_target": float | None,
-        "warnings": [str], "scaling": [{"model", "x0", "y", "s", "direction"}], "refused": None |
-        {"message", "hint"}}``. ``refused`` says why no S is given: fewer than 3 models, a line
-        that does not rise, a target at or below its intercept, or X_T outside the fitted range.
-
-    Raises:
-        AnalysisError: no model of ``group`` has both metrics; ``base`` is not one of those models.
+        ``[{"model", "family", "precision", "batch", "verdict", "checks": [Check as a dict with
+        its ``mark``], "reasons": [str]}]``.
     """
-    xm, ym, unit, what = TARGETS[target_name]
-    points = [(str(_get(c, "cell", "model_stem")), value(c, xm), value(c, ym)) for c in group]
+    rows = []
+    for cell in cells:
+        judged = judge(cell, budgets)
+        rows.append({"model": str(_get(cell, "cell", "model_stem")), "family": family_of(cell),
+                     "precision": precision_of(cell), "batch": _get(cell, "configuration", "batch"),
+                     "verdict": judged.verdict, "reasons": judged.reasons(),
+                     "checks": [{**asdict(c), "mark": c.mark} for c in judged.checks]})
+    return sorted(rows, key=lambda r: (_RANK.get(r["verdict"], 3), r["family"], r["model"], r["precision"],
+                                       str(r["batch"])))
+
+
+def answer(rows: list[dict]) -> str:
+    """One sentence: which of ``rows`` (:func:`budget_rows`) meet every budget."""
+    meets = [_label(r, rows) for r in rows if r["verdict"] == MEETS]
+    if meets and len(meets) == len(rows):
+        return f"every measured model meets every budget ({len(rows)}: {', '.join(meets)})"
+    uncertain = sum(r["verdict"] == UNCERTAIN for r in rows)
+    tail = f"; {uncertain} uncertain (see why below)" if uncertain else ""
+    if not meets:
+        return f"no measured model meets every budget ({len(rows)} measured{tail})"
+    return f"{len(meets)} of {len(rows)} measured models meet every budget: {', '.join(meets)}{tail}"
+
+
+def _label(row: dict, rows: list[dict]) -> str:
+    extra = [row["precision"]] if len({r["precision"] for r in rows}) > 1 else []
+    extra += [f"batch {row['batch']}"] if len({str(r["batch"]) for r in rows}) > 1 else []
+    return row["model"] + (f" ({', '.join(extra)})" if extra else "")
+
+
+def family_fits(group: list[dict], budgets: Budgets, base: str | None = None) -> dict:
+    """Per budget that scales (:data:`SCALED`) and per family of ``group`` (one device, precision
+    and batch) with at least :data:`MIN_N` models, the line and S (module docstring).
+
+    Returns:
+        ``{"fits": [{"budget", "family", "models", "x", "y", "unit", "target", "fit", "x_target",
+        "scaling": [{"model", "x0", "y", "s", "direction"}], "note", "warnings"}], "not_fitted":
+        [str]}``; ``note`` says why no S is given, or that the target lies outside the measured
+        range; ``not_fitted`` names the families too small to fit and says they are not pooled.
+    """
+    families: dict = {}
+    for cell in group:
+        families.setdefault(family_of(cell), []).append(cell)
+    big = {f: cs for f, cs in sorted(families.items()) if len(cs) >= MIN_N}
+    fits = [_family_fit(name, members, budget, budgets, base)
+            for budget in budgets.names() if budget in SCALED for name, members in big.items()]
+    return {"fits": fits, "not_fitted": _not_fitted(families, big) if _scales(budgets) else []}
+
+
+def _scales(budgets: Budgets) -> bool:
+    return any(b in SCALED for b in budgets.names())
+
+
+def _not_fitted(families: dict, big: dict) -> list[str]:
+    small = {f: cs for f, cs in sorted(families.items()) if f not in big}
+    if not small:
+        return []
+    names = [_family_name(f, cs[0]) for f, cs in small.items()]
+    need = f"a line is fitted only within one family of width variants (<arch>_w<width>, ≥ {MIN_N} models)"
+    if len(families) > 1:
+        these = " and ".join(names) if len(names) == 2 else ", ".join(names)
+        what = "is a different architecture" if len(names) == 1 else "are different architectures"
+        sizes = "/".join(sorted({str(len(cs)) for cs in small.values()}))
+        return [f"not fitted: {these} {what} ({sizes} model(s) each); {need}"]
+    (name, members), = small.items()
+    return [f"not fitted: {names[0]} has {len(members)} model(s); {need}"]
+
+
+def _family_name(family: str, cell: dict) -> str:
+    shape = _get(cell, "info", "input_shape")
+    if isinstance(shape, list) and len(shape) >= 2 and all(isinstance(d, int) for d in shape[-2:]):
+        return f"{shape[-2]}×{shape[-1]} {family}"
+    return family
+
+
+def _family_fit(family: str, members: list[dict], budget: str, budgets: Budgets, base: str | None) -> dict:
+    xm = SCALED[budget]
+    only = Budgets(statistic=budgets.statistic, memory_scope=budgets.memory_scope,
+                   **{name: getattr(budgets, name) for name in _FIELDS[budget]})
+    checks = [(cell, judge(cell, only).checks[0]) for cell in members]
+    stat, unit, target = checks[0][1].statistic, checks[0][1].unit, checks[0][1].limit
+    points = [(str(_get(cell, "cell", "model_stem")), value(cell, xm), check.value) for cell, check in checks]
     points = [p for p in points if p[1] is not None and p[2] is not None]
-    if not points:
-        raise AnalysisError(f"no cell of this device has {what} together with {xm}")
-    if base is not None and base not in {m for m, _, _ in points}:
-        raise AnalysisError(f"base model {base!r} has no {xm} and {ym} here "
-                            f"(models: {', '.join(m for m, _, _ in points)})",
-                            hint="pass one of those to --base")
-    out = {"x": xm, "y": ym, "unit": unit, "target": target, "fit": None, "x_target": None, "warnings": [],
-           "scaling": [], "refused": None}
+    out = {"budget": budget, "family": family, "models": [m for m, _, _ in points], "x": xm, "y": stat,
+           "unit": unit, "target": target, "fit": None, "x_target": None, "scaling": [], "note": None,
+           "warnings": []}
+    if len(points) < MIN_N:
+        out["note"] = f"{len(points)} model(s) with {xm} and {stat}: a line needs at least {MIN_N}"
+        return out
+    line = fit([x for _, x, _ in points], [y for _, _, y in points])
+    out.update(fit=line, warnings=_fit_warnings(line) if line["slope"] is not None else [])
     try:
-        if len(points) < MIN_N:
-            raise AnalysisError(f"{len(points)} model(s) with {xm} and {ym}: a line needs at least {MIN_N}",
-                                hint="measure more models of the family on this device")
-        line = fit([x for _, x, _ in points], [y for _, _, y in points])
-        out.update(fit={**line, "models": len(points)}, warnings=_fit_warnings(line))
         if line["slope"] is None:
-            raise AnalysisError(f"{xm} or {ym} does not vary over the measured models: no line to solve")
-        out["x_target"] = _x_target(line, target, xm)
-        out["scaling"] = [_scaled(model, x0, y, line, target) for model, x0, y in points
-                          if base is None or model == base]
+            raise AnalysisError(f"{xm} or {stat} does not vary over the family: no line to solve")
+        solve_s(line["slope"], line["intercept"], 1.0, target)  # the slope and intercept cases
+        out["x_target"] = (target - line["intercept"]) / line["slope"]
+        out["note"] = _range_note(out["x_target"], line, xm)
+        if out["note"] is None:
+            out["scaling"] = [_scaled(m, x0, y, line, target) for m, x0, y in points if base in (None, m)]
     except AnalysisError as exc:
-        out.update(x_target=None, scaling=[], refused={"message": str(exc), "hint": exc.hint})
+        out["note"] = str(exc)
     return out
+
+
+_FIELDS = {"latency": ("fps", "latency_ms"), "memory": ("memory_mib",), "energy": ("energy_mj",)}
+
+
+def _range_note(x_target: float, line: dict, xm: str) -> str | None:
+    if x_target > line["x_max"]:
+        return (f"the target needs {xm} ≈ {x_target:.4g}, above the largest measured ({line['x_max']:.4g}): "
+                "every measured width is predicted to meet it; the line is not extrapolated (no S)")
+    if x_target < line["x_min"]:
+        return (f"the target needs {xm} ≈ {x_target:.4g}, below the smallest measured ({line['x_min']:.4g}): "
+                "the line is not extrapolated (no S): measure a narrower variant")
+    return None
 
 
 def _scaled(model: str, x0: float, y: float, line: dict, target: float) -> dict:
@@ -151,59 +259,12 @@ def _scaled(model: str, x0: float, y: float, line: dict, target: float) -> dict:
             "direction": "shrink" if s < 1 else ("widen" if s > 1 else "as is")}
 
 
-def _x_target(line: dict, target: float, xm: str) -> float:
-    solve_s(line["slope"], line["intercept"], 1.0, target)  # the slope and intercept cases
-    x_target = (target - line["intercept"]) / line["slope"]
-    if not line["x_min"] <= x_target <= line["x_max"]:
-        raise AnalysisError(
-            f"the target needs {xm} = {x_target:.4g}, outside the fitted range "
-            f"[{line['x_min']:.4g}, {line['x_max']:.4g}] of the measured models: the line is not "
-            "extrapolated",
-            hint="measure a model of about that size (e.g. a width-scaled variant) and ask again")
-    return x_target
-
-
 def _fit_warnings(line: dict) -> list[str]:
-    out = []
-    if line["label"] != "ok":
-        out.append(f"the fit is {line['label']} (r = {line['r']:.3f}, p = {line['p_value']:.3g}, "
-                   f"n = {line['n']}): S is a weak guide on this device")
-    return out
-
-
-def budget_check(cells: list[dict], target_name: str, target: float) -> list[dict]:
-    """Every cell of ``cells`` with the target's metric, against ``target`` (module docstring).
-
-    Returns:
-        ``[{"model", "precision", "batch", "value", "ci95": [lo, hi] | None, "status":
-        "meets" | "uncertain" | "misses", "reason"}]`` sorted by value.
-    """
-    ym = TARGETS[target_name][1]
-    rows = []
-    for cell in cells:
-        y = value(cell, ym)
-        if y is None:
-            continue
-        ci = _get(cell, "latency", "latency_ms_p50_ci95") if ym == "latency_ms" else None
-        status, reason = _budget_status(y, ci, target, ym == "latency_ms")
-        rows.append({"model": _get(cell, "cell", "model_stem"), "precision": precision_of(cell),
-                     "batch": _get(cell, "configuration", "batch"), "value": y,
-                     "ci95": list(ci) if ci else None, "status": status, "reason": reason})
-    return sorted(rows, key=lambda r: r["value"])
-
-
-def _budget_status(y: float, ci, target: float, has_ci: bool) -> tuple:
-    if not has_ci:
-        return ("meets", "value ≤ budget") if y <= target else ("misses", "value > budget")
-    if not ci or ci[0] is None or ci[1] is None:
-        if y > target:
-            return "misses", "p50 > budget"
-        return "uncertain", "p50 ≤ budget but no 95 % CI (fewer than 5 processes)"
-    if ci[1] < target:
-        return "meets", "CI upper bound < budget"
-    if ci[0] > target:
-        return "misses", "CI lower bound > budget"
-    return "uncertain", "the 95 % CI contains the budget"
+    if line["label"] == "ok":
+        return []
+    r = "-" if line["r"] is None else f"{line['r']:.3f}"
+    p = "-" if line["p_value"] is None else f"{line['p_value']:.3g}"
+    return [f"the fit is {line['label']} (r = {r}, p = {p}, n = {line['n']}): S is a weak guide"]
 
 
 def pareto_front(points: list[dict], a: str, b: str, *, maximize_b: bool = False) -> list[dict]:
@@ -241,33 +302,39 @@ def _top1(cell: dict) -> float | None:
     return float(top1) if isinstance(top1, (int, float)) and not isinstance(top1, bool) else None
 
 
-def advise(cells: list[dict], device: str, target_name: str, target: float, *, base: str | None = None,
+def advise(cells: list[dict], budgets: Budgets, *, device: str | None = None, base: str | None = None,
            precision: str | None = None) -> dict:
-    """The whole answer of ``host advise``: the scaling advice on the device's fit group, the
-    budget check and the Pareto fronts over the device's cells of that batch (of every precision
-    unless ``precision`` is given).
-
-    Args:
-        target_name: ``latency_ms``, ``memory_mib`` or ``energy_mj`` (:data:`TARGETS`).
-        target: the budget in that unit (> 0).
+    """The whole answer of ``host advise``: the device's models judged on every budget (all
+    precisions and batches unless ``precision`` is given), the one-sentence answer, the
+    per-family width-scaling fits on the fit group (:func:`fit_group`) and the Pareto fronts.
+    "Every model meets" and "none meets" are answers, not errors.
 
     Returns:
-        ``{"device", "precision", "batch", "target_name", **scaling_advice(...), "budget":
-        budget_check(...), "pareto": pareto_fronts(...)}``.
+        ``{"device", "budgets": {name: Check-like limit}, "rows": budget_rows(...), "answer": str,
+        "precision", "batch", **family_fits(...), "pareto": pareto_fronts(...)}``.
 
     Raises:
-        AnalysisError, UnknownDeviceError: as :func:`device_cells`, :func:`fit_group`,
-            :func:`scaling_advice` (a refused S is not an error: see ``refused``); a target that
-            is not positive; an unknown ``target_name``.
+        AnalysisError: no cells, several devices and none named, no budget given, ``precision``
+            not measured, ``base`` not a model of the fit group.
+        UnknownDeviceError: no measured cell of ``device``.
     """
-    if target_name not in TARGETS:
-        raise AnalysisError(f"unknown target {target_name!r} (known: {', '.join(TARGETS)})")
-    if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
-        raise AnalysisError(f"the target must be a positive number, not {target!r}")
+    if not budgets.names():
+        raise AnalysisError("no budget given", hint="pass --fps, --latency-ms, --memory-mib, --power-w, "
+                                                    "--energy-mj or --accuracy-min")
+    device = pick_device(cells, device)
     mine = device_cells(cells, device)
     prec, batch, group = fit_group(mine, precision)
-    advice = scaling_advice(group, target_name, float(target), base)
-    listed = [c for c in mine if _get(c, "configuration", "batch") == batch
-              and (precision is None or precision_of(c) == precision)]
-    return {"device": device, "precision": prec, "batch": batch, "target_name": target_name, **advice,
-            "budget": budget_check(listed, target_name, float(target)), "pareto": pareto_fronts(listed)}
+    if base is not None and base not in {str(_get(c, "cell", "model_stem")) for c in group}:
+        raise AnalysisError(f"base model {base!r} is not measured at {prec}, batch {batch} on {device}",
+                            hint="pass a model stem listed by `host report` to --base")
+    listed = [c for c in mine if precision is None or precision_of(c) == precision]
+    rows = budget_rows(listed, budgets)
+    return {"device": device, "statistic": budgets.statistic, "memory_scope": budgets.memory_scope,
+            "limits": _limits(rows), "rows": rows, "answer": answer(rows), "precision": prec,
+            "batch": batch, **family_fits(group, budgets, base), "pareto": pareto_fronts(listed)}
+
+
+def _limits(rows: list[dict]) -> list[dict]:
+    """Each budget's name, statistic, unit, limit and kind, in table order (from the first row)."""
+    keep = ("budget", "statistic", "unit", "limit", "kind")
+    return [{k: c[k] for k in keep} for c in rows[0]["checks"]] if rows else []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from host.cli.render import PlainTable as Table
-from host.cli.render import plain
+from host.cli.render import plain, styled
 
 _PAIR_NAMES = {"flops": "FLOPs", "params": "params", "cdl": "CDL", "latency_ms": "latency",
                "rss_mib_peak": "peak RSS", "energy_mj": "energy/inf"}
@@ -46,55 +46,126 @@ def correlation_table(rows: list[dict], title: str = "correlations") -> Table:
     return table
 
 
+_BUDGET_COLUMNS = {"latency": "latency", "memory": "memory", "power": "power", "energy": "energy",
+                   "accuracy": "accuracy"}
+_VERDICT_STYLE = {"meets": "green", "misses": "red", "uncertain": "yellow"}
+_X_NAMES = {"flops": "FLOPs", "params": "params"}
+
+
+def quantity(value, unit: str) -> str:
+    """A number with its unit, 3 significant digits; milliseconds below 1 ms in µs."""
+    if value is None:
+        return "-"
+    if unit == "ms" and abs(value) < 1:
+        return f"{value * 1000:.3g} µs"
+    return f"{value:.3g}" + (f" {unit}" if unit else "")
+
+
+def _with_interval(check: dict) -> str:
+    value, interval, unit = check["value"], check["interval"], check["unit"]
+    if value is None:
+        return "-"
+    if not interval:
+        return quantity(value, unit)
+    if unit == "ms" and abs(value) < 1:
+        return f"{value * 1000:.3g} ({interval[0] * 1000:.3g}–{interval[1] * 1000:.3g}) µs"
+    return f"{value:.3g} ({interval[0]:.3g}–{interval[1]:.3g})" + (f" {unit}" if unit else "")
+
+
+def limits_text(limits: list[dict], scope: str) -> str:
+    """The budgets in words: ``latency_ms_p99 ≤ 16.7 ms, rss_mib_peak (process) ≤ 100 MiB``."""
+    parts = []
+    for lim in limits:
+        sign = "≤" if lim["kind"] == "max" else "≥"
+        what = lim["statistic"] + (f" ({scope})" if lim["budget"] == "memory" else "")
+        parts.append(f"{what} {sign} {lim['limit']:.4g}" + (f" {lim['unit']}" if lim["unit"] else ""))
+    return ", ".join(parts)
+
+
 def advice_tables(result: dict) -> list:
-    """Renderables of :func:`host.analysis.advise.advise`: the fit line, the scaling ratios, the
-    budget check and the Pareto fronts."""
-    out = [_fit_text(result)]
-    if result["scaling"]:
-        table = Table(title=f"width scaling ratio S meeting {result['target']:g} {result['unit']}",
-                      title_justify="left")
-        for name in ("model", result["x"], f"measured {result['unit']}", "S", ""):
-            table.add_column(name, justify="left" if name in ("model", "") else "right")
-        for row in result["scaling"]:
-            table.add_row(str(row["model"]), _g(row["x0"]), _g(row["y"]), f"{row['s']:.3f}", row["direction"])
-        table.caption = ("S = sqrt((target − intercept) / (slope · X₀)): FLOPs and params scale as S² under "
-                         "uniform width scaling; a starting point to measure")
-        table.caption_justify = "left"
-        out.append(table)
-    out.append(_budget_table(result))
+    """Renderables of :func:`host.analysis.advise.advise`: the answer, the verdict table (one ✓/?/✗
+    per budget), why the others do not meet, the per-family scaling fits and the Pareto fronts."""
+    out = [styled((f"device {result['device']}: ", "bold"), result["answer"])]
+    if result["rows"]:
+        out.append(_budget_table(result))
+        out.extend(_why(result["rows"]))
+    out.extend(_fit_parts(result))
     out.extend(_pareto_tables(result["pareto"]))
     return out
 
 
-def _fit_text(result: dict):
-    fit = result.get("fit")
-    head = (f"device {result['device']}, precision {result['precision']}, batch {result['batch']}: "
-            f"{result['y']} against {result['x']}")
-    if not fit or fit.get("slope") is None:
-        return plain(head + ": no line")
-    text = (f"{head}: y = {fit['slope']:.4g}·x + {fit['intercept']:.4g} (r = {fit['r']:.3f}, "
-            f"p = {fit['p_value']:.2g}, r² = {fit['r2']:.3f}, n = {fit['n']}, {fit['scale']} values, "
-            f"fitted on {result['x']} in [{fit['x_min']:.4g}, {fit['x_max']:.4g}])")
-    if result.get("x_target") is not None:
-        text += f"; the target needs {result['x']} ≈ {result['x_target']:.4g}"
-    return plain(text)
-
-
 def _budget_table(result: dict) -> Table:
-    unit = result["unit"]
-    table = Table(title=f"measured models against {result['target']:g} {unit}", title_justify="left")
-    for name in ("model", "prec", unit, "95 % CI", "status", "why"):
-        table.add_column(name, justify="right" if name in (unit, "95 % CI") else "left")
-    colour = {"meets": "green", "misses": "red", "uncertain": "yellow"}
-    for row in result["budget"]:
-        ci = row["ci95"]
-        table.add_row(str(row["model"]), row["precision"], _g(row["value"], ".4g"),
-                      f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "-",
-                      plain(row["status"], colour[row["status"]]), str(row["reason"]))
-    if result["target_name"] == "latency_ms":
-        table.caption = ("a model meets a latency budget only if the upper bound of its p50's 95 % CI is "
-                         "under it")
-        table.caption_justify = "left"
+    rows, limits = result["rows"], result["limits"]
+    latency = next((lim for lim in limits if lim["budget"] == "latency"), None)
+    batches = len({str(r["batch"]) for r in rows}) > 1
+    table = Table(title=f"budgets: {limits_text(limits, result['memory_scope'])}", title_justify="left")
+    table.add_column("model", overflow="fold")
+    table.add_column("prec")
+    if batches:
+        table.add_column("batch", justify="right")
+    if latency:
+        table.add_column(f"{latency['statistic'].rsplit('_', 1)[-1]} (95 % CI)", justify="right")
+    for lim in limits:
+        table.add_column(_BUDGET_COLUMNS[lim["budget"]], justify="center")
+    table.add_column("verdict")
+    for row in rows:
+        checks = row["checks"]
+        lat = next((c for c in checks if c["budget"] == "latency"), None)
+        table.add_row(row["model"], row["precision"], *([str(row["batch"])] if batches else []),
+                      *([_with_interval(lat)] if latency else []),
+                      *(plain(c["mark"], _VERDICT_STYLE.get(c["verdict"], "")) for c in checks),
+                      plain(row["verdict"], _VERDICT_STYLE.get(row["verdict"], "")))
+    table.caption = ("meets: the statistic's whole 95 % interval is within the budget; uncertain: it "
+                     "straddles it, or no interval (< 5 processes, INVALID); misses: wholly outside; "
+                     "memory: the peak over processes; no meter: measured without a power meter")
+    table.caption_justify = "left"
+    return table
+
+
+def _why(rows: list[dict]) -> list:
+    lines = [styled(("why not", "bold"))] if any(r["reasons"] for r in rows) else []
+    for row in rows:
+        for reason in row["reasons"]:
+            lines.append(plain(f"  {row['model']} ({row['precision']}, batch {row['batch']}): {reason}"))
+    return lines
+
+
+def _fit_parts(result: dict) -> list:
+    if not result["fits"] and not result["not_fitted"]:
+        return []
+    out = [styled((f"width scaling per architecture family ({result['precision']}, batch "
+                   f"{result['batch']})", "bold"))]
+    for entry in result["fits"]:
+        out.append(plain(_fit_line(entry)))
+        for warning in entry["warnings"]:
+            out.append(plain(f"  warning: {warning}", "yellow"))
+        if entry["note"]:
+            out.append(plain(f"  {entry['note']}"))
+        if entry["scaling"]:
+            out.append(_scaling_table(entry))
+    out.extend(plain(line, "yellow") for line in result["not_fitted"])
+    return out
+
+
+def _fit_line(entry: dict) -> str:
+    head = (f"{entry['family']}: {entry['y']} against {_X_NAMES.get(entry['x'], entry['x'])} "
+            f"over {len(entry['models'])} model(s), target {quantity(entry['target'], entry['unit'])}")
+    fit = entry["fit"]
+    if not fit or fit.get("slope") is None:
+        return head
+    return (f"{head}: y = {fit['slope']:.4g}·x + {fit['intercept']:.4g} (r = {fit['r']:.3f}, n = "
+            f"{fit['n']}, x in [{fit['x_min']:.3g}, {fit['x_max']:.3g}])")
+
+
+def _scaling_table(entry: dict) -> Table:
+    table = Table(title=None)
+    for name in ("model", _X_NAMES.get(entry["x"], entry["x"]), "measured", "S", ""):
+        table.add_column(name, justify="left" if name in ("model", "") else "right")
+    for row in entry["scaling"]:
+        table.add_row(str(row["model"]), _g(row["x0"]), quantity(row["y"], entry["unit"]), f"{row['s']:.3f}",
+                      row["direction"])
+    table.caption = "S = sqrt((target − intercept) / (slope · X₀)), X ∝ S²: a starting point to measure"
+    table.caption_justify = "left"
     return table
 
 
