@@ -178,6 +178,7 @@ class Plan:
         }
         self._index = {(e["device"], e["model"], e["config"]): e for e in self.doc["plan"]}
         self.unplanned: list = []  # [device, model file, backend]: a format the backend cannot load
+        self.skipped: list = []  # {device, model, config, reason}: a precision or family the runtime lacks
 
     def add(self, device, model: Path, sha: str, config: BenchConfig, variant_sha: str | None = None) -> None:
         key = (device.name, model.stem, config.slug)
@@ -225,11 +226,18 @@ class Plan:
 
 
 
-def refuse_if_nothing_runs(work: dict) -> None:
-    """Raises NoModelsError when no device can run any of the models (file formats: a ``vart``
-    board runs compiled ``.xmodel`` files, the others ``.onnx``)."""
+def refuse_if_nothing_runs(work: dict, plan: Plan) -> None:
+    """Raises NoModelsError when no device can run any of the planned cells: a model format its
+    runtime does not load (a ``vart`` board runs compiled ``.xmodel`` files, the others ``.onnx``),
+    or a precision or device family its runtime's descriptor does not declare
+    (:func:`runtime_refuses`, each reason in the message)."""
     if any(w.items for w in work.values()):
         return
+    if plan.skipped:
+        reasons = sorted({f"{s['device']}: {s['reason']}" for s in plan.skipped})
+        raise NoModelsError("no cell left that the chosen devices' runtimes run: " + "; ".join(reasons),
+                            hint="bench another --precision, or choose devices whose runtime runs it "
+                                 "(`host runtimes` lists each runtime's precisions and families)")
     wants = sorted({f"{name} (runtime {w.config.backend}) runs "
                     + "/".join(_suffixes(w.config.backend))
                     for name, w in work.items()})
@@ -245,9 +253,10 @@ class Variant:
     what the runner runs (the source for fp32, else the variant ONNX) and the variant's recipe."""
 
     model: Path
-    precision: str
+    precision: str  # the recipe's slug (int8-dyn, fp16-io16, ...); fp32 for the model as given
     run_model: Path
     recipe: dict | None = None
+    arithmetic: str = "fp32"  # what a runtime's descriptor declares: fp32, fp16, int8
 
 
 def make_variants(models: list, precisions: tuple) -> list:
@@ -267,7 +276,7 @@ def make_variants(models: list, precisions: tuple) -> list:
 
             p = _with_model_calibration(model, p)
             path, recipe = variant(model, p)
-            out.append(Variant(model, p.slug(), path, recipe))
+            out.append(Variant(model, p.slug(), path, recipe, arithmetic=p.precision))
     return out
 
 
@@ -327,12 +336,18 @@ def plan_work(plan: Plan, variants: list, devices: list, options: CampaignOption
     work: dict = {}
     for device in devices:
         base = device_config(options.config, device, options.backend)
-        items = []
+        items, notes = [], {}
         for v, batch in ((v, b) for v in variants for b in options.batch_axis):
             if not runs_format(base.backend, v.run_model):
                 plan.unplanned.append([device.name, v.run_model.name, base.backend])
                 continue
             cfg = dataclasses.replace(base, precision=v.precision, batch=batch)
+            why = runtime_refuses(base.backend, device, v)
+            if why is not None:
+                plan.skipped.append({"device": device.name, "model": v.model.stem, "config": cfg.slug,
+                                     "reason": why})
+                notes.setdefault(why, []).append(f"{v.model.stem} {cfg.slug}")
+                continue
             plan.add(device, v.model, shas[v.model], cfg, variant_sha=shas[v.run_model] if v.recipe else None)
             path = cell_path(options.results, options.campaign, device.name, v.model.stem, cfg.slug)
             check_cell_path(path)
@@ -340,7 +355,28 @@ def plan_work(plan: Plan, variants: list, devices: list, options: CampaignOption
             rerun = old is not None and old.get("status") == "failed" and (
                 options.retry_failed or (old.get("error") or {}).get("category") in NOT_RUN)
             items.append(Item(v, cfg, path, old if (old is not None and not rerun) else None, problem))
-        work[device.name] = BoardWork(device, base, items)
+        work[device.name] = BoardWork(device, base, items, [
+            f"not run ({why}): {', '.join(cells)}" for why, cells in notes.items()])
     return work
+
+
+def runtime_refuses(backend: str, device, variant: Variant) -> str | None:
+    """Why the runtime ``backend`` does not run ``variant`` on ``device`` (None: it does), from its
+    descriptor: the device's family is not one it targets (``targets_family``; a device whose family
+    is None or no family of ``runners.families`` may be any), or the variant's arithmetic is not a
+    precision it runs (``runs_precision``). A model as given is not asked: its precision is its own
+    (a compiled model's, say), not one the host made. Raises nothing."""
+    from runners import families
+    from runners.backends import descriptors
+
+    desc = descriptors().get(backend)
+    if desc is None:
+        return None
+    family = device.family if device.family in families.names() else None
+    if not desc.targets_family(family):
+        return f"runtime {backend} targets the families {', '.join(desc.families)}, not {family}"
+    if variant.recipe is not None and not desc.runs_precision(variant.arithmetic):
+        return f"runtime {backend} runs {', '.join(desc.precisions)}, not {variant.arithmetic}"
+    return None
 
 

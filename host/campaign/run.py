@@ -144,12 +144,13 @@ def _run_locked(models: list, devices: list, shared: Shared) -> CampaignResult:
     variants = make_variants(models, options.precisions)
     shared.shas.update({m: cached_sha256(m) for v in variants for m in (v.model, v.run_model)})
     work = plan_work(plan, variants, devices, options, shared.shas)
-    refuse_if_nothing_runs(work)
+    refuse_if_nothing_runs(work, plan)
     moved = move_aside_unusable(work, camp_dir)
     run_log = _log_run(plan, devices, models, options)
     run_log.update(moved_aside=moved, partials_removed=partials,
                    precisions=sorted({v.precision for v in variants}),
-                   unplanned=plan.unplanned)  # e.g. a model format the device's runtime does not load
+                   unplanned=plan.unplanned,  # e.g. a model format the device's runtime does not load
+                   skipped=plan.skipped)  # a precision or device family the runtime does not declare
     workers = [BoardWorker(shared, w) for w in work.values()]
     interrupted = run_workers(workers, shared)
     summaries = {w.name: w.summary for w in workers}
