@@ -30,7 +30,7 @@ class Scope(str, Enum):
 def advise(
     results_dir: Annotated[Path, typer.Argument(help="a results folder (root, campaign or device)")],
     device: Annotated[Optional[str], typer.Option(
-        help="the device the budgets are for [the only device in the results]")] = None,
+        help="the device the budgets are for \\[the only device in the results]")] = None,
     fps: Annotated[Optional[float], bounded(
         1e-6, 1e9, "frame budget: at least this many inferences per second (60 = 16.67 ms)", "--fps")] = None,
     latency_ms: Annotated[Optional[float], bounded(
@@ -53,9 +53,9 @@ def advise(
         1e-6, 1.0, "top-1 accuracy floor, a fraction (0.9 = 90 %; cells benched with --dataset)",
         "--accuracy-min")] = None,
     base: Annotated[Optional[str], typer.Option(
-        help="the model (stem) to scale [every model of each fitted family]")] = None,
+        help="the model (stem) to scale \\[every model of each fitted family]")] = None,
     precision: Annotated[Optional[str], typer.Option(
-        help="precision to judge and fit (fp32, int8, ...) [all judged; fp32, or the most measured, "
+        help="precision to judge and fit (fp32, int8, ...) \\[all judged; fp32, or the most measured, "
              "fitted]")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ):

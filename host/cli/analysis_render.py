@@ -186,6 +186,50 @@ def _pareto_tables(fronts: dict) -> list:
     return out
 
 
+_CALL_STYLE = {"faster": "green", "slower": "red", "same": "", "n/a": "yellow"}
+
+
+def by_tables(result: dict) -> list:
+    """Tables of :func:`host.analysis.compare.compare_by`, one per campaign: the pair (A → B on
+    the axis), both p50, the ratio B/A with its 95 % interval and the call; the caption states
+    the method of each interval and the rule of the call."""
+    axis, rows = result["axis"], result["rows"]
+    out = []
+    for campaign in sorted({str(r["campaign"]) for r in rows}):
+        mine = [r for r in rows if str(r["campaign"]) == campaign]
+        out.append(_by_table(campaign, axis, mine, result["methods"]))
+    if result.get("unpaired"):
+        out.append(plain(f"{result['unpaired']} cell(s) without a partner differing only in {axis} "
+                         "are not shown"))
+    return out
+
+
+def _by_table(campaign: str, axis: str, rows: list, methods: dict) -> Table:
+    context = [k for k in ("device", "batch", "precision")
+               if k != axis and len({str(r[k]) for r in rows}) > 1]
+    per = " per sample" if axis == "batch" else ""
+    table = Table(title=f"campaign {campaign}: latency by {axis}, B against A{per}", title_justify="left")
+    table.add_column("model", overflow="fold")
+    for key in context:
+        table.add_column(key, justify="right" if key == "batch" else "left")
+    table.add_column(f"{axis} A → B")
+    for name in ("p50 A", "p50 B", f"B/A{per} (95 % CI)"):
+        table.add_column(name, justify="right")
+    table.add_column("call")
+    marks = {m: "" if len(methods) == 1 else "*" * (i + 1) for i, m in enumerate(methods)}
+    for r in rows:
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3g}"
+        ci = f" ({r['ci95'][0]:.3g}–{r['ci95'][1]:.3g})" if r["ci95"] else ""
+        table.add_row(str(r["model"]), *(str(r[k]) for k in context), f"{r['a']} → {r['b']}",
+                      quantity(r["p50_ms_a"], "ms"), quantity(r["p50_ms_b"], "ms"),
+                      ratio + ci + marks[r["method"]], plain(r["call"], _CALL_STYLE[r["call"]]))
+    notes = [f"{marks[m] + ' ' if marks[m] else ''}{m}: {how}" for m, how in methods.items()]
+    table.caption = ("B/A < 1: B is faster; same when the 95 % interval contains 1, faster/slower when it "
+                     "lies below/above. " + "; ".join(notes))
+    table.caption_justify = "left"
+    return table
+
+
 def frame_table(frame) -> Table:
     """A pandas DataFrame as a table (every value as text; missing values as ``-``)."""
     table = Table(show_lines=False)

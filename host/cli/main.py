@@ -16,8 +16,9 @@ from typing import Annotated, List, Optional
 import typer
 
 from host.cli.bench import bench
+from host.cli.compare import compare
 from host.cli.lab import fail as _fail
-from host.cli.options import MAX_BATCH, bounded, parse_shapes, percent
+from host.cli.options import MAX_BATCH, bounded, parse_shapes
 from host.errors import HostError
 
 app = typer.Typer(
@@ -101,50 +102,7 @@ def _write_html(cells: list, target: Path, results_dir: Path) -> Path:
     return path
 
 
-@app.command()
-def compare(
-    baseline: Annotated[Path, typer.Argument(help="results folder A (the baseline campaign)")],
-    candidate: Annotated[Path, typer.Argument(help="results folder B (compared with A)")],
-    fail_above: Annotated[Optional[str], typer.Option(
-        callback=percent, help="exit 4 when a cell is significantly slower in B by more than this "
-        "percentage, 0% to 1000%, written with its %: 5%")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
-):
-    """Compare two campaigns cell by cell: ratio of p50 (B/A) with its 95 % CI and whether
-    it is significant (bootstrap over each cell's processes). Exit 4 when --fail-above is
-    given and some cell regressed by more than it."""
-    from host.analysis.compare import compare_campaigns
-    from host.campaign.store import load_cells
-    from host.cli.render import compare_table, console, print_json
-    from host.cli.skipped import report_skipped
-
-    threshold = fail_above  # a share: percent() parsed "5%" to 0.05
-    try:
-        cells = []
-        for folder in (baseline, candidate):
-            with report_skipped():
-                found = load_cells(folder)
-            if not found:
-                raise HostError(f"no result cells under {folder}", hint="run `host bench` first")
-            cells.append(found)
-        result = compare_campaigns(cells[0], cells[1], fail_above=threshold,
-                                   labels=(str(baseline), str(candidate)))
-    except HostError as exc:
-        _fail(exc)
-        return
-    if json_out:
-        print_json(result)
-    else:
-        out = console()
-        out.print(compare_table(result, title=f"B = {candidate} against A = {baseline}"))
-        for side, keys in (("A", result["only_a"]), ("B", result["only_b"])):
-            if keys:
-                shown = ", ".join("/".join(map(str, k)) for k in keys)
-                out.print(f"only in {side}: {shown}", highlight=False)
-        if threshold is not None:
-            out.print(f"{result['regressions']} regression(s) beyond {threshold:.1%}", highlight=False)
-    if result["regressions"]:
-        raise typer.Exit(4)
+app.command()(compare)
 
 
 @app.command()
