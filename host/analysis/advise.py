@@ -199,7 +199,8 @@ def _not_fitted(families: dict, big: dict) -> list[str]:
         these = " and ".join(names) if len(names) == 2 else ", ".join(names)
         what = "is a different architecture" if len(names) == 1 else "are different architectures"
         sizes = "/".join(sorted({str(len(cs)) for cs in small.values()}))
-        return [f"not fitted: {these} {what} ({sizes} model(s) each); {need}"]
+        each = " each" if len(names) > 1 else ""
+        return [f"not fitted: {these} {what} ({sizes} model(s){each}); {need}"]
     (name, members), = small.items()
     return [f"not fitted: {names[0]} has {len(members)} model(s); {need}"]
 
