@@ -149,7 +149,7 @@ def _fit_parts(result: dict) -> list:
 
 def _fit_line(entry: dict) -> str:
     head = (f"{entry['family']}: {entry['y']} against {_X_NAMES.get(entry['x'], entry['x'])} "
-            f"over {len(entry['models'])} model(s), target {quantity(entry['target'], entry['unit'])}")
+            f"over {len(entry['models'])} model(s), target {entry['target']:.4g} {entry['unit']}")
     fit = entry["fit"]
     if not fit or fit.get("slope") is None:
         return head
