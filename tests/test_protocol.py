@@ -71,7 +71,8 @@ def test_presets_are_consistent():
 
 
 def _record(medians, *, round_no=1, failed=(), others=0.0):
-    checks = {c: c not in failed for c in ("no_drift", "single_mode", "no_throttle", "max_duration_not_hit")}
+    checks = {c: c not in failed for c in ("no_drift", "modes_stable_across_sessions", "no_throttle",
+                                          "max_duration_not_hit")}
     sessions = [{"latency_ms_p50": m, "others_cpu_share": others} for m in medians]
     return {"round": round_no, "sessions": sessions,
             "verdict": {"checks": checks, "reasons": [f"{c} failed here" for c in failed], "warnings": []}}
@@ -99,11 +100,12 @@ def test_cell_verdict_names_the_noise_and_what_to_do():
 def test_one_drifting_process_in_many_warns_a_quarter_fails():
     few = [_record([1.0], failed=("no_drift",))] + [_record([1.0]) for _ in range(7)]
     v = cell_verdict(_latency(0.01), few, PROTOCOL, spent_s=3.0)
-    assert v["result"] == "VALID" and "12% of processes failed no_drift" in v["warnings"][0]
+    assert v["result"] == "VALID" and v["warnings"][0].startswith("no_drift: 12% of processes failed it")
     many = [_record([1.0], failed=("no_drift",)) for _ in range(3)] + [_record([1.0]) for _ in range(5)]
     v = cell_verdict(_latency(0.01), many, PROTOCOL, spent_s=3.0)
     assert v["result"] == "INVALID" and v["checks"]["no_drift"] is False
-    assert "no_drift failed here" in v["reasons"][0]
+    assert v["reasons"][0].startswith("no_drift: ")
+    assert "no_drift failed here" in v["reasons_by_check"]["no_drift"]
 
 
 def test_a_trend_across_processes_fails_but_one_odd_process_does_not():
@@ -282,12 +284,12 @@ def test_earlier_cells_are_the_same_cell_in_other_campaigns(tmp_path):
 def test_processes_split_into_two_modes_is_named_with_what_to_do():
     split = [_record([0.135])] * 13 + [_record([0.27])] * 7  # MobileNetV2 with 2 threads, seen here
     v = cell_verdict(_latency(0.3), split, PROTOCOL, spent_s=20.0)
-    assert v["checks"]["single_mode_across_processes"] is False
+    assert v["checks"]["process_medians_agree"] is False
     (reason,) = v["reasons"]
     assert "13 near 0.135 ms, 7 near 0.27 ms" in reason and "--threads 1" in reason
     one_odd = [_record([1.0 + 0.001 * i]) for i in range(5)] + [_record([2.0])]
     checks = cell_verdict(_latency(0.04), one_odd, PROTOCOL, spent_s=5.0)["checks"]
-    assert checks["single_mode_across_processes"]
+    assert checks["process_medians_agree"]
 
 
 def test_cell_levels_take_the_primary_from_the_cell_and_medians_of_the_others():

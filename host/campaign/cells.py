@@ -17,7 +17,10 @@ from runners import stats
 #: of its processes failed it; fewer is a warning (one odd process among many is what the
 #: interval over processes is for).
 LOOP_CHECK_SHARE = 0.25
-_LOOP_CHECKS = ("no_drift", "single_mode", "no_throttle", "max_duration_not_hit")
+LOOP_CHECKS = ("no_drift", "modes_stable_across_sessions", "no_throttle", "max_duration_not_hit")
+#: Names of checks in cells written before issue 22 (still shown as stored): old -> new.
+RENAMED_CHECKS = {"single_mode": "modes_stable_across_sessions",
+                  "single_mode_across_processes": "process_medians_agree"}
 
 
 def take_latencies(doc: dict) -> list:
@@ -51,6 +54,9 @@ def process_record(doc: dict, wall_s: float, round_no: int, slot: int) -> dict:
             "first_inference_ms": b["first_inference_ms"],
             "drift_rel": checks["drift"]["drift_rel"],
             "outside_share": checks["second_mode"]["outside_share"],
+            "outside_count": checks["second_mode"].get("outside_count"),
+            "outside_time_share": checks["second_mode"].get("outside_time_share"),
+            "mode_ms": checks["second_mode"].get("mode_ms"),
             "others_cpu_share": env.get("others_cpu_share"), "steal_share": env.get("steal_share"),
             "cpu_mhz_change_rel": env.get("cpu_mhz_change_rel"), "temp_c_change": env.get("temp_c_change"),
             "loop_start_monotonic_ns": lat["loop_start_monotonic_ns"],
@@ -181,7 +187,39 @@ def cell_latency(docs: list, arrays: list, interval: dict) -> dict:
 def _loop_check_shares(records: list) -> dict:
     """Per loop check, the share of processes that failed it."""
     n = len(records)
-    return {c: sum(1 for r in records if not r["verdict"]["checks"].get(c, True)) / n for c in _LOOP_CHECKS}
+    return {c: sum(1 for r in records if not r["verdict"]["checks"].get(c, True)) / n for c in LOOP_CHECKS}
+
+
+def _process_reason(verdict: dict, check: str) -> str | None:
+    """The reason a process gave for failing ``check``: its ``reasons_by_check`` entry; for a
+    runner without them, its one reason when that check is the only one it failed."""
+    if "reasons_by_check" in verdict:
+        return verdict["reasons_by_check"].get(check)
+    failed = [c for c, ok in verdict["checks"].items() if not ok]
+    return verdict["reasons"][0] if failed == [check] and verdict.get("reasons") else None
+
+
+def _first_reason(records: list, check: str) -> str:
+    return next((text for r in records if not r["verdict"]["checks"].get(check, True)
+                 for text in [_process_reason(r["verdict"], check)] if text), "no reason given")
+
+
+def _process_mode_groups(records: list) -> list:
+    """Per process, its sessions' far iterations summed (:func:`runners.stats.second_mode`)
+    and their share of the loop time (weighted by the sessions' durations)."""
+    groups = []
+    for r in records:
+        used = [s for s in r["sessions"] if s.get("outside_count") is not None and s.get("iterations")]
+        if used:
+            modes = [s["mode_ms"] for s in used if s.get("mode_ms") is not None]
+            timed = [s for s in used if s.get("outside_time_share") is not None and s.get("duration_s")]
+            groups.append({"outside_count": sum(s["outside_count"] for s in used),
+                           "iterations": sum(s["iterations"] for s in used),
+                           "mode_ms": float(np.median(modes)) if modes else None,
+                           "median_ms": float(np.median([s["latency_ms_p50"] for s in used])),
+                           "time_share": (sum(s["outside_time_share"] * s["duration_s"] for s in timed)
+                                          / sum(s["duration_s"] for s in timed)) if timed else None})
+    return groups
 
 
 def _load_share(records: list) -> float | None:
@@ -214,18 +252,32 @@ def _process_modes(records: list) -> str | None:
             "try fewer threads (--threads 1) or close other programs")
 
 
-def cell_verdict(latency: dict, records: list, protocol, spent_s: float) -> dict:
-    """VALID when the protocol ran and the achieved CI is within target, with named checks.
+def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
+                 mode_share_max: float = 0.10) -> dict:
+    """VALID when the protocol ran, the achieved CI is within target and nothing says the
+    number would not reproduce; the checks are named as the conditions they require.
 
     Checks: ``min_processes_met``; ``precision_met`` (the p50's within-campaign CI relative
-    half-width <= ``protocol.target_ci``); ``single_mode_across_processes`` (more than a
-    quarter of the process medians beyond ±50 % of the cell's median is a split into modes,
-    reported instead of the precision reason: it is why); each loop check of the runner
-    (drift, second mode, throttle, loop cap) failed by at most :data:`LOOP_CHECK_SHARE` of
-    the processes (fewer: a warning); ``no_trend_across_processes`` (the process medians'
-    Theil–Sen change in run order, :func:`level_spread`, is within max(2 × target, 10 %);
-    needs >= 5 processes). Other processes'
-    CPU share is reported, and named in the precision reason when it is what failed.
+    half-width <= ``protocol.target_ci``); ``process_medians_agree`` (more than a quarter of
+    the process medians beyond ±50 % of the cell's median is a split into modes, reported
+    instead of the precision reason: it is why); ``modes_stable_across_processes`` (a second
+    mode — some process with more than ``mode_share_max`` of its iterations far from the
+    median — holds the same share in every process, :func:`runners.stats.modes_stable`: then
+    it is the system's and a warning names its share and latency; a share that varies is
+    contention, INVALID); ``stalls_stable_across_processes`` (the share of loop time spent
+    outside the main mode is the same in every process, :func:`runners.stats.shares_stable`:
+    a fast model's p50 hardly moves when other programs take the CPU, its samples/s and tail
+    do); each loop check of the runner (drift, modes across sessions,
+    throttle, loop cap) failed by at most :data:`LOOP_CHECK_SHARE` of the processes (fewer:
+    a warning); ``no_trend_across_processes`` (the process medians' Theil–Sen change in run
+    order, :func:`level_spread`, is within max(2 × target, 10 %); needs >= 5 processes).
+    Other processes' CPU share is reported, and named in the precision reason when it is
+    what failed.
+
+    Returns:
+        ``{"result", "reasons": [str], "reasons_by_check": {check: str}, "checks", "warnings":
+        [str], "warnings_by_check": {check: str}, "others_cpu_share_median", "spread"}``: each
+        reason and check-bound warning sits under the one check it explains.
     """
     n = len(records)
     shares = _loop_check_shares(records)
@@ -233,42 +285,59 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float) -> dict
     trend = spread["time_trend_rel"]
     load = _load_share(records)
     rel = latency["latency_ms_p50_ci95_within_rel"]
-    modes = _process_modes(records)
+    split = _process_modes(records)
+    groups = _process_mode_groups(records)
+    modes = stats.modes_stable(groups, mode_share_max)
+    stalls = stats.shares_stable([g["time_share"] for g in groups if g["time_share"] is not None])
     checks = {"min_processes_met": n >= protocol.min_processes,
               "precision_met": rel is not None and rel <= protocol.target_ci,
-              "single_mode_across_processes": modes is None,
+              "process_medians_agree": split is None,
+              "modes_stable_across_processes": modes["stable"],
+              "stalls_stable_across_processes": stalls["stable"],
               **{c: share <= LOOP_CHECK_SHARE for c, share in shares.items()},
               "no_trend_across_processes": n < 5 or trend is None
               or abs(trend) <= max(2 * protocol.target_ci, 0.10)}
-    reasons, warnings = [], []
+    reasons, notes = {}, {}
     if not checks["min_processes_met"]:
-        reasons.append(f"only {n} processes in {spent_s:.0f} s (need {protocol.min_processes}): "
-                       "raise --max-s or shorten the loops (--min-s)")
-    if modes is not None:
-        reasons.append(modes)
+        reasons["min_processes_met"] = (f"only {n} processes in {spent_s:.0f} s (need "
+                                        f"{protocol.min_processes}): raise --max-s or shorten the loops "
+                                        "(--min-s)")
+    if split is not None:
+        reasons["process_medians_agree"] = split
     elif checks["min_processes_met"] and not checks["precision_met"]:
-        reasons.append(_precision_reason(latency, records, protocol, spent_s, load))
+        reasons["precision_met"] = _precision_reason(latency, records, protocol, spent_s, load)
+    if not modes["stable"]:
+        reasons["modes_stable_across_processes"] = stats.mode_reason(modes, "processes")
+    elif modes["second_mode"]:
+        notes["modes_stable_across_processes"] = stats.mode_warning(modes, "processes")
+    if not stalls["stable"]:
+        reasons["stalls_stable_across_processes"] = stats.stall_reason(stalls)
     for c, share in shares.items():
-        first = next((reason for r in records for reason in r["verdict"]["reasons"]
-                      if not r["verdict"]["checks"].get(c, True)), c)
-        text = f"{share:.0%} of processes failed {c}; first: {first}"
         if share > 0:
-            (warnings if checks[c] else reasons).append(text)
+            text = f"{share:.0%} of processes failed it; first: {_first_reason(records, c)}"
+            (notes if checks[c] else reasons)[c] = text
     if not checks["no_trend_across_processes"]:
-        reasons.append(f"latency changed {trend:+.0%} from the cell's first process to its last: "
-                       "the machine's state changed during the campaign; re-run when it is quiet")
+        reasons["no_trend_across_processes"] = (
+            f"latency changed {trend:+.0%} from the cell's first process to its last: "
+            "the machine's state changed during the campaign; re-run when it is quiet")
+    warnings = [f"{c}: {text}" for c, text in notes.items()]
     seen = {w for r in records for w in r["verdict"]["warnings"] if w.startswith("other processes")}
     warnings += sorted(seen)[:1]
-    level = latency.get("campaign_level") or {}
+    warnings += _campaign_level_warnings(latency.get("campaign_level") or {})
+    return {"result": "INVALID" if reasons else "VALID", "reasons": [f"{c}: {t}" for c, t in reasons.items()],
+            "reasons_by_check": reasons, "checks": checks, "warnings": warnings, "warnings_by_check": notes,
+            "others_cpu_share_median": load, "spread": spread}
+
+
+def _campaign_level_warnings(level: dict) -> list:
     if level.get("sd_log"):
-        warnings.append(f"between {level['earlier_campaigns']} earlier campaigns this cell's p50 varied by "
-                        f"±{stats.Z975 * level['sd_log']:.1%} (95 %): the machine's state changes between "
-                        "runs; the reported intervals include it")
-    elif level.get("earlier_campaigns", 0) < 2:
-        warnings.append("the intervals cover this campaign only: a change of the machine's state between "
-                        "campaigns is measured once this cell has 2 earlier campaigns in the results folder")
-    return {"result": "INVALID" if reasons else "VALID", "reasons": reasons, "checks": checks,
-            "warnings": warnings, "others_cpu_share_median": load, "spread": spread}
+        return [f"between {level['earlier_campaigns']} earlier campaigns this cell's p50 varied by "
+                f"±{stats.Z975 * level['sd_log']:.1%} (95 %): the machine's state changes between "
+                "runs; the reported intervals include it"]
+    if level.get("earlier_campaigns", 0) < 2:
+        return ["the intervals cover this campaign only: a change of the machine's state between "
+                "campaigns is measured once this cell has 2 earlier campaigns in the results folder"]
+    return []
 
 
 def cell_levels(per_process: list, latency: dict) -> dict:
@@ -310,11 +379,14 @@ def combine(docs: list, arrays: list, records: list, progress, earlier: list | N
     interval = with_campaign_level(progress.interval(), level)
     latency = cell_latency(docs, arrays, interval)
     latency["campaign_level"] = level
-    verdict = cell_verdict(latency, records, progress.protocol, progress.spent_s)
+    policy = (doc.get("configuration") or {}).get("policy") or {}
+    verdict = cell_verdict(latency, records, progress.protocol, progress.spent_s,
+                           mode_share_max=policy.get("mode_share_max", 0.10))
     doc["latency"] = latency
     if any(d.get("latency_levels") for d in docs):
         doc["latency_levels"] = cell_levels([d.get("latency_levels") or {} for d in docs], latency)
-    doc["verdict"] = {k: verdict[k] for k in ("result", "reasons", "checks", "warnings")}
+    doc["verdict"] = {k: verdict[k] for k in ("result", "reasons", "reasons_by_check", "checks", "warnings",
+                                              "warnings_by_check")}
     doc["status"] = "ok" if verdict["result"] == "VALID" else "invalid"
     fps = doc.get("realtime", {}).get("fps") or doc["configuration"]["policy"]["fps"]
     doc["realtime"] = stats.realtime_verdict(latency, fps)

@@ -55,9 +55,18 @@ def _num(value, fmt: str, scale: float = 1.0) -> str:
     return format(value * scale if scale != 1.0 else value, fmt)
 
 
+def _reasons(verdict: dict) -> list[str]:
+    """The verdict's reasons, each under its check (``check: reason``) when the cell keys them
+    (``reasons_by_check``, since issue 22); a stored cell's plain ``reasons`` otherwise."""
+    by_check = verdict.get("reasons_by_check")
+    if isinstance(by_check, dict) and by_check:
+        return [f"{check}: {text}" for check, text in by_check.items()]
+    return [str(r) for r in verdict.get("reasons") or []]
+
+
 def verdict_text(cell: dict, full: bool = True) -> Text:
-    """FAILED with the error type, VALID, or INVALID with the failed checks' names
-    (``full``: with the reasons)."""
+    """FAILED with the error type, VALID, or INVALID with the failed checks' names as stored
+    (``full``: with the reasons, each under its check)."""
     status = cell.get("status")
     if status == "failed":
         err = cell.get("error") or {}
@@ -66,20 +75,28 @@ def verdict_text(cell: dict, full: bool = True) -> Text:
     if verdict.get("result") == "VALID":
         return styled(("VALID", "green"))
     if full:
-        return styled((verdict.get("result", "?"), "yellow"), " " + "; ".join(verdict.get("reasons") or []))
+        return styled((verdict.get("result", "?"), "yellow"), " " + "; ".join(_reasons(verdict)))
     failed = [str(name) for name, ok in (verdict.get("checks") or {}).items() if not ok]
     return styled((verdict.get("result", "?"), "yellow"), " " + ", ".join(failed))
 
 
+#: Check-bound warnings shown below the table for VALID cells too: a stable second mode.
+NOTED_WARNINGS = ("modes_stable_across_processes",)
+
+
 def verdict_notes(cells: list[dict]) -> list[str]:
-    """One line per reason of every INVALID or failed cell: ``model: reason``."""
+    """One line per reason of every INVALID or failed cell, ``model: check: reason`` (old
+    cells: ``model: reason``), and per stable second mode, ``model: warning: second mode: …``."""
     lines = []
     for cell in cells:
         stem = (cell.get("cell") or {}).get("model_stem") or "?"
         if cell.get("status") == "failed":
             lines.append(f"{stem}: {(cell.get('error') or {}).get('message', '')}")
-        for reason in (cell.get("verdict") or {}).get("reasons") or []:
-            lines.append(f"{stem}: {reason}")
+        verdict = cell.get("verdict") or {}
+        lines += [f"{stem}: {reason}" for reason in _reasons(verdict)]
+        noted = verdict.get("warnings_by_check")
+        if isinstance(noted, dict):
+            lines += [f"{stem}: warning: {noted[c]}" for c in NOTED_WARNINGS if noted.get(c)]
     return lines
 
 
