@@ -223,7 +223,7 @@ def bench(
     failed; each INVALID reason says what to do. Presets: --quick, --rigorous.
     """
     from host.campaign.options import CampaignOptions
-    from host.campaign.run import discover_models
+    from host.campaign.plan import discover_models
     from host.campaign.store import default_campaign_name
 
     try:
@@ -359,7 +359,7 @@ def _bench_config(found_devices, backend: Optional[str], *, batch: int, shapes: 
     """Step 3 of bench: the configuration. Refuses devices whose backend is not implemented
     (e.g. runtime=tensorrt), and backend options that none of the chosen backends declares
     (``--backend``, else each device's runtime). Raises HostError, BackendError."""
-    from host.campaign.run import unsupported_backends
+    from host.campaign.plan import unsupported_backends
     from host.lab.benchconfig import BenchConfig, check_backend_options
     from runners.backends import default_name
 

@@ -114,7 +114,7 @@ def models(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ):
     """Print static model metrics (params, FLOPs, CDL, footprint); runs nothing."""
-    from host.campaign.run import discover_models
+    from host.campaign.plan import discover_models
     from host.cli.render import console, metrics_table, print_json
     from host.models.metrics import metrics_or_error
 

@@ -1,6 +1,7 @@
 """What a cell is run with (:class:`BenchConfig`) and what the runner process did
 (:class:`RunnerOutcome`). Where it runs — this machine or a board over SSH — is
-:class:`host.lab.board.Board`; the campaign loop in :mod:`host.campaign.run` is the same for all.
+:class:`host.lab.board.Board`; the campaign (:mod:`host.campaign.run`, its board worker
+:mod:`host.campaign.worker`) is the same for all.
 """
 
 from __future__ import annotations
