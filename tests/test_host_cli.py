@@ -217,10 +217,15 @@ def test_invalid_info_is_a_warning(tmp_path):
     ],
 )
 def test_error_paths_give_one_line_and_nonzero_exit(args, code, words, tmp_path):
+    results = tmp_path / "results"
+    if args[0] == "bench":  # never the checkout's own results/
+        args = [*args, "--results", str(results)]
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == code, result.output
     assert words in result.output
     assert "Traceback" not in result.output
+    # a refused bench leaves no empty campaign folder (or lock file) behind
+    assert not results.exists() or not any(p for p in results.rglob("*"))
 
 
 def test_empty_folder_and_duplicate_stems(tmp_path):

@@ -45,7 +45,7 @@ from host.campaign.plan import (  # noqa: F401 - discover_models, unsupported_ba
 from host.campaign.shared import CellEvent, Shared
 from host.campaign.store import CAMPAIGN_FILE, safe_name
 from host.campaign.worker import BoardWorker, run_workers
-from host.errors import CampaignInterrupted
+from host.errors import CampaignInterrupted, NoModelsError
 from runners.util import utc_now
 
 
@@ -126,13 +126,31 @@ def run_campaign(
     refuse_collisions(camp_dir, campaign, devices, held)
     device_dirs = [camp_dir / safe_name(d.name) for d in devices]
     refuse_files_as_folders([results, camp_dir, *device_dirs])
+    fresh = not camp_dir.exists()
     prepare_folders(results, camp_dir, [])
-    with campaign_lock(camp_dir, campaign):  # a refused second run writes nothing
-        prepare_folders(results, camp_dir, device_dirs)
-        shared = Shared(plan=Plan(camp_dir, campaign), options=options, folder=camp_dir, shas={},
-                        open_board=open_board, power=power, notify=on_event or (lambda event: None),
-                        fidelity=CellFidelity(options.dataset))
-        return _run_locked(models, devices, shared)
+    try:
+        with campaign_lock(camp_dir, campaign):  # a refused second run writes nothing
+            prepare_folders(results, camp_dir, device_dirs)
+            shared = Shared(plan=Plan(camp_dir, campaign), options=options, folder=camp_dir, shas={},
+                            open_board=open_board, power=power, notify=on_event or (lambda event: None),
+                            fidelity=CellFidelity(options.dataset))
+            return _run_locked(models, devices, shared)
+    except NoModelsError:
+        if fresh:
+            _remove_empty_campaign(camp_dir, device_dirs)
+        raise
+
+
+def _remove_empty_campaign(camp_dir: Path, device_dirs: list) -> None:
+    """Take back the folders a refused run made (nothing was planned, so they hold only the lock
+    file); ``rmdir`` leaves any folder that holds anything else."""
+    for folder in device_dirs:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    with contextlib.suppress(OSError):
+        (camp_dir / ".lock").unlink()
+    with contextlib.suppress(OSError):
+        camp_dir.rmdir()
 
 
 def _run_locked(models: list, devices: list, shared: Shared) -> CampaignResult:
