@@ -4,54 +4,39 @@ architecture family, and the Pareto fronts (:mod:`host.analysis.advise`, the rul
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from host.cli.lab import fail as _fail
-from host.cli.options import bounded
+from host.cli.options import (
+    AccuracyMinOpt,
+    EnergyMjOpt,
+    FpsOpt,
+    LatencyMsOpt,
+    MemoryMibOpt,
+    MemoryScopeOpt,
+    PowerWOpt,
+    Scope,
+    Statistic,
+    StatisticOpt,
+)
 from host.errors import HostError
-
-
-class Statistic(str, Enum):
-    """``--statistic``: the latency statistic a frame budget is judged on."""
-    p50 = "p50"
-    p99 = "p99"
-
-
-class Scope(str, Enum):
-    """``--memory-scope``: whose peak memory the budget caps."""
-    process = "process"
-    model = "model"
 
 
 def advise(
     results_dir: Annotated[Path, typer.Argument(help="a results folder (root, campaign or device)")],
     device: Annotated[Optional[str], typer.Option(
         help="the device the budgets are for \\[the only device in the results]")] = None,
-    fps: Annotated[Optional[float], bounded(
-        1e-6, 1e9, "frame budget: at least this many inferences per second (60 = 16.67 ms)", "--fps")] = None,
-    latency_ms: Annotated[Optional[float], bounded(
-        1e-6, 1e9, "latency budget per inference in ms (the tighter of --fps and this counts)",
-        "--latency-ms")] = None,
-    statistic: Annotated[Statistic, typer.Option(
-        help="latency statistic judged: p99 (at most 1 % of frames late) or p50")] = Statistic.p99,
-    memory_mib: Annotated[Optional[float], bounded(
-        1e-6, 1e9, "peak memory budget in MiB (of --memory-scope)", "--memory-mib")] = None,
-    memory_scope: Annotated[Scope, typer.Option(
-        help="process: the runner process's peak RSS; model: the peak minus the RSS before the "
-             "session")] = Scope.process,
-    power_w: Annotated[Optional[float], bounded(
-        1e-6, 1e9, "mean power budget under load in W (cells measured with a power meter)",
-        "--power-w")] = None,
-    energy_mj: Annotated[Optional[float], bounded(
-        1e-6, 1e9, "energy budget per inference in mJ (cells measured with a power meter)",
-        "--energy-mj")] = None,
-    accuracy_min: Annotated[Optional[float], bounded(
-        1e-6, 1.0, "top-1 accuracy floor, a fraction (0.9 = 90 %; cells benched with --dataset)",
-        "--accuracy-min")] = None,
+    fps: FpsOpt = None,
+    latency_ms: LatencyMsOpt = None,
+    statistic: StatisticOpt = Statistic.p99,
+    memory_mib: MemoryMibOpt = None,
+    memory_scope: MemoryScopeOpt = Scope.process,
+    power_w: PowerWOpt = None,
+    energy_mj: EnergyMjOpt = None,
+    accuracy_min: AccuracyMinOpt = None,
     base: Annotated[Optional[str], typer.Option(
         help="the model (stem) to scale \\[every model of each fitted family]")] = None,
     precision: Annotated[Optional[str], typer.Option(

@@ -13,6 +13,7 @@ import copy
 import inspect
 import math
 import typing
+from enum import Enum
 from typing import Annotated, Optional
 
 import rich.markup
@@ -115,3 +116,55 @@ def parse_shapes(values: Optional[typing.List[str]]) -> tuple:
             raise typer.BadParameter(str(exc), param_hint="--shape") from None
         shapes.append((name, tuple(dims)))
     return tuple(shapes)
+
+
+class Statistic(str, Enum):
+    """``--statistic``: the latency statistic a frame budget is judged on."""
+    p50 = "p50"
+    p99 = "p99"
+
+
+class Scope(str, Enum):
+    """``--memory-scope``: whose peak memory the budget caps."""
+    process = "process"
+    model = "model"
+
+
+# The budgets of host.analysis.budgets.Budgets, shared by bench, report and advise (no brackets in
+# the help: advise's help is not escaped by in_panels).
+FpsOpt = Annotated[Optional[float], bounded(
+    1e-6, 1e9, "frame budget: at least this many inferences per second (60 = 16.67 ms)", "--fps")]
+LatencyMsOpt = Annotated[Optional[float], bounded(
+    1e-6, 1e9, "latency budget per inference in ms (the tighter of --fps and this counts)", "--latency-ms")]
+StatisticOpt = Annotated[Statistic, typer.Option(
+    help="latency statistic judged: p99 (at most 1 % of frames late) or p50")]
+MemoryMibOpt = Annotated[Optional[float], bounded(
+    1e-6, 1e9, "peak memory budget in MiB (of --memory-scope)", "--memory-mib")]
+MemoryScopeOpt = Annotated[Scope, typer.Option(
+    help="process: the runner process's peak RSS; model: the peak minus the RSS before the session")]
+PowerWOpt = Annotated[Optional[float], bounded(
+    1e-6, 1e9, "mean power budget under load in W (cells measured with a power meter)", "--power-w")]
+EnergyMjOpt = Annotated[Optional[float], bounded(
+    1e-6, 1e9, "energy budget per inference in mJ (cells measured with a power meter)", "--energy-mj")]
+AccuracyMinOpt = Annotated[Optional[float], bounded(
+    1e-6, 1.0, "top-1 accuracy floor, a fraction (0.9 = 90 %; cells benched with --dataset)",
+    "--accuracy-min")]
+#: the parameter names of the budget options, in a command's signature and its help panel
+BUDGET_PARAMS = ("fps", "latency_ms", "statistic", "memory_mib", "memory_scope", "power_w", "energy_mj",
+                 "accuracy_min")
+WideOpt = Annotated[bool, typer.Option("--wide", help="the full table: every measured figure, no budgets")]
+ColumnsOpt = Annotated[Optional[str], typer.Option(
+    help="the table's columns, comma-separated, e.g. model,p50,ci95,verdict; an unknown name lists them")]
+
+
+def budgets_of(fps, latency_ms, statistic, memory_mib, memory_scope, power_w, energy_mj, accuracy_min):
+    """The :class:`host.analysis.budgets.Budgets` of the budget options (typer.BadParameter for a
+    combination the model refuses)."""
+    from host.analysis.budgets import Budgets
+
+    try:
+        return Budgets(fps=fps, latency_ms=latency_ms, statistic=Statistic(statistic).value,
+                       memory_mib=memory_mib, memory_scope=Scope(memory_scope).value, power_w=power_w,
+                       energy_mj=energy_mj, accuracy_min=accuracy_min)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
