@@ -27,6 +27,8 @@ class CampaignOptions:
         memory: ``rss`` (every runner's own figures only), or ``massif`` / ``memray``: one extra
             process per cell under that heap profiler, its peak in the cell's ``memory_profile``.
         break_lock: take a board whose lock another live run holds (its holder is killed; logged).
+        wait_lock: seconds to wait for a board whose lock another live run holds (tried again every
+            second, a ``lock_wait`` event each time) before its cells fail as ``busy``; 0 = at once.
         precisions: the precision axis: ``"fp32"`` (the model as given) and
             :class:`host.models.precision.Recipe` objects (the host makes each variant, cached).
         dataset: ``inputs.npy`` + ``labels.npy`` folder: accuracy on the board for every model
@@ -44,6 +46,7 @@ class CampaignOptions:
     protocol: Protocol = field(default_factory=Protocol)
     memory: str = "rss"
     break_lock: bool = False
+    wait_lock: float = 0.0
     precisions: tuple = ("fp32",)
     dataset: Path | None = None
     batches: tuple | None = None

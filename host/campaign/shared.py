@@ -24,7 +24,9 @@ from host.models.metrics import metrics_or_error
 class CellEvent:
     """Progress report (for the CLI's live display): a board's state or one cell's.
 
-    ``state``: "connecting", "running", "done", "skipped", "board_down", "finished".
+    ``state``: "connecting", "lock_wait", "running", "done", "skipped", "board_down", "finished".
+    ``lock_wait``: ``message`` names the lock's holder, ``seconds`` how long the wait may go on;
+    ``board_down``: ``category`` is the error's (``busy``, ``unreachable``, ...).
     """
 
     device: str
@@ -35,6 +37,8 @@ class CellEvent:
     doc: dict | None = None
     path: Path | None = None
     message: str | None = None
+    seconds: float | None = None
+    category: str | None = None
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -20,11 +21,14 @@ from host.campaign.samples import SUFFIX as SAMPLES_SUFFIX
 from host.campaign.samples import write_samples
 from host.campaign.shared import BoardSummary, CellEvent, MeasuredCell, Shared
 from host.campaign.store import earlier_cells, safe_name
-from host.errors import DiskFullError, HostError, ResultsLocationError
+from host.errors import BoardBusyError, DiskFullError, HostError, ResultsLocationError
 from host.lab.benchconfig import RESULT_EXIT_CODES, BenchConfig
 from host.lab.lease import campaign_tag, describe, owner_info
 from host.power.session import failed_block
 from runners.fileio import write_json_atomic
+
+#: Seconds between two tries of a board lock another run holds (``CampaignOptions.wait_lock``).
+LOCK_POLL_S = 1.0
 
 
 def run_workers(workers: list, shared: Shared) -> bool:
@@ -153,7 +157,7 @@ class BoardWorker:
             BoardBusyError: another live run holds it.
             TransportError: the board cannot be reached.
         """
-        info = self.board.take_lock(owner_info("host bench", self.board.lease_tag), break_lock)
+        info = self._take_lock(break_lock)
         if info.stale:
             self.summary.notes.append(f"lock {info.path} was stale: {describe(info.stale)} had ended "
                                       "without releasing it (killed, or its link lost); taken over")
@@ -161,6 +165,36 @@ class BoardWorker:
             self.summary.notes.append(f"--break-lock: killed the lock holder of {describe(info.broken)} "
                                       f"and took {info.path}")
         self.shared.locks.setdefault(self.name, []).append(info.to_json())
+
+    def _take_lock(self, break_lock: bool):
+        """Take the board's lock, waiting up to ``options.wait_lock`` seconds for a live holder
+        (tried again every :data:`LOCK_POLL_S`, a ``lock_wait`` event with the seconds left each
+        time; Ctrl-C ends the wait); the wait is a note.
+
+        Raises:
+            BoardBusyError: still held when the wait is over (how long it waited in the message).
+            TransportError: the board cannot be reached.
+        """
+        owner = owner_info("host bench", self.board.lease_tag)
+        start = time.monotonic()
+        while True:
+            try:
+                info = self.board.take_lock(owner, break_lock)
+            except BoardBusyError as exc:
+                waited = time.monotonic() - start
+                left = self.shared.options.wait_lock - waited
+                if left <= 0 or self.shared.stop.is_set():
+                    if waited < 1:
+                        raise
+                    raise BoardBusyError(f"{exc} (still held after waiting {waited:.0f} s)",
+                                         device=exc.device, holder=exc.holder, hint=exc.hint) from None
+                self.event(0, None, "lock_wait", message=describe(exc.holder), seconds=left)
+                self.shared.stop.wait(min(LOCK_POLL_S, left))
+                continue
+            waited = time.monotonic() - start
+            if waited >= LOCK_POLL_S:
+                self.summary.notes.append(f"waited {waited:.0f} s for the board lock")
+            return info
 
     def _relock_if_lost(self) -> None:
         """After a reconnect the lock holder is gone: take the lock again, or the board is down."""
@@ -174,7 +208,9 @@ class BoardWorker:
     def _mark_down(self, i: int, model: Path | None, exc: Exception) -> None:
         self.down = exc
         self.summary.error = str(exc)
-        self.event(i, model, "board_down", message=str(exc))
+        if getattr(exc, "hint", None):
+            self.summary.notes.append(f"hint: {exc.hint}")
+        self.event(i, model, "board_down", message=str(exc), category=getattr(exc, "category", "setup"))
 
     def _open_power(self) -> None:
         """Open the device's power session, if it has a meter; a meter that cannot be

@@ -25,9 +25,32 @@ from host.cli.lab import (
     select,
 )
 from host.cli.lab import fail as _fail
-from host.cli.options import DAY_S, MAX_BATCH, MAX_SEED, MAX_THREADS, bounded, in_panels, parse_shapes
+from host.cli.options import (
+    BUDGET_PARAMS,
+    DAY_S,
+    MAX_BATCH,
+    MAX_SEED,
+    MAX_THREADS,
+    AccuracyMinOpt,
+    ColumnsOpt,
+    EnergyMjOpt,
+    FpsOpt,
+    LatencyMsOpt,
+    MemoryMibOpt,
+    MemoryScopeOpt,
+    PowerWOpt,
+    Scope,
+    Statistic,
+    StatisticOpt,
+    WideOpt,
+    bounded,
+    budgets_of,
+    in_panels,
+    parse_shapes,
+    table_view,
+)
 from host.cli.signals import interruptible
-from host.errors import CampaignInterrupted, HostError
+from host.errors import CampaignInterrupted, DiskFullError, HostError
 from runners.backends import implemented_names
 
 if TYPE_CHECKING:
@@ -54,6 +77,11 @@ RetryFailedOpt = Annotated[bool, typer.Option(
     "--retry-failed", help="when resuming, also re-run cells that failed on the board")]
 BreakLockOpt = Annotated[bool, typer.Option(
     "--break-lock", help="take a board whose lock another live run holds (kills that holder; logged)")]
+WaitLockOpt = Annotated[float, bounded(
+    0, 7 * DAY_S, "seconds to wait for a board another run holds (a countdown on stderr) before its cells "
+    "fail as busy", "--wait-lock")]
+NoWaitOpt = Annotated[bool, typer.Option(
+    "--no-wait", help="fail at once on a board another run holds (same as --wait-lock 0)")]
 BackendOpt = Annotated[Optional[str], typer.Option(
     help=f"runner backend: {' | '.join(implemented_names())} [each device's runtime]")]
 BatchOpt = Annotated[str, typer.Option(
@@ -119,7 +147,6 @@ MinItersOpt = Annotated[Optional[int], bounded(1, 10**9, "timed loop minimum ite
 MinSOpt = Annotated[Optional[float], bounded(0, DAY_S, "timed loop minimum seconds [0.3]")]
 LoopMaxSOpt = Annotated[Optional[float], bounded(
     0.001, DAY_S, "cap on one warm-up and one timed loop, seconds each [30]")]
-FpsOpt = Annotated[float, bounded(0.001, 100_000, "frame rate of the real-time budget (p99)")]
 TimeoutOpt = Annotated[float, bounded(1, 7 * DAY_S, "timeout of one runner process, seconds")]
 PowerOpt = Annotated[Optional[bool], typer.Option(
     "--power/--no-power", help="measure power on devices that have a meter [on when one is set]")]
@@ -143,14 +170,14 @@ BENCH_PANELS = {
     "Matrix": ("backend", "precision", "batch", "shape", "threads", "option", "dataset",
                "calibrate", "calibration_data"),
     "Protocol": ("quick", "rigorous", "target_ci", "max_s", "min_processes", "max_processes", "sessions",
-                 "order_seed", "warmup_iters", "warmup_s", "min_iters", "min_s", "loop_max_s", "fps",
-                 "timeout"),
+                 "order_seed", "warmup_iters", "warmup_s", "min_iters", "min_s", "loop_max_s", "timeout"),
+    "Budgets (the table's verdict)": BUDGET_PARAMS,
     "Power, memory and profiles": ("power", "meter_from_inventory", "meter", "meter_port", "idle_settle_s",
                                    "idle_window_s", "idle_every_s", "power_min_samples", "memory",
                                    "profile", "counters"),
     "SSH": ("known_hosts", "accept_new_host_keys", "connect_timeout"),
-    "Resume and locks": ("results", "campaign", "retry_failed", "break_lock"),
-    "Output": ("json_out",),
+    "Resume and locks": ("results", "campaign", "retry_failed", "break_lock", "wait_lock", "no_wait"),
+    "Output": ("json_out", "wide", "columns"),
 }
 
 
@@ -204,7 +231,18 @@ def bench(
     campaign: CampaignOpt = None,
     retry_failed: RetryFailedOpt = False,
     break_lock: BreakLockOpt = False,
+    wait_lock: WaitLockOpt = 600.0,
+    no_wait: NoWaitOpt = False,
     json_out: JsonOpt = False,
+    latency_ms: LatencyMsOpt = None,
+    statistic: StatisticOpt = Statistic.p99,
+    memory_mib: MemoryMibOpt = None,
+    memory_scope: MemoryScopeOpt = Scope.process,
+    power_w: PowerWOpt = None,
+    energy_mj: EnergyMjOpt = None,
+    accuracy_min: AccuracyMinOpt = None,
+    wide: WideOpt = False,
+    columns: ColumnsOpt = None,
 ):
     """Benchmark models on this machine (--device local, the default) or on lab boards over
     SSH (--inventory lab --device X / --group G / --all), each cell in a fresh runner process.
@@ -212,9 +250,10 @@ def bench(
     Boards run in parallel; cells on one board one after another. One JSON per cell under
     RESULTS/CAMPAIGN/DEVICE/. Re-running with --campaign NAME resumes: finished cells are
     skipped, cells whose board was unreachable run again, --retry-failed re-runs failed ones.
-    Each board is locked while a campaign uses it: a second run on it is refused with the
-    holder named (--break-lock takes it over); runners left behind by an earlier run (host
-    killed, link lost) are killed before each runner starts.
+    Each board is locked while a campaign uses it: a second run waits for it (--wait-lock
+    SECONDS, a countdown with the holder named; --no-wait fails at once; --break-lock takes it
+    over); an interrupted or failed run ends with the command that resumes it. Runners left
+    behind by an earlier run (host killed, link lost) are killed before each runner starts.
 
     Protocol: each cell is measured by fresh runner processes (--sessions fresh sessions
     each, one short timed loop per session), interleaved round by round with the board's
@@ -237,6 +276,8 @@ def bench(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     memory, calibrate = Memory(memory).value, Calibration(calibrate).value  # plain str in the results
+    view = table_view(budgets_of(fps, latency_ms, statistic, memory_mib, memory_scope, power_w, energy_mj,
+                                 accuracy_min), wide, columns)
     precisions = _precisions(precision, calibrate, calibration_data)
     batches = _batches(batch)
     if dataset is not None:
@@ -267,14 +308,20 @@ def bench(
                 result = _run_bench(found, found_devices, CampaignOptions(
                     config=config, results=results, campaign=name, backend=backend, retry_failed=retry_failed,
                     protocol=protocol, memory=memory, break_lock=break_lock, dataset=dataset,
+                    wait_lock=0.0 if no_wait else wait_lock,
                     precisions=precisions, batches=batches, profile=profile), ssh=ssh, power=power_factory)
             except CampaignInterrupted as exc:
                 exc.exit_code = received.exit_code(exc.exit_code)  # 143 SIGTERM, 129 SIGHUP
+                exc.hint = f"resume with: {resume_command(name)}"
+                raise
+            except DiskFullError as exc:
+                exc.hint = f"{exc.hint}: {resume_command(name)}" if exc.hint else resume_command(name)
                 raise
     except HostError as exc:
         _fail(exc)
         return
-    _render_bench(result, found_devices, name, json_out)
+    _render_bench(result, found_devices, name, json_out, view)
+    _exit_for(result.cells, name, retry_failed)
 
 
 def _batches(text: str) -> tuple:
@@ -411,6 +458,8 @@ def _run_bench(found, found_devices, options: CampaignOptions, *, ssh, power):
 
 def _progress_handler(progress, tasks: dict):
     """``on_event`` for run_campaign: updates the board's progress line."""
+    waits: dict = {}  # board -> seconds left when a wait line was last printed
+
     def on_event(event):
         task = tasks[event.device]
         if event.state == "connecting":
@@ -421,8 +470,10 @@ def _progress_handler(progress, tasks: dict):
             progress.update(task, description=f"{event.model.stem}: heap profile")
         elif event.state == "idle":
             progress.update(task, description="measuring idle power")
+        elif event.state == "lock_wait":
+            _lock_wait(progress, task, event, waits)
         elif event.state == "board_down":
-            progress.update(task, description=f"unreachable: {event.message}")
+            progress.update(task, description=f"{event.category or 'failed'}: {event.message}")
         elif event.state in ("done", "skipped"):
             status = (event.doc or {}).get("status", "?")
             progress.update(task, advance=1,
@@ -434,11 +485,60 @@ def _progress_handler(progress, tasks: dict):
     return on_event
 
 
-def _render_bench(result, found_devices, name: str, json_out: bool) -> None:
-    """Step 5 of bench: the cells as a table (plus per-board lines) or JSON; exit 1 when a
-    cell failed, 3 when none failed but one is INVALID."""
+def _lock_wait(progress, task, event, waits: dict) -> None:
+    """A board's lock is held by another run: a line naming the holder when the wait starts, the
+    countdown in the progress line, and (not a terminal, where that line does not redraw) a line
+    every 30 s."""
+    left = max(0, int(math.ceil(event.seconds or 0)))
+    clock = f"{left // 60}:{left % 60:02d}"
+    last = waits.get(event.device)
+    if last is None:
+        progress.console.print(
+            f"{event.device}: busy, in use by {event.message}; waiting up to {clock} for it to end "
+            "(--wait-lock SECONDS; --no-wait fails at once; --break-lock takes it over)", highlight=False)
+        waits[event.device] = left
+    elif not progress.console.is_terminal and last - left >= 30:
+        progress.console.print(f"{event.device}: still waiting for the lock, {clock} left", highlight=False)
+        waits[event.device] = left
+    progress.update(task, description=f"busy: waiting for the lock, {clock} left")
+
+
+def resume_command(campaign: str) -> str:
+    """The command that resumes this run: this ``host bench`` command line as typed, with
+    ``--campaign NAME`` added when it was not given (shell-quoted)."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv[1:])
+    if "bench" in argv:
+        argv = argv[argv.index("bench") + 1:]
+    else:  # not started from the command line (a test's CliRunner): the options are unknown
+        argv = ["..."]
+    if not any(a == "--campaign" or a.startswith("--campaign=") for a in argv):
+        argv += ["--campaign", campaign]
+    return shlex.join(["host", "bench", *argv])
+
+
+def _resume_lines(cells: list, name: str, retry_failed: bool) -> list:
+    """What to run after a run with failed cells: the resume command (cells whose board never
+    ran the model run again), and ``--retry-failed`` when others failed on the board."""
+    from host.campaign.document import NOT_RUN
+
+    failed = [c for c in cells if c.get("status") == "failed"]
+    if not failed:
+        return []
+    lines = [f"resume: {resume_command(name)}"]
+    on_board = [c for c in failed if (c.get("error") or {}).get("category") not in NOT_RUN]
+    if on_board and not retry_failed:
+        lines.append(f"  (add --retry-failed to run the {len(on_board)} cells that failed on the board "
+                     "again)")
+    return lines
+
+
+def _render_bench(result, found_devices, name: str, json_out: bool, view) -> None:
+    """Step 5 of bench: the cells as a table (plus per-board lines) or JSON."""
     from host.analysis.compare import indistinguishable
-    from host.cli.render import bench_table, console, human_bytes, print_json, styled, verdict_notes
+    from host.cli.render import console, human_bytes, print_json, styled
 
     cells = result.cells
     if json_out:
@@ -446,10 +546,8 @@ def _render_bench(result, found_devices, name: str, json_out: bool) -> None:
     else:
         out = console()
         several = len(found_devices) > 1
-        out.print(bench_table(cells, title=f"campaign {name} · {', '.join(d.name for d in found_devices)}",
-                              show_device=several, ties=indistinguishable(cells)))
-        for line in verdict_notes(cells):
-            out.print(f"  {line}", highlight=False)
+        view.print(out, cells, f"campaign {name} · {', '.join(d.name for d in found_devices)}",
+                   show_device=several, ties=indistinguishable(cells))
         for s in result.boards.values():
             line = (f"{s.device}: {s.run} run, {s.skipped} kept; sent {s.models_sent} models "
                     f"({human_bytes(s.model_bytes_sent)}), {human_bytes(s.bytes_sent)} in all")
@@ -464,7 +562,16 @@ def _render_bench(result, found_devices, name: str, json_out: bool) -> None:
                       "(error, verdict.reasons)", highlight=False)
         folder = result.folder
         out.print(f"results: {folder}   next: host report {folder}", highlight=False)
+
+
+def _exit_for(cells: list, name: str, retry_failed: bool) -> None:
+    """Step 6 of bench: a run with failed cells ends with the command that resumes it (stderr) and
+    exits 1; one where none failed but one is INVALID exits 3."""
+    from host.cli.render import console
+
     statuses = [c.get("status") for c in cells]
+    for line in _resume_lines(cells, name, retry_failed):
+        console(stderr=True).print(line, highlight=False, soft_wrap=True, markup=False)
     if "failed" in statuses:
         raise typer.Exit(1)
     if "invalid" in statuses:

@@ -224,7 +224,8 @@ class BoardLock:
             raise BoardBusyError(
                 f"{self.board.name}: in use by {describe(held)}; lock {self.path}",
                 device=self.board.name, holder=held,
-                hint="wait for that run to end; if its host is gone, pass --break-lock")
+                hint="wait for that run to end (host bench waits --wait-lock SECONDS for it, 600 by "
+                     "default; --no-wait fails at once), then resume; if its host is gone, pass --break-lock")
         if not line.startswith("locked "):
             holder.close()
             raise TransportError(f"{self.board.name}: the board lock could not be taken: "
