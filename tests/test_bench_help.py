@@ -1,4 +1,4 @@
-"""``host bench --help``: its 48 parameters grouped in titled panels (each option exactly
+"""``host bench --help``: its parameters grouped in titled panels (each option exactly
 once), and options with a fixed set of values (``--memory``, ``--calibrate``) checked by typer,
 which lists the choices; a runtime's own option is ``-o NAME=VALUE``, not a flag of its own."""
 
@@ -11,10 +11,11 @@ import typer
 from typer.testing import CliRunner
 
 from host.cli import app
+from host.cli.bench import BENCH_PANELS
 
 runner = CliRunner()
-PANELS = ("Models", "Devices", "Matrix", "Protocol", "Power, memory and profiles", "SSH",
-          "Resume and locks", "Output")
+PANELS = ("Models", "Devices", "Matrix", "Protocol", "Budgets (the table's verdict)",
+          "Power, memory and profiles", "SSH", "Resume and locks", "Output")
 
 
 def _help() -> str:
@@ -44,12 +45,15 @@ def test_panels_show_once_each_and_list_every_option_exactly_once():
     panels = _panels(out)
     listed = [name for rows in panels.values() for name in rows]
     params = _bench_params()
-    assert len(params) == 48
+    assert len(params) == sum(len(names) for names in BENCH_PANELS.values())
     expected = [p.name + "..." if isinstance(p, typer.core.TyperArgument) else
                 next(o for o in p.opts if o.startswith("--")) for p in params]
     assert sorted(listed) == sorted([*expected, "--help"]) and len(set(listed)) == len(listed)
     assert all(panels[title] for title in PANELS)
-    assert {"--quick", "--rigorous", "--max-s", "--fps"} <= set(panels["Protocol"])
+    assert {"--quick", "--rigorous", "--max-s"} <= set(panels["Protocol"])
+    assert {"--fps", "--latency-ms", "--statistic", "--memory-mib", "--memory-scope", "--power-w",
+            "--energy-mj", "--accuracy-min"} == set(panels["Budgets (the table's verdict)"])
+    assert {"--json", "--wide", "--columns"} == set(panels["Output"])
     assert {"--precision", "--batch", "--backend"} <= set(panels["Matrix"])
 
 

@@ -69,7 +69,7 @@ def test_fp32_and_int8_cells_carry_recipe_fidelity_and_accuracy(tmp_path, monkey
 def test_the_table_shows_precision_agreement_and_accuracy(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     res = host("bench", DIGITS, "--device", "local", "--results", tmp_path / "r", "--campaign", "t",
-               "--precision", "fp16", *FAST)
+               "--precision", "fp16", *FAST, "--wide")
     assert res.exit_code in (0, 3), res.output
     header = next(line for line in res.stdout.splitlines() if "prec" in line)
     assert "agree %" in header and "acc %" in header

@@ -18,7 +18,8 @@ import typer
 from host.cli.bench import bench
 from host.cli.compare import compare
 from host.cli.lab import fail as _fail
-from host.cli.options import MAX_BATCH, bounded, parse_shapes
+from host.cli.options import MAX_BATCH, bounded, flow_helps, parse_shapes
+from host.cli.report import report
 from host.errors import HostError
 
 app = typer.Typer(
@@ -30,78 +31,7 @@ app = typer.Typer(
 )
 app.command()(bench)
 
-@app.command()
-def report(
-    results_dir: Annotated[Path, typer.Argument(
-        help="a results folder (campaign, device or root)")],
-    out: Annotated[Optional[Path], typer.Option(
-        help="where to write results.csv/.parquet [RESULTS_DIR]")] = None,
-    json_out: Annotated[bool, typer.Option(
-        "--json", help="print the cells as JSON instead of a table")] = False,
-    html_out: Annotated[bool, typer.Option(
-        "--html", help="also write report.html: one self-contained page with tables and plots")] = False,
-):
-    """Tabulate a results folder and write results.csv and results.parquet (--html: report.html).
-
-    Also correlations.csv: static metrics against the measurements per device and precision
-    (host/analysis/correlate.py); the table is printed when a device has at least 3 models.
-    """
-    from host.analysis.compare import indistinguishable
-    from host.analysis.correlate import correlations, printable, write_correlations
-    from host.analysis.report import mode_conflicts, write_tables
-    from host.campaign.store import load_cells
-    from host.cli.render import bench_table, console, print_json, profile_table, styled
-    from host.cli.skipped import report_skipped
-
-    try:
-        with report_skipped():
-            cells = load_cells(results_dir)
-        if not cells:
-            raise HostError(f"no result cells under {results_dir}",
-                            hint="run `host bench` first")
-        target = out or (results_dir if results_dir.is_dir() else results_dir.parent)
-        csv_path, parquet_path = write_tables(cells, target)
-        corr_rows = correlations(cells)
-        corr_path = write_correlations(corr_rows, target)
-        html_path = _write_html(cells, target, results_dir) if html_out else None
-    except HostError as exc:
-        _fail(exc)
-        return
-    except OSError as exc:
-        _fail(HostError(f"cannot write the tables: {exc}", hint="pass --out to a writable folder"))
-        return
-    if json_out:
-        print_json(cells)
-    else:
-        out_console = console()
-        out_console.print(bench_table(cells, title=str(results_dir), ties=indistinguishable(cells)))
-        for table in filter(None, map(profile_table, cells)):
-            out_console.print(table)
-        if printable(corr_rows):
-            from host.cli.analysis_render import correlation_table
-
-            out_console.print(correlation_table(printable(corr_rows)))
-        out_console.print(f"wrote {csv_path}, {parquet_path} and {corr_path}", highlight=False)
-    if html_path is not None:
-        console(stderr=json_out).print(f"wrote {html_path}", highlight=False)
-    for line in mode_conflicts(cells):
-        console(stderr=True).print(styled(("warning:", "yellow"),
-                                          f" {line} (kept apart: column power_mode_key)"), highlight=False)
-
-
-def _write_html(cells: list, target: Path, results_dir: Path) -> Path:
-    """``host report --html``: ``target/report.html`` (host.analysis.html); a plot whose sidecar
-    (``.samples.npz``, ``.power.csv``) cannot be read is named on stderr as plain text."""
-    from host.analysis.html import write_html
-
-    notes: list = []
-    path = write_html(cells, target / "report.html", title=str(results_dir), notes_out=notes)
-    for note in notes:
-        if "cannot read" in note:
-            typer.echo(f"plot not drawn: {note}", err=True)
-    return path
-
-
+app.command()(report)
 app.command()(compare)
 
 
@@ -191,7 +121,7 @@ def _add_analysis() -> None:
 
     app.command()(cli_advise.advise)
     app.command()(cli_query.dataset)
-    app.command()(cli_query.query)
+    app.command(cls=cli_query.QueryCommand)(cli_query.query)
 
 
 _add_analysis()
@@ -204,6 +134,9 @@ def _add_runtimes() -> None:
 
 
 _add_runtimes()
+
+
+flow_helps(app)  # help paragraphs flow to the terminal's width, not the docstrings' 100 columns
 
 
 def main() -> None:

@@ -147,8 +147,7 @@ PowerWOpt = Annotated[Optional[float], bounded(
 EnergyMjOpt = Annotated[Optional[float], bounded(
     1e-6, 1e9, "energy budget per inference in mJ (cells measured with a power meter)", "--energy-mj")]
 AccuracyMinOpt = Annotated[Optional[float], bounded(
-    1e-6, 1.0, "top-1 accuracy floor, a fraction (0.9 = 90 %; cells benched with --dataset)",
-    "--accuracy-min")]
+    1e-6, 1.0, "top-1 accuracy floor, a fraction (0.9 = 90 %); needs --dataset", "--accuracy-min")]
 #: the parameter names of the budget options, in a command's signature and its help panel
 BUDGET_PARAMS = ("fps", "latency_ms", "statistic", "memory_mib", "memory_scope", "power_w", "energy_mj",
                  "accuracy_min")
@@ -168,3 +167,42 @@ def budgets_of(fps, latency_ms, statistic, memory_mib, memory_scope, power_w, en
                        energy_mj=energy_mj, accuracy_min=accuracy_min)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def table_view(budgets, wide: bool, columns: Optional[str]):
+    """The :class:`host.cli.render.TableView` of ``--wide`` / ``--columns`` (typer.BadParameter for
+    both, or an unknown column: the message lists the columns there are)."""
+    from host.cli.render import TableView, parse_columns
+
+    if wide and columns:
+        raise typer.BadParameter("give --wide or --columns, not both", param_hint="--columns")
+    try:
+        names = parse_columns(columns)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--columns") from None
+    return TableView(budgets, wide=wide, columns=names)
+
+
+def flow(text: str) -> str:
+    """Help text whose paragraphs flow to the terminal's width: the single line breaks of a
+    docstring wrapped at 100 columns joined with spaces; blank lines (paragraphs), lists (``-`` /
+    ``*``) and indented blocks kept as written."""
+    out = []
+    for para in inspect.cleandoc(text).split("\n\n"):
+        lines = para.split("\n")
+        kept = para.startswith("\b") or any(line.startswith((" ", "-", "*", "\b")) for line in lines[1:])
+        out.append(para if kept else " ".join(line.strip() for line in lines))
+    return "\n\n".join(out)
+
+
+def flow_helps(app: typer.Typer) -> None:
+    """:func:`flow` every command's help (its ``help=`` or docstring) in ``app`` and its groups."""
+    for info in app.registered_commands:
+        text = info.help if isinstance(info.help, str) else inspect.getdoc(info.callback)
+        if text:
+            info.help = flow(text)
+    for group in app.registered_groups:
+        if isinstance(group.help, str):
+            group.help = flow(group.help)
+        if group.typer_instance is not None:
+            flow_helps(group.typer_instance)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from host.cli.lab import fail as _fail
 from host.cli.skipped import report_skipped
@@ -79,8 +80,45 @@ def query(
         _fail(HostError(f"cannot write the dataset: {exc}", hint="pass --dataset to a writable folder"))
         return
     if json_out:
-        sys.stdout.write(frame.to_json(orient="records", indent=2, date_format="iso") + "\n")
+        sys.stdout.write(frame.to_json(orient="records", indent=2, date_format="iso",
+                                       double_precision=15) + "\n")
     elif csv_out:
         frame.to_csv(sys.stdout, index=False)
     else:
-        console().print(frame_table(frame))
+        console().print(frame_table(rounded(frame)))
+
+
+#: significant digits of a float in ``host query``'s table (--json and --csv keep every digit)
+DIGITS = 4
+
+
+def rounded(frame):
+    """``frame`` for the table: every float as text in :data:`DIGITS` significant digits (a
+    missing value stays missing); other values as they are."""
+    import math
+
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype.kind == "f" or out[column].map(lambda v: isinstance(v, float)).any():
+            out[column] = out[column].map(
+                lambda v: format(v, f".{DIGITS}g") if isinstance(v, float) and math.isfinite(v) else
+                (None if isinstance(v, float) and math.isnan(v) else v)).astype(object)
+    return out
+
+
+def dataset_columns() -> list:
+    """The columns of the view ``cells``, in order: those of one row of the dataset
+    (:func:`host.analysis.dataset.rows`), so the help never lags behind it."""
+    from host.analysis.dataset import rows
+
+    return list(rows([{}])[0])
+
+
+class QueryCommand(TyperCommand):
+    """``host query``'s click command: its ``--help`` ends with the view's columns, read from the
+    dataset code when help is asked for (not at every start of ``host``)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        if "\n\nColumns of `cells`" not in (self.help or ""):
+            self.help = f"{self.help}\n\nColumns of `cells`: {', '.join(dataset_columns())}."
+        super().format_help(ctx, formatter)
