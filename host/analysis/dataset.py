@@ -11,8 +11,9 @@ Layout (hive-style partitions, what DuckDB's ``read_parquet(..., hive_partitioni
 the results, a folder holding them, the current folder, a file, or someone else's folder.
 
 ``<out>`` defaults to ``<results>/.dataset`` (hidden: :func:`host.campaign.store.load_cells`
-skips it). One row per cell: the columns of :func:`host.campaign.store.flatten` plus
-:data:`EXTRA` where flatten lacks them; ``campaign`` and ``device`` live in the folder names.
+skips it). One row per cell: the columns of :func:`host.campaign.store.flatten`, the frame-rate
+budget's verdict (:func:`budget_columns`) and :data:`EXTRA` where flatten lacks them; ``campaign``
+and ``device`` live in the folder names.
 One schema for every partition (written from one table): nested values are JSON text, and a
 column null in every cell is stored as a string column, since Spark cannot read Parquet's null
 type. A cell without a campaign or device lands in the partition ``_unknown``.
@@ -76,12 +77,38 @@ def source_signature(results: Path) -> str:
     return digest.hexdigest()
 
 
+def fps_budget(cell: dict):
+    """The cell's frame-rate budget (``realtime.fps`` on ``realtime.statistic``, p99 unless the cell
+    names p50) judged by the one rule (:func:`host.analysis.budgets.judge`): a
+    :class:`host.analysis.budgets.Check`, or None when the cell has no frame rate."""
+    from host.analysis.budgets import LATENCY_STATISTICS, Budgets, judge
+
+    fps, statistic = _get(cell, "realtime", "fps"), _get(cell, "realtime", "statistic")
+    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not fps > 0:
+        return None
+    budgets = Budgets(fps=float(fps), statistic=statistic if statistic in LATENCY_STATISTICS else "p99")
+    return judge(cell, budgets).checks[0]
+
+
+def budget_columns(cell: dict) -> dict:
+    """The columns of the cell's frame-rate budget (:func:`fps_budget`): ``fps_budget`` (meets /
+    uncertain / misses / not measured), ``fps_budget_statistic`` (e.g. ``latency_ms_p99``),
+    ``fps_budget_limit_ms``, ``fps_budget_value_ms`` and its 95 % interval
+    ``fps_budget_ci95_lo``/``_hi``; all None without a frame rate."""
+    check = fps_budget(cell)
+    lo, hi = (check.interval if check is not None and check.interval else (None, None))
+    return {"fps_budget": check and check.verdict, "fps_budget_statistic": check and check.statistic,
+            "fps_budget_limit_ms": check and check.limit, "fps_budget_value_ms": check and check.value,
+            "fps_budget_ci95_lo": lo, "fps_budget_ci95_hi": hi}
+
+
 def rows(cells: list[dict]) -> list[dict]:
-    """One flat row per cell: :func:`flatten` plus the :data:`EXTRA` columns it lacks; nested
-    values (a recipe, a list) as JSON text, so every partition has the same flat schema."""
+    """One flat row per cell: :func:`flatten`, :func:`budget_columns` and the :data:`EXTRA`
+    columns flatten lacks; nested values (a recipe, a list) as JSON text, so every partition has
+    the same flat schema."""
     out = []
     for cell in cells:
-        row = flatten(cell)
+        row = {**flatten(cell), **budget_columns(cell)}
         for column, path in EXTRA.items():
             row.setdefault(column, _get(cell, *path))
         for column in PARTITIONS:

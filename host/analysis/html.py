@@ -179,13 +179,32 @@ def _power_cells(cell: dict) -> list:
 POWER_HEAD = ["power W mean", "power W peak", "energy mJ/inf", "dyn. energy mJ/inf", "inf/J", "power verdict"]
 
 
+_BUDGET_CLASS = {"meets": "ok", "uncertain": "bad", "misses": "fail"}
+
+
+def _budget_html(cell: dict) -> str:
+    """The frame-rate budget (:func:`host.analysis.dataset.fps_budget`): its mark and verdict, the
+    statistic with its 95 % interval and the limit, e.g. ``✓ meets: p99 8.3 (8.1–8.6) ≤ 16.67 ms``."""
+    from host.analysis.dataset import fps_budget
+
+    check = fps_budget(cell)
+    if check is None:
+        return "-"
+    mark = f'<span class="{_BUDGET_CLASS.get(check.verdict, "")}">{_e(check.mark)} {_e(check.verdict)}</span>'
+    if check.value is None:
+        return mark
+    stat = check.statistic.rsplit("_", 1)[-1]
+    interval = f" ({check.interval[0]:.4g}–{check.interval[1]:.4g})" if check.interval else ""
+    return f"{mark}: {_e(stat)} {check.value:.4g}{interval} ≤ {check.limit:.4g} ms"
+
+
 def results_columns(cells: list) -> tuple[list, bool, bool]:
     """The table's header, whether it has a batch column (a batch sweep) and power columns."""
     sweep = len({_get(c, "host", "config", "batch") for c in cells}) > 1
     power = any(c.get("power") for c in cells)
     head = ["device", "model", "prec", *(["batch"] if sweep else []), "level", "params", "MFLOPs",
             "p50 ms", "CI95 ms", "re-run %", "proc", "p99 ms", "samples/s", "RSS MiB",
-            *(POWER_HEAD if power else []), "agree %", "acc %", "verdict"]
+            *(POWER_HEAD if power else []), "agree %", "acc %", "frame budget", "verdict"]
     return head, sweep, power
 
 
@@ -204,13 +223,17 @@ def _results_section(cells: list) -> str:
             _num(lat.get("processes"), "d"), _num(lat.get("latency_ms_p99"), ".4g"),
             _num(lat.get("throughput_sps"), ",.0f"), _num(_get(cell, "memory", "rss_mib_peak"), ".1f"),
             *(_power_cells(cell) if power else []),
-            _agreement(cell), _num(_get(cell, "accuracy", "top1"), ".1f", 100.0), _verdict_html(cell)])
+            _agreement(cell), _num(_get(cell, "accuracy", "top1"), ".1f", 100.0), _budget_html(cell),
+            _verdict_html(cell)])
         classes.append({"failed": "failed", "invalid": "invalid"}.get(cell.get("status"), ""))
     note = ("p50: median of session medians over fresh processes; CI95: its 95 % interval (hierarchical "
             "bootstrap over processes); re-run: where a re-run's p50 should land (95 %); level: what the "
             "timed region holds; p99: median of session p99s; RSS: peak resident set of the first process; "
             "agree: top-1 agreement with the fp32 model on the host (* random weights); acc: top-1 accuracy "
-            "on the model's dataset")
+            "on the model's dataset; frame budget: the cell's frame rate (--fps) as a latency ceiling on "
+            "its statistic (p99: at most 1 % of frames late), judged by one rule: meets when the upper end "
+            "of the statistic's 95 % interval is within the budget, uncertain when the interval straddles "
+            "it (or there is no interval, or the latency would not reproduce: INVALID), misses otherwise")
     if power:
         note += ("; power: meter power over the first timed loop (scope in the device table), energy per "
                  "inference = its trapezoid integral / calls, dynamic = minus idle, inf/J = calls per joule")

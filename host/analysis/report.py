@@ -9,14 +9,17 @@ from host.campaign.store import _get, flatten
 
 def write_tables(cells: list[dict], out_dir: Path) -> tuple[Path, Path]:
     """Write ``results.csv`` and ``results.parquet`` (one row per cell, columns of
-    :func:`host.campaign.store.flatten`) into ``out_dir``; returns both paths.
+    :func:`host.campaign.store.flatten` and :func:`host.analysis.dataset.budget_columns`) into
+    ``out_dir``; returns both paths.
 
     Raises:
         OSError: ``out_dir`` cannot be written.
     """
     import pandas as pd
 
-    frame = pd.DataFrame([flatten(c) for c in cells])
+    from host.analysis.dataset import budget_columns
+
+    frame = pd.DataFrame([{**flatten(c), **budget_columns(c)} for c in cells])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, parquet_path = out_dir / "results.csv", out_dir / "results.parquet"

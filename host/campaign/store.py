@@ -247,7 +247,8 @@ def _get(doc: dict, *keys, default=None):
 
 
 def flatten(cell: dict) -> dict:
-    """One flat row per cell (the columns of ``results.csv`` / ``results.parquet``)."""
+    """One flat row per cell (the columns of ``results.csv`` / ``results.parquet`` and the dataset,
+    which add the frame-rate budget's verdict: :func:`host.analysis.dataset.budget_columns`)."""
     lat = cell.get("latency") or {}
     mem = cell.get("memory") or {}
     met = cell.get("metrics") or {}
@@ -270,7 +271,8 @@ def flatten(cell: dict) -> dict:
         "flops": met.get("flops"),
         "cdl": met.get("cdl"),
         "footprint_bytes": met.get("footprint_bytes"),
-        "precision": met.get("precision"),
+        # the variant's precision (an int8 cell of an fp32 model is int8), else the model's own
+        "precision": _get(cell, "precision", "name") or met.get("precision"),
         "iterations": lat.get("iterations"),
     }
     for key in ("mean", "std", "min", "max", "p50", "p90", "p95", "p99"):
@@ -288,7 +290,6 @@ def flatten(cell: dict) -> dict:
             "cov_robust": lat.get("cov_robust"),
             "throughput_cps": lat.get("throughput_cps"),
             "throughput_sps": lat.get("throughput_sps"),
-            "meets_fps_budget": _get(cell, "realtime", "meets_budget"),
             "fps": _get(cell, "realtime", "fps"),
             "memory_method": mem.get("memory_method"),
             "rss_mib_peak": mem.get("rss_mib_peak"),
