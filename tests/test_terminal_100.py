@@ -76,20 +76,26 @@ def row_of(lines: list[str], model: str) -> str:
     return next(line for line in lines if line.split()[:1] == [model] or line.split()[1:2] == [model])
 
 
+LONG = "efficientnet_lite0_w1.0_imagenet_calibrated_per_channel_qdq"
+
+
 def _results(tmp_path: Path) -> Path:
     """Two campaigns: c1 (the mnv2 family and its int8 variant, the unrelated digits and
-    squeezenet models) and c2 (the family again)."""
+    squeezenet models) and c2 (the family again); both with a model named at length, in fp32 and
+    int8."""
+    long = [cell(LONG, p99=5.0, ci=(4.5, 5.5), precision=p, campaign=c) for c in ("c1", "c2")
+            for p in ("fp32", "int8")]
     return write_cells(tmp_path / "results", family() + family(precision="int8") + strangers()
-                       + family(campaign="c2"))
+                       + family(campaign="c2") + long)
 
 
 # --------------------------------------------------------------------------------- bench, report
 
 @pytest.mark.slow
 def test_bench_default_table_is_verdict_first_and_fits(tmux, tmp_path):
-    lines, status = screen(tmux, REPO, "bench", "examples/models/mobilenet_v2_w0.25_cifar10.onnx", "--device", "local",
-                           "--backend", "null", "--quick", "--results", tmp_path / "r", "--campaign", "t",
-                           "--memory-mib", "4096", timeout=300)
+    lines, status = screen(tmux, REPO, "bench", "examples/models/mobilenet_v2_w0.25_cifar10.onnx", "--device",
+                           "local", "--backend", "null", "--quick", "--results", tmp_path / "r",
+                           "--campaign", "t", "--memory-mib", "4096", timeout=300)
     assert status in (0, 3), "\n".join(lines)  # 3: INVALID on a busy machine
     assert_fits(lines)
     header = next(line for line in lines if line.startswith("model "))
@@ -190,6 +196,7 @@ def test_compare_and_advise_fit(tmux, tmp_path):
         assert status == 0, "\n".join(lines)
         assert_fits(lines)
         assert any("mnv2_w0.25_cifar10" in line for line in lines)
+        assert any(LONG in line for line in lines)  # whole, on one line
 
 
 # ------------------------------------------------------------------------------------------ help
