@@ -8,7 +8,8 @@ report, the dataset):
   accuracy: its lower end is at least the floor);
 * **misses** — the whole interval is outside the budget;
 * **uncertain** — the interval straddles the limit, there is no interval where one is needed
-  (latency from fewer than 5 processes), or the cell's latency would not reproduce (INVALID);
+  (latency from fewer than 5 processes, or a p99 from sessions under 100 iterations), or the
+  cell's latency would not reproduce (INVALID);
 * **no meter** — a power or energy budget on a cell measured without a power meter;
 * **not measured** — the cell failed, or has no such figure (e.g. no ``--dataset`` for accuracy).
 
@@ -43,6 +44,10 @@ MARKS = {MEETS: "✓", UNCERTAIN: "?", MISSES: "✗", NO_METER: "no meter", NOT_
 LATENCY_STATISTICS = ("p50", "p99")
 MEMORY_SCOPES = ("process", "model")
 _Z95 = 1.959963984540054
+#: What the campaign needs before it gives a latency statistic a 95 % interval (host.campaign.cells).
+_NEEDS = {"p50": "the campaign gives one from 5 processes on",
+          "p99": "the campaign gives one from 5 processes on, when every session ran at least 100 "
+                 "iterations (a shorter session's p99 is its slowest few calls)"}
 
 
 @dataclass(frozen=True)
@@ -209,7 +214,7 @@ def _latency(cell: dict, b: Budgets) -> Check:
                       reason="the cell failed" if _failed(cell) else f"no {stat}")
     if interval is None:
         return _check("latency", stat, "ms", limit, value, None, verdict=UNCERTAIN,
-                      reason=f"{stat} {_g(value)} ms has no 95 % interval (fewer than 5 processes)")
+                      reason=f"{stat} {_g(value)} ms has no 95 % interval: {_NEEDS[b.statistic]}")
     check = _check("latency", stat, "ms", limit, value, interval)
     verdict = cell.get("verdict") or {}
     if verdict.get("result") == "INVALID" and check.verdict != UNCERTAIN:
