@@ -341,7 +341,7 @@ def test_precision_metrics_on_a_hand_built_model(tmp_path):
     # quantization parameters: ws 4 f32 (16 B), wz 4 int8 (4 B), bs 4 f32 (16 B), bz 4 int32 (16 B);
     # the rank-0 xs/xz are operator settings, not counted
     assert (m["qparams"], m["qparam_bytes"]) == (16, 52)
-    assert m["footprint_bytes"] == 740
+    assert m["stored_weight_bytes"] == 740
     assert m["bits_per_weight"] == pytest.approx(8 * 688 / 376, abs=1e-4)
     assert m["effective_bits_per_weight"] == pytest.approx(8 * 740 / 376, abs=1e-4)
     # Conv has data and weight through DQ; MatMul's weight comes through a Cast
@@ -356,7 +356,7 @@ def test_precision_metrics_on_a_hand_built_model(tmp_path):
 def test_precision_metrics_fp32_source():
     m = precision_metrics(TINY)
     # w 8*3*3*3=216 + b 8 + fw 10*8=80 + fb 10 = 314 float32
-    assert m["params_by_dtype"] == {"float32": 314} and m["footprint_bytes"] == 314 * 4
+    assert m["params_by_dtype"] == {"float32": 314} and m["stored_weight_bytes"] == 314 * 4
     assert m["bits_per_weight"] == 32.0 and m["qdq_compute_share"] == 0.0
     assert m["ops_left_in_float"] == ["Conv", "Flatten", "Gemm", "GlobalAveragePool", "Relu"]
 

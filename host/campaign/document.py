@@ -184,7 +184,7 @@ def store_cell(path: Path, doc: dict) -> None:
 
 def add_precision(doc: dict, variant, fidelity: dict | None, at_precision: dict) -> None:
     """The cell's precision (name, the variant's recipe, its static metrics at that precision:
-    weight bytes by dtype, bits per weight, footprint, QDQ share) and fidelity blocks. The
+    weight bytes by dtype, bits per weight, stored weight bytes, QDQ share) and fidelity blocks. The
     cell's ``metrics`` (params, FLOPs, CDL) stay those of the source model."""
     doc["precision"] = {"name": variant.precision, "recipe": variant.recipe, "metrics": at_precision}
     if fidelity is not None:

@@ -77,6 +77,42 @@ def _print_list(as_json: bool) -> None:
     Console().print(table)
 
 
+def _made_by(command: Optional[str]) -> str:  # noqa: UP045
+    """``host zoo export``, or a script as ``name (folder)``: short enough for a 100-column table."""
+    if not command:
+        return "-"
+    if command.startswith("host zoo export"):
+        return "host zoo export"
+    script = Path(command.split()[-1])
+    return f"{script.name} ({script.parent})" if script.parent != Path(".") else script.name
+
+
+@app.command("list")
+def list_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False,
+) -> None:
+    """List every example model: the zoo's (random weights, made by host zoo export) and the ones
+    bundled in examples/models (digits_cnn: trained), with the command that re-creates each."""
+    try:
+        rows = zoo.catalogue()
+    except HostError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="example models (bundled: in examples/models; the model sets: host zoo export "
+                        "--set NAME --list)")
+    for col in ("name", "weights", "input", "classes", "bundled", "made by"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["weights"], "x".join(str(d) for d in r["input_shape"] or []) or "-",
+                      str(r["num_classes"] or "-"), "yes" if r["bundled"] else "no", _made_by(r["command"]))
+    console = Console()
+    console.print(table)
+    console.print("re-create one: host zoo export --only NAME (random weights); --json: each one's command",
+                  highlight=False, markup=False)
+
+
 @app.command("export")
 def export_cmd(
     out: Annotated[
@@ -89,7 +125,8 @@ def export_cmd(
         typer.Option("--only", help="Export only this zoo model (repeatable); see --list."),
     ] = None,
     list_only: Annotated[
-        bool, typer.Option("--list", help="Print the zoo table and exit; exports nothing.")
+        bool, typer.Option("--list", help="Print the exportable models and exit; exports nothing "
+                           "(host zoo list: every example model, the trained digits_cnn too).")
     ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON (the .info dicts) instead of a table.")
@@ -186,7 +223,7 @@ def _export_set(set_name: str, out: Optional[Path], only, list_only: bool, as_js
 
 _METRIC_ROWS = (
     ("file size (bytes)", "file_bytes"),
-    ("footprint (bytes)", "footprint_bytes"),
+    ("stored weight bytes (+ qparams)", "stored_weight_bytes"),
     ("weight bytes by dtype", "weight_bytes_by_dtype"),
     ("params by dtype", "params_by_dtype"),
     ("quantization params (bytes)", "qparam_bytes"),
@@ -208,6 +245,16 @@ def _cell(value) -> str:
     return "-" if value is None else str(value)
 
 
+def _warn_if_random(info: Optional[dict]) -> None:  # noqa: UP045
+    """A warning on stderr when the variant was calibrated on seeded random data."""
+    data = str(((info or {}).get("calibration") or {}).get("data") or "")
+    if data.startswith("random"):
+        Console(stderr=True, highlight=False, markup=False).print(
+            f"warning: calibrated on random data ({data}), not on real inputs: the int8 scales fit noise, so "
+            "its accuracy may drop more than real calibration data would give; pass --calibration-data DIR",
+            soft_wrap=True)
+
+
 def _make_variant(model: Path, recipe, cache_dir: Optional[Path], out: Optional[Path],  # noqa: UP045
                   as_json: bool) -> None:
     """Make (or re-use) the variant, copy it to ``out``, print path, size and metrics."""
@@ -216,6 +263,7 @@ def _make_variant(model: Path, recipe, cache_dir: Optional[Path], out: Optional[
     started_ns = time.time_ns()
     try:
         path, info = precision.variant(model, recipe, cache_dir)
+        _warn_if_random(info)
         cached = path.stat().st_mtime_ns < started_ns
         copied = precision.copy_variant(path, out, recipe.slug()) if out is not None else None
         before, after = precision.precision_metrics(model), precision.precision_metrics(path)

@@ -28,7 +28,7 @@ inside the cache and renamed into place (the ``.info`` last): the cache never ho
 variant, and a variant without its ``.info`` is made again.
 
 :func:`precision_metrics` gives the static metrics of any ONNX file at its stored precision
-(weight bytes and parameters by dtype, bits per weight, footprint, share of compute ops inside
+(weight bytes and parameters by dtype, bits per weight, stored weight bytes, share of compute ops inside
 QDQ pairs, op types left in float). Every failure is a :class:`host.errors.QuantizationError`
 naming the model; nothing here prints or exits. ONNX Runtime is imported lazily.
 """
@@ -254,8 +254,10 @@ def precision_metrics(model: Path) -> dict:
     * ``qparams``, ``qparam_bytes``: the quantization parameters;
     * ``bits_per_weight``: ``8 * weight_bytes / params`` (mean stored bits per weight, weighted
       by element count; int32 biases count 32), None without weights;
-    * ``footprint_bytes`` = ``weight_bytes + qparam_bytes`` [bytes]: the weights as stored (the
-      fixed-footprint axis); ``effective_bits_per_weight`` = ``8 * footprint_bytes / params``;
+    * ``stored_weight_bytes`` = ``weight_bytes + qparam_bytes`` [bytes]: the weights as stored
+      (not ``host models``' ``footprint_bytes``, which adds the largest activation:
+      :func:`host.models.metrics.model_metrics`); ``effective_bits_per_weight`` =
+      ``8 * stored_weight_bytes / params``;
     * ``compute_ops``: nodes of the main graph of type Conv, ConvTranspose, MatMul, Gemm or an
       integer form (ConvInteger, MatMulInteger, QLinearConv, QLinearMatMul, QGemm, ...);
       ``qdq_compute_ops``: the float ones whose data and weight inputs (slots 0 and 1) both come
@@ -274,15 +276,15 @@ def precision_metrics(model: Path) -> dict:
     w = _weights(proto)
     compute = _compute_counts(proto.graph)
     params, wbytes = sum(w["params_by_dtype"].values()), sum(w["weight_bytes_by_dtype"].values())
-    footprint = wbytes + w["qparam_bytes"]
+    stored = wbytes + w["qparam_bytes"]
     n = compute["compute_ops"]
     return {
         **w,
         "params": params,
         "weight_bytes": wbytes,
         "bits_per_weight": round(8 * wbytes / params, 4) if params else None,
-        "footprint_bytes": footprint,
-        "effective_bits_per_weight": round(8 * footprint / params, 4) if params else None,
+        "stored_weight_bytes": stored,
+        "effective_bits_per_weight": round(8 * stored / params, 4) if params else None,
         **compute,
         "qdq_compute_share": round(compute["qdq_compute_ops"] / n, 4) if n else None,
         "integer_compute_share": round(compute["integer_compute_ops"] / n, 4) if n else None,

@@ -130,6 +130,37 @@ def zoo_command(out_dir: str | os.PathLike[str], name: str) -> str:
     return f"host zoo export --out {shlex.quote(str(out_dir))} --only {shlex.quote(name)}"
 
 
+def catalogue(folder: str | os.PathLike[str] | None = None) -> list[dict]:
+    """Every model ``host zoo list`` names: the :data:`ZOO` entries (``host zoo export`` makes
+    them), then every other model bundled in ``folder`` (default: the repository's
+    ``examples/models``) that has a ``.info`` (``digits_cnn``, trained by its own script). Each row:
+    ``name``, ``weights`` (``random`` or ``trained``), ``input_shape``, ``num_classes``, ``dataset``
+    (its shape), ``bundled`` (the ``.onnx`` is in ``folder``), ``path`` (or None) and ``command``
+    (what re-creates it).
+
+    Raises:
+        ExportError: a bundled model's ``.info`` is unreadable.
+    """
+    folder = Path(folder) if folder is not None else _EXAMPLES_DIR / "models"
+    rows = []
+    for e in ZOO:
+        path = folder / f"{e.name}.onnx"
+        rows.append({"name": e.name, "weights": "random", "input_shape": list(e.input_shape),
+                     "num_classes": e.num_classes, "dataset": e.dataset, "bundled": path.is_file(),
+                     "path": str(path) if path.is_file() else None,
+                     "command": f"host zoo export --only {shlex.quote(e.name)}"})
+    known = {e.name for e in ZOO}
+    for path in sorted(folder.glob("*.onnx")) if folder.is_dir() else []:
+        info = read_info(path)
+        if path.stem in known or info is None:
+            continue
+        rows.append({"name": path.stem, "weights": info.get("weights") or "random",
+                     "input_shape": info.get("input_shape"), "num_classes": info.get("num_classes"),
+                     "dataset": info.get("dataset_shape"), "bundled": True, "path": str(path),
+                     "command": info.get("command")})
+    return rows
+
+
 # --------------------------------------------------------------------------- model sets
 # ``host zoo export --set NAME``: the model populations of the studies this toolkit reproduces.
 # Large, so written to a cache folder (never to examples/) and skipped when already exported
