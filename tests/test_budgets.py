@@ -47,6 +47,13 @@ def test_no_interval_is_uncertain_even_when_the_value_is_far_inside():
     assert check.verdict == "uncertain" and "no 95 % interval" in check.reason
 
 
+def test_p99_without_interval_misses_when_the_p50_interval_is_already_above():
+    slow = judge(_cell(p99=30.0, ci=None, p50=20.0, p50_ci=(19.0, 21.0)), Budgets(fps=60)).checks[0]
+    assert slow.verdict == "misses" and "p50" in slow.reason
+    close = judge(_cell(p99=30.0, ci=None, p50=16.0, p50_ci=(15.0, 17.0)), Budgets(fps=60)).checks[0]
+    assert close.verdict == "uncertain"
+
+
 def test_invalid_cell_latency_is_never_a_confident_verdict():
     far_inside = judge(_cell(verdict="INVALID"), Budgets(fps=1)).checks[0]
     far_outside = judge(_cell(verdict="INVALID"), Budgets(latency_ms=1.0)).checks[0]

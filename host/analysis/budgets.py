@@ -212,16 +212,31 @@ def _latency(cell: dict, b: Budgets) -> Check:
     if value is None:
         return _check("latency", stat, "ms", limit, None, None, verdict=NOT_MEASURED,
                       reason="the cell failed" if _failed(cell) else f"no {stat}")
-    if interval is None:
+    if interval is None and b.statistic == "p99" and _above(lat.get("latency_ms_p50_ci95"), limit):
+        check = _check("latency", stat, "ms", limit, value, None, verdict=MISSES,
+                       reason=f"the p50's 95 % interval is already above {_g(limit)} (the p99 is at least "
+                              "the p50; the p99 itself has no interval)")
+    elif interval is None:
         return _check("latency", stat, "ms", limit, value, None, verdict=UNCERTAIN,
                       reason=f"{stat} {_g(value)} ms has no 95 % interval: {_NEEDS[b.statistic]}")
-    check = _check("latency", stat, "ms", limit, value, interval)
-    verdict = cell.get("verdict") or {}
-    if verdict.get("result") == "INVALID" and check.verdict != UNCERTAIN:
-        failed = ", ".join(k for k, ok in (verdict.get("checks") or {}).items() if not ok) or "INVALID"
-        return _check("latency", stat, "ms", limit, value, interval, verdict=UNCERTAIN,
-                      reason=f"would not reproduce (INVALID: {failed}); {check.reason}")
-    return check
+    else:
+        check = _check("latency", stat, "ms", limit, value, interval)
+    return _unless_invalid(check, cell.get("verdict") or {})
+
+
+def _unless_invalid(check: Check, verdict: dict) -> Check:
+    """``check``, made uncertain when the cell is INVALID (its latency would not reproduce)."""
+    if verdict.get("result") != "INVALID" or check.verdict == UNCERTAIN:
+        return check
+    failed = ", ".join(k for k, ok in (verdict.get("checks") or {}).items() if not ok) or "INVALID"
+    return _check(check.budget, check.statistic, check.unit, check.limit, check.value, check.interval,
+                  verdict=UNCERTAIN, reason=f"would not reproduce (INVALID: {failed}); {check.reason}")
+
+
+def _above(ci, limit: float) -> bool:
+    """Whether ``ci`` is an interval ``[lo, hi]`` wholly above ``limit``."""
+    return isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(x) is not None for x in ci) \
+        and min(ci) > limit
 
 
 def _memory(cell: dict, b: Budgets) -> Check:
