@@ -160,7 +160,7 @@ def test_host_image_list_lists_it_and_the_inventory_accepts_it(repo, tmp_path):
     res = run(repo, "-m", "host", "devices", "--inventory", str(inv), "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     assert {d["name"]: d["family"] for d in json.loads(res.stdout)["devices"]} == {
-        "n1": NAME, "n2": NAME, "n3": None}
+        "n1": NAME, "n2": NAME, "n3": None, "local": "local"}
 
 
 def test_an_old_spelling_is_a_typed_error_naming_the_family(repo, tmp_path):

@@ -496,5 +496,6 @@ def test_devices_lists_the_example_lab_and_says_how_the_inventory_resolved(monke
         assert name in res.output
     doc = json.loads(host("devices", "-i", "lab", "--json").stdout)
     assert {d["name"]: d["family"] for d in doc["devices"]} == {
-        "rpi4-1": "arm_cpu", "xavier-1": "jetson", "zcu104-1": "zcu104", "a100-1": "x86_a100"}
+        "rpi4-1": "arm_cpu", "xavier-1": "jetson", "zcu104-1": "zcu104", "a100-1": "x86_a100",
+        "local": "local"}  # the built-in device, listed last
     assert host("devices", "-i", "nosuchlab").exit_code == 1

@@ -90,16 +90,18 @@ def devices(
     group: GroupOpt = None,
     json_out: JsonOpt = False,
 ):
-    """List the inventory's devices with family, address and settings (connects to nothing).
+    """List the devices: the inventory's, with family, address and settings, and the built-in
+    local device (this machine) when none is named (connects to nothing).
 
     --inventory NAME resolves to NAME.ini, else inventories/NAME.ini, else the group NAME
-    of ./inventory.ini; the resolution is printed above the table.
+    of ./inventory.ini; the resolution is printed above the table. Family: the device family
+    (edgegauge_family, or a group named for a family); - when not known.
     """
     from host.cli.render import PlainTable as Table
     from host.cli.render import console, print_json
 
     try:
-        inv, found = select(inventory, device, group, False)
+        inv, found = _listed(inventory, device, group)
     except HostError as exc:
         fail(exc)
         return
@@ -116,6 +118,22 @@ def devices(
     console().print(table)
 
 
+def _listed(inventory, device, group) -> tuple:
+    """``host devices``' inventory and devices: those selected, or (none named) every device in
+    scope and then the built-in ``local`` unless the inventory has a host of that name.
+
+    Raises:
+        InventoryError, UnknownDeviceError.
+    """
+    from host.lab.inventory import local_device, resolve_inventory
+
+    if device or group:
+        return select(inventory, device, group, False)
+    inv = resolve_inventory(inventory)
+    found = inv.select()
+    return inv, found + ([] if "local" in inv.devices else [local_device()])
+
+
 def check(
     inventory: InventoryOpt = None,
     device: DeviceOpt = None,
@@ -128,7 +146,8 @@ def check(
 ):
     """Connect to each board in parallel; print facts and a readiness verdict.
 
-    Exit code: 0 every board ready; 2 reachable but not ready; 1 a board is unreachable.
+    Exit code: 0 every board ready; 2 reachable but not ready, or a placeholder address (the
+    example inventory's documentation addresses: not connected to); 1 a board is unreachable.
     """
     from host.cli.render import PlainTable as Table
     from host.cli.render import console, plain, print_json
@@ -138,8 +157,7 @@ def check(
     except HostError as exc:
         fail(exc)
         return
-    reports = on_boards(found, board_options(known_hosts, accept_new_host_keys, connect_timeout),
-                        lambda board: board.check())
+    reports = _check_reports(found, board_options(known_hosts, accept_new_host_keys, connect_timeout))
     if json_out:
         print_json([r.to_json() for r in reports])
     else:
@@ -148,7 +166,7 @@ def check(
                     "engine", "runtime", "power mode", "problems"):
             table.add_column(col)
         style = {"ready": plain("ready", "green"), "not ready": plain("not ready", "yellow"),
-                 "unreachable": plain("unreachable", "red")}
+                 "unreachable": plain("unreachable", "red"), "placeholder": plain("placeholder", "yellow")}
         for r in reports:
             f = r.facts
             engine = f.get("docker") or f.get("podman") or "-"
@@ -165,8 +183,20 @@ def check(
     verdicts = {r.verdict for r in reports}
     if "unreachable" in verdicts:
         raise typer.Exit(1)
-    if "not ready" in verdicts:
+    if verdicts & {"not ready", "placeholder"}:
         raise typer.Exit(2)
+
+
+def _check_reports(found: list, options) -> list:
+    """``host check``'s reports in device order: a placeholder address is reported as such
+    (:func:`host.lab.facts.placeholder_report`), every other board is connected to and checked."""
+    from host.lab.facts import placeholder_report
+
+    placeholders = {d.name: placeholder_report(d) for d in found}
+    real = [d for d in found if placeholders[d.name] is None]
+    checked = dict(zip([d.name for d in real], on_boards(real, options, lambda board: board.check()) if real
+                       else []))
+    return [placeholders[d.name] or checked[d.name] for d in found]
 
 
 def deploy(

@@ -108,8 +108,8 @@ def _add_zoo() -> None:
     except ImportError:  # pragma: no cover - the zoo module is part of the package
         return
     app.add_typer(cli_zoo.app, name="zoo", help=(
-        "make models: export the example zoo and model sets (needs torch), quantize to int8, "
-        "convert to fp16, compile for a DPU target (Vitis AI)"))
+        "make models: list the example models, export the example zoo and model sets (needs torch), "
+        "quantize to int8, convert to fp16, compile for a DPU target (Vitis AI)"))
 
 
 _add_zoo()

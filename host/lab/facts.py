@@ -20,7 +20,8 @@ POWER_STATE_SCHEMA = "edgegauge.power_state/1"
 
 @dataclass
 class CheckReport:
-    """``host check`` on one board: verdict ``ready`` | ``not ready`` | ``unreachable``."""
+    """``host check`` on one board: verdict ``ready`` | ``not ready`` | ``unreachable`` |
+    ``placeholder`` (its address is a documentation one: :func:`placeholder_report`)."""
 
     device: str
     verdict: str
@@ -31,6 +32,46 @@ class CheckReport:
     def to_json(self) -> dict:
         return {"device": self.device, "verdict": self.verdict, "facts": self.facts,
                 "problems": self.problems, "notes": self.notes}
+
+
+#: Documentation addresses (RFC 5737 TEST-NET-1/2/3, RFC 3849) and reserved example names
+#: (RFC 2606, RFC 6761): an inventory that still holds one was copied from the example.
+PLACEHOLDER_NETWORKS = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+PLACEHOLDER_NAMES = ("example.com", "example.net", "example.org")
+PLACEHOLDER_SUFFIXES = (".example", ".invalid")
+
+
+def placeholder_address(host: str) -> str | None:
+    """Why ``host`` is a placeholder (a documentation network or a reserved example name), or
+    None when it may be a real board."""
+    import ipaddress
+
+    name = host.strip().lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        if name in PLACEHOLDER_NAMES or name.endswith(tuple("." + n for n in PLACEHOLDER_NAMES)):
+            return f"{host} is a reserved example name (RFC 2606)"
+        if name.endswith(PLACEHOLDER_SUFFIXES) or name in ("example", "invalid"):
+            return f"{host} is under a reserved top-level name (RFC 2606)"
+        return None
+    for net in PLACEHOLDER_NETWORKS:
+        if address in ipaddress.ip_network(net):
+            return f"{host} is a documentation address ({net}, RFC {'3849' if ':' in net else '5737'})"
+    return None
+
+
+def placeholder_report(device) -> CheckReport | None:
+    """``host check``'s report for a device whose address is a placeholder
+    (:func:`placeholder_address`): verdict ``placeholder``, nothing connected; None otherwise."""
+    if device.connection == "local":
+        return None
+    why = placeholder_address(device.host)
+    if why is None:
+        return None
+    return CheckReport(device.name, "placeholder", problems=[
+        f"{why}: not a board; put the board's address in {device.source or 'the inventory'} "
+        "(ansible_host=)"])
 
 
 def runtime_module(runtime: str) -> str:
