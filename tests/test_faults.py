@@ -148,10 +148,11 @@ def test_a_second_host_is_refused_with_the_holder_named_and_break_lock_takes_ove
     inv = boards.write_inventory(tmp_path / "lab.ini", devices=["b1"])
     args = [FIX / "identity.onnx", "-i", inv, "--device", "b1", "--results", tmp_path / "r",
             "--campaign", "two", *NULL_ARGS, "--json"]
-    res = host("bench", *args)
+    res = host("bench", *args, "--wait-lock", "2")  # waits 2 s for the holder, then fails
     assert res.exit_code == 1
     (cell,) = json.loads(res.stdout)
     assert cell["error"]["category"] == "busy" and cell["error"]["type"] == "BoardBusy"
+    assert "(still held after waiting 2 s)" in cell["error"]["message"]
     assert f"@lab-pc-2 (host pid {os.getpid()}, `host bench`, since" in cell["error"]["message"]
     assert runner_pids(boards.workdir("b1")) == []  # nothing ran beside the holder
 
