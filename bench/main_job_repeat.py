@@ -56,12 +56,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("extra", nargs="*", help="extra host bench options (after --)")
     args = ap.parse_args()
-    runs, walls, all_valid, reasons = [], [], 0, []
+    runs, walls, all_valid, reasons, exit0 = [], [], 0, [], 0
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.runs):
             code, wall, cells = one_run(Path(tmp) / f"run{k}", args.extra)
             runs.append(cells)
             walls.append(wall)
+            exit0 += code == 0
             valid = all(c["status"] == "ok" for c in cells.values())
             all_valid += valid
             reasons += [f"run {k + 1} {m}: {r}" for m, c in cells.items() for r in c["verdict"]["reasons"]]
@@ -71,14 +72,15 @@ def main() -> None:
             print(f"run {k + 1}: exit {code}, {wall:.1f} s, " + ", ".join(shown), flush=True)
     compared, flipped = flips(runs)
     print(f"\n# {args.runs} runs: wall time median {statistics.median(walls):.1f} s (max {max(walls):.1f}); "
-          f"every cell VALID in {all_valid}/{args.runs}; rank flips among disjoint-CI pairs: "
+          f"exit 0 in {exit0}/{args.runs}; every cell VALID in {all_valid}/{args.runs}; rank flips among "
+          "disjoint-CI pairs: "
           f"{flipped}/{compared}")
     for line in reasons:
         print("  " + line)
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
     (out / "main_job_repeat.json").write_text(json.dumps({
-        "walls_s": walls, "all_valid": all_valid, "compared": compared, "flipped": flipped,
+        "walls_s": walls, "exit0": exit0, "all_valid": all_valid, "compared": compared, "flipped": flipped,
         "p50": [{m: c["latency"]["latency_ms_p50"] for m, c in r.items()} for r in runs]}, indent=1))
 
 

@@ -345,7 +345,8 @@ def drift(latencies_ns: Sequence[int], blocks: int = 10) -> dict:
     return out
 
 
-def second_mode(latencies_ns: Sequence[int], floor_ns: int = 1000, min_iterations: int = 100) -> dict:
+def second_mode(latencies_ns: Sequence[int], floor_ns: int = 1000, min_iterations: int = 100,
+                stall_ns: int = 500_000) -> dict:
     """Share of iterations far from the median: outside [p50 / 1.5, 1.5 × p50] **and** more
     than ``floor_ns`` (1 us, about ten clock reads) away from it, so that latencies near the
     timer's resolution (the null backend's ~0.1 us) are not called modes. Below
@@ -354,52 +355,57 @@ def second_mode(latencies_ns: Sequence[int], floor_ns: int = 1000, min_iteration
 
     Scheduler stalls put a few per cent of iterations there; a second mode (half the
     iterations on another core type, a quarter at 2×, a thread pool's wake-up on some
-    calls) puts many more. ``outside_time_share`` weighs the same iterations by their
-    latency: the share of the timed loop spent outside the main mode. A fast model that
-    shares its CPU with other programs barely changes its count (a preemption lands in one
-    iteration) but loses loop time to it: 50–80 % at 10 us per iteration on this 2-core
-    machine with other programs running.
+    calls) puts many more. ``stall_time_share`` is the share of the loop's time in stalls:
+    iterations longer than max(10 × p50, ``stall_ns``), i.e. the process lost the CPU (a
+    scheduler's time slice is milliseconds long). A fast model that shares its CPU with other
+    programs barely changes its count (a preemption lands in one iteration) but loses loop
+    time to it: 50–80 % at 10 us per iteration on this 2-core machine with other programs
+    running.
 
     Returns:
         ``{"outside_share": float in [0, 1] or None, "outside_count": int or None,
-        "iterations": int, "outside_time_share": float or None, "mode_ms": float or None
+        "iterations": int, "stall_time_share": float or None, "mode_ms": float or None
         (median of the far iterations, ms), "median_ms": float or None, "method": str}``.
     """
     arr = np.asarray(latencies_ns, dtype=np.float64)
     out = {"outside_share": None, "outside_count": None, "iterations": int(arr.size),
-           "outside_time_share": None, "mode_ms": None, "median_ms": None, "method": SECOND_MODE_METHOD}
+           "stall_time_share": None, "mode_ms": None, "median_ms": None, "method": SECOND_MODE_METHOD}
     if arr.size < min_iterations:
         return out
     med = float(np.median(arr))
-    out.update(outside_share=0.0, outside_count=0, outside_time_share=0.0, median_ms=med / 1e6)
+    out.update(outside_share=0.0, outside_count=0, stall_time_share=0.0, median_ms=med / 1e6)
     if med <= 0:
         return out
     far = arr[(np.abs(arr - med) > floor_ns) & ((arr > 1.5 * med) | (arr < med / 1.5))]
+    stalls = arr[arr > max(10 * med, stall_ns)]
     out.update(outside_share=far.size / arr.size, outside_count=int(far.size),
-               outside_time_share=float(far.sum() / arr.sum()))
+               stall_time_share=float(stalls.sum() / arr.sum()))
     if far.size:
         out["mode_ms"] = float(np.median(far)) / 1e6
     return out
 
 
 STABLE_METHOD = ("center = median of the groups' shares c; group i is odd when |share_i - c| > "
-                 "max(0.05, 0.5 * min(c, 1 - c), 3 * binomial SE_i); stable unless more than a quarter "
+                 "max(0.05, rel * min(c, 1 - c), 3 * binomial SE_i), rel 0.5 for a second mode's share of "
+                 "iterations, 0.25 for the share of loop time in stalls; stable unless more than a quarter "
                  "of the groups are odd")
 #: The effect-size bounds of :func:`shares_stable`: absolute, and relative to the center's
 #: distance from 0 or 1.
 SHARE_ABS = 0.05
 SHARE_REL = 0.5
+STALL_REL = 0.25
 #: More than this share of odd groups makes the shares unstable (as the host's loop checks:
 #: one odd process among many is what the interval over processes is for).
 ODD_GROUPS_MAX = 0.25
 
 
-def shares_stable(shares: Sequence[float], iterations: Sequence[int] | None = None) -> dict:
-    """Whether a share (of iterations, or of loop time, outside the main mode) is the same in
+def shares_stable(shares: Sequence[float], iterations: Sequence[int] | None = None,
+                  rel: float = SHARE_REL) -> dict:
+    """Whether a share (of iterations outside the main mode, or of loop time in stalls) is the same in
     every group (the sessions of one process, or the processes of a cell).
 
     Rule: the center c is the median of the groups' shares; a group is odd when its share is
-    further from c than max(:data:`SHARE_ABS`, :data:`SHARE_REL` × min(c, 1 − c), 3
+    further from c than max(:data:`SHARE_ABS`, ``rel`` × min(c, 1 − c), 3
     binomial standard errors sqrt(c (1 − c) / n_i) when ``iterations`` are given); the
     shares are stable unless more than :data:`ODD_GROUPS_MAX` of the groups are odd. An
     effect-size bound, not a test of homogeneity of proportions (chi-square on the counts,
@@ -416,6 +422,9 @@ def shares_stable(shares: Sequence[float], iterations: Sequence[int] | None = No
     Args:
         shares: one share in [0, 1] per group.
         iterations: per group, the iterations its share counts (for the binomial term).
+        rel: the relative bound: :data:`SHARE_REL` (a second mode's share may vary by half
+            of itself, e.g. 13–18 % around 15 %), :data:`STALL_REL` for stall time (the
+            loop time left to the model, hence samples/s, within ±25 % of the median's).
 
     Returns:
         ``{"stable": bool, "center": float, "shares": [float], "odd": int, "bound": float
@@ -428,7 +437,7 @@ def shares_stable(shares: Sequence[float], iterations: Sequence[int] | None = No
     if not x.size:
         return out
     c = float(np.median(x))
-    bound = max(SHARE_ABS, SHARE_REL * min(c, 1 - c))
+    bound = max(SHARE_ABS, rel * min(c, 1 - c))
     allowed = np.full(x.size, bound)
     if iterations is not None:
         allowed = np.maximum(allowed, 3 * np.sqrt(c * (1 - c) / np.asarray(iterations, dtype=np.float64)))
@@ -495,7 +504,8 @@ def mode_reason(modes: dict, level: str) -> str:
 
 
 def stall_reason(stalls: dict) -> str:
-    """The reason for a share of loop time outside the main mode that varies between processes."""
+    """The reason for a share of loop time in stalls (:func:`second_mode`) that varies between
+    processes."""
     lo, hi = min(stalls["shares"]), max(stalls["shares"])
     return (f"the share of loop time lost to stalls varies between processes: {lo:.0%}–{hi:.0%} "
             f"({stalls['odd']} of {stalls['groups']} beyond ±{stalls['bound']:.0%} of the median "

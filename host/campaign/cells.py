@@ -55,7 +55,7 @@ def process_record(doc: dict, wall_s: float, round_no: int, slot: int) -> dict:
             "drift_rel": checks["drift"]["drift_rel"],
             "outside_share": checks["second_mode"]["outside_share"],
             "outside_count": checks["second_mode"].get("outside_count"),
-            "outside_time_share": checks["second_mode"].get("outside_time_share"),
+            "stall_time_share": checks["second_mode"].get("stall_time_share"),
             "mode_ms": checks["second_mode"].get("mode_ms"),
             "others_cpu_share": env.get("others_cpu_share"), "steal_share": env.get("steal_share"),
             "cpu_mhz_change_rel": env.get("cpu_mhz_change_rel"), "temp_c_change": env.get("temp_c_change"),
@@ -205,19 +205,19 @@ def _first_reason(records: list, check: str) -> str:
 
 
 def _process_mode_groups(records: list) -> list:
-    """Per process, its sessions' far iterations summed (:func:`runners.stats.second_mode`)
-    and their share of the loop time (weighted by the sessions' durations)."""
+    """Per process, its sessions' far iterations summed and its share of loop time in stalls
+    (:func:`runners.stats.second_mode`; weighted by the sessions' durations)."""
     groups = []
     for r in records:
         used = [s for s in r["sessions"] if s.get("outside_count") is not None and s.get("iterations")]
         if used:
             modes = [s["mode_ms"] for s in used if s.get("mode_ms") is not None]
-            timed = [s for s in used if s.get("outside_time_share") is not None and s.get("duration_s")]
+            timed = [s for s in used if s.get("stall_time_share") is not None and s.get("duration_s")]
             groups.append({"outside_count": sum(s["outside_count"] for s in used),
                            "iterations": sum(s["iterations"] for s in used),
                            "mode_ms": float(np.median(modes)) if modes else None,
                            "median_ms": float(np.median([s["latency_ms_p50"] for s in used])),
-                           "time_share": (sum(s["outside_time_share"] * s["duration_s"] for s in timed)
+                           "time_share": (sum(s["stall_time_share"] * s["duration_s"] for s in timed)
                                           / sum(s["duration_s"] for s in timed)) if timed else None})
     return groups
 
@@ -264,8 +264,8 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
     mode — some process with more than ``mode_share_max`` of its iterations far from the
     median — holds the same share in every process, :func:`runners.stats.modes_stable`: then
     it is the system's and a warning names its share and latency; a share that varies is
-    contention, INVALID); ``stalls_stable_across_processes`` (the share of loop time spent
-    outside the main mode is the same in every process, :func:`runners.stats.shares_stable`:
+    contention, INVALID); ``stalls_stable_across_processes`` (the share of loop time in
+    stalls — the process lost the CPU — is the same in every process, :func:`runners.stats.shares_stable`:
     a fast model's p50 hardly moves when other programs take the CPU, its samples/s and tail
     do); each loop check of the runner (drift, modes across sessions,
     throttle, loop cap) failed by at most :data:`LOOP_CHECK_SHARE` of the processes (fewer:
@@ -288,7 +288,8 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
     split = _process_modes(records)
     groups = _process_mode_groups(records)
     modes = stats.modes_stable(groups, mode_share_max)
-    stalls = stats.shares_stable([g["time_share"] for g in groups if g["time_share"] is not None])
+    stalls = stats.shares_stable([g["time_share"] for g in groups if g["time_share"] is not None],
+                                 rel=stats.STALL_REL)
     checks = {"min_processes_met": n >= protocol.min_processes,
               "precision_met": rel is not None and rel <= protocol.target_ci,
               "process_medians_agree": split is None,
