@@ -414,10 +414,11 @@ def shares_stable(shares: Sequence[float], iterations: Sequence[int] | None = No
     would fail every real cell; the 3 SE term keeps short loops (100 iterations of a slow
     model) from failing on binomial noise, the median center and the odd-group allowance
     keep one process with a long stall from failing a cell. The bounds come from the main
-    job's cells on this 2-core machine (docs/measurement.md §6): digits_cnn's count share
-    stayed within 1–8 % and its loop-time share within ±7 points of its center with other
-    programs running steadily; a CPU hog started mid-cell moved the time share by 20–40
-    points in the processes it hit.
+    job's cells and digits_cnn cells with a CPU hog on this 2-core machine shared with other
+    sessions (docs/measurement.md §6): second-mode shares of 7–18 % in every process of a
+    MobileNet cell (stable at ±50 %), 1–49 % where other programs' bursts hit some processes;
+    digits_cnn's share of loop time in stalls 51–56 % under steady load, spread over 3–87 % when
+    a hog started mid-cell (±25 % of the time left to the model separates them).
 
     Args:
         shares: one share in [0, 1] per group.
