@@ -48,7 +48,8 @@ def test_check_calls_the_example_addresses_placeholders(tmp_path):
     assert {r["verdict"] for r in reports} == {"placeholder"} and len(reports) == 4
     rpi = next(r for r in reports if r["device"] == "rpi4-1")
     assert "192.0.2.11 is a documentation address (192.0.2.0/24, RFC 5737)" in rpi["problems"][0]
-    assert f"{EXAMPLE}:46" in rpi["problems"][0]
+    line = next(n for n, text in enumerate(EXAMPLE.read_text().splitlines(), 1) if text.startswith("rpi4-1 "))
+    assert f"{EXAMPLE}:{line} (ansible_host=)" in rpi["problems"][0]  # where to put the real address
 
 
 def test_check_tells_placeholders_from_a_real_address_that_does_not_answer(tmp_path):
