@@ -126,6 +126,8 @@ def test_report_over_two_campaigns_shows_a_campaign_column_and_reasons_below_row
     squeeze = next(line for line in lines if " squeezenet1_1_imagenet " in line)
     assert "✗ 20 (19–22) ms" in squeeze and "4.00 W 9 mJ" in squeeze  # 16.67 ms budget: misses
     assert any(line.startswith("c2 ") for line in lines)
+    # the correlations stay a table at 100 columns (shared device/precision in the title), not blocks
+    assert any("static → measured" in line and "slope" in line for line in lines), "\n".join(lines)
 
 
 def test_report_wide_and_columns(tmp_path):

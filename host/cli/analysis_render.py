@@ -19,19 +19,25 @@ def _g(value, fmt: str = ".3g") -> str:
 
 
 def correlation_table(rows: list[dict], title: str = "correlations") -> Table:
-    """One line per fit of :func:`host.analysis.correlate.correlations`: device, precision,
-    [batch,] static → measured, n, r, p, slope (y unit per x unit), intercept, r², label (weak,
-    insignificant, n<3 and constant fits are shown, in yellow). Every string is text, not markup."""
-    table = Table(title=title, title_justify="left")
-    sweep = len({r["batch"] for r in rows}) > 1
-    for name, justify in [("device", "left"), ("prec", "left"), *([("batch", "right")] if sweep else []),
-                          ("static → measured", "left"), ("n", "right"), ("r", "right"), ("p", "right"),
-                          ("slope", "right"), ("intercept", "right"), ("r²", "right"), ("label", "left")]:
+    """One line per fit of :func:`host.analysis.correlate.correlations`: [device, precision, batch,]
+    static → measured, n, r, p, slope (y unit per x unit), intercept, r², label (weak,
+    insignificant, n<3 and constant fits are shown, in yellow). A device, precision or batch that
+    is the same on every row goes into the title instead of a column, so the table fits 100
+    columns. Every string is text, not markup."""
+    shared = {k: rows[0][k] for k in ("device", "precision", "batch") if len({r[k] for r in rows}) == 1} \
+        if rows else {}
+    heads = [(k, h) for k, h in (("device", "device"), ("precision", "prec"), ("batch", "batch"))
+             if k not in shared]
+    named = "; ".join(f"{k} {v}" for k, v in shared.items() if k != "batch" or len(shared) < 3)
+    table = Table(title=f"{title} ({named})" if named else title, title_justify="left")
+    for name, justify in [*((h, "left") for _, h in heads), ("static → measured", "left"), ("n", "right"),
+                          ("r", "right"), ("p", "right"), ("slope", "right"), ("intercept", "right"),
+                          ("r²", "right"), ("label", "left")]:
         table.add_column(name, justify=justify, no_wrap=name in ("device", "static → measured"))
     for row in rows:
         label = plain(row["label"], "" if row["label"] == "ok" else "yellow")
         table.add_row(
-            str(row["device"]), str(row["precision"]), *([str(row["batch"])] if sweep else []),
+            *(str(row[k]) for k, _ in heads),
             f"{_PAIR_NAMES.get(row['x'], row['x'])} → {_PAIR_NAMES.get(row['y'], row['y'])}",
             str(row["n"]), _g(row["r"], ".3f"), _g(row["p_value"], ".2g"),
             "-" if row["slope"] is None else f"{row['slope']:.3g} {row['y_unit']}/{row['x_unit']}",
