@@ -285,3 +285,19 @@ def test_the_page_has_the_correlation_table_of_devices_with_three_models(tmp_pat
     row = next(line for line in page.splitlines() if "flops → latency_ms" in line and ">dev1<" in line)
     assert f"<td>{r:.3f}</td>" in row and "<td>3</td>" in row
     assert ">dev2<" not in page.split("<h2>Correlations</h2>")[1].split("</table>")[0]  # one model only
+
+
+def test_the_page_judges_the_budgets_given_to_host_report(tmp_path):
+    """``host report --html --memory-mib 60``: the page's budgets column holds the memory check too,
+    judged by the one rule (mnv2_w1 peaks 70..75 MiB over its processes: wholly above 60)."""
+    from advise_cells import family, write_cells
+
+    root = write_cells(tmp_path / "results", family())
+    result = CliRunner().invoke(app, ["report", str(root), "--out", str(tmp_path / "out"), "--html",
+                                      "--memory-mib", "60"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<th>budgets</th>" in page.replace(' class="left"', "")
+    row = next(r for r in page.split("<tr") if ">mnv2_w1_cifar10<" in r)
+    assert "✗ misses</span>: latency" in row and "memory <span" in row
+    assert "rss_mib_peak 75 (70–75) ≤ 60 MiB" in row

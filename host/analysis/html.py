@@ -182,20 +182,37 @@ POWER_HEAD = ["power W mean", "power W peak", "energy mJ/inf", "dyn. energy mJ/i
 _BUDGET_CLASS = {"meets": "ok", "uncertain": "bad", "misses": "fail"}
 
 
-def _budget_html(cell: dict) -> str:
-    """The frame-rate budget (:func:`host.analysis.dataset.fps_budget`): its mark and verdict, the
-    statistic with its 95 % interval and the limit, e.g. ``✓ meets: p99 8.3 (8.1–8.6) ≤ 16.67 ms``."""
+def _budget_html(cell: dict, budgets=None) -> str:
+    """The cell against the budgets (``budgets``, a :class:`host.analysis.budgets.Budgets`, given to
+    ``host report``): the overall verdict, then each budget's mark, statistic, value and interval;
+    without them, the cell's own frame-rate budget (:func:`host.analysis.dataset.fps_budget`),
+    e.g. ``✓ meets: p99 8.3 (8.1–8.6) ≤ 16.67 ms``."""
+    from host.analysis.budgets import MARKS, judge
     from host.analysis.dataset import fps_budget
 
+    if budgets is not None and budgets.names():
+        judged = judge(cell, budgets)
+        parts = [f"{_e(c.budget)} {_check_html(c)}" for c in judged.checks]
+        return _mark_html(judged.verdict, MARKS[judged.verdict]) + ": " + "; ".join(parts)
     check = fps_budget(cell)
     if check is None:
         return "-"
-    mark = f'<span class="{_BUDGET_CLASS.get(check.verdict, "")}">{_e(check.mark)} {_e(check.verdict)}</span>'
+    return _check_html(check)
+
+
+def _mark_html(verdict: str, mark: str) -> str:
+    return f'<span class="{_BUDGET_CLASS.get(verdict, "")}">{_e(mark)} {_e(verdict)}</span>'
+
+
+def _check_html(check) -> str:
+    """One budget check: its mark and verdict, the statistic with its 95 % interval and the limit."""
+    mark = _mark_html(check.verdict, check.mark)
     if check.value is None:
         return mark
-    stat = check.statistic.rsplit("_", 1)[-1]
+    stat = check.statistic.rsplit("_", 1)[-1] if check.budget == "latency" else check.statistic
     interval = f" ({check.interval[0]:.4g}–{check.interval[1]:.4g})" if check.interval else ""
-    return f"{mark}: {_e(stat)} {check.value:.4g}{interval} ≤ {check.limit:.4g} ms"
+    rel = "≥" if check.kind == "min" else "≤"
+    return f"{mark}: {_e(stat)} {check.value:.4g}{interval} {rel} {check.limit:.4g} {_e(check.unit)}".rstrip()
 
 
 def results_columns(cells: list) -> tuple[list, bool, bool]:
@@ -208,8 +225,10 @@ def results_columns(cells: list) -> tuple[list, bool, bool]:
     return head, sweep, power
 
 
-def _results_section(cells: list) -> str:
+def _results_section(cells: list, budgets=None) -> str:
     head, sweep, power = results_columns(cells)
+    if budgets is not None and budgets.names():
+        head[head.index("frame budget")] = "budgets"
     rows, classes = [], []
     for cell in cells:
         lat, met = cell.get("latency") or {}, cell.get("metrics") or {}
@@ -223,7 +242,7 @@ def _results_section(cells: list) -> str:
             _num(lat.get("processes"), "d"), _num(lat.get("latency_ms_p99"), ".4g"),
             _num(lat.get("throughput_sps"), ",.0f"), _num(_get(cell, "memory", "rss_mib_peak"), ".1f"),
             *(_power_cells(cell) if power else []),
-            _agreement(cell), _num(_get(cell, "accuracy", "top1"), ".1f", 100.0), _budget_html(cell),
+            _agreement(cell), _num(_get(cell, "accuracy", "top1"), ".1f", 100.0), _budget_html(cell, budgets),
             _verdict_html(cell)])
         classes.append({"failed": "failed", "invalid": "invalid"}.get(cell.get("status"), ""))
     note = ("p50: median of session medians over fresh processes; CI95: its 95 % interval (hierarchical "
@@ -234,6 +253,10 @@ def _results_section(cells: list) -> str:
             "its statistic (p99: at most 1 % of frames late), judged by one rule: meets when the upper end "
             "of the statistic's 95 % interval is within the budget, uncertain when the interval straddles "
             "it (or there is no interval, or the latency would not reproduce: INVALID), misses otherwise")
+    if budgets is not None and budgets.names():
+        note += ("; budgets: those given to host report, each judged by that rule (accuracy: the lower "
+                 "end of its Wilson interval at least the floor; power and energy: the meter's value; no "
+                 "meter when power was not measured); the cell meets them when it meets every one")
     if power:
         note += ("; power: meter power over the first timed loop (scope in the device table), energy per "
                  "inference = its trapezoid integral / calls, dynamic = minus idle, inf/J = calls per joule")
@@ -306,30 +329,31 @@ def _correlations_section(cells: list) -> str:
               "Every fit is also in correlations.csv.</p>")
 
 
-def render_html(cells: list, title: str, plots: list[Plot], plot_notes: list) -> str:
+def render_html(cells: list, title: str, plots: list[Plot], plot_notes: list, budgets=None) -> str:
     """The page as a string (see the module docstring); ``plots`` are embedded, so their files
-    must exist while this runs."""
+    must exist while this runs; ``budgets`` (:class:`host.analysis.budgets.Budgets`): the budgets
+    column judges each cell against them instead of its own frame rate."""
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>edgegauge report: {_e(title)}</title>", f"<style>{CSS}</style></head><body>",
         f"<h1>edgegauge report: {_e(title)}</h1>",
         f"<p class=\"note\">{len(cells)} cells; written {made} by host report --html.</p>",
-        _devices_section(cells), _results_section(cells), _correlations_section(cells),
+        _devices_section(cells), _results_section(cells, budgets), _correlations_section(cells),
         _warnings_section(cells, plot_notes), _plots_section(plots), "</body></html>", ""])
 
 
-def write_html(cells: list, path: Path, title: str, notes_out: list | None = None) -> Path:
+def write_html(cells: list, path: Path, title: str, notes_out: list | None = None, budgets=None) -> Path:
     """Draw every plot (:func:`host.analysis.plots.all_plots`, in a temporary folder) and write
     the page to ``path`` atomically; returns ``path``. The notes of plots not drawn (also on the
-    page) are appended to ``notes_out`` when given.
+    page) are appended to ``notes_out`` when given; ``budgets``: see :func:`render_html`.
 
     Raises:
         OSError: ``path`` cannot be written.
     """
     with tempfile.TemporaryDirectory(prefix="edgegauge-plots-") as tmp:
         plots, notes = all_plots(cells, Path(tmp))
-        page = render_html(cells, title, plots, notes)
+        page = render_html(cells, title, plots, notes, budgets)
     if notes_out is not None:
         notes_out.extend(notes)
     path = Path(path)

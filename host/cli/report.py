@@ -70,7 +70,7 @@ def report(
             raise HostError(f"no result cells under {results_dir}",
                             hint="run `host bench` first")
         target = out or (results_dir if results_dir.is_dir() else results_dir.parent)
-        written, corr_rows = _write(cells, target, results_dir, html_out)
+        written, corr_rows = _write(cells, target, results_dir, html_out, view.budgets)
     except HostError as exc:
         _fail(exc)
         return
@@ -90,7 +90,7 @@ def report(
                                           f" {line} (kept apart: column power_mode_key)"), highlight=False)
 
 
-def _write(cells: list, target: Path, results_dir: Path, html_out: bool) -> tuple:
+def _write(cells: list, target: Path, results_dir: Path, html_out: bool, budgets=None) -> tuple:
     """results.csv, results.parquet, correlations.csv (and report.html) in ``target``:
     ``((csv, parquet, correlations, html or None), correlation rows)``. Raises HostError, OSError."""
     from host.analysis.correlate import correlations, write_correlations
@@ -99,7 +99,7 @@ def _write(cells: list, target: Path, results_dir: Path, html_out: bool) -> tupl
     csv_path, parquet_path = write_tables(cells, target)
     corr_rows = correlations(cells)
     corr_path = write_correlations(corr_rows, target)
-    html_path = _write_html(cells, target, results_dir) if html_out else None
+    html_path = _write_html(cells, target, results_dir, budgets) if html_out else None
     return (csv_path, parquet_path, corr_path, html_path), corr_rows
 
 
@@ -120,13 +120,13 @@ def _print_tables(cells: list, corr_rows: list, view, title: str) -> None:
         out.print(correlation_table(printable(corr_rows)))
 
 
-def _write_html(cells: list, target: Path, results_dir: Path) -> Path:
+def _write_html(cells: list, target: Path, results_dir: Path, budgets=None) -> Path:
     """``host report --html``: ``target/report.html`` (host.analysis.html); a plot whose sidecar
     (``.samples.npz``, ``.power.csv``) cannot be read is named on stderr as plain text."""
     from host.analysis.html import write_html
 
     notes: list = []
-    path = write_html(cells, target / "report.html", title=str(results_dir), notes_out=notes)
+    path = write_html(cells, target / "report.html", title=str(results_dir), notes_out=notes, budgets=budgets)
     for note in notes:
         if "cannot read" in note:
             typer.echo(f"plot not drawn: {note}", err=True)
