@@ -418,7 +418,9 @@ def shares_stable(shares: Sequence[float], iterations: Sequence[int] | None = No
     sessions (docs/measurement.md §6): second-mode shares of 7–18 % in every process of a
     MobileNet cell (stable at ±50 %), 1–49 % where other programs' bursts hit some processes;
     digits_cnn's share of loop time in stalls 51–56 % under steady load, spread over 3–87 % when
-    a hog started mid-cell (±25 % of the time left to the model separates them).
+    a hog started mid-cell (±25 % of the time left to the model separates them); with the
+    machine quiet, 0–7 % second mode and 0–4 % stalls in every process of every cell, 47–56 %
+    stalls in the processes a hog hit.
 
     Args:
         shares: one share in [0, 1] per group.

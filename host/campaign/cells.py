@@ -18,9 +18,6 @@ from runners import stats
 #: interval over processes is for).
 LOOP_CHECK_SHARE = 0.25
 LOOP_CHECKS = ("no_drift", "modes_stable_across_sessions", "no_throttle", "max_duration_not_hit")
-#: Names of checks in cells written before issue 22 (still shown as stored): old -> new.
-RENAMED_CHECKS = {"single_mode": "modes_stable_across_sessions",
-                  "single_mode_across_processes": "process_medians_agree"}
 
 
 def take_latencies(doc: dict) -> list:
