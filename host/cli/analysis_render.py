@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from host.cli.budget_table import quantity, with_interval
 from host.cli.render import PlainTable as Table
 from host.cli.render import plain, styled
 
@@ -58,24 +59,8 @@ _VERDICT_STYLE = {"meets": "green", "misses": "red", "uncertain": "yellow"}
 _X_NAMES = {"flops": "FLOPs", "params": "params"}
 
 
-def quantity(value, unit: str) -> str:
-    """A number with its unit, 3 significant digits; milliseconds below 1 ms in µs."""
-    if value is None:
-        return "-"
-    if unit == "ms" and abs(value) < 1:
-        return f"{value * 1000:.3g} µs"
-    return f"{value:.3g}" + (f" {unit}" if unit else "")
-
-
 def _with_interval(check: dict) -> str:
-    value, interval, unit = check["value"], check["interval"], check["unit"]
-    if value is None:
-        return "-"
-    if not interval:
-        return quantity(value, unit)
-    if unit == "ms" and abs(value) < 1:
-        return f"{value * 1000:.3g} ({interval[0] * 1000:.3g}–{interval[1] * 1000:.3g}) µs"
-    return f"{value:.3g} ({interval[0]:.3g}–{interval[1]:.3g})" + (f" {unit}" if unit else "")
+    return with_interval(check["value"], check["interval"], check["unit"])
 
 
 def limits_text(limits: list[dict], scope: str) -> str:

@@ -170,9 +170,9 @@ def budgets_of(fps, latency_ms, statistic, memory_mib, memory_scope, power_w, en
 
 
 def table_view(budgets, wide: bool, columns: Optional[str]):
-    """The :class:`host.cli.render.TableView` of ``--wide`` / ``--columns`` (typer.BadParameter for
+    """The :class:`host.cli.budget_table.TableView` of ``--wide`` / ``--columns`` (typer.BadParameter for
     both, or an unknown column: the message lists the columns there are)."""
-    from host.cli.render import TableView, parse_columns
+    from host.cli.budget_table import TableView, parse_columns
 
     if wide and columns:
         raise typer.BadParameter("give --wide or --columns, not both", param_hint="--columns")
