@@ -208,6 +208,16 @@ class DiskFullError(HostError):
         self.where = where
 
 
+class ReferenceRunError(HostError):
+    """The reference workload (``python -m runners reference``) did not give a result on a board:
+    a warning in a campaign, an error of ``host calibrate``."""
+
+
+class CalibrationError(HostError):
+    """``host calibrate``: bad input (number of campaigns or processes), or too few reference runs
+    to estimate the device's noise levels."""
+
+
 class CampaignBusyError(HostError):
     """Another process on this host is running the same campaign (its folder is locked)."""
 

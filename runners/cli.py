@@ -4,6 +4,7 @@
         [--fidelity-inputs IN.npz --fidelity-out OUT.npz] [--dataset DIR]
     python -m runners manifest
     python -m runners backends
+    python -m runners reference [--json]
 
 Exit codes of ``run``: 0 status ok, 3 status invalid, 4 status failed (a result document
 is written in all three cases), 2 bad command line; anything else is a crash.
@@ -166,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_options(run)
 
     sub.add_parser("manifest", help="print the device and tool manifest as JSON")
+    ref = sub.add_parser("reference", help="time the fixed reference workload (runners.reference)")
+    ref.add_argument("--json", action="store_true", help="print the whole result JSON")
     backends = sub.add_parser("backends", help="list backends and whether their runtime imports")
     backends.add_argument("--json", action="store_true",
                           help="print every backend's descriptor (options, levels, precisions, families)")
@@ -337,10 +340,26 @@ def _backend_status(desc) -> str:
     return f"available ({version})" if version else "available"
 
 
+def _cmd_reference(as_json: bool) -> int:
+    """``python -m runners reference``: the result JSON, or one line (p50, calls, checksum)."""
+    from runners.reference import run_reference
+
+    result = run_reference()
+    if as_json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(f"{result['workload']['name']}: p50 {result['latency_ms_p50']:.3f} ms over "
+              f"{result['samples']} calls (checksum {result['workload']['checksum'][:12]})")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _cmd_run(args)
+    if args.command == "reference":
+        return _cmd_reference(args.json)
     if args.command == "manifest":
         from runners.manifest import device_manifest, tool_manifest
 

@@ -36,6 +36,8 @@ class CampaignOptions:
         batches: the batch axis (a sweep, e.g. ``(1, 8, 32)``); None = ``config.batch``.
         profile: one more untimed process per cell with the runtime's per-layer profiler: the top
             layers in the cell's ``profile``, every layer in ``<cell>.profile.json``.
+        reference: run the reference workload once per round per board (after the round's cells;
+            ``campaign.json`` ``reference``, :mod:`host.campaign.reference`).
     """
 
     config: BenchConfig
@@ -51,6 +53,7 @@ class CampaignOptions:
     dataset: Path | None = None
     batches: tuple | None = None
     profile: bool = False
+    reference: bool = True
 
     @property
     def batch_axis(self) -> tuple:

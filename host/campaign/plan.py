@@ -125,6 +125,8 @@ CAMPAIGN_SCHEMA = {
         "devices": {"type": "object", "additionalProperties": {"type": "object"}},
         "configs": {"type": "object"},
         "runs": {"type": "array", "items": {"type": "object"}},
+        "reference": {"type": "object",
+                      "additionalProperties": {"type": "array", "items": {"type": "object"}}},
     },
 }
 _CAMPAIGN_HINT = ("nothing was changed. Restore {path} from a copy (it holds the run log, the planned "
@@ -175,6 +177,8 @@ class Plan:
             "devices": old.get("devices") if isinstance(old.get("devices"), dict) else {},
             "configs": old.get("configs") if isinstance(old.get("configs"), dict) else {},
             "runs": old.get("runs") if isinstance(old.get("runs"), list) else [],
+            # device -> reference workload runs, one per round (host.campaign.reference.record)
+            "reference": old.get("reference") if isinstance(old.get("reference"), dict) else {},
         }
         self._index = {(e["device"], e["model"], e["config"]): e for e in self.doc["plan"]}
         self.unplanned: list = []  # [device, model file, backend]: a format the backend cannot load
@@ -220,6 +224,10 @@ class Plan:
                 f"{entry['power_mode_key']!r}, so its cells are not run",
                 hint=f"restore the mode (`host power-mode tune --device {device} --mode ...`) and resume, "
                      "or bench in a new campaign (omit --campaign)")
+
+    def add_reference(self, device: str, record: dict) -> None:
+        """Append one reference run of ``device`` (:func:`host.campaign.reference.record`)."""
+        self.doc["reference"].setdefault(device, []).append(record)
 
     def save(self) -> None:
         write_json_atomic(self.doc, str(self.path))

@@ -103,7 +103,8 @@ class BoardWorker:
             self._close()
 
     def _rounds(self, cells: list, board_info: dict) -> None:
-        """Round by round, one process of every unfinished cell, in a seeded shuffle."""
+        """Round by round, one process of every unfinished cell, in a seeded shuffle, then the
+        reference workload (:meth:`_reference`); its machine trend, if any, is one note."""
         rng = random.Random(f"{self.shared.options.protocol.order_seed}:{self.name}")
         round_no = 0
         while cells:
@@ -118,6 +119,37 @@ class BoardWorker:
                     return  # interrupted mid-process: not a result
                 if cell.done:
                     cells.remove(cell)
+            self._reference(round_no)
+        if round_no:
+            self._reference_trend()
+
+    def _reference(self, round_no: int) -> None:
+        """Run the reference workload once after round ``round_no``'s cells (``--no-reference``:
+        not) and log it in ``campaign.json``; a failure is a warning note, never the campaign's."""
+        from host.campaign import reference
+
+        if not self.shared.options.reference or self.board is None or self.down is not None \
+                or self.shared.stop.is_set():
+            return
+        self.event(0, None, "reference", message=f"reference workload, round {round_no}")
+        try:
+            rec = reference.record(reference.run_on_board(self.board), round_no)
+        except HostError as exc:  # ReferenceRunError, TransportError
+            self.summary.notes.append(f"warning: reference run of round {round_no} failed: {exc}")
+            return
+        with self.shared.plan_lock:
+            self.shared.plan.add_reference(self.name, rec)
+            self.shared.plan.save()
+
+    def _reference_trend(self) -> None:
+        """One note when the reference's p50 moved beyond the threshold within this campaign."""
+        from host.campaign import reference
+
+        with self.shared.plan_lock:
+            records = list(self.shared.plan.doc.get("reference", {}).get(self.name, []))
+        line = reference.trend_line(self.name, reference.machine_trend(records))
+        if line:
+            self.summary.notes.append(line)
 
     def _skip_stored(self) -> list:
         """Report the cells whose stored document stands; return the others as

@@ -141,6 +141,9 @@ CountersOpt = Annotated[bool, typer.Option(
 ProfileOpt = Annotated[bool, typer.Option(
     "--profile", help="per-layer profile of each cell from one extra, untimed process (ort: session "
                       "profiling); shown by host report")]
+ReferenceOpt = Annotated[bool, typer.Option(
+    "--reference/--no-reference", help="run the reference workload once per round per board (about 1 s "
+                                       "each): its drift shows a machine-wide trend, reported once")]
 WarmupItersOpt = Annotated[Optional[int], bounded(0, 10**9, "warm-up minimum iterations [10]")]
 WarmupSOpt = Annotated[Optional[float], bounded(0, DAY_S, "warm-up minimum seconds [0.2]")]
 MinItersOpt = Annotated[Optional[int], bounded(1, 10**9, "timed loop minimum iterations [50]")]
@@ -170,7 +173,8 @@ BENCH_PANELS = {
     "Matrix": ("backend", "precision", "batch", "shape", "threads", "option", "dataset",
                "calibrate", "calibration_data"),
     "Protocol": ("quick", "rigorous", "target_ci", "max_s", "min_processes", "max_processes", "sessions",
-                 "order_seed", "warmup_iters", "warmup_s", "min_iters", "min_s", "loop_max_s", "timeout"),
+                 "order_seed", "reference", "warmup_iters", "warmup_s", "min_iters", "min_s", "loop_max_s",
+                 "timeout"),
     "Budgets (the table's verdict)": BUDGET_PARAMS,
     "Power, memory and profiles": ("power", "meter_from_inventory", "meter", "meter_port", "idle_settle_s",
                                    "idle_window_s", "idle_every_s", "power_min_samples", "memory",
@@ -206,6 +210,7 @@ def bench(
     max_processes: MaxProcessesOpt = None,
     sessions: SessionsOpt = None,
     order_seed: OrderSeedOpt = 0,
+    reference: ReferenceOpt = True,
     warmup_iters: WarmupItersOpt = None,
     warmup_s: WarmupSOpt = None,
     min_iters: MinItersOpt = None,
@@ -309,7 +314,8 @@ def bench(
                     config=config, results=results, campaign=name, backend=backend, retry_failed=retry_failed,
                     protocol=protocol, memory=memory, break_lock=break_lock, dataset=dataset,
                     wait_lock=0.0 if no_wait else wait_lock,
-                    precisions=precisions, batches=batches, profile=profile), ssh=ssh, power=power_factory)
+                    precisions=precisions, batches=batches, profile=profile, reference=reference),
+                    ssh=ssh, power=power_factory)
             except CampaignInterrupted as exc:
                 exc.exit_code = received.exit_code(exc.exit_code)  # 143 SIGTERM, 129 SIGHUP
                 exc.hint = f"resume with: {resume_command(name)}"
@@ -470,6 +476,8 @@ def _progress_handler(progress, tasks: dict):
             progress.update(task, description=f"{event.model.stem}: heap profile")
         elif event.state == "idle":
             progress.update(task, description="measuring idle power")
+        elif event.state == "reference":
+            progress.update(task, description=event.message)
         elif event.state == "lock_wait":
             _lock_wait(progress, task, event, waits)
         elif event.state == "board_down":

@@ -82,12 +82,22 @@ def report(
         print_json(cells)
     else:
         _print_tables(cells, corr_rows, view, str(results_dir))
+        _print_machines(cells, results_dir)
         console().print(f"wrote {csv_path}, {parquet_path} and {corr_path}", highlight=False)
     if html_path is not None:
         console(stderr=json_out).print(f"wrote {html_path}", highlight=False)
     for line in mode_conflicts(cells):
         console(stderr=True).print(styled(("warning:", "yellow"),
                                           f" {line} (kept apart: column power_mode_key)"), highlight=False)
+
+
+def _print_machines(cells: list, results_dir: Path) -> None:
+    """Each device's speed variation (``host calibrate``) and each campaign's machine trend, once."""
+    from host.campaign.reference import folder_lines
+    from host.cli.render import console
+
+    for line in folder_lines(results_dir, {(c.get("cell") or {}).get("device") for c in cells} - {None}):
+        console().print(line, highlight=False, soft_wrap=True)
 
 
 def _write(cells: list, target: Path, results_dir: Path, html_out: bool, budgets=None) -> tuple:
