@@ -423,7 +423,7 @@ def test_ctrl_c_leaves_a_consistent_campaign_that_resumes(boards, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "resume with the same command and --campaign cc" in err
+    assert "resume with: host bench " in err and "--campaign cc" in err  # the command to run again
     plan = json.loads((tmp_path / "r" / "cc" / "campaign.json").read_text())
     assert plan["runs"][-1]["interrupted"] is True
     done = sorted(cell_dir.glob("*.json"))
@@ -455,7 +455,7 @@ def test_sigterm_and_sighup_are_handled_like_ctrl_c(tmp_path, sig, code):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert "resume with the same command and --campaign t" in err
+    assert "resume with: host bench " in err and "--campaign t " in err
     assert json.loads((tmp_path / "r" / "t" / "campaign.json").read_text())["runs"][-1]["interrupted"] is True
     done = sorted(cell_dir.glob("*.json"))
     assert 1 <= len(done) < 3 and all(json.loads(p.read_text())["status"] in ("ok", "invalid") for p in done)

@@ -465,6 +465,7 @@ def _run_bench(found, found_devices, options: CampaignOptions, *, ssh, power):
 def _progress_handler(progress, tasks: dict):
     """``on_event`` for run_campaign: updates the board's progress line."""
     waits: dict = {}  # board -> seconds left when a wait line was last printed
+    outcomes: dict = {}  # board -> its last cell's line, which the finished line shows
 
     def on_event(event):
         task = tasks[event.device]
@@ -484,11 +485,11 @@ def _progress_handler(progress, tasks: dict):
             progress.update(task, description=f"{event.category or 'failed'}: {event.message}")
         elif event.state in ("done", "skipped"):
             status = (event.doc or {}).get("status", "?")
-            progress.update(task, advance=1,
-                            description=f"{event.model.stem}: {status}"
-                            + (" (kept)" if event.state == "skipped" else ""))
+            outcomes[task] = f"{event.model.stem}: {status}" + (" (kept)" if event.state == "skipped" else "")
+            progress.update(task, advance=1, description=outcomes[task])
         elif event.state == "finished":
-            progress.update(task, description=progress.tasks[task].description + " · finished")
+            last = outcomes.get(task, progress.tasks[task].description)  # not the reference workload's
+            progress.update(task, description=last + " · finished")
 
     return on_event
 
