@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from host.campaign.device_effect import log_var
 from runners import stats
 
 #: A loop check (drift, second mode, throttle) fails the cell when more than this share
@@ -91,38 +92,64 @@ def level_spread(groups: list, times: list | None = None) -> dict:
 
 
 CAMPAIGN_LEVEL_METHOD = ("between-campaign variance of log p50 over earlier campaigns of this cell minus "
-                         "their mean within-campaign variance (method of moments); added on the log scale")
+                         "their mean within-campaign variance (method of moments), at least the device's "
+                         "shared campaign variance; else the device's (device_level); added on the log "
+                         "scale at the t quantile of its degrees of freedom")
+#: A cell's own between-campaign spread is used from this many earlier campaigns of the cell on.
+CELL_MIN_CAMPAIGNS = 2
 
 
-def _log_var(interval) -> float | None:
-    """The variance on the log scale implied by a 95 % interval [lo, hi] (normal approximation)."""
-    if not interval or interval[0] <= 0:
+def _cell_spread(earlier: list) -> float | None:
+    """The cell's own between-campaign variance of ln p50 (>= :data:`CELL_MIN_CAMPAIGNS`
+    earlier campaigns, else None)."""
+    if len(earlier) < CELL_MIN_CAMPAIGNS:
         return None
-    return ((math.log(interval[1]) - math.log(interval[0])) / (2 * stats.Z975)) ** 2
+    y = np.log([e["p50_ms"] for e in earlier])
+    within = float(np.mean([log_var(e["ci95"]) or 0.0 for e in earlier]))
+    return max(float(np.var(y, ddof=1)) - within, 0.0)
 
 
-def campaign_level(earlier: list) -> dict:
-    """The spread of this cell between campaigns, from earlier campaigns' results
-    (:func:`host.campaign.store.earlier_cells`): ``sd_log`` = sqrt(max(0, var(ln p50) −
-    mean within-campaign variance)), needs >= 2 earlier campaigns (else None). A campaign
-    samples the machine for seconds to minutes; its state also changes between campaigns
-    (Kalibera & Jones's top level: repeated executions), and only repeated campaigns can
-    measure that."""
-    out = {"earlier_campaigns": len(earlier), "sd_log": None, "campaigns": [e["campaign"] for e in earlier],
+def campaign_level(earlier: list, device: dict | None = None) -> dict:
+    """The spread of this cell between campaigns. A campaign samples the machine for seconds
+    to minutes; its state also changes between campaigns (Kalibera & Jones's top level:
+    repeated executions), and only repeated campaigns can measure that.
+
+    ``source`` says which spread ``sd_log`` (with ``df``, its degrees of freedom; None:
+    infinite) is: ``"cell"`` when the cell has >= :data:`CELL_MIN_CAMPAIGNS` earlier campaigns
+    (:func:`host.campaign.store.earlier_cells`): sqrt(max(0, var(ln p50) − mean within-campaign
+    variance)) (``cell_sd_log``), but at least the device's shared campaign effect (every cell of
+    the device has it, and it is learned from more data); else ``"device"``: the device's spread
+    for a cell new to it (``device``: :func:`host.campaign.device_effect.device_level`), when the
+    device has >= 2 other campaigns; else ``"none"`` (``sd_log`` None)."""
+    out = {"earlier_campaigns": len(earlier), "campaigns": [e["campaign"] for e in earlier],
+           "source": "none", "sd_log": None, "df": None, "cell_sd_log": None, "device": device,
            "method": CAMPAIGN_LEVEL_METHOD}
-    if len(earlier) >= 2:
-        y = np.log([e["p50_ms"] for e in earlier])
-        within = float(np.mean([_log_var(e["ci95"]) or 0.0 for e in earlier]))
-        out["sd_log"] = math.sqrt(max(float(np.var(y, ddof=1)) - within, 0.0))
+    own, dev = _cell_spread(earlier), device or {}
+    shared = dev.get("shared_sd_log")
+    if own is not None:
+        out.update(source="cell", cell_sd_log=math.sqrt(own), sd_log=math.sqrt(own),
+                   df=len(earlier) - 1 if own > 0 else None)
+        if shared is not None and shared ** 2 > own:
+            out.update(sd_log=shared, df=dev.get("shared_df"))
+    elif dev.get("sd_log") is not None:
+        out.update(source="device", sd_log=dev["sd_log"], df=dev.get("df"))
     return out
 
 
-def _widen(estimate: float, interval, extra_var: float) -> list | None:
-    """``interval`` (log-symmetric approximation) with ``extra_var`` added on the log scale."""
-    v = _log_var(interval)
+def _widen(estimate: float, interval, extra_var: float, df: float | None) -> list | None:
+    """``interval`` (log-symmetric approximation) with ``extra_var`` added on the log scale: the
+    half-width is sqrt(z² v + t² extra_var), each part at its own 95 % quantile — the
+    within-campaign one normal, the between-campaign one Student's t with its ``df`` degrees of
+    freedom (None: normal). A spread learned from few campaigns widens the interval instead of
+    under-covering; Welch–Satterthwaite on the estimated parts would narrow it exactly when the
+    between-campaign estimate came out small by chance."""
+    from scipy.stats import t as t_dist  # here: scipy.stats takes a while to import
+
+    v = log_var(interval)
     if v is None:
         return None
-    half = stats.Z975 * math.sqrt(v + extra_var)
+    quantile = float(t_dist.ppf(0.975, df)) if df else stats.Z975
+    half = math.sqrt(stats.Z975 ** 2 * v + quantile ** 2 * extra_var)
     return [estimate * math.exp(-half), estimate * math.exp(half)]
 
 
@@ -137,8 +164,8 @@ def with_campaign_level(interval: dict, level: dict) -> dict:
     est, sd = interval["estimate"], level.get("sd_log")
     out = dict(interval, ci95_within=interval["ci95"], rerun95_within=interval["rerun95"])
     if sd is not None:
-        out["ci95"] = _widen(est, interval["ci95"], sd ** 2)
-        out["rerun95"] = _widen(est, interval["rerun95"], 2 * sd ** 2)
+        out["ci95"] = _widen(est, interval["ci95"], sd ** 2, level.get("df"))
+        out["rerun95"] = _widen(est, interval["rerun95"], 2 * sd ** 2, level.get("df"))
     for key in ("ci95", "rerun95", "ci95_within", "rerun95_within"):
         out[key + "_rel"] = _rel(est, out[key])
     return out
@@ -328,13 +355,24 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
 
 
 def _campaign_level_warnings(level: dict) -> list:
-    if level.get("sd_log"):
+    sd, df = level.get("sd_log"), level.get("df")
+    few = f" (learned from {df:.0f} degrees of freedom: the intervals stay wide until more campaigns)" \
+        if df is not None and df < 4 else ""
+    if sd and level.get("source") == "device":
+        dev = level.get("device") or {}
+        shared = stats.Z975 * (dev.get("shared_sd_log") or 0)
+        return [f"between {dev.get('campaigns')} other campaigns this device's cells varied by "
+                f"±{stats.Z975 * sd:.1%} (95 %; ±{shared:.1%} shared by "
+                f"all its cells): this cell is new to the device, its intervals include the device's "
+                f"spread{few}"]
+    if sd:
         return [f"between {level['earlier_campaigns']} earlier campaigns this cell's p50 varied by "
-                f"±{stats.Z975 * level['sd_log']:.1%} (95 %): the machine's state changes between "
-                "runs; the reported intervals include it"]
-    if level.get("earlier_campaigns", 0) < 2:
+                f"±{stats.Z975 * sd:.1%} (95 %): the machine's state changes between "
+                f"runs; the reported intervals include it{few}"]
+    if level.get("source", "none") == "none" and level.get("earlier_campaigns", 0) < 2:
         return ["the intervals cover this campaign only: a change of the machine's state between "
-                "campaigns is measured once this cell has 2 earlier campaigns in the results folder"]
+                "campaigns is measured once this cell or this device has 2 earlier campaigns in the "
+                "results folder"]
     return []
 
 
@@ -365,15 +403,17 @@ def cell_levels(per_process: list, latency: dict) -> dict:
     return out
 
 
-def combine(docs: list, arrays: list, records: list, progress, earlier: list | None = None) -> dict:
-    """The cell document's measurement part from its processes (all ran and wrote a result)
-    and the same cell's ``earlier`` campaigns (:func:`host.campaign.store.earlier_cells`):
+def combine(docs: list, arrays: list, records: list, progress, earlier: list | None = None,
+            device: dict | None = None) -> dict:
+    """The cell document's measurement part from its processes (all ran and wrote a result),
+    the same cell's ``earlier`` campaigns (:func:`host.campaign.store.earlier_cells`) and the
+    device's campaign effect (:func:`host.campaign.device_effect.device_level_in`):
     the first process's document with ``latency``, ``verdict``, ``status``, ``realtime``,
     ``warmup`` (first process: the cell's true first inference) and ``repetitions``
     replaced or added. The per-session blocks move into ``repetitions.processes``."""
     doc = dict(docs[0])
     doc.pop("sessions", None)
-    level = campaign_level(earlier or [])
+    level = campaign_level(earlier or [], device)
     interval = with_campaign_level(progress.interval(), level)
     latency = cell_latency(docs, arrays, interval)
     latency["campaign_level"] = level

@@ -86,7 +86,10 @@ LATENCY = _obj({
                              "latency_ms_p50_rerun95_within", "latency_ms_p99_ci95",
                              "latency_ms_p50_ci95_loop")},
     "campaign_level": _obj({"earlier_campaigns": INT, "campaigns": {"type": ["array", "null"]},
-                            "sd_log": NUM, "method": STR}),
+                            "sd_log": NUM, "method": STR, "source": STR, "df": NUM, "cell_sd_log": NUM,
+                            "device": _obj({"campaigns": INT, "cells": INT, "reference_campaigns": INT,
+                                            **_nums("shared_sd_log", "cell_sd_log", "sd_log", "shared_df",
+                                                    "df")})}),
 })
 PROCESS = _obj({
     "round": INT, "slot": INT, "start_utc": STR, "wall_s": NUM, "status": STR, "latency_ms_p50": NUM,

@@ -238,6 +238,65 @@ def earlier_cells(results: Path, campaign: str, device: str, model_stem: str, co
     return sorted(found, key=lambda c: c["start_utc"])
 
 
+def device_history(results: Path, campaign: str, device: str) -> list[dict]:
+    """Every cell of ``device`` measured by the other campaigns under ``results``:
+    ``[{"campaign", "cell", "p50_ms", "ci95"}]`` (``cell`` names model stem, configuration and model
+    sha256; ``ci95`` the within-campaign interval), for cells with a p50 and that interval (status
+    ok or invalid), for :func:`host.campaign.device_effect.device_level`. Unreadable files and files
+    that fail the cell schema are passed over, as in :func:`earlier_cells`."""
+    found = []
+    for path in sorted(Path(results).glob(f"*/{safe_name(device)}/*.json")):
+        if path.parent.parent.name == safe_name(campaign) or not is_cell_file(path):
+            continue
+        try:
+            doc = read_cell(path)
+        except CellSchemaError:
+            continue
+        lat = (doc or {}).get("latency") or {}
+        if (doc and doc.get("status") in ("ok", "invalid") and lat.get("latency_ms_p50")
+                and lat.get("latency_ms_p50_ci95_within")):
+            key = "|".join(str(_get(doc, *k) or "") for k in (("cell", "model_stem"), ("cell", "config"),
+                                                                ("model", "sha256")))
+            found.append({"campaign": path.parent.parent.name, "cell": key, "p50_ms": lat["latency_ms_p50"],
+                          "ci95": lat["latency_ms_p50_ci95_within"]})
+    return found
+
+
+def reference_history(results: Path, campaign: str, device: str) -> dict:
+    """The reference workload's records for ``device`` in the other campaigns under ``results``:
+    ``{campaign folder: [record, ...]}`` from each ``campaign.json``'s ``reference`` mapping
+    (``{device: [{"latency_ms_p50": ...}, ...]}``), and the short campaigns of ``host calibrate``
+    (:func:`_calibration_runs`); campaigns without one, or whose file is unreadable or not of that
+    shape, are passed over."""
+    out = {}
+    for path in sorted(Path(results).glob(f"*/{CAMPAIGN_FILE}")):
+        if path.parent.name == safe_name(campaign):
+            continue
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        records = (doc.get("reference") if isinstance(doc, dict) else None) or {}
+        records = records.get(device) if isinstance(records, dict) else None
+        if isinstance(records, list) and records:
+            out[path.parent.name] = records
+    return {**out, **_calibration_runs(results, device)}
+
+
+def _calibration_runs(results: Path, device: str) -> dict:
+    """The reference records of each short campaign ``host calibrate`` stored for ``device``
+    (``<results>/.devices/<device>.json``, ``runs``: one list of records per campaign), keyed
+    ``calibrate <created_utc> <n>``; nothing when there is no such file or it is not of that shape."""
+    try:
+        path = Path(results) / ".devices" / f"{safe_name(device)}.json"
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    runs = doc.get("runs") if isinstance(doc, dict) else None
+    return {f"calibrate {doc.get('created_utc')} {n}": r for n, r in enumerate(runs or [], 1)
+            if isinstance(r, list) and r} if isinstance(runs, list) else {}
+
+
 def _get(doc: dict, *keys, default=None):
     for key in keys:
         if not isinstance(doc, dict) or key not in doc:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from host.campaign.cells import combine, process_record, take_latencies
+from host.campaign.device_effect import device_level_in
 from host.campaign.document import add_precision, build_cell, read_info, store_cell, transport_failure
 from host.campaign.folders import LOCATION_HINT
 from host.campaign.plan import BoardWork
@@ -374,7 +375,8 @@ class BoardWorker:
         if combined:
             earlier = earlier_cells(self.shared.folder.parent, self.shared.folder.name, self.name, model.stem,
                                     item.cfg.slug, self.shared.shas[run_model])
-            measured = combine(cell.docs, cell.arrays, cell.records, cell.progress, earlier)
+            measured = combine(cell.docs, cell.arrays, cell.records, cell.progress, earlier,
+                               self._device_level())
             outcome = dataclasses.replace(cell.outcomes[0], result=measured)
         config = session.extend(item.cfg) if session is not None else item.cfg
         doc = build_cell(outcome, model=model, config=config, device=self.name,
@@ -406,6 +408,14 @@ class BoardWorker:
         self.summary.run += 1
         doc = self.shared.docs[(self.name, cell.index)] = dict(doc, _path=str(path))
         self.event(cell.index, model, "done", doc=doc, path=path)
+
+    def _device_level(self) -> dict:
+        """This device's campaign effect from the other campaigns in the results folder (read once
+        per run: this campaign's own cells are not part of it)."""
+        if getattr(self, "_device_effect", None) is None:
+            folder = self.shared.folder
+            self._device_effect = device_level_in(folder.parent, folder.name, self.name)
+        return self._device_effect
 
     def _layers(self, model: Path, config: BenchConfig, sidecar: Path) -> dict:
         """The cell's per-layer profile (``--profile``): its summary, every row in ``sidecar``;

@@ -89,14 +89,18 @@ def devices(
     device: DeviceOpt = None,
     group: GroupOpt = None,
     json_out: JsonOpt = False,
+    results: Annotated[Path, typer.Option(
+        help="results root whose .devices/ holds `host calibrate` figures [results]")] = Path("results"),
 ):
     """List the devices: the inventory's, with family, address and settings, and the built-in
     local device (this machine) when none is named (connects to nothing).
 
     --inventory NAME resolves to NAME.ini, else inventories/NAME.ini, else the group NAME
     of ./inventory.ini; the resolution is printed above the table. Family: the device family
-    (edgegauge_family, or a group named for a family); - when not known.
+    (edgegauge_family, or a group named for a family); - when not known. Stability: how much the
+    device's speed varies between runs (95 % of re-runs), from `host calibrate` (- when never calibrated).
     """
+    from host.campaign.reference import read_device_noise, varies_line
     from host.cli.render import PlainTable as Table
     from host.cli.render import console, print_json
 
@@ -107,15 +111,23 @@ def devices(
         return
     if json_out:
         print_json({"inventory": str(inv.path) if inv.path else None, "resolution": inv.resolution,
-                    "devices": [d.to_json() for d in found]})
+                    "devices": [dict(d.to_json(), stability=(read_device_noise(results, d.name) or {})
+                                     .get("noise")) for d in found]})
         return
     table = Table(title=f"inventory: {inv.resolution}", title_justify="left")
-    for col in ("device", "family", "address", "runtime", "mode", "image / python", "workdir", "defined at"):
+    for col in ("device", "family", "address", "runtime", "mode", "image / python", "workdir", "defined at",
+                "stability"):
         table.add_column(col, no_wrap=col in ("device", "address"))
     for d in found:
+        noise = read_device_noise(results, d.name)
         table.add_row(d.name, d.family or "-", d.address, d.runtime, d.mode,
-                      d.image if d.mode == "container" else d.python, d.workdir, d.source)
+                      d.image if d.mode == "container" else d.python, d.workdir, d.source,
+                      f"±{noise['noise']['varies_pct_95']:.1f} %" if noise else "-")
     console().print(table)
+    for d in found:
+        line = varies_line(read_device_noise(results, d.name))
+        if line:
+            console().print(f"{d.name}: {line}", highlight=False, soft_wrap=True)
 
 
 def _listed(inventory, device, group) -> tuple:

@@ -64,11 +64,13 @@ def models(
 
 
 def _add_lab() -> None:
+    from host.cli import calibrate as cli_calibrate
     from host.cli import lab as cli_lab
 
     app.command()(cli_lab.devices)
     app.command()(cli_lab.check)
     app.command()(cli_lab.deploy)
+    app.command()(cli_calibrate.calibrate)
 
 
 _add_lab()

@@ -1,0 +1,167 @@
+"""The device's campaign effect: how much a whole device speeds up or slows down between
+campaigns, learned once per device from every cell measured on it (docs/measurement.md §5,
+"The campaign level").
+
+Model, on the log of a cell's p50 (relative effects)::
+
+    y[i, j] = mu_i + c_j + g_ij + w_ij
+
+cell ``i`` (device, model sha256, configuration), campaign ``j``; ``c_j`` ~ (0, σ_c²) is the
+campaign effect every cell of the device shares in campaign ``j`` (the VM or board as a whole
+faster or slower), ``g_ij`` ~ (0, σ_g²) the cell's own between-campaign deviation (the
+cell × campaign interaction) and ``w_ij`` the within-campaign error, whose variance each cell
+states with its within-campaign interval. A reference workload run in every campaign
+(``campaign.json`` ``reference``) is one more cell.
+
+Estimator (method of moments for a two-way random-effects model without replication,
+unbalanced: Searle, Casella & McCulloch, *Variance Components*, Wiley 1992, §4.7 and ch. 5,
+Henderson's method 3): fit the cell and campaign effects by least squares; the residual mean
+square estimates σ_g² + mean within-campaign variance (``mse``); the campaign effects' spread,
+``c'Pc = Σ (ĉ_j − mean ĉ)²``, has expectation ``(K − 1) σ_c² + mse · tr(P V P)`` (``V`` the
+campaign effects' covariance per unit error variance, ``P`` the centring), so
+``σ_c² = max(0, (c'Pc − mse · tr(PVP)) / (K − 1))`` and ``σ_g² = max(0, mse − mean within
+variance)``. For a balanced design this is the textbook ``(MS_campaign − MS_error) / cells``. With
+one cell (no residual) ``mse`` is the mean within-campaign variance: the estimator is then
+:func:`host.campaign.cells.campaign_level`'s per-cell one.
+
+A cell measured for the first time on the device varies between campaigns by σ_c² + σ_g²: that
+is the device's ``sd_log``. Its degrees of freedom are the fewest of its parts', K − 1 (σ_c² is
+learned from K campaign effects, whatever the number of cells); the interval uses the Student-t
+quantile with them, so a spread learned from few campaigns widens the interval instead of
+under-covering.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from runners import stats
+
+#: A campaign effect needs at least this many campaigns of the device (one campaign has no spread).
+MIN_CAMPAIGNS = 2
+REFERENCE_CELL = "(reference workload)"
+DEVICE_LEVEL_METHOD = (
+    "two-way random-effects model of ln p50 (cell + campaign effect shared by the device's cells + residual) "
+    "over the device's other campaigns, method of moments (Henderson's method 3); sd_log = sqrt(shared + "
+    "cell's own between-campaign variance); K - 1 degrees of freedom")
+
+
+def log_var(interval) -> float | None:
+    """The variance on the log scale implied by a 95 % interval [lo, hi] (normal approximation);
+    None without a usable interval."""
+    if not interval or interval[0] is None or interval[1] is None or interval[0] <= 0:
+        return None
+    return ((math.log(interval[1]) - math.log(interval[0])) / (2 * stats.Z975)) ** 2
+
+
+def reference_observations(references: dict | None) -> list:
+    """Observations (:func:`device_level`'s ``history`` items) of the reference workload from
+    ``{campaign: [{"latency_ms_p50": x, "latency_ms_p50_ci95": [lo, hi] (optional)}, ...]}`` (a
+    campaign's reference records for this device, e.g. one per round): the campaign's value is the
+    geometric mean of its records' p50s; its within-campaign variance is the variance of that mean
+    (records' spread / n) when there are several, else the record's own interval's. Records
+    without a positive p50 are skipped; an empty or missing mapping gives no observations."""
+    out = []
+    for campaign, records in (references or {}).items():
+        good = [(r.get("latency_ms_p50"), r) for r in records or [] if isinstance(r, dict)]
+        good = [(p, r) for p, r in good if isinstance(p, (int, float)) and not isinstance(p, bool) and p > 0]
+        if not good:
+            continue
+        y = np.log([p for p, _ in good])
+        own = log_var(good[0][1].get("latency_ms_p50_ci95"))
+        var = float(np.var(y, ddof=1)) / len(y) if len(y) > 1 else own
+        half = stats.Z975 * math.sqrt(var or 0.0)
+        mid = math.exp(float(y.mean()))
+        out.append({"campaign": campaign, "cell": REFERENCE_CELL, "p50_ms": mid,
+                    "ci95": [mid * math.exp(-half), mid * math.exp(half)]})
+    return out
+
+
+def _connected(obs: list) -> list:
+    """The observations of the largest set of campaigns linked by shared cells (campaign effects
+    are comparable only there), keeping cells seen in >= 2 of its campaigns."""
+    parent: dict = {}
+
+    def root(x):
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    by_cell: dict = {}
+    for o in obs:
+        by_cell.setdefault(o["cell"], []).append(o["campaign"])
+    for camps in by_cell.values():
+        for other in camps[1:]:
+            parent[root(other)] = root(camps[0])
+    groups: dict = {}
+    for o in obs:
+        groups.setdefault(root(o["campaign"]), []).append(o)
+    best = max(groups.values(), key=lambda g: (len({o["campaign"] for o in g}), len(g)), default=[])
+    counts: dict = {}
+    for o in best:
+        counts[o["cell"]] = counts.get(o["cell"], 0) + 1
+    return [o for o in best if counts[o["cell"]] >= 2]
+
+
+def _fit(obs: list) -> dict:
+    """Least-squares cell and campaign effects of ln p50: ``cpc`` (spread of the campaign
+    effects), ``trace`` (tr(PVP)), ``rss`` and its degrees of freedom."""
+    cells = sorted({o["cell"] for o in obs})
+    camps = sorted({o["campaign"] for o in obs})
+    n, k = len(cells), len(camps)
+    x = np.zeros((len(obs), n + k - 1))
+    for row, o in enumerate(obs):
+        x[row, cells.index(o["cell"])] = 1.0
+        j = camps.index(o["campaign"])
+        if j:
+            x[row, n + j - 1] = 1.0
+    y = np.log([o["p50_ms"] for o in obs])
+    xtx_inv = np.linalg.pinv(x.T @ x)
+    beta = xtx_inv @ x.T @ y
+    c = np.concatenate([[0.0], beta[n:]])
+    v = np.zeros((k, k))
+    v[1:, 1:] = xtx_inv[n:, n:]
+    p = np.eye(k) - 1.0 / k
+    resid = y - x @ beta
+    return {"cells": n, "campaigns": k, "cpc": float(c @ p @ c), "trace": float(np.trace(p @ v @ p)),
+            "rss": float(resid @ resid), "df": len(obs) - n - k + 1}
+
+
+def device_level(history: list, references: dict | None = None) -> dict:
+    """The device's between-campaign spread from ``history``, observations
+    ``[{"campaign", "cell", "p50_ms", "ci95"}]`` of this device's cells in its other campaigns
+    (``ci95`` the cell's within-campaign interval; :func:`host.campaign.store.device_history`), plus
+    the reference workload's per-campaign records ``references`` (:func:`reference_observations`;
+    absent: nothing changes). Returns ``{"campaigns", "cells", "reference_campaigns",
+    "shared_sd_log", "cell_sd_log", "sd_log", "shared_df", "df", "method"}``: the shared campaign
+    effect's sd, the cells' own (interaction) sd, the spread a cell new to the device has between
+    campaigns (sqrt of their sum) and degrees of freedom (K − 1 for both); the spreads are None
+    with fewer than :data:`MIN_CAMPAIGNS` linked campaigns. Never raises on odd data (non-positive
+    p50s are skipped)."""
+    refs = reference_observations(references)
+    obs = _connected([o for o in list(history) + refs if o.get("p50_ms") and o["p50_ms"] > 0])
+    out = {"campaigns": len({o["campaign"] for o in obs}), "cells": len({o["cell"] for o in obs}),
+           "reference_campaigns": len({o["campaign"] for o in obs if o["cell"] == REFERENCE_CELL}),
+           "shared_sd_log": None, "cell_sd_log": None, "sd_log": None, "shared_df": None, "df": None,
+           "method": DEVICE_LEVEL_METHOD}
+    if out["campaigns"] < MIN_CAMPAIGNS:
+        return out
+    fit = _fit(obs)
+    within = float(np.mean([log_var(o["ci95"]) or 0.0 for o in obs]))
+    mse = fit["rss"] / fit["df"] if fit["df"] > 0 else within
+    shared = max((fit["cpc"] - mse * fit["trace"]) / (fit["campaigns"] - 1), 0.0)
+    own = max(mse - within, 0.0) if fit["df"] > 0 else 0.0
+    out.update(shared_sd_log=math.sqrt(shared), cell_sd_log=math.sqrt(own), sd_log=math.sqrt(shared + own),
+               shared_df=fit["campaigns"] - 1, df=fit["campaigns"] - 1)
+    return out
+
+
+def device_level_in(results, campaign: str, device: str) -> dict:
+    """:func:`device_level` of ``device`` from every other campaign under ``results`` (its cells
+    and the reference records in each ``campaign.json``). Unreadable files are passed over."""
+    from host.campaign.store import device_history, reference_history
+
+    history = device_history(results, campaign, device)
+    return device_level(history, reference_history(results, campaign, device))

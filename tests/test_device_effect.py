@@ -1,0 +1,197 @@
+"""The device-wide campaign effect (issue 27): constructed data with a known effect shared by every
+cell of a device, its estimate, the intervals of a cell new to the device, the per-cell estimate
+when a cell has history of its own, the reference workload's seed, and coverage in simulation."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from host.campaign.cells import campaign_level, with_campaign_level
+from host.campaign.device_effect import REFERENCE_CELL, device_level, device_level_in
+from host.campaign.store import cell_path, device_history, read_cell, reference_history
+
+ROOT = Path(__file__).resolve().parent.parent
+Z = 1.959964
+
+
+def _obs(campaign: str, cell: str, y: float, within_sd: float) -> dict:
+    p, h = math.exp(y), Z * within_sd
+    return {"campaign": campaign, "cell": cell, "p50_ms": p, "ci95": [p * math.exp(-h), p * math.exp(h)]}
+
+
+def history(rng, cells: int, campaigns: int, shared: float, own: float = 0.0, within: float = 0.02,
+            keep: float = 1.0) -> list:
+    """ln p50 = cell mean + campaign effect (sd ``shared``, every cell) + the cell's own
+    between-campaign deviation (sd ``own``) + within-campaign noise (sd ``within``, also the
+    stated interval); each (cell, campaign) kept with probability ``keep``."""
+    mu, c = rng.normal(0, 1, cells), rng.normal(0, shared, campaigns)
+    return [_obs(f"c{j}", f"m{i}", mu[i] + c[j] + rng.normal(0, own) + rng.normal(0, within), within)
+            for j in range(campaigns) for i in range(cells) if rng.random() < keep]
+
+
+def interval_now(y: float, within: float) -> dict:
+    """A cell's within-campaign intervals (as runners.stats gives them) around exp(y)."""
+    est, h = math.exp(y), Z * within
+    return {"estimate": est, "ci95": [est * math.exp(-h), est * math.exp(h)],
+            "rerun95": [est * math.exp(-h * math.sqrt(2)), est * math.exp(h * math.sqrt(2))],
+            "method": "constructed", "resamples": 0}
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.7])
+def test_the_shared_effect_and_the_cells_own_spread_are_recovered(keep):
+    """20 cells x 60 campaigns (70 % of the pairs when unbalanced), shared sd 8 %, own 3 %,
+    within 2 %: each component within sampling error (sd of a variance from 59 campaigns ~ 18 %)."""
+    dev = device_level(history(np.random.default_rng(7), 20, 60, shared=0.08, own=0.03, keep=keep))
+    assert dev["campaigns"] == 60 and dev["cells"] == 20 and dev["df"] == 59
+    assert dev["shared_sd_log"] == pytest.approx(0.08, rel=0.2)
+    assert dev["cell_sd_log"] == pytest.approx(0.03, rel=0.25)
+    assert dev["sd_log"] == pytest.approx(math.hypot(0.08, 0.03), rel=0.2)
+
+
+def test_no_spread_without_two_linked_campaigns():
+    rng = np.random.default_rng(1)
+    assert device_level([])["sd_log"] is None
+    assert device_level(history(rng, 5, 1, shared=0.1))["sd_log"] is None
+    disjoint = [_obs("a", "m1", 0.0, 0.01), _obs("b", "m2", 0.3, 0.01)]  # no cell in both: not comparable
+    assert device_level(disjoint)["sd_log"] is None
+
+
+def test_a_first_time_model_inherits_the_devices_spread():
+    dev = device_level(history(np.random.default_rng(3), 7, 12, shared=0.08))
+    level = campaign_level([], dev)
+    assert level["source"] == "device" and level["sd_log"] == dev["sd_log"] and level["df"] == 11
+    wide = with_campaign_level(interval_now(0.0, 0.02), level)
+    assert wide["ci95_within"] == interval_now(0.0, 0.02)["ci95"]  # kept for stopping and comparisons
+    assert wide["rerun95_rel"] > wide["ci95_rel"] > 0.1 > wide["rerun95_within_rel"]
+    alone = campaign_level([], None)
+    assert alone["source"] == "none" and alone["sd_log"] is None
+    same = with_campaign_level(interval_now(0.0, 0.02), alone)
+    assert same["ci95_rel"] == pytest.approx(math.sinh(Z * 0.02))
+
+
+def test_the_cells_own_history_wins_and_never_goes_below_the_shared_effect():
+    dev = device_level(history(np.random.default_rng(4), 7, 12, shared=0.08))
+    rng = np.random.default_rng(5)
+    jumpy = [dict(_obs(f"c{k}", "x", y, 0.02)) for k, y in enumerate(rng.normal(0, 0.3, 6))]
+    own = campaign_level(jumpy, dev)
+    assert own["source"] == "cell" and own["sd_log"] == own["cell_sd_log"] > 2 * dev["shared_sd_log"]
+    assert own["df"] == 5
+    steady = [_obs(f"c{k}", "x", 0.001 * k, 0.02) for k in range(3)]  # by chance no spread of its own
+    floor = campaign_level(steady, dev)
+    assert floor["source"] == "cell" and floor["cell_sd_log"] == 0.0
+    assert floor["sd_log"] == dev["shared_sd_log"] and floor["df"] == dev["shared_df"]
+
+
+def test_reference_records_seed_the_device_effect_while_history_is_short():
+    rng = np.random.default_rng(6)
+    cells = history(rng, 5, 1, shared=0.08)  # one earlier campaign of cells: no spread from them
+    refs = {f"r{j}": [{"round": r, "latency_ms_p50": 2.0 * math.exp(c + rng.normal(0, 0.01))}
+                      for r in range(4)] for j, c in enumerate(rng.normal(0, 0.08, 30))}
+    seeded = device_level(cells, refs)
+    assert seeded["reference_campaigns"] == 30 and seeded["cells"] == 1
+    assert seeded["shared_sd_log"] == pytest.approx(0.08, rel=0.3)
+    assert device_level(cells, {}) == device_level(cells) and device_level(cells)["sd_log"] is None
+    odd = {"r0": [{"latency_ms_p50": "fast"}, None, {"latency_ms_p50": -1}], "r1": []}
+    assert device_level(cells, odd)["reference_campaigns"] == 0
+
+
+def test_coverage_of_the_rerun_interval_in_simulation():
+    """2000 simulated next campaigns: a device with 7 models, a campaign effect shared by all of them
+    (sd 8 %) and within-campaign noise 2 %; the device's history is 4 or 8 earlier campaigns, redrawn
+    each time (so the estimate's own error counts). A model new to the device is measured now and
+    in the next campaign: its re-run interval holds the next p50 in >= 93 % (nominal 95 %), at most
+    1.6x as wide as with the true spread known; without the device effect it holds it about a third
+    of the time."""
+    rng = np.random.default_rng(2027)
+    ideal = math.sinh(Z * math.sqrt(2 * (0.08 ** 2 + 0.02 ** 2)))
+    for earlier in (4, 8):
+        hits = bare_hits = 0
+        widths = []
+        for _ in range(1000):
+            dev = device_level(history(rng, 7, earlier, shared=0.08))
+            mu, (now, nxt) = rng.normal(), rng.normal(0, 0.08, 2)
+            y_now, y_next = mu + now + rng.normal(0, 0.02), mu + nxt + rng.normal(0, 0.02)
+            within = interval_now(y_now, 0.02)
+            rerun = with_campaign_level(within, campaign_level([], dev))
+            lo, hi = rerun["rerun95"]
+            hits += lo <= math.exp(y_next) <= hi
+            bare_hits += within["rerun95"][0] <= math.exp(y_next) <= within["rerun95"][1]
+            widths.append(rerun["rerun95_rel"])
+        assert hits / 1000 >= 0.93, (earlier, hits)
+        assert bare_hits / 1000 < 0.5
+        assert float(np.median(widths)) < 1.6 * ideal, (earlier, np.median(widths), ideal)
+
+
+def _put(results: Path, campaign: str, device: str, stem: str, p50: float, status: str = "ok") -> None:
+    path = cell_path(results, campaign, device, stem, "null-b1-tall")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lat = {"latency_ms_p50": p50, "latency_ms_p50_ci95_within": [p50 * 0.99, p50 * 1.01]}
+    path.write_text(json.dumps({
+        "schema_version": "2.0", "status": status, "model": {"sha256": stem * 2},
+        "cell": {"campaign": campaign, "device": device, "model_stem": stem, "config": "null-b1-tall"},
+        "timestamps": {"start_utc": "2026-12-01T00:00:00Z"}, "latency": lat}))
+
+
+def test_the_devices_history_is_read_from_the_results_folder(tmp_path):
+    for k, speed in enumerate([1.0, 1.2, 0.9]):
+        for stem, base in (("a", 1.0), ("b", 5.0)):
+            _put(tmp_path, f"old{k}", "d", stem, base * speed)
+    _put(tmp_path, "old0", "other-device", "a", 9.0)
+    _put(tmp_path, "old1", "d", "failed", 3.0, status="failed")
+    _put(tmp_path, "now", "d", "a", 50.0)
+    (tmp_path / "old0" / "campaign.json").write_text(json.dumps(
+        {"reference": {"d": [{"round": 1, "latency_ms_p50": 2.0}, {"round": 2, "latency_ms_p50": 2.1}]}}))
+    (tmp_path / "old1" / "campaign.json").write_text("{not json")
+    (tmp_path / "now" / "campaign.json").write_text(json.dumps({"reference": {"d": [{"latency_ms_p50": 9}]}}))
+    found = device_history(tmp_path, "now", "d")
+    assert sorted({o["campaign"] for o in found}) == ["old0", "old1", "old2"] and len(found) == 6
+    assert reference_history(tmp_path, "now", "d") == {"old0": [{"round": 1, "latency_ms_p50": 2.0},
+                                                               {"round": 2, "latency_ms_p50": 2.1}]}
+    dev = device_level_in(tmp_path, "now", "d")
+    assert dev["campaigns"] == 3 and dev["cells"] == 2 and dev["reference_campaigns"] == 0  # one campaign
+    speeds = np.log([1.0, 1.2, 0.9])
+    assert dev["shared_sd_log"] == pytest.approx(np.std(speeds, ddof=1), rel=0.02)
+
+
+def test_a_new_model_on_a_device_with_history_reports_the_device_spread(tmp_path):
+    """A real campaign (null runtime) of a model the folder has never seen, on a device with three
+    earlier campaigns of two other models that moved together by 20 %: its cell says which spread
+    it used and its re-run interval is wider than the within-campaign one; the within intervals stay."""
+    from host.campaign.protocol import Protocol
+    from host.campaign.run import run_campaign
+    from host.lab.benchconfig import BenchConfig
+    from host.lab.inventory import local_device
+    from runners.core import Policy
+
+    dev = local_device(str(tmp_path / "work"))
+    for k, speed in enumerate([1.0, 1.2, 0.85]):
+        for stem, base in (("a", 1.0), ("b", 5.0)):
+            _put(tmp_path / "r", f"old{k}", dev.name, stem, base * speed)
+    model = tmp_path / "m" / "newcomer.onnx"
+    model.parent.mkdir()
+    shutil.copy(ROOT / "tests/fixtures/models/identity.onnx", model)
+    config = BenchConfig(backend="null", timeout_s=60, policy=Policy(
+        warmup_min_iterations=1, warmup_min_s=0.0, min_iterations=5, min_duration_s=0.01,
+        max_duration_s=60.0, cov_max=100.0))
+    res = run_campaign([model], [dev], config, results=tmp_path / "r", campaign="now", backend="null",
+                       protocol=Protocol(target_ci=0.5, max_cell_s=30.0))
+    (cell,) = res.cells
+    lat = read_cell(Path(cell["_path"]))["latency"]
+    level = lat["campaign_level"]
+    assert level["source"] == "device" and level["device"]["campaigns"] == 3 and level["device"]["cells"] == 2
+    assert lat["latency_ms_p50_rerun95_rel"] > 0.3 > lat["latency_ms_p50_rerun95_within_rel"]
+    assert any("new to the device" in w for w in cell["verdict"]["warnings"])
+
+
+def test_the_reference_cell_is_one_more_cell_of_the_device():
+    refs = {"c0": [{"latency_ms_p50": 1.0}], "c1": [{"latency_ms_p50": 1.5}]}
+    dev = device_level([], refs)
+    assert dev["cells"] == 1 and dev["campaigns"] == 2 and dev["reference_campaigns"] == 2
+    assert dev["shared_sd_log"] == pytest.approx(abs(math.log(1.5)) / math.sqrt(2), rel=1e-6)
+    assert REFERENCE_CELL.startswith("(")
