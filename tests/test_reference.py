@@ -17,15 +17,15 @@ from host.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "tests" / "fixtures" / "models" / "identity.onnx"
-FAST = ["--device", "local", "--backend", "null", "--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "20",
-        "--min-s", "0.05", "--target-ci", "0.5", "--max-s", "5"]
+FAST = ["--device", "local", "--backend", "null", "--warmup-iters", "2", "--warmup-s", "0",
+        "--min-iters", "20", "--min-s", "0.05", "--target-ci", "0.5", "--max-s", "5"]
 MEASURED = (0, 3)  # VALID or INVALID: the verdict is not what these tests are about
 runner = CliRunner()
 
 
 def bench(results, *extra):
-    return runner.invoke(app, ["bench", str(MODEL), "--results", str(results), "--campaign", "c", *FAST, *extra],
-                         env={"COLUMNS": "400"})
+    return runner.invoke(app, ["bench", str(MODEL), "--results", str(results), "--campaign", "c", *FAST,
+                               *extra], env={"COLUMNS": "400"})
 
 
 def campaign_doc(results) -> dict:

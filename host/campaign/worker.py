@@ -130,13 +130,16 @@ class BoardWorker:
         from host.campaign import reference
 
         if not self.shared.options.reference or self.board is None or self.down is not None \
-                or self.shared.stop.is_set():
+                or self.shared.stop.is_set() or getattr(self, "_reference_failed", False):
             return
         self.event(0, None, "reference", message=f"reference workload, round {round_no}")
+        timeout = min(reference.TIMEOUT_S, self.shared.options.config.timeout_s)  # a cell's --timeout
         try:
-            rec = reference.record(reference.run_on_board(self.board), round_no)
+            rec = reference.record(reference.run_on_board(self.board, timeout), round_no)
         except HostError as exc:  # ReferenceRunError, TransportError
-            self.summary.notes.append(f"warning: reference run of round {round_no} failed: {exc}")
+            self._reference_failed = True  # a board where it fails once: not again in this run
+            self.summary.notes.append(f"warning: reference run of round {round_no} failed, not run again "
+                                      f"in this campaign: {exc}")
             return
         with self.shared.plan_lock:
             self.shared.plan.add_reference(self.name, rec)
