@@ -78,7 +78,7 @@ def test_power_and_energy_with_a_meter():
     j = judge(_cell(power=power), Budgets(power_w=5, energy_mj=2.5))
     assert [(c.statistic, c.verdict) for c in j.checks] == [("power_w_mean", "meets"),
                                                             ("energy_mj_per_inference", "misses")]
-    assert j.verdict == "misses" and j.reasons() == ["energy: the value is above 2.5"]
+    assert j.verdict == "misses" and j.reasons() == ["energy: the value is above 2.5 mJ"]
 
 
 def test_memory_uses_the_spread_over_processes_and_names_its_scope():
@@ -129,3 +129,25 @@ def test_absurd_budgets_are_refused(kwargs):
 
 def test_no_budget_judges_nothing():
     assert judge(_cell(), Budgets()).checks == ()
+
+
+def test_a_p99_budget_runs_enough_iterations_for_the_p99_interval():
+    """Without --min-iters a p99 budget (the default) asks 100 iterations a loop, the count the p99's
+    interval needs (host.campaign.cells); a given --min-iters or a p50 budget keeps the preset's."""
+    from host.campaign.protocol import PRESETS
+    from host.cli.bench import _enough_for_p99
+    from host.cli.options import Statistic
+
+    _, policy = PRESETS["default"]
+    assert policy.min_iterations == 50
+    assert _enough_for_p99(policy, Statistic.p99, None).min_iterations == 100
+    assert _enough_for_p99(policy, Statistic.p99, 20).min_iterations == 50  # given: the caller's policy
+    assert _enough_for_p99(policy, Statistic.p50, None).min_iterations == 50
+
+
+def test_figures_are_never_printed_in_exponent_form():
+    from host.cli.budget_table import quantity, with_interval
+
+    assert with_interval(0.609, [0.548, 1.69], "ms") == "609 (548–1690) µs"
+    assert quantity(1234.5, "MiB") == "1230 MiB" and quantity(0.0123, "ms") == "12.3 µs"
+    assert with_interval(16.7, [16.1, 17.2], "ms") == "16.7 (16.1–17.2) ms"

@@ -119,7 +119,7 @@ def test_report_over_two_campaigns_shows_a_campaign_column_and_reasons_below_row
     i = next(i for i, line in enumerate(lines) if line.startswith("c1 ") and "mnv2_w1_cifar10 " in line
              and " fp32 " in line)
     assert "✗ 75.0 MiB" in lines[i] and lines[i].split()[-1] == "misses"
-    assert lines[i + 1].startswith("    memory: the 95 % interval is above 60")
+    assert lines[i + 1].startswith("    memory: the 95 % interval is above 60 MiB")
     assert lines[i + 2].startswith("    accuracy: no accuracy (run with --dataset)")
     digits = next(line for line in lines if " digits_cnn " in line)
     assert "✓ 20 (18–22) µs" in digits and "no meter" in digits  # units adapt below 1 ms

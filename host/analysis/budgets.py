@@ -144,28 +144,32 @@ class Judgement:
         return [f"{c.budget}: {c.reason}" for c in self.checks if c.verdict != MEETS]
 
 
-def decide(limit: float, value: Optional[float], interval, kind: str = "max") -> Tuple[str, str]:
+def decide(limit: float, value: Optional[float], interval, kind: str = "max",
+           unit: str = "") -> Tuple[str, str]:
     """The rule (module docstring) on one figure: ``(verdict, reason)``.
 
     ``interval`` is ``(lo, hi)`` or None; None judges the point ``value`` itself (callers pass
     None only for figures that are point values, such as a meter's mean). ``kind`` is ``max``
-    (``limit`` is a ceiling) or ``min`` (a floor).
+    (``limit`` is a ceiling) or ``min`` (a floor); ``unit`` follows each number in the reason.
     """
+    def q(x: float) -> str:
+        return _g(x) + (f" {unit}" if unit else "")
+
     if value is None:
         return NOT_MEASURED, "not measured"
     lo, hi = (value, value) if interval is None else (min(interval), max(interval))
     what = "the value" if interval is None else "the 95 % interval"
     if kind == "max":
         if hi <= limit:
-            return MEETS, f"{what} is within {_g(limit)}" + (" (upper end ≤ limit)" if interval else "")
+            return MEETS, f"{what} is within {q(limit)}" + (" (upper end ≤ limit)" if interval else "")
         if lo > limit:
-            return MISSES, f"{what} is above {_g(limit)}"
-        return UNCERTAIN, f"the 95 % interval {_g(lo)}–{_g(hi)} straddles {_g(limit)}"
+            return MISSES, f"{what} is above {q(limit)}"
+        return UNCERTAIN, f"the 95 % interval {_g(lo)}–{q(hi)} straddles {q(limit)}"
     if lo >= limit:
-        return MEETS, f"{what} is at or above {_g(limit)}"
+        return MEETS, f"{what} is at or above {q(limit)}"
     if hi < limit:
-        return MISSES, f"{what} is below {_g(limit)}"
-    return UNCERTAIN, f"the 95 % interval {_g(lo)}–{_g(hi)} straddles {_g(limit)}"
+        return MISSES, f"{what} is below {q(limit)}"
+    return UNCERTAIN, f"the 95 % interval {_g(lo)}–{q(hi)} straddles {q(limit)}"
 
 
 def judge(cell: dict, budgets: Budgets) -> Judgement:
@@ -192,7 +196,7 @@ def _failed(cell: dict) -> bool:
 
 def _check(budget, statistic, unit, limit, value, interval, kind="max", verdict=None, reason="") -> Check:
     if verdict is None:
-        verdict, reason = decide(limit, value, interval, kind)
+        verdict, reason = decide(limit, value, interval, kind, _unit_word(unit))
     return Check(budget, statistic, unit, limit, kind, value, interval, verdict, reason)
 
 
@@ -293,6 +297,11 @@ def _accuracy(cell: dict, b: Budgets) -> Check:
                       reason="the cell failed" if _failed(cell) else "no accuracy (run with --dataset)")
     interval = wilson_interval(top1 * n, n) if isinstance(n, int) and n > 0 else None
     return _check("accuracy", "top1", "", b.accuracy_min, top1, interval, kind="min")
+
+
+def _unit_word(unit: str) -> str:
+    """The unit as the reasons print it (a fraction is a percentage only in tables)."""
+    return "" if unit in (None, "fraction", "") else unit
 
 
 def _g(x: float) -> str:

@@ -91,6 +91,9 @@ def level_spread(groups: list, times: list | None = None) -> dict:
     return out
 
 
+#: A p99 gets a 95 % interval when every session ran at least this many iterations.
+P99_MIN_ITERATIONS = 100
+
 CAMPAIGN_LEVEL_METHOD = ("between-campaign variance of log p50 over earlier campaigns of this cell minus "
                          "their mean within-campaign variance (method of moments), at least the device's "
                          "shared campaign variance; else the device's (device_level); added on the log "
@@ -201,7 +204,7 @@ def cell_latency(docs: list, arrays: list, interval: dict) -> dict:
         "processes": len(docs), "sessions": len(blocks),
         "level": docs[0]["latency"]["level"], "clock": docs[0]["latency"]["clock"],
     })
-    if all(b["latency"]["iterations"] >= 100 for b in blocks):
+    if all(b["latency"]["iterations"] >= P99_MIN_ITERATIONS for b in blocks):
         p99 = stats.repetition_interval([[b["latency"]["latency_ms_p99"] for b in d["sessions"]]
                                          for d in docs])
         out["latency_ms_p99"], out["latency_ms_p99_ci95"] = p99["estimate"], p99["ci95"]

@@ -147,7 +147,9 @@ ReferenceOpt = Annotated[bool, typer.Option(
                                        "each): its drift shows a machine-wide trend, reported once")]
 WarmupItersOpt = Annotated[Optional[int], bounded(0, 10**9, "warm-up minimum iterations [10]")]
 WarmupSOpt = Annotated[Optional[float], bounded(0, DAY_S, "warm-up minimum seconds [0.2]")]
-MinItersOpt = Annotated[Optional[int], bounded(1, 10**9, "timed loop minimum iterations [50]")]
+MinItersOpt = Annotated[Optional[int], bounded(
+    1, 10**9, "timed loop minimum iterations [50] (not given: at least 100 when the budget is on the p99, "
+              "the default, so the p99 gets an interval)")]
 MinSOpt = Annotated[Optional[float], bounded(0, DAY_S, "timed loop minimum seconds [0.3]")]
 LoopMaxSOpt = Annotated[Optional[float], bounded(
     0.001, DAY_S, "cap on one warm-up and one timed loop, seconds each [30]")]
@@ -281,6 +283,7 @@ def bench(
                     "fps": fps})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    policy = _enough_for_p99(policy, statistic, min_iters)
     memory, calibrate = Memory(memory).value, Calibration(calibrate).value  # plain str in the results
     view = table_view(budgets_of(fps, latency_ms, statistic, memory_mib, memory_scope, power_w, energy_mj,
                                  accuracy_min), wide, columns)
@@ -379,6 +382,17 @@ def _protocol_policy(quick: bool, rigorous: bool, *, protocol: dict, policy: dic
     chosen.check()
     loop.check()
     return chosen, loop
+
+
+def _enough_for_p99(policy, statistic, min_iters):
+    """A p99 budget (the default) needs the p99's interval: each session runs at least
+    :data:`~host.campaign.cells.P99_MIN_ITERATIONS` iterations unless --min-iters was given
+    (a slow model otherwise stopped at the preset's 50 and its p99 had no interval)."""
+    from host.campaign.cells import P99_MIN_ITERATIONS
+
+    if min_iters is not None or str(getattr(statistic, "value", statistic)) != "p99":
+        return policy
+    return dataclasses.replace(policy, min_iterations=max(policy.min_iterations, P99_MIN_ITERATIONS))
 
 
 def _given_options(threads: Optional[int], option: Optional[List[str]]) -> dict:

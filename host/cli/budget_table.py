@@ -32,13 +32,22 @@ _MARK_STYLE = {"meets": "green", "uncertain": "yellow", "misses": "red", "no met
                "not measured": ""}
 
 
+def sig(value: float, digits: int = 3) -> str:
+    """``value`` rounded to ``digits`` significant digits, never in exponent form (1690, not
+    1.69e+03; 0.000123 stays as it is)."""
+    text = f"{value:.{digits}g}"
+    if "e+" in text:
+        return f"{float(text):.0f}"
+    return text
+
+
 def quantity(value, unit: str, digits: int = 3) -> str:
     """``value`` with its unit in ``digits`` significant digits; milliseconds below 1 ms in µs."""
     if value is None:
         return "-"
     if unit == "ms" and abs(value) < 1:
-        return f"{value * 1000:.{digits}g} µs"
-    return f"{value:.{digits}g}" + (f" {unit}" if unit else "")
+        return f"{sig(value * 1000, digits)} µs"
+    return sig(value, digits) + (f" {unit}" if unit else "")
 
 
 def with_interval(value, interval, unit: str) -> str:
@@ -49,7 +58,7 @@ def with_interval(value, interval, unit: str) -> str:
         return quantity(value, unit)
     scale, unit = (1000.0, "µs") if unit == "ms" and abs(value) < 1 else (1.0, unit)
     lo, hi = (x * scale for x in interval)
-    return f"{value * scale:.3g} ({lo:.3g}–{hi:.3g})" + (f" {unit}" if unit else "")
+    return f"{sig(value * scale)} ({sig(lo)}–{sig(hi)})" + (f" {unit}" if unit else "")
 
 
 def budget_words(budgets) -> str:
@@ -113,7 +122,7 @@ def _power_cell(r: _Row) -> Text:
         return plain("-" if r.cell.get("status") == "failed" else "no meter", "dim")
     watts, mj = pw.get("power_w_mean"), pw.get("energy_mj_per_inference")
     parts = [_marked(r.checks.get("power"), "-" if watts is None else f"{watts:.2f} W"),
-             _marked(r.checks.get("energy"), "-" if mj is None else f"{mj:.3g} mJ")]
+             _marked(r.checks.get("energy"), "-" if mj is None else f"{sig(mj)} mJ")]
     return Text(" ").join(parts)
 
 
