@@ -2,6 +2,7 @@
 digits example (its accuracy checked against this test's own ONNX Runtime evaluation)."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def test_a_batch_sweep_gives_one_cell_per_batch_and_refuses_a_fixed_batch(tmp_pa
     assert fixed["status"] == "failed" and fixed["error"]["category"] == "invalid_model"
     assert "fixed" in fixed["error"]["message"]
     assert res.exit_code == 1
+    assert re.search(r"local\s.*\b4/4\b", res.stderr), res.stderr  # progress counts cells, not models
     bad = host("bench", fix / "dynamic_batch.onnx", "--device", "local", "--batch", "0,2")
     assert bad.exit_code == 2 and "batch sizes from 1 to 65536" in " ".join(bad.output.split())
 

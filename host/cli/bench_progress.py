@@ -33,6 +33,8 @@ def _progress_handler(progress, tasks: dict):
 
     def on_event(event):
         task = tasks[event.device]
+        if getattr(event, "total", None):  # the cells planned for the board (precisions, batches)
+            progress.update(task, total=event.total)
         if event.state == "connecting":
             progress.update(task, description="connecting")
         elif event.state == "running":
