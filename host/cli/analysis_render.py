@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from rich.padding import Padding
+
 from host.cli.budget_table import quantity, with_interval
 from host.cli.render import PlainTable as Table
 from host.cli.render import plain, styled
@@ -117,7 +119,8 @@ def _why(rows: list[dict]) -> list:
     lines = [styled(("why not", "bold"))] if any(r["reasons"] for r in rows) else []
     for row in rows:
         for reason in row["reasons"]:
-            lines.append(plain(f"  {row['model']} ({row['precision']}, batch {row['batch']}): {reason}"))
+            line = plain(f"{row['model']} ({row['precision']}, batch {row['batch']}): {reason}")
+            lines.append(Padding(line, (0, 0, 0, 2)))  # wrapped lines stay indented
     return lines
 
 
