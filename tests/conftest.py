@@ -20,6 +20,13 @@ def _local_workdir(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(autouse=True)
+def _device_history(tmp_path_factory, monkeypatch):
+    """Each test gets an empty device history (host.campaign.device_store), so no test sees the
+    campaigns of another test or of a real lab on this machine."""
+    monkeypatch.setenv("EDGEGAUGE_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture(scope="session")
 def ssh_boards(tmp_path_factory):
     """Three loopback OpenSSH boards b1, b2, b3 (labfix.Boards) for the whole session.

@@ -6,6 +6,7 @@ The real CLI on the built-in local device (real runner processes), real files.""
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def host(cwd, *args, timeout=300):
     return subprocess.run([sys.executable, "-m", "host", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={"PATH": "/usr/bin:/bin", "COLUMNS": "100",
-                                                "PYTHONPATH": str(ROOT)})
+                                                "PYTHONPATH": str(ROOT),
+                                                "EDGEGAUGE_STATE_DIR": os.environ["EDGEGAUGE_STATE_DIR"]})
 
 
 def test_calibrate_stores_the_noise_and_devices_shows_it(tmp_path):

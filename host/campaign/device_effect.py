@@ -160,8 +160,17 @@ def device_level(history: list, references: dict | None = None) -> dict:
 
 def device_level_in(results, campaign: str, device: str) -> dict:
     """:func:`device_level` of ``device`` from every other campaign under ``results`` (its cells
-    and the reference records in each ``campaign.json``). Unreadable files are passed over."""
-    from host.campaign.store import device_history, reference_history
+    and the reference records in each ``campaign.json``) and from the device's history on this
+    host (:mod:`host.campaign.device_store`: the reference records of campaigns in other results
+    folders and of ``host calibrate``). Campaigns are keyed ``<folder> @ <results root>``, so one
+    campaign seen in both places counts once. Unreadable files are passed over."""
+    from host.campaign import device_store
+    from host.campaign.store import device_history, reference_history, safe_name
 
-    history = device_history(results, campaign, device)
-    return device_level(history, reference_history(results, campaign, device))
+    def key(name: str) -> str:
+        return name if name.startswith("calibrate ") else device_store.campaign_key(results, name)
+
+    history = [dict(o, campaign=key(o["campaign"])) for o in device_history(results, campaign, device)]
+    refs = {key(k): v for k, v in reference_history(results, campaign, device).items()}
+    lab = device_store.reference_campaigns(device, exclude=key(safe_name(campaign)))
+    return device_level(history, {**lab, **refs})

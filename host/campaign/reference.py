@@ -237,12 +237,17 @@ def calibrate(device, open_board, campaigns: int, processes: int, on_run=None) -
 
 
 def store_device_noise(results: Path, doc: dict) -> Path:
-    """Write ``doc`` to ``<results>/.devices/<device>.json`` atomically. Raises OSError."""
+    """Write ``doc`` to ``<results>/.devices/<device>.json`` atomically and file its runs in the
+    device's history on this host (:mod:`host.campaign.device_store`), where campaigns in every
+    results folder find them. Raises OSError when either is not writable."""
+    from host.campaign import device_store
     from runners.fileio import write_json_atomic
 
     path = device_file(results, doc["device"])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(doc, str(path))
+    device_store.add(doc["device"], {f"calibrate {doc['created_utc']} {n}": runs
+                                     for n, runs in enumerate(doc["runs"], 1)})
     return path
 
 

@@ -154,6 +154,21 @@ class BoardWorker:
         line = reference.trend_line(self.name, reference.machine_trend(records))
         if line:
             self.summary.notes.append(line)
+        self._file_reference(records)
+
+    def _file_reference(self, records: list) -> None:
+        """File this campaign's reference records in the device's history on this host
+        (:mod:`host.campaign.device_store`), which later campaigns in any results folder read;
+        a failure is a note."""
+        from host.campaign import device_store
+
+        folder = self.shared.folder
+        try:
+            if records:
+                device_store.add(self.name, {device_store.campaign_key(folder.parent, folder.name): records})
+        except OSError as exc:
+            self.summary.notes.append(f"warning: the device history in {device_store.state_dir()} was not "
+                                      f"updated ({exc}); set EDGEGAUGE_STATE_DIR to a writable folder")
 
     def _skip_stored(self) -> list:
         """Report the cells whose stored document stands; return the others as
