@@ -16,6 +16,9 @@ def _local_workdir(tmp_path_factory):
     leases never meet another pytest process's or a real campaign's on this machine."""
     mp = pytest.MonkeyPatch()
     mp.setenv("EDGEGAUGE_LOCAL_WORKDIR", str(tmp_path_factory.mktemp("local-work")))
+    # the device history too (host.campaign.device_store): module fixtures that bench run
+    # before _device_history gives each test its own
+    mp.setenv("EDGEGAUGE_STATE_DIR", str(tmp_path_factory.mktemp("session-state")))
     yield
     mp.undo()
 

@@ -10,7 +10,7 @@ after, and a case passes only when
   characters dropped): the file, field or option the message must name,
 * no output contains ``Traceback``,
 * no path outside ``may_change`` (globs relative to the scratch folder, plus the tool's cache
-  ``home/.cache/**``) was lost, changed or created, and the bytes of each ``moved_aside`` file are
+  ``home/.cache/**`` and its device history ``home/.local/state/edgegauge/**``) was lost, changed or created, and the bytes of each ``moved_aside`` file are
   still somewhere in the tree (moved aside, never deleted).
 
 ``python tests/hostile_sweep.py --write`` regenerates the table in docs/testing.md from :data:`CASES`
@@ -43,7 +43,8 @@ BEGIN, END = "<!-- hostile-sweep:begin -->", "<!-- hostile-sweep:end -->"
 #: options that keep a real bench short: null backend, quick protocol, 1 s per model
 FAST = ("--backend", "null", "--quick", "--max-s", "1")
 #: the tool's own caches: always allowed to change
-CACHE = ("home/.cache/**", "home/.config", "home/.config/matplotlib/**")  # ours, matplotlib's font cache
+CACHE = ("home/.cache/**", "home/.config", "home/.config/matplotlib/**",  # ours, matplotlib's font cache
+         "home/.local", "home/.local/state", "home/.local/state/edgegauge/**")  # the device history
 #: the command line that runs ``host`` (HOSTILE_SWEEP_HOST, e.g. "python -m host" over another checkout)
 HOST_CMD = os.environ.get("HOSTILE_SWEEP_HOST", "").split() or [str(HOST)]
 
