@@ -8,27 +8,40 @@ this module never needs a GPU. cuda-python calls return a tuple whose first item
 error (``cudaGetErrorName``), e.g. ``cudaMalloc: cudaErrorMemoryAllocation (out of memory)``.
 
 API (units in names; pointers are ints, device 0 unless ``cudaSetDevice`` was called):
-``available()``, ``Stream`` (``.handle``, ``.synchronize()``, ``.query()``, ``.close()``), ``Event``
+``available()`` / ``unavailable_reason()`` (why not, in cuda-python's and CUDA's own words),
+``versions()``, ``Stream`` (``.handle``, ``.synchronize()``, ``.query()``, ``.close()``), ``Event``
 (``.record(stream)``, ``.synchronize()``, ``.close()``), ``elapsed_ms(start, end)``,
 ``device_alloc(nbytes)``, ``free(ptr)``, ``pinned_empty(shape, dtype)`` / ``free_host(ptr)``
 (page-locked host arrays, so that asynchronous copies are asynchronous), ``memcpy_htod_async``,
 ``memcpy_dtoh_async``, ``mem_get_info()``, ``device_name()``, ``compute_capability()``,
 ``integrated()`` (True on Jetson: unified memory).
 
+Which cuda-python: its major must match the driver's CUDA major (cuda-python 11.8.x for CUDA 11
+drivers such as JetPack 5's 11.4; 12.x for CUDA 12); the images pin it (images/README.md).
+cuda-python re-implements the runtime over the driver API and loads ``libcuda.so.1`` on the first
+call: without a driver that call raises ``RuntimeError("Failed to dlopen libcuda.so.1")`` and every
+later one ``RuntimeError('Function "cuInit" not found')`` (cuda-python 12.6.2
+``cuda/bindings/_bindings/cydriver.pyx`` ``cuPythonInit``); both become :class:`CudaError` here, the
+first failure kept in the message.
+
 Sources: CUDA Runtime API reference (cudaEventElapsedTime's resolution is about 0.5 us);
-cuda-python's ``cuda.bindings.runtime`` documentation.
+cuda-python's ``cuda.bindings.runtime`` documentation and its "Tips and Tricks" page (``int(handle)``
+is the CUDA object's address, ``handle.getPtr()`` the address of the Python object's storage).
 """
 
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Tuple
+from importlib import metadata
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from runners.errors import CudaError
 
 _RT: Any = None
+#: The first RuntimeError text cuda-python raised (its driver loader fails once, then differently).
+_FIRST_FAILURE: Optional[str] = None
 
 
 def _rt():
@@ -52,19 +65,26 @@ def _rt():
     return _RT
 
 
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 def error_name(err) -> str:
-    """``cudaErrorX (description)`` for a ``cudaError_t``; its ``name`` when the runtime cannot say."""
+    """``cudaErrorX (description)`` for a ``cudaError_t`` (an int is converted first: cuda-python's
+    ``cudaGetErrorName`` reads ``error.value``); the enum's name alone when the runtime cannot
+    describe it (without a driver, ``cudaGetErrorString`` itself raises in cuda-python 12.x)."""
     rt = _RT
     name = getattr(err, "name", None) or str(err)
     if rt is None:
         return name
     try:
-        got = rt.cudaGetErrorName(err)
-        text = rt.cudaGetErrorString(err)
-        name = got[1].decode() if isinstance(got[1], bytes) else str(got[1])
-        desc = text[1].decode() if isinstance(text[1], bytes) else str(text[1])
-        return f"{name} ({desc})"
-    except Exception:  # an error while describing an error: keep the enum's name
+        err = rt.cudaError_t(int(err))
+        name = _text(rt.cudaGetErrorName(err)[1])
+    except Exception:  # an error while naming an error: keep what we have
+        return name
+    try:
+        return f"{name} ({_text(rt.cudaGetErrorString(err)[1])})"
+    except Exception:
         return name
 
 
@@ -94,21 +114,105 @@ def check(call: str, ret) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def available() -> bool:
-    """Whether cuda-python imports and sees at least one CUDA device. Never raises."""
+def _loader_failure(exc: RuntimeError) -> str:
+    """The text of a RuntimeError from cuda-python's driver loader, with the first one seen (the
+    informative one: a later call only says 'Function "cuInit" not found')."""
+    global _FIRST_FAILURE
+    text = str(exc) or type(exc).__name__
+    if _FIRST_FAILURE is None:
+        _FIRST_FAILURE = text
+    elif text != _FIRST_FAILURE:
+        text = f"{text} (first failure: {_FIRST_FAILURE})"
+    return f"cuda-python could not reach the CUDA driver: {text}"
+
+
+def _raw(name: str, *args):
+    """``runtime.<name>(*args)`` of cuda-python, its return tuple unchecked.
+
+    Raises:
+        CudaError: cuda-python missing, or its driver loader failed (RuntimeError).
+    """
+    fn = getattr(_rt(), name)
     try:
-        rt = _rt()
-        return int(check("cudaGetDeviceCount", rt.cudaGetDeviceCount())) > 0
-    except Exception:  # no cuda-python, no driver, no device: not available
-        return False
+        return fn(*args)
+    except RuntimeError as exc:
+        raise CudaError(f"{name}: {_loader_failure(exc)}") from None
+
+
+def _call(name: str, *args) -> Any:
+    """``check(name, runtime.<name>(*args))``. Raises CudaError."""
+    return check(name, _raw(name, *args))
+
+
+def unavailable_reason() -> Optional[str]:
+    """None when cuda-python imports and ``cudaGetDeviceCount`` counts at least one device; else
+    why not, in cuda-python's and CUDA's words (``cuda-python is not importable (...)``,
+    ``cudaGetDeviceCount: cudaErrorInsufficientDriver (CUDA driver version is insufficient ...)``,
+    ``... could not reach the CUDA driver: Failed to dlopen libcuda.so.1``), followed by the
+    cuda-python and driver versions where they can be read. Never raises."""
+    try:
+        count = int(_call("cudaGetDeviceCount"))
+    except CudaError as exc:
+        return _with_versions(str(exc))
+    except Exception as exc:  # anything else cuda-python may raise: still a reason, not a crash
+        return _with_versions(f"cudaGetDeviceCount: {type(exc).__name__}: {exc}")
+    return None if count > 0 else _with_versions("cudaGetDeviceCount: 0 CUDA devices")
+
+
+def _with_versions(reason: str) -> str:
+    found = versions()
+    known = [f"{k} {v}" for k, v in found.items() if v]
+    return f"{reason} [{', '.join(known)}]" if known else reason
+
+
+def available() -> bool:
+    """Whether cuda-python imports and sees at least one CUDA device (:func:`unavailable_reason`
+    says why not). Never raises."""
+    return unavailable_reason() is None
+
+
+def versions() -> dict:
+    """``{"cuda-python": "12.6.2.post1", "driver_cuda": "12.6"}``: the installed bindings (package
+    metadata: ``cuda-bindings``, else ``cuda-python``) and the CUDA version the driver supports
+    (``cudaDriverGetVersion``, 1000*major + 10*minor); None where unknown. Never raises."""
+    found = {"cuda-python": _package_version(), "driver_cuda": None}
+    try:
+        code = int(_call("cudaDriverGetVersion"))
+        found["driver_cuda"] = f"{code // 1000}.{code % 1000 // 10}" if code > 0 else None
+    except Exception:  # no cuda-python, no driver: unknown
+        pass
+    return found
+
+
+def _package_version() -> Optional[str]:
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return metadata.version(dist)
+        except Exception:  # not installed under that name
+            continue
+    return None
 
 
 def _pointer(handle) -> int:
-    """A cuda-python handle (``cudaStream_t``, ...) as an int: ``int()``, else ``getPtr()``."""
+    """The value of a cuda-python handle (``cudaStream_t``, ``cudaEvent_t``, ...) as an int: the
+    CUDA object's address, what C APIs such as TensorRT's ``execute_async_v3`` take.
+
+    cuda-python documents ``int(handle)`` for it; ``handle.getPtr()`` is the address *of* the
+    handle's storage (``&stream``; cuda-python 11.8.2 ``cuda/cuda.pyx`` and 12.6.2
+    ``cuda/bindings/driver.pyx``, class ``CUstream``), so a handle without ``__int__`` is read
+    through that address.
+
+    Raises:
+        CudaError: the object has neither ``__int__`` nor ``getPtr()``.
+    """
     try:
         return int(handle)
     except TypeError:
-        return int(handle.getPtr())
+        pass
+    get_ptr = getattr(handle, "getPtr", None)
+    if get_ptr is None:
+        raise CudaError(f"not a cuda-python handle: {type(handle).__name__} has neither __int__ nor getPtr()")
+    return int(ctypes.c_void_p.from_address(int(get_ptr())).value or 0)
 
 
 class Stream:
@@ -116,30 +220,26 @@ class Stream:
     ``cudaStream_t`` as an int, what TensorRT's ``execute_async_v3`` takes. Raises CudaError."""
 
     def __init__(self):
-        rt = _rt()
-        self._stream = check(
-            "cudaStreamCreateWithFlags", rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking)
-        )
+        self._stream = _call("cudaStreamCreateWithFlags", _rt().cudaStreamNonBlocking)
         self.handle = _pointer(self._stream)
 
     def synchronize(self) -> None:
         """Block until every operation queued on the stream has finished."""
-        check("cudaStreamSynchronize", _rt().cudaStreamSynchronize(self._stream))
+        _call("cudaStreamSynchronize", self._stream)
 
     def query(self) -> bool:
         """Whether every queued operation has finished (``cudaStreamQuery``; never blocks)."""
-        rt = _rt()
-        err = rt.cudaStreamQuery(self._stream)
+        err = _raw("cudaStreamQuery", self._stream)
         err = err[0] if isinstance(err, tuple) else err
         if _ok(err):
             return True
-        if err == rt.cudaError_t.cudaErrorNotReady:
+        if err == _rt().cudaError_t.cudaErrorNotReady:
             return False
         return check("cudaStreamQuery", (err,)) or False
 
     def close(self) -> None:
         if self._stream is not None:
-            check("cudaStreamDestroy", _rt().cudaStreamDestroy(self._stream))
+            _call("cudaStreamDestroy", self._stream)
             self._stream = None
 
 
@@ -147,35 +247,35 @@ class Event:
     """A CUDA event with timing (``cudaEventCreate``, default flags). Raises CudaError."""
 
     def __init__(self):
-        self._event = check("cudaEventCreate", _rt().cudaEventCreate())
+        self._event = _call("cudaEventCreate")
 
     def record(self, stream: Stream) -> None:
         """Queue the event on ``stream`` (``cudaEventRecord``)."""
-        check("cudaEventRecord", _rt().cudaEventRecord(self._event, stream._stream))
+        _call("cudaEventRecord", self._event, stream._stream)
 
     def synchronize(self) -> None:
-        check("cudaEventSynchronize", _rt().cudaEventSynchronize(self._event))
+        _call("cudaEventSynchronize", self._event)
 
     def close(self) -> None:
         if self._event is not None:
-            check("cudaEventDestroy", _rt().cudaEventDestroy(self._event))
+            _call("cudaEventDestroy", self._event)
             self._event = None
 
 
 def elapsed_ms(start: Event, end: Event) -> float:
     """Milliseconds between two recorded, completed events (``cudaEventElapsedTime``; resolution
     about 0.5 us). Raises CudaError (e.g. cudaErrorNotReady when ``end`` has not completed)."""
-    return float(check("cudaEventElapsedTime", _rt().cudaEventElapsedTime(start._event, end._event)))
+    return float(_call("cudaEventElapsedTime", start._event, end._event))
 
 
 def device_alloc(nbytes: int) -> int:
     """``cudaMalloc(nbytes)`` (at least 1 byte); the device pointer as an int. Raises CudaError."""
-    return int(check("cudaMalloc", _rt().cudaMalloc(max(int(nbytes), 1))))
+    return int(_call("cudaMalloc", max(int(nbytes), 1)))
 
 
 def free(ptr: int) -> None:
     """``cudaFree(ptr)``. Raises CudaError."""
-    check("cudaFree", _rt().cudaFree(int(ptr)))
+    _call("cudaFree", int(ptr))
 
 
 def pinned_empty(shape, dtype) -> Tuple[np.ndarray, int]:
@@ -184,14 +284,14 @@ def pinned_empty(shape, dtype) -> Tuple[np.ndarray, int]:
     dt = np.dtype(dtype)
     count = int(np.prod(shape)) if len(shape) else 1
     nbytes = max(count * dt.itemsize, 1)
-    ptr = int(check("cudaMallocHost", _rt().cudaMallocHost(nbytes)))
+    ptr = int(_call("cudaMallocHost", nbytes))
     buf = (ctypes.c_byte * nbytes).from_address(ptr)
     return np.frombuffer(buf, dtype=dt, count=count).reshape(shape), ptr
 
 
 def free_host(ptr: int) -> None:
     """``cudaFreeHost(ptr)``. Raises CudaError."""
-    check("cudaFreeHost", _rt().cudaFreeHost(int(ptr)))
+    _call("cudaFreeHost", int(ptr))
 
 
 def _kind(name: str):
@@ -204,12 +304,8 @@ def memcpy_htod_async(ptr: int, array: np.ndarray, stream: Stream) -> None:
     ValueError (a non-contiguous array)."""
     if not array.flags["C_CONTIGUOUS"]:
         raise ValueError("memcpy_htod_async needs a C-contiguous array")
-    check(
-        "cudaMemcpyAsync",
-        _rt().cudaMemcpyAsync(
-            int(ptr), array.ctypes.data, array.nbytes, _kind("cudaMemcpyHostToDevice"), stream._stream
-        ),
-    )
+    _call("cudaMemcpyAsync", int(ptr), array.ctypes.data, array.nbytes, _kind("cudaMemcpyHostToDevice"),
+          stream._stream)
 
 
 def memcpy_dtoh_async(array: np.ndarray, ptr: int, stream: Stream) -> None:
@@ -217,25 +313,19 @@ def memcpy_dtoh_async(array: np.ndarray, ptr: int, stream: Stream) -> None:
     ``stream``. Raises CudaError, ValueError."""
     if not (array.flags["C_CONTIGUOUS"] and array.flags["WRITEABLE"]):
         raise ValueError("memcpy_dtoh_async needs a C-contiguous, writable array")
-    check(
-        "cudaMemcpyAsync",
-        _rt().cudaMemcpyAsync(
-            array.ctypes.data, int(ptr), array.nbytes, _kind("cudaMemcpyDeviceToHost"), stream._stream
-        ),
-    )
+    _call("cudaMemcpyAsync", array.ctypes.data, int(ptr), array.nbytes, _kind("cudaMemcpyDeviceToHost"),
+          stream._stream)
 
 
 def mem_get_info() -> Tuple[int, int]:
     """``(free_bytes, total_bytes)`` of the current device (``cudaMemGetInfo``: device-wide, other
     processes included). Raises CudaError."""
-    free_b, total_b = check("cudaMemGetInfo", _rt().cudaMemGetInfo())
+    free_b, total_b = _call("cudaMemGetInfo")
     return int(free_b), int(total_b)
 
 
 def _properties():
-    rt = _rt()
-    device = check("cudaGetDevice", rt.cudaGetDevice())
-    return check("cudaGetDeviceProperties", rt.cudaGetDeviceProperties(device))
+    return _call("cudaGetDeviceProperties", _call("cudaGetDevice"))
 
 
 def device_name() -> str:
