@@ -4,7 +4,9 @@ Here (no GPU, CPU onnxruntime): the option and its refusal when the provider is 
 code path end to end with the CPU execution provider standing in for CUDA, ``OrtValue`` s in host
 memory and a fake :mod:`runners.cuda_rt` (events stamped with perf_counter_ns, copies by memmove):
 it checks what the path orders and binds, not CUDA. The ``gpu`` tests (opt-in ``--gpu``) run the
-real CUDA provider.
+real CUDA and TensorRT providers (onnxruntime-gpu alone in the environment, never beside the CPU
+wheel: they FAIL when it is shadowed; TensorRT libraries for the TensorRT EP) and check that ONNX
+Runtime reports our stream (``get_provider_options()``).
 """
 
 from __future__ import annotations
@@ -142,6 +144,9 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(ort_backend, "_cuda_rt", lambda: rt)
     monkeypatch.setattr(ort_backend, "EP_NAMES", dict(ort_backend.EP_NAMES, cuda="CPUExecutionProvider"))
     monkeypatch.setattr(ort_backend, "DEVICE_TYPE", "cpu")
+    # the CPU EP standing in for CUDA reports no stream; the real report is checked on a stand-in
+    # onnxruntime in tests/test_ort_provider_options.py and on a GPU below
+    monkeypatch.setattr(ort_backend, "reported_stream", lambda session, ep: str(rt.Stream.handle))
     return rt
 
 
@@ -211,16 +216,72 @@ def test_no_cuda_device_is_refused(monkeypatch):
 # -- a real GPU ------------------------------------------------------------------------------
 
 
+def _gpu_package_or_fail() -> None:
+    """Skip when no onnxruntime-gpu is installed; FAIL when it is installed but shadowed: the CPU
+    wheel ``onnxruntime`` installed beside it (both own ``onnxruntime/``; the last one installed
+    wins) or a session without ``CUDAExecutionProvider``."""
+    from importlib import metadata
+
+    def installed(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    gpu, cpu = installed("onnxruntime-gpu"), installed("onnxruntime")
+    if gpu is None:
+        pytest.skip(f"onnxruntime-gpu is not installed (onnxruntime {cpu}): the ORT GPU tests need it")
+    assert cpu is None, (f"onnxruntime-gpu {gpu} is shadowed by the CPU wheel onnxruntime {cpu} in the same "
+                         "environment: pip uninstall onnxruntime onnxruntime-gpu; pip install onnxruntime-gpu")
+    assert "CUDAExecutionProvider" in _ort_providers(), (
+        f"onnxruntime-gpu {gpu} is installed but onnxruntime offers {_ort_providers()}: another onnxruntime "
+        "shadows it")
+
+
+def _tensorrt_libs_or_skip() -> None:
+    """Skip the TensorRT EP when TensorRT's libnvinfer cannot be loaded (the EP then falls back)."""
+    import ctypes
+
+    for name in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"):
+        try:
+            ctypes.CDLL(name)
+            return
+        except OSError:
+            continue
+    pytest.skip("TensorRT's libnvinfer.so.* is not loadable: the TensorRT EP needs TensorRT libraries")
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("provider", ["cuda"])
-def test_real_cuda_provider_reports_device_levels(provider):
-    if "CUDAExecutionProvider" not in _ort_providers():
-        pytest.skip(f"onnxruntime-gpu is not installed (providers: {_ort_providers()})")
+@pytest.mark.parametrize("provider,ep", [("cuda", "CUDAExecutionProvider"),
+                                         ("tensorrt", "TensorrtExecutionProvider")])
+def test_real_gpu_provider_runs_on_our_stream(provider, ep):
+    """The session is on ``ep`` and ONNX Runtime reports our stream as its compute stream."""
+    _gpu_package_or_fail()
+    if provider == "tensorrt":
+        _tensorrt_libs_or_skip()
+    backend = get_backend("ort", {"provider": provider})
+    backend.load(str(MODELS / "tiny_cnn.onnx"))
+    try:
+        assert backend.session.get_providers()[0] == ep
+        options = backend.session.get_provider_options()[ep]
+        assert options["user_compute_stream"] == str(backend._gpu["stream"].handle), options
+        assert options["has_user_compute_stream"] == "1", options
+    finally:
+        backend.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("provider,ep", [("cuda", "CUDAExecutionProvider"),
+                                         ("tensorrt", "TensorrtExecutionProvider")])
+def test_real_gpu_provider_reports_device_levels(provider, ep):
+    _gpu_package_or_fail()
+    if provider == "tensorrt":
+        _tensorrt_libs_or_skip()
     doc = run(RunConfig(backend="ort", model=str(MODELS / "tiny_cnn.onnx"), options={"provider": provider},
                         policy=Policy(warmup_min_iterations=20, warmup_min_s=0.5, min_iterations=200,
                                       min_duration_s=1.0, max_duration_s=20.0)))
     assert doc["status"] in ("ok", "invalid"), doc["error"]
-    assert doc["runtime"]["provider"] == "CUDAExecutionProvider"
+    assert doc["runtime"]["provider"] == ep
     levels = doc["latency_levels"]
     assert 0 < levels["device_compute"]["latency_ms_p50"] <= levels["device_with_transfers"]["latency_ms_p50"]
     assert levels["device_with_transfers"]["latency_ms_p50"] <= levels["host_call"]["latency_ms_p50"]

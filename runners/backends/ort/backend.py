@@ -12,7 +12,8 @@ model, and within 1 % for models of 1 ms or more.
 GPU providers (``provider=cuda``: ``CUDAExecutionProvider``; ``provider=tensorrt``:
 ``TensorrtExecutionProvider`` with CUDA and CPU after it, as ONNX Runtime recommends; both need
 ``onnxruntime-gpu`` and cuda-python, :mod:`runners.cuda_rt`): the session runs on a CUDA stream of
-ours (provider option ``user_compute_stream``), inputs and outputs are ``OrtValue`` s in device
+ours (provider option ``user_compute_stream``; :func:`gpu_provider_options`), confirmed after
+session creation by ``get_provider_options()``; inputs and outputs are ``OrtValue`` s in device
 memory of GPU 0 bound once (``bind_ortvalue_input/output``), and every ``infer()`` is
 
     e0 · H2D copies of the inputs (page-locked host arrays) · e1 · run_with_iobinding · e2 ·
@@ -31,6 +32,7 @@ is a :class:`~runners.errors.BackendUnavailableError` naming the available provi
 from __future__ import annotations
 
 import os
+import re
 from array import array
 
 import numpy as np
@@ -46,6 +48,10 @@ EP_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
             "tensorrt": "TensorrtExecutionProvider"}
 #: where GPU providers' inputs and outputs live (``OrtValue`` device type and id)
 DEVICE_TYPE, DEVICE_ID = "cuda", 0
+#: the first onnxruntime(-gpu) whose Python API hands ``user_compute_stream`` to the TensorRT EP
+#: (microsoft/onnxruntime PR #20168; onnxruntime_pybind11_state of the 1.17.1 wheel lacks the key,
+#: 1.18.0's has it). Older ones reject it: "Invalid TensorRT EP option: user_compute_stream".
+TRT_STREAM_SINCE = (1, 18)
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -73,6 +79,42 @@ def _cuda_rt():
 def _device_value(ort, arr: np.ndarray):
     """An uninitialised OrtValue shaped like ``arr`` on :data:`DEVICE_TYPE` / :data:`DEVICE_ID`."""
     return ort.OrtValue.ortvalue_from_shape_and_type(list(arr.shape), arr.dtype.type, DEVICE_TYPE, DEVICE_ID)
+
+
+def gpu_provider_options(stream_handle: int) -> dict:
+    """Provider options of a GPU provider (CUDA or TensorRT EP) on our stream: ``device_id`` and
+    ``user_compute_stream`` (the stream handle in decimal), nothing else.
+
+    Source: onnxruntime/python/onnxruntime_pybind_state.cc, ``CreateExecutionProviderInstance``
+    (1.18 to 1.31): the TensorRT branch accepts ``device_id``, ``user_compute_stream`` and ``trt_*``
+    keys and throws "Invalid TensorRT EP option: <key>" for any other, ``has_user_compute_stream``
+    included (the 1.19.2, 1.23.2 and 1.31.1 onnxruntime-gpu wheels hold no such string in that
+    check); it sets ``has_user_compute_stream`` itself from ``user_compute_stream``, as the CUDA
+    EP's parser (core/providers/cuda/cuda_execution_provider_info.cc) does.
+    """
+    return {"device_id": str(DEVICE_ID), "user_compute_stream": str(int(stream_handle))}
+
+
+def reported_stream(session, ep_name: str):
+    """The ``user_compute_stream`` that ``session.get_provider_options()`` reports for
+    ``ep_name`` (a decimal string), or None when it reports none."""
+    try:
+        options = session.get_provider_options() or {}
+    except Exception:  # pybind errors of a session that is half gone
+        return None
+    value = (options.get(ep_name) or {}).get("user_compute_stream")
+    return None if value in (None, "", "0") else str(value)
+
+
+def _version(text: str) -> tuple:
+    """``"1.23.2"`` / ``"1.19.0+cu118"`` -> ``(1, 23, 2)`` / ``(1, 19, 0)``; ``()`` when unreadable."""
+    parts = []
+    for part in str(text).split("+")[0].split(".")[:3]:
+        match = re.match(r"\d+", part)
+        if not match:
+            break
+        parts.append(int(match.group(0)))
+    return tuple(parts)
 
 
 def default_threads() -> int:
@@ -127,17 +169,38 @@ class OrtBackend(Backend):
         except Exception as exc:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
             self._release_gpu()
             raise ModelLoadError(f"{type(exc).__name__}: {exc}".strip()) from None
-        used = self.session.get_providers()
-        if not used or used[0] != EP_NAMES[self._provider]:
-            self.close()
-            raise BackendUnavailableError(
-                f"provider={self._provider}: the session runs on {used[0] if used else 'nothing'}, not "
-                f"{EP_NAMES[self._provider]} (ONNX Runtime fell back: a CUDA/cuDNN/TensorRT library did not "
-                f"load); available: {', '.join(ort.get_available_providers())}")
+        self._check_session(ort)
         self._threads = int(threads)
         self._opt_level = opt_level
         self._bound = False
         self.profile_path = None
+
+    def _check_session(self, ort) -> None:
+        """The session runs on the chosen provider and, for a GPU provider, on our stream.
+
+        Raises:
+            BackendUnavailableError: ONNX Runtime fell back to another provider (its Python API
+                prints "EP Error ... Falling back" and retries with CUDA/CPU), or reports another
+                ``user_compute_stream`` than ours.
+        """
+        used = self.session.get_providers()
+        name = EP_NAMES[self._provider]
+        if not used or used[0] != name:
+            self.close()
+            raise BackendUnavailableError(
+                f"provider={self._provider}: the session runs on {used[0] if used else 'nothing'}, not "
+                f"{name} (ONNX Runtime fell back: a CUDA/cuDNN/TensorRT library did not load, or it "
+                f"refused a provider option; its \"EP Error\" lines are on stderr); available: "
+                f"{', '.join(ort.get_available_providers())}")
+        if self._gpu is None:
+            return
+        ours = str(self._gpu["stream"].handle)
+        got = reported_stream(self.session, name)
+        if got != ours:
+            self.close()
+            raise BackendUnavailableError(
+                f"provider={self._provider}: {name} reports user_compute_stream {got!r}, not our stream "
+                f"{ours} (onnxruntime {ort.__version__}): its device times would not be ours")
 
     def _providers(self, provider: str) -> list:
         """The ``providers`` argument of ``InferenceSession`` for ``provider``; for a GPU provider,
@@ -158,14 +221,19 @@ class OrtBackend(Backend):
                                           f"{name}{hint}; available: {', '.join(available)}")
         if provider == "cpu":
             return [name]
+        if provider == "tensorrt" and _version(self._ort.__version__) < TRT_STREAM_SINCE:
+            raise BackendUnavailableError(
+                f"provider=tensorrt: onnxruntime {self._ort.__version__} cannot hand our CUDA stream to the "
+                f"TensorRT EP from Python (user_compute_stream needs onnxruntime-gpu >= "
+                f"{'.'.join(map(str, TRT_STREAM_SINCE))})")
         cuda_rt = _cuda_rt()
         if not cuda_rt.available():
+            reason = getattr(cuda_rt, "unavailable_reason", None)  # absent in stand-ins
+            why = (reason() if reason else None) or "runners.cuda_rt.available() is False"
             raise BackendUnavailableError(f"provider={provider}: no CUDA device answers through cuda-python "
-                                          "(runners.cuda_rt.available() is False); available providers: "
-                                          f"{', '.join(available)}")
+                                          f"({why}); available providers: {', '.join(available)}")
         self._gpu = {"rt": cuda_rt, "stream": cuda_rt.Stream(), "events": [], "pinned": []}
-        opts = {"device_id": str(DEVICE_ID), "has_user_compute_stream": "1",
-                "user_compute_stream": str(self._gpu["stream"].handle)}
+        opts = gpu_provider_options(self._gpu["stream"].handle)
         chain = [(name, dict(opts))]
         if provider == "tensorrt":
             chain.append((EP_NAMES["cuda"], dict(opts)))
@@ -294,12 +362,13 @@ class OrtBackend(Backend):
     def runtime_info(self):
         info = self._cpu_info()
         if self._gpu is not None:
-            rt = self._gpu["rt"]
+            rt, rt_stream = self._gpu["rt"], self._gpu["stream"].handle
             info.update(
                 device={"type": DEVICE_TYPE, "id": DEVICE_ID, "name": rt.device_name(),
                         "compute_capability": list(rt.compute_capability())},
                 io_binding_memory="device" if self._bound else "host",
-                stream="ours (provider option user_compute_stream)",
+                stream=f"ours ({rt_stream}, provider option user_compute_stream, as get_provider_options() "
+                       "reports)",
                 timing={"host_call": "perf_counter_ns around infer() (includes the copies and 2 event "
                                      "read-outs)",
                         "device_compute": "cudaEventElapsedTime, events around run_with_iobinding "
