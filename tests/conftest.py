@@ -19,6 +19,9 @@ def _local_workdir(tmp_path_factory):
     # the device history too (host.campaign.device_store): module fixtures that bench run
     # before _device_history gives each test its own
     mp.setenv("EDGEGAUGE_STATE_DIR", str(tmp_path_factory.mktemp("session-state")))
+    # every test's store is empty, so every bench would be a device's first campaign and calibrate
+    # (about 6 s): off, except in the tests of it (tests/test_auto_calibrate.py)
+    mp.setenv("EDGEGAUGE_AUTO_CALIBRATE", "0")
     yield
     mp.undo()
 

@@ -957,6 +957,7 @@ def _env(root: Path) -> dict:
         NO_COLOR="1",
         TERM="dumb",
         EDGEGAUGE_LOCAL_WORKDIR=str(root / "home" / ".cache" / "edgegauge" / "work"),
+        EDGEGAUGE_AUTO_CALIBRATE="0",  # the inputs are the subject, not a device's first campaign
     )
     (root / "home").mkdir(exist_ok=True)
     return env

@@ -95,8 +95,10 @@ def level_spread(groups: list, times: list | None = None) -> dict:
 P99_MIN_ITERATIONS = 100
 
 CAMPAIGN_LEVEL_METHOD = ("between-campaign variance of log p50 over earlier campaigns of this cell minus "
-                         "their mean within-campaign variance (method of moments), at least the device's "
-                         "shared campaign variance; else the device's (device_level); added on the log "
+                         "their mean within-campaign variance (method of moments), pooled with the "
+                         "device's spread for a new cell weighted by degrees of freedom (moderated "
+                         "variance, Smyth 2004) and at least the device's shared campaign variance; "
+                         "without history of its own the device's (device_level); added on the log "
                          "scale at the t quantile of its degrees of freedom")
 #: A cell's own between-campaign spread is used from this many earlier campaigns of the cell on.
 CELL_MIN_CAMPAIGNS = 2
@@ -112,28 +114,44 @@ def _cell_spread(earlier: list) -> float | None:
     return max(float(np.var(y, ddof=1)) - within, 0.0)
 
 
+def _moderated(own: float, own_df: int, dev: dict) -> tuple:
+    """(variance, df, source) of a cell with history of its own: its own between-campaign
+    variance pooled with the device's spread for a new cell, each weighted by its degrees of
+    freedom — the moderated variance of Smyth (2004), "Linear models and empirical Bayes
+    methods for assessing differential expression", *Stat. Appl. Genet. Mol. Biol.* 3(1), eq. 3,
+    with the device's fit as the prior — then at least the device's shared campaign variance,
+    which every cell of the device has and which is learned from more data. Without a device
+    spread: the cell's own, with ``own_df``."""
+    prior, prior_df, shared = dev.get("sd_log"), dev.get("df"), dev.get("shared_sd_log")
+    if prior is None or not prior_df:
+        return own, own_df, "cell"
+    var, df = (prior_df * prior ** 2 + own_df * own) / (prior_df + own_df), prior_df + own_df
+    if shared is not None and shared ** 2 > var:
+        return shared ** 2, dev.get("shared_df"), "cell+device"
+    return var, df, "cell+device"
+
+
 def campaign_level(earlier: list, device: dict | None = None) -> dict:
     """The spread of this cell between campaigns. A campaign samples the machine for seconds
     to minutes; its state also changes between campaigns (Kalibera & Jones's top level:
     repeated executions), and only repeated campaigns can measure that.
 
-    ``source`` says which spread ``sd_log`` (with ``df``, its degrees of freedom; None:
-    infinite) is: ``"cell"`` when the cell has >= :data:`CELL_MIN_CAMPAIGNS` earlier campaigns
-    (:func:`host.campaign.store.earlier_cells`): sqrt(max(0, var(ln p50) − mean within-campaign
-    variance)) (``cell_sd_log``), but at least the device's shared campaign effect (every cell of
-    the device has it, and it is learned from more data); else ``"device"``: the device's spread
-    for a cell new to it (``device``: :func:`host.campaign.device_effect.device_level`), when the
-    device has >= 2 other campaigns; else ``"none"`` (``sd_log`` None)."""
+    ``source`` says which spread ``sd_log`` (with ``df``, its degrees of freedom) is:
+    ``"cell+device"`` when the cell has >= :data:`CELL_MIN_CAMPAIGNS` earlier campaigns
+    (:func:`host.campaign.store.earlier_cells`) and the device a spread: the cell's own
+    between-campaign variance, sqrt(max(0, var(ln p50) − mean within-campaign variance))
+    (``cell_sd_log``, ``len(earlier) − 1`` degrees of freedom), pooled with the device's by
+    :func:`_moderated`; ``"cell"``: the cell's own alone (the device has no spread); ``"device"``:
+    no history of its own, the device's spread for a cell new to it (``device``:
+    :func:`host.campaign.device_effect.device_level`), when the device has >= 2 other campaigns;
+    else ``"none"`` (``sd_log`` None)."""
     out = {"earlier_campaigns": len(earlier), "campaigns": [e["campaign"] for e in earlier],
            "source": "none", "sd_log": None, "df": None, "cell_sd_log": None, "device": device,
            "method": CAMPAIGN_LEVEL_METHOD}
     own, dev = _cell_spread(earlier), device or {}
-    shared = dev.get("shared_sd_log")
     if own is not None:
-        out.update(source="cell", cell_sd_log=math.sqrt(own), sd_log=math.sqrt(own),
-                   df=len(earlier) - 1 if own > 0 else None)
-        if shared is not None and shared ** 2 > own:
-            out.update(sd_log=shared, df=dev.get("shared_df"))
+        var, df, source = _moderated(own, len(earlier) - 1, dev)
+        out.update(source=source, cell_sd_log=math.sqrt(own), sd_log=math.sqrt(var), df=df if var > 0 else None)
     elif dev.get("sd_log") is not None:
         out.update(source="device", sd_log=dev["sd_log"], df=dev.get("df"))
     return out
@@ -369,13 +387,14 @@ def _campaign_level_warnings(level: dict) -> list:
                 f"all its cells): this cell is new to the device, its intervals include the device's "
                 f"spread{few}"]
     if sd:
+        pooled = " pooled with the device's" if level.get("source") == "cell+device" else ""
         return [f"between {level['earlier_campaigns']} earlier campaigns this cell's p50 varied by "
-                f"±{stats.Z975 * sd:.1%} (95 %): the machine's state changes between "
-                f"runs; the reported intervals include it{few}"]
+                f"±{stats.Z975 * sd:.1%} (95 %; its own spread{pooled}): the machine's state changes "
+                f"between runs; the reported intervals include it{few}"]
     if level.get("source", "none") == "none" and level.get("earlier_campaigns", 0) < 2:
         return ["the intervals cover this campaign only: a change of the machine's state between "
-                "campaigns is measured once this cell or this device has 2 earlier campaigns in the "
-                "results folder"]
+                "campaigns is measured once this cell or this device has 2 earlier campaigns (in the "
+                "results folder or the device's history on this host; host calibrate adds some)"]
     return []
 
 

@@ -38,6 +38,9 @@ class CampaignOptions:
             layers in the cell's ``profile``, every layer in ``<cell>.profile.json``.
         reference: run the reference workload once per round per board (after the round's cells;
             ``campaign.json`` ``reference``, :mod:`host.campaign.reference`).
+        auto_calibrate: on a device with fewer than 2 campaigns in its history (results folder
+            and this host's), a brief calibration with the reference workload first
+            (:func:`host.campaign.reference.brief_calibration`; needs ``reference``).
     """
 
     config: BenchConfig
@@ -54,6 +57,7 @@ class CampaignOptions:
     batches: tuple | None = None
     profile: bool = False
     reference: bool = True
+    auto_calibrate: bool = True
 
     @property
     def batch_axis(self) -> tuple:

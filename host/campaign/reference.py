@@ -27,6 +27,9 @@ TREND_THRESHOLD = 0.10
 #: z of the two-sided 95 % range a "speed varies ±X %" figure gives.
 Z95 = 1.96
 DEVICES_DIR = ".devices"
+#: A device's first campaign calibrates it briefly (host bench --auto-calibrate): this many groups
+#: of this many fresh reference processes, about 1 s each.
+AUTO_CAMPAIGNS, AUTO_PROCESSES = 3, 2
 #: The runner command line of one reference run.
 ARGV = ("reference", "--json")
 _TOKEN = "edgegauge-cell-ref-"  # a cell token prefix: the board's lease sweep knows it
@@ -205,8 +208,6 @@ def calibrate(device, open_board, campaigns: int, processes: int, on_run=None) -
     """
     from host.errors import CalibrationError
     from host.lab.lease import campaign_tag, owner_info
-    from runners.reference import NAME
-    from runners.util import utc_now
 
     if not 1 <= campaigns <= 100 or not 2 <= processes <= 100:
         raise CalibrationError(f"--campaigns {campaigns} / --processes {processes}: expected 1..100 "
@@ -218,36 +219,69 @@ def calibrate(device, open_board, campaigns: int, processes: int, on_run=None) -
             board.prepare()
             board.lease_tag = campaign_tag(f"calibrate-{uuid.uuid4().hex}")
             board.take_lock(owner_info("host calibrate", board.lease_tag))
-            docs = []
-            for p in range(processes):
-                docs.append(run_on_board(board))
-                if on_run is not None:
-                    on_run(c + 1, p + 1, docs[-1])
-            runs.append(docs)
+            runs.append(_runs(board, c + 1, processes, TIMEOUT_S, on_run))
         finally:
             board.release_lock()
             board.transport.close()
-    return {"device": device.name, "kind": "device_noise", "created_utc": utc_now(), "workload": NAME,
-            "checksum": runs[0][0]["workload"]["checksum"], "campaigns": campaigns,
-            "processes_per_campaign": processes,
+    return noise_document(device.name, runs)
+
+
+def brief_calibration(board, timeout_s: float = TIMEOUT_S, on_run=None) -> dict:
+    """A device's first campaign's calibration (``host bench --auto-calibrate``): the reference in
+    :data:`AUTO_CAMPAIGNS` groups of :data:`AUTO_PROCESSES` fresh processes on ``board``, already
+    prepared and locked by the campaign. Back to back, the groups see the device's short-term
+    moves only; later campaigns add the rest. Returns the noise document (:func:`calibrate`'s).
+
+    Raises:
+        ReferenceRunError, TransportError: as :func:`run_on_board`.
+    """
+    runs = [_runs(board, c + 1, AUTO_PROCESSES, timeout_s, on_run) for c in range(AUTO_CAMPAIGNS)]
+    return noise_document(board.name, runs)
+
+
+def _runs(board, campaign: int, processes: int, timeout_s: float, on_run) -> list:
+    docs = []
+    for p in range(processes):
+        docs.append(run_on_board(board, timeout_s))
+        if on_run is not None:
+            on_run(campaign, p + 1, docs[-1])
+    return docs
+
+
+def noise_document(device: str, runs: list) -> dict:
+    """The device noise document of reference results grouped by campaign (``[[doc, ...], ...]``):
+    :func:`noise_levels`, the median p50 and every run's :func:`record`."""
+    from runners.reference import NAME
+    from runners.util import utc_now
+
+    return {"device": device, "kind": "device_noise", "created_utc": utc_now(), "workload": NAME,
+            "checksum": runs[0][0]["workload"]["checksum"], "campaigns": len(runs),
+            "processes_per_campaign": len(runs[0]),
             "noise_unit": "sd of natural-log latency (relative for small values)",
             "noise": noise_levels(runs),
             "latency_ms_p50": statistics.median(d["latency_ms_p50"] for r in runs for d in r),
             "runs": [[record(d, c + 1) for d in r] for c, r in enumerate(runs)]}
 
 
+def store_calibration_history(doc: dict) -> None:
+    """File a noise document's runs in the device's history on this host
+    (:mod:`host.campaign.device_store`), one entry per calibration campaign. Raises OSError."""
+    from host.campaign import device_store
+
+    device_store.add(doc["device"], {f"calibrate {doc['created_utc']} {n}": runs
+                                     for n, runs in enumerate(doc["runs"], 1)})
+
+
 def store_device_noise(results: Path, doc: dict) -> Path:
     """Write ``doc`` to ``<results>/.devices/<device>.json`` atomically and file its runs in the
     device's history on this host (:mod:`host.campaign.device_store`), where campaigns in every
     results folder find them. Raises OSError when either is not writable."""
-    from host.campaign import device_store
     from runners.fileio import write_json_atomic
 
     path = device_file(results, doc["device"])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(doc, str(path))
-    device_store.add(doc["device"], {f"calibrate {doc['created_utc']} {n}": runs
-                                     for n, runs in enumerate(doc["runs"], 1)})
+    store_calibration_history(doc)
     return path
 
 

@@ -97,6 +97,7 @@ class BoardWorker:
                 self._open_board()
                 if self.shared.power is not None and self.down is None:
                     self._open_power()
+                self._calibrate_if_new()
             board_info = {k: v for k, v in self.device.to_json().items() if k != "vars"}
             cells = [MeasuredCell(i, item, Progress(self.shared.options.protocol)) for i, item in pending]
             self._rounds(cells, board_info)
@@ -144,6 +145,46 @@ class BoardWorker:
         with self.shared.plan_lock:
             self.shared.plan.add_reference(self.name, rec)
             self.shared.plan.save()
+
+    def _calibrate_if_new(self) -> None:
+        """A device's first campaign (fewer than 2 campaigns in its history: this results folder
+        and this host's store): a brief calibration with the reference workload before the cells,
+        filed in the store, so this campaign's intervals already carry a between-campaign spread
+        (``--no-auto-calibrate`` or ``--no-reference``: not). A failure is a warning note."""
+        from host.campaign import reference
+        from host.campaign.device_effect import MIN_CAMPAIGNS
+
+        opts = self.shared.options
+        if not (opts.reference and opts.auto_calibrate) or self.board is None or self.down is not None \
+                or self._device_level()["campaigns"] >= MIN_CAMPAIGNS:
+            return
+        total = reference.AUTO_CAMPAIGNS * reference.AUTO_PROCESSES
+
+        def progress(c, p, _doc):
+            done = (c - 1) * reference.AUTO_PROCESSES + p
+            self.event(0, None, "reference", message=f"first campaign on this device: calibrating, {done}/{total}")
+
+        self.event(0, None, "reference", message=f"first campaign on this device: calibrating, 0/{total}")
+        timeout = min(reference.TIMEOUT_S, opts.config.timeout_s)
+        try:
+            doc = reference.brief_calibration(self.board, timeout, on_run=progress)
+            reference.store_calibration_history(doc)
+        except HostError as exc:
+            self.summary.notes.append(f"warning: the first-campaign calibration failed: {exc}")
+            return
+        except OSError as exc:
+            self.summary.notes.append(f"warning: the first-campaign calibration was not filed in "
+                                      f"{self._store_dir()} ({exc}); set EDGEGAUGE_STATE_DIR to a writable folder")
+            return
+        self._device_effect = None  # read again, with the calibration
+        self.summary.notes.append(f"{self.name}: first campaign on this device: calibrated with {total} reference "
+                                  f"runs; {reference.varies_line(doc).replace('host calibrate', 'brief calibration')}")
+
+    @staticmethod
+    def _store_dir():
+        from host.campaign import device_store
+
+        return device_store.state_dir()
 
     def _reference_trend(self) -> None:
         """One note when the reference's p50 moved beyond the threshold within this campaign."""

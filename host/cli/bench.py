@@ -145,6 +145,10 @@ ProfileOpt = Annotated[bool, typer.Option(
 ReferenceOpt = Annotated[bool, typer.Option(
     "--reference/--no-reference", help="run the reference workload once per round per board (about 1 s "
                                        "each): its drift shows a machine-wide trend, reported once")]
+AutoCalibrateOpt = Annotated[bool, typer.Option(
+    "--auto-calibrate/--no-auto-calibrate", envvar="EDGEGAUGE_AUTO_CALIBRATE",
+    help="on a device's first campaign (fewer than 2 in its history), run the reference workload 6 times "
+         "first (about 6 s), so the intervals carry a between-campaign spread; env EDGEGAUGE_AUTO_CALIBRATE")]
 WarmupItersOpt = Annotated[Optional[int], bounded(0, 10**9, "warm-up minimum iterations [10]")]
 WarmupSOpt = Annotated[Optional[float], bounded(0, DAY_S, "warm-up minimum seconds [0.2]")]
 MinItersOpt = Annotated[Optional[int], bounded(
@@ -176,7 +180,7 @@ BENCH_PANELS = {
     "Matrix": ("backend", "precision", "batch", "shape", "threads", "option", "dataset",
                "calibrate", "calibration_data"),
     "Protocol": ("quick", "rigorous", "target_ci", "max_s", "min_processes", "max_processes", "sessions",
-                 "order_seed", "reference", "warmup_iters", "warmup_s", "min_iters", "min_s", "loop_max_s",
+                 "order_seed", "reference", "auto_calibrate", "warmup_iters", "warmup_s", "min_iters", "min_s", "loop_max_s",
                  "timeout"),
     "Budgets (the table's verdict)": BUDGET_PARAMS,
     "Power, memory and profiles": ("power", "meter_from_inventory", "meter", "meter_port", "idle_settle_s",
@@ -214,6 +218,7 @@ def bench(
     sessions: SessionsOpt = None,
     order_seed: OrderSeedOpt = 0,
     reference: ReferenceOpt = True,
+    auto_calibrate: AutoCalibrateOpt = True,
     warmup_iters: WarmupItersOpt = None,
     warmup_s: WarmupSOpt = None,
     min_iters: MinItersOpt = None,
@@ -318,7 +323,8 @@ def bench(
                     config=config, results=results, campaign=name, backend=backend, retry_failed=retry_failed,
                     protocol=protocol, memory=memory, break_lock=break_lock, dataset=dataset,
                     wait_lock=0.0 if no_wait else wait_lock,
-                    precisions=precisions, batches=batches, profile=profile, reference=reference),
+                    precisions=precisions, batches=batches, profile=profile, reference=reference,
+                    auto_calibrate=auto_calibrate),
                     ssh=ssh, power=power_factory)
             except CampaignInterrupted as exc:
                 exc.exit_code = received.exit_code(exc.exit_code)  # 143 SIGTERM, 129 SIGHUP
