@@ -55,11 +55,34 @@ def test_dequantize_by_hand():
 
 def test_recorded_xdputil_benchmark_is_parsed():
     got = vb.parse_xdputil_benchmark((FIX / "xdputil_benchmark_zcu104_zdce.txt").read_text())
-    assert got == {"fps": 28.5485, "frames": 1714, "duration_s": 60.0382,
-                   "frames_per_thread": [904, 810], "passed": True}
+    assert got == {"fps": 28.5485, "frames": 1714, "frames_exact": True, "frames_printed": "1714",
+                   "duration_s": 60.0382, "frames_per_thread": [904, 810], "passed": True}
     assert sum(got["frames_per_thread"]) == got["frames"]
     with pytest.raises(ValueError, match="FPS"):
         vb.parse_xdputil_benchmark("I0713 performance_test.hpp:76] 10% ...\n")
+
+
+def test_a_long_xdputil_benchmark_prints_frames_as_a_float():
+    """Issue 23 item 6: past 1e6 frames performance_test.hpp streams the float total as %g
+    (``1.23457e+06``; fixture written from Vitis-AI v3.0's source, tests/fixtures/vart/README.md).
+    The per-thread size_t counts give the exact total; the printed one has 6 significant digits."""
+    text = (FIX / "xdputil_benchmark_constructed_long.txt").read_text()
+    got = vb.parse_xdputil_benchmark(text)  # HEAD 6038e28: ValueError (no integer after number_of_frames=)
+    assert got == {"fps": 3429.35, "frames": 1234568, "frames_exact": True, "frames_printed": "1.23457e+06",
+                   "duration_s": 360.001, "frames_per_thread": [411523, 411523, 411522], "passed": True}
+    no_threads = "\n".join(line for line in text.splitlines() if "processes" not in line)
+    got = vb.parse_xdputil_benchmark(no_threads)  # the printed total alone: 6 significant digits
+    assert (got["frames"], got["frames_exact"], got["frames_per_thread"]) == (1234570, False, [])
+    one_missing = "\n".join(line for line in text.splitlines() if "thread-1 " not in line)
+    assert vb.parse_xdputil_benchmark(one_missing)["frames"] == 1234570  # a partial sum is not used
+
+
+@pytest.mark.parametrize("printed,frames,exact", [("999999", 999999, True), ("1e+06", 1000000, False),
+                                                  ("2.5e+07", 25000000, False), ("inf", None, False)])
+def test_xdputil_frames_in_every_g_form(printed, frames, exact):
+    line = f"I0102 performance_test.hpp:94] FPS= 1234.57 number_of_frames= {printed} time= 60.0012 seconds."
+    got = vb.parse_xdputil_benchmark(line)
+    assert (got["frames"], got["frames_exact"], got["fps"], got["passed"]) == (frames, exact, 1234.57, None)
 
 
 def test_xdputil_benchmark_argv():

@@ -54,7 +54,10 @@ ROUND_MODES = ("DPU_ROUND", "STD_ROUND", "PY3_ROUND")
 _XIR_TYPES = {"xint8": "int8", "int8": "int8", "xuint8": "uint8", "uint8": "uint8", "xint16": "int16",
               "int16": "int16", "xint32": "int32", "int32": "int32", "float32": "float32", "float": "float32"}
 
-_FPS = re.compile(r"FPS=\s*([0-9.eE+-]+)\s+number_of_frames=\s*(\d+)\s+time=\s*([0-9.eE+-]+)\s+seconds")
+#: a number as C++'s ``operator<<(float)`` prints it by default (``%g``, 6 significant digits):
+#: ``1714``, ``28.5485``, ``1.23457e+06``, ``inf``, ``-nan``
+_G = r"([-+]?(?:inf|nan|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?))"
+_FPS = re.compile(rf"FPS=\s*{_G}\s+number_of_frames=\s*{_G}\s+time=\s*{_G}\s+seconds")
 _THREAD = re.compile(r"thread-(\d+) processes (\d+) frames")
 _VERSION = re.compile(r"Version:\s*v?(\d+(?:\.\d+)+)")
 
@@ -217,8 +220,18 @@ def xdputil_benchmark_argv(xmodel: str, subgraph_index: int, threads: int) -> Li
 
 def parse_xdputil_benchmark(text: str) -> dict:
     """``xdputil benchmark`` output (glog lines of ``performance_test.hpp``) ->
-    ``{fps, frames, duration_s, frames_per_thread, passed}``; ``passed`` is None when the
-    output has neither "Test PASS" nor "Test Failed".
+    ``{fps, frames, frames_exact, frames_printed, duration_s, frames_per_thread, passed}``;
+    ``passed`` is None when the output has neither "Test PASS" nor "Test Failed".
+
+    Source (Vitis-AI v3.0, ``src/vai_runtime/vart/util/include/vitis/ai/performance_test.hpp``,
+    ``PerformanceTest::main``): each ``thread-N processes K frames`` count is a ``size_t``
+    (exact); the total is cast to ``float`` before ``FPS= f/time*1e6 number_of_frames= f time=
+    time/1e6 seconds.`` is streamed with the default ostream format, i.e. ``%g`` with 6
+    significant digits: from 1,000,000 frames on it reads ``1.23457e+06``. ``frames`` is
+    therefore the sum of the per-thread counts when they are all there and agree with the printed
+    total to its precision (``frames_exact`` True), else the printed total rounded: a count read
+    from ``%g`` has about 6 significant digits (``frames_exact`` False beyond 999,999).
+    ``fps`` and ``duration_s`` are ``%g`` values too (6 significant digits).
 
     Raises:
         ValueError: no ``FPS= ... number_of_frames= ... time= ... seconds`` line.
@@ -227,9 +240,23 @@ def parse_xdputil_benchmark(text: str) -> dict:
     if not match:
         raise ValueError("no 'FPS= ... number_of_frames= ... time= ... seconds.' line in the xdputil output")
     per_thread = {int(t): int(n) for t, n in _THREAD.findall(text)}
+    printed = match.group(2)
+    frames, exact = _frames(float(printed), printed, per_thread)
     passed = True if "Test PASS" in text else False if "Test Failed" in text else None
-    return {"fps": float(match.group(1)), "frames": int(match.group(2)), "duration_s": float(match.group(3)),
+    return {"fps": float(match.group(1)), "frames": frames, "frames_exact": exact, "frames_printed": printed,
+            "duration_s": float(match.group(3)),
             "frames_per_thread": [per_thread[k] for k in sorted(per_thread)], "passed": passed}
+
+
+def _frames(total: float, printed: str, per_thread: dict) -> tuple:
+    """``(frames, exact)`` from the printed ``%g`` total and the exact per-thread counts."""
+    if per_thread and sorted(per_thread) == list(range(len(per_thread))) and total == total:  # not nan
+        summed = sum(per_thread.values())
+        if abs(summed - total) <= max(abs(total), 1.0) * 5e-6 + 0.5:  # half a unit in the 6th digit
+            return summed, True
+    if total != total or total in (float("inf"), float("-inf")):
+        return None, False
+    return int(round(total)), bool(re.fullmatch(r"\d+", printed))
 
 
 def _run_tool(argv: List[str], timeout: float, env: Optional[dict] = None) -> str:
