@@ -19,7 +19,9 @@ Standard library + numpy + the ``runners`` package only (found beside this file,
    * ``ort``: ``python -m runners run smoke/tiny.onnx --backend ort`` exits 0 with status
      ok, and a direct ONNX Runtime session reproduces ``smoke/tiny.expected.json``
      (numpy reference, atol 1e-4 / rtol 1e-3).
-   * ``tensorrt``: ``tensorrt`` imports; the ONNX parser reads the model and the builder
+   * ``tensorrt``: first ``cuda``: cuda-python imports through ``runners.cuda_rt`` and sees a
+     device (else the step fails with cuda_rt's reason: module missing, no driver, an old
+     driver); then ``tensorrt`` imports, the ONNX parser reads the model and the builder
      builds a serialized engine (needs the GPU: ``--runtime nvidia`` / ``--gpus all``).
    * ``vart``: ``vart`` and ``xir`` import; with ``--xmodel``, the graph deserializes and
      has a DPU subgraph. (The tiny ONNX model cannot run on the DPU: it needs a compiled
@@ -220,6 +222,25 @@ def check_ort(report: Report, rpath: str) -> None:
         report.add("ort-check", "fail", f"output {got.ravel().tolist()} != reference {want.ravel().tolist()}")
 
 
+def check_cuda(report: Report) -> None:
+    """cuda-python, through ``runners.cuda_rt`` (the tensorrt backend's streams, events and copies):
+    it imports and sees a device; else the step fails with cuda_rt's reason."""
+    try:
+        from runners import cuda_rt
+
+        reason = cuda_rt.unavailable_reason()
+        if reason is None:
+            found, (major, minor) = cuda_rt.versions(), cuda_rt.compute_capability()
+            detail = (f"cuda-python {found['cuda-python']}: {cuda_rt.device_name()} "
+                      f"(compute {major}.{minor}), driver CUDA {found['driver_cuda']}")
+    except Exception as exc:
+        reason = f"runners.cuda_rt: {type(exc).__name__}: {exc}"
+    if reason is not None:
+        report.add("cuda", "fail", reason)
+    else:
+        report.add("cuda", "ok", detail)
+
+
 def check_tensorrt(report: Report) -> None:
     """tensorrt imports; parse tiny.onnx and build a serialized engine (needs a GPU)."""
     try:
@@ -340,6 +361,7 @@ def main(argv=None) -> int:
         if args.runtime == "ort" or found.get("onnxruntime"):
             check_ort(report, rpath)
         if args.runtime == "tensorrt":
+            check_cuda(report)
             check_tensorrt(report)
         elif args.runtime == "vart":
             check_vart(report, args.xmodel)

@@ -182,6 +182,91 @@ def test_smoke_test_partial_when_the_runtime_has_no_backend(tmp_path):
     assert res.returncode == 1 and "import tensorrt" in res.stdout
 
 
+#: A stand-in ``cuda`` package for the smoke test, behaving as cuda-python 12.6.2.post1 does without
+#: a driver (cuda/bindings/_bindings/cydriver.pyx cuPythonInit: the first call raises this RuntimeError;
+#: observed the same with the real wheel on a machine without an NVIDIA driver).
+NO_DRIVER_RUNTIME = """
+from enum import IntEnum
+class cudaError_t(IntEnum):
+    cudaSuccess = 0
+def cudaGetDeviceCount():
+    raise RuntimeError("Failed to dlopen libcuda.so.1")
+def cudaDriverGetVersion():
+    raise RuntimeError('Function "cuDriverGetVersion" not found')
+"""
+
+
+def test_smoke_test_tensorrt_checks_cuda_python_and_says_why_not(tmp_path):
+    """Issue 23 item 3: the TensorRT images' smoke test imports cuda-python (runners.cuda_rt) and, when
+    it cannot reach a device, prints cuda_rt's reason rather than passing over it."""
+    res = _smoke("--runtime", "tensorrt")
+    cuda = [ln for ln in res.stdout.splitlines() if ln.startswith("cuda ")]
+    assert cuda and "FAIL" in cuda[0] and "cuda-python is not importable" in cuda[0], res.stdout
+    (tmp_path / "cuda" / "bindings").mkdir(parents=True)
+    for init in ("cuda/__init__.py", "cuda/bindings/__init__.py"):
+        (tmp_path / init).write_text("")
+    (tmp_path / "cuda" / "bindings" / "runtime.py").write_text(NO_DRIVER_RUNTIME)
+    res = _smoke("--runtime", "tensorrt", env={"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"})
+    cuda = [ln for ln in res.stdout.splitlines() if ln.startswith("cuda ")]
+    assert cuda and "could not reach the CUDA driver: Failed to dlopen libcuda.so.1" in cuda[0], res.stdout
+    assert res.returncode == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# cuda-python in the GPU images (issue 23 item 3), checked against recorded PyPI facts
+# ----------------------------------------------------------------------------------------------
+
+#: requirements file -> (CPython tag, arch, CUDA major.minor of the image's default base, as its
+#: Dockerfile header states it).
+GPU_IMAGES = {
+    "images/jetson/requirements-jp5.txt": ("cp38", "aarch64", "11.4"),
+    "images/jetson/requirements-jp6.txt": ("cp310", "aarch64", "12.6"),
+    "images/x86-a100/requirements-tensorrt.txt": ("cp310", "x86_64", "12.6"),
+}
+#: cuda-python releases with a binary wheel (manylinux_2_17) per (CPython tag, arch), and the Linux
+#: dependencies each declares (METADATA Requires-Dist). Recorded from PyPI with this machine's pip
+#: (``pip index versions cuda-python --python-version 3.8 --platform manylinux_2_17_aarch64
+#: --only-binary=:all:`` and ``pip download --no-deps`` of each pinned wheel, read with ``unzip -p``).
+#: From 12.8.0 and 11.8.6 on, cuda-python is a py3-none-any meta package requiring cuda-bindings
+#: (NVIDIA/cuda-python cuda_bindings/docs/source/release/12.8.0-notes.rst, 11.8.6-notes.rst), and
+#: cuda-bindings has no cp38 wheel at all: on JetPack 5 (Python 3.8) only the older binary wheels work.
+CP310 = ("11.6.0", "11.6.1", "11.7.0", "11.7.1", "11.8.0", "11.8.1", "11.8.2", "11.8.3", "11.8.5.post1",
+         "12.0.0", "12.1.0", "12.2.0", "12.2.1", "12.3.0", "12.4.0", "12.5.0", "12.6.0", "12.6.2.post1")
+CUDA_PYTHON_WHEELS = {
+    ("cp38", "aarch64"): {"11.5.0", "11.6.0", "11.6.1", "11.7.0", "11.7.1", "11.8.0", "11.8.1", "11.8.2",
+                          "12.0.0", "12.1.0", "12.2.0", "12.3.0"},
+    ("cp310", "aarch64"): set(CP310),
+    ("cp310", "x86_64"): set(CP310),
+}
+CUDA_PYTHON_REQUIRES = {"11.8.2": {"cython"}, "12.6.2.post1": set()}
+
+
+def _pins(path: str) -> dict:
+    pins = {}
+    for line in (ROOT / path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+@pytest.mark.parametrize("path", sorted(GPU_IMAGES))
+def test_gpu_images_pin_a_cuda_python_for_their_python_and_driver(path):
+    """The tensorrt backend needs cuda-python (runners/cuda_rt.py): each GPU image pins one whose
+    major is the image's CUDA major, that has a binary wheel for the image's Python and arch, and whose
+    own dependencies are pinned beside it."""
+    tag, arch, cuda = GPU_IMAGES[path]
+    dockerfile = (ROOT / path).parent / "Dockerfile"
+    assert f"CUDA {cuda}" in dockerfile.read_text(), f"{dockerfile} no longer says CUDA {cuda}"
+    pins = _pins(path)
+    version = pins.get("cuda-python")
+    assert version, f"{path}: no cuda-python pin: TensorRTBackend.load fails in this image"
+    assert version.split(".")[0] == cuda.split(".")[0], (path, version, cuda)
+    assert version in CUDA_PYTHON_WHEELS[(tag, arch)], f"{path}: cuda-python {version}: no {tag} {arch} wheel"
+    assert CUDA_PYTHON_REQUIRES[version] <= set(pins), (path, CUDA_PYTHON_REQUIRES[version])
+
+
 def test_tiny_model_is_small_and_matches_its_generator():
     model = IMAGES / "smoke" / "tiny.onnx"
     assert model.stat().st_size < 4096
