@@ -5,6 +5,12 @@ if sys.argv[1:2] == ["reference"]:  # one BLAS thread, set before numpy loads (r
 
     pin_blas_threads()
 
-from runners.cli import main  # noqa: E402
+from runners.cli import main, reserve_stdout  # noqa: E402
 
-sys.exit(main())
+# stdout is the runner's alone (its result JSON): anything else writing to it goes to stderr
+_out = reserve_stdout()
+try:
+    _code = main(out=_out)
+finally:
+    _out.flush()
+sys.exit(_code)

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import json
 import math
+import os
 import sys
 
 import runners
@@ -255,7 +257,7 @@ def backend_options(args) -> dict:
     return desc.resolve(given)
 
 
-def _cmd_run(args) -> int:
+def _cmd_run(args, out) -> int:
     from runners.core import RunConfig, run
     from runners.fileio import write_json_atomic
 
@@ -300,8 +302,8 @@ def _cmd_run(args) -> int:
                   file=sys.stderr)
             return EXIT_NO_RESULT
     else:
-        json.dump(result, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        json.dump(result, out, indent=2)
+        out.write("\n")
     if result["status"] == "failed":
         err = result["error"]
         print(f"error: {err['type']}: {err['message']}", file=sys.stderr)
@@ -309,18 +311,19 @@ def _cmd_run(args) -> int:
     return EXIT_INVALID if result["status"] == "invalid" else EXIT_OK
 
 
-def _cmd_backends(as_json: bool = False) -> int:
+def _cmd_backends(out, as_json: bool = False) -> int:
     """One line per backend, ``NAME<TAB>STATUS``: ``available [(MODULE VERSION)]``,
     ``unavailable (ERROR)`` (its runtime does not import) or ``not implemented (REASON)``."""
     from runners.backends import descriptors
 
     if as_json:
         docs = [dict(d.to_json(), status=_backend_status(d)) for d in descriptors().values()]
-        json.dump(docs, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        json.dump(docs, out, indent=2)
+        out.write("\n")
         return 0
     for name, desc in descriptors().items():
-        print(f"{name}\t{_backend_status(desc)}")
+        status = _backend_status(desc)  # imports the runtime: anything it prints goes to stderr
+        out.write(f"{name}\t{status}\n")
     return 0
 
 
@@ -340,30 +343,63 @@ def _backend_status(desc) -> str:
     return f"available ({version})" if version else "available"
 
 
-def _cmd_reference(as_json: bool) -> int:
+def _cmd_reference(out, as_json: bool) -> int:
     """``python -m runners reference``: the result JSON, or one line (p50, calls, checksum)."""
     from runners.reference import run_reference
 
     result = run_reference()
     if as_json:
-        json.dump(result, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        json.dump(result, out, indent=2)
+        out.write("\n")
     else:
-        print(f"{result['workload']['name']}: p50 {result['latency_ms_p50']:.3f} ms over "
-              f"{result['samples']} calls (checksum {result['workload']['checksum'][:12]})")
+        out.write(f"{result['workload']['name']}: p50 {result['latency_ms_p50']:.3f} ms over "
+                  f"{result['samples']} calls (checksum {result['workload']['checksum'][:12]})\n")
     return 0
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def reserve_stdout():
+    """Keep this process's stdout for the runner's own output; returns the stream to write it to.
+
+    Descriptor 1 is duplicated (the returned text stream writes to the copy) and then pointed at
+    stderr (descriptor 2) for the rest of the process, so whatever else writes to stdout lands on
+    stderr: ``print`` in a runtime's Python code (ONNX Runtime's "EP Error ... Falling back"
+    lines, onnxruntime_inference_collection.py), C/C++ code writing to descriptor 1 or through
+    its stdio buffer, child processes that inherit it. A swap of ``sys.stdout`` alone would miss
+    all but the first. For the process entry point (``python -m runners``): descriptor 1 is not
+    restored, so a C library's stdio buffer flushed at exit still goes to stderr. When
+    descriptor 1 or 2 is not open, returns ``sys.stdout`` and changes nothing.
+    """
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):
+        return sys.stdout
+    try:
+        os.dup2(2, 1)
+    except OSError:
+        os.close(saved)
+        return sys.stdout
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return io.TextIOWrapper(io.FileIO(saved, "w", closefd=True), encoding=encoding, errors="backslashreplace")
+
+
+def main(argv=None, out=None) -> int:
+    """Run the command in ``argv``; its output (result JSON, tables) goes to ``out``
+    (default ``sys.stdout``; ``python -m runners`` passes :func:`reserve_stdout`'s stream)."""
+    out = sys.stdout if out is None else out
+    stdout, sys.stdout = sys.stdout, out  # argparse prints --help and --version to sys.stdout
+    try:
+        args = build_parser().parse_args(argv)
+    finally:
+        sys.stdout = stdout
     if args.command == "run":
-        return _cmd_run(args)
+        return _cmd_run(args, out)
     if args.command == "reference":
-        return _cmd_reference(args.json)
+        return _cmd_reference(out, args.json)
     if args.command == "manifest":
         from runners.manifest import device_manifest, tool_manifest
 
-        json.dump({"device": device_manifest(), "tool": tool_manifest()}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        json.dump({"device": device_manifest(), "tool": tool_manifest()}, out, indent=2)
+        out.write("\n")
         return 0
-    return _cmd_backends(args.json)
+    return _cmd_backends(out, args.json)
