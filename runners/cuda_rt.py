@@ -58,9 +58,8 @@ def _rt():
             try:
                 from cuda import cudart as rt
             except ImportError as exc:
-                raise CudaError(
-                    f"cuda-python is not importable ({exc}); install it: pip install cuda-python"
-                ) from None
+                raise CudaError(f"cuda-python is not importable ({exc}); install it: pip install "
+                                "cuda-python (its major = the driver's CUDA major)") from None
         _RT = rt
     return _RT
 

@@ -4,7 +4,8 @@ The parser runs on ``nvidia-smi --query-gpu ... --format=csv`` output recorded o
 H100 in MIG mode, RTX 2080 SUPER; tests/fixtures/onboard/nvidia_smi_query_*.txt, origin in each
 file's header). The meter runs end to end against an emulated ``nvidia-smi`` that answers a query
 by picking the asked columns out of a recorded header + row, cells printed as recorded. The last
-test reads a real GPU (``-m gpu``, opt-in ``--gpu``).
+test reads a real GPU (``-m gpu``, opt-in ``--gpu``) over an idle and a load window (the load made
+with PyTorch); with ``$EDGEGAUGE_GPU_CAPTURE`` set (scripts/gpu-check.sh) it writes what it saw there.
 """
 
 from __future__ import annotations
@@ -347,13 +348,84 @@ def test_open_meter_by_name_runs_locally(fake_smi):
 # -- a real GPU ----------------------------------------------------------------------------
 
 
+MIB = 1 << 20
+#: Device memory the load holds (MiB): memory.used must rise by at least 90 % of it.
+HOLD_MIB = 1024
+
+
+def _capture(name: str, doc: dict) -> None:
+    """Write ``doc`` to ``$EDGEGAUGE_GPU_CAPTURE/<name>.json`` when scripts/gpu-check.sh asks for it."""
+    folder = os.environ.get("EDGEGAUGE_GPU_CAPTURE")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _torch_cuda():
+    """PyTorch with CUDA, which makes the load (matrix products); skipped without PyTorch."""
+    torch = pytest.importorskip("torch", reason="the load window needs PyTorch with CUDA")
+    if not torch.cuda.is_available():
+        pytest.fail("--gpu given but torch.cuda.is_available() is False")
+    return torch
+
+
+def _busy(torch, seconds: float, hold_mib: int) -> None:
+    """Matrix products on GPU 0 for ``seconds`` while holding ``hold_mib`` MiB of device memory."""
+    hold = torch.empty(hold_mib * MIB // 4, dtype=torch.float32, device="cuda:0")
+    a = torch.rand(4096, 4096, device="cuda:0")
+    b = torch.rand(4096, 4096, device="cuda:0") / 4096
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(8):
+            a = a @ b
+        torch.cuda.synchronize()
+    del hold, a, b
+    torch.cuda.empty_cache()
+
+
+def _stats(values: list) -> dict | None:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def _series(samples: list, t0_ns: int) -> list:
+    return [{"t_s": (s.t_mono_ns - t0_ns) / 1e9, "phase": s.phase, "power_w": s.power_w,
+             "meter_time_s": s.meter_time_s} for s in samples]
+
+
 @pytest.mark.gpu
-def test_real_gpu_answers_with_power_and_telemetry():
+def test_real_gpu_power_and_telemetry_over_a_load_window():
+    """The nvml source on the real nvidia-smi: 3 s idle, then 6 s of matrix products holding 1 GiB.
+    Every read is valid (1-2000 W); under load the power rises by 10 % or more over idle, utilization
+    reaches 50 % (where the GPU reports it: not under MIG), memory.used rises by at least 90 % of
+    what the load holds, the SM clock is up, and nvidia-smi's own timestamps never go back."""
     if shutil.which("nvidia-smi") is None:
         pytest.fail("--gpu given but no nvidia-smi on PATH")
+    torch = _torch_cuda()
+    torch.zeros(1, device="cuda:0")
+    torch.cuda.synchronize()  # the CUDA context exists before the idle window
     meter = open_meter("nvml")
-    readings = [meter.read() for _ in range(3)]
-    assert all(r.valid and 1.0 < r.power_w < 2000.0 for r in readings)
-    last = meter.describe()["last"]
-    assert last["sm_clock_mhz"] and last["sm_clock_mhz"] > 0 and last["memory_used_mib"] is not None
-    print("nvml on a real GPU:", meter.describe())
+    sampler = Sampler(meter, phase="idle").start()
+    time.sleep(3.0)
+    t_load = sampler.set_phase("load")
+    _busy(torch, 6.0, HOLD_MIB)
+    t_end = time.monotonic_ns()
+    samples = sampler.stop()
+    ramp = t_load + 1_500_000_000  # the first 1.5 s of load: clocks and power still ramping
+    idle = meter.window_telemetry(sampler.t_start_ns, t_load)
+    load = meter.window_telemetry(ramp, t_end)
+    power = {"idle": _stats([s.power_w for s in samples if s.t_mono_ns <= t_load]),
+             "load": _stats([s.power_w for s in samples if ramp <= s.t_mono_ns <= t_end])}
+    _capture("nvml_load_window", {"describe": meter.describe(), "power_w": power, "idle": idle, "load": load,
+                                  "samples": _series(samples, sampler.t_start_ns)})
+    assert samples and all(s.valid and 1.0 < s.power_w < 2000.0 for s in samples), samples[:3]
+    assert idle["reads"] >= 5 and load["reads"] >= 10, (idle["reads"], load["reads"])
+    assert power["load"]["mean"] >= 1.1 * power["idle"]["mean"], power
+    if load["utilization_gpu_pct"] is not None:
+        assert load["utilization_gpu_pct"]["max"] >= 50.0, load
+    assert load["memory_used_mib"]["max"] - idle["memory_used_mib"]["min"] >= 0.9 * HOLD_MIB, (idle, load)
+    assert load["sm_clock_mhz"]["max"] > 0 and load["sm_clock_mhz"]["max"] >= idle["sm_clock_mhz"]["min"]
+    stamps = [s.meter_time_s for s in samples if s.meter_time_s is not None]
+    assert stamps == sorted(stamps) and len(stamps) == len(samples)
