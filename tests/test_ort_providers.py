@@ -231,8 +231,9 @@ def _gpu_package_or_fail() -> None:
     gpu, cpu = installed("onnxruntime-gpu"), installed("onnxruntime")
     if gpu is None:
         pytest.skip(f"onnxruntime-gpu is not installed (onnxruntime {cpu}): the ORT GPU tests need it")
-    assert cpu is None, (f"onnxruntime-gpu {gpu} is shadowed by the CPU wheel onnxruntime {cpu} in the same "
-                         "environment: pip uninstall onnxruntime onnxruntime-gpu; pip install onnxruntime-gpu")
+    assert cpu is None, (f"onnxruntime-gpu {gpu} is shadowed by the CPU wheel onnxruntime {cpu} in the "
+                         "same environment: pip uninstall onnxruntime onnxruntime-gpu; "
+                         "pip install onnxruntime-gpu")
     assert "CUDAExecutionProvider" in _ort_providers(), (
         f"onnxruntime-gpu {gpu} is installed but onnxruntime offers {_ort_providers()}: another onnxruntime "
         "shadows it")

@@ -384,20 +384,81 @@ def test_zoo_compile_cli_missing_engine_and_missing_image(tmp_path, monkeypatch)
     assert "x/y:1 is not in" in res.output and "host image build zcu104 --variant compile" in res.output
 
 
+#: the model provision_zcu104 installs when the inventory sets vitis_ai_models (the Vitis AI 3.0
+#: model zoo's resnet50_pt for zcu102/zcu104/kv260; playbooks/roles/provision_zcu104/defaults/main.yml)
+BOARD_XMODEL = "/usr/share/vitis_ai_library/models/resnet50_pt/resnet50_pt.xmodel"
+
+
+def _board_run(board, argv, timeout=600):
+    """``python -m runners ARGV`` on the board: its result document (exit 0 or 3 asserted)."""
+    res = board.transport.run(board.command(argv), timeout=timeout)
+    assert res.exit_code in (0, 3), res.stdout[-2000:] + res.stderr[-2000:]
+    return json.loads(res.stdout)  # stdout is the runner's alone (issue 23 item 10)
+
+
+def _known_input(info, seed=23):
+    """``(float input, int8 bytes)``: int8 codes k from a seeded generator and x = k * 2**-fix_point,
+    exactly representable, so the DPU gets k whatever the rounding mode."""
+    k = np.random.default_rng(seed).integers(-128, 128, size=info["shape"], dtype=np.int64).astype(np.int8)
+    return (k.astype(np.float64) * 2.0 ** -info["fix_point"]).astype(np.float32), k.tobytes()
+
+
+def _vendor_outputs(board, xmodel, index, in_bin, n_out):
+    """Outputs of Vitis AI's own runner, ``xdputil run XMODEL -i INDEX input.bin`` (Vitis-AI v3.0
+    src/vai_library/usefultools/python/xdputil_component/run.py: raw int8 ``<batch>.<tensor>.bin``
+    files in the working folder), as raw bytes, for the single-batch DPU tensors."""
+    tmp = f"{board.workdir}/out/xdputil_run"
+    res = board.transport.run(f"rm -rf {tmp} && mkdir -p {tmp} && cd {tmp} && "
+                              f"xdputil run {xmodel} -i {index} {in_bin} >&2 && ls 0.*.bin", timeout=300)
+    assert res.ok, res.stderr[-2000:]
+    files = sorted(res.stdout.split())
+    assert len(files) == n_out, files
+    return [board.transport.read(f"{tmp}/{name}") for name in files]
+
+
 @pytest.mark.board_hw
-def test_vart_on_the_board(hw_board):
-    """On a real, provisioned ZCU104 (``-m board_hw --board NAME``): the runner's vart backend
-    runs an xmodel that the board image ships, single-stream and with 2 runners, and the result
-    carries the board's DPU fingerprint. NOT RUN in edgegauge's CI (no DPU there)."""
+def test_vart_on_the_board(hw_board, tmp_path):
+    """On a real ZCU104 (Vitis AI 3.0 board image), provisioned with ``vitis_ai_models`` set
+    (``host provision``; the playbook installs :data:`BOARD_XMODEL`), ``-m board_hw --board NAME``:
+    the vart backend runs the model single-stream and with 2 runners, on the DPU it was compiled for
+    (``fingerprint_match``), and its outputs for a known input equal, bit for bit, those of Vitis
+    AI's own ``xdputil run`` on the same int8 input, dequantized with the output's fix_point.
+    NOT RUN in edgegauge's CI (no DPU there)."""
     from host.lab.board import Board, open_transport
 
     board = Board(hw_board, open_transport(hw_board))
+    board.prepare()
+    res = board.transport.run(f"test -f {BOARD_XMODEL}", timeout=60)
+    assert res.ok, (f"{BOARD_XMODEL} is missing: set vitis_ai_models for this board in the inventory "
+                    "(playbooks/roles/provision_zcu104/defaults/main.yml) and run `host provision`")
     res = board.transport.run(board.command(["backends"]), timeout=300)
     assert res.ok and "vart\tavailable" in res.stdout, res.stdout + res.stderr
-    xmodel = "/usr/share/vitis_ai_library/models/resnet50/resnet50.xmodel"
     for threads in ("1", "2"):
-        res = board.transport.run(board.command(["run", xmodel, "--backend", "vart", "--threads", threads,
-                                                 "--min-s", "2"]), timeout=600)
-        assert res.exit_code in (0, 3), res.stdout[-2000:] + res.stderr[-2000:]
-        doc = json.loads(res.stdout)
-        assert doc["runtime"]["threads"] == int(threads) and doc["runtime"]["dpu"].get("fingerprints")
+        doc = _board_run(board, ["run", BOARD_XMODEL, "--backend", "vart", "--threads", threads,
+                                 "--min-s", "2"])
+        runtime = doc["runtime"]
+        assert runtime["threads"] == int(threads) and runtime["dpu"].get("fingerprints"), runtime["dpu"]
+        assert runtime["fingerprint_match"] is True, (runtime["subgraph"], runtime["dpu"])
+    (inp,), outs = runtime["inputs"], runtime["outputs"]
+    assert inp["shape"][0] == 1 and inp["dtype"] == "int8" and all(o["dtype"] == "int8" for o in outs)
+    x, in_bytes = _known_input(inp)
+    np.savez(tmp_path / "in.npz", **{inp["name"]: x[None]})
+    (tmp_path / "in.bin").write_bytes(in_bytes)
+    remote_npz = f"{board.workdir}/inputs/vart_known.npz"
+    remote_bin = f"{board.workdir}/inputs/vart_known.bin"
+    board.transport.put(tmp_path / "in.npz", remote_npz)
+    board.transport.put(tmp_path / "in.bin", remote_bin)
+    remote_out = f"{board.workdir}/out/vart_known_out.npz"
+    doc = _board_run(board, ["run", BOARD_XMODEL, "--backend", "vart", "--min-s", "0.5",
+                             "--fidelity-inputs", remote_npz, "--fidelity-out", remote_out])
+    import io
+
+    with np.load(io.BytesIO(board.transport.read(remote_out))) as saved:
+        ours = {k: saved[k][0] for k in saved.files}
+    vendor = _vendor_outputs(board, BOARD_XMODEL, doc["runtime"]["subgraph"]["index"], remote_bin, len(outs))
+    for info, raw in zip(outs, vendor):
+        expected = vb.dequantize(np.frombuffer(raw, dtype=np.int8).reshape(info["shape"][1:]),
+                                 info["fix_point"])
+        got = ours[info["name"]].reshape(info["shape"][1:])
+        np.testing.assert_array_equal(got, expected)
+        assert np.unique(got).size > 1  # a live output, not a constant buffer
