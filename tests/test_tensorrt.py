@@ -6,8 +6,13 @@ latency taxonomy of ``infer()`` against a fake CUDA runtime, cuda_rt's error che
 cuda-python, the descriptor, the runner refusing cleanly without TensorRT, trtexec command building
 and its JSON parsers on recorded real exports (tests/fixtures/trtexec/README.md).
 
-On a machine with an NVIDIA GPU, TensorRT and cuda-python (``-m gpu --gpu``): an engine built from
-tests/fixtures/models/tiny_cnn.onnx and run for real by the runner, and trtexec on that engine.
+On a machine with an NVIDIA GPU, TensorRT and cuda-python (``-m gpu --gpu``): engines built from
+tests/fixtures/models/tiny_cnn.onnx (fp32, and its fp16 and QDQ int8 variants) and dynamic_batch.onnx
+(batch 4), run for real by the runner in two processes (the second a cache hit), with
+0 < device_compute <= device_with_transfers <= host_call; entropy calibration at batch 4 (8.5-10.x);
+a refused input shape; and trtexec on a cached engine. Each version's trtexec flags, the
+calibration profile, set_input_shape's result and bf16/fp8 I/O are checked without a GPU against
+stand-ins written from NVIDIA's sources in tests/test_tensorrt_vendor.py.
 """
 
 from __future__ import annotations
@@ -499,15 +504,16 @@ def test_host_bench_accepts_tensorrt_and_reports_the_missing_runtime(tmp_path):
 
 
 def test_trtexec_command_pins_every_default():
-    argv = trtexec.command("m.engine", "t.json", "p.json")
+    argv = trtexec.command("m.engine", "t.json", "p.json", version=(10, 3, 0))
     assert argv[:2] == ["trtexec", "--loadEngine=m.engine"]
-    # trtexec 10.x's documented defaults, each written out
+    # trtexec 10.x's documented defaults, each written out (each version's switches:
+    # tests/test_tensorrt_vendor.py against a stand-in written from NVIDIA's sources)
     for flag in (
         "--warmUp=200",
         "--duration=3",
         "--iterations=10",
         "--avgRuns=10",
-        "--streams=1",
+        "--infStreams=1",
         "--sleepTime=0",
         "--idleTime=0",
         "--exportTimes=t.json",
@@ -516,11 +522,13 @@ def test_trtexec_command_pins_every_default():
         "--separateProfileRun",
     ):
         assert flag in argv, flag
-    for absent in ("--noDataTransfers", "--useCudaGraph", "--useSpinWait"):
+    for absent in ("--noDataTransfers", "--useCudaGraph", "--useSpinWait", "--streams=1"):
         assert absent not in argv
-    choices = trtexec.pinned_choices(trtexec.TrtexecOptions())
+    choices = trtexec.pinned_choices(trtexec.TrtexecOptions(), (10, 3, 0))
     assert choices["data_transfers"] is True and choices["cuda_graph"] is False
-    assert choices["spin_wait"] is False and choices["sync"] == "blocking"
+    assert choices["spin_wait"] is False and choices["sync"] == "blocking" and choices["version"] == "10.3.0"
+    no_profile = trtexec.pinned_choices(trtexec.TrtexecOptions(), (10, 3, 0), profile=False)
+    assert no_profile["separate_profile_run"] is False
 
 
 def test_trtexec_command_with_every_switch():
@@ -533,7 +541,8 @@ def test_trtexec_command_with_every_switch():
         spin_wait=True,
         separate_profile_run=False,
     )
-    argv = trtexec.command("e", "t", None, opts, shapes={"input": (8, 3, 224, 224)}, trtexec="/x/trtexec")
+    argv = trtexec.command("e", "t", None, opts, shapes={"input": (8, 3, 224, 224)}, trtexec="/x/trtexec",
+                           version=(8, 5, 2))
     assert argv[0] == "/x/trtexec"
     for flag in (
         "--warmUp=5000",
@@ -546,9 +555,9 @@ def test_trtexec_command_with_every_switch():
     ):
         assert flag in argv, flag
     assert not any(a.startswith("--exportProfile") or a == "--separateProfileRun" for a in argv)
-    assert trtexec.pinned_choices(opts)["sync"] == "spin-wait"
+    assert trtexec.pinned_choices(opts, (8, 5, 2))["sync"] == "spin-wait"
     with pytest.raises(ValueError):
-        trtexec.command("e", "t", options=trtexec.TrtexecOptions(iterations=0))
+        trtexec.command("e", "t", options=trtexec.TrtexecOptions(iterations=0), version=(8, 5, 2))
 
 
 def _recorded_times():
@@ -663,7 +672,7 @@ def test_trtexec_not_found_is_backend_unavailable(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------
 
 
-def _run_runner(tmp_path, name, *extra):
+def _run_runner(tmp_path, name, *extra, model=MODEL):
     out = tmp_path / f"{name}.json"
     p = subprocess.run(
         [
@@ -671,7 +680,7 @@ def _run_runner(tmp_path, name, *extra):
             "-m",
             "runners",
             "run",
-            str(MODEL),
+            str(model),
             "--backend",
             "tensorrt",
             "--engine-cache",
@@ -691,32 +700,96 @@ def _run_runner(tmp_path, name, *extra):
     return p, json.loads(out.read_text())
 
 
-@pytest.mark.gpu
-def test_gpu_engine_built_cached_and_run(tmp_path):
+def _needs_tensorrt():
     pytest.importorskip("tensorrt")
-    pytest.importorskip("cuda")
-    p, doc = _run_runner(tmp_path, "first")
+    pytest.importorskip("cuda")  # cuda-python (runners.cuda_rt)
+
+
+def _gpu_model(kind: str, tmp_path: Path):
+    """(model path, runner arguments, expected engine precision) of a gpu-test case: tiny_cnn as
+    fp32, its fp16 and QDQ int8 variants (host.models.precision: every TensorRT version builds them,
+    11 included), and dynamic_batch.onnx run at batch 4."""
+    if kind in ("fp16", "int8"):
+        pytest.importorskip("onnxruntime")  # the host's quantizer makes the QDQ variant
+        from host.models.precision import Recipe, variant
+
+        path, _ = variant(MODEL, Recipe(kind), tmp_path / "variants")
+        return path, [], kind
+    if kind == "dynamic":
+        return ROOT / "tests" / "fixtures" / "models" / "dynamic_batch.onnx", ["--batch", "4"], "fp32"
+    return MODEL, [], "fp32"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["fp32", "fp16", "int8", "dynamic"])
+def test_gpu_engine_built_cached_and_run(tmp_path, kind):
+    _needs_tensorrt()
+    model, extra, precision = _gpu_model(kind, tmp_path)
+    p, doc = _run_runner(tmp_path, "first", *extra, model=model)
     assert doc["status"] in ("ok", "invalid"), doc.get("error")
     rt = doc["runtime"]
-    assert (
-        rt["name"] == "tensorrt" and rt["engine"]["cache"] == "miss" and rt["engine"]["serialized_bytes"] > 0
-    )
+    assert rt["name"] == "tensorrt" and rt["engine"]["cache"] == "miss"
+    assert rt["engine"]["serialized_bytes"] > 0 and rt["engine"]["precision"] == precision, rt["engine"]
+    if kind == "dynamic":  # the engine's one optimization profile is the run's shape
+        assert rt["engine"]["builder_options"]["shapes"] == {"input": [4, 3, 32, 32]}
     assert rt["gpu_memory"]["engine_device_memory_method"] in ("device_memory_size_v2", "device_memory_size")
     assert doc["latency"]["level"] == "host_call"
     levels = doc["latency_levels"]
     c, t, h = (levels[k]["latency_ms_p50"] for k in ("device_compute", "device_with_transfers", "host_call"))
     assert 0 < c <= t <= h, (c, t, h)
     assert levels["device_compute"]["iterations"] == doc["latency"]["iterations"]
-    _, again = _run_runner(tmp_path, "second")
+    # a second process finds the engine in the cache under the same key
+    _, again = _run_runner(tmp_path, "second", *extra, model=model)
+    assert again["status"] in ("ok", "invalid"), again.get("error")
     assert again["runtime"]["engine"]["cache"] == "hit"
     assert again["runtime"]["engine"]["key"] == rt["engine"]["key"]
-    print("tiny_cnn p50 ms: device_compute %.4f, device_with_transfers %.4f, host_call %.4f" % (c, t, h))
+    assert again["runtime"]["engine"]["sha256"] == rt["engine"]["sha256"]
+    print("%s p50 ms: device_compute %.4f, device_with_transfers %.4f, host_call %.4f" % (kind, c, t, h))
+
+
+@pytest.mark.gpu
+def test_gpu_calibrated_int8_on_a_dynamic_batch(tmp_path):
+    """Entropy calibration (TensorRT 8.5-10.x) of dynamic_batch.onnx at the run's batch 4, with a
+    calibration profile (issue 23, item 5)."""
+    _needs_tensorrt()
+    import tensorrt
+
+    if parse_version(tensorrt.__version__)[0] >= 11:
+        pytest.skip("TensorRT 11 has no entropy calibrator")
+    folder = tmp_path / "cal"
+    folder.mkdir()
+    samples = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    np.save(folder / "samples.npy", samples)
+    model = ROOT / "tests" / "fixtures" / "models" / "dynamic_batch.onnx"
+    _, doc = _run_runner(tmp_path, "cal", "--batch", "4", "--precision", "int8", "--calibration-data",
+                         str(folder), model=model)
+    assert doc["status"] in ("ok", "invalid"), doc.get("error")
+    engine = doc["runtime"]["engine"]
+    assert engine["precision"] == "int8" and engine["recipe"].startswith("entropy_calibrator:")
+    assert list((tmp_path / "engines").glob("*.4x3x32x32.calib"))  # the table of a batch-4 calibration
+
+
+@pytest.mark.gpu
+def test_gpu_a_refused_input_shape_names_the_profile(tmp_path):
+    """set_input_shape returns False for a shape outside the engine's profile (issue 23, item 7)."""
+    _needs_tensorrt()
+    from runners.errors import InputSpecError
+
+    b = get_backend("tensorrt", {"engine_cache": str(tmp_path / "engines")})
+    b.load(str(ROOT / "tests" / "fixtures" / "models" / "dynamic_batch.onnx"))
+    try:
+        b.prepare({"input": np.zeros((4, 3, 32, 32), np.float32)})  # an engine for batch 4 only
+        blob = Path(b.engine_info["path"]).read_bytes()
+        b._teardown()
+        with pytest.raises(InputSpecError, match=r"'input' at shape \[2, 3, 32, 32\].*min \[4, 3, 32, 32\]"):
+            b._setup(blob, {"input": np.zeros((2, 3, 32, 32), np.float32)})
+    finally:
+        b.close()
 
 
 @pytest.mark.gpu
 def test_gpu_rebuild_reports_a_spread(tmp_path):
-    pytest.importorskip("tensorrt")
-    pytest.importorskip("cuda")
+    _needs_tensorrt()
     _, doc = _run_runner(tmp_path, "rebuild", "--rebuild", "2")
     builds = doc["runtime"]["engine_builds"]
     assert builds["builds"] == 2 and len(builds["per_build"]) == 2 and builds["max_over_min"] >= 1.0
@@ -724,7 +797,7 @@ def test_gpu_rebuild_reports_a_spread(tmp_path):
 
 @pytest.mark.gpu
 def test_gpu_trtexec_on_the_cached_engine(tmp_path):
-    pytest.importorskip("tensorrt")
+    _needs_tensorrt()
     try:
         exe = trtexec.find()
     except BackendUnavailableError:
@@ -736,18 +809,28 @@ def test_gpu_trtexec_on_the_cached_engine(tmp_path):
         trtexec.TrtexecOptions(duration_s=1.0),
         trtexec=exe,
     )
+    # what trtexec itself reports it did: our choices, in its version's flags (issue 23, item 2)
+    done = block["options"]
+    assert done["version"] == ".".join(map(str, trtexec.version(exe)))
+    assert done["reported"]["data_transfers"] is True and done["reported"]["spin_wait"] is False
+    assert done["data_transfers"] is True and done["spin_wait"] is False
     assert block["levels"]["device_compute"]["iterations"] >= 10
+    c, t = (block["levels"][k]["latency_ms_p50"] for k in ("device_compute", "device_with_transfers"))
+    assert 0 < c <= t, (c, t)
     assert block["profile"]["layers"]
 
 
 def _fake_trtexec(tmp_path: Path) -> Path:
-    """A stand-in trtexec binary (no TensorRT here): it records its argv and writes the recorded
-    real exports (TensorRT 10.4, see fixtures/trtexec/README.md) to the paths it is given."""
+    """A stand-in trtexec binary (no TensorRT here): it prints the banner of 10.4 (as logging.h's
+    defineTest does, NV_TENSORRT_VERSION 100400), records its argv and writes the recorded real
+    exports (TensorRT 10.4, see fixtures/trtexec/README.md) to the paths it is given."""
     fake = tmp_path / "trtexec"
     fake.write_text(
         "#!" + sys.executable + "\n"
         "import gzip, shutil, sys\n"
         f"fix = {str(FIX)!r}\n"
+        "print('&&&& RUNNING TensorRT.trtexec [TensorRT v100400] # trtexec ' + ' '.join(sys.argv[1:]))\n"
+        "if sys.argv[1:] == ['--help']: sys.exit(0)\n"
         "open(sys.argv[0] + '.argv', 'w').write('\\n'.join(sys.argv[1:]))\n"
         "for a in sys.argv[1:]:\n"
         "    if a.startswith('--exportTimes='):\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from runners.backends.base import BackendDescriptor, BackendOption
 from runners.backends.tensorrt.backend import TensorRTBackend
-from runners.backends.tensorrt.calibrator import calibration_batches, make_calibrator
+from runners.backends.tensorrt.calibrator import calibration_batches, calibration_digest, make_calibrator
 from runners.backends.tensorrt.engine_cache import (
     builder_memory,
     default_cache_dir,
@@ -21,7 +21,8 @@ from runners.backends.tensorrt.engine_cache import (
 from runners.backends.tensorrt.trtexec import PROFILER
 from runners.backends.tensorrt.versions import PRECISIONS, features, parse_version, precision_plan
 
-__all__ = ["DESCRIPTOR", "TensorRTBackend", "builder_memory", "calibration_batches", "default_cache_dir",
+__all__ = ["DESCRIPTOR", "TensorRTBackend", "builder_memory", "calibration_batches", "calibration_digest",
+           "default_cache_dir",
            "engine_key", "features", "make_calibrator", "parse_version", "precision_plan", "rebuild_spread"]
 
 DESCRIPTOR = BackendDescriptor(

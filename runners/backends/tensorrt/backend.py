@@ -11,7 +11,12 @@ What each version can do is :func:`features`; what it cannot is refused with
 :class:`~runners.errors.UnsupportedFeatureError` before anything is built (:func:`precision_plan`):
 TensorRT 11 networks are strongly typed and it has no FP16/INT8 builder flags, so fp16 needs an
 fp16 ONNX and int8 a QDQ ONNX (``host/models/precision.py`` makes both). int8 is QDQ on every
-version (explicit quantization); the entropy calibrator is not implemented here.
+version (explicit quantization), or on 8.5-10.x the entropy calibrator over ``calibration_data``,
+at the run's batch, with a calibration profile at the run's shapes on a dynamic-shape network.
+I/O dtypes without a numpy equivalent (BF16, FP8, ...) are refused with
+:class:`~runners.errors.UnsupportedFeatureError` (:func:`numpy_dtype`); an input shape the engine
+refuses (``set_input_shape`` returns False) is an :class:`~runners.errors.InputSpecError` naming the
+profile's min/opt/max.
 
 Engines are built with a workspace limit, one optimization profile at the run's shapes and a
 timing cache, and cached under ``engine_cache`` (default: ``engines/`` beside the model's folder,
@@ -40,7 +45,7 @@ from typing import Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from runners.backends.base import Backend
-from runners.backends.tensorrt.calibrator import calibration_batches, make_calibrator
+from runners.backends.tensorrt.calibrator import calibration_batches, calibration_digest, make_calibrator
 from runners.backends.tensorrt.engine_cache import (
     builder_memory,
     default_cache_dir,
@@ -53,8 +58,10 @@ from runners.errors import (
     BackendUnavailableError,
     EngineBuildError,
     InferenceError,
+    InputSpecError,
     ModelLoadError,
     RunnerError,
+    UnsupportedFeatureError,
 )
 from runners.inputs import TensorSpec
 
@@ -76,6 +83,26 @@ def _logger(trt):
                 self.lines.append(str(msg))
 
     return _Log()
+
+
+def numpy_dtype(trt, dtype, tensor: str) -> np.dtype:
+    """The numpy dtype of TensorRT I/O ``tensor`` of TensorRT ``dtype`` (``trt.nptype``).
+
+    Raises:
+        UnsupportedFeatureError: ``dtype`` has no numpy equivalent (BF16, FP8, INT4, FP4, ...:
+            ``tensorrt.nptype`` raises TypeError for them, python/packaging/.../tensorrt/__init__.py,
+            release/8.5 line 151, release/10.3 line 151, release/11.0 line 172), so this backend
+            can neither feed nor read the tensor.
+    """
+    try:
+        return np.dtype(trt.nptype(dtype))
+    except TypeError:
+        kind = getattr(dtype, "name", None) or str(dtype)
+        raise UnsupportedFeatureError(
+            f"TensorRT I/O tensor {tensor!r} has dtype {kind}, which has no numpy equivalent: unsupported "
+            "by the tensorrt backend (it feeds and reads I/O as numpy arrays); give the model float32, "
+            "float16, int8, int32, int64, bool or uint8 inputs and outputs"
+        ) from None
 
 
 class TensorRTBackend(Backend):
@@ -133,18 +160,17 @@ class TensorRTBackend(Backend):
         has_fp16 = any(t.dtype == trt.DataType.HALF for t in outs)
         has_qdq = any(net.get_layer(i).type == trt.LayerType.QUANTIZE for i in range(net.num_layers))
         folder = self.options.get("calibration_data") or ""
-        self._calibration = None
+        self._calibration = None  # (folder, input name, digest); batches are cut at build time
         if folder and not has_qdq and net.num_inputs == 1:
-            inp = net.get_input(0)
-            batch = int(inp.shape[0]) if int(inp.shape[0]) > 0 else 1
-            self._calibration = calibration_batches(folder, inp.name, batch)
+            name = net.get_input(0).name
+            self._calibration = (folder, name, calibration_digest(folder, name))
         self.plan = precision_plan(
             self.version, self.options.get("precision") or "auto", has_fp16=has_fp16, has_qdq=has_qdq,
-            calibration=self._calibration[1] if self._calibration else None,
+            calibration=self._calibration[2] if self._calibration else None,
         )
 
     def _spec(self, tensor) -> TensorSpec:
-        dtype = np.dtype(self._trt.nptype(tensor.dtype)).name
+        dtype = numpy_dtype(self._trt, tensor.dtype, tensor.name).name
         return TensorSpec(tensor.name, dtype, tuple(None if int(d) < 0 else int(d) for d in tensor.shape))
 
     def inputs(self):
@@ -170,18 +196,10 @@ class TensorRTBackend(Backend):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts["workspace_mib"] << 20)
         for flag in opts["builder_flags"]:
             config.set_flag(getattr(trt.BuilderFlag, flag))
+        if self._dynamic():
+            config.add_optimization_profile(self._profile(opts["shapes"]))
         if self.plan["recipe"].startswith("entropy_calibrator"):
-            table = (timing_cache or self._model_path) + f".{self.plan['recipe'].split(':')[1]}.calib"
-            config.int8_calibrator = make_calibrator(trt, self._cuda, self._calibration[0], table)
-        if any(
-            self._network.get_input(i).shape[j] < 0
-            for i in range(self._network.num_inputs)
-            for j in range(len(self._network.get_input(i).shape))
-        ):
-            profile = self._builder.create_optimization_profile()
-            for name, dims in opts["shapes"].items():
-                profile.set_shape(name, dims, dims, dims)
-            config.add_optimization_profile(profile)
+            self._calibrate(config, opts["shapes"], timing_cache)
         cache = None
         if timing_cache:
             data = open(timing_cache, "rb").read() if os.path.exists(timing_cache) else b""
@@ -199,6 +217,39 @@ class TensorRTBackend(Backend):
         if cache is not None:
             write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
         return bytes(blob), seconds
+
+    def _dynamic(self) -> bool:
+        """True when a network input has a runtime (-1) dimension."""
+        net = self._network
+        return any(int(d) < 0 for i in range(net.num_inputs) for d in net.get_input(i).shape)
+
+    def _profile(self, shapes: Mapping):
+        """An optimization profile with min = opt = max = ``shapes`` (name -> dims)."""
+        profile = self._builder.create_optimization_profile()
+        for name, dims in shapes.items():
+            profile.set_shape(name, dims, dims, dims)
+        return profile
+
+    def _calibrate(self, config, shapes: Mapping, timing_cache: Optional[str]) -> None:
+        """Attach the entropy calibrator over ``calibration_data`` cut at the run's batch
+        (``shapes``), and on a network with runtime dimensions a calibration profile at the run's
+        shapes (``IBuilderConfig.set_calibration_profile``, TensorRT 8.5-10.x: it "must be set if
+        int8 calibration is used to set scales for a network with runtime dimensions", calibration
+        runs at its OPT dims; include/NvInfer.h release/8.5 line 9050, python/docstrings/infer/
+        pyCoreDoc.h release/10.3 line 1399).
+
+        Raises:
+            InputSpecError: the samples do not fit the run's shape. EngineBuildError: TensorRT refused
+                the calibration profile.
+        """
+        folder, name, digest = self._calibration
+        shape = tuple(int(d) for d in shapes[name])
+        batches, _ = calibration_batches(folder, name, shape[0], sample_shape=shape[1:])
+        table = f"{timing_cache or self._model_path}.{digest}.{'x'.join(map(str, shape))}.calib"
+        config.int8_calibrator = make_calibrator(self._trt, self._cuda, batches, table)
+        if self._dynamic() and not config.set_calibration_profile(self._profile(shapes)):
+            raise EngineBuildError(f"TensorRT refused the int8 calibration profile {name}={list(shape)} "
+                                   "(IBuilderConfig.set_calibration_profile returned False)")
 
     def _engine(self, shapes: Mapping) -> bytes:
         """The serialized engine for ``shapes``: from the cache when its key is there, else built
@@ -268,11 +319,10 @@ class TensorRTBackend(Backend):
         names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
         self._in_names = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._out_names = [n for n in names if n not in self._in_names]
-        for name in self._in_names:
-            self._ctx.set_input_shape(name, tuple(int(d) for d in feeds[name].shape))
+        self._set_input_shapes(feeds)
         for name in names:
             shape = tuple(int(d) for d in self._ctx.get_tensor_shape(name))
-            arr, ptr = cuda.pinned_empty(shape, trt.nptype(eng.get_tensor_dtype(name)))
+            arr, ptr = cuda.pinned_empty(shape, numpy_dtype(trt, eng.get_tensor_dtype(name), name))
             self._pinned.append(ptr)
             self._host[name] = arr
             self._device[name] = cuda.device_alloc(arr.nbytes)
@@ -293,6 +343,33 @@ class TensorRTBackend(Backend):
             "context and I/O buffers; other processes on the GPU count too)",
             "unified_memory": cuda.integrated(),
         }
+
+    def _set_input_shapes(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """``set_input_shape`` of every input at its feed's shape, its result checked (it returns
+        False for a shape the engine cannot take: NvInferRuntime.h ``setInputShape``, release/10.3
+        line 3738; the Python binding returns that bool, python/src/infer/pyCore.cpp release/8.5
+        line 819, release/10.3 lines 157-160).
+
+        Raises:
+            InputSpecError: refused; the message names the tensor, the shape asked and the
+                engine's min/opt/max for it.
+        """
+        for name in self._in_names:
+            shape = tuple(int(d) for d in feeds[name].shape)
+            if not self._ctx.set_input_shape(name, shape):
+                raise InputSpecError(f"TensorRT refused input {name!r} at shape {list(shape)} "
+                                     f"(set_input_shape returned False): {self._profile_text(name)}")
+
+    def _profile_text(self, name: str) -> str:
+        """The engine's min/opt/max for input ``name`` in the context's optimization profile
+        (``get_tensor_profile_shape``), or its engine shape where that cannot be read."""
+        eng = self._engine_obj
+        index = int(getattr(self._ctx, "active_optimization_profile", 0) or 0)
+        try:
+            low, opt, high = (list(int(d) for d in s) for s in eng.get_tensor_profile_shape(name, index))
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            return f"the engine's shape for it is {[int(d) for d in eng.get_tensor_shape(name)]}"
+        return f"the engine's profile {index} takes min {low}, opt {opt}, max {high}"
 
     def _copy_in(self, feeds: Mapping[str, np.ndarray]) -> None:
         for name in self._in_names:

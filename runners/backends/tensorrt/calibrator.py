@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -14,31 +14,46 @@ from runners.backends.tensorrt.engine_cache import write_bytes
 from runners.errors import InputSpecError
 
 
-def calibration_batches(folder: str, name: str, batch: int) -> Tuple[list, str]:
-    """The calibration batches for input ``name``: every ``.npy`` file of ``folder`` (sorted)
-    holds samples along its first axis with the input's full rank (as the host's calibration
-    folders do); they are concatenated and cut into batches of ``batch`` (a last partial batch is
-    dropped). Returns (list of float32 arrays, sha256 digest over file names and bytes, 16 hex).
-
-    Raises:
-        InputSpecError: no ``.npy`` file, or fewer samples than one batch.
-    """
+def _files(folder: str, name: str) -> list:
+    """The ``.npy`` files of ``folder``, sorted. Raises InputSpecError: none."""
     files = sorted(f for f in os.listdir(folder) if f.endswith(".npy"))
     if not files:
         raise InputSpecError(f"calibration_data {folder}: no .npy file (input {name!r})")
+    return files
+
+
+def calibration_digest(folder: str, name: str) -> str:
+    """sha256 (16 hex) over the names and bytes of ``folder``'s ``.npy`` files (sorted), the
+    calibration data's part of an engine recipe. Raises InputSpecError: no ``.npy`` file."""
     digest = hashlib.sha256()
-    arrays = []
-    for f in files:
-        path = os.path.join(folder, f)
-        with open(path, "rb") as fh:
+    for f in _files(folder, name):
+        with open(os.path.join(folder, f), "rb") as fh:
             digest.update(f.encode() + b"\0" + fh.read())
-        arrays.append(np.load(path).astype(np.float32))
+    return digest.hexdigest()[:16]
+
+
+def calibration_batches(folder: str, name: str, batch: int,
+                        sample_shape: Optional[Sequence[int]] = None) -> Tuple[list, str]:
+    """The calibration batches for input ``name``: every ``.npy`` file of ``folder`` (sorted)
+    holds samples along its first axis with the input's full rank (as the host's calibration
+    folders do); they are concatenated and cut into batches of ``batch`` (the run's batch; a last
+    partial batch is dropped). ``sample_shape``: the run's shape of one sample (the input's dims
+    after the batch), checked when given. Returns (list of float32 arrays, :func:`calibration_digest`).
+
+    Raises:
+        InputSpecError: no ``.npy`` file, fewer samples than one batch, or samples of another shape.
+    """
+    arrays = [np.load(os.path.join(folder, f)).astype(np.float32) for f in _files(folder, name)]
     data = np.concatenate(arrays)
+    if sample_shape is not None and tuple(data.shape[1:]) != tuple(int(d) for d in sample_shape):
+        raise InputSpecError(f"calibration_data {folder}: samples of shape {list(data.shape[1:])}, but input "
+                             f"{name!r} runs at {[batch] + [int(d) for d in sample_shape]}")
     n = len(data) // batch
     if n < 1:
         raise InputSpecError(f"calibration_data {folder}: {len(data)} samples, fewer than one batch "
                              f"of {batch}")
-    return [np.ascontiguousarray(data[i * batch:(i + 1) * batch]) for i in range(n)], digest.hexdigest()[:16]
+    batches = [np.ascontiguousarray(data[i * batch:(i + 1) * batch]) for i in range(n)]
+    return batches, calibration_digest(folder, name)
 
 
 def make_calibrator(trt, cuda, batches: list, cache_path: str):

@@ -2,12 +2,27 @@
 
 ``trtexec`` (shipped with TensorRT: ``/usr/src/tensorrt/bin/trtexec`` on JetPack and in NVIDIA's
 containers) changes its defaults between versions, so :func:`command` writes each choice on the
-command line: warm-up (``--warmUp`` ms), duration (``--duration`` s), minimum iterations
-(``--iterations``), averaging window (``--avgRuns``), streams, idle/sleep times, and the boolean
-switches whose absence means "the version's default": data transfers (``--noDataTransfers``), CUDA
-graph (``--useCudaGraph``), spin-wait (``--useSpinWait``), a separate profiling run
-(``--separateProfileRun``). The switches that have no negative form are recorded in
-:func:`pinned_choices`, so a result says what ran whichever version's default it was.
+command line in the flags of the trtexec at hand (:func:`version`, from its own banner): warm-up
+(``--warmUp`` ms), duration (``--duration`` s), minimum iterations (``--iterations``), averaging
+window (``--avgRuns``), streams, idle/sleep times, and the switches of :func:`switches`.
+
+The switches by trtexec version (NVIDIA/TensorRT ``samples/common/sampleOptions.cpp``,
+``InferenceOptions::parse``, and the defaults in ``sampleOptions.h``):
+
+* 8.5 (release/8.5): ``--streams=N``; transfers on, CUDA graph off, spin-wait off, no separate
+  profiling run by default; ``--noDataTransfers``, ``--useCudaGraph``, ``--useSpinWait``,
+  ``--separateProfileRun`` turn them over.
+* 8.6 to 10.x (release/8.6, release/10.3): the same switches; ``--streams`` is deprecated for
+  ``--infStreams=N``.
+* 11.x (release/11.0, main): the defaults flip: transfers off, spin-wait on, CUDA graph on, a
+  separate profiling run always; ``--noDataTransfers``, ``--useSpinWait``, ``--useCudaGraph``,
+  ``--separateProfileRun`` are no-ops, and ``--includeDataTransfers``, ``--noSpinWait``,
+  ``--noCudaGraph`` (unknown options before 11, which trtexec refuses) turn them over.
+
+What ran is read back from trtexec's own log (:func:`reported_choices`: the "Data transfers:",
+"Spin-wait:", "CUDA Graph:", "Separate profiling:" lines it prints for every run, and its warning
+when CUDA graph capture fails and it runs without), so a result's ``trtexec.options`` says what
+trtexec did, not what we hoped it would do.
 
 Outputs read back (recorded real exports under tests/fixtures/trtexec/, TensorRT 10.4):
 
@@ -31,9 +46,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from runners import stats
 from runners.errors import BackendUnavailableError, InferenceError
@@ -60,7 +76,8 @@ class TrtexecOptions:
     """Every measurement choice of one trtexec run (units in names). Defaults: trtexec 10.x's own
     documented defaults for warm-up (200 ms), duration (3 s), iterations (10) and averaging (10),
     one stream, no sleep or idle time, data transfers on, no CUDA graph, no spin-wait (blocking
-    sync), a separate profiling run (so that layer profiling does not slow the timed run)."""
+    sync), a separate profiling run (so that layer profiling does not slow the timed run). These
+    are our choices whatever the version's defaults: :func:`switches` asks for them explicitly."""
 
     warmup_ms: int = 200
     duration_s: float = 3.0
@@ -82,8 +99,70 @@ class TrtexecOptions:
             raise ValueError("trtexec iterations, avgRuns and streams must be >= 1")
 
 
+Version = Tuple[int, int, int]
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+#: "TensorRT version: 10.3.0", logged by every trtexec run after its options (samples/trtexec/trtexec.cpp:
+#: release/8.5 line 186, release/10.3 line 278, release/11.0 line 304).
+_VERSION_LINE = re.compile(r"TensorRT version: (\d+)\.(\d+)\.(\d+)")
+#: "&&&& RUNNING TensorRT.trtexec [TensorRT v100300] [b17] # ...", the first line of every invocation,
+#: --help included (samples/common/logging.h, Logger::defineTest): NV_TENSORRT_VERSION, which is
+#: major*1000 + minor*100 + patch up to 9.x (include/NvInferRuntimeCommon.h, release/8.5 line 82;
+#: NvInferRuntimeBase.h, release/9.0 line 85) and major*10000 + minor*100 + patch from 10.0
+#: (NV_TENSORRT_VERSION_INT, include/NvInferRuntimeBase.h, release/10.0 line 89).
+_BANNER = re.compile(r"\[TensorRT v(\d+)\]")
+
+
+def parse_version(text: str) -> Optional[Version]:
+    """trtexec's TensorRT ``(major, minor, patch)`` from its output ``text``: the run log's
+    "TensorRT version: X.Y.Z" line, else the "[TensorRT vN]" banner (8503 -> (8, 5, 3), 100300 ->
+    (10, 3, 0), 110000 -> (11, 0, 0)); None when neither is there."""
+    m = _VERSION_LINE.search(text or "")
+    if m:
+        return int(m.group(1)), int(m.group(2)), int(m.group(3))
+    m = _BANNER.search(text or "")
+    if not m:
+        return None
+    n = int(m.group(1))
+    if n >= 100000:  # 10.0 and later: major*10000 + minor*100 + patch
+        return n // 10000, n // 100 % 100, n % 100
+    return n // 1000, n // 100 % 10, n % 100
+
+
+def version(exe: str, timeout_s: float = 60.0) -> Version:
+    """The TensorRT version of the trtexec ``exe``, from the banner of ``exe --help`` (which
+    prints its help and exits 0 without touching the GPU: samples/trtexec/trtexec.cpp ``main``).
+
+    Raises:
+        BackendUnavailableError: it does not run, or prints no version.
+    """
+    try:
+        proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackendUnavailableError(f"trtexec {exe} --help did not run ({exc})") from None
+    found = parse_version(proc.stdout + proc.stderr)
+    if found is None:
+        head = (proc.stdout + proc.stderr).strip().splitlines()[:1]
+        raise BackendUnavailableError(f"trtexec {exe} printed no TensorRT version (first line: {head})")
+    return found
+
+
+def switches(ver: Version, options: TrtexecOptions, profile: bool) -> List[str]:
+    """The stream count and boolean switches that make trtexec ``ver`` do what ``options`` say
+    (the table in the module docstring); ``profile``: a layer profile is asked for."""
+    argv = [("--infStreams=%d" if ver[:2] >= (8, 6) else "--streams=%d") % options.streams]
+    if ver[0] >= 11:
+        wanted = (("--includeDataTransfers", options.data_transfers),
+                  ("--noCudaGraph", not options.cuda_graph), ("--noSpinWait", not options.spin_wait))
+    else:
+        wanted = (("--noDataTransfers", not options.data_transfers), ("--useCudaGraph", options.cuda_graph),
+                  ("--useSpinWait", options.spin_wait),
+                  ("--separateProfileRun", profile and options.separate_profile_run))
+    return argv + [flag for flag, on in wanted if on]
 
 
 def command(
@@ -93,10 +172,13 @@ def command(
     options: TrtexecOptions = TrtexecOptions(),
     shapes: Optional[Dict[str, Sequence[int]]] = None,
     trtexec: str = "trtexec",
+    *,
+    version: Version,
 ) -> List[str]:
-    """The trtexec argv that loads ``engine`` and benchmarks it with every choice of ``options``
-    on the command line, writing ``--exportTimes=times`` (and ``--exportProfile=profile``, which
-    adds ``--dumpProfile``). ``shapes``: ``{input: dims}`` for inputs with dynamic dimensions.
+    """The argv for trtexec ``version`` (:func:`version`) that loads ``engine`` and benchmarks it
+    with every choice of ``options`` on the command line (:func:`switches`), writing
+    ``--exportTimes=times`` (and ``--exportProfile=profile``, which adds ``--dumpProfile``).
+    ``shapes``: ``{input: dims}`` for inputs with dynamic dimensions.
 
     Raises:
         ValueError: options out of range (:meth:`TrtexecOptions.check`).
@@ -109,16 +191,9 @@ def command(
         f"--duration={_number(options.duration_s)}",
         f"--iterations={options.iterations}",
         f"--avgRuns={options.avg_runs}",
-        f"--streams={options.streams}",
         f"--sleepTime={options.sleep_time_ms}",
         f"--idleTime={options.idle_time_ms}",
-    ]
-    if not options.data_transfers:
-        argv.append("--noDataTransfers")
-    if options.cuda_graph:
-        argv.append("--useCudaGraph")
-    if options.spin_wait:
-        argv.append("--useSpinWait")
+    ] + switches(version, options, bool(profile))
     if shapes:
         argv.append(
             "--shapes=" + ",".join(f"{k}:{'x'.join(str(int(d)) for d in v)}" for k, v in shapes.items())
@@ -126,14 +201,67 @@ def command(
     argv.append(f"--exportTimes={times}")
     if profile:
         argv += ["--dumpProfile", f"--exportProfile={profile}"]
-        if options.separate_profile_run:
-            argv.append("--separateProfileRun")
     return argv
 
 
-def pinned_choices(options: TrtexecOptions) -> dict:
-    """What the run did, stated for every choice (a result's ``trtexec.options``)."""
-    return dict(asdict(options), sync="spin-wait" if options.spin_wait else "blocking")
+def pinned_choices(options: TrtexecOptions, ver: Version, profile: bool = True) -> dict:
+    """What the run asks for, stated for every choice, as trtexec ``ver`` will take it (a separate
+    profiling run: only with a profile before 11, always from 11)."""
+    separate = profile if ver[0] >= 11 else profile and options.separate_profile_run
+    return dict(asdict(options), separate_profile_run=separate, version=".".join(map(str, ver)),
+                sync="spin-wait" if options.spin_wait else "blocking")
+
+
+#: trtexec's echo of its inference options, one "[date] [I] Name: value" line each
+#: (samples/common/sampleOptions.cpp, operator<< for InferenceOptions: release/8.5 lines 1616-1627,
+#: release/10.3 lines 2283-2294, release/11.0 lines 2193-2203; "Separate profiling" is gone in 11).
+_ECHO = {
+    "data_transfers": re.compile(r"\] Data transfers: (Enabled|Disabled)"),
+    "spin_wait": re.compile(r"\] Spin-wait: (Enabled|Disabled)"),
+    "cuda_graph": re.compile(r"\] CUDA Graph: (Enabled|Disabled)"),
+    "separate_profile_run": re.compile(r"\] Separate profiling: (Enabled|Disabled)"),
+}
+_STREAMS = re.compile(r"\] (?:Inference )?Streams: (\d+)")
+#: its warning when the engine cannot be captured and it runs without a CUDA graph
+#: (samples/common/sampleInference.cpp: release/8.5 line 860, release/11.0 line 1348).
+_GRAPH_FAILED = "not permitted under CUDA graph capture mode"
+
+
+def reported_choices(log: str) -> dict:
+    """What trtexec says it did, from its run ``log`` (stdout + stderr): ``data_transfers``,
+    ``spin_wait``, ``cuda_graph`` (False when graph capture failed), ``separate_profile_run``,
+    ``streams``, each present only where the log has its line; ``cuda_graph_capture_failed``
+    True when it warned so."""
+    out: dict = {k: m.group(1) == "Enabled" for k, rx in _ECHO.items() for m in [rx.search(log)] if m}
+    m = _STREAMS.search(log)
+    if m:
+        out["streams"] = int(m.group(1))
+    if _GRAPH_FAILED in log:
+        out.update(cuda_graph=False, cuda_graph_capture_failed=True)
+    return out
+
+
+def effective_choices(asked: dict, log: str) -> dict:
+    """``asked`` (:func:`pinned_choices`) checked against trtexec's ``log`` (:func:`reported_choices`):
+    the choices as trtexec reports them, with ``reported`` (what its log said). A failed CUDA graph
+    capture is recorded (``cuda_graph`` False), not an error.
+
+    Raises:
+        InferenceError: trtexec reports another transfers, spin-wait, separate profiling or stream
+            setting than asked (its flags did not mean what :func:`switches` expects).
+    """
+    seen = reported_choices(log)
+    keys = ("data_transfers", "spin_wait", "separate_profile_run", "streams")
+    wrong = [f"{k} {seen[k]} (asked {asked[k]})" for k in keys if k in seen and seen[k] != asked[k]]
+    if asked["cuda_graph"] != seen.get("cuda_graph", asked["cuda_graph"]) and not seen.get(
+            "cuda_graph_capture_failed"):
+        wrong.append(f"cuda_graph {seen['cuda_graph']} (asked {asked['cuda_graph']})")
+    if wrong:
+        raise InferenceError(f"trtexec {asked['version']} ran with " + ", ".join(wrong))
+    out = dict(asked, **{k: v for k, v in seen.items() if k in asked}, reported=seen)
+    if seen.get("cuda_graph_capture_failed"):
+        out["cuda_graph_note"] = "trtexec could not capture the engine in a CUDA graph and ran without one"
+    return out
 
 
 def _load(path: str):
@@ -208,6 +336,16 @@ def summarize_times(times: Dict[str, List[float]]) -> dict:
     return out
 
 
+def _levels(doc, done: dict) -> dict:
+    """:func:`summarize_times` of an export; without data transfers (``done``) its ``latencyMs`` is
+    the compute time alone, so ``device_with_transfers``, ``h2d`` and ``d2h`` are left out."""
+    times = parse_times(doc)
+    if not done["data_transfers"]:
+        for key in ("device_with_transfers", "h2d", "d2h"):
+            times.pop(key, None)
+    return summarize_times(times)
+
+
 def find(explicit: Optional[str] = None) -> str:
     """The trtexec executable: ``explicit``, else on PATH, else a :data:`KNOWN_PATHS` entry.
 
@@ -232,32 +370,33 @@ def run(
     trtexec: Optional[str] = None,
     timeout_s: float = 600.0,
 ) -> dict:
-    """Run trtexec on ``engine`` and return the result's ``trtexec`` block: ``command``,
-    ``options`` (:func:`pinned_choices`), ``levels`` (:func:`summarize_times`), ``profile``
-    (:func:`parse_profile`, with ``profile``) and the export paths. Never on a timed path.
+    """Run trtexec on ``engine`` and return the result's ``trtexec`` block: ``command`` (in the
+    flags of its version, :func:`version`), ``options`` (:func:`effective_choices`: what trtexec
+    reports it did), ``levels`` (:func:`summarize_times`), ``profile`` (:func:`parse_profile`,
+    with ``profile``) and the export paths. Never on a timed path.
 
     Raises:
-        BackendUnavailableError: no trtexec. InferenceError: it failed, timed out, or wrote no export.
+        BackendUnavailableError: no trtexec, or one that prints no version.
+        InferenceError: it failed, timed out, wrote no export, or did not do what was asked.
     """
     exe = find(trtexec)
+    ver = version(exe)
     os.makedirs(workdir, exist_ok=True)
     times_path = os.path.join(workdir, "trtexec.times.json")
     profile_path = os.path.join(workdir, "trtexec.profile.json") if profile else None
-    argv = command(engine, times_path, profile_path, options, shapes, exe)
+    argv = command(engine, times_path, profile_path, options, shapes, exe, version=ver)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise InferenceError(f"trtexec did not finish within {timeout_s:g} s") from None
+    log = proc.stdout + proc.stderr
     if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+        tail = log.strip().splitlines()[-3:]
         raise InferenceError(f"trtexec exited {proc.returncode}: {' | '.join(tail)}")
     try:
-        block = {
-            "command": argv,
-            "options": pinned_choices(options),
-            "levels": summarize_times(parse_times(_load(times_path))),
-            "times_file": times_path,
-        }
+        done = effective_choices(pinned_choices(options, ver, profile), log)
+        block = {"command": argv, "options": done, "levels": _levels(_load(times_path), done),
+                 "times_file": times_path}
         if profile_path:
             block["profile"] = parse_profile(_load(profile_path))
             block["profile_file"] = profile_path
