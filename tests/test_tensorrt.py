@@ -401,6 +401,20 @@ def test_cuda_rt_checks_every_return_and_names_the_error(fake_rt):
     assert not cuda_rt.available()  # no device counted
 
 
+def test_tensorrt_without_a_cuda_device_says_why_in_cudas_words(fake_rt, monkeypatch):
+    """Issue 23, item 4: the backend carries cuda_rt's reason (here cudaGetDeviceCount counted 0),
+    not a bare "no CUDA device visible"."""
+    import types
+
+    from runners.backends.tensorrt.backend import TensorRTBackend
+    from runners.errors import BackendUnavailableError
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
+    with pytest.raises(BackendUnavailableError, match=r"no CUDA device for tensorrt: cudaGetDeviceCount: 0 CUDA "
+                                                      r"devices"):
+        TensorRTBackend().load("model.onnx")
+
+
 def test_cuda_rt_without_cuda_python_is_unavailable_not_an_exception(monkeypatch):
     monkeypatch.setattr(cuda_rt, "_RT", None)
     import importlib.util
