@@ -38,6 +38,7 @@ DESCRIPTOR = BackendDescriptor(
     "int8 (QDQ, dynamic) and fp16 variants (`host zoo quantize` / `convert`); in the `arm_cpu` image "
     "built for `linux/arm64` and smoke-tested under QEMU; `-o provider=cuda` / `tensorrt` (needs "
     "onnxruntime-gpu: device-bound I/O, `device_compute` / `device_with_transfers` from CUDA events) "
-    "against a fake CUDA runtime, GPU-gated tests (`-m gpu --gpu`)",
+    "against a fake CUDA runtime, provider options against onnxruntime-gpu's own checks "
+    "(tests/test_ort_provider_options.py); GPU-gated tests (`-m gpu --gpu`) have not run",
     verified_on=("CPU provider: x86-64 Debian VM (the test machine)",),
 )

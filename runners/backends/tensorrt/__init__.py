@@ -76,5 +76,7 @@ DESCRIPTOR = BackendDescriptor(
     runtime_modules=("tensorrt", "cuda"),
     tested_here="TensorRT 8.5 / 10.x / 11.x version table, precision refusals, engine cache key and "
     "`infer()` timing order against a fake CUDA runtime; trtexec parsers on recorded exports "
-    "(tests/test_tensorrt.py); its `-m gpu --gpu` tests have not run",
+    "(tests/test_tensorrt.py); trtexec switches by version, calibration profile, shape and dtype "
+    "refusals against a stand-in `tensorrt` and trtexec written from NVIDIA's sources "
+    "(tests/test_tensorrt_vendor.py); its `-m gpu --gpu` tests have not run",
 )
