@@ -151,3 +151,11 @@ def test_figures_are_never_printed_in_exponent_form():
     assert with_interval(0.609, [0.548, 1.69], "ms") == "609 (548–1690) µs"
     assert quantity(1234.5, "MiB") == "1230 MiB" and quantity(0.0123, "ms") == "12.3 µs"
     assert with_interval(16.7, [16.1, 17.2], "ms") == "16.7 (16.1–17.2) ms"
+
+
+@pytest.mark.parametrize("p99, shown", [(8.4e-05, "0.000084 ms"), (1690.4, "1690 ms"), (0.5, "0.5 ms")])
+def test_reasons_never_print_figures_in_exponent_form(p99, shown):
+    """Seen on a real screen: "latency_ms_p99 8.4e-05 ms has no 95 % interval"."""
+    check = judge(_cell(p99=p99, ci=None, p50=p99, p50_ci=None), Budgets(fps=0.01)).checks[0]
+    assert f"latency_ms_p99 {shown} has no 95 % interval" in check.reason
+    assert "e-0" not in check.reason and "e+0" not in check.reason

@@ -35,6 +35,7 @@ inference", JASA 22 (1927) 209–212.
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -305,4 +306,6 @@ def _unit_word(unit: str) -> str:
 
 
 def _g(x: float) -> str:
-    return format(x, ".4g")
+    """``x`` to 4 significant digits, never in exponent form (8.4e-05 → 0.000084, 1.69e+03 → 1690)."""
+    text = format(x, ".4g")
+    return format(Decimal(text), "f") if "e" in text and math.isfinite(x) else text

@@ -177,8 +177,8 @@ class BoardWorker:
                                       f"{self._store_dir()} ({exc}); set EDGEGAUGE_STATE_DIR to a writable folder")
             return
         self._device_effect = None  # read again, with the calibration
-        self.summary.notes.append(f"{self.name}: first campaign on this device: calibrated with {total} reference "
-                                  f"runs; {reference.varies_line(doc).replace('host calibrate', 'brief calibration')}")
+        self.summary.notes.append(f"first campaign on this device: calibrated with {total} reference runs; "
+                                  f"{reference.varies_line(doc).replace('host calibrate', 'brief calibration')}")
 
     @staticmethod
     def _store_dir():
