@@ -40,7 +40,8 @@ class CampaignOptions:
             ``campaign.json`` ``reference``, :mod:`host.campaign.reference`).
         auto_calibrate: on a device with fewer than 2 campaigns in its history (results folder
             and this host's), a brief calibration with the reference workload first
-            (:func:`host.campaign.reference.brief_calibration`; needs ``reference``).
+            (:func:`host.campaign.reference.brief_calibration`; needs ``reference``). Off here,
+            on by default in ``host bench`` (``--no-auto-calibrate``).
     """
 
     config: BenchConfig
@@ -57,7 +58,7 @@ class CampaignOptions:
     batches: tuple | None = None
     profile: bool = False
     reference: bool = True
-    auto_calibrate: bool = True
+    auto_calibrate: bool = False
 
     @property
     def batch_axis(self) -> tuple:

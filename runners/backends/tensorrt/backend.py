@@ -119,9 +119,8 @@ class TensorRTBackend(Backend):
             raise BackendUnavailableError(f"tensorrt is not importable ({exc})") from None
         from runners import cuda_rt
 
-        why = cuda_rt.unavailable_reason()
-        if why is not None:  # CUDA's own words: module missing, insufficient driver, no device (issue 23, item 4)
-            raise BackendUnavailableError(f"no CUDA device for tensorrt: {why}")
+        if not cuda_rt.available():  # say why in CUDA's words: module missing, insufficient driver, no device
+            raise BackendUnavailableError(f"no CUDA device for tensorrt: {cuda_rt.unavailable_reason()}")
         if not model_path:
             raise ModelLoadError("the tensorrt backend needs an ONNX model path")
         self._trt, self._cuda = trt, cuda_rt
