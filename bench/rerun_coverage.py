@@ -24,9 +24,10 @@ carries its own campaign's error too, so an exact 95 % CI holds the next run's p
 83 % of the time, P(|Z| < 1.96 / √2)). Also per ``latency.campaign_level.source``
 (none / device / cell / cell+device).
 
-Targets (issue 27): over >= 50 model-run pairs, re-run interval >= 95 %, CI >= 90 %.
+Targets (issue 27): over >= 50 model-run pairs, re-run interval >= 95 %, CI >= 90 %. Also split by
+run i's verdict (``ok`` = VALID, ``invalid`` = INVALID, which already says "would not reproduce").
 
-    python bench/rerun_coverage.py [--runs 9] [--modes fresh,shared] [--keep-store] [-- EXTRA HOST BENCH OPTIONS]
+    python bench/rerun_coverage.py [--runs 9] [--modes fresh,shared] [--keep-store] [-- HOST BENCH OPTIONS]
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def pairs(runs: list) -> list:
                          "rerun_covers": bool(rr and rr[0] <= nxt <= rr[1]),
                          "ci_rel": la.get("latency_ms_p50_ci95_rel"),
                          "rerun_rel": la.get("latency_ms_p50_rerun95_rel"),
-                         "source": (la.get("campaign_level") or {}).get("source", "none")})
+                         "source": (la.get("campaign_level") or {}).get("source", "none"),
+                         "status": a[stem].get("status")})
     return rows
 
 
@@ -122,7 +124,8 @@ def summary(name: str, rows: list) -> str:
     rerun, ci = sum(r["rerun_covers"] for r in rows), sum(r["ci_covers"] for r in rows)
     ci_med = sum(r["ci_covers_median"] for r in rows)
     return (f"{name}: {n} pairs; re-run interval holds the next p50 in {rerun}/{n} ({rerun / n:.0%}), "
-            f"CI in {ci}/{n} ({ci / n:.0%}); CI holds the all-runs median in {ci_med}/{n} ({ci_med / n:.0%}); "
+            f"CI in {ci}/{n} ({ci / n:.0%}); "
+            f"CI holds the all-runs median in {ci_med}/{n} ({ci_med / n:.0%}); "
             f"widths (median half-width): re-run {med('rerun_rel')}, "
             f"CI {med('ci_rel')}; the next run moved by median {statistics.median(moved):.1%}, "
             f"90th pct {p90:.1%}, 95th pct {p95:.1%}")
@@ -144,6 +147,9 @@ def main() -> None:
             for source in sorted({r["source"] for r in rows}):
                 mine = [r for r in rows if r["source"] == source]
                 lines.append("  " + summary(f"source {source}", mine))
+            for status in sorted({str(r.get("status")) for r in rows}):
+                mine = [r for r in rows if str(r.get("status")) == status]
+                lines.append("  " + summary(f"run i's verdict {status}", mine))
             lines.append("  " + summary("pairs 1-2", [r for r in rows if r["pair"] <= 2]))
             lines.append("  " + summary("pairs 3-", [r for r in rows if r["pair"] > 2]))
     print("\n# " + "\n# ".join(lines))

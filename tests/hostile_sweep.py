@@ -10,8 +10,9 @@ after, and a case passes only when
   characters dropped): the file, field or option the message must name,
 * no output contains ``Traceback``,
 * no path outside ``may_change`` (globs relative to the scratch folder, plus the tool's cache
-  ``home/.cache/**`` and its device history ``home/.local/state/edgegauge/**``) was lost, changed or created, and the bytes of each ``moved_aside`` file are
-  still somewhere in the tree (moved aside, never deleted).
+  ``home/.cache/**`` and its device history ``home/.local/state/edgegauge/**``) was lost, changed
+  or created, and the bytes of each ``moved_aside`` file are still somewhere in the tree (moved
+  aside, never deleted).
 
 ``python tests/hostile_sweep.py --write`` regenerates the table in docs/testing.md from :data:`CASES`
 (tests/test_hostile_sweep.py asserts the committed table equals it).

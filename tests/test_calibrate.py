@@ -18,12 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def host(cwd, *args, timeout=300):
+    # the session's own device history and local board (conftest), not this machine's
+    own = {k: os.environ[k] for k in ("EDGEGAUGE_STATE_DIR", "EDGEGAUGE_LOCAL_WORKDIR")}
     return subprocess.run([sys.executable, "-m", "host", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={"PATH": "/usr/bin:/bin", "COLUMNS": "100",
-                                                "PYTHONPATH": str(ROOT),
-                                                "EDGEGAUGE_STATE_DIR": os.environ["EDGEGAUGE_STATE_DIR"],
-                                                # the session's own local board (conftest), not this machine's
-                                                "EDGEGAUGE_LOCAL_WORKDIR": os.environ["EDGEGAUGE_LOCAL_WORKDIR"]})
+                                                "PYTHONPATH": str(ROOT), **own})
 
 
 def test_calibrate_stores_the_noise_and_devices_shows_it(tmp_path):

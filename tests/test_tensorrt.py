@@ -410,8 +410,8 @@ def test_tensorrt_without_a_cuda_device_says_why_in_cudas_words(fake_rt, monkeyp
     from runners.errors import BackendUnavailableError
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
-    with pytest.raises(BackendUnavailableError, match=r"no CUDA device for tensorrt: cudaGetDeviceCount: 0 CUDA "
-                                                      r"devices"):
+    why = r"no CUDA device for tensorrt: cudaGetDeviceCount: 0 CUDA devices"
+    with pytest.raises(BackendUnavailableError, match=why):
         TensorRTBackend().load("model.onnx")
 
 

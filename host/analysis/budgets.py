@@ -35,8 +35,8 @@ inference", JASA 22 (1927) 209–212.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Optional, Tuple
 
 MEETS, UNCERTAIN, MISSES, NO_METER, NOT_MEASURED = "meets", "uncertain", "misses", "no meter", "not measured"

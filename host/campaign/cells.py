@@ -151,7 +151,8 @@ def campaign_level(earlier: list, device: dict | None = None) -> dict:
     own, dev = _cell_spread(earlier), device or {}
     if own is not None:
         var, df, source = _moderated(own, len(earlier) - 1, dev)
-        out.update(source=source, cell_sd_log=math.sqrt(own), sd_log=math.sqrt(var), df=df if var > 0 else None)
+        out.update(source=source, cell_sd_log=math.sqrt(own), sd_log=math.sqrt(var),
+                   df=df if var > 0 else None)
     elif dev.get("sd_log") is not None:
         out.update(source="device", sd_log=dev["sd_log"], df=dev.get("df"))
     return out

@@ -162,7 +162,8 @@ class BoardWorker:
 
         def progress(c, p, _doc):
             done = (c - 1) * reference.AUTO_PROCESSES + p
-            self.event(0, None, "reference", message=f"first campaign on this device: calibrating, {done}/{total}")
+            self.event(0, None, "reference",
+                       message=f"first campaign on this device: calibrating, {done}/{total}")
 
         self.event(0, None, "reference", message=f"first campaign on this device: calibrating, 0/{total}")
         timeout = min(reference.TIMEOUT_S, opts.config.timeout_s)
@@ -174,11 +175,13 @@ class BoardWorker:
             return
         except OSError as exc:
             self.summary.notes.append(f"warning: the first-campaign calibration was not filed in "
-                                      f"{self._store_dir()} ({exc}); set EDGEGAUGE_STATE_DIR to a writable folder")
+                                      f"{self._store_dir()} ({exc}); set EDGEGAUGE_STATE_DIR to a writable "
+                                      "folder")
             return
         self._device_effect = None  # read again, with the calibration
+        varies = reference.varies_line(doc).replace("host calibrate", "brief calibration")
         self.summary.notes.append(f"first campaign on this device: calibrated with {total} reference runs; "
-                                  f"{reference.varies_line(doc).replace('host calibrate', 'brief calibration')}")
+                                  f"{varies}")
 
     @staticmethod
     def _store_dir():
