@@ -298,8 +298,41 @@ def _process_modes(records: list) -> str | None:
             "try fewer threads (--threads 1) or close other programs")
 
 
+def machine_change(reference: list | None, records: list) -> dict | None:
+    """How much the board as a whole moved while this cell ran: the reference workload's runs
+    (``campaign.json`` ``reference``, one after each round) from the round before the cell's
+    first process to its last, as a Theil–Sen change of ln p50 per round (Sen, *JASA* 1968)
+    over the cell's span of rounds — the same measure as the cell's own ``time_trend_rel``.
+
+    Returns ``{"change" (relative), "rounds": [first, last], "runs"}``, or None with fewer than 3
+    reference runs in the span, or when the cell's rounds are not increasing (a resumed
+    campaign counts its rounds from 1 again)."""
+    rounds = [r.get("round") for r in records]
+    if len(rounds) < 2 or not all(isinstance(x, int) for x in rounds) or rounds != sorted(set(rounds)):
+        return None
+    lo, hi = rounds[0] - 1, rounds[-1]
+    pts = sorted((x["round"], math.log(x["latency_ms_p50"])) for x in reference or [] if isinstance(x, dict)
+                 and isinstance(x.get("round"), int) and lo <= x["round"] <= hi
+                 and isinstance(x.get("latency_ms_p50"), (int, float)) and x["latency_ms_p50"] > 0)
+    if len(pts) < 3 or len({r for r, _ in pts}) < len(pts):
+        return None
+    slopes = [(b[1] - a[1]) / (b[0] - a[0]) for i, a in enumerate(pts) for b in pts[i + 1:]]
+    return {"change": math.expm1(float(np.median(slopes)) * (rounds[-1] - rounds[0])), "rounds": [lo, hi],
+            "runs": len(pts)}
+
+
+def _moved_with_machine(trend: float | None, machine: dict | None, bound: float) -> bool:
+    """Whether a cell's trend beyond ``bound`` is the board's: the reference moved beyond the
+    bound the same way over the same rounds, and what is left of the cell's trend net of it is
+    within the bound."""
+    if trend is None or machine is None or abs(machine["change"]) <= bound:
+        return False
+    net = abs(math.log1p(trend) - math.log1p(machine["change"]))
+    return (machine["change"] > 0) == (trend > 0) and net <= bound
+
+
 def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
-                 mode_share_max: float = 0.10) -> dict:
+                 mode_share_max: float = 0.10, machine: dict | None = None) -> dict:
     """VALID when the protocol ran, the achieved CI is within target and nothing says the
     number would not reproduce; the checks are named as the conditions they require.
 
@@ -316,7 +349,11 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
     do); each loop check of the runner (drift, modes across sessions,
     throttle, loop cap) failed by at most :data:`LOOP_CHECK_SHARE` of the processes (fewer:
     a warning); ``no_trend_across_processes`` (the process medians' Theil–Sen change in run
-    order, :func:`level_spread`, is within max(2 × target, 10 %); needs >= 5 processes).
+    order, :func:`level_spread`, is within max(2 × target, 10 %); needs >= 5 processes), unless
+    the board moved the same way: ``machine`` (:func:`machine_change`) beyond that bound with
+    the cell's trend net of it within it; then ``machine_steady`` fails instead, naming the
+    board's change, and the cell's own trend check holds (issue 27: a machine-wide step is the
+    board's, reported as such; a step confined to one cell's processes stays the cell's).
     Other processes' CPU share is reported, and named in the precision reason when it is
     what failed.
 
@@ -336,14 +373,17 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
     modes = stats.modes_stable(groups, mode_share_max)
     stalls = stats.shares_stable([g["time_share"] for g in groups if g["time_share"] is not None],
                                  rel=stats.STALL_REL)
+    bound = max(2 * protocol.target_ci, 0.10)
+    own_trend = n >= 5 and trend is not None and abs(trend) > bound
+    board = own_trend and _moved_with_machine(trend, machine, bound)
     checks = {"min_processes_met": n >= protocol.min_processes,
               "precision_met": rel is not None and rel <= protocol.target_ci,
               "process_medians_agree": split is None,
               "modes_stable_across_processes": modes["stable"],
               "stalls_stable_across_processes": stalls["stable"],
               **{c: share <= LOOP_CHECK_SHARE for c, share in shares.items()},
-              "no_trend_across_processes": n < 5 or trend is None
-              or abs(trend) <= max(2 * protocol.target_ci, 0.10)}
+              "no_trend_across_processes": not own_trend or board,
+              **({"machine_steady": False} if board else {})}
     reasons, notes = {}, {}
     if not checks["min_processes_met"]:
         reasons["min_processes_met"] = (f"only {n} processes in {spent_s:.0f} s (need "
@@ -367,6 +407,11 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
         reasons["no_trend_across_processes"] = (
             f"latency changed {trend:+.0%} from the cell's first process to its last: "
             "the machine's state changed during the campaign; re-run when it is quiet")
+    if board:
+        reasons["machine_steady"] = (
+            f"the board's speed moved while this cell ran: the reference workload changed "
+            f"{machine['change']:+.0%} over the same rounds ({machine['rounds'][0]}-{machine['rounds'][1]}), "
+            f"this cell {trend:+.0%}: a machine trend, not this cell's; re-run when the board is steady")
     warnings = [f"{c}: {text}" for c, text in notes.items()]
     seen = {w for r in records for w in r["verdict"]["warnings"] if w.startswith("other processes")}
     warnings += sorted(seen)[:1]
@@ -427,10 +472,11 @@ def cell_levels(per_process: list, latency: dict) -> dict:
 
 
 def combine(docs: list, arrays: list, records: list, progress, earlier: list | None = None,
-            device: dict | None = None) -> dict:
+            device: dict | None = None, reference: list | None = None) -> dict:
     """The cell document's measurement part from its processes (all ran and wrote a result),
     the same cell's ``earlier`` campaigns (:func:`host.campaign.store.earlier_cells`) and the
-    device's campaign effect (:func:`host.campaign.device_effect.device_level_in`):
+    device's campaign effect (:func:`host.campaign.device_effect.device_level_in`) and this
+    campaign's reference runs on the device so far (``reference``, :func:`machine_change`):
     the first process's document with ``latency``, ``verdict``, ``status``, ``realtime``,
     ``warmup`` (first process: the cell's true first inference) and ``repetitions``
     replaced or added. The per-session blocks move into ``repetitions.processes``."""
@@ -442,7 +488,8 @@ def combine(docs: list, arrays: list, records: list, progress, earlier: list | N
     latency["campaign_level"] = level
     policy = (doc.get("configuration") or {}).get("policy") or {}
     verdict = cell_verdict(latency, records, progress.protocol, progress.spent_s,
-                           mode_share_max=policy.get("mode_share_max", 0.10))
+                           mode_share_max=policy.get("mode_share_max", 0.10),
+                           machine=machine_change(reference, records))
     doc["latency"] = latency
     if any(d.get("latency_levels") for d in docs):
         doc["latency_levels"] = cell_levels([d.get("latency_levels") or {} for d in docs], latency)

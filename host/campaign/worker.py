@@ -437,8 +437,10 @@ class BoardWorker:
         if combined:
             earlier = earlier_cells(self.shared.folder.parent, self.shared.folder.name, self.name, model.stem,
                                     item.cfg.slug, self.shared.shas[run_model])
+            with self.shared.plan_lock:
+                refs = list(self.shared.plan.doc.get("reference", {}).get(self.name, []))
             measured = combine(cell.docs, cell.arrays, cell.records, cell.progress, earlier,
-                               self._device_level())
+                               self._device_level(), refs)
             outcome = dataclasses.replace(cell.outcomes[0], result=measured)
         config = session.extend(item.cfg) if session is not None else item.cfg
         doc = build_cell(outcome, model=model, config=config, device=self.name,

@@ -1,0 +1,96 @@
+"""Issue 27: a machine-wide step is the board's, not every cell's own failure; a step confined to
+one cell's processes is still that cell's.
+
+Constructed process records (one process per round, as the campaign runs them) and reference
+runs (one after each round, as ``campaign.json`` ``reference`` holds them) go through the real
+cell verdict (host.campaign.cells.cell_verdict) and the reference's change over the cell's rounds
+(machine_change). The expected changes are written out here from the constructed factors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from test_protocol import PROTOCOL, _latency, _record
+
+from host.campaign.cells import cell_verdict, machine_change
+
+ROUNDS = range(1, 11)
+
+
+def cell(factors) -> list:
+    """Ten processes in rounds 1..10, process median = 1 ms × factor."""
+    return [_record([f], round_no=r) for r, f in zip(ROUNDS, factors)]
+
+
+def reference(factors, rounds=range(0, 10)) -> list:
+    """The reference's runs after rounds 0..9 (round 10's has not run when the cell ends)."""
+    return [{"round": r, "latency_ms_p50": 2.0 * f} for r, f in zip(rounds, factors)]
+
+
+STEADY = [1.0] * 10
+# +30 % spread evenly over the campaign, on the log scale: factor 1.3 ** (k / 9)
+RAMP = [1.3 ** (k / 9) for k in range(10)]
+
+
+def test_the_reference_change_over_the_cells_rounds():
+    # the reference ramps by 1.3 ** (1/9) per round; over the cell's 9 rounds: +30 %
+    found = machine_change(reference(RAMP), cell(STEADY))
+    assert found["change"] == pytest.approx(0.30, abs=1e-9)
+    assert found["rounds"] == [0, 10] and found["runs"] == 10
+    assert machine_change(reference(RAMP)[:2], cell(STEADY)) is None  # too few reference runs
+    assert machine_change(None, cell(STEADY)) is None
+    resumed = cell(STEADY)[:5] + [_record([1.0], round_no=r) for r in range(1, 6)]  # rounds from 1 again
+    assert machine_change(reference(RAMP), resumed) is None
+    odd = reference(RAMP) + [{"round": 3, "latency_ms_p50": "fast"}, {"latency_ms_p50": 1.0}, None]
+    assert machine_change(odd, cell(STEADY))["change"] == pytest.approx(0.30, abs=1e-9)
+
+
+def test_a_machine_wide_step_is_the_boards_not_the_cells_own():
+    records = cell(RAMP)
+    alone = cell_verdict(_latency(0.02), records, PROTOCOL, spent_s=5.0)
+    assert alone["checks"]["no_trend_across_processes"] is False  # without the reference: the cell's own
+    v = cell_verdict(_latency(0.02), records, PROTOCOL, spent_s=5.0,
+                     machine=machine_change(reference(RAMP), records))
+    assert v["result"] == "INVALID"  # its number still depends on when it ran
+    assert v["checks"]["no_trend_across_processes"] is True and v["checks"]["machine_steady"] is False
+    assert list(v["reasons_by_check"]) == ["machine_steady"]
+    reason = v["reasons_by_check"]["machine_steady"]
+    assert "the reference workload changed +30% over the same rounds (0-10), this cell +30%" in reason
+    assert "a machine trend, not this cell's" in reason
+
+
+def test_a_step_confined_to_one_cell_stays_that_cells():
+    records = cell(RAMP)
+    v = cell_verdict(_latency(0.02), records, PROTOCOL, spent_s=5.0,
+                     machine=machine_change(reference(STEADY), records))
+    assert v["checks"]["no_trend_across_processes"] is False and "machine_steady" not in v["checks"]
+    assert v["reasons_by_check"]["no_trend_across_processes"].startswith("latency changed +30% from the cell's")
+
+
+@pytest.mark.parametrize("ref_total, cell_total, boards", [
+    (1.30, 1.30, True),    # the same step
+    (1.25, 1.32, True),    # net +5.6 %: within the 10 % bound
+    (1.12, 1.32, False),   # the board moved +12 %, the cell +32 %: net +18 %, the cell's own
+    (0.75, 1.30, False),   # the board got faster, the cell slower
+    (1.08, 1.20, False),   # the board moved within the bound: no machine trend to speak of
+])
+def test_which_trend_is_whose(ref_total, cell_total, boards):
+    ramp = [cell_total ** (k / 9) for k in range(10)]
+    ref = [ref_total ** (k / 9) for k in range(10)]
+    records = cell(ramp)
+    machine = machine_change(reference(ref), records)
+    assert machine["change"] == pytest.approx(ref_total - 1, abs=1e-9)
+    assert math.isclose(1 + machine["change"], ref_total)
+    v = cell_verdict(_latency(0.02), records, PROTOCOL, spent_s=5.0, machine=machine)
+    assert ("machine_steady" in v["checks"]) is boards
+    assert v["checks"]["no_trend_across_processes"] is boards
+    assert v["result"] == "INVALID"
+
+
+def test_a_steady_cell_on_a_moving_board_is_not_blamed():
+    records = cell(list(np.full(10, 1.0) + 0.001 * np.arange(10)))
+    v = cell_verdict(_latency(0.02), records, PROTOCOL, spent_s=5.0,
+                     machine=machine_change(reference(RAMP), records))
+    assert v["result"] == "VALID" and "machine_steady" not in v["checks"]
