@@ -7,6 +7,7 @@ The real CLI on the built-in local device (real runner processes), real files.""
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,25 @@ def test_bad_arguments_and_hand_edited_files_are_errors_not_tracebacks(tmp_path)
         assert device_level_in(tmp_path / "r", "new", "local")["reference_campaigns"] == 0
         assert (folder / "local.json").read_text() == text  # nothing rewritten
     assert read_device_noise(tmp_path / "r", "local")["noise"]["varies_pct_95"] == 7
+
+
+def test_devices_shows_the_spread_of_the_devices_history_on_this_host(tmp_path):
+    """No calibration in the results folder: the stability is the device's between-campaign spread
+    from its history on this host. One reference run per campaign and no within-campaign interval:
+    the spread is then the sample sd of ln p50 over the campaigns (written out here)."""
+    from host.campaign import device_store
+
+    p50s = [1.0, 1.1, 0.95, 1.05]
+    device_store.add("local", {f"c{k} @ /elsewhere": [{"round": 1, "latency_ms_p50": p}]
+                               for k, p in enumerate(p50s)})
+    sd = statistics.stdev(math.log(p) for p in p50s)
+    varies = 100 * math.expm1(1.959964 * sd)
+    listed = host(tmp_path, "devices", "--results", "r", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (local,) = [d for d in json.loads(listed.stdout)["devices"] if d["name"] == "local"]
+    assert local["stability"]["source"] == "device history on this host"
+    assert math.isclose(local["stability"]["varies_pct_95"], varies, rel_tol=1e-4)
+    assert local["stability"]["campaigns"] == 4 and local["stability"]["df"] == 3
+    shown = host(tmp_path, "devices", "--results", "r")
+    assert f"±{varies:.1f} %" in shown.stdout and "between campaigns" in shown.stdout
+    assert "history on this host: 4 campaigns" in " ".join(shown.stdout.split())

@@ -174,3 +174,18 @@ def device_level_in(results, campaign: str, device: str) -> dict:
     refs = {key(k): v for k, v in reference_history(results, campaign, device).items()}
     lab = device_store.reference_campaigns(device, exclude=key(safe_name(campaign)))
     return device_level(history, {**lab, **refs})
+
+
+def host_stability(device: str) -> dict | None:
+    """The device's between-campaign spread from its history on this host alone
+    (:mod:`host.campaign.device_store`: every campaign's and calibration's reference runs):
+    ``{"varies_pct_95", "sd_log", "campaigns", "df", "source"}`` — ``varies_pct_95`` is
+    ``100 * (exp(1.96 * sd_log) - 1)``, the ± a campaign's speed moves, 95 % of campaigns — or None
+    with fewer than :data:`MIN_CAMPAIGNS` campaigns."""
+    from host.campaign import device_store
+
+    level = device_level([], device_store.reference_campaigns(device))
+    if level["sd_log"] is None:
+        return None
+    return {"varies_pct_95": 100.0 * math.expm1(stats.Z975 * level["sd_log"]), "sd_log": level["sd_log"],
+            "campaigns": level["campaigns"], "df": level["df"], "source": "device history on this host"}

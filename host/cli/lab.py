@@ -98,9 +98,10 @@ def devices(
     --inventory NAME resolves to NAME.ini, else inventories/NAME.ini, else the group NAME
     of ./inventory.ini; the resolution is printed above the table. Family: the device family
     (edgegauge_family, or a group named for a family); - when not known. Stability: how much the
-    device's speed varies between runs (95 % of re-runs), from `host calibrate` (- when never calibrated).
+    device's speed varies between runs (95 % of re-runs), from `host calibrate` into --results,
+    else from the device's history on this host (every campaign's reference runs; - with fewer
+    than 2 campaigns).
     """
-    from host.campaign.reference import read_device_noise, varies_line
     from host.cli.render import PlainTable as Table
     from host.cli.render import console, print_json
 
@@ -111,23 +112,38 @@ def devices(
         return
     if json_out:
         print_json({"inventory": str(inv.path) if inv.path else None, "resolution": inv.resolution,
-                    "devices": [dict(d.to_json(), stability=(read_device_noise(results, d.name) or {})
-                                     .get("noise")) for d in found]})
+                    "devices": [dict(d.to_json(), stability=_stability(results, d.name)[0]) for d in found]})
         return
     table = Table(title=f"inventory: {inv.resolution}", title_justify="left")
     for col in ("device", "family", "address", "runtime", "mode", "image / python", "workdir", "defined at",
                 "stability"):
         table.add_column(col, no_wrap=col in ("device", "address"))
+    lines = []
     for d in found:
-        noise = read_device_noise(results, d.name)
+        figures, line = _stability(results, d.name)
         table.add_row(d.name, d.family or "-", d.address, d.runtime, d.mode,
                       d.image if d.mode == "container" else d.python, d.workdir, d.source,
-                      f"±{noise['noise']['varies_pct_95']:.1f} %" if noise else "-")
+                      f"±{figures['varies_pct_95']:.1f} %" if figures else "-")
+        lines += [f"{d.name}: {line}"] if line else []
     console().print(table)
-    for d in found:
-        line = varies_line(read_device_noise(results, d.name))
-        if line:
-            console().print(f"{d.name}: {line}", highlight=False, soft_wrap=True)
+    for line in lines:
+        console().print(line, highlight=False, soft_wrap=True)
+
+
+def _stability(results: Path, device: str) -> tuple:
+    """(figures, line): the device's noise from ``host calibrate`` under ``results``, else its
+    between-campaign spread from its history on this host; (None, None) when neither has one."""
+    from host.campaign.device_effect import host_stability
+    from host.campaign.reference import read_device_noise, varies_line
+
+    noise = read_device_noise(results, device)
+    if noise:
+        return noise["noise"], varies_line(noise)
+    found = host_stability(device)
+    if found is None:
+        return None, None
+    return found, (f"speed varies ±{found['varies_pct_95']:.1f} % between campaigns (95 %; the device's "
+                   f"history on this host: {found['campaigns']} campaigns, {found['df']} degrees of freedom)")
 
 
 def _listed(inventory, device, group) -> tuple:
