@@ -32,8 +32,11 @@ def bench(tmp_path: Path) -> list:
 
 
 def start(tmp_path: Path, *args) -> subprocess.Popen:
+    # Ctrl-C as from a terminal, however pytest was started: a shell starts background jobs with
+    # SIGINT ignored, and an ignored signal stays ignored across exec (seen: CI started with `&`)
     return subprocess.Popen([*bench(tmp_path), *map(str, args)], cwd=tmp_path, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def run(tmp_path: Path, *args, timeout: float = 400) -> subprocess.CompletedProcess:
