@@ -331,6 +331,25 @@ def _moved_with_machine(trend: float | None, machine: dict | None, bound: float)
     return (machine["change"] > 0) == (trend > 0) and net <= bound
 
 
+def _trend_verdict(n: int, trend: float | None, protocol, machine: dict | None) -> tuple:
+    """``({check: bool}, {check: reason})`` of the trend across the cell's ``n`` processes:
+    ``no_trend_across_processes``, or ``machine_steady`` when the board moved with it
+    (:func:`cell_verdict`)."""
+    bound = max(2 * protocol.target_ci, 0.10)
+    own = n >= 5 and trend is not None and abs(trend) > bound
+    board = own and _moved_with_machine(trend, machine, bound)
+    if board:
+        return {"no_trend_across_processes": True, "machine_steady": False}, {"machine_steady": (
+            f"the board's speed moved while this cell ran: the reference workload changed "
+            f"{machine['change']:+.0%} over the same rounds ({machine['rounds'][0]}-{machine['rounds'][1]}), "
+            f"this cell {trend:+.0%}: a machine trend, not this cell's; re-run when the board is steady")}
+    if own:
+        return {"no_trend_across_processes": False}, {"no_trend_across_processes": (
+            f"latency changed {trend:+.0%} from the cell's first process to its last: "
+            "the machine's state changed during the campaign; re-run when it is quiet")}
+    return {"no_trend_across_processes": True}, {}
+
+
 def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
                  mode_share_max: float = 0.10, machine: dict | None = None) -> dict:
     """VALID when the protocol ran, the achieved CI is within target and nothing says the
@@ -373,17 +392,14 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
     modes = stats.modes_stable(groups, mode_share_max)
     stalls = stats.shares_stable([g["time_share"] for g in groups if g["time_share"] is not None],
                                  rel=stats.STALL_REL)
-    bound = max(2 * protocol.target_ci, 0.10)
-    own_trend = n >= 5 and trend is not None and abs(trend) > bound
-    board = own_trend and _moved_with_machine(trend, machine, bound)
+    trend_checks, trend_reasons = _trend_verdict(n, trend, protocol, machine)
     checks = {"min_processes_met": n >= protocol.min_processes,
               "precision_met": rel is not None and rel <= protocol.target_ci,
               "process_medians_agree": split is None,
               "modes_stable_across_processes": modes["stable"],
               "stalls_stable_across_processes": stalls["stable"],
               **{c: share <= LOOP_CHECK_SHARE for c, share in shares.items()},
-              "no_trend_across_processes": not own_trend or board,
-              **({"machine_steady": False} if board else {})}
+              **trend_checks}
     reasons, notes = {}, {}
     if not checks["min_processes_met"]:
         reasons["min_processes_met"] = (f"only {n} processes in {spent_s:.0f} s (need "
@@ -403,15 +419,7 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
         if share > 0:
             text = f"{share:.0%} of processes failed it; first: {_first_reason(records, c)}"
             (notes if checks[c] else reasons)[c] = text
-    if not checks["no_trend_across_processes"]:
-        reasons["no_trend_across_processes"] = (
-            f"latency changed {trend:+.0%} from the cell's first process to its last: "
-            "the machine's state changed during the campaign; re-run when it is quiet")
-    if board:
-        reasons["machine_steady"] = (
-            f"the board's speed moved while this cell ran: the reference workload changed "
-            f"{machine['change']:+.0%} over the same rounds ({machine['rounds'][0]}-{machine['rounds'][1]}), "
-            f"this cell {trend:+.0%}: a machine trend, not this cell's; re-run when the board is steady")
+    reasons.update(trend_reasons)
     warnings = [f"{c}: {text}" for c, text in notes.items()]
     seen = {w for r in records for w in r["verdict"]["warnings"] if w.startswith("other processes")}
     warnings += sorted(seen)[:1]
