@@ -66,7 +66,8 @@ def test_a_step_confined_to_one_cell_stays_that_cells():
     v = cell_verdict(_latency(0.02), records, PROTOCOL, spent_s=5.0,
                      machine=machine_change(reference(STEADY), records))
     assert v["checks"]["no_trend_across_processes"] is False and "machine_steady" not in v["checks"]
-    assert v["reasons_by_check"]["no_trend_across_processes"].startswith("latency changed +30% from the cell's")
+    reason = v["reasons_by_check"]["no_trend_across_processes"]
+    assert reason.startswith("latency changed +30% from the cell's")
 
 
 @pytest.mark.parametrize("ref_total, cell_total, boards", [
