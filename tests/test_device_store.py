@@ -11,18 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from nullbench import FAST, MEASURED, MODEL, runner
 
 from host.campaign import device_store
 from host.campaign.device_effect import device_level_in
 from host.cli.main import app
-
-ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "tests" / "fixtures" / "models" / "identity.onnx"
-FAST = ["--device", "local", "--backend", "null", "--warmup-iters", "2", "--warmup-s", "0",
-        "--min-iters", "20", "--min-s", "0.05", "--target-ci", "0.5", "--max-s", "5"]
-MEASURED = (0, 3)  # VALID or INVALID: the verdict is not what these tests are about
-runner = CliRunner()
 
 
 def bench(results: Path, campaign: str, model: Path = MODEL, *extra):

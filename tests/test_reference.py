@@ -7,20 +7,12 @@ Real runner processes, the real CLI (`host bench --device local --backend null`)
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from nullbench import FAST, MEASURED, MODEL, ROOT, runner
 
 from host.campaign import reference
 from host.cli.main import app
-
-ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "tests" / "fixtures" / "models" / "identity.onnx"
-FAST = ["--device", "local", "--backend", "null", "--warmup-iters", "2", "--warmup-s", "0",
-        "--min-iters", "20", "--min-s", "0.05", "--target-ci", "0.5", "--max-s", "5"]
-MEASURED = (0, 3)  # VALID or INVALID: the verdict is not what these tests are about
-runner = CliRunner()
 
 
 def bench(results, *extra):
