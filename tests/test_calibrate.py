@@ -96,3 +96,18 @@ def test_devices_shows_the_spread_of_the_devices_history_on_this_host(tmp_path):
     shown = host(tmp_path, "devices", "--results", "r")
     assert f"±{varies:.1f} %" in shown.stdout and "between campaigns" in shown.stdout
     assert "history on this host: 4 campaigns" in " ".join(shown.stdout.split())
+
+
+def test_a_hand_edited_history_with_absurd_latencies_is_passed_over(tmp_path):
+    """Found by hand: p50s of 1e308 and 1e-300 ms in the store made `host devices` overflow
+    (math range error). Values outside 1 ns..1 day are not latencies: passed over, file kept."""
+    from host.campaign import device_store
+
+    device_store.add("local", {"a @ /x": [{"round": 1, "latency_ms_p50": 1e308}],
+                               "b @ /x": [{"round": 1, "latency_ms_p50": 1e-300}],
+                               "c @ /x": [{"round": 1, "latency_ms_p50": 2.0}]})
+    before = sorted(p.read_bytes() for p in device_store.state_dir().rglob("*.json"))
+    listed = host(tmp_path, "devices", "--results", "r")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert device_level_in(tmp_path / "r", "new", "local")["sd_log"] is None  # one plausible campaign
+    assert sorted(p.read_bytes() for p in device_store.state_dir().rglob("*.json")) == before

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from host.campaign.device_effect import log_var
+from host.campaign.device_effect import log_var, plausible
 from runners import stats
 
 #: A loop check (drift, second mode, throttle) fails the cell when more than this share
@@ -83,12 +83,19 @@ def level_spread(groups: list, times: list | None = None) -> dict:
         out["processes_sd_log"] = math.sqrt(max(var_means, 0.0))
     if len(means) > 2:
         x = np.asarray(times if times is not None else range(len(means)), dtype=np.float64)
-        i, j = np.triu_indices(len(x), k=1)
-        ok = x[j] != x[i]
-        if ok.any():
-            slope = float(np.median((means[j] - means[i])[ok] / (x[j] - x[i])[ok]))
+        slope = theil_sen_slope(x, means)
+        if slope is not None:
             out["time_trend_rel"] = math.expm1(slope * float(np.ptp(x)))
     return out
+
+
+def theil_sen_slope(x, y) -> float | None:
+    """The median of the pairwise slopes (y_j − y_i) / (x_j − x_i) over pairs with x_i ≠ x_j
+    (Sen, *JASA* 1968): a line one odd point does not tilt. None without such a pair."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    i, j = np.triu_indices(len(x), k=1)
+    ok = x[j] != x[i]
+    return float(np.median((y[j] - y[i])[ok] / (x[j] - x[i])[ok])) if ok.any() else None
 
 
 #: A p99 gets a 95 % interval when every session ran at least this many iterations.
@@ -144,7 +151,9 @@ def campaign_level(earlier: list, device: dict | None = None) -> dict:
     :func:`_moderated`; ``"cell"``: the cell's own alone (the device has no spread); ``"device"``:
     no history of its own, the device's spread for a cell new to it (``device``:
     :func:`host.campaign.device_effect.device_level`), when the device has >= 2 other campaigns;
-    else ``"none"`` (``sd_log`` None)."""
+    else ``"none"`` (``sd_log`` None). Earlier p50s that are not plausible latencies
+    (:func:`host.campaign.device_effect.plausible`: a hand-edited cell) are passed over."""
+    earlier = [e for e in earlier if plausible(e.get("p50_ms"))]
     out = {"earlier_campaigns": len(earlier), "campaigns": [e["campaign"] for e in earlier],
            "source": "none", "sd_log": None, "df": None, "cell_sd_log": None, "device": device,
            "method": CAMPAIGN_LEVEL_METHOD}
@@ -313,12 +322,11 @@ def machine_change(reference: list | None, records: list) -> dict | None:
     lo, hi = rounds[0] - 1, rounds[-1]
     pts = sorted((x["round"], math.log(x["latency_ms_p50"])) for x in reference or [] if isinstance(x, dict)
                  and isinstance(x.get("round"), int) and lo <= x["round"] <= hi
-                 and isinstance(x.get("latency_ms_p50"), (int, float)) and x["latency_ms_p50"] > 0)
+                 and plausible(x.get("latency_ms_p50")))
     if len(pts) < 3 or len({r for r, _ in pts}) < len(pts):
         return None
-    slopes = [(b[1] - a[1]) / (b[0] - a[0]) for i, a in enumerate(pts) for b in pts[i + 1:]]
-    return {"change": math.expm1(float(np.median(slopes)) * (rounds[-1] - rounds[0])), "rounds": [lo, hi],
-            "runs": len(pts)}
+    slope = theil_sen_slope(*zip(*pts))
+    return {"change": math.expm1(slope * (rounds[-1] - rounds[0])), "rounds": [lo, hi], "runs": len(pts)}
 
 
 def _moved_with_machine(trend: float | None, machine: dict | None, bound: float) -> bool:

@@ -42,10 +42,20 @@ from runners import stats
 #: A campaign effect needs at least this many campaigns of the device (one campaign has no spread).
 MIN_CAMPAIGNS = 2
 REFERENCE_CELL = "(reference workload)"
+#: A p50 outside this range (ms: 1 ns to 1 day) is not a latency but a hand-edited or broken file:
+#: passed over, so no spread can overflow.
+PLAUSIBLE_MS = (1e-6, 86_400_000.0)
 DEVICE_LEVEL_METHOD = (
     "two-way random-effects model of ln p50 (cell + campaign effect shared by the device's cells + residual) "
     "over the device's other campaigns, method of moments (Henderson's method 3); sd_log = sqrt(shared + "
     "cell's own between-campaign variance); K - 1 degrees of freedom")
+
+
+def plausible(p50) -> bool:
+    """Whether ``p50`` is a number of ms a latency can be (:data:`PLAUSIBLE_MS`)."""
+    if not isinstance(p50, (int, float)) or isinstance(p50, bool):
+        return False
+    return PLAUSIBLE_MS[0] <= p50 <= PLAUSIBLE_MS[1]
 
 
 def log_var(interval) -> float | None:
@@ -66,7 +76,7 @@ def reference_observations(references: dict | None) -> list:
     out = []
     for campaign, records in (references or {}).items():
         good = [(r.get("latency_ms_p50"), r) for r in records or [] if isinstance(r, dict)]
-        good = [(p, r) for p, r in good if isinstance(p, (int, float)) and not isinstance(p, bool) and p > 0]
+        good = [(p, r) for p, r in good if plausible(p)]
         if not good:
             continue
         y = np.log([p for p, _ in good])
@@ -138,10 +148,10 @@ def device_level(history: list, references: dict | None = None) -> dict:
     "shared_sd_log", "cell_sd_log", "sd_log", "shared_df", "df", "method"}``: the shared campaign
     effect's sd, the cells' own (interaction) sd, the spread a cell new to the device has between
     campaigns (sqrt of their sum) and degrees of freedom (K − 1 for both); the spreads are None
-    with fewer than :data:`MIN_CAMPAIGNS` linked campaigns. Never raises on odd data (non-positive
-    p50s are skipped)."""
+    with fewer than :data:`MIN_CAMPAIGNS` linked campaigns. Never raises on odd data (p50s that
+    are not :func:`plausible` are skipped)."""
     refs = reference_observations(references)
-    obs = _connected([o for o in list(history) + refs if o.get("p50_ms") and o["p50_ms"] > 0])
+    obs = _connected([o for o in list(history) + refs if plausible(o.get("p50_ms"))])
     out = {"campaigns": len({o["campaign"] for o in obs}), "cells": len({o["cell"] for o in obs}),
            "reference_campaigns": len({o["campaign"] for o in obs if o["cell"] == REFERENCE_CELL}),
            "shared_sd_log": None, "cell_sd_log": None, "sd_log": None, "shared_df": None, "df": None,
