@@ -167,6 +167,13 @@ def campaign_level(earlier: list, device: dict | None = None) -> dict:
     return out
 
 
+def _t975(df: float | None) -> float:
+    """The 97.5 % quantile of Student's t with ``df`` degrees of freedom (None: the normal's)."""
+    from scipy.stats import t as t_dist  # here: scipy.stats takes a while to import
+
+    return float(t_dist.ppf(0.975, df)) if df else stats.Z975
+
+
 def _widen(estimate: float, interval, extra_var: float, df: float | None) -> list | None:
     """``interval`` (log-symmetric approximation) with ``extra_var`` added on the log scale: the
     half-width is sqrt(z² v + t² extra_var), each part at its own 95 % quantile — the
@@ -174,13 +181,10 @@ def _widen(estimate: float, interval, extra_var: float, df: float | None) -> lis
     freedom (None: normal). A spread learned from few campaigns widens the interval instead of
     under-covering; Welch–Satterthwaite on the estimated parts would narrow it exactly when the
     between-campaign estimate came out small by chance."""
-    from scipy.stats import t as t_dist  # here: scipy.stats takes a while to import
-
     v = log_var(interval)
     if v is None:
         return None
-    quantile = float(t_dist.ppf(0.975, df)) if df else stats.Z975
-    half = math.sqrt(stats.Z975 ** 2 * v + quantile ** 2 * extra_var)
+    half = math.sqrt(stats.Z975 ** 2 * v + _t975(df) ** 2 * extra_var)
     return [estimate * math.exp(-half), estimate * math.exp(half)]
 
 
@@ -188,15 +192,56 @@ def _rel(estimate: float, interval) -> float | None:
     return None if not interval else (interval[1] - interval[0]) / (2 * estimate)
 
 
+def machine_state(reference: list | None, records: list, device: dict | None) -> dict | None:
+    """How fast the board ran while this cell ran, against its usual speed: the geometric mean
+    of this campaign's reference-workload p50s over the cell's rounds (from the round before its
+    first process; all of this campaign's so far when none falls there) against the device's
+    usual reference p50 (``device["reference_usual_ms"]``:
+    :func:`host.campaign.device_effect.usual_reference`). Returns ``{"reference_ms", "usual_ms",
+    "shift_log" (ln of their ratio), "runs", "usual_campaigns"}``, or None without both."""
+    usual = (device or {}).get("reference_usual_ms")
+    runs = [x for x in reference or [] if isinstance(x, dict) and plausible(x.get("latency_ms_p50"))]
+    rounds = [r.get("round") for r in records if isinstance(r.get("round"), int)]
+    if rounds:
+        span = [x for x in runs if isinstance(x.get("round"), int) and min(rounds) - 1 <= x["round"]]
+        runs = [x for x in span if x["round"] <= max(rounds)] or runs
+    if not plausible(usual) or not runs:
+        return None
+    now = math.exp(float(np.mean(np.log([x["latency_ms_p50"] for x in runs]))))
+    return {"reference_ms": now, "usual_ms": usual, "shift_log": math.log(now / usual), "runs": len(runs),
+            "usual_campaigns": device.get("reference_usual_campaigns")}
+
+
+def _hull(interval, factor: float) -> list | None:
+    """The smallest interval holding ``interval`` and ``interval`` scaled by ``factor``."""
+    if not interval or factor == 1.0:
+        return interval
+    return [min(interval[0], interval[0] * factor), max(interval[1], interval[1] * factor)]
+
+
 def with_campaign_level(interval: dict, level: dict) -> dict:
     """The cell's intervals: the within-campaign ones (``ci95_within``, ``rerun95_within``)
     and the reported ones, which add the between-campaign variance when it is known (the CI
-    once: this campaign is one draw of the machine's state; the re-run interval twice)."""
+    once: this campaign is one draw of the machine's state; the re-run interval twice). When the
+    board ran off its usual speed (``level["machine_state"]``, :func:`machine_state`: the
+    reference workload ``exp(shift_log)`` times its usual p50) by more than the campaign level
+    already allows for (``|shift_log| > t sd_log``, t at its 97.5 % quantile with the level's
+    degrees of freedom; or no ``sd_log``), both reported intervals
+    are also stretched to hold themselves scaled back to the usual speed (``stretched``: True):
+    a re-run may find the board still in this state or back in its usual one, and the cell's
+    long-run value is at the usual speed (the hull of both; a step the history never saw still
+    cannot be foreseen)."""
     est, sd = interval["estimate"], level.get("sd_log")
     out = dict(interval, ci95_within=interval["ci95"], rerun95_within=interval["rerun95"])
     if sd is not None:
         out["ci95"] = _widen(est, interval["ci95"], sd ** 2, level.get("df"))
         out["rerun95"] = _widen(est, interval["rerun95"], 2 * sd ** 2, level.get("df"))
+    state = level.get("machine_state")
+    if state:
+        state["stretched"] = sd is None or abs(state["shift_log"]) > _t975(level.get("df")) * sd
+    if state and state["stretched"]:
+        back = math.exp(-state["shift_log"])
+        out["ci95"], out["rerun95"] = _hull(out["ci95"], back), _hull(out["rerun95"], back)
     for key in ("ci95", "rerun95", "ci95_within", "rerun95_within"):
         out[key + "_rel"] = _rel(est, out[key])
     return out
@@ -499,6 +544,7 @@ def combine(docs: list, arrays: list, records: list, progress, earlier: list | N
     doc = dict(docs[0])
     doc.pop("sessions", None)
     level = campaign_level(earlier or [], device)
+    level["machine_state"] = machine_state(reference, records, device)
     interval = with_campaign_level(progress.interval(), level)
     latency = cell_latency(docs, arrays, interval)
     latency["campaign_level"] = level

@@ -89,6 +89,17 @@ def reference_observations(references: dict | None) -> list:
     return out
 
 
+def usual_reference(refs: list) -> dict:
+    """The device's usual speed on the reference workload: ``{"reference_usual_ms",
+    "reference_usual_campaigns"}``, the median over campaigns of each campaign's reference p50
+    (``refs``: :func:`reference_observations`), or None with fewer than :data:`MIN_CAMPAIGNS`
+    campaigns. The median, not the mean: a campaign run while the machine was in an odd state
+    (a VM-wide step) does not move it."""
+    p50s = [o["p50_ms"] for o in refs if plausible(o.get("p50_ms"))]
+    usual = math.exp(float(np.median(np.log(p50s)))) if len(p50s) >= MIN_CAMPAIGNS else None
+    return {"reference_usual_ms": usual, "reference_usual_campaigns": len(p50s)}
+
+
 def _connected(obs: list) -> list:
     """The observations of the largest set of campaigns linked by shared cells (campaign effects
     are comparable only there), keeping cells seen in >= 2 of its campaigns."""
@@ -145,7 +156,8 @@ def device_level(history: list, references: dict | None = None) -> dict:
     (``ci95`` the cell's within-campaign interval; :func:`host.campaign.store.device_history`), plus
     the reference workload's per-campaign records ``references`` (:func:`reference_observations`;
     absent: nothing changes). Returns ``{"campaigns", "cells", "reference_campaigns",
-    "shared_sd_log", "cell_sd_log", "sd_log", "shared_df", "df", "method"}``: the shared campaign
+    "shared_sd_log", "cell_sd_log", "sd_log", "shared_df", "df", "reference_usual_ms",
+    "reference_usual_campaigns", "method"}`` (the last two: :func:`usual_reference`): the shared campaign
     effect's sd, the cells' own (interaction) sd, the spread a cell new to the device has between
     campaigns (sqrt of their sum) and degrees of freedom (K − 1 for both); the spreads are None
     with fewer than :data:`MIN_CAMPAIGNS` linked campaigns. Never raises on odd data (p50s that
@@ -155,7 +167,7 @@ def device_level(history: list, references: dict | None = None) -> dict:
     out = {"campaigns": len({o["campaign"] for o in obs}), "cells": len({o["cell"] for o in obs}),
            "reference_campaigns": len({o["campaign"] for o in obs if o["cell"] == REFERENCE_CELL}),
            "shared_sd_log": None, "cell_sd_log": None, "sd_log": None, "shared_df": None, "df": None,
-           "method": DEVICE_LEVEL_METHOD}
+           **usual_reference(refs), "method": DEVICE_LEVEL_METHOD}
     if out["campaigns"] < MIN_CAMPAIGNS:
         return out
     fit = _fit(obs)

@@ -88,8 +88,11 @@ LATENCY = _obj({
     "campaign_level": _obj({"earlier_campaigns": INT, "campaigns": {"type": ["array", "null"]},
                             "sd_log": NUM, "method": STR, "source": STR, "df": NUM, "cell_sd_log": NUM,
                             "device": _obj({"campaigns": INT, "cells": INT, "reference_campaigns": INT,
+                                            "reference_usual_campaigns": INT,
                                             **_nums("shared_sd_log", "cell_sd_log", "sd_log", "shared_df",
-                                                    "df")})}),
+                                                    "df", "reference_usual_ms")}),
+                            "machine_state": _obj({"runs": INT, "usual_campaigns": INT, "stretched": BOOL,
+                                                   **_nums("reference_ms", "usual_ms", "shift_log")})}),
 })
 PROCESS = _obj({
     "round": INT, "slot": INT, "start_utc": STR, "wall_s": NUM, "status": STR, "latency_ms_p50": NUM,
