@@ -42,11 +42,25 @@ POLICY_OPTIONS = {
 }
 
 
+#: Policy field -> runner option of the scenario (:mod:`runners.scenarios`); passed only for a scenario
+#: other than single-stream, so a single-stream command line is what it was before scenarios.
+SCENARIO_OPTIONS = {
+    "scenario": "--scenario",
+    "rate_hz": "--rate-hz",
+    "duration_s": "--duration",
+    "samples_per_query": "--samples-per-query",
+}
+
+
 def policy_to_argv(policy: Policy) -> list:
     """``python -m runners run`` options that reproduce ``policy`` exactly."""
     argv = []
     for name, option in POLICY_OPTIONS.items():
         argv += [option, repr(getattr(policy, name))]
+    if policy.scenario != _DEFAULT.scenario:
+        argv += ["--scenario", policy.scenario]
+        for name in ("rate_hz", "duration_s", "samples_per_query"):
+            argv += [SCENARIO_OPTIONS[name], repr(getattr(policy, name))]
     return argv
 
 _POLICY_HELP = """\
@@ -158,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         lo, hi = POLICY_RANGES[name]
         run.add_argument(option, dest=name, type=number_type(kind, lo, hi), default=getattr(d, name),
                          help=f"{text} ({lo:g}..{hi:g})", metavar="N" if kind is int else "X")
+    _add_scenario_options(run)
     run.add_argument("--keep-latencies", action="store_true",
                      help="include every latency (ns) in the result")
     run.add_argument("--counters", action="store_true",
@@ -175,6 +190,28 @@ def build_parser() -> argparse.ArgumentParser:
     backends.add_argument("--json", action="store_true",
                           help="print every backend's descriptor (options, levels, precisions, families)")
     return parser
+
+
+def _add_scenario_options(run: argparse.ArgumentParser) -> None:
+    """``--scenario`` and its settings (:mod:`runners.scenarios`)."""
+    from runners.scenarios import SCENARIOS
+
+    d = _DEFAULT
+    group = run.add_argument_group(
+        "scenario", "how the timed loop issues queries (runners.scenarios); paced and multi-stream run one "
+        "fixed schedule per session instead of --min-iters/--min-s")
+    names = [f"{s.name}" + ("" if s.implemented else f" ({s.reason})") for s in SCENARIOS.values()]
+    group.add_argument("--scenario", choices=list(SCENARIOS), default=d.scenario, metavar="NAME",
+                       help="one of: " + ", ".join(names) + f" [{d.scenario}]")
+    group.add_argument("--rate-hz", dest="rate_hz", type=number_type(float, 0.001, 100000), default=d.rate_hz,
+                       metavar="X", help=f"paced / multi-stream: queries per second [{d.rate_hz:g}]")
+    group.add_argument("--duration", dest="duration_s", type=number_type(float, 0.001, 7 * 86400),
+                       default=d.duration_s, metavar="X",
+                       help=f"paced / multi-stream: seconds of schedule per session [{d.duration_s:g}]")
+    group.add_argument("--samples-per-query", dest="samples_per_query", type=number_type(int, 1, 65536),
+                       default=d.samples_per_query, metavar="N",
+                       help="multi-stream: samples per query, a multiple of the batch "
+                            f"[{d.samples_per_query}]")
 
 
 def _add_evaluation_options(run: argparse.ArgumentParser) -> None:
@@ -261,7 +298,7 @@ def _cmd_run(args, out) -> int:
     from runners.core import RunConfig, run
     from runners.fileio import write_json_atomic
 
-    policy = Policy(**{name: getattr(args, name) for name in POLICY_OPTIONS})
+    policy = Policy(**{name: getattr(args, name) for name in (*POLICY_OPTIONS, *SCENARIO_OPTIONS)})
     try:
         policy.check()
     except ValueError as exc:

@@ -16,9 +16,9 @@ from array import array
 from dataclasses import asdict, dataclass, field
 
 import runners
-from runners import environment, levels, stats
+from runners import environment, levels, scenarios, stats
 from runners.backends import can_evaluate, get_backend
-from runners.errors import DatasetError, RunnerError, error_record
+from runners.errors import DatasetError, InputSpecError, RunnerError, error_record
 from runners.inputs import resolve_shapes, synthesize
 from runners.manifest import device_manifest, tool_manifest
 from runners.memory import MemoryProbe
@@ -36,6 +36,9 @@ class Policy:
     first->last block), its share of iterations far from the median (``mode_share_max``),
     the CPU clock's change across a loop (``throttle_max``); other processes' CPU share
     (``load_max``) and the robust CoV (``cov_max``) only warn. 60 FPS real-time budget.
+    ``scenario`` (:mod:`runners.scenarios`): ``single-stream`` is the loop above; ``paced`` and
+    ``multi-stream`` replace the timed loop by a fixed schedule of ``rate_hz`` queries per second
+    for ``duration_s`` seconds (``samples_per_query`` samples each in multi-stream).
     """
 
     warmup_min_iterations: int = 20
@@ -50,16 +53,22 @@ class Policy:
     mode_share_max: float = 0.10
     throttle_max: float = 0.10
     load_max: float = 0.25
+    scenario: str = scenarios.SINGLE_STREAM
+    rate_hz: float = 60.0
+    duration_s: float = 60.0
+    samples_per_query: int = 8
 
     def check(self) -> None:
-        """Raise ValueError when the policy is self-contradictory."""
+        """Raise ValueError when the policy is self-contradictory (or its scenario is not
+        implemented: :func:`runners.scenarios.check`)."""
+        scenarios.check(self)
         if self.min_iterations < 1 or self.warmup_min_iterations < 0:
             raise ValueError("iteration minimums must be >= 1 (warm-up >= 0)")
         if self.min_duration_s < 0 or self.warmup_min_s < 0:
             raise ValueError("duration minimums must be >= 0")
         if self.max_duration_s <= 0:
             raise ValueError("max duration must be > 0")
-        if self.min_duration_s > self.max_duration_s:
+        if self.min_duration_s > self.max_duration_s and self.scenario == scenarios.SINGLE_STREAM:
             raise ValueError(f"the timed loop's minimum ({self.min_duration_s:g} s) exceeds its cap "
                              f"({self.max_duration_s:g} s): raise --max-s or lower --min-s")
         if self.warmup_min_s > self.max_duration_s:
@@ -229,18 +238,24 @@ def _session(backend, config: RunConfig, result: dict, probe: MemoryProbe, index
     before = environment.snapshot()
     levels.reset(backend)
     watch = _counters(config, index)
+    record, calls = None, 1
     try:
-        lat, start, end, max_hit = timed_loop(backend.infer, policy.min_iterations,
-                                              int(policy.min_duration_s * 1e9),
-                                              int(policy.max_duration_s * 1e9))
+        if scenarios.SCENARIOS[policy.scenario].scheduled:
+            calls = _calls_per_query(policy, per_call)
+            lat, start, end, max_hit, record = _scheduled(backend.infer, policy, calls)
+        else:
+            lat, start, end, max_hit = timed_loop(backend.infer, policy.min_iterations,
+                                                  int(policy.min_duration_s * 1e9),
+                                                  int(policy.max_duration_s * 1e9))
         if watch is not None:
-            result["counters"] = watch.stop(lat, per_call, end - start)
+            result["counters"] = watch.stop(lat, per_call * calls, end - start)
     finally:
         if watch is not None:
             watch.close()
     after = environment.snapshot()
-    extra = levels.collect(backend, len(lat))
-    summary = stats.summarize(lat, loop_duration_ns=end - start, samples_per_call=per_call)
+    # a scheduled loop's latencies are per query: the backend's per-call levels do not pair with them
+    extra = levels.collect(backend, len(lat)) if record is None else {}
+    summary = stats.summarize(lat, loop_duration_ns=end - start, samples_per_call=per_call * calls)
     summary["loop_start_monotonic_ns"] = start + to_mono
     summary["loop_end_monotonic_ns"] = end + to_mono
     summary["max_duration_hit"] = max_hit
@@ -250,10 +265,54 @@ def _session(backend, config: RunConfig, result: dict, probe: MemoryProbe, index
               "environment": environment.delta(before, after)}
     block = {"index": index, "load_ms": load_ms, "first_inference_ms": first_ms,
              "warmup": warm, "latency": summary, "checks": checks}
+    if record is not None:
+        block["scenario"] = _scenario_block([record], policy, calls)
+        block["_record"] = record  # pooled over the sessions by _measure, then dropped
     if extra:
         block["latency_levels"] = levels.session_levels(backend.latency_level, summary, extra,
                                                         loop_ns=end - start, per_call=per_call)
     return block, lat, extra
+
+
+def _calls_per_query(policy: Policy, per_call: int) -> int:
+    """``infer()`` calls per query: 1 for paced; ``samples_per_query / per_call`` for multi-stream.
+
+    Raises:
+        InputSpecError: the samples per query are not a whole number of calls.
+    """
+    if policy.scenario != "multi-stream":
+        return 1
+    if policy.samples_per_query % per_call:
+        raise InputSpecError(f"--samples-per-query {policy.samples_per_query} is not a multiple of the "
+                             f"{per_call} samples each call processes (the batch): choose a multiple, or "
+                             f"--batch {policy.samples_per_query} for one call per query")
+    return policy.samples_per_query // per_call
+
+
+def _scheduled(infer, policy: Policy, calls: int) -> tuple:
+    """The scheduled timed loop (:func:`runners.scenarios.scheduled_loop`): ``calls`` inferences per
+    query. Returns (latencies per query from its slot start, ns; loop start; loop end; False; record)."""
+    if calls == 1:
+        query = infer
+    else:
+        def query():
+            for _ in range(calls):
+                infer()
+    record = scenarios.scheduled_loop(query, scenarios.period_ns(policy.rate_hz), scenarios.slots(policy))
+    end = record.done[-1] if record.done else record.start
+    return record.latencies(), record.start, end, False, record
+
+
+def _scenario_block(records: list, policy: Policy, calls: int) -> dict:
+    """The ``scenario`` block of scheduled sessions (:func:`runners.scenarios.schedule_block`) with the
+    early-stopping p99 of their query latencies (:func:`runners.earlystop.estimate`)."""
+    from runners import earlystop
+
+    block = scenarios.schedule_block(records, policy.scenario, policy.rate_hz, policy.duration_s,
+                                     policy.samples_per_query, calls)
+    block["latency_ms_p99_early_stopping"] = earlystop.estimate(
+        [v for r in records for v in r.latencies()], 0.99)
+    return block
 
 
 def _counters(config: RunConfig, index: int):
@@ -283,15 +342,31 @@ def _measure(config: RunConfig, result: dict, probe: MemoryProbe) -> None:
         arrays.append(lat)
         extras.append(extra)
     probe.mark("end")
+    records = [b.pop("_record") for b in blocks if "_record" in b]
+    if records:
+        level = "query"  # from the query's scheduled start to its completion (runners.scenarios)
     result["sessions"] = blocks
     result["warmup"] = dict(blocks[0]["warmup"], first_inference_ms=blocks[0]["first_inference_ms"],
                             load_ms=blocks[0]["load_ms"])
     result["latency"] = stats.pool_sessions(blocks, arrays, level=level)
+    if records:
+        result["scenario"] = _scenario_block(records, policy, blocks[0]["scenario"]["calls_per_query"])
+        _early_stopping_p99(result["latency"], result["scenario"])
     if all(extras):  # a GPU backend's device levels (runners.levels), beside the primary one
         result["latency_levels"] = levels.pool(blocks, extras, level, result["latency"], policy)
     result["verdict"] = stats.process_verdict(blocks, policy)
     result["realtime"] = stats.realtime_verdict(result["latency"], policy.fps)
     result["status"] = "ok" if result["verdict"]["result"] == "VALID" else "invalid"
+
+
+def _early_stopping_p99(latency: dict, block: dict) -> None:
+    """A scheduled run's ``latency_ms_p99`` is the early-stopping estimate (None, with the number of
+    queries needed in ``latency_ms_p99_early_stopping``, when there are too few); the plain sample
+    percentile stays as ``latency_ms_p99_sample``."""
+    es = block["latency_ms_p99_early_stopping"]
+    latency["latency_ms_p99_sample"] = latency["latency_ms_p99"]
+    latency["latency_ms_p99"] = es["latency_ms"]
+    latency["latency_ms_p99_early_stopping"] = es
 
 
 def _evaluate(config: RunConfig, result: dict) -> None:

@@ -206,6 +206,16 @@ def _num(value) -> Optional[float]:
         and math.isfinite(value) else None
 
 
+def _missing(lat: dict, stat: str) -> str:
+    """Why a latency statistic is absent: a scheduled scenario's early-stopping p99 (runners.earlystop)
+    with too few queries says how many it needs."""
+    es = lat.get(f"{stat}_early_stopping")
+    if isinstance(es, dict) and es.get("queries_needed") and es.get("latency_ms") is None:
+        return (f"no {stat}: MLPerf LoadGen's early-stopping estimate needs {es['queries_needed']} queries, "
+                f"this run had {es.get('queries')}; lengthen --duration")
+    return f"no {stat}"
+
+
 def _latency(cell: dict, b: Budgets) -> Check:
     stat = f"latency_ms_{b.statistic}"
     limit = b.latency_limit_ms
@@ -216,7 +226,7 @@ def _latency(cell: dict, b: Budgets) -> Check:
         and all(_num(x) is not None for x in ci) else None
     if value is None:
         return _check("latency", stat, "ms", limit, None, None, verdict=NOT_MEASURED,
-                      reason="the cell failed" if _failed(cell) else f"no {stat}")
+                      reason="the cell failed" if _failed(cell) else _missing(lat, stat))
     if interval is None and b.statistic == "p99" and _above(lat.get("latency_ms_p50_ci95"), limit):
         check = _check("latency", stat, "ms", limit, value, None, verdict=MISSES,
                        reason=f"the p50's 95 % interval is already above {_g(limit)} (the p99 is at least "

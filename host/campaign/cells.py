@@ -540,7 +540,12 @@ def combine(docs: list, arrays: list, records: list, progress, earlier: list | N
     campaign's reference runs on the device so far (``reference``, :func:`machine_change`):
     the first process's document with ``latency``, ``verdict``, ``status``, ``realtime``,
     ``warmup`` (first process: the cell's true first inference) and ``repetitions``
-    replaced or added. The per-session blocks move into ``repetitions.processes``."""
+    replaced or added. The per-session blocks move into ``repetitions.processes``. A scheduled
+    scenario's cell (paced, multi-stream) is :func:`host.campaign.scheduled.combine_scheduled`'s."""
+    if progress.protocol.fixed_processes is not None:
+        from host.campaign.scheduled import combine_scheduled
+
+        return combine_scheduled(docs, arrays, records, progress)
     doc = dict(docs[0])
     doc.pop("sessions", None)
     level = campaign_level(earlier or [], device)

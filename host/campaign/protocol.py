@@ -32,6 +32,10 @@ class Protocol:
     max_processes: int = 200
     max_cell_s: float = 20.0
     order_seed: int = 0
+    #: a scenario that fixes the processes per cell (paced, multi-stream: one process with one long
+    #: session, :data:`runners.scenarios.SCENARIOS`); None: the interval decides
+    fixed_processes: int | None = None
+    scenario: str = "single-stream"
 
     def check(self) -> None:
         """Raise ValueError when self-contradictory."""
@@ -96,6 +100,12 @@ class Progress:
         """Whether the cell is done; sets ``stopped`` to the reason when it is."""
         p, n = self.protocol, len(self.medians)
         rel = None
+        if p.fixed_processes is not None:
+            if n < p.fixed_processes:
+                return False
+            self.stopped = (f"scenario {p.scenario}: {n} process{'es' if n > 1 else ''} with one long "
+                            "session each, by design (a sustained schedule, not repeated short loops)")
+            return True
         if n >= p.min_processes:
             rel = self.interval()["ci95_rel"]
             if rel is not None and rel <= p.target_ci:

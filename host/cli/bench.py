@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, List, Optional
 import typer
 
 from host.cli.bench_progress import run_bench
+from host.cli.bench_scenario import PANEL as SCENARIO_PANEL
+from host.cli.bench_scenario import DurationOpt, RateHzOpt, SamplesPerQueryOpt, ScenarioOpt, apply_scenario
 from host.cli.lab import (
     AcceptNewOpt,
     AllOpt,
@@ -159,7 +161,8 @@ LoopMaxSOpt = Annotated[Optional[float], bounded(
     0.001, DAY_S, "cap on one warm-up and one timed loop, seconds each [30]")]
 TimeoutOpt = Annotated[float, bounded(1, 7 * DAY_S, "timeout of one runner process, seconds")]
 PowerOpt = Annotated[Optional[bool], typer.Option(
-    "--power/--no-power", help="measure power on devices that have a meter [on when one is set]")]
+    "--power/--no-power",
+    help="measure power on devices that have a meter, and on local from its own RAPL/NVML counters [on]")]
 MeterFromInventoryOpt = Annotated[bool, typer.Option(
     "--meter-from-inventory", help="use each device's inventory meter (the default when set)")]
 MeterOpt = Annotated[Optional[str], typer.Option(
@@ -182,6 +185,7 @@ BENCH_PANELS = {
     "Protocol": ("quick", "rigorous", "target_ci", "max_s", "min_processes", "max_processes", "sessions",
                  "order_seed", "reference", "auto_calibrate", "warmup_iters", "warmup_s", "min_iters",
                  "min_s", "loop_max_s", "timeout"),
+    "Scenario": SCENARIO_PANEL,
     "Budgets (the table's verdict)": BUDGET_PARAMS,
     "Power, memory and profiles": ("power", "meter_from_inventory", "meter", "meter_port", "idle_settle_s",
                                    "idle_window_s", "idle_every_s", "power_min_samples", "memory",
@@ -226,6 +230,10 @@ def bench(
     loop_max_s: LoopMaxSOpt = None,
     fps: FpsOpt = 60.0,
     timeout: TimeoutOpt = 600.0,
+    scenario: ScenarioOpt = "single-stream",
+    rate_hz: RateHzOpt = 60.0,
+    duration: DurationOpt = 60.0,
+    samples_per_query: SamplesPerQueryOpt = 8,
     power: PowerOpt = None,
     meter_from_inventory: MeterFromInventoryOpt = False,
     meter: MeterOpt = None,
@@ -273,6 +281,10 @@ def bench(
     other cells, until the 95 % CI of its p50 is within ±--target-ci or --max-s is spent.
     VALID when the CI met the target and no loop check (drift, second mode, throttle)
     failed; each INVALID reason says what to do. Presets: --quick, --rigorous.
+
+    Scenarios (--scenario): single-stream is the protocol above; paced issues one query every
+    1/--rate-hz s for --duration s in one process (deadline misses, miss % in the table),
+    multi-stream --samples-per-query samples per query on the same schedule.
     """
     from host.campaign.options import CampaignOptions
     from host.campaign.plan import discover_models
@@ -289,6 +301,8 @@ def bench(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     policy = _enough_for_p99(policy, statistic, min_iters)
+    protocol, policy, timeout = apply_scenario(scenario, rate_hz, duration, samples_per_query, protocol,
+                                               policy, timeout)
     memory, calibrate = Memory(memory).value, Calibration(calibrate).value  # plain str in the results
     view = table_view(budgets_of(fps, latency_ms, statistic, memory_mib, memory_scope, power_w, energy_mj,
                                  accuracy_min), wide, columns)
@@ -540,14 +554,17 @@ def _exit_for(cells: list, name: str, retry_failed: bool) -> None:
 
 
 def _power_factory(meter, meter_port, options, **settings):
-    """``(device, board, folder) -> PowerSession | None`` for run_campaign."""
+    """``(device, board, folder) -> PowerSession | None`` for run_campaign (the local device without a
+    meter: :func:`host.power.local.local_power_session`)."""
     from host.lab.board import open_transport
     from host.power.session import PowerSession, meter_spec
 
     def factory(device, board, folder):
         spec = meter_spec(device, meter, meter_port)
-        if spec is None:
-            return None
+        if spec is None:  # --device local: its own counters (RAPL, NVML), else "no source"; others: none
+            from host.power.local import local_power_session
+
+            return local_power_session(device, board, folder, **settings)
         run = on_close = None
         if spec.onboard:  # on-board sources are read on the board, over their own connection
             transport = open_transport(device, options)

@@ -18,6 +18,7 @@ from host.cli.render import (  # the wide table's cell formats
     _pm,
     bench_table,
     plain,
+    power_legend,
     styled,
     verdict_notes,
     verdict_text,
@@ -118,10 +119,13 @@ def _memory_cell(r: _Row) -> Text:
 
 def _power_cell(r: _Row) -> Text:
     pw = r.cell.get("power") if isinstance(r.cell.get("power"), dict) else {}
+    if pw.get("no_source") and r.cell.get("status") != "failed":  # the local machine has nothing to read
+        return plain("no source", "dim")
     if not pw or not pw.get("meter"):
         return plain("-" if r.cell.get("status") == "failed" else "no meter", "dim")
     watts, mj = pw.get("power_w_mean"), pw.get("energy_mj_per_inference")
-    parts = [_marked(r.checks.get("power"), "-" if watts is None else f"{watts:.2f} W"),
+    own = "†" if pw.get("measures") and watts is not None else ""  # an on-host counter: not wall power
+    parts = [_marked(r.checks.get("power"), "-" if watts is None else f"{watts:.2f} W{own}"),
              _marked(r.checks.get("energy"), "-" if mj is None else f"{sig(mj)} mJ")]
     return Text(" ").join(parts)
 
@@ -129,6 +133,13 @@ def _power_cell(r: _Row) -> Text:
 def _accuracy_cell(r: _Row) -> Text:
     top1 = (r.cell.get("accuracy") or {}).get("top1")
     return _marked(r.checks.get("accuracy"), "-" if top1 is None else f"{top1 * 100:.1f} %")
+
+
+def deadline_misses(cell: dict) -> str:
+    """A scheduled scenario's deadline misses as a share of its slots (``scenario.deadline_miss_pct``,
+    2 significant digits, never exponent form), "-" for other cells."""
+    pct = (cell.get("scenario") or {}).get("deadline_miss_pct")
+    return "-" if pct is None else sig(pct, 2)
 
 
 def _verdict_cell(r: _Row) -> Text:
@@ -161,6 +172,7 @@ TABLE_COLUMNS = {
     "rerun": ("re-run %", "right", lambda r: plain(_pm(r.lat.get("latency_ms_p50_rerun95_rel")))),
     "processes": ("proc", "right", lambda r: plain(_num(r.lat.get("processes"), "d"))),
     "p99": ("p99", "right", lambda r: plain(quantity(r.lat.get("latency_ms_p99"), "ms"))),
+    "misses": ("miss %", "right", lambda r: plain(deadline_misses(r.cell))),
     "samples_s": ("samples/s", "right", lambda r: plain(_num(r.lat.get("throughput_sps"), ",.0f"))),
     "memory": ("{scope} RSS", "right", _memory_cell),
     "power": ("power", "left", _power_cell),
@@ -175,13 +187,14 @@ _FOLDABLE = ("campaign", "device", "model", "config")
 
 def default_columns(cells: list[dict]) -> list[str]:
     """The verdict-first columns: [campaign,] [device,] model, precision, [batch,] the budget
-    statistic with its interval, memory, power · energy, accuracy, verdict (campaign, device and
-    batch only when the cells have several)."""
+    statistic with its interval, [deadline misses,] memory, power · energy, accuracy, verdict (campaign,
+    device and batch only when the cells have several; misses when a cell ran a scheduled scenario)."""
     several = {k: len({(c.get("cell") or {}).get(k) for c in cells}) > 1 for k in ("campaign", "device")}
     sweep = len({_batch(c) for c in cells}) > 1
+    scheduled = any((c.get("scenario") or {}).get("deadline_miss_pct") is not None for c in cells)
     return [*(["campaign"] if several["campaign"] else []), *(["device"] if several["device"] else []),
-            "model", "precision", *(["batch"] if sweep else []), "latency", "memory", "power", "accuracy",
-            "verdict"]
+            "model", "precision", *(["batch"] if sweep else []), "latency",
+            *(["misses"] if scheduled else []), "memory", "power", "accuracy", "verdict"]
 
 
 def parse_columns(text: str | None) -> list[str] | None:
@@ -263,6 +276,9 @@ class BudgetTable:
             for note in _cell_notes(row):
                 yield Padding(plain(note, "dim"), (0, 0, 0, 4))
         yield plain(BUDGET_RULE, "table.caption")
+        legend = power_legend([r.cell for r in self.rows]) if "power" in self.columns else ""
+        if legend:
+            yield plain(legend, "table.caption")
 
 
 class TableView:

@@ -14,6 +14,7 @@ from runners.backends import default_name
 from runners.cli import policy_to_argv
 from runners.core import Policy
 from runners.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from runners.scenarios import slug_part
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class BenchConfig:
         """File-name part naming the configuration, e.g. ``ort-b1-tall``, ``ort-b1-t2-optbasic``,
         ``ort-b1-tall-int8``: backend, batch, threads, then each explicitly set backend option that
         differs from its default (in descriptor order), then the shapes, then the precision
-        (nothing for fp32, the model as given)."""
+        (nothing for fp32, the model as given), then the scenario (:func:`runners.scenarios.slug_part`:
+        nothing for single-stream, e.g. ``paced60hz-120s``)."""
         parts = [self.backend, f"b{self.batch}", f"t{self.threads or 'all'}"]
         desc, given = self.descriptor, dict(self.options)
         for opt in desc.options if desc else ():
@@ -72,6 +74,9 @@ class BenchConfig:
             parts.append("s" + "_".join("x".join(map(str, dims)) for _, dims in self.shapes))
         if self.precision != "fp32":
             parts.append(self.precision)
+        scenario = slug_part(self.policy)  # "" for single-stream: those names are what they were
+        if scenario:
+            parts.append(scenario)
         return "-".join(parts)
 
     def shapes_dict(self) -> dict:
