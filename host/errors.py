@@ -316,6 +316,12 @@ class PowerError(HostError):
     """Power could not be measured for a device (meter missing, idle failed)."""
 
 
+class ThermalError(HostError):
+    """A board's thermal and clock sources could not be read (the command failed, timed out,
+    or answered something that does not parse); the message names the source and what came back.
+    Never fails a cell: its ``thermal`` block records it."""
+
+
 # --------------------------------------------------------------------------------------------
 # campaign
 

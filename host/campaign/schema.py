@@ -115,6 +115,19 @@ POWER = _obj({
             "energy_mj_per_inference_dynamic", "throughput_cps", "throughput_per_watt",
             "throughput_per_watt_mean", "alignment_uncertainty_ms"),
 })
+THERMAL = _obj({
+    "status": STR, "message": STR, "error": STR, "timeline_file": STR, "temp_c_max_zone": STR,
+    "sources": {"type": ["array", "null"],
+                "items": _obj({"kind": STR, "name": STR, "read": STR, "unit": STR})},
+    "samples_total": INT, "samples_failed": INT, "samples_in_window": INT, "window_start_ns": INT,
+    "window_end_ns": INT, "alignment": _obj({"offset_ns": INT, "uncertainty_ms": NUM, "method": STR}),
+    **_nums("interval_s", "tick_ms_median", "clock_drop_rel", "window_s", "temp_c_max", "temp_c_start",
+            "clock_mhz_min", "clock_mhz_max", "gpu_clock_mhz_min", "gpu_clock_mhz_max", "time_to_throttle_s"),
+    "clocks": {"type": ["object", "null"],
+               "additionalProperties": _obj(_nums("clock_mhz_min", "clock_mhz_max"))},
+    "throttle_flags": {"type": ["object", "null"], "additionalProperties": STR},
+    "verdict": VERDICT,
+})
 METRICS = _obj({  # counts as numbers: a FLOPs count may be written 4e9
     **_nums("params", "macs", "flops", "cdl", "nodes", "footprint_bytes", "weight_bytes",
             "largest_activation_bytes", "size_bytes"), "opset": INT, "ir_version": INT,
@@ -168,6 +181,7 @@ CELL_SCHEMA = {
         "info": {"type": ["object", "null"]},
         "host": HOST,
         "power": POWER,
+        "thermal": THERMAL,
         "precision": _obj({"name": STR}),
         "profile": PROFILE,
         "fidelity": _obj({"top1_agreement": NUM, "weights": STR, "warnings": STRS}),

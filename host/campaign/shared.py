@@ -125,6 +125,7 @@ class MeasuredCell:
     arrays: list = field(default_factory=list)  # per process, per session: int64 ns
     records: list = field(default_factory=list)
     power: dict | None = None
+    thermal: dict | None = None  # the cell's thermal block (host.thermal)
     fidelity: dict | None = None
     done: bool = False
 

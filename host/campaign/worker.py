@@ -26,6 +26,7 @@ from host.errors import BoardBusyError, DiskFullError, HostError, ResultsLocatio
 from host.lab.benchconfig import RESULT_EXIT_CODES, BenchConfig
 from host.lab.lease import campaign_tag, describe, owner_info
 from host.power.session import failed_block
+from host.thermal.session import thermal_warnings
 from runners.fileio import write_json_atomic
 
 #: Seconds between two tries of a board lock another run holds (``CampaignOptions.wait_lock``).
@@ -76,6 +77,7 @@ class BoardWorker:
         self.session = None  # PowerSession, when the device has a meter that opened
         self.power_error: str | None = None
         self.power_state: dict | None = None
+        self.thermal = None  # ThermalSession: the board's thermal and clock sources (host.thermal)
         self.down: Exception | None = None  # why the board cannot be used
 
     def event(self, index: int, model: Path | None, state: str, **kw) -> None:
@@ -97,6 +99,8 @@ class BoardWorker:
                 self._open_board()
                 if self.shared.power is not None and self.down is None:
                     self._open_power()
+                if self.down is None:
+                    self._open_thermal()
                 self._calibrate_if_new()
             board_info = {k: v for k, v in self.device.to_json().items() if k != "vars"}
             cells = [MeasuredCell(i, item, Progress(self.shared.options.protocol)) for i, item in pending]
@@ -319,6 +323,13 @@ class BoardWorker:
             self.power_error, self.session = f"meter could not be opened: {exc}", None
             self.summary.notes.append(self.power_error)
 
+    def _open_thermal(self) -> None:
+        """Probe the board's thermal and clock sources once (:mod:`host.thermal`; never fails)."""
+        from host.thermal.session import ThermalSession
+
+        self.thermal = ThermalSession.for_board(self.board)
+        self.thermal.open()
+
     def _step(self, cell: MeasuredCell, round_no: int, slot: int, board_info: dict) -> bool:
         """Run one process of ``cell`` (or record why it could not run); store the cell when
         it is done or failed. Returns False when Ctrl-C came while it ran (nothing stored)."""
@@ -333,22 +344,30 @@ class BoardWorker:
         token = None
         if first and self.session is not None and self.power_error is None:
             token = self.session.start_cell()
+        thermal = self.thermal.start_cell() if first and self.thermal is not None else None
         # only the process whose loop the meter watches needs the lengthened loop
         cfg = self.session.extend(cell.item.cfg) if token is not None else cell.item.cfg
         outcome, error = self._run_on_board(cell, cfg, self._extras(cell) if first else None)
         if self.shared.stop.is_set():
             if token is not None:
                 token["sampler"].stop()
+            if thermal is not None:
+                self.thermal.cancel(thermal)
             return False
         self._note_leftovers(outcome)
         doc = outcome.result if outcome is not None else None
         if outcome is None or doc is None or outcome.exit_code not in RESULT_EXIT_CODES \
                 or doc.get("status") == "failed" or not doc.get("sessions"):
+            if thermal is not None:
+                self.thermal.cancel(thermal)
             self._store(cell, outcome, error, token, board_info)
             if outcome is None:  # the board failed: stored first, then one reconnect attempt
                 self._reconnect(cell)
             return True
         cell.add(outcome, take_latencies(doc), process_record(doc, outcome.wall_s, round_no, slot))
+        if first and self.thermal is not None:  # the timeline of the first process, aligned to its first loop
+            cell.thermal = self.thermal.finish_cell(thermal, doc["sessions"][0]["latency"],
+                                                    cell.path.with_suffix(".thermal.csv"))
         if first:
             cell.fidelity = self._fidelity(cell, outcome)
         if token is not None:  # power of the first process, aligned to its first timed loop
@@ -467,6 +486,9 @@ class BoardWorker:
             doc["power"] = cell.power
         elif self.power_error is not None and outcome is not None:
             doc["power"] = failed_block(session.spec if session else None, self.power_error)
+        if cell.thermal is not None:
+            doc["thermal"] = cell.thermal
+            doc.setdefault("warnings", []).extend(thermal_warnings(cell.thermal))
         store_cell(path, doc)
         cell.done = True
         self.summary.run += 1
@@ -508,6 +530,8 @@ class BoardWorker:
         summary; report the board finished."""
         if self.session is not None:
             self.session.close()
+        if self.thermal is not None:
+            self.thermal.close()
         board = self.board
         if board is not None:
             stats = board.transport.stats
