@@ -414,3 +414,15 @@ def test_a_local_campaign_records_what_this_machine_exposes(tmp_path):
         assert block["status"] == "measured" and block["samples_total"] >= 2
         assert (path.parent / block["timeline_file"]).is_file()
         assert block["alignment"]["method"] == "same clock"
+
+
+def test_the_throttled_warning_is_a_line_under_the_table():
+    from host.cli.render import verdict_notes
+
+    cell = {"cell": {"model_stem": "m"}, "status": "ok", "verdict": {"result": "VALID", "checks": {}},
+            "thermal": summarise(ticks({5: 2400.0, 13: 1800.0}), WINDOW)}
+    assert verdict_notes([cell]) == [
+        "m: warning: throttled: CPU clock dropped from 2400 to 1800 MHz (-25.0 %, more than the 10 % "
+        "allowed) 3.0 s into the measured window"]
+    cell["thermal"] = {"status": NO_SOURCE, "message": f"{NO_SOURCE}: nothing"}
+    assert verdict_notes([cell]) == []

@@ -153,7 +153,8 @@ NOTED_WARNINGS = ("modes_stable_across_processes",)
 
 def verdict_notes(cells: list[dict]) -> list[str]:
     """One line per reason of every INVALID or failed cell, ``model: check: reason`` (old
-    cells: ``model: reason``), and per stable second mode, ``model: warning: second mode: …``."""
+    cells: ``model: reason``), per stable second mode, ``model: warning: second mode: …``, and per
+    thermal warning (:mod:`host.thermal`), ``model: warning: throttled: …``."""
     lines = []
     for cell in cells:
         stem = (cell.get("cell") or {}).get("model_stem") or "?"
@@ -164,6 +165,9 @@ def verdict_notes(cells: list[dict]) -> list[str]:
         noted = verdict.get("warnings_by_check")
         if isinstance(noted, dict):
             lines += [f"{stem}: warning: {noted[c]}" for c in NOTED_WARNINGS if noted.get(c)]
+        thermal = cell.get("thermal") if isinstance(cell.get("thermal"), dict) else {}
+        lines += [f"{stem}: warning: {w}" for w in (thermal.get("verdict") or {}).get("warnings") or []
+                  if str(w).startswith("throttled:")]
     return lines
 
 
