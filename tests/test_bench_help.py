@@ -14,7 +14,7 @@ from host.cli import app
 from host.cli.bench import BENCH_PANELS
 
 runner = CliRunner()
-PANELS = ("Models", "Devices", "Matrix", "Protocol", "Budgets (the table's verdict)",
+PANELS = ("Models", "Devices", "Matrix", "Protocol", "Scenario", "Budgets (the table's verdict)",
           "Power, memory and profiles", "SSH", "Resume and locks", "Output")
 
 
@@ -54,6 +54,7 @@ def test_panels_show_once_each_and_list_every_option_exactly_once():
     assert {"--fps", "--latency-ms", "--statistic", "--memory-mib", "--memory-scope", "--power-w",
             "--energy-mj", "--accuracy-min"} == set(panels["Budgets (the table's verdict)"])
     assert {"--json", "--wide", "--columns"} == set(panels["Output"])
+    assert {"--scenario", "--rate-hz", "--duration", "--samples-per-query"} == set(panels["Scenario"])
     assert {"--precision", "--batch", "--backend"} <= set(panels["Matrix"])
 
 
