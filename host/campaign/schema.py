@@ -137,6 +137,18 @@ METRICS = _obj({  # counts as numbers: a FLOPs count may be written 4e9
 PROFILE = _obj({"layers": INT, "top": {"type": ["array", "null"], "items": _obj({
     "node": STR, "op": STR, "median_us": {"type": "number"}, "share": {"type": "number"}, "calls": INT},
     required=("node", "op", "median_us", "share", "calls"), nullable=False)}})
+EARLY_STOPPING = _obj({"percentile": NUM, "confidence": NUM, "queries": INT, "queries_needed": INT,
+                       "discarded": INT, "latency_ms": NUM, "method": STR})
+#: a scheduled scenario's cell (paced, multi-stream: runners/scenarios.py, host/campaign/scheduled.py)
+SCENARIO = _obj({
+    "name": STR, "period_ns": INT, "samples_per_query": INT, "calls_per_query": INT, "sessions": INT,
+    "slots": INT, "queries": INT, "skipped": INT, "queries_issued_late": INT, "deadline_misses": INT,
+    "deadline_misses_completed_late": INT, "longest_miss_run": INT, "deadline": STR, "late_policy": STR,
+    "latency": STR, "latency_ms_p99_early_stopping": EARLY_STOPPING,
+    **_nums("rate_hz", "duration_s", "deadline_miss_pct", "rate_hz_achieved", "rate_hz_on_time",
+            "service_ms_p50", "service_ms_p99", "issue_delay_ms_p50", "issue_delay_ms_max"),
+})
+LATENCY["properties"].update({"latency_ms_p99_sample": NUM, "latency_ms_p99_early_stopping": EARLY_STOPPING})
 HOST = _obj({
     "config": _obj({"batch": INT, "threads": INT, "backend": STR, "slug": STR, "timeout_s": NUM,
                     "precision": STR}),
@@ -162,6 +174,7 @@ CELL_SCHEMA = {
         "warmup": _obj({"iterations": INT, **_nums("first_inference_ms", "load_ms", "duration_s",
                                                    "latency_ms_last", "first_inference_ms_median")}),
         "latency": LATENCY,
+        "scenario": SCENARIO,
         "sessions": {"type": ["array", "null"], "items": {"type": ["object", "null"]}},
         "repetitions": _obj({"processes": {"type": ["array", "null"], "items": PROCESS},
                              "stopped": STR, "spent_s": NUM, "protocol": {"type": ["object", "null"]},

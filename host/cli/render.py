@@ -244,12 +244,14 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
     sweep = len({_batch(c) for c in cells}) > 1
     levels = {(c.get("latency") or {}).get("level") for c in cells} - {None}
     mixed = len(levels) > 1
+    scheduled = any((c.get("scenario") or {}).get("deadline_miss_pct") is not None for c in cells)
     power = any(isinstance(c.get("power"), dict) and c["power"].get("power_w_mean") is not None
                 for c in cells)
     for name, justify in [("model", "left"), ("prec", "left"), *([("batch", "right")] if sweep else []),
                           ("params", "right"), ("MFLOPs", "right"), *([("level", "left")] if mixed else []),
                           ("p50 ms", "right"), ("CI95 %", "right"), ("re-run %", "right"), ("proc", "right"),
-                          ("p99 ms", "right"), ("samples/s", "right"), ("RSS MiB", "right"),
+                          ("p99 ms", "right"), *([("miss %", "right")] if scheduled else []),
+                          ("samples/s", "right"), ("RSS MiB", "right"),
                           *([("W mean", "right"), ("mJ/inf", "right")] if power else []),
                           ("agree %", "right"), ("acc %", "right"), ("verdict", "left")]:
         table.add_column(name, justify=justify, no_wrap=(name == "model"))
@@ -275,6 +277,7 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
             _pm(lat.get("latency_ms_p50_rerun95_rel")),
             _num(lat.get("processes"), "d"),
             _num(lat.get("latency_ms_p99"), ".3f"),
+            *([_num((cell.get("scenario") or {}).get("deadline_miss_pct"), ".3g")] if scheduled else []),
             _num(lat.get("throughput_sps"), ",.0f"),
             _num(mem.get("rss_mib_peak"), ".1f"),
             *(_power_cells(cell) if power else []),
