@@ -426,3 +426,52 @@ def test_the_throttled_warning_is_a_line_under_the_table():
         "allowed) 3.0 s into the measured window"]
     cell["thermal"] = {"status": NO_SOURCE, "message": f"{NO_SOURCE}: nothing"}
     assert verdict_notes([cell]) == []
+
+
+# -- the HTML report's plot --------------------------------------------------------------------------
+
+
+def _plotted_cell(tmp_path) -> dict:
+    import numpy as np
+
+    from host.campaign.samples import write_samples
+
+    folder = tmp_path / "c" / "local"
+    folder.mkdir(parents=True)
+    timeline = ticks({5: 2400.0, 13: 1800.0}, temps={5: 50.0, 12: 70.0})
+    src, _ = probe(pi5_tree(tmp_path / "root"))
+    write_timeline(folder / "m__null-b1-tall.thermal.csv", timeline, src)
+    samples = write_samples(folder / "m__null-b1-tall.samples.npz",
+                            [[np.array([3, 3, 5, 5, 20], dtype=np.int64) * 100_000_000]])
+    block = {"status": "measured", "timeline_file": "m__null-b1-tall.thermal.csv",
+             **summarise(timeline, WINDOW)}
+    return {"_path": str(folder / "m__null-b1-tall.json"), "status": "ok", "samples": samples,
+            "cell": {"campaign": "c", "device": "local", "model_stem": "m", "config": "null-b1-tall"},
+            "latency": {"latency_ms_p50": 0.5}, "thermal": block}
+
+
+def test_latency_per_second_bins_the_first_loop_by_its_own_call_times(tmp_path):
+    from host.analysis.thermal_plot import latency_per_second
+
+    cell = _plotted_cell(tmp_path)
+    # calls of 0.3, 0.3, 0.5, 0.5, 2.0 s end at 0.3, 0.6, 1.1, 1.6, 3.6 s: bins 0, 0, 1, 1, 3
+    starts, medians = latency_per_second(cell, 10 * S)
+    assert starts.tolist() == [0.0, 1.0, 3.0] and medians.tolist() == [300.0, 500.0, 2000.0]
+    starts, _ = latency_per_second(cell, 8 * S)  # the axis origin 2 s earlier
+    assert starts.tolist() == [2.0, 3.0, 5.0]
+
+
+def test_the_html_report_has_the_thermal_timeline_of_cells_that_have_one(tmp_path):
+    from host.analysis.html import write_html
+    from host.analysis.thermal_plot import thermal_plots
+
+    cell = _plotted_cell(tmp_path)
+    quiet = dict(cell, thermal={"status": NO_SOURCE, "message": f"{NO_SOURCE}: nothing"})
+    drawn, notes = thermal_plots([cell, quiet], tmp_path / "png")
+    assert [p.kind for p in drawn] == ["thermal_timeline"] and notes == []
+    assert drawn[0].path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = write_html([cell], tmp_path / "r.html", "t").read_text()
+    assert "local / m (null-b1-tall): latency, temperature and clock" in page
+    (tmp_path / "c" / "local" / "m__null-b1-tall.thermal.csv").unlink()
+    drawn, notes = thermal_plots([cell], tmp_path / "png")
+    assert drawn == [] and notes == ["thermal_timeline: c__local__m__null-b1-tall: no thermal timeline"]

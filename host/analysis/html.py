@@ -20,6 +20,7 @@ from pathlib import Path
 
 from host.analysis.plots import Plot, all_plots
 from host.analysis.report import mode_conflicts
+from host.analysis.thermal_plot import thermal_plots
 from host.campaign.store import CAMPAIGN_FILE, _get
 from runners.fileio import write_atomic
 
@@ -344,7 +345,8 @@ def render_html(cells: list, title: str, plots: list[Plot], plot_notes: list, bu
 
 
 def write_html(cells: list, path: Path, title: str, notes_out: list | None = None, budgets=None) -> Path:
-    """Draw every plot (:func:`host.analysis.plots.all_plots`, in a temporary folder) and write
+    """Draw every plot (:func:`host.analysis.plots.all_plots` and the thermal timelines of
+    :func:`host.analysis.thermal_plot.thermal_plots`, in a temporary folder) and write
     the page to ``path`` atomically; returns ``path``. The notes of plots not drawn (also on the
     page) are appended to ``notes_out`` when given; ``budgets``: see :func:`render_html`.
 
@@ -353,6 +355,8 @@ def write_html(cells: list, path: Path, title: str, notes_out: list | None = Non
     """
     with tempfile.TemporaryDirectory(prefix="edgegauge-plots-") as tmp:
         plots, notes = all_plots(cells, Path(tmp))
+        more, more_notes = thermal_plots(cells, Path(tmp))  # latency, temperature, clock (host.thermal)
+        plots, notes = plots + more, notes + more_notes
         page = render_html(cells, title, plots, notes, budgets)
     if notes_out is not None:
         notes_out.extend(notes)
