@@ -273,3 +273,18 @@ def test_the_py38_checker_catches_newer_constructs_and_spares_lazy_annotations()
     assert "self" not in hits and hits.count("\n") == 6  # seven hits; an attribute named cache is fine
     # Without the future import, annotations are evaluated when the def runs.
     assert py39_constructs("def f(x: list[int]):\n    pass\n")
+
+
+@pytest.mark.slow
+def test_paced_run_under_py38_reports_its_schedule(py38, tmp_path):
+    """Issue 24's scheduled loop and early-stopping estimate under 3.8: 10 slots of 20 ms."""
+    out = tmp_path / "r.json"
+    p = _run([py38, "-m", "runners", "run", MODEL, "--backend", "null", "--warmup-iters", "2",
+              "--warmup-s", "0", "--scenario", "paced", "--rate-hz", "50", "--duration", "0.2", "--out", out],
+             cwd=ROOT, env=_env(tmp_path))
+    assert p.returncode in (0, 3), p.stderr
+    doc = json.loads(out.read_text())
+    sc = doc["scenario"]
+    assert sc["name"] == "paced" and sc["slots"] == 10 and sc["queries"] + sc["skipped"] == 10
+    assert doc["latency"]["level"] == "query" and doc["latency"]["latency_ms_p99"] is None
+    assert doc["latency"]["latency_ms_p99_early_stopping"]["queries_needed"] == 662
