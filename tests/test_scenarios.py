@@ -249,3 +249,20 @@ def test_host_bench_paced_stores_one_process_and_its_misses(tmp_path):
     assert sc["name"] == "paced" and sc["slots"] == 50 and sc["queries"] + sc["skipped"] == 50
     assert cell["configuration"]["policy"]["scenario"] == "paced"
     assert "miss %" in res.output
+
+
+@pytest.mark.parametrize("p99, verdict", [(10.0, "meets"), (20.0, "uncertain"), (None, "not measured")])
+def test_the_budget_reads_the_early_stopping_p99_as_an_upper_bound(p99, verdict):
+    """LoadGen's estimate bounds the p99 from above at 99 % confidence: within the 60 fps budget it
+    meets; above it, uncertain; absent, the number of queries needed is the reason."""
+    from host.analysis.budgets import Budgets, judge
+
+    es = {"percentile": 0.99, "confidence": 0.99, "queries": 7200 if p99 else 180, "queries_needed": 662,
+          "latency_ms": p99}
+    cell = {"status": "ok", "verdict": {"result": "VALID"},
+            "latency": {"latency_ms_p99": p99, "latency_ms_p99_ci95": None, "latency_ms_p50": 1.0,
+                        "latency_ms_p50_ci95": None, "latency_ms_p99_early_stopping": es}}
+    check = judge(cell, Budgets(fps=60.0)).checks[0]
+    assert check.verdict == verdict
+    if p99 is None:
+        assert "needs 662 queries" in check.reason and "had 180" in check.reason

@@ -231,12 +231,27 @@ def _latency(cell: dict, b: Budgets) -> Check:
         check = _check("latency", stat, "ms", limit, value, None, verdict=MISSES,
                        reason=f"the p50's 95 % interval is already above {_g(limit)} (the p99 is at least "
                               "the p50; the p99 itself has no interval)")
+    elif interval is None and (lat.get(f"{stat}_early_stopping") or {}).get("latency_ms") == value:
+        check = _early_stopping_check(stat, limit, value)
     elif interval is None:
         return _check("latency", stat, "ms", limit, value, None, verdict=UNCERTAIN,
                       reason=f"{stat} {_g(value)} ms has no 95 % interval: {_NEEDS[b.statistic]}")
     else:
         check = _check("latency", stat, "ms", limit, value, interval)
     return _unless_invalid(check, cell.get("verdict") or {})
+
+
+def _early_stopping_check(stat: str, limit: float, value: float) -> Check:
+    """A scheduled scenario's p99 is LoadGen's early-stopping estimate (runners.earlystop): an upper
+    bound at 99 % confidence, the upper end of an interval; it meets the budget when within it, and is
+    uncertain otherwise (the bound says nothing of how far below it the p99 lies)."""
+    if value <= limit:
+        return _check("latency", stat, "ms", limit, value, None, verdict=MEETS,
+                      reason=f"LoadGen's early-stopping {stat} {_g(value)} ms (an upper bound at 99 % "
+                             f"confidence) is within {_g(limit)} ms")
+    return _check("latency", stat, "ms", limit, value, None, verdict=UNCERTAIN,
+                  reason=f"LoadGen's early-stopping {stat} {_g(value)} ms (an upper bound at 99 % "
+                         f"confidence) is above {_g(limit)} ms; see the deadline misses")
 
 
 def _unless_invalid(check: Check, verdict: dict) -> Check:
