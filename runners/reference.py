@@ -77,12 +77,14 @@ def run_reference(min_iterations: int = MIN_ITERATIONS, min_s: float = MIN_S, ma
     ``blas_threads`` (the variables' values, ``pinned_before_numpy``), ``warmup``, ``latency``
     (:func:`runners.stats.summarize`), ``latency_ms_p50``, ``samples`` (timed calls),
     ``noise_within`` (the loop's robust CoV, IQR / 1.349 / median: the within-process noise, an sd
-    of log latency for small values), ``timestamps``.
+    of log latency for small values), ``others_cpu_share`` and ``steal_share`` (CPU time other
+    processes and other guests took during the timed loop, share of the machine's capacity:
+    :mod:`runners.environment`; None where not exposed), ``timestamps``.
     """
     import numpy as np
 
     import runners
-    from runners import stats
+    from runners import environment, stats
     from runners.core import timed_loop
     from runners.util import utc_now
 
@@ -91,7 +93,9 @@ def run_reference(min_iterations: int = MIN_ITERATIONS, min_s: float = MIN_S, ma
     work = Workload()
     checksum = work.checksum()
     warm, w0, w1, _ = timed_loop(work, WARMUP_ITERATIONS, int(WARMUP_S * 1e9), int(max_s * 1e9))
+    before = environment.snapshot()
     lat, t0, t1, max_hit = timed_loop(work, min_iterations, int(min_s * 1e9), int(max_s * 1e9))
+    env = environment.delta(before, environment.snapshot())
     summary = stats.summarize(lat, loop_duration_ns=t1 - t0)
     return {
         "schema_version": runners.SCHEMA_VERSION,
@@ -105,6 +109,8 @@ def run_reference(min_iterations: int = MIN_ITERATIONS, min_s: float = MIN_S, ma
         "latency_ms_p50": summary["latency_ms_p50"],
         "samples": len(lat),
         "noise_within": summary["cov_robust"],
+        "others_cpu_share": env["others_cpu_share"],
+        "steal_share": env["steal_share"],
         "timestamps": {"start_utc": start, "end_utc": utc_now()},
     }
 

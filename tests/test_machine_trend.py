@@ -15,6 +15,8 @@ import pytest
 from test_protocol import PROTOCOL, _latency, _record
 
 from host.campaign.cells import cell_verdict, machine_change
+from host.campaign.machine import LOAD_STEP, load_change
+from host.campaign.reference import machine_trend, trend_line
 
 ROUNDS = range(1, 11)
 
@@ -95,3 +97,57 @@ def test_a_steady_cell_on_a_moving_board_is_not_blamed():
     v = cell_verdict(_latency(0.02), records, PROTOCOL, spent_s=5.0,
                      machine=machine_change(reference(RAMP), records))
     assert v["result"] == "VALID" and "machine_steady" not in v["checks"]
+
+
+# A CPU hog from round 6 on: other processes take half of a 2-core board; this runtime's
+# latency steps up by a third (seen on this VM: squeezenet under two busy loops, a single-thread
+# reference workload barely moved, so the reference alone cannot see it).
+HOG = [0.02] * 5 + [0.5] * 5
+STEP = [1.0] * 5 + [4 / 3] * 5  # Theil-Sen over the 10 processes: (4/3) ** (9/8) - 1 = +38 %
+
+
+def loaded_cell(factors, others) -> list:
+    return [_record([f], round_no=r, others=o) for r, f, o in zip(ROUNDS, factors, others)]
+
+
+def test_a_change_of_the_boards_load_is_the_boards_not_the_cells_own():
+    records = loaded_cell(STEP, HOG)
+    v = cell_verdict(_latency(0.02), records, PROTOCOL, spent_s=5.0,
+                     machine=machine_change(reference(STEADY), records))
+    assert v["checks"]["no_trend_across_processes"] is True and v["checks"]["machine_steady"] is False
+    # first third = rounds 1-3 (0.02 each), last third = rounds 8-10 (0.5 each)
+    reason = v["reasons_by_check"]["machine_steady"]
+    assert "other processes used 2% of its CPU in this cell's first processes and 50% in its last" in reason
+    assert "(rounds 1-10), this cell +38%: a machine change, not this cell's" in reason
+    found = load_change(records)
+    assert found == {"first": 0.02, "last": 0.5, "change": pytest.approx(0.48), "rounds": [1, 10]}
+
+
+def test_a_step_with_a_steady_load_stays_the_cells_own():
+    for others in ([0.02] * 10, [0.02] * 5 + [0.02 + LOAD_STEP * 0.9] * 5):
+        records = loaded_cell(STEP, others)
+        v = cell_verdict(_latency(0.02), records, PROTOCOL, spent_s=5.0,
+                         machine=machine_change(reference(STEADY), records))
+        assert v["checks"]["no_trend_across_processes"] is False and "machine_steady" not in v["checks"]
+
+
+def test_load_change_needs_four_processes_that_report_it():
+    records = loaded_cell(STEP, HOG)
+    for r in records[3:]:
+        r["sessions"][0]["others_cpu_share"] = None
+    assert load_change(records) is None
+    assert load_change(loaded_cell(STEP, HOG)[:3]) is None
+
+
+def test_the_campaign_note_names_a_load_change_once():
+    runs = [{"round": r, "latency_ms_p50": 1.15, "others_cpu_share": o} for r, o in zip(range(1, 10), HOG)]
+    trend = machine_trend(runs)
+    assert trend["trend"] is False and trend["load_step"] is True  # the reference's speed did not move
+    assert (trend["load_first"], trend["load_last"]) == (0.02, 0.5)
+    line = trend_line("local", trend)
+    assert line == ("machine trend on local: other processes used 2% of its CPU in the first third of the "
+                    "rounds and 50% in the last: the whole board's speed moved, and every cell on it with it")
+    quiet = [dict(r, others_cpu_share=0.02) for r in runs]
+    assert trend_line("local", machine_trend(quiet)) is None
+    old = [{"round": r, "latency_ms_p50": 1.15} for r in range(1, 10)]  # records from before the share
+    assert machine_trend(old)["load_step"] is False and trend_line("local", machine_trend(old)) is None

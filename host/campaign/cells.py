@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from host.campaign.device_effect import log_var, plausible
+from host.campaign.machine import load_change, machine_change, machine_state, theil_sen_slope, trend_verdict
 from runners import stats
 
 #: A loop check (drift, second mode, throttle) fails the cell when more than this share
@@ -87,15 +88,6 @@ def level_spread(groups: list, times: list | None = None) -> dict:
         if slope is not None:
             out["time_trend_rel"] = math.expm1(slope * float(np.ptp(x)))
     return out
-
-
-def theil_sen_slope(x, y) -> float | None:
-    """The median of the pairwise slopes (y_j − y_i) / (x_j − x_i) over pairs with x_i ≠ x_j
-    (Sen, *JASA* 1968): a line one odd point does not tilt. None without such a pair."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    i, j = np.triu_indices(len(x), k=1)
-    ok = x[j] != x[i]
-    return float(np.median((y[j] - y[i])[ok] / (x[j] - x[i])[ok])) if ok.any() else None
 
 
 #: A p99 gets a 95 % interval when every session ran at least this many iterations.
@@ -190,26 +182,6 @@ def _widen(estimate: float, interval, extra_var: float, df: float | None) -> lis
 
 def _rel(estimate: float, interval) -> float | None:
     return None if not interval else (interval[1] - interval[0]) / (2 * estimate)
-
-
-def machine_state(reference: list | None, records: list, device: dict | None) -> dict | None:
-    """How fast the board ran while this cell ran, against its usual speed: the geometric mean
-    of this campaign's reference-workload p50s over the cell's rounds (from the round before its
-    first process; all of this campaign's so far when none falls there) against the device's
-    usual reference p50 (``device["reference_usual_ms"]``:
-    :func:`host.campaign.device_effect.usual_reference`). Returns ``{"reference_ms", "usual_ms",
-    "shift_log" (ln of their ratio), "runs", "usual_campaigns"}``, or None without both."""
-    usual = (device or {}).get("reference_usual_ms")
-    runs = [x for x in reference or [] if isinstance(x, dict) and plausible(x.get("latency_ms_p50"))]
-    rounds = [r.get("round") for r in records if isinstance(r.get("round"), int)]
-    if rounds:
-        span = [x for x in runs if isinstance(x.get("round"), int) and min(rounds) - 1 <= x["round"]]
-        runs = [x for x in span if x["round"] <= max(rounds)] or runs
-    if not plausible(usual) or not runs:
-        return None
-    now = math.exp(float(np.mean(np.log([x["latency_ms_p50"] for x in runs]))))
-    return {"reference_ms": now, "usual_ms": usual, "shift_log": math.log(now / usual), "runs": len(runs),
-            "usual_campaigns": device.get("reference_usual_campaigns")}
 
 
 def _hull(interval, factor: float) -> list | None:
@@ -352,57 +324,6 @@ def _process_modes(records: list) -> str | None:
             "try fewer threads (--threads 1) or close other programs")
 
 
-def machine_change(reference: list | None, records: list) -> dict | None:
-    """How much the board as a whole moved while this cell ran: the reference workload's runs
-    (``campaign.json`` ``reference``, one after each round) from the round before the cell's
-    first process to its last, as a Theil–Sen change of ln p50 per round (Sen, *JASA* 1968)
-    over the cell's span of rounds — the same measure as the cell's own ``time_trend_rel``.
-
-    Returns ``{"change" (relative), "rounds": [first, last], "runs"}``, or None with fewer than 3
-    reference runs in the span, or when the cell's rounds are not increasing (a resumed
-    campaign counts its rounds from 1 again)."""
-    rounds = [r.get("round") for r in records]
-    if len(rounds) < 2 or not all(isinstance(x, int) for x in rounds) or rounds != sorted(set(rounds)):
-        return None
-    lo, hi = rounds[0] - 1, rounds[-1]
-    pts = sorted((x["round"], math.log(x["latency_ms_p50"])) for x in reference or [] if isinstance(x, dict)
-                 and isinstance(x.get("round"), int) and lo <= x["round"] <= hi
-                 and plausible(x.get("latency_ms_p50")))
-    if len(pts) < 3 or len({r for r, _ in pts}) < len(pts):
-        return None
-    slope = theil_sen_slope(*zip(*pts))
-    return {"change": math.expm1(slope * (rounds[-1] - rounds[0])), "rounds": [lo, hi], "runs": len(pts)}
-
-
-def _moved_with_machine(trend: float | None, machine: dict | None, bound: float) -> bool:
-    """Whether a cell's trend beyond ``bound`` is the board's: the reference moved beyond the
-    bound the same way over the same rounds, and what is left of the cell's trend net of it is
-    within the bound."""
-    if trend is None or machine is None or abs(machine["change"]) <= bound:
-        return False
-    net = abs(math.log1p(trend) - math.log1p(machine["change"]))
-    return (machine["change"] > 0) == (trend > 0) and net <= bound
-
-
-def _trend_verdict(n: int, trend: float | None, protocol, machine: dict | None) -> tuple:
-    """``({check: bool}, {check: reason})`` of the trend across the cell's ``n`` processes:
-    ``no_trend_across_processes``, or ``machine_steady`` when the board moved with it
-    (:func:`cell_verdict`)."""
-    bound = max(2 * protocol.target_ci, 0.10)
-    own = n >= 5 and trend is not None and abs(trend) > bound
-    board = own and _moved_with_machine(trend, machine, bound)
-    if board:
-        return {"no_trend_across_processes": True, "machine_steady": False}, {"machine_steady": (
-            f"the board's speed moved while this cell ran: the reference workload changed "
-            f"{machine['change']:+.0%} over the same rounds ({machine['rounds'][0]}-{machine['rounds'][1]}), "
-            f"this cell {trend:+.0%}: a machine trend, not this cell's; re-run when the board is steady")}
-    if own:
-        return {"no_trend_across_processes": False}, {"no_trend_across_processes": (
-            f"latency changed {trend:+.0%} from the cell's first process to its last: "
-            "the machine's state changed during the campaign; re-run when it is quiet")}
-    return {"no_trend_across_processes": True}, {}
-
-
 def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
                  mode_share_max: float = 0.10, machine: dict | None = None) -> dict:
     """VALID when the protocol ran, the achieved CI is within target and nothing says the
@@ -422,10 +343,12 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
     throttle, loop cap) failed by at most :data:`LOOP_CHECK_SHARE` of the processes (fewer:
     a warning); ``no_trend_across_processes`` (the process medians' Theil–Sen change in run
     order, :func:`level_spread`, is within max(2 × target, 10 %); needs >= 5 processes), unless
-    the board moved the same way: ``machine`` (:func:`machine_change`) beyond that bound with
-    the cell's trend net of it within it; then ``machine_steady`` fails instead, naming the
-    board's change, and the cell's own trend check holds (issue 27: a machine-wide step is the
-    board's, reported as such; a step confined to one cell's processes stays the cell's).
+    the board moved with it: ``machine`` (:func:`machine_change`) beyond that bound with
+    the cell's trend net of it within it, or other processes' load on the board changed over the
+    cell's processes (:func:`host.campaign.machine.load_change`); then ``machine_steady`` fails
+    instead, naming the board's change, and the cell's own trend check holds (issue 27: a
+    machine-wide step is the board's, reported as such; a step confined to one cell's processes
+    stays the cell's).
     Other processes' CPU share is reported, and named in the precision reason when it is
     what failed.
 
@@ -445,7 +368,7 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
     modes = stats.modes_stable(groups, mode_share_max)
     stalls = stats.shares_stable([g["time_share"] for g in groups if g["time_share"] is not None],
                                  rel=stats.STALL_REL)
-    trend_checks, trend_reasons = _trend_verdict(n, trend, protocol, machine)
+    trend_checks, trend_reasons = trend_verdict(n, trend, protocol, machine, load_change(records))
     checks = {"min_processes_met": n >= protocol.min_processes,
               "precision_met": rel is not None and rel <= protocol.target_ci,
               "process_medians_agree": split is None,

@@ -74,7 +74,7 @@ def record(doc: dict, round_no: int) -> dict:
     """The ``campaign.json`` record of one reference run in round ``round_no``."""
     return {"round": round_no, "start_utc": (doc.get("timestamps") or {}).get("start_utc"),
             "latency_ms_p50": doc["latency_ms_p50"], "samples": doc.get("samples"),
-            "noise_within": doc.get("noise_within"),
+            "noise_within": doc.get("noise_within"), "others_cpu_share": doc.get("others_cpu_share"),
             "checksum": (doc.get("workload") or {}).get("checksum")}
 
 
@@ -107,23 +107,46 @@ def machine_trend(records: list, threshold: float = TREND_THRESHOLD) -> dict | N
     change = last_ms / first_ms - 1.0
     return {"first_rounds": [r for r, _ in first], "last_rounds": [r for r, _ in last],
             "first_ms": first_ms, "last_ms": last_ms, "change": change, "threshold": threshold,
-            "trend": abs(change) > threshold}
+            "trend": abs(change) > threshold, **_load_trend(records)}
+
+
+def _load_trend(records: list) -> dict:
+    """Other processes' CPU use during the reference runs (``others_cpu_share``, share of the
+    board's capacity): ``{"load_first", "load_last", "load_step"}``, the medians of the first and
+    last third of the runs that report it and whether they differ by at least
+    :data:`host.campaign.machine.LOAD_STEP`; Nones with fewer than two such runs."""
+    from host.campaign.machine import LOAD_STEP
+
+    shares = [r.get("others_cpu_share") for r in records or [] if isinstance(r, dict)]
+    shares = [x for x in shares if isinstance(x, (int, float)) and math.isfinite(x)]
+    if len(shares) < 2:
+        return {"load_first": None, "load_last": None, "load_step": False}
+    k = max(1, len(shares) // 3)
+    first, last = statistics.median(shares[:k]), statistics.median(shares[-k:])
+    return {"load_first": first, "load_last": last, "load_step": abs(last - first) >= LOAD_STEP}
 
 
 def trend_line(device: str, trend: dict | None) -> str | None:
-    """One line naming a machine trend (None when there is none)."""
-    if not trend or not trend["trend"]:
+    """One line naming a machine trend — the reference workload's speed moved, or other
+    processes' load on the board changed (:func:`machine_trend`) — None when there is none."""
+    if not trend or not (trend["trend"] or trend.get("load_step")):
         return None
-    way = "slower" if trend["change"] > 0 else "faster"
 
     def rounds(rs):
         return f"round {rs[0]}" if len(rs) == 1 else f"rounds {rs[0]}-{rs[-1]}"
 
-    return (f"machine trend on {device}: the reference workload ran {abs(trend['change']):.0%} {way} in "
-            f"{rounds(trend['last_rounds'])} ({trend['last_ms']:.3g} ms) than in "
-            f"{rounds(trend['first_rounds'])} "
-            f"({trend['first_ms']:.3g} ms), beyond ±{trend['threshold']:.0%}: the whole board's speed moved, "
-            "and every cell on it with it")
+    parts = []
+    if trend["trend"]:
+        way = "slower" if trend["change"] > 0 else "faster"
+        parts.append(f"the reference workload ran {abs(trend['change']):.0%} {way} in "
+                     f"{rounds(trend['last_rounds'])} ({trend['last_ms']:.3g} ms) than in "
+                     f"{rounds(trend['first_rounds'])} ({trend['first_ms']:.3g} ms), beyond "
+                     f"±{trend['threshold']:.0%}")
+    if trend.get("load_step"):
+        parts.append(f"other processes used {trend['load_first']:.0%} of its CPU in the first third of the "
+                     f"rounds and {trend['load_last']:.0%} in the last")
+    return (f"machine trend on {device}: " + "; ".join(parts)
+            + ": the whole board's speed moved, and every cell on it with it")
 
 
 def campaign_trends(campaign_doc: dict) -> list:
