@@ -298,8 +298,9 @@ def _power_figure(cell: dict, budget: str, stat: str, unit: str, limit: float) -
     if _failed(cell):
         return _check(budget, stat, unit, limit, None, None, verdict=NOT_MEASURED, reason="the cell failed")
     if not power or not power.get("meter"):
-        return _check(budget, stat, unit, limit, None, None, verdict=NO_METER,
-                      reason="measured without a power meter (inventory meter=)")
+        why = ("no power source on the local machine (no energy counter or power sensor to read)"
+               if power.get("no_source") else "measured without a power meter (inventory meter=)")
+        return _check(budget, stat, unit, limit, None, None, verdict=NO_METER, reason=why)
     value = _num(power.get(stat))
     if value is None:
         return _check(budget, stat, unit, limit, None, None, verdict=NOT_MEASURED,

@@ -432,8 +432,8 @@ def all_plots(cells: list, out_dir: Path) -> tuple[list, list]:
     for cell in _measured(cells):
         name = f"{_get(cell, 'cell', 'device')} / {_label(cell)} ({_get(cell, 'cell', 'config')})"
         attempt("latency_cdf", f"{name}: latency CDF", latency_cdf, cell, out_dir)
-        if cell.get("power"):
+        if (cell.get("power") or {}).get("samples_file"):  # not a local cell with no source
             attempt("power_timeline", f"{name}: power timeline", power_timeline, cell, out_dir)
-    if any(c.get("power") for c in cells):
+    if any((c.get("power") or {}).get("samples_file") for c in cells):
         attempt("energy_throughput", "Energy per inference vs throughput", energy_throughput, cells, out_dir)
     return plots, notes

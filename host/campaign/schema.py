@@ -106,6 +106,7 @@ PROCESS = _obj({
 POWER = _obj({
     "meter": _obj({"meter": STR, "model": STR, "port": STR, "scope": STR, "update_interval_s": NUM}),
     "samples_file": STR, "samples_total": INT, "error": STR, "verdict": VERDICT,
+    "measures": STR, "no_source": STR,  # on-host counters (not wall power); a local device with none
     "idle": _obj({"id": STR, "power_w_idle": NUM, "power_w_std": NUM, "n_samples": INT, "stable": BOOL}),
     "window_start_ns": INT, "window_end_ns": INT, "iterations": INT, "samples_in_window": INT,
     "samples_invalid_in_window": INT,

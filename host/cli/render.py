@@ -211,9 +211,30 @@ def _tie_labels(ties: dict) -> tuple:
 
 
 def _power_cells(cell: dict) -> list:
-    """Mean power (W) over the load window and energy per inference (mJ), or "-"."""
+    """Mean power (W) over the load window and energy per inference (mJ), or "-"; "†" marks the
+    machine's own counter or sensor (``power.measures``: not wall power); "no source" a local
+    device with nothing to read (``power.no_source``)."""
     pw = cell.get("power") if isinstance(cell.get("power"), dict) else {}
-    return [_num(pw.get("power_w_mean"), ".2f"), _num(pw.get("energy_mj_per_inference"), ".3f")]
+    if pw.get("no_source"):
+        return ["no source", "-"]
+    mark = "†" if pw.get("measures") and pw.get("power_w_mean") is not None else ""
+    return [_num(pw.get("power_w_mean"), ".2f") + mark, _num(pw.get("energy_mj_per_inference"), ".3f")]
+
+
+def _has_power(cell: dict) -> bool:
+    pw = cell.get("power")
+    return isinstance(pw, dict) and (pw.get("power_w_mean") is not None or bool(pw.get("no_source")))
+
+
+def power_legend(cells: list) -> str:
+    """What "†" and "no source" mean in the power columns of ``cells`` ("" when neither appears):
+    each ``power.measures`` (an on-host counter: not wall power) and why a local cell has none."""
+    pws = [c["power"] for c in cells if isinstance(c.get("power"), dict)]
+    parts = [f"† {m}" for m in sorted({p["measures"] for p in pws if p.get("measures")})]
+    if any(p.get("no_source") for p in pws):
+        parts.append("no source: the local machine has no energy counter or power sensor to read "
+                     "(the cell's power.no_source says why)")
+    return "; ".join(parts)
 
 
 def _agreement(cell: dict) -> str:
@@ -245,8 +266,7 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
     levels = {(c.get("latency") or {}).get("level") for c in cells} - {None}
     mixed = len(levels) > 1
     scheduled = any((c.get("scenario") or {}).get("deadline_miss_pct") is not None for c in cells)
-    power = any(isinstance(c.get("power"), dict) and c["power"].get("power_w_mean") is not None
-                for c in cells)
+    power = any(_has_power(c) for c in cells)
     for name, justify in [("model", "left"), ("prec", "left"), *([("batch", "right")] if sweep else []),
                           ("params", "right"), ("MFLOPs", "right"), *([("level", "left")] if mixed else []),
                           ("p50 ms", "right"), ("CI95 %", "right"), ("re-run %", "right"), ("proc", "right"),
@@ -294,7 +314,8 @@ def bench_table(cells: list[dict], title: str | None = None, show_device: bool =
                      "(* random weights: noise decides it); acc: top-1 accuracy on the model's dataset, "
                      "on the device"
                      + ("; W mean: mean power over the load window; mJ/inf: energy per inference "
-                        "(external or on-board meter, see the cell's power block)" if power else ""))
+                        "(external or on-board meter, see the cell's power block)" if power else "")
+                     + (f"; {power_legend(cells)}" if power and power_legend(cells) else ""))
     table.caption_justify = "left"
     return table
 

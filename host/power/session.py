@@ -212,11 +212,14 @@ class PowerSession:
         except HostError as exc:
             err = err or str(exc)
         write_power_csv(csv_path, samples)
-        block = {"meter": self.meter.describe(), "samples_file": csv_path.name,
+        described = self.meter.describe()
+        block = {"meter": described, "samples_file": csv_path.name,
                  "samples_total": len(samples),
                  "idle": {k: self.idle.get(k) for k in ("id", "power_w_idle", "power_w_std", "n_samples",
                                                         "stable")}
                  if self.idle else None}
+        if described.get("label"):  # on-host counters and sensors say what they measure (not wall power)
+            block["measures"] = described["label"]
         fatal = sampler.fatal_error
         lat = doc.get("latency") or {}
         start, end = lat.get("loop_start_monotonic_ns"), lat.get("loop_end_monotonic_ns")

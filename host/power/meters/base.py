@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from host.errors import HostError, MeterConnectionError, MeterError, MeterOptionError, MeterTimeoutError
 
-#: What a meter measures (docs/power.md §7).
-SCOPES = ("wall", "board-input", "module", "rails")
+#: What a meter measures (docs/power.md §7). ``cpu-package`` and ``component`` are a machine's own
+#: counters and sensors (RAPL, hwmon: docs/power.md §11), never wall or board input power.
+SCOPES = ("wall", "board-input", "module", "rails", "cpu-package", "component")
 
 
 def number_option(label: str, name: str, value, *, lo: float, hi: float, integer: bool = False):
