@@ -146,6 +146,33 @@ def test_report_wide_and_columns(tmp_path):
     assert "the columns are: campaign, device, model" in " ".join(bad.output.replace("│", " ").split())
 
 
+def _paced(model: str, pct: float, p99, misses: int) -> dict:
+    """A stored paced cell (issue 24): its scenario block and early-stopping p99."""
+    doc = cell(model, p99=p99 or 1.0, device="local")
+    doc["cell"]["config"] += "-paced60hz-120s"
+    doc["latency"].update(latency_ms_p99=p99, processes=1, latency_ms_p99_early_stopping={
+        "percentile": 0.99, "confidence": 0.99, "queries": 7200, "queries_needed": 662, "latency_ms": p99})
+    doc["scenario"] = {"name": "paced", "rate_hz": 60.0, "slots": 7200, "queries": 7200 - misses // 2,
+                       "deadline_misses": misses, "deadline_miss_pct": pct, "longest_miss_run": 3}
+    return doc
+
+
+def test_report_of_paced_cells_shows_a_miss_column_and_fits(tmux, tmp_path):
+    root = write_cells(tmp_path / "results", [_paced("mobilenet_v2_w0.25_cifar10", 0.0139, 1.2, 1),
+                                              _paced("squeezenet1_1_imagenet", 100.0, 52.0, 7200)])
+    for wide in ([], ["--wide"]):
+        lines, status = screen(tmux, tmp_path, "report", root, "--out", tmp_path / "out", *wide)
+        assert status == 0, "\n".join(lines)
+        assert_fits(lines)
+        if not wide:
+            header = next(line for line in lines if line.startswith("model "))
+            assert "miss %" in header
+            assert row_of(lines, "squeezenet1_1_imagenet").split()[5:6] == ["100"]
+            assert " 0.014 " in row_of(lines, "mobilenet_v2_w0.25_cifar10")
+        else:
+            assert any("miss %" in line for line in lines), "\n".join(lines)
+
+
 # ------------------------------------------------------------------------ the other table commands
 
 def test_check_and_devices_fit(tmux, tmp_path):
