@@ -22,6 +22,11 @@ def _local_workdir(tmp_path_factory):
     # every test's store is empty, so every bench would be a device's first campaign and calibrate
     # (about 6 s): off, except in the tests of it (tests/test_auto_calibrate.py)
     mp.setenv("EDGEGAUGE_AUTO_CALIBRATE", "0")
+    # `--device local` reads this machine's own power counters when it has no meter (host/power/local.py):
+    # none in the suite, on every machine (an empty sysfs root, no nvidia-smi), so a real RAPL or GPU
+    # never adds an idle window to a test; tests/test_meters_rapl.py points them at fakes
+    mp.setenv("EDGEGAUGE_POWER_SYSFS_ROOT", str(tmp_path_factory.mktemp("no-power-sysfs")))
+    mp.setenv("EDGEGAUGE_NVIDIA_SMI", str(tmp_path_factory.mktemp("no-nvidia-smi") / "nvidia-smi"))
     yield
     mp.undo()
 
