@@ -112,6 +112,25 @@ def test_counter_wrap_around_is_unwrapped_exactly(tmp_path, mode):
     assert meter.read().power_w == pytest.approx(0.8, rel=1e-12) and meter.wraps == 1
 
 
+def test_window_energy_straight_from_the_counters(tmp_path):
+    """Reads at 0, 1, 2, 3 s with package-0 at 0, 2, 6 J and then 7 J after a wrap (range 6.5 J):
+    the unwrapped total is 0, 2, 6, 7 J. Over [0.5 s, 2.5 s] it is 1 J at 0.5 s and 6.5 J at 2.5 s
+    (linear between reads): 5.5 J, 2.75 W; the core sub-zone (+1 J a read) is not in it."""
+    write(tmp_path, {**zone("intel-rapl:0", "package-0", 0, rng=6_500_000),
+                     **zone("intel-rapl:0:0", "core", 0)})
+    meter = rapl("direct", tmp_path, Clock(0.0, 1.0, 2.0, 3.0))
+    meter.open()
+    for package, core in ((2_000_000, 1_000_000), (6_000_000, 2_000_000), (499_999, 3_000_000)):
+        set_energy(tmp_path, "intel-rapl:0", package)  # 6 J -> 0.499999 J: 0.5 J, 1 µJ to 0, 0.499999 J
+        set_energy(tmp_path, "intel-rapl:0:0", core)
+        meter.read()
+    assert meter.wraps == 1
+    tel = meter.window_telemetry(500_000_000, 2_500_000_000)
+    assert tel["energy_j_counter"] == pytest.approx(5.5, rel=1e-12)
+    assert tel["power_w_mean_counter"] == pytest.approx(2.75, rel=1e-12) and tel["reads"] == 2
+    assert meter.window_telemetry(500_000_000, 3_500_000_000) is None  # past the last read
+
+
 def test_counter_delta_by_hand():
     assert counter_delta_uj(10, 25, 100) == 15
     assert counter_delta_uj(100, 0, 100) == 1  # the top to zero is one step
@@ -435,6 +454,7 @@ def test_bench_local_reads_rapl_without_a_meter_and_says_what_it_is(tmp_path):
     assert power["measures"] == LABEL and power["meter"]["scope"] == "cpu-package"
     assert power["meter"]["wraps"] >= 1 and power["samples_in_window"] >= 10
     assert power["power_w_mean"] == pytest.approx(12.5, rel=0.10)
+    assert power["telemetry"]["power_w_mean_counter"] == pytest.approx(12.5, rel=0.10)
     assert power["energy_mj_per_inference"] == pytest.approx(
         power["energy_j_load"] * 1000 / power["iterations"], rel=1e-9)
 
@@ -443,7 +463,8 @@ def test_bench_local_without_any_source_says_no_source(tmp_path):
     (tmp_path / "empty").mkdir()
     out, cell = _bench(tmp_path / "r", "none", tmp_path / "empty")
     assert re.search(r"identity .* no source ", out), out
-    assert "no source: the local machine has no energy counter or power sensor to read" in " ".join(out.split())
+    text = " ".join(out.split())
+    assert "no source: the local machine has no energy counter or power sensor to read" in text
     assert cell["power"]["meter"] is None
     reasons = cell["power"]["no_source"]
     assert "rapl: no RAPL zone" in reasons and "nvml:" in reasons and "hwmon: no power" in reasons

@@ -69,11 +69,9 @@ class SummedSources(Meter):
             m.close()
 
     def window_telemetry(self, t_start_ns: int, t_end_ns: int) -> dict | None:
-        for m in self.meters:
-            found = m.window_telemetry(t_start_ns, t_end_ns)
-            if found is not None:
-                return found
-        return None
+        """``{source name: its window telemetry}`` for the sources that have one; None when none has."""
+        found = {m.name: m.window_telemetry(t_start_ns, t_end_ns) for m in self.meters}
+        return {k: v for k, v in found.items() if v is not None} or None
 
     def describe(self) -> dict:
         info = super().describe()

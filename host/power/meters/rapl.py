@@ -36,6 +36,8 @@ counter — is flagged ``implausible`` and never enters the statistics.
 
 from __future__ import annotations
 
+import bisect
+import collections
 import math
 import re
 import time
@@ -50,6 +52,8 @@ POWERCAP = "/sys/class/powercap"
 ZONE_FILES = ("name", "energy_uj", "max_energy_range_uj")
 DEFAULT_INTERVAL_S = 0.1
 DEFAULT_MAX_POWER_W = 2000.0
+#: Reads kept for :meth:`RaplPackage.window_telemetry` (about 2.8 h at 0.1 s); older ones are dropped.
+HISTORY_KEPT = 100_000
 #: What the number is, for results and tables.
 LABEL = "CPU package power (RAPL), not wall power"
 
@@ -121,6 +125,8 @@ class RaplPackage(Meter):
         self.measured: list = []
         self.wraps = 0
         self._last: tuple | None = None  # (host ns, {zone_id: counter µJ})
+        # (host ns, µJ the measured zones used since open(), unwrapped), one per read
+        self._history = collections.deque(maxlen=HISTORY_KEPT)
 
     def _folder(self) -> str:
         return sysfs(self.root, POWERCAP)
@@ -149,6 +155,7 @@ class RaplPackage(Meter):
         self.measured = [z.label for z in chosen]
         self.model = "RAPL " + " + ".join(self.measured)
         self._last = (self.clock(), self._counters(open_=True))
+        self._history.append((self._last[0], 0))
 
     def _counters(self, open_: bool = False) -> dict:
         """``{zone_id: counter µJ}`` of every zone, from one pass over the files.
@@ -189,15 +196,39 @@ class RaplPackage(Meter):
         dt_s = (now - t0) / 1e9
         if dt_s <= 0:
             return Reading(power_w=None, flags=("invalid",))
-        rails = {}
+        rails, used_uj = {}, 0
         for zone in self.zones:
             if counters[zone.zone_id] < before[zone.zone_id]:
                 self.wraps += 1
-            joules = counter_delta_uj(before[zone.zone_id], counters[zone.zone_id], zone.range_uj) / 1e6
-            rails[zone.label] = joules / dt_s
+            delta_uj = counter_delta_uj(before[zone.zone_id], counters[zone.zone_id], zone.range_uj)
+            rails[zone.label] = delta_uj / 1e6 / dt_s
+            used_uj += delta_uj if zone.label in self.measured else 0
+        self._history.append((now, self._history[-1][1] + used_uj))
         total = math.fsum(rails[label] for label in self.measured)
         implausible = any(w > self.max_power_w for w in rails.values())
         return Reading(power_w=total, flags=("implausible",) if implausible else (), rails=rails)
+
+    def window_telemetry(self, t_start_ns: int, t_end_ns: int) -> dict | None:
+        """The measured zones' energy over ``[t_start_ns, t_end_ns]`` (host monotonic ns) straight from
+        the counters: their unwrapped total at each read, linearly interpolated at the two edges
+        (``energy_j_counter``, and ``power_w_mean_counter`` = it / the window), a cross-check of the
+        trapezoid over the per-read powers. None for an empty window or one not inside the reads.
+        Raises nothing."""
+        points = list(self._history)
+        if t_end_ns <= t_start_ns or not points or t_start_ns < points[0][0] or t_end_ns > points[-1][0]:
+            return None
+        times = [t for t, _ in points]
+
+        def energy_uj(t: int) -> float:
+            i = min(max(bisect.bisect_left(times, t), 1), len(points) - 1)
+            (t0, e0), (t1, e1) = points[i - 1], points[i]
+            return e0 if t1 == t0 else e0 + (e1 - e0) * (t - t0) / (t1 - t0)
+
+        joules = (energy_uj(t_end_ns) - energy_uj(t_start_ns)) / 1e6
+        return {"energy_j_counter": joules, "power_w_mean_counter": joules / ((t_end_ns - t_start_ns) / 1e9),
+                "reads": sum(1 for t in times if t_start_ns <= t <= t_end_ns),
+                "source": "RAPL counters of " + " + ".join(self.measured)
+                          + ", interpolated linearly at the window edges"}
 
     def describe(self) -> dict:
         info = super().describe()
