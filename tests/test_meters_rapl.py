@@ -468,3 +468,14 @@ def test_bench_local_without_any_source_says_no_source(tmp_path):
     assert cell["power"]["meter"] is None
     reasons = cell["power"]["no_source"]
     assert "rapl: no RAPL zone" in reasons and "nvml:" in reasons and "hwmon: no power" in reasons
+
+
+def test_a_read_right_after_open_waits_half_an_interval(tmp_path):
+    """`host meter read` reads once right after open: the read waits until half the interval (0.1 s of
+    0.2 s) has passed, so the counter advance is not divided by microseconds."""
+    write(tmp_path, zone("intel-rapl:0", "package-0", 0))
+    meter = RaplPackage(root=str(tmp_path), interval_s=0.2)
+    meter.open()
+    start = time.monotonic()
+    meter.read()
+    assert time.monotonic() - start >= 0.1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import shlex
+import time
 
 from host.power.meters.base import run_on_board
 
@@ -77,6 +78,24 @@ def _quote_glob(pattern: str) -> str:
     return "*".join(shlex.quote(part) if part else "" for part in pattern.split("*"))
 
 
+class Spacing:
+    """Keeps reads of an energy counter at least ``min_s`` apart on the real monotonic clock: a read
+    right after the previous one (``host meter read`` just after ``open``) would divide a counter
+    step or none by microseconds. The sampler paces reads at the update interval, so there it never
+    waits."""
+
+    def __init__(self, min_s: float):
+        self.min_s = min_s
+        self._at: float | None = None
+
+    def wait(self) -> None:
+        """Sleep until ``min_s`` has passed since the previous call (not on the first)."""
+        now = time.monotonic()
+        if self._at is not None and now - self._at < self.min_s:
+            time.sleep(self.min_s - (now - self._at))
+        self._at = time.monotonic()
+
+
 def integer(path: str, text: str, *, what: str) -> int:
     """The non-negative decimal integer a sysfs counter file holds.
 
@@ -88,4 +107,4 @@ def integer(path: str, text: str, *, what: str) -> int:
     return int(text)
 
 
-__all__ = ["ROOT_ENV", "integer", "read_files", "read_text", "sysfs"]
+__all__ = ["ROOT_ENV", "Spacing", "integer", "read_files", "read_text", "sysfs"]

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 
 from host.errors import MeterConnectionError, MeterProtocolError
-from host.power.meters._sysfs import integer, read_files
+from host.power.meters._sysfs import Spacing, integer, read_files
 from host.power.meters.base import Meter, MeterInfo, Reading, number_option, unknown_options
 
 HWMON = "/sys/class/hwmon"
@@ -138,6 +138,7 @@ class HwmonSensor(Meter):
         self.channel: Channel | None = None
         self.found: list = []
         self._last: tuple | None = None  # energy channels: (host ns, counter µJ)
+        self._spacing = Spacing(self.update_interval_s / 2)
 
     def open(self) -> None:
         """Find the channels, choose one and read it once.
@@ -166,6 +167,7 @@ class HwmonSensor(Meter):
         self.model = f"hwmon {self.channel.key} ({self.channel.file.rpartition('/')[2]})"
         value = self._value()
         if self.channel.kind == "energy":
+            self._spacing.wait()
             self._last = (self.clock(), value)
 
     def _value(self) -> int:
@@ -190,6 +192,8 @@ class HwmonSensor(Meter):
         """
         if self.channel is None:
             raise MeterConnectionError("hwmon: read() before open()")
+        if self.channel.kind == "energy":
+            self._spacing.wait()  # at least half the interval after the previous read
         value = self._value()
         if self.channel.kind == "power":
             watts = value / 1e6

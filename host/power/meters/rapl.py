@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 
 from host.errors import MeterConnectionError, MeterProtocolError
-from host.power.meters._sysfs import integer, read_files, sysfs
+from host.power.meters._sysfs import Spacing, integer, read_files, sysfs
 from host.power.meters.base import Meter, MeterInfo, Reading, number_option, unknown_options
 
 #: The powercap folder and the files read in each zone.
@@ -127,6 +127,7 @@ class RaplPackage(Meter):
         self._last: tuple | None = None  # (host ns, {zone_id: counter µJ})
         # (host ns, µJ the measured zones used since open(), unwrapped), one per read
         self._history = collections.deque(maxlen=HISTORY_KEPT)
+        self._spacing = Spacing(self.update_interval_s / 2)
 
     def _folder(self) -> str:
         return sysfs(self.root, POWERCAP)
@@ -154,6 +155,7 @@ class RaplPackage(Meter):
                                        f"{', '.join(z.label for z in self.zones)})")
         self.measured = [z.label for z in chosen]
         self.model = "RAPL " + " + ".join(self.measured)
+        self._spacing.wait()
         self._last = (self.clock(), self._counters(open_=True))
         self._history.append((self._last[0], 0))
 
@@ -189,6 +191,7 @@ class RaplPackage(Meter):
         """
         if self._last is None:
             raise MeterConnectionError("rapl: read() before open()")
+        self._spacing.wait()  # at least half the interval after the previous read
         counters = self._counters()
         now = self.clock()
         t0, before = self._last
