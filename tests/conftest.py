@@ -27,6 +27,13 @@ def _local_workdir(tmp_path_factory):
     # never adds an idle window to a test; tests/test_meters_rapl.py points them at fakes
     mp.setenv("EDGEGAUGE_POWER_SYSFS_ROOT", str(tmp_path_factory.mktemp("no-power-sysfs")))
     mp.setenv("EDGEGAUGE_NVIDIA_SMI", str(tmp_path_factory.mktemp("no-nvidia-smi") / "nvidia-smi"))
+    # the thermal sampler (host/thermal/) likewise finds no source on any machine, so a laptop's clocks never
+    # add a 'throttled' warning to a test's cell; tests/test_thermal.py uses fakes, and this machine's own
+    # sources in its live campaign
+    mp.setenv("EDGEGAUGE_THERMAL_SYSFS_ROOT", str(tmp_path_factory.mktemp("no-thermal-sysfs")))
+    nothing = tmp_path_factory.mktemp("no-thermal-tools")
+    mp.setenv("EDGEGAUGE_THERMAL_VCGENCMD", str(nothing / "vcgencmd"))
+    mp.setenv("EDGEGAUGE_THERMAL_NVIDIA_SMI", str(nothing / "nvidia-smi"))
     yield
     mp.undo()
 

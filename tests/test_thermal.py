@@ -396,9 +396,12 @@ def test_a_failing_probe_is_a_failed_block_not_an_exception(tmp_path):
 # -- a real campaign on this machine -----------------------------------------------------------------
 
 
-def test_a_local_campaign_records_what_this_machine_exposes(tmp_path):
+def test_a_local_campaign_records_what_this_machine_exposes(tmp_path, monkeypatch):
     from host.cli.main import app
+    from host.thermal.session import NVIDIA_SMI_ENV, ROOT_ENV, VCGENCMD_ENV
 
+    for name in (ROOT_ENV, VCGENCMD_ENV, NVIDIA_SMI_ENV):  # the suite points them at nothing (conftest)
+        monkeypatch.delenv(name, raising=False)
     here, _ = probe(Path("/"), vcgencmd="vcgencmd", nvidia_smi="nvidia-smi")
     res = runner.invoke(app, ["bench", str(MODEL), "--results", str(tmp_path), "--campaign", "c", *FAST,
                               "--no-reference"], env={"COLUMNS": "100"})
@@ -414,6 +417,16 @@ def test_a_local_campaign_records_what_this_machine_exposes(tmp_path):
         assert block["status"] == "measured" and block["samples_total"] >= 2
         assert (path.parent / block["timeline_file"]).is_file()
         assert block["alignment"]["method"] == "same clock"
+
+
+def test_the_suites_benches_see_no_thermal_source_on_any_machine(tmp_path):
+    from host.cli.main import app
+
+    res = runner.invoke(app, ["bench", str(MODEL), "--results", str(tmp_path), "--campaign", "c", *FAST,
+                              "--no-reference"], env={"COLUMNS": "100"})
+    assert res.exit_code in MEASURED, res.output
+    (path,) = (tmp_path / "c" / "local").glob("identity__*.json")
+    assert json.loads(path.read_text())["thermal"]["status"] == NO_SOURCE
 
 
 def test_the_throttled_warning_is_a_line_under_the_table():

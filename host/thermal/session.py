@@ -10,6 +10,7 @@ fails a cell: a missing source, a failed read or an unknown clock offset is writ
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +22,11 @@ from host.thermal.summary import CLOCK_DROP_REL, summarise, tick_ms_median
 #: Seconds one thermal command may take on the board before it counts as failed.
 COMMAND_TIMEOUT_S = 15.0
 NO_SOURCE = "no thermal source"
+#: Environment variables :meth:`ThermalSession.for_board` reads, so a test suite can point every board
+#: at fakes: the sysfs root prefix, and the ``vcgencmd`` and ``nvidia-smi`` executables.
+ROOT_ENV = "EDGEGAUGE_THERMAL_SYSFS_ROOT"
+VCGENCMD_ENV = "EDGEGAUGE_THERMAL_VCGENCMD"
+NVIDIA_SMI_ENV = "EDGEGAUGE_THERMAL_NVIDIA_SMI"
 
 
 def _second_connection(transport):
@@ -67,7 +73,12 @@ class ThermalSession:
 
     @classmethod
     def for_board(cls, board, **kw) -> "ThermalSession":
-        """A session reading ``board`` over a second connection of the same kind as its own."""
+        """A session reading ``board`` over a second connection of the same kind as its own; the
+        sysfs root and the executables come from :data:`ROOT_ENV`, :data:`VCGENCMD_ENV` and
+        :data:`NVIDIA_SMI_ENV` when set (``/``, ``vcgencmd``, ``nvidia-smi`` otherwise)."""
+        kw.setdefault("root", os.environ.get(ROOT_ENV) or "/")
+        kw.setdefault("vcgencmd", os.environ.get(VCGENCMD_ENV) or "vcgencmd")
+        kw.setdefault("nvidia_smi", os.environ.get(NVIDIA_SMI_ENV) or "nvidia-smi")
         own = getattr(board, "transport", None)
         transport = _second_connection(own)
         if transport is None:
