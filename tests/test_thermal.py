@@ -467,7 +467,13 @@ def test_latency_per_second_bins_the_first_loop_by_its_own_call_times(tmp_path):
     from host.analysis.thermal_plot import latency_per_second
 
     cell = _plotted_cell(tmp_path)
-    # calls of 0.3, 0.3, 0.5, 0.5, 2.0 s end at 0.3, 0.6, 1.1, 1.6, 3.6 s: bins 0, 0, 1, 1, 3
+    # a 10 s loop, calls of 0.3, 0.3, 0.5, 0.5, 2.0 s (3.6 s): 1.28 s of the loop's own time per call;
+    # they end at 1.58, 3.16, 4.94, 6.72, 10.0 s
+    starts, medians = latency_per_second(cell, 10 * S)
+    assert starts.tolist() == [1.0, 3.0, 4.0, 6.0, 10.0]
+    assert medians.tolist() == [300.0, 300.0, 500.0, 500.0, 2000.0]
+    # a 3.6 s loop: back to back, ending at 0.3, 0.6, 1.1, 1.6, 3.6 s: bins 0, 0, 1, 1, 3
+    cell["thermal"]["window_end_ns"] = int(13.6 * S)
     starts, medians = latency_per_second(cell, 10 * S)
     assert starts.tolist() == [0.0, 1.0, 3.0] and medians.tolist() == [300.0, 500.0, 2000.0]
     starts, _ = latency_per_second(cell, 8 * S)  # the axis origin 2 s earlier

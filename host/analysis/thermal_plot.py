@@ -4,8 +4,9 @@ time axis, for cells whose ``thermal`` block has a timeline (``<cell>.thermal.cs
 Time is seconds on the host monotonic clock from the start of the measured window (the runner's
 first timed loop, ``thermal.window_start_ns``), so the three panels line up with each other and
 with the power timeline. Latency per second: the first process's first timed loop from the cell's
-``<cell>.samples.npz``, each call placed at the loop start plus the calls before it (calls run back
-to back in that loop), the median of each 1 s bin in ms.
+``<cell>.samples.npz``; each call ends at the loop start plus the calls up to it (they run back to
+back) plus an equal share per call of the loop time the calls do not cover (the loop's own cost);
+the median of each 1 s bin in ms.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def latency_per_second(cell: dict, t0_ns: int):
     except (OSError, ValueError, IndexError):
         return None
     every = int(_get(cell, "samples", "thinned_every") or 1)
-    start = _get(cell, "thermal", "window_start_ns")
-    if first.size == 0 or start is None:
+    start, end = _get(cell, "thermal", "window_start_ns"), _get(cell, "thermal", "window_end_ns")
+    if first.size == 0 or start is None or end is None:
         return None
-    t = (start - t0_ns + np.cumsum(first * every)) / 1e9
+    busy = np.cumsum(first * every)
+    gap = max(0.0, (end - start - busy[-1]) / first.size)  # the loop's own time between calls, shared out
+    t = (start - t0_ns + busy + gap * np.arange(1, first.size + 1)) / 1e9
     bins = np.floor(t).astype(np.int64)
     keys = np.unique(bins)
     return keys.astype(float), np.array([np.median(first[bins == k]) / 1e6 for k in keys])
