@@ -340,6 +340,21 @@ def test_the_sampler_ticks_on_schedule_and_stops_after_repeated_failures(tmp_pat
     assert len(bad) == 3 and failing.fatal_error.startswith("stopped after 3 failed reads in a row")
 
 
+def test_stop_takes_one_last_tick_and_a_cancelled_cell_does_not(tmp_path):
+    src, _ = probe(pi5_tree(tmp_path / "root"))
+    calls = []
+
+    def run(command):
+        calls.append(command)
+        return sh(command)
+
+    for final, n in ((True, 2), (False, 1)):
+        calls.clear()
+        sampler = ThermalSampler(run, src, interval_s=30).start()
+        time.sleep(0.3)  # the first tick is at the start; the next would be 30 s later
+        assert len(sampler.stop(final=final)) == n and len(calls) == n
+
+
 def test_a_session_on_a_fake_board_warns_on_a_clock_drop_made_during_the_window(tmp_path):
     root = pi5_tree(tmp_path / "root")
     vc = fake_vcgencmd(tmp_path)

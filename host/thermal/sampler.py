@@ -119,12 +119,13 @@ class ThermalSampler:
             if delay > 0 and self._stop.wait(delay / 1e9):
                 break
 
-    def stop(self, timeout_s: float = 30.0) -> list:
-        """Stop the thread, take one last tick (unless the sampler failed) and return all ticks."""
+    def stop(self, timeout_s: float = 30.0, final: bool = True) -> list:
+        """Stop the thread, take one last tick (``final``, unless the sampler failed) and return
+        all ticks."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-        if self.fatal_error is None and (self._thread is None or not self._thread.is_alive()):
+        if final and self.fatal_error is None and (self._thread is None or not self._thread.is_alive()):
             self.tick()
         return self.ticks
 

@@ -136,9 +136,10 @@ class ThermalSession:
         return token
 
     def cancel(self, token: dict | None) -> None:
-        """Stop a token's sampler without a block (the process was interrupted)."""
+        """Stop a token's sampler without a block and without a last read (the process failed or
+        was interrupted: the board may not answer)."""
         if token is not None:
-            token["sampler"].stop()
+            token["sampler"].stop(final=False)
 
     def finish_cell(self, token: dict | None, latency: dict | None, csv_path: Path) -> dict:
         """Stop sampling, write ``csv_path`` (``<cell>.thermal.csv``) and return the ``thermal``
