@@ -509,3 +509,37 @@ def test_the_html_report_has_the_thermal_timeline_of_cells_that_have_one(tmp_pat
     (tmp_path / "c" / "local" / "m__null-b1-tall.thermal.csv").unlink()
     drawn, notes = thermal_plots([cell], tmp_path / "png")
     assert drawn == [] and notes == ["thermal_timeline: c__local__m__null-b1-tall: no thermal timeline"]
+
+
+# -- over SSH: a loopback OpenSSH board (tests/labfix.py) ----------------------------------------------
+
+
+def test_a_board_over_ssh_is_sampled_and_aligned_by_clock_probes(boards, tmp_path, monkeypatch):
+    from host.campaign.protocol import Protocol
+    from host.campaign.run import run_campaign
+    from host.lab.benchconfig import BenchConfig
+    from host.lab.board import Board, BoardOptions, open_transport
+    from host.lab.inventory import resolve_inventory
+    from host.thermal.session import ROOT_ENV
+    from runners.core import Policy
+
+    root = orin_tree(tmp_path / "root")  # the loopback board shares this machine's files
+    monkeypatch.setenv(ROOT_ENV, str(root))
+    devices = resolve_inventory(str(boards.write_inventory(tmp_path / "lab.ini", ["b1"]))).select(["b1"])
+    config = BenchConfig(backend="null", timeout_s=60, policy=Policy(
+        warmup_min_iterations=1, warmup_min_s=0.0, min_iterations=5, min_duration_s=1.5, cov_max=100.0))
+    quick = BoardOptions(connect_timeout=3, retries=1, backoff_s=0.1)
+    res = run_campaign([MODEL], devices, config, results=tmp_path / "r", campaign="k", backend="null",
+                       open_board=lambda d: Board(d, open_transport(d, quick)), reference=False,
+                       protocol=Protocol(target_ci=0.5, max_cell_s=2.0))  # stops after a process or two
+    (cell,) = res.cells
+    block = cell["thermal"]
+    assert block["status"] == "measured", block
+    assert block["alignment"]["method"] == "bracketed monotonic-clock probes before and after the cell"
+    assert {s["kind"] for s in block["sources"]} == {"thermal_zone", "cpufreq", "devfreq"}
+    assert block["samples_in_window"] >= 1 and block["samples_failed"] == 0
+    assert (block["temp_c_max"], block["temp_c_max_zone"]) == (45.5, "CPU-therm")
+    assert (block["clock_mhz_min"], block["clock_mhz_max"]) == (1510.4, 1510.4)
+    assert (block["gpu_clock_mhz_min"], block["gpu_clock_mhz_max"]) == (624.75, 624.75)
+    assert block["verdict"]["result"] == "VALID" and block["time_to_throttle_s"] is None
+    assert (tmp_path / "r" / "k" / "b1" / block["timeline_file"]).is_file()

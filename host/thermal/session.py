@@ -106,6 +106,7 @@ class ThermalSession:
         except (HostError, OSError) as exc:
             self.unavailable = {"status": "failed", "sources": [],
                                 "error": f"probing the thermal sources failed: {type(exc).__name__}: {exc}"}
+            self.close()  # nothing to sample: the second connection is not kept open
             return
         self.sources = parse_probe(out, vcgencmd=self.vcgencmd, nvidia_smi=self.nvidia_smi)
         if self.sources.empty:
@@ -113,6 +114,7 @@ class ThermalSession:
                                              f"no {self.nvidia_smi}"]
             self.unavailable = {"status": NO_SOURCE, "sources": [],
                                 "message": f"{NO_SOURCE}: " + "; ".join(dict.fromkeys(looked))}
+            self.close()
 
     def _offset(self):
         """The board clock's offset (bracketed probes, :mod:`host.power.align`); None on this host."""
