@@ -192,6 +192,11 @@ def test_a_vcgencmd_that_fails_is_not_a_source_and_says_why(tmp_path):
     src, _ = probe(tmp_path / "empty", vcgencmd=vc)
     assert src.vcgencmd is None and src.empty
     assert any("VCHI initialization failed" in m for m in src.missing)
+    session = ThermalSession(sh, root=str(tmp_path / "empty"), vcgencmd=vc, nvidia_smi=NO_NVIDIA)
+    session.open()
+    assert session.unavailable["message"] == (
+        f"{NO_SOURCE}: no /sys/class/thermal/thermal_zone*/temp; no cpufreq scaling_cur_freq; no devfreq "
+        f"cur_freq; {vc} get_throttled answered 'VCHI initialization failed'; no {NO_NVIDIA}")
 
 
 def test_an_answer_without_any_source_line_is_a_thermal_error(tmp_path):

@@ -110,8 +110,9 @@ class ThermalSession:
             return
         self.sources = parse_probe(out, vcgencmd=self.vcgencmd, nvidia_smi=self.nvidia_smi)
         if self.sources.empty:
-            looked = self.sources.missing + ["no devfreq cur_freq", f"no {self.vcgencmd}",
-                                             f"no {self.nvidia_smi}"]
+            missing = self.sources.missing
+            tools = [f"no {t}" for t in (self.vcgencmd, self.nvidia_smi) if not any(t in m for m in missing)]
+            looked = missing + tools
             self.unavailable = {"status": NO_SOURCE, "sources": [],
                                 "message": f"{NO_SOURCE}: " + "; ".join(dict.fromkeys(looked))}
             self.close()

@@ -161,7 +161,7 @@ def _unique(name: str, taken: set, number: str) -> str:
 
 def parse_probe(out: str, *, vcgencmd: str = "vcgencmd", nvidia_smi: str = "nvidia-smi") -> Sources:
     """:class:`Sources` from the answer to :func:`probe_command` (unknown lines are ignored)."""
-    src, names = Sources(), set()
+    src, names, tool_notes = Sources(), set(), []
     for line in out.splitlines():
         kind, _, rest = line.partition("\t")
         path, _, value = rest.partition("\t")
@@ -175,26 +175,27 @@ def parse_probe(out: str, *, vcgencmd: str = "vcgencmd", nvidia_smi: str = "nvid
             group = "gpu" if GPU_DEVFREQ.search(base) else "other"
             src.devfreq.append((f"{group}/{base}", f"{path}/cur_freq", _mhz(value, 1e6)))
         elif kind == "vcgencmd":
-            _probe_vcgencmd(src, rest, vcgencmd)
+            _probe_vcgencmd(src, rest, vcgencmd, tool_notes)
         elif kind == "nvidia":
-            _probe_nvidia(src, path, value, nvidia_smi)
-    if not src.zones:
-        src.missing.append("no /sys/class/thermal/thermal_zone*/temp")
-    if not src.cpufreq:
-        src.missing.append("no cpufreq scaling_cur_freq")
+            _probe_nvidia(src, path, value, nvidia_smi, tool_notes)
+    for found, what in ((src.zones, "/sys/class/thermal/thermal_zone*/temp"), (src.cpufreq, "cpufreq "
+                        "scaling_cur_freq"), (src.devfreq, "devfreq cur_freq")):
+        if not found:
+            src.missing.append(f"no {what}")
+    src.missing += tool_notes  # sysfs first, then the tools that answered wrongly
     return src
 
 
-def _probe_vcgencmd(src: Sources, answer: str, vcgencmd: str) -> None:
+def _probe_vcgencmd(src: Sources, answer: str, vcgencmd: str, missing: list) -> None:
     if answer.strip() == "-":
         return
     if _THROTTLED.search(answer):
         src.vcgencmd = vcgencmd
     else:
-        src.missing.append(f"{vcgencmd} get_throttled answered {answer.strip()[:120]!r}")
+        missing.append(f"{vcgencmd} get_throttled answered {answer.strip()[:120]!r}")
 
 
-def _probe_nvidia(src: Sources, reasons: str, answer: str, nvidia_smi: str) -> None:
+def _probe_nvidia(src: Sources, reasons: str, answer: str, nvidia_smi: str, missing: list) -> None:
     if reasons == "-":
         return
     rows = [_NV_PROBE.fullmatch(r) for r in answer.split(";") if r.strip()]
@@ -203,7 +204,7 @@ def _probe_nvidia(src: Sources, reasons: str, answer: str, nvidia_smi: str) -> N
             src.nvidia_smi, src.nvidia_field = nvidia_smi, reasons
             src.gpus = [int(m.group(1)) for m in rows]
     elif reasons == NVIDIA_REASON_FIELDS[-1] and src.nvidia_field is None:
-        src.missing.append(f"{nvidia_smi} --query-gpu answered {answer.strip()[:120]!r}")
+        missing.append(f"{nvidia_smi} --query-gpu answered {answer.strip()[:120]!r}")
 
 
 def tick_command(src: Sources) -> str:
