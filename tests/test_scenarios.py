@@ -249,6 +249,8 @@ def test_host_bench_paced_stores_one_process_and_its_misses(tmp_path):
     assert sc["name"] == "paced" and sc["slots"] == 50 and sc["queries"] + sc["skipped"] == 50
     assert cell["configuration"]["policy"]["scenario"] == "paced"
     assert "miss %" in res.output
+    # without --fps the frame budget is the schedule's period: 100 Hz = 10 ms
+    assert cell["configuration"]["policy"]["fps"] == 100.0 and cell["realtime"]["budget_ms"] == 10.0
 
 
 @pytest.mark.parametrize("p99, verdict", [(10.0, "meets"), (20.0, "uncertain"), (None, "not measured")])

@@ -15,7 +15,14 @@ import typer
 
 from host.cli.bench_progress import run_bench
 from host.cli.bench_scenario import PANEL as SCENARIO_PANEL
-from host.cli.bench_scenario import DurationOpt, RateHzOpt, SamplesPerQueryOpt, ScenarioOpt, apply_scenario
+from host.cli.bench_scenario import (
+    DurationOpt,
+    RateHzOpt,
+    SamplesPerQueryOpt,
+    ScenarioOpt,
+    apply_scenario,
+    frame_budget,
+)
 from host.cli.lab import (
     AcceptNewOpt,
     AllOpt,
@@ -232,7 +239,7 @@ def bench(
     rate_hz: RateHzOpt = 60.0,
     duration: DurationOpt = 60.0,
     samples_per_query: SamplesPerQueryOpt = 8,
-    fps: FpsOpt = 60.0,
+    fps: FpsOpt = None,
     timeout: TimeoutOpt = 600.0,
     power: PowerOpt = None,
     meter_from_inventory: MeterFromInventoryOpt = False,
@@ -290,6 +297,7 @@ def bench(
     from host.campaign.plan import discover_models
     from host.campaign.store import default_campaign_name
 
+    fps = frame_budget(fps, scenario, rate_hz)
     try:
         protocol, policy = _protocol_policy(
             quick, rigorous,

@@ -35,6 +35,15 @@ PANEL = ("scenario", "rate_hz", "duration", "samples_per_query")
 TIMEOUT_MARGIN_S = 300.0
 
 
+def frame_budget(fps: float | None, name: str, rate_hz: float) -> float:
+    """The frame budget in inferences per second: ``--fps`` when given, else a scheduled
+    scenario's ``--rate-hz`` (its frame budget is its period), else 60."""
+    if fps is not None:
+        return fps
+    scenario = SCENARIOS.get(name)
+    return rate_hz if scenario is not None and scenario.scheduled else 60.0
+
+
 def apply_scenario(name: str, rate_hz: float, duration: float, samples_per_query: int, protocol, policy,
                    timeout: float) -> tuple:
     """Step 0 of bench: ``(protocol, policy, timeout)`` for ``--scenario NAME``. single-stream leaves

@@ -133,7 +133,8 @@ class Scope(str, Enum):
 # The budgets of host.analysis.budgets.Budgets, shared by bench, report and advise (no brackets in
 # the help: advise's help is not escaped by in_panels).
 FpsOpt = Annotated[Optional[float], bounded(
-    1e-6, 1e9, "frame budget: at least this many inferences per second (60 = 16.67 ms)", "--fps")]
+    1e-6, 1e9, "frame budget: at least this many inferences per second (60 = 16.67 ms; default 60, for "
+    "paced and multi-stream their --rate-hz)", "--fps")]
 LatencyMsOpt = Annotated[Optional[float], bounded(
     1e-6, 1e9, "latency budget per inference in ms (the tighter of --fps and this counts)", "--latency-ms")]
 StatisticOpt = Annotated[Statistic, typer.Option(
