@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from nullbench import FAST, MEASURED, MODEL, runner
+from test_meters_onboard import write_tree as write
 
 from host.cli.main import app
 from host.errors import MeterConnectionError, MeterOptionError, MeterProtocolError
@@ -29,15 +30,6 @@ PC = "sys/class/powercap"
 HW = "sys/class/hwmon"
 #: A common package range: 2^32 - 1 counts of 61.035 µJ (the kernel prints the product in µJ).
 RANGE = 262143328850
-
-
-def write(root: Path, files: dict) -> Path:
-    """``{relative path: value}`` as sysfs files (one value and a newline each) under ``root``."""
-    for rel, value in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{value}\n")
-    return root
 
 
 def zone(zone_id: str, name: str, energy: int, rng: int = RANGE) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from nullbench import FAST, MEASURED, MODEL, runner
+from test_meters_onboard import write_tree
 
 from host.campaign.schema import validate_cell
 from host.errors import ThermalError
@@ -30,15 +31,6 @@ NO_VCGENCMD = "edgegauge-no-such-vcgencmd"
 
 
 # -- fakes ---------------------------------------------------------------------------------------
-
-
-def write_tree(root: Path, files: dict) -> Path:
-    """``{relative path: contents}`` under ``root``; sysfs files end in a newline."""
-    for rel, value in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{value}\n")
-    return root
 
 
 def zone(n: int, kind: str, millideg) -> dict:
