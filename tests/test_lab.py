@@ -92,7 +92,9 @@ def test_fanout_over_three_boards_gives_the_same_cells_as_local(boards, tmp_path
     local_cells = {c["cell"]["model_stem"]: c for c in json.loads(local.stdout)}
     for cell in json.loads(lab.stdout):
         ref = local_cells[cell["cell"]["model_stem"]]
-        assert cell["status"] in ("ok", "invalid") and set(cell) == set(ref)
+        # local looks for its own energy counters and says it found none; a board without a meter has none
+        assert ref["power"]["meter"] is None and ref["power"]["no_source"] and "power" not in cell
+        assert cell["status"] in ("ok", "invalid") and set(cell) == set(ref) - {"power"}
         assert cell["model"]["sha256"] == ref["model"]["sha256"]
         assert cell["configuration"] == ref["configuration"] and cell["metrics"] == ref["metrics"]
         assert cell["runtime"]["name"] == ref["runtime"]["name"] and cell["latency"]["iterations"] >= 10

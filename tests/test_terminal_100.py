@@ -103,7 +103,8 @@ def test_bench_default_table_is_verdict_first_and_fits(tmux, tmp_path):
                               "verdict"]
     assert "budgets: p99 ≤ 16.67 ms (60 fps), peak RSS (process) ≤ 4096 MiB" in lines
     row = row_of(lines, "mobilenet_v2_w0.25_cifar10")
-    assert " µs" in row and "no meter" in row and row.split()[-1] in ("meets", "uncertain")
+    # this machine has no energy counter (the suite hides any real one): local says so
+    assert " µs" in row and "no source" in row and row.split()[-1] in ("meets", "uncertain")
     assert row.count("✓") + row.count("?") == 2  # one mark per budget: latency, memory
     assert any(line.startswith("meets when the upper end of the statistic's 95 % interval") for line in lines)
 
