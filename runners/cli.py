@@ -49,6 +49,11 @@ SCENARIO_OPTIONS = {
     "rate_hz": "--rate-hz",
     "duration_s": "--duration",
     "samples_per_query": "--samples-per-query",
+    "streams": "--streams",
+    "qps": "--qps",
+    "latency_bound_ms": "--latency-bound-ms",
+    "search_runs": "--search-runs",
+    "arrival_seed": "--arrival-seed",
 }
 
 
@@ -59,8 +64,9 @@ def policy_to_argv(policy: Policy) -> list:
         argv += [option, repr(getattr(policy, name))]
     if policy.scenario != _DEFAULT.scenario:
         argv += ["--scenario", policy.scenario]
-        for name in ("rate_hz", "duration_s", "samples_per_query"):
-            argv += [SCENARIO_OPTIONS[name], repr(getattr(policy, name))]
+        for name, option in SCENARIO_OPTIONS.items():
+            if name != "scenario":
+                argv += [option, repr(getattr(policy, name))]
     return argv
 
 _POLICY_HELP = """\
@@ -212,6 +218,27 @@ def _add_scenario_options(run: argparse.ArgumentParser) -> None:
                        default=d.samples_per_query, metavar="N",
                        help="multi-stream: samples per query, a multiple of the batch "
                             f"[{d.samples_per_query}]")
+    _add_load_options(group)
+
+
+def _add_load_options(group) -> None:
+    """offline / server settings (:mod:`runners.load`)."""
+    d = _DEFAULT
+    group.add_argument("--streams", type=number_type(int, 1, 1024), default=d.streams, metavar="K",
+                       help=f"offline / server: concurrent streams, as the backend's descriptor makes them "
+                            f"[{d.streams}]")
+    group.add_argument("--qps", type=number_type(float, 0.001, 1e6), default=d.qps, metavar="X",
+                       help=f"server: Poisson arrivals per second (the search's first target) [{d.qps:g}]")
+    group.add_argument("--latency-bound-ms", dest="latency_bound_ms", type=number_type(float, 0.001, 1e7),
+                       default=d.latency_bound_ms, metavar="X",
+                       help=f"server: the p99 bound, ms [{d.latency_bound_ms:g}]")
+    group.add_argument("--search-runs", dest="search_runs", type=number_type(int, 0, 100),
+                       default=d.search_runs, metavar="N",
+                       help="server: runs of the peak-QPS search at most (0: one run at --qps) "
+                            f"[{d.search_runs}]")
+    group.add_argument("--arrival-seed", dest="arrival_seed", type=number_type(int, 0, 2**32 - 1),
+                       default=d.arrival_seed, metavar="N",
+                       help=f"server: the arrivals' seed [{d.arrival_seed}]")
 
 
 def _add_evaluation_options(run: argparse.ArgumentParser) -> None:

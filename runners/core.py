@@ -38,7 +38,10 @@ class Policy:
     (``load_max``) and the robust CoV (``cov_max``) only warn. 60 FPS real-time budget.
     ``scenario`` (:mod:`runners.scenarios`): ``single-stream`` is the loop above; ``paced`` and
     ``multi-stream`` replace the timed loop by a fixed schedule of ``rate_hz`` queries per second
-    for ``duration_s`` seconds (``samples_per_query`` samples each in multi-stream).
+    for ``duration_s`` seconds (``samples_per_query`` samples each in multi-stream); ``offline`` and
+    ``server`` drive ``streams`` concurrent streams (:mod:`runners.load`): server at ``qps`` Poisson
+    arrivals per second (seed ``arrival_seed``) against ``latency_bound_ms``, with ``search_runs`` > 0
+    searching the peak QPS in that many runs at most.
     """
 
     warmup_min_iterations: int = 20
@@ -57,6 +60,11 @@ class Policy:
     rate_hz: float = 60.0
     duration_s: float = 60.0
     samples_per_query: int = 8
+    streams: int = 1
+    qps: float = 10.0
+    latency_bound_ms: float = 100.0
+    search_runs: int = 0
+    arrival_seed: int = 0
 
     def check(self) -> None:
         """Raise ValueError when the policy is self-contradictory (or its scenario is not
@@ -238,11 +246,14 @@ def _session(backend, config: RunConfig, result: dict, probe: MemoryProbe, index
     before = environment.snapshot()
     levels.reset(backend)
     watch = _counters(config, index)
-    record, calls = None, 1
+    record, calls, load_block = None, 1, None
     try:
         if scenarios.SCENARIOS[policy.scenario].scheduled:
             calls = _calls_per_query(policy, per_call)
             lat, start, end, max_hit, record = _scheduled(backend.infer, policy, calls)
+        elif scenarios.SCENARIOS[policy.scenario].concurrent:
+            lat, start, end, load_block = _concurrent(backend, config, per_call)
+            max_hit = False
         else:
             lat, start, end, max_hit = timed_loop(backend.infer, policy.min_iterations,
                                                   int(policy.min_duration_s * 1e9),
@@ -253,8 +264,8 @@ def _session(backend, config: RunConfig, result: dict, probe: MemoryProbe, index
         if watch is not None:
             watch.close()
     after = environment.snapshot()
-    # a scheduled loop's latencies are per query: the backend's per-call levels do not pair with them
-    extra = levels.collect(backend, len(lat)) if record is None else {}
+    # a scheduled or concurrent loop's latencies are per query: the per-call levels do not pair with them
+    extra = levels.collect(backend, len(lat)) if record is None and load_block is None else {}
     summary = stats.summarize(lat, loop_duration_ns=end - start, samples_per_call=per_call * calls)
     summary["loop_start_monotonic_ns"] = start + to_mono
     summary["loop_end_monotonic_ns"] = end + to_mono
@@ -268,10 +279,30 @@ def _session(backend, config: RunConfig, result: dict, probe: MemoryProbe, index
     if record is not None:
         block["scenario"] = _scenario_block([record], policy, calls)
         block["_record"] = record  # pooled over the sessions by _measure, then dropped
+    if load_block is not None:
+        block["scenario"] = load_block
     if extra:
         block["latency_levels"] = levels.session_levels(backend.latency_level, summary, extra,
                                                         loop_ns=end - start, per_call=per_call)
     return block, lat, extra
+
+
+def _concurrent(backend, config: RunConfig, per_call: int) -> tuple:
+    """offline / server (:mod:`runners.streams`): ``backend`` (loaded, warmed up) is stream 0; the
+    other ``streams - 1`` sessions open and warm up here, run, and close. Returns (latencies per
+    query, ns; start; end; the ``scenario`` block).
+
+    Raises:
+        UnsupportedFeatureError: ``streams`` > 1 on a backend that declares no way to run several.
+    """
+    from runners import streams
+
+    streams.check_streams(backend, config.policy.streams)
+    others = streams.open_streams(config, config.policy.streams - 1, _warm_up)
+    try:
+        return streams.measure([backend, *others], config.policy, per_call)
+    finally:
+        streams.close_streams(others)
 
 
 def _calls_per_query(policy: Policy, per_call: int) -> int:
@@ -343,14 +374,18 @@ def _measure(config: RunConfig, result: dict, probe: MemoryProbe) -> None:
         extras.append(extra)
     probe.mark("end")
     records = [b.pop("_record") for b in blocks if "_record" in b]
-    if records:
-        level = "query"  # from the query's scheduled start to its completion (runners.scenarios)
+    concurrent = scenarios.SCENARIOS[policy.scenario].concurrent
+    if records or concurrent:
+        level = "query"  # from the query's scheduled start (offline: its issue) to its completion
     result["sessions"] = blocks
     result["warmup"] = dict(blocks[0]["warmup"], first_inference_ms=blocks[0]["first_inference_ms"],
                             load_ms=blocks[0]["load_ms"])
     result["latency"] = stats.pool_sessions(blocks, arrays, level=level)
     if records:
         result["scenario"] = _scenario_block(records, policy, blocks[0]["scenario"]["calls_per_query"])
+        _early_stopping_p99(result["latency"], result["scenario"])
+    if concurrent:  # one session per process (runners.scenarios._check_load)
+        result["scenario"] = blocks[0]["scenario"]
         _early_stopping_p99(result["latency"], result["scenario"])
     if all(extras):  # a GPU backend's device levels (runners.levels), beside the primary one
         result["latency_levels"] = levels.pool(blocks, extras, level, result["latency"], policy)

@@ -7,7 +7,11 @@ library + numpy, Python 3.8).
   (:func:`scheduled_loop`): does the model hold N frames per second, and for how long.
 * ``multi-stream``: the same fixed schedule, each query ``--samples-per-query`` samples (LoadGen's
   MultiStream with a fixed query interval, as its ``QueryScheduler<MultiStream>`` in loadgen.cc had).
-* ``offline``, ``server``: named, not implemented yet (:data:`SCENARIOS` says so; a run is refused).
+* ``offline``: ``--streams K`` concurrent streams back to back for ``--duration`` s, samples/s with
+  its interval (LoadGen Offline); ``server``: Poisson arrivals at ``--qps`` on K streams, queued when
+  all are busy, LoadGen's early-stopping p99 against ``--latency-bound-ms``, and with
+  ``--search-runs N`` the highest QPS that meets it (LoadGen Server, ``find_peak_performance``).
+  Their loops are :mod:`runners.load`'s (``concurrent`` entries of :data:`SCENARIOS`).
 
 The schedule (:func:`scheduled_loop`): slot k's query is due at ``start + k * period_ns`` (integer ns,
 ``period_ns = round(1e9 / rate_hz)``), never "sleep after finishing", so the schedule does not
@@ -36,7 +40,7 @@ SINGLE_STREAM = "single-stream"
 class Scenario:
     """One scenario of the registry. ``scheduled``: a fixed query schedule (:func:`scheduled_loop`);
     ``processes``: runner processes per cell (None: the repetition protocol decides; 1: one
-    process with one long session)."""
+    process with one long session); ``concurrent``: K streams driven by :mod:`runners.load`."""
 
     name: str
     summary: str
@@ -44,6 +48,7 @@ class Scenario:
     reason: str = ""
     scheduled: bool = False
     processes: int | None = None
+    concurrent: bool = False
 
 
 #: name -> :class:`Scenario`. A new scenario is one entry here (and its loop).
@@ -53,10 +58,10 @@ SCENARIOS = {s.name: s for s in (
              processes=1),
     Scenario("multi-stream", "--samples-per-query samples per query every 1/--rate-hz s (LoadGen "
              "MultiStream)", scheduled=True, processes=1),
-    Scenario("offline", "maximum throughput with several streams (LoadGen Offline)", implemented=False,
-             reason="not implemented yet"),
-    Scenario("server", "Poisson arrivals at a target QPS, p99 against a bound (LoadGen Server)",
-             implemented=False, reason="not implemented yet"),
+    Scenario("offline", "maximum samples/s with --streams K streams back to back for --duration s "
+             "(LoadGen Offline)", processes=1, concurrent=True),
+    Scenario("server", "Poisson arrivals at --qps on --streams K, p99 against --latency-bound-ms, "
+             "--search-runs N for the peak QPS (LoadGen Server)", processes=1, concurrent=True),
 )}
 
 LATE_POLICY = ("not queued: the newest due slot is issued at once, older due slots are skipped (each a "
@@ -78,6 +83,23 @@ def check(policy) -> None:
         raise ValueError("--rate-hz and --duration must be > 0, --samples-per-query >= 1")
     if scenario.scheduled and slots(policy) < 1:
         raise ValueError(f"--duration {policy.duration_s:g} s holds no period of 1/{policy.rate_hz:g} s")
+    if scenario.concurrent:
+        _check_load(policy)
+
+
+def _check_load(policy) -> None:
+    """offline / server settings: ``streams`` >= 1, ``qps`` and ``latency_bound_ms`` > 0,
+    ``search_runs`` >= 0, one session per process (the streams are the concurrency)."""
+    if policy.streams < 1:
+        raise ValueError(f"--streams must be >= 1, got {policy.streams}")
+    if not policy.qps > 0 or not policy.latency_bound_ms > 0:
+        raise ValueError(f"--qps and --latency-bound-ms must be > 0, got {policy.qps:g}, "
+                         f"{policy.latency_bound_ms:g}")
+    if policy.search_runs < 0:
+        raise ValueError(f"--search-runs must be >= 0, got {policy.search_runs}")
+    if policy.sessions != 1:
+        raise ValueError(f"{policy.scenario} runs one session per process (its --streams are its "
+                         f"concurrency), got --sessions {policy.sessions}")
 
 
 def period_ns(rate_hz: float) -> int:
@@ -93,13 +115,19 @@ def slots(policy) -> int:
 
 def slug_part(policy) -> str:
     """The scenario's part of a configuration's name: ``""`` for single-stream (names unchanged),
-    ``paced60hz-120s``, ``ms8x20hz-60s``."""
+    ``paced60hz-120s``, ``ms8x20hz-60s``, ``offline4st-60s``, ``server2st-50qps-100ms-60s`` (with
+    ``-find6`` when ``search_runs`` is 6)."""
     name = getattr(policy, "scenario", SINGLE_STREAM)
     if name == SINGLE_STREAM:
         return ""
     rate, dur = f"{policy.rate_hz:g}hz", f"{policy.duration_s:g}s"
     if name == "multi-stream":
         return f"ms{policy.samples_per_query}x{rate}-{dur}"
+    if name == "offline":
+        return f"offline{policy.streams}st-{dur}"
+    if name == "server":
+        find = f"-find{policy.search_runs}" if policy.search_runs else ""
+        return f"server{policy.streams}st-{policy.qps:g}qps-{policy.latency_bound_ms:g}ms-{dur}{find}"
     return f"{name}{rate}-{dur}"
 
 

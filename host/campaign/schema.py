@@ -140,8 +140,18 @@ PROFILE = _obj({"layers": INT, "top": {"type": ["array", "null"], "items": _obj(
     required=("node", "op", "median_us", "share", "calls"), nullable=False)}})
 EARLY_STOPPING = _obj({"percentile": NUM, "confidence": NUM, "queries": INT, "queries_needed": INT,
                        "discarded": INT, "latency_ms": NUM, "method": STR})
-#: a scheduled scenario's cell (paced, multi-stream: runners/scenarios.py, host/campaign/scheduled.py)
+#: a scenario's cell (paced, multi-stream: runners/scenarios.py; offline, server: runners/load.py;
+#: host/campaign/scheduled.py)
 SCENARIO = _obj({
+    "streams": INT, "samples": INT, "completed": INT, "dropped": INT, "met": BOOL, "reason": STR,
+    "seed": INT, "search": STR, "throughput_method": STR,
+    "queries_per_stream": {"type": ["array", "null"], "items": INT},
+    "throughput_sps_ci95": {"type": ["array", "null"], "items": NUM},
+    "runs": {"type": ["array", "null"], "items": _obj({"qps_target": NUM, "qps_achieved": NUM,
+                                                       "latency_ms_p99": NUM, "met": BOOL})},
+    **_nums("throughput_sps", "throughput_sps_ci95_rel", "qps_target", "qps_achieved", "qps_peak",
+            "latency_bound_ms", "latency_ms_p50", "latency_ms_p99", "latency_ms_p99_sample", "elapsed_s",
+            "queue_ms_p50", "queue_ms_max"),
     "name": STR, "period_ns": INT, "samples_per_query": INT, "calls_per_query": INT, "sessions": INT,
     "slots": INT, "queries": INT, "skipped": INT, "queries_issued_late": INT, "deadline_misses": INT,
     "deadline_misses_completed_late": INT, "longest_miss_run": INT, "deadline": STR, "late_policy": STR,

@@ -17,9 +17,13 @@ from host.cli.bench_progress import run_bench
 from host.cli.bench_scenario import PANEL as SCENARIO_PANEL
 from host.cli.bench_scenario import (
     DurationOpt,
+    LatencyBoundOpt,
+    QpsOpt,
     RateHzOpt,
     SamplesPerQueryOpt,
     ScenarioOpt,
+    SearchRunsOpt,
+    StreamsOpt,
     apply_scenario,
     frame_budget,
 )
@@ -239,6 +243,10 @@ def bench(
     rate_hz: RateHzOpt = 60.0,
     duration: DurationOpt = 60.0,
     samples_per_query: SamplesPerQueryOpt = 8,
+    streams: StreamsOpt = 1,
+    qps: QpsOpt = 10.0,
+    latency_bound_ms: LatencyBoundOpt = 100.0,
+    search_runs: SearchRunsOpt = 0,
     fps: FpsOpt = None,
     timeout: TimeoutOpt = 600.0,
     power: PowerOpt = None,
@@ -291,13 +299,14 @@ def bench(
 
     Scenarios (--scenario): single-stream is the protocol above; paced issues one query every
     1/--rate-hz s for --duration s in one process (deadline misses, miss % in the table),
-    multi-stream --samples-per-query samples per query on the same schedule.
+    multi-stream --samples-per-query samples per query on the same schedule; offline --streams K
+    back to back (samples/s); server Poisson arrivals at --qps (p99 against --latency-bound-ms).
     """
     from host.campaign.options import CampaignOptions
     from host.campaign.plan import discover_models
     from host.campaign.store import default_campaign_name
 
-    fps = frame_budget(fps, scenario, rate_hz)
+    fps = frame_budget(fps, scenario, rate_hz, latency_bound_ms)
     try:
         protocol, policy = _protocol_policy(
             quick, rigorous,
@@ -309,8 +318,10 @@ def bench(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     policy = _enough_for_p99(policy, statistic, min_iters)
-    protocol, policy, timeout = apply_scenario(scenario, rate_hz, duration, samples_per_query, protocol,
-                                               policy, timeout)
+    protocol, policy, timeout = apply_scenario(
+        scenario, rate_hz, duration, samples_per_query, protocol, policy, timeout,
+        load={"streams": streams, "qps": qps, "latency_bound_ms": latency_bound_ms,
+              "search_runs": search_runs})
     memory, calibrate = Memory(memory).value, Calibration(calibrate).value  # plain str in the results
     view = table_view(budgets_of(fps, latency_ms, statistic, memory_mib, memory_scope, power_w, energy_mj,
                                  accuracy_min), wide, columns)

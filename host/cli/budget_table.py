@@ -142,6 +142,20 @@ def deadline_misses(cell: dict) -> str:
     return "-" if pct is None else sig(pct, 2)
 
 
+def load_text(cell: dict) -> str:
+    """An offline cell's samples/s and a server cell's QPS (the peak found, else the run's achieved
+    QPS; "✗" when the run missed its bound), with the streams: ``412/s ×2``, ``36 qps ×2``; "-" for
+    other cells. 3 significant digits."""
+    sc = cell.get("scenario") or {}
+    streams = f" ×{sc.get('streams')}" if sc.get("streams") else ""
+    if sc.get("throughput_sps") is not None:
+        return f"{sig(sc['throughput_sps'], 3)}/s{streams}"
+    qps = sc.get("qps_peak") if sc.get("qps_peak") is not None else sc.get("qps_achieved")
+    if qps is None:
+        return "-"
+    return f"{sig(qps, 3)} qps{streams}" + ("" if sc.get("met") else " ✗")
+
+
 def _verdict_cell(r: _Row) -> Text:
     if r.cell.get("status") == "failed":
         return styled(("FAILED", "red"))
@@ -173,6 +187,7 @@ TABLE_COLUMNS = {
     "processes": ("proc", "right", lambda r: plain(_num(r.lat.get("processes"), "d"))),
     "p99": ("p99", "right", lambda r: plain(quantity(r.lat.get("latency_ms_p99"), "ms"))),
     "misses": ("miss %", "right", lambda r: plain(deadline_misses(r.cell))),
+    "load": ("load", "right", lambda r: plain(load_text(r.cell))),
     "samples_s": ("samples/s", "right", lambda r: plain(_num(r.lat.get("throughput_sps"), ",.0f"))),
     "memory": ("{scope} RSS", "right", _memory_cell),
     "power": ("power", "left", _power_cell),
@@ -187,14 +202,17 @@ _FOLDABLE = ("campaign", "device", "model", "config")
 
 def default_columns(cells: list[dict]) -> list[str]:
     """The verdict-first columns: [campaign,] [device,] model, precision, [batch,] the budget
-    statistic with its interval, [deadline misses,] memory, power · energy, accuracy, verdict (campaign,
-    device and batch only when the cells have several; misses when a cell ran a scheduled scenario)."""
+    statistic with its interval, [deadline misses,] [load,] memory, power · energy, accuracy, verdict
+    (campaign, device and batch only when the cells have several; misses when a cell ran a scheduled
+    scenario; load, :func:`load_text`, when one ran offline or server)."""
     several = {k: len({(c.get("cell") or {}).get(k) for c in cells}) > 1 for k in ("campaign", "device")}
     sweep = len({_batch(c) for c in cells}) > 1
     scheduled = any((c.get("scenario") or {}).get("deadline_miss_pct") is not None for c in cells)
+    loaded = any((c.get("scenario") or {}).get("name") in ("offline", "server") for c in cells)
     return [*(["campaign"] if several["campaign"] else []), *(["device"] if several["device"] else []),
             "model", "precision", *(["batch"] if sweep else []), "latency",
-            *(["misses"] if scheduled else []), "memory", "power", "accuracy", "verdict"]
+            *(["misses"] if scheduled else []), *(["load"] if loaded else []), "memory", "power", "accuracy",
+            "verdict"]
 
 
 def parse_columns(text: str | None) -> list[str] | None:

@@ -101,7 +101,9 @@ class BackendDescriptor:
     ``layer_profiler`` (a :class:`runners.profiles.LayerProfiler`: how a layer-profile run's result
     becomes per-layer rows, defined in the runtime's own package; None: no profiler) and
     ``profile_options`` (``(name, value)`` options the host sets for that run, e.g. tensorrt's
-    ``trtexec``).
+    ``trtexec``); ``streams`` (how it makes the K independent streams of ``--scenario offline`` /
+    ``server``: a key of :data:`runners.load.STREAM_METHODS`, e.g. ``"sessions"``; empty: one stream
+    only, ``--streams`` > 1 refused).
     """
 
     name: str
@@ -121,6 +123,7 @@ class BackendDescriptor:
     returns_outputs: bool = True
     layer_profiler: Optional[LayerProfiler] = None
     profile_options: Tuple[Tuple[str, Any], ...] = ()
+    streams: str = ""
 
     def runs_precision(self, precision: str) -> bool:
         """Whether this runtime runs models at ``precision`` (``fp32``, ``fp16``, ``int8``): it is
@@ -166,7 +169,7 @@ class BackendDescriptor:
             "tested_here": self.tested_here, "verified_on": list(self.verified_on),
             "default": self.default, "returns_outputs": self.returns_outputs,
             "layer_profiler": self.layer_profiler.name if self.layer_profiler else None,
-            "profile_options": dict(self.profile_options),
+            "profile_options": dict(self.profile_options), "streams": self.streams or None,
         }
 
 

@@ -52,6 +52,7 @@ DESCRIPTOR = BackendDescriptor(
     families=("arm_cpu", "jetson", "zcu104", "x86_a100"),
     model_suffixes=(".onnx", ".xmodel"),  # loads nothing: any model file will do
     returns_outputs=False,
+    streams="sessions",
     tested_here="`host bench --backend null` and `python -m runners run` on this machine and on loopback "
     "boards",
     verified_on=("x86-64 Debian VM (the test machine, `--device local`)",),

@@ -34,6 +34,7 @@ DESCRIPTOR = BackendDescriptor(
     precisions=("fp32", "fp16", "int8"),
     families=("arm_cpu", "jetson", "zcu104", "x86_a100"),
     runtime_modules=("onnxruntime",),
+    streams="sessions",
     tested_here="the CPU provider runs here (`host bench`, `python -m runners run`, loopback boards), with "
     "int8 (QDQ, dynamic) and fp16 variants (`host zoo quantize` / `convert`); in the `arm_cpu` image "
     "built for `linux/arm64` and smoke-tested under QEMU; `-o provider=cuda` / `tensorrt` (needs "
