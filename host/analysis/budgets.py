@@ -232,7 +232,7 @@ def _latency(cell: dict, b: Budgets) -> Check:
                        reason=f"the p50's 95 % interval is already above {_g(limit)} (the p99 is at least "
                               "the p50; the p99 itself has no interval)")
     elif interval is None and (lat.get(f"{stat}_early_stopping") or {}).get("latency_ms") == value:
-        check = _early_stopping_check(stat, limit, value)
+        check = _early_stopping_check(stat, limit, value, (cell.get("scenario") or {}).get("name"))
     elif interval is None:
         return _check("latency", stat, "ms", limit, value, None, verdict=UNCERTAIN,
                       reason=f"{stat} {_g(value)} ms has no 95 % interval: {_NEEDS[b.statistic]}")
@@ -241,7 +241,7 @@ def _latency(cell: dict, b: Budgets) -> Check:
     return _unless_invalid(check, cell.get("verdict") or {})
 
 
-def _early_stopping_check(stat: str, limit: float, value: float) -> Check:
+def _early_stopping_check(stat: str, limit: float, value: float, scenario: str | None = None) -> Check:
     """A scheduled scenario's p99 is LoadGen's early-stopping estimate (runners.earlystop): an upper
     bound at 99 % confidence, the upper end of an interval; it meets the budget when within it, and is
     uncertain otherwise (the bound says nothing of how far below it the p99 lies)."""
@@ -251,7 +251,13 @@ def _early_stopping_check(stat: str, limit: float, value: float) -> Check:
                              f"confidence) is within {_g(limit)} ms")
     return _check("latency", stat, "ms", limit, value, None, verdict=UNCERTAIN,
                   reason=f"LoadGen's early-stopping {stat} {_g(value)} ms (an upper bound at 99 % "
-                         f"confidence) is above {_g(limit)} ms; see the deadline misses")
+                         f"confidence) is above {_g(limit)} ms; "
+                         f"{_SEE.get(scenario, 'see the deadline misses')}")
+
+
+#: where to look next when a scenario's early-stopping p99 is above the budget
+_SEE = {"offline": "offline measures throughput: its latency includes K streams sharing the machine",
+        "server": "see the server runs (scenario.runs) for a lower QPS that meets it"}
 
 
 def _unless_invalid(check: Check, verdict: dict) -> Check:
