@@ -58,10 +58,10 @@ SCENARIOS = {s.name: s for s in (
              processes=1),
     Scenario("multi-stream", "--samples-per-query samples per query every 1/--rate-hz s (LoadGen "
              "MultiStream)", scheduled=True, processes=1),
-    Scenario("offline", "maximum samples/s with --streams K streams back to back for --duration s "
-             "(LoadGen Offline)", processes=1, concurrent=True),
-    Scenario("server", "Poisson arrivals at --qps on --streams K, p99 against --latency-bound-ms, "
-             "--search-runs N for the peak QPS (LoadGen Server)", processes=1, concurrent=True),
+    Scenario("offline", "maximum samples/s of K concurrent streams issuing back to back (LoadGen Offline)",
+             processes=1, concurrent=True),
+    Scenario("server", "Poisson arrivals at a target QPS on K streams, p99 against a bound, the peak QPS "
+             "that meets it by a bounded search (LoadGen Server)", processes=1, concurrent=True),
 )}
 
 LATE_POLICY = ("not queued: the newest due slot is issued at once, older due slots are skipped (each a "

@@ -54,7 +54,8 @@ def test_panels_show_once_each_and_list_every_option_exactly_once():
     assert {"--fps", "--latency-ms", "--statistic", "--memory-mib", "--memory-scope", "--power-w",
             "--energy-mj", "--accuracy-min"} == set(panels["Budgets (the table's verdict)"])
     assert {"--json", "--wide", "--columns"} == set(panels["Output"])
-    assert {"--scenario", "--rate-hz", "--duration", "--samples-per-query"} == set(panels["Scenario"])
+    assert {"--scenario", "--rate-hz", "--duration", "--samples-per-query", "--streams", "--qps",
+            "--latency-bound-ms", "--search-runs"} == set(panels["Scenario"])
     assert {"--precision", "--batch", "--backend"} <= set(panels["Matrix"])
 
 

@@ -35,8 +35,9 @@ QpsOpt = Annotated[float, bounded(0.001, 1_000_000, "server: Poisson arrivals pe
                                   "--search-runs: the search's first target)", "--qps")]
 LatencyBoundOpt = Annotated[float, bounded(0.001, 10_000_000, "server: the bound on the p99 (LoadGen's "
                                            "early-stopping estimate), ms", "--latency-bound-ms")]
-SearchRunsOpt = Annotated[int, bounded(0, 100, "server: the peak QPS that meets --latency-bound-ms, found in "
-                                       "at most N runs (LoadGen find_peak_performance); 0: one run at --qps")]
+SearchRunsOpt = Annotated[int, bounded(0, 100, "server: the peak QPS that meets the latency bound, found in "
+                                       "at most N runs (LoadGen find_peak_performance); 0: one run at the "
+                                       "target QPS")]
 #: ``host bench --help``'s panel of these options
 PANEL = ("scenario", "rate_hz", "duration", "samples_per_query", "streams", "qps", "latency_bound_ms",
          "search_runs")
