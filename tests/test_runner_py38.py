@@ -288,3 +288,21 @@ def test_paced_run_under_py38_reports_its_schedule(py38, tmp_path):
     assert sc["name"] == "paced" and sc["slots"] == 10 and sc["queries"] + sc["skipped"] == 10
     assert doc["latency"]["level"] == "query" and doc["latency"]["latency_ms_p99"] is None
     assert doc["latency"]["latency_ms_p99_early_stopping"]["queries_needed"] == 662
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario, settings", [
+    ("offline", ["--streams", "2", "--duration", "0.2"]),
+    ("server", ["--streams", "2", "--qps", "2000", "--duration", "0.1", "--search-runs", "2"]),
+])
+def test_offline_and_server_runs_under_py38(py38, tmp_path, scenario, settings):
+    """Issue 24's concurrent streams (threads, a queue) under 3.8, on two null sessions."""
+    out = tmp_path / "r.json"
+    p = _run([py38, "-m", "runners", "run", MODEL, "--backend", "null", "--warmup-iters", "2",
+              "--warmup-s", "0", "--scenario", scenario, *settings, "--out", out],
+             cwd=ROOT, env=_env(tmp_path))
+    assert p.returncode in (0, 3), p.stderr
+    doc = json.loads(out.read_text())
+    sc = doc["scenario"]
+    assert sc["name"] == scenario and sc["streams"] == 2
+    assert (sc["throughput_sps"] > 0) if scenario == "offline" else len(sc["runs"]) == 2
