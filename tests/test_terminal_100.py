@@ -174,6 +174,29 @@ def test_report_of_paced_cells_shows_a_miss_column_and_fits(tmux, tmp_path):
             assert any("miss %" in line for line in lines), "\n".join(lines)
 
 
+def _load(model: str, scenario: dict, p99: float) -> dict:
+    """A stored offline or server cell (issue 24): its scenario block and early-stopping p99."""
+    doc = _paced(model, 0.0, p99, 0)
+    doc["cell"]["config"] = doc["cell"]["config"].replace("-paced60hz-120s", "-" + scenario.pop("slug"))
+    doc["scenario"] = scenario
+    return doc
+
+
+def test_report_of_offline_and_server_cells_shows_a_load_column_and_fits(tmux, tmp_path):
+    off = {"slug": "offline2st-60s", "name": "offline", "streams": 2, "throughput_sps": 18123.4}
+    srv = {"slug": "server2st-50qps-100ms-60s-find6", "name": "server", "streams": 2, "qps_peak": 137.5,
+           "qps_achieved": 136.1, "met": True}
+    root = write_cells(tmp_path / "results", [_load("mobilenet_v2_w0.25_cifar10", off, 0.9),
+                                              _load("squeezenet1_1_imagenet", srv, 23.0)])
+    lines, status = screen(tmux, tmp_path, "report", root, "--out", tmp_path / "out")
+    assert status == 0, "\n".join(lines)
+    assert_fits(lines)
+    header = next(line for line in lines if line.startswith("model "))
+    assert "load" in header and "miss %" not in header
+    assert "18100/s ×2" in row_of(lines, "mobilenet_v2_w0.25_cifar10")  # 3 significant digits
+    assert "138 qps ×2" in row_of(lines, "squeezenet1_1_imagenet")
+
+
 # ------------------------------------------------------------------------ the other table commands
 
 def test_check_and_devices_fit(tmux, tmp_path):
