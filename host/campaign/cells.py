@@ -119,12 +119,22 @@ def _moderated(own: float, own_df: int, dev: dict) -> tuple:
     freedom — the moderated variance of Smyth (2004), "Linear models and empirical Bayes
     methods for assessing differential expression", *Stat. Appl. Genet. Mol. Biol.* 3(1), eq. 3,
     with the device's fit as the prior — then at least the device's shared campaign variance,
-    which every cell of the device has and which is learned from more data. Without a device
-    spread: the cell's own, with ``own_df``."""
+    which every cell of the device has and which is learned from more data. When the device's
+    cells differ in how much they move (one model far more than the others: its
+    ``cell_prior_df``, :func:`host.campaign.device_effect.cell_prior`), the prior is a typical
+    cell's spread with its degrees of freedom, when those are fewer than the device's (the
+    cells differ by more than chance), and a cell that moves more than that keeps its own
+    spread: one wild model neither widens every other cell's interval nor narrows its own.
+    Without a device spread: the cell's own, with ``own_df``."""
     prior, prior_df, shared = dev.get("sd_log"), dev.get("df"), dev.get("shared_sd_log")
     if prior is None or not prior_df:
         return own, own_df, "cell"
+    differ = shared is not None and (dev.get("cell_prior_df") or math.inf) < prior_df
+    if differ:  # the cells differ (cell_prior): a typical cell's spread, with its degrees of freedom
+        prior, prior_df = math.sqrt(shared ** 2 + dev["cell_prior_sd_log"] ** 2), dev["cell_prior_df"]
     var, df = (prior_df * prior ** 2 + own_df * own) / (prior_df + own_df), prior_df + own_df
+    if differ and own > var:  # a cell that moves more than the typical one: its own
+        var, df = own, own_df
     if shared is not None and shared ** 2 > var:
         return shared ** 2, dev.get("shared_df"), "cell+device"
     return var, df, "cell+device"

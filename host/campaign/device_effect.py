@@ -146,8 +146,46 @@ def _fit(obs: list) -> dict:
     v[1:, 1:] = xtx_inv[n:, n:]
     p = np.eye(k) - 1.0 / k
     resid = y - x @ beta
+    per_cell = {}
+    for o, r in zip(obs, resid):
+        ss, count = per_cell.get(o["cell"], (0.0, 0))
+        per_cell[o["cell"]] = (ss + float(r) ** 2, count + 1)
     return {"cells": n, "campaigns": k, "cpc": float(c @ p @ c), "trace": float(np.trace(p @ v @ p)),
-            "rss": float(resid @ resid), "df": len(obs) - n - k + 1}
+            "rss": float(resid @ resid), "df": len(obs) - n - k + 1, "per_cell": per_cell}
+
+
+def _trigamma_inverse(value: float) -> float:
+    """x with trigamma(x) = ``value`` (> 0): trigamma falls from +inf to 0 over (0, inf)."""
+    from scipy.optimize import brentq
+    from scipy.special import polygamma
+
+    return float(brentq(lambda x: float(polygamma(1, x)) - value, 1e-8, 1e8, xtol=1e-12))
+
+
+def cell_prior(per_cell: dict, df_total: int, n_obs: int) -> tuple:
+    """``(s0², d0)``: the distribution the cells' own residual variances are drawn from, a scaled
+    inverse chi-square with ``d0`` degrees of freedom around ``s0²`` — Smyth 2004, §6.2 (limma's
+    ``fitFDist``): with ``e_i = ln s_i² − ψ(d_i/2) + ln(d_i/2)``, ``ψ'(d0/2) = var(e) − mean ψ'(d_i/2)``
+    and ``s0² = exp(mean e + ψ(d0/2) − ln(d0/2))``. ``per_cell``: ``{cell: (sum of squared residuals of
+    the two-way fit, observations)}``; each cell's degrees of freedom are its share of the fit's
+    (``df_total``, over ``n_obs`` observations less one per cell). Cells alike give ``d0`` large (the
+    device's spread is a good prior for each); one cell that moves far more than the others gives
+    ``d0`` small, so a cell's own history outweighs it. Returns ``(None, None)`` with fewer than 3 cells
+    that have a positive variance, or when the cells vary no more than their sampling error says
+    (d0 infinite: then the device's spread is used as it is)."""
+    from scipy.special import digamma, polygamma
+
+    free = n_obs - len(per_cell)
+    rows = [(ss / (n - 1), (n - 1) * df_total / free) for ss, n in per_cell.values() if n >= 2 and ss > 0]
+    if len(rows) < 3 or free <= 0 or df_total <= 0:
+        return None, None
+    s2, d = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    e = np.log(s2) - digamma(d / 2) + np.log(d / 2)
+    excess = float(np.var(e, ddof=1) - np.mean(polygamma(1, d / 2)))
+    if excess <= 0:
+        return None, None
+    d0 = 2 * _trigamma_inverse(excess)
+    return float(np.exp(np.mean(e) + digamma(d0 / 2) - np.log(d0 / 2))), d0
 
 
 def device_level(history: list, references: dict | None = None) -> dict:
@@ -156,18 +194,21 @@ def device_level(history: list, references: dict | None = None) -> dict:
     (``ci95`` the cell's within-campaign interval; :func:`host.campaign.store.device_history`), plus
     the reference workload's per-campaign records ``references`` (:func:`reference_observations`;
     absent: nothing changes). Returns ``{"campaigns", "cells", "reference_campaigns",
-    "shared_sd_log", "cell_sd_log", "sd_log", "shared_df", "df", "reference_usual_ms",
-    "reference_usual_campaigns", "method"}`` (the last two: :func:`usual_reference`): the shared campaign
-    effect's sd, the cells' own (interaction) sd, the spread a cell new to the device has between
-    campaigns (sqrt of their sum) and degrees of freedom (K − 1 for both); the spreads are None
-    with fewer than :data:`MIN_CAMPAIGNS` linked campaigns. Never raises on odd data (p50s that
-    are not :func:`plausible` are skipped)."""
+    "shared_sd_log", "cell_sd_log", "sd_log", "shared_df", "df", "cell_prior_sd_log",
+    "cell_prior_df", "reference_usual_ms", "reference_usual_campaigns", "method"}``
+    (:func:`usual_reference`): the shared campaign effect's sd, the cells' own (interaction) sd, the
+    spread a cell new to the device has between campaigns (sqrt of their sum) and degrees of freedom
+    (K − 1 for both); the prior a cell's own history is pooled with when the cells differ
+    (:func:`cell_prior`, its sd net of the within-campaign variance, None when they do not); the
+    spreads are None with fewer than :data:`MIN_CAMPAIGNS` linked campaigns. Never raises on odd
+    data (p50s that are not :func:`plausible` are skipped)."""
     refs = reference_observations(references)
     obs = _connected([o for o in list(history) + refs if plausible(o.get("p50_ms"))])
     out = {"campaigns": len({o["campaign"] for o in obs}), "cells": len({o["cell"] for o in obs}),
            "reference_campaigns": len({o["campaign"] for o in obs if o["cell"] == REFERENCE_CELL}),
            "shared_sd_log": None, "cell_sd_log": None, "sd_log": None, "shared_df": None, "df": None,
-           **usual_reference(refs), "method": DEVICE_LEVEL_METHOD}
+           "cell_prior_sd_log": None, "cell_prior_df": None, **usual_reference(refs),
+           "method": DEVICE_LEVEL_METHOD}
     if out["campaigns"] < MIN_CAMPAIGNS:
         return out
     fit = _fit(obs)
@@ -177,6 +218,9 @@ def device_level(history: list, references: dict | None = None) -> dict:
     own = max(mse - within, 0.0) if fit["df"] > 0 else 0.0
     out.update(shared_sd_log=math.sqrt(shared), cell_sd_log=math.sqrt(own), sd_log=math.sqrt(shared + own),
                shared_df=fit["campaigns"] - 1, df=fit["campaigns"] - 1)
+    s0, d0 = cell_prior(fit["per_cell"], fit["df"], len(obs))
+    if s0 is not None:
+        out.update(cell_prior_sd_log=math.sqrt(max(s0 - within, 0.0)), cell_prior_df=d0)
     return out
 
 

@@ -90,7 +90,8 @@ LATENCY = _obj({
                             "device": _obj({"campaigns": INT, "cells": INT, "reference_campaigns": INT,
                                             "reference_usual_campaigns": INT,
                                             **_nums("shared_sd_log", "cell_sd_log", "sd_log", "shared_df",
-                                                    "df", "reference_usual_ms")}),
+                                                    "df", "reference_usual_ms", "cell_prior_sd_log",
+                                                    "cell_prior_df")}),
                             "machine_state": _obj({"runs": INT, "usual_campaigns": INT, "stretched": BOOL,
                                                    **_nums("reference_ms", "usual_ms", "shift_log")})}),
 })
