@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -40,7 +41,7 @@ def screen(tmux: str, cwd: Path, *args, timeout: float = 120.0) -> tuple[list[st
     """``host ARGS`` in a fresh tmux server's 100×50 pane (its own socket): every line it printed,
     as the terminal shows it, and its exit status."""
     name = f"eg{uuid.uuid4().hex[:10]}"
-    conf = cwd / f".{name}.conf"
+    conf = Path(tempfile.gettempdir()) / f".{name}.conf"  # never in the tree it runs in
     conf.write_text("set -g history-limit 50000\n")
     command = shlex.join(["env", "-u", "COLUMNS", "-u", "LINES", sys.executable, "-m", "host",
                           *map(str, args)])
