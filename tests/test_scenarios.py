@@ -229,7 +229,8 @@ def test_the_runner_argv_reproduces_a_scheduled_policy():
 
 
 @pytest.mark.parametrize("settings, message", [
-    (["--scenario", "offline", "--sessions", "2"], "one session per process"),
+    (["--scenario", "offline", "--streams", "0"], "--streams"),
+    (["--scenario", "server", "--qps", "0"], "--qps"),
     (["--scenario", "warp"], "one of"),
 ])
 def test_bad_scenario_settings_are_refused(settings, message, tmp_path):
