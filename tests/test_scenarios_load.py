@@ -5,6 +5,7 @@ bounds that a busy 2-core machine keeps (a sleep never ends early; late wake-ups
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -201,3 +202,21 @@ def test_their_configuration_names():
     srv = BenchConfig(backend="null", policy=Policy(scenario="server", streams=2, qps=50.0,
                                                     latency_bound_ms=100.0, duration_s=60.0, search_runs=6))
     assert srv.slug == "null-b1-tall-server2st-50qps-100ms-60s-find6"
+
+
+def test_host_bench_offline_and_server_store_one_process_and_their_block(tmp_path):
+    from nullbench import FAST, MODEL, runner
+
+    from host.cli import app
+
+    for settings, slug in (
+            (["--scenario", "offline", "--streams", "2", "--duration", "0.3"], "offline2st-0.3s"),
+            (["--scenario", "server", "--streams", "2", "--qps", "5000", "--duration", "0.1"],
+             "server2st-5000qps-100ms-0.1s")):
+        res = runner.invoke(app, ["bench", str(MODEL), *FAST, "--results", str(tmp_path), "--campaign", "c",
+                                  "--no-reference", "--no-auto-calibrate", *settings])
+        assert res.exit_code in (0, 3), res.output
+        cell = json.loads((tmp_path / "c" / "local" / f"identity__null-b1-tall-{slug}.json").read_text())
+        assert cell["latency"]["processes"] == 1 and cell["scenario"]["streams"] == 2
+        assert cell["configuration"]["policy"]["streams"] == 2
+        assert "load" in res.output
