@@ -1,5 +1,6 @@
-"""A cell of a scheduled scenario (``paced``, ``multi-stream``: :mod:`runners.scenarios`) from its
-runner processes.
+"""A cell of a scheduled scenario (``paced``, ``multi-stream``: :mod:`runners.scenarios`) or a
+concurrent one (``offline``, ``server``: :mod:`runners.load`; its ``scenario`` block is the runner's,
+as is) from its runner processes.
 
 Such a cell is one process with one long session by design (``Protocol.fixed_processes``, from
 :data:`runners.scenarios.SCENARIOS`): a sustained schedule answers "does it hold N queries per second
@@ -16,8 +17,8 @@ import numpy as np
 
 from runners import earlystop, stats
 
-CI_METHOD = ("none: a scheduled scenario runs one process with one long session by design; no interval "
-             "over processes")
+CI_METHOD = ("none: a paced, multi-stream, offline or server cell runs one process with one long session "
+             "by design; no interval over processes")
 _SUMMED = ("slots", "queries", "skipped", "queries_issued_late", "deadline_misses",
            "deadline_misses_completed_late", "sessions")
 
