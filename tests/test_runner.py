@@ -56,7 +56,10 @@ def test_ort_run_on_tiny_cnn_has_the_documented_shape():
     assert lat["level"] == "host_call" and lat["clock"] == "perf_counter_ns"
     assert lat["loop_start_monotonic_ns"] < lat["loop_end_monotonic_ns"]
     assert doc["verdict"]["result"] == "VALID"
-    assert doc["realtime"]["meets_budget"] is True
+    # the 60 fps verdict follows the p99 (a stall of one call in a short loop can honestly miss it)
+    rt = doc["realtime"]
+    assert rt["budget_ms"] == pytest.approx(1000 / 60) and rt["latency_ms"] == lat["latency_ms_p99"]
+    assert rt["meets_budget"] is (lat["latency_ms_p99"] <= 1000 / 60)
     assert doc["model"]["sha256"] and doc["model"]["size_bytes"] == (MODELS / "tiny_cnn.onnx").stat().st_size
     assert doc["model"]["inputs"] == [{"name": "input", "dtype": "float32", "shape": [1, 3, 32, 32]}]
     assert doc["model"]["outputs"][0]["name"] == "logits"
