@@ -48,7 +48,12 @@ def test_a_first_campaign_calibrates_and_its_intervals_carry_the_devices_spread(
     assert all(r["latency_ms_p50"] > 0 for runs in found.values() for r in runs)
     level = cell_level(tmp_path / "a", "first")
     assert level["source"] == "device" and level["device"]["reference_campaigns"] == 3
-    assert level["df"] == 2 and level["sd_log"] is not None
+    assert level["sd_log"] is not None and level["device"]["measured_df"] == 2
+    # 2 degrees of freedom of its own: pooled with the assumed spread (2 more), and the cell says so
+    assert level["df"] == 4 and level["device"]["prior"]["sd_log"] == 0.05
+    cell = json.loads(next((tmp_path / "a" / "first" / "local").glob("identity*.json")).read_text())
+    assert any("pooled with an assumed ±9.8% at 2 while the device has little history" in w
+               for w in cell["verdict"]["warnings"])
     # the device now has history (3 calibrations + this campaign): the next one is not calibrated
     out = bench(tmp_path / "b", "second")
     assert "first campaign on this device" not in out

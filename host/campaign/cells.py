@@ -415,19 +415,36 @@ def cell_verdict(latency: dict, records: list, protocol, spent_s: float,
             "others_cpu_share_median": load, "spread": spread}
 
 
+def _prior_text(dev: dict) -> str:
+    """What a device spread that includes the assumed prior (:func:`host.campaign.device_effect.with_prior`)
+    says about it; "" without one."""
+    prior = dev.get("prior")
+    if not prior:
+        return ""
+    measured = stats.Z975 * (dev.get("measured_sd_log") or 0)
+    return (f"; measured ±{measured:.1%} over {dev.get('measured_df', 0):.0f} degrees of freedom, pooled "
+            f"with an assumed ±{stats.Z975 * prior['sd_log']:.1%} at {prior['df']} while the device "
+            f"has little history")
+
+
 def _campaign_level_warnings(level: dict) -> list:
     sd, df = level.get("sd_log"), level.get("df")
     few = f" (learned from {df:.0f} degrees of freedom: the intervals stay wide until more campaigns)" \
         if df is not None and df < 4 else ""
+    dev = level.get("device") or {}
+    if sd and level.get("source") == "device" and dev.get("prior"):
+        return [f"this device's spread between campaigns is taken as ±{stats.Z975 * sd:.1%} "
+                f"(95 %{_prior_text(dev)}, {dev.get('campaigns')} campaigns): this cell is new to the "
+                f"device, its intervals include it"]
     if sd and level.get("source") == "device":
-        dev = level.get("device") or {}
         shared = stats.Z975 * (dev.get("shared_sd_log") or 0)
         return [f"between {dev.get('campaigns')} other campaigns this device's cells varied by "
                 f"±{stats.Z975 * sd:.1%} (95 %; ±{shared:.1%} shared by "
                 f"all its cells): this cell is new to the device, its intervals include the device's "
                 f"spread{few}"]
     if sd:
-        pooled = " pooled with the device's" if level.get("source") == "cell+device" else ""
+        cell_dev = level.get("source") == "cell+device"
+        pooled = f" pooled with the device's{_prior_text(dev)}" if cell_dev else ""
         return [f"between {level['earlier_campaigns']} earlier campaigns this cell's p50 varied by "
                 f"±{stats.Z975 * sd:.1%} (95 %; its own spread{pooled}): the machine's state changes "
                 f"between runs; the reported intervals include it{few}"]

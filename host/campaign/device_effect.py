@@ -45,6 +45,15 @@ REFERENCE_CELL = "(reference workload)"
 #: A p50 outside this range (ms: 1 ns to 1 day) is not a latency but a hand-edited or broken file:
 #: passed over, so no spread can overflow.
 PLAUSIBLE_MS = (1e-6, 86_400_000.0)
+#: A device whose own between-campaign spread has fewer than this many degrees of freedom has it
+#: pooled with :data:`PRIOR_SD_LOG` (see :func:`with_prior`).
+PRIOR_UNTIL_DF = 4
+#: The assumed between-campaign spread of a device with little history (sd of ln p50, shared by its
+#: cells) and its weight in degrees of freedom. Origin: on the 2-core CI VM, the median over the 7
+#: example models of the sd of ln p50 over 9 consecutive main-job runs was 0.034 (one results
+#: folder) and 0.057 (a fresh folder each run), bench/README.md, issue 27, at 3231a99. For a
+#: physical board it is likely high: the prior errs wide, and the device's own history replaces it.
+PRIOR_SD_LOG, PRIOR_DF = 0.05, 2
 DEVICE_LEVEL_METHOD = (
     "two-way random-effects model of ln p50 (cell + campaign effect shared by the device's cells + residual) "
     "over the device's other campaigns, method of moments (Henderson's method 3); sd_log = sqrt(shared + "
@@ -224,12 +233,36 @@ def device_level(history: list, references: dict | None = None) -> dict:
     return out
 
 
+def with_prior(level: dict) -> dict:
+    """``level`` (:func:`device_level`) with its shared campaign variance pooled with the assumed
+    :data:`PRIOR_SD_LOG` at :data:`PRIOR_DF` degrees of freedom while the device's own spread has
+    fewer than :data:`PRIOR_UNTIL_DF` (Smyth 2004, eq. 3: ``(d0 s0² + d s²) / (d0 + d)`` at
+    ``d0 + d`` degrees of freedom). Why: a device's first campaigns are its brief calibration's
+    back-to-back groups (:func:`host.campaign.reference.brief_calibration`), which see only its
+    short-term moves; on this VM they learned a spread near 0 and the machine then moved 15 %
+    between its second and third campaigns. From :data:`PRIOR_UNTIL_DF` degrees of freedom on the
+    device's own spread is used as measured. The measured figures stay as ``measured_sd_log``,
+    ``measured_shared_sd_log`` and ``measured_df``; ``prior`` names the assumption (None when not
+    used). A level without a spread (fewer than :data:`MIN_CAMPAIGNS` campaigns) is returned as is."""
+    df = level.get("df")
+    out = dict(level, prior=None)
+    if level.get("sd_log") is None or df is None or df >= PRIOR_UNTIL_DF:
+        return out
+    shared = (PRIOR_DF * PRIOR_SD_LOG ** 2 + df * level["shared_sd_log"] ** 2) / (PRIOR_DF + df)
+    out.update(measured_sd_log=level["sd_log"], measured_shared_sd_log=level["shared_sd_log"], measured_df=df,
+               shared_sd_log=math.sqrt(shared), sd_log=math.sqrt(shared + (level["cell_sd_log"] or 0.0) ** 2),
+               shared_df=df + PRIOR_DF, df=df + PRIOR_DF,
+               prior={"sd_log": PRIOR_SD_LOG, "df": PRIOR_DF, "until_df": PRIOR_UNTIL_DF})
+    return out
+
+
 def device_level_in(results, campaign: str, device: str) -> dict:
     """:func:`device_level` of ``device`` from every other campaign under ``results`` (its cells
     and the reference records in each ``campaign.json``) and from the device's history on this
     host (:mod:`host.campaign.device_store`: the reference records of campaigns in other results
-    folders and of ``host calibrate``). Campaigns are keyed ``<folder> @ <results root>``, so one
-    campaign seen in both places counts once. Unreadable files are passed over."""
+    folders and of ``host calibrate``), with the prior of a device with little history
+    (:func:`with_prior`). Campaigns are keyed ``<folder> @ <results root>``, so one campaign seen
+    in both places counts once. Unreadable files are passed over."""
     from host.campaign import device_store
     from host.campaign.store import device_history, reference_history, safe_name
 
@@ -239,7 +272,7 @@ def device_level_in(results, campaign: str, device: str) -> dict:
     history = [dict(o, campaign=key(o["campaign"])) for o in device_history(results, campaign, device)]
     refs = {key(k): v for k, v in reference_history(results, campaign, device).items()}
     lab = device_store.reference_campaigns(device, exclude=key(safe_name(campaign)))
-    return device_level(history, {**lab, **refs})
+    return with_prior(device_level(history, {**lab, **refs}))
 
 
 def host_stability(device: str) -> dict | None:

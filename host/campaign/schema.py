@@ -91,7 +91,9 @@ LATENCY = _obj({
                                             "reference_usual_campaigns": INT,
                                             **_nums("shared_sd_log", "cell_sd_log", "sd_log", "shared_df",
                                                     "df", "reference_usual_ms", "cell_prior_sd_log",
-                                                    "cell_prior_df")}),
+                                                    "cell_prior_df", "measured_sd_log",
+                                                    "measured_shared_sd_log", "measured_df"),
+                                            "prior": {"type": ["object", "null"]}}),
                             "machine_state": _obj({"runs": INT, "usual_campaigns": INT, "stretched": BOOL,
                                                    **_nums("reference_ms", "usual_ms", "shift_log")})}),
 })
