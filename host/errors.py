@@ -107,6 +107,17 @@ class QuantizationError(HostError):
     or calibration failed. The message names the model (and the data folder when at fault)."""
 
 
+class PruneError(HostError):
+    """A pruned variant (:mod:`host.models.prune`) could not be made: the model is missing, corrupt or
+    has no prunable weight, or the cache cannot be written. The message names the model."""
+
+
+class PruneRatioError(PruneError):
+    """A pruning ratio outside the range its method accepts (a usage error: exit code 2)."""
+
+    exit_code = 2
+
+
 class DatasetFormatError(HostError):
     """A dataset or calibration folder (:mod:`host.models.datasets`) cannot be used: no
     ``preprocess.json`` beside the images, an unknown or invalid key in it, an unreadable image,

@@ -251,7 +251,7 @@ def test_checker_catches_what_it_should(text, expected):
 def test_zoo_help_names_every_zoo_command():
     """``host --help`` describes ``host zoo`` truly: its line names each of its subcommands' work."""
     zoo = typer.main.get_command(app).commands["zoo"]
-    assert set(zoo.commands) == {"list", "export", "quantize", "convert", "compile"}
+    assert set(zoo.commands) == {"list", "export", "quantize", "convert", "prune", "compile"}
     for verb in zoo.commands:
         assert verb in zoo.help
 

@@ -18,7 +18,7 @@ EXPECTED_KEYS = {
     "params", "params_rule", "macs", "flops", "macs_reason", "macs_by_op", "cdl", "nodes",
     "op_counts", "weight_bytes", "largest_activation_bytes", "largest_activation",
     "footprint_bytes", "precision", "weight_dtypes", "opset", "ir_version", "producer",
-    "inputs", "outputs", "sha256", "size_bytes",
+    "inputs", "outputs", "sha256", "size_bytes", "nonzeros", "density", "nonzeros_by_layer",
 }
 
 
@@ -354,3 +354,16 @@ def test_agrees_with_onnx_tool(tmp_path):
     for op in ("Conv", "Gemm", "Relu"):
         assert ours["macs_by_op"][op] == theirs[op], op
     assert ours["params"] == graph.params
+
+
+def test_nonzeros_and_density_count_zero_weights_per_layer_and_in_total(tmp_path):
+    # a 2x3 Gemm weight with 2 zeros, a bias with 1 zero: 3 of 8 elements are zero
+    w = numpy_helper.from_array(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 4.0]], np.float32), "W")
+    b = numpy_helper.from_array(np.array([0.0, 5.0], np.float32), "B")
+    node = helper.make_node("Gemm", ["x", "W", "B"], ["y"], name="fc", transB=1)
+    path = _save(tmp_path, [node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits=[w, b])
+    m = model_metrics(path)
+    assert m["params"] == 8 and m["nonzeros"] == 5 and m["density"] == 0.625
+    assert m["nonzeros_by_layer"] == [{"node": "fc", "op": "Gemm", "weight": "W", "params": 6, "nonzeros": 4,
+                                       "density": round(4 / 6, 6)}]

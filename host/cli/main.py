@@ -111,7 +111,8 @@ def _add_zoo() -> None:
         return
     app.add_typer(cli_zoo.app, name="zoo", help=(
         "make models: list the example models, export the example zoo and model sets (needs torch), "
-        "quantize to int8, convert to fp16, compile for a DPU target (Vitis AI)"))
+        "quantize to int8, convert to fp16, prune (unstructured or channels), compile for a DPU target "
+        "(Vitis AI)"))
 
 
 _add_zoo()

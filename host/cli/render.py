@@ -359,14 +359,14 @@ def compare_table(result: dict, title: str | None = None) -> Table:
 def metrics_table(rows: list[tuple[str, dict]]) -> Table:
     """Static model metrics: one row per (name, metrics dict)."""
     table = PlainTable()
-    for name, justify in [("model", "left"), ("params", "right"), ("MFLOPs", "right"),
+    for name, justify in [("model", "left"), ("params", "right"), ("density", "right"), ("MFLOPs", "right"),
                           ("CDL", "right"), ("footprint MiB", "right"), ("precision", "left"),
                           ("inputs", "left")]:
         table.add_column(name, justify=justify, no_wrap=(name == "model"))
     notes = []
     for name, met in rows:
         if "error" in met:
-            table.add_row(name, "-", "-", "-", "-", "-", plain("error", "red"))
+            table.add_row(name, "-", "-", "-", "-", "-", "-", plain("error", "red"))
             notes.append(f"{name}: {met['error']['message']}")
             continue
         if met.get("macs_reason"):
@@ -377,6 +377,7 @@ def metrics_table(rows: list[tuple[str, dict]]) -> Table:
         table.add_row(
             name,
             _num(met.get("params"), ","),
+            _num(met.get("density"), ".3f"),
             _num(met.get("flops"), ",.1f", 1e-6),
             _num(met.get("cdl"), "d"),
             _num(met.get("footprint_bytes"), ".2f", 1 / 2**20),

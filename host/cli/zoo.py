@@ -1,5 +1,6 @@
 """``host zoo``: export the example models of :mod:`host.models.zoo` to ONNX; make int8 and fp16
-variants of any ONNX model (``quantize``, ``convert``; :mod:`host.models.precision`).
+variants of any ONNX model (``quantize``, ``convert``; :mod:`host.models.precision`) and pruned
+ones (``prune``; :mod:`host.models.prune`).
 
 The main app mounts this sub-app with ``app.add_typer(cli_zoo.app, name="zoo")``; it also
 runs standalone as ``python -m host.cli.zoo export ...``. Commands only parse options, call
@@ -25,7 +26,7 @@ from host.models import zoo
 
 app = typer.Typer(
     help="Example models: random-init torchvision classifiers exported to ONNX "
-    "(for latency/memory benchmarks, not accuracy); int8/fp16 variants of ONNX models.",
+    "(for latency/memory benchmarks, not accuracy); int8/fp16 and pruned variants of ONNX models.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -357,6 +358,65 @@ def convert_cmd(
     if not fp16:
         raise typer.BadParameter("say --fp16 (int8: host zoo quantize MODEL --int8)", param_hint="--fp16")
     _make_variant(model, Recipe("fp16", keep_io_fp32=not fp16_io), cache_dir, out, as_json)
+
+
+@app.command("prune")
+def prune_cmd(
+    model: Annotated[Path, typer.Argument(help="ONNX model (fp32).")],
+    unstructured: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        "--unstructured", help="Zero this share of the Conv/Gemm/MatMul weights (global L1 magnitude), "
+        "0.5 to 0.99.")] = None,
+    channels: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        "--channels", help="Remove this share of each prunable conv's output channels (L1), 0.1 to 0.9: "
+        "a smaller dense model.")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help=_OUT_HELP)] = None,  # noqa: UP045
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help=_CACHE_HELP)] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (variant, recipe).")] = False,
+) -> None:
+    """Make a pruned variant (no fine-tune) and print its path, the sparsity reached and the layers
+    pruned or skipped. Cached by source sha256 x method x ratio; combine with `host zoo quantize` /
+    `convert` on the pruned file (or `host bench --precision`)."""
+    from host.models import precision, prune
+
+    if (unstructured is None) == (channels is None):
+        raise typer.BadParameter("say one of --unstructured RATIO or --channels RATIO",
+                                 param_hint="--unstructured")
+    started_ns = time.time_ns()
+    try:
+        recipe = prune.PruneRecipe("unstructured", unstructured) if channels is None \
+            else prune.PruneRecipe("channels", channels)
+        path, info = prune.variant(model, recipe, cache_dir)
+        if out is not None and (out.suffix != ".onnx" or out.is_dir()):  # keep a dotted stem whole
+            out = out / f"{model.stem}.{recipe.slug()}.onnx"
+        copied = precision.copy_variant(path, out, recipe.slug()) if out is not None else None
+    except HostError as e:
+        _fail(e)
+    cached = path.stat().st_mtime_ns < started_ns
+    if as_json:
+        typer.echo(json.dumps({"variant": str(path), "copied_to": None if copied is None else str(copied),
+                               "cache_hit": cached, "recipe": info}, indent=2))
+        return
+    _print_pruned(model, path, copied, cached, info)
+
+
+def _print_pruned(model: Path, path: Path, copied: Optional[Path], cached: bool, info: dict) -> None:  # noqa: UP045
+    console = Console(highlight=False, markup=False)
+    console.print(f"{info['slug']} variant ({'cached' if cached else 'new'}): {path}", soft_wrap=True)
+    if copied is not None:
+        console.print(f"copied to: {copied}", soft_wrap=True)
+    console.print(f"{info['method']} {info['ratio']:g}: Conv/Gemm/MatMul weights {info['params_before']:,} "
+                  f"-> {info['params']:,}, non-zeros {info['nonzeros_before']:,} -> {info['nonzeros']:,} "
+                  f"(sparsity {info['sparsity']:.4f})", soft_wrap=True)
+    table = Table(title=f"{model.name}: layers pruned ({len(info['layers'])})")
+    for col in ("node", "op", "params", "non-zeros", "density", "channels kept"):
+        table.add_column(col, overflow="fold", justify="left" if col in ("node", "op") else "right")
+    for r in info["layers"]:
+        kept = f"{r['kept']}/{r['channels']}" if "kept" in r else "-"
+        table.add_row(r["node"] or r["weight"], r["op"], f"{r['params']:,}", f"{r['nonzeros']:,}",
+                      f"{r['density']:.3f}", kept)
+    console.print(table)
+    for s in info["skipped"]:
+        console.print(f"skipped {s['node']}: {s['reason']}", soft_wrap=True)
 
 
 @app.command("compile")

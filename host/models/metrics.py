@@ -63,7 +63,9 @@ import os
 from typing import Any
 
 import networkx as nx
+import numpy as np
 import onnx
+import onnx.numpy_helper
 
 from host.errors import InputNotFoundError, ModelFormatError
 from host.models.onnxgraph import (
@@ -155,6 +157,11 @@ def model_metrics(
       such tensor's shape or dtype is unresolved.
     * ``footprint_bytes`` [bytes] = ``weight_bytes + largest_activation_bytes``, a static
       memory-footprint estimate; None when the largest activation is unknown.
+    * ``nonzeros`` [elements]: the elements of the weight tensors counted in ``params`` that are not
+      zero (a pruned model's count); ``density`` = ``nonzeros / params`` (None without params);
+      ``nonzeros_by_layer``: one row per weight of a Conv, ConvTranspose, Gemm or MatMul node of
+      the main graph (slot 1; MatMul also slot 0 when a weight), ``{"node", "op", "weight",
+      "params", "nonzeros", "density"}``, a weight shared by several nodes listed once.
     * ``precision``: "fp32", "fp16", "bf16", "int8" or "mixed" (also "fp64", "fp8", "int4"
       where they occur, "none" for a model without weights or float inputs), from the dtypes
       of the rank>=2 weight tensors (kernels and matrices; biases, scales and zero points are
@@ -222,6 +229,7 @@ def model_metrics(
         "largest_activation_bytes": act_bytes,
         "largest_activation": act_name,
         "footprint_bytes": None if act_bytes is None else weight_bytes + act_bytes,
+        **_nonzeros(model, weights),
         "precision": weight_precision(weights, declared_inputs),
         "weight_dtypes": weight_dtypes,
         "opset": _default_opset(model),
@@ -232,6 +240,41 @@ def model_metrics(
         "sha256": sha256,
         "size_bytes": size_bytes,
     }
+
+
+def _nonzeros(model: onnx.ModelProto, weights: list) -> dict:
+    """``nonzeros``, ``density`` and ``nonzeros_by_layer`` of :func:`model_metrics`."""
+    values: dict[str, Any] = {}
+    for g in all_graphs(model.graph):
+        values.update({t.name: t for t in g.initializer})
+        for node in g.node:
+            if node.op_type == "Constant" and node.output:
+                tensor = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+                if tensor is not None:
+                    values[node.output[0]] = tensor
+    counts: dict[str, int] = {}
+    for w in weights:
+        try:
+            counts[w.name] = int(np.count_nonzero(onnx.numpy_helper.to_array(values[w.name])))
+        except (KeyError, ValueError, TypeError):  # value_floats etc.: count every element
+            counts[w.name] = w.count
+    sizes = {w.name: w.count for w in weights}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    layers, seen = [], set()
+    for node in model.graph.node:
+        slots = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (1,), "MatMul": (0, 1)}.get(node.op_type, ())
+        for slot in slots:
+            name = node.input[slot] if slot < len(node.input) else ""
+            while name not in sizes and name in producer and producer[name].op_type == "Identity":
+                name = producer[name].input[0]
+            if name in sizes and name not in seen:
+                seen.add(name)
+                layers.append({"node": node.name, "op": node.op_type, "weight": name, "params": sizes[name],
+                               "nonzeros": counts[name],
+                               "density": round(counts[name] / sizes[name], 6) if sizes[name] else None})
+    total, nonzeros = sum(sizes.values()), sum(counts.values())
+    return {"nonzeros": nonzeros, "density": round(nonzeros / total, 6) if total else None,
+            "nonzeros_by_layer": layers}
 
 
 def metrics_or_error(path: str | os.PathLike, **kw: Any) -> dict:

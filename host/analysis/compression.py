@@ -1,0 +1,132 @@
+"""Share of the expected speedup a compressed model achieves (Turner et al., DLAS, ACM TACO 2024).
+
+A *compressed* cell measured a pruned variant: its ``info`` is a ``host zoo prune`` recipe (schema
+``edgegauge.prune/1``, :mod:`host.models.prune`). Its *dense* cell is the one in the same results
+whose model sha256 (``metrics.sha256``) is the recipe's ``source_sha256``, on the same device with
+the same configuration (backend, precision, batch, ...). For each such pair:
+
+* ``expected`` = the compression ratio: unstructured pruning, dense non-zero weights / pruned
+  non-zero weights (``metrics.nonzeros``; the recipe's Conv/Gemm/MatMul counts for results written
+  before the metric existed); channel pruning, dense FLOPs / pruned FLOPs (``metrics.flops``);
+* ``achieved`` = dense p50 / compressed p50 (``latency.latency_ms_p50``), with a 95 % interval from
+  the two cells' p50 intervals combined on a log scale: each side's distance from its p50 to its
+  interval's end, in log units, taken as 1.96 standard errors and the two added in quadrature (the
+  cells' processes are separate; each end on its own side, so an asymmetric interval stays
+  asymmetric). Two cells of one campaign use their within-campaign intervals
+  (``latency_ms_p50_ci95_within``): they were measured interleaved, in the same machine state, so
+  the campaign-level term of ``latency_ms_p50_ci95`` (how far a whole campaign may move) is common to
+  both and cancels in the ratio; cells of different campaigns use ``latency_ms_p50_ci95``, campaign
+  level included (``interval`` says which). None when either cell has no interval;
+* ``share`` = achieved / expected, its interval the achieved interval / expected (the expected
+  ratio is exact: counted, not measured).
+"""
+
+from __future__ import annotations
+
+import math
+
+from host.campaign.store import _get
+
+__all__ = ["PRUNE_SCHEMA", "speedup_rows"]
+
+PRUNE_SCHEMA = "edgegauge.prune/1"
+
+
+def _ratio(dense, compressed) -> float | None:
+    try:
+        return float(dense) / float(compressed) if dense and compressed else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _expected(dense: dict, cell: dict, info: dict) -> tuple[float | None, str]:
+    """(expected speedup, what it is a ratio of)."""
+    if info.get("method") == "channels":
+        return _ratio(_get(dense, "metrics", "flops"), _get(cell, "metrics", "flops")), "flops"
+    got = _ratio(_get(dense, "metrics", "nonzeros"), _get(cell, "metrics", "nonzeros"))
+    if got is None:
+        got = _ratio(info.get("nonzeros_before"), info.get("nonzeros"))
+    return got, "nonzeros"
+
+
+def _log_interval(p50, ci) -> tuple[float, float] | None:
+    """(log p50 - log lo, log hi - log p50), or None."""
+    try:
+        lo, hi = float(ci[0]), float(ci[1])
+        mid = float(p50)
+        if not (0 < lo <= mid <= hi):
+            return None
+        return math.log(mid) - math.log(lo), math.log(hi) - math.log(mid)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def interval_field(dense: dict, cell: dict) -> str:
+    """``latency_ms_p50_ci95_within`` for two cells of one campaign that both have it, else
+    ``latency_ms_p50_ci95``."""
+    within = "latency_ms_p50_ci95_within"
+    same = _get(dense, "cell", "campaign") is not None and \
+        _get(dense, "cell", "campaign") == _get(cell, "cell", "campaign")
+    if same and _get(dense, "latency", within) and _get(cell, "latency", within):
+        return within
+    return "latency_ms_p50_ci95"
+
+
+def achieved(dense: dict, cell: dict) -> tuple[float | None, list | None]:
+    """(dense p50 / compressed p50, [lo, hi] or None), the interval as the module docstring says."""
+    d, c = _get(dense, "latency", "latency_ms_p50"), _get(cell, "latency", "latency_ms_p50")
+    value = _ratio(d, c)
+    if value is None:
+        return None, None
+    field = interval_field(dense, cell)
+    di = _log_interval(d, _get(dense, "latency", field))
+    ci = _log_interval(c, _get(cell, "latency", field))
+    if di is None or ci is None:
+        return value, None
+    # ratio low when the dense p50 is low and the compressed p50 high, and the other way round
+    down, up = math.hypot(di[0], ci[1]), math.hypot(di[1], ci[0])
+    return value, [value * math.exp(-down), value * math.exp(up)]
+
+
+def _key(cell: dict) -> tuple:
+    return _get(cell, "cell", "device"), _get(cell, "cell", "config")
+
+
+def speedup_rows(cells: list[dict]) -> list[dict]:
+    """One row per compressed cell whose dense source is in ``cells``: ``device``, ``model``,
+    ``config``, ``method``, ``ratio`` (asked), ``source`` (the dense cell's model), ``expected``,
+    ``expected_of`` (nonzeros | flops), ``achieved``, ``achieved_ci95``, ``interval`` (the latency
+    field the interval came from), ``share``, ``share_ci95``. The dense source of the same campaign
+    is preferred, else the last one in ``cells``. Compressed cells without their dense source are left
+    out; [] when none."""
+    by_sha: dict = {}
+    for cell in cells:
+        sha = _get(cell, "metrics", "sha256")
+        if sha and cell.get("status") != "failed" and not _is_pruned(cell):
+            by_sha[(sha, *_key(cell), _get(cell, "cell", "campaign"))] = cell
+            by_sha[(sha, *_key(cell), None)] = cell
+    rows = []
+    for cell in cells:
+        info = cell.get("info") if _is_pruned(cell) else None
+        if not info:
+            continue
+        key = (info.get("source_sha256"), *_key(cell))
+        dense = by_sha.get((*key, _get(cell, "cell", "campaign"))) or by_sha.get((*key, None))
+        if dense is None:
+            continue
+        expected, of = _expected(dense, cell, info)
+        value, ci = achieved(dense, cell)
+        share = None if value is None or not expected else value / expected
+        rows.append({
+            "device": _get(cell, "cell", "device"), "model": _get(cell, "cell", "model_stem"),
+            "config": _get(cell, "cell", "config"), "method": info.get("method"), "ratio": info.get("ratio"),
+            "source": _get(dense, "cell", "model_stem"), "expected": expected, "expected_of": of,
+            "achieved": value, "achieved_ci95": ci, "interval": interval_field(dense, cell), "share": share,
+            "share_ci95": None if ci is None or not expected else [ci[0] / expected, ci[1] / expected],
+        })
+    return rows
+
+
+def _is_pruned(cell: dict) -> bool:
+    info = cell.get("info")
+    return isinstance(info, dict) and info.get("schema") == PRUNE_SCHEMA
