@@ -1,4 +1,4 @@
-"""Share of the expected speedup a compressed model achieves (Turner et al., DLAS, ACM TACO 2024).
+"""Share of the expected speedup a compressed model achieves (Gibson et al., DLAS, ACM TACO 2024).
 
 A *compressed* cell measured a pruned variant: its ``info`` is a ``host zoo prune`` recipe (schema
 ``edgegauge.prune/1``, :mod:`host.models.prune`). Its *dense* cell is the one in the same results
