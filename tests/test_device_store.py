@@ -98,3 +98,39 @@ def test_the_state_folder_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert device_store.state_dir() == tmp_path / "home" / ".local" / "state" / "edgegauge"
+
+
+def test_a_fresh_folder_sees_the_cells_measured_in_other_folders(tmp_path):
+    """Campaigns file their cells' p50s too: a model measured in three other folders has, in a fresh
+    folder, three earlier campaigns of its own (its spread, pooled with the device's), each read
+    from the store once."""
+    for folder in ("a", "b", "c"):
+        bench(tmp_path / folder, "run")
+    stored = device_store.cell_campaigns("local")
+    assert sorted(stored) == sorted(device_store.campaign_key(tmp_path / f, "run") for f in "abc")
+    written = json.loads(next((tmp_path / "a" / "run" / "local").glob("identity*.json")).read_text())
+    (obs,) = stored[device_store.campaign_key(tmp_path / "a", "run")]
+    assert obs["p50_ms"] == written["latency"]["latency_ms_p50"]
+    assert obs["ci95"] == written["latency"]["latency_ms_p50_ci95_within"]
+    assert obs["cell"].startswith("identity|") and obs["cell"].endswith(written["model"]["sha256"])
+    level = device_level_in(tmp_path / "fresh", "now", "local")
+    assert level["campaigns"] == 3 and level["cells"] == 2  # the model and the reference workload
+    bench(tmp_path / "fresh", "now")
+    cell = json.loads(next((tmp_path / "fresh" / "now" / "local").glob("identity*.json")).read_text())
+    own = cell["latency"]["campaign_level"]
+    assert own["earlier_campaigns"] == 3 and own["source"] == "cell+device"
+    assert sorted(own["campaigns"]) == sorted(stored)
+    # read back in a folder that holds one of them: that campaign counts once
+    again = device_level_in(tmp_path / "a", "later", "local")
+    assert again["campaigns"] == 4
+
+
+def test_hostile_cell_entries_in_the_store_are_passed_over():
+    path = device_store.state_dir() / "devices" / "local.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"kind": "edgegauge-device-history", "campaigns": [
+        {"key": "k", "cells": [5, {"cell": 1}, {"cell": "x", "p50_ms": "a", "ci95": [1, 2]},
+                               {"cell": "y", "p50_ms": 1.0, "ci95": [1]}]},
+        {"key": "j", "cells": "nope", "records": [{"latency_ms_p50": 1.0}]}]}))
+    assert device_store.cell_campaigns("local") == {}
+    assert list(device_store.reference_campaigns("local")) == ["j"]

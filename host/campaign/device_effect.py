@@ -260,9 +260,10 @@ def device_level_in(results, campaign: str, device: str) -> dict:
     """:func:`device_level` of ``device`` from every other campaign under ``results`` (its cells
     and the reference records in each ``campaign.json``) and from the device's history on this
     host (:mod:`host.campaign.device_store`: the reference records of campaigns in other results
-    folders and of ``host calibrate``), with the prior of a device with little history
-    (:func:`with_prior`). Campaigns are keyed ``<folder> @ <results root>``, so one campaign seen
-    in both places counts once. Unreadable files are passed over."""
+    folders and of ``host calibrate``, and the cells of campaigns in other results folders), with
+    the prior of a device with little history (:func:`with_prior`). Campaigns are keyed
+    ``<folder> @ <results root>``, so one campaign seen in both places counts once. Unreadable
+    files are passed over."""
     from host.campaign import device_store
     from host.campaign.store import device_history, reference_history, safe_name
 
@@ -270,9 +271,30 @@ def device_level_in(results, campaign: str, device: str) -> dict:
         return name if name.startswith("calibrate ") else device_store.campaign_key(results, name)
 
     history = [dict(o, campaign=key(o["campaign"])) for o in device_history(results, campaign, device)]
+    here = {o["campaign"] for o in history}
+    now = key(safe_name(campaign))
+    history += [dict(o, campaign=k) for k, obs in device_store.cell_campaigns(device, exclude=now).items()
+                if k not in here for o in obs]
     refs = {key(k): v for k, v in reference_history(results, campaign, device).items()}
-    lab = device_store.reference_campaigns(device, exclude=key(safe_name(campaign)))
+    lab = device_store.reference_campaigns(device, exclude=now)
     return with_prior(device_level(history, {**lab, **refs}))
+
+
+def earlier_in(results, campaign: str, device: str, cell: tuple) -> list:
+    """The same cell (``cell``: model stem, configuration slug, model sha256) in other campaigns:
+    those under ``results`` (:func:`host.campaign.store.earlier_cells`) and those in the device's
+    history on this host (:mod:`host.campaign.device_store`: campaigns in other results folders),
+    each campaign once, oldest first (``[{"campaign", "p50_ms", "ci95", "start_utc"}]``)."""
+    from host.campaign import device_store
+    from host.campaign.store import cell_key, earlier_cells, safe_name
+
+    found = earlier_cells(results, campaign, device, *cell)
+    here = {device_store.campaign_key(results, safe_name(e["campaign"])) for e in found}
+    here.add(device_store.campaign_key(results, safe_name(campaign)))
+    name = cell_key(*cell)
+    found += [dict(o, campaign=k) for k, obs in device_store.cell_campaigns(device).items()
+              if k not in here for o in obs if o["cell"] == name]
+    return sorted(found, key=lambda e: e.get("start_utc") or "")
 
 
 def host_stability(device: str) -> dict | None:

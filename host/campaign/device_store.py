@@ -2,8 +2,10 @@
 workload's records of each campaign and each ``host calibrate`` run (issue 27).
 
 A results folder holds its own campaigns' history; a fresh folder holds none, yet the device is
-the same machine. So every campaign also files its reference records here, and the device's
-campaign effect (:mod:`host.campaign.device_effect`) reads them beside the folder's own.
+the same machine. So every campaign also files here its reference records and a summary of each
+of its cells (p50 and within-campaign interval: :func:`host.campaign.store.cell_observation`), and
+the device's campaign effect and a cell's own history (:mod:`host.campaign.device_effect`) read
+them beside the folder's own.
 
 Where: ``$EDGEGAUGE_STATE_DIR`` if set, else ``$XDG_STATE_HOME/edgegauge``, else
 ``~/.local/state/edgegauge`` (the XDG Base Directory Specification's state home); one file per
@@ -48,8 +50,13 @@ def _read(device: str) -> list:
     except (OSError, ValueError):
         return []
     entries = doc.get("campaigns") if isinstance(doc, dict) and doc.get("kind") == KIND else None
-    return [e for e in entries or [] if isinstance(e, dict) and isinstance(e.get("key"), str)
-            and isinstance(e.get("records"), list)]
+    return [dict(e, records=_list(e.get("records")), cells=_list(e.get("cells")))
+            for e in entries or [] if isinstance(e, dict) and isinstance(e.get("key"), str)
+            and (isinstance(e.get("records"), list) or isinstance(e.get("cells"), list))]
+
+
+def _list(value) -> list:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def reference_campaigns(device: str, exclude: str | None = None) -> dict:
@@ -58,13 +65,30 @@ def reference_campaigns(device: str, exclude: str | None = None) -> dict:
     return {e["key"]: e["records"] for e in _read(device) if e["key"] != exclude and e["records"]}
 
 
-def add(device: str, entries: dict) -> Path:
-    """File ``entries`` (``{campaign key: [records]}``) for ``device``, replacing a key already
-    there, keeping the last :data:`KEEP`. Raises OSError when the state folder is not writable."""
+def cell_campaigns(device: str, exclude: str | None = None) -> dict:
+    """``{campaign key: [cell observation, ...]}`` of ``device`` on this host (each
+    ``{"cell", "p50_ms", "ci95", "start_utc"}``, :func:`host.campaign.store.cell_observation`),
+    without the campaign ``exclude``; observations not of that shape are passed over."""
+    def good(o: dict) -> bool:
+        ci = o.get("ci95")
+        return (isinstance(o.get("cell"), str) and isinstance(o.get("p50_ms"), (int, float))
+                and isinstance(ci, list) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci))
+
+    found = {e["key"]: [o for o in e["cells"] if good(o)] for e in _read(device) if e["key"] != exclude}
+    return {k: v for k, v in found.items() if v}
+
+
+def add(device: str, entries: dict, cells: dict | None = None) -> Path:
+    """File ``entries`` (``{campaign key: [reference records]}``) and ``cells`` (``{campaign key:
+    [cell observations]}``) for ``device``, replacing a key already there, keeping the last
+    :data:`KEEP`. Raises OSError when the state folder is not writable."""
     from runners.fileio import write_json_atomic
 
-    kept = [e for e in _read(device) if e["key"] not in entries]
-    kept += [{"key": k, "records": list(v)} for k, v in entries.items() if v]
+    cells = cells or {}
+    keys = set(entries) | set(cells)
+    kept = [e for e in _read(device) if e["key"] not in keys]
+    kept += [{"key": k, "records": list(entries.get(k) or []), "cells": list(cells.get(k) or [])}
+             for k in sorted(keys) if entries.get(k) or cells.get(k)]
     path = _path(device)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic({"kind": KIND, "device": device, "campaigns": kept[-KEEP:]}, str(path))

@@ -249,17 +249,29 @@ def device_history(results: Path, campaign: str, device: str) -> list[dict]:
         if path.parent.parent.name == safe_name(campaign) or not is_cell_file(path):
             continue
         try:
-            doc = read_cell(path)
+            obs = cell_observation(read_cell(path))
         except CellSchemaError:
             continue
-        lat = (doc or {}).get("latency") or {}
-        if (doc and doc.get("status") in ("ok", "invalid") and lat.get("latency_ms_p50")
-                and lat.get("latency_ms_p50_ci95_within")):
-            key = "|".join(str(_get(doc, *k) or "") for k in (("cell", "model_stem"), ("cell", "config"),
-                                                                ("model", "sha256")))
-            found.append({"campaign": path.parent.parent.name, "cell": key, "p50_ms": lat["latency_ms_p50"],
-                          "ci95": lat["latency_ms_p50_ci95_within"]})
+        if obs is not None:
+            found.append(dict(obs, campaign=path.parent.parent.name))
     return found
+
+
+def cell_key(model_stem: str, config_slug: str, sha256: str) -> str:
+    """The name of a cell across campaigns and results folders: model stem, configuration, sha256."""
+    return "|".join(str(x or "") for x in (model_stem, config_slug, sha256))
+
+
+def cell_observation(doc: dict | None) -> dict | None:
+    """``{"cell", "p50_ms", "ci95", "start_utc"}`` of a stored cell document with a p50 and a
+    within-campaign interval (status ok or invalid; ``cell`` is :func:`cell_key`), else None."""
+    lat = (doc or {}).get("latency") or {}
+    if not (doc and doc.get("status") in ("ok", "invalid") and lat.get("latency_ms_p50")
+            and lat.get("latency_ms_p50_ci95_within")):
+        return None
+    key = cell_key(_get(doc, "cell", "model_stem"), _get(doc, "cell", "config"), _get(doc, "model", "sha256"))
+    return {"cell": key, "p50_ms": lat["latency_ms_p50"], "ci95": lat["latency_ms_p50_ci95_within"],
+            "start_utc": _get(doc, "timestamps", "start_utc") or ""}
 
 
 def reference_history(results: Path, campaign: str, device: str) -> dict:

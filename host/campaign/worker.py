@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from host.campaign.cells import combine, process_record, take_latencies
-from host.campaign.device_effect import device_level_in
+from host.campaign.device_effect import device_level_in, earlier_in
 from host.campaign.document import add_precision, build_cell, read_info, store_cell, transport_failure
 from host.campaign.folders import LOCATION_HINT
 from host.campaign.plan import BoardWork
@@ -21,7 +21,7 @@ from host.campaign.protocol import Progress
 from host.campaign.samples import SUFFIX as SAMPLES_SUFFIX
 from host.campaign.samples import write_samples
 from host.campaign.shared import BoardSummary, CellEvent, MeasuredCell, Shared
-from host.campaign.store import earlier_cells, safe_name
+from host.campaign.store import safe_name
 from host.errors import BoardBusyError, DiskFullError, HostError, ResultsLocationError
 from host.lab.benchconfig import RESULT_EXIT_CODES, BenchConfig
 from host.lab.lease import campaign_tag, describe, owner_info
@@ -205,15 +205,19 @@ class BoardWorker:
         self._file_reference(records)
 
     def _file_reference(self, records: list) -> None:
-        """File this campaign's reference records in the device's history on this host
-        (:mod:`host.campaign.device_store`), which later campaigns in any results folder read;
-        a failure is a note."""
+        """File this campaign's reference records and its cells' p50s in the device's history on
+        this host (:mod:`host.campaign.device_store`), which later campaigns in any results folder
+        read; a failure is a note."""
         from host.campaign import device_store
+        from host.campaign.store import cell_observation
 
         folder = self.shared.folder
+        key = device_store.campaign_key(folder.parent, folder.name)
+        docs = [d for (name, _), d in sorted(list(self.shared.docs.items())) if name == self.name]
+        cells = [o for o in map(cell_observation, docs) if o is not None]
         try:
-            if records:
-                device_store.add(self.name, {device_store.campaign_key(folder.parent, folder.name): records})
+            if records or cells:
+                device_store.add(self.name, {key: records}, {key: cells})
         except OSError as exc:
             self.summary.notes.append(f"warning: the device history in {device_store.state_dir()} was not "
                                       f"updated ({exc}); set EDGEGAUGE_STATE_DIR to a writable folder")
@@ -454,8 +458,8 @@ class BoardWorker:
         info, info_error = read_info(model)
         combined = outcome is None and error is None
         if combined:
-            earlier = earlier_cells(self.shared.folder.parent, self.shared.folder.name, self.name, model.stem,
-                                    item.cfg.slug, self.shared.shas[run_model])
+            earlier = earlier_in(self.shared.folder.parent, self.shared.folder.name, self.name,
+                                 (model.stem, item.cfg.slug, self.shared.shas[run_model]))
             with self.shared.plan_lock:
                 refs = list(self.shared.plan.doc.get("reference", {}).get(self.name, []))
             measured = combine(cell.docs, cell.arrays, cell.records, cell.progress, earlier,
