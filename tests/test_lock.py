@@ -13,7 +13,7 @@ tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 (the lock's Pyth
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements" / "lock.txt"
-LOCKED_EXTRAS = ("test", "export", "dev")
+LOCKED_EXTRAS = ("test", "export", "dev", "tvm")
 
 
 def _pins(text: str) -> dict[str, str]:
