@@ -264,7 +264,15 @@ class ImageSaveError(ImageError):
 
 
 class CompileError(HostError):
-    """The Vitis AI compile flow (``host zoo compile``) failed or was given bad arguments."""
+    """``host zoo compile`` failed: the Vitis AI compile flow, or a runtime's compiler (the
+    descriptor's ``compiler``, ``--backend NAME``), or it was given bad arguments."""
+
+
+class CompileUsageError(CompileError):
+    """``host zoo compile --backend NAME``: a runtime without a compiler, an option it does not
+    declare or a bad value, a bad ``--target`` (a usage error: exit code 2, nothing compiled)."""
+
+    exit_code = 2
 
 
 class CompilerImageMissingError(CompileError):

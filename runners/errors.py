@@ -48,6 +48,13 @@ class ModelLoadError(RunnerError):
     category = "invalid_model"
 
 
+class ModelCompileError(RunnerError):
+    """A runtime's compiler, run on the host (``host zoo compile --backend NAME``: the descriptor's
+    ``compiler``), could not make the runtime's model file from the ONNX model."""
+
+    category = "invalid_model"
+
+
 class BackendUnavailableError(RunnerError):
     """The runtime of the chosen backend is not installed or lacks the provider."""
 

@@ -76,8 +76,8 @@ ECHO = textwrap.dedent(
 
 def test_shipped_descriptors_declare_their_fields():
     descs = descriptors()
-    assert {"ort", "null", "tensorrt", "vart"} <= set(descs)
-    assert implemented_names() == ["null", "ort", "tensorrt", "vart"]
+    assert {"ort", "null", "tensorrt", "tvm", "vart"} <= set(descs)
+    assert implemented_names() == ["null", "ort", "tensorrt", "tvm", "vart"]
     for name, d in descs.items():
         assert d.name == name and d.summary
         assert d.latency_levels and set(d.latency_levels) <= {"host_call", "device", "device_compute",

@@ -22,7 +22,7 @@ from host.cli.options import MAX_SEED, bounded
 from host.cli.render import PlainTable as Table  # names and paths are text, not markup
 from host.cli.render import styled
 from host.errors import HostError
-from host.models import zoo
+from host.models import ONNX_SUFFIX, zoo
 
 app = typer.Typer(
     help="Example models: random-init torchvision classifiers exported to ONNX "
@@ -386,8 +386,8 @@ def prune_cmd(
         recipe = prune.PruneRecipe("unstructured", unstructured) if channels is None \
             else prune.PruneRecipe("channels", channels)
         path, info = prune.variant(model, recipe, cache_dir)
-        if out is not None and (out.suffix != ".onnx" or out.is_dir()):  # keep a dotted stem whole
-            out = out / f"{model.stem}.{recipe.slug()}.onnx"
+        if out is not None and (out.suffix != ONNX_SUFFIX or out.is_dir()):  # keep a dotted stem whole
+            out = out / f"{model.stem}.{recipe.slug()}{ONNX_SUFFIX}"
         copied = precision.copy_variant(path, out, recipe.slug()) if out is not None else None
     except HostError as e:
         _fail(e)
@@ -422,8 +422,20 @@ def _print_pruned(model: Path, path: Path, copied: Optional[Path], cached: bool,
 @app.command("compile")
 def compile_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model (fp32).")],
-    target: Annotated[str, typer.Option("--target", help="Board: zcu104 (DPUCZDX8G).")] = "zcu104",
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output folder [the model's].")] = None,  # noqa: UP045
+    backend: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--backend", help="Compile for this runtime with the compiler its descriptor declares (`host "
+        "runtimes`); without it: the Vitis AI flow for the ZCU104's DPU.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--option", help="NAME=VALUE: an option of the runtime's compiler (with --backend; repeatable)."),
+    ] = None,
+    target: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--target", help="Vitis AI: the board, zcu104 (DPUCZDX8G; the default). With --backend: the "
+        "runtime compiler's target (default: this host's CPU).")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output folder [the model's; with "  # noqa: UP045
+                                                "--backend: the cache only].")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--cache-dir", help="With --backend: the compiler's cache [~/.cache/edgegauge/compiled/<runtime>]."),
+    ] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Network name [the model's stem].")] = None,  # noqa: UP045
     input_shape: Annotated[
         Optional[str],  # noqa: UP045
@@ -442,7 +454,14 @@ def compile_cmd(
 ) -> None:
     """Quantize and compile MODEL for the board's DPU in the Vitis AI 3.0 image (docker/podman):
     writes NAME.xmodel and NAME.info (recipe: source sha256, VAI version, arch.json fingerprint,
-    calibration) and prints the xmodel's path."""
+    calibration) and prints the xmodel's path. With --backend NAME: the runtime's own compiler
+    makes its model file on this host, cached with a .info recipe (e.g. TVM: --option
+    codegen=untuned|tuned --option tune_trials=32)."""
+    if backend is not None:
+        _compile_for_runtime(model, backend, option, target, out, cache_dir, as_json)
+        return
+    if option:
+        raise typer.BadParameter("--option needs --backend NAME", param_hint="--option")
     from host.lab.images import default_tag, engine_argv, qualify
     from host.models import compile as vai
 
@@ -455,7 +474,8 @@ def compile_cmd(
             except ValueError:
                 raise typer.BadParameter(f"{input_shape!r}: expected NxCxHxW",
                                          param_hint="--input-shape") from None
-        job = vai.make_job(model, target, image=qualify(image or default_tag("vitis-ai", "compile"), words),
+        job = vai.make_job(model, target or "zcu104",
+                           image=qualify(image or default_tag("vitis-ai", "compile"), words),
                            out=out, name=name, input_shape=shape, calibration_data=calibration_data,
                            calib_batches=calib_batches)
         xmodel = vai.compile_model(words, job)
@@ -465,6 +485,33 @@ def compile_cmd(
         typer.echo(xmodel.with_suffix(".info").read_text(encoding="utf-8"))
     else:
         typer.echo(str(xmodel))
+
+
+def _compile_for_runtime(model: Path, backend: str, option, target, out, cache_dir, as_json: bool) -> None:
+    """``host zoo compile --backend NAME``: the descriptor's compiler (host.models.runtime_compile)."""
+    from host.models import runtime_compile
+
+    try:
+        path, info = runtime_compile.compile_with(backend, model, runtime_compile.parse_options(option),
+                                                  target=target, cache_dir=cache_dir)
+        copied = runtime_compile.copy_compiled(path, info, out) if out is not None else None
+    except HostError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps({"compiled": str(path), "copied_to": None if copied is None else str(copied),
+                               "cache_hit": bool(info.get("cache_hit")), "recipe": info}, indent=2))
+        return
+    console = Console(highlight=False, markup=False)
+    console.print(f"{info.get('name') or path.name} ({'cached' if info.get('cache_hit') else 'new'}): {path}",
+                  soft_wrap=True)
+    if copied is not None:
+        console.print(f"copied to: {copied}", soft_wrap=True)
+    tuning = info.get("tuning") or {}
+    facts = [f"{k} {info[k]}" for k in ("codegen", "trials", "target_text") if info.get(k) is not None]
+    facts.append(f"compile {info.get('compile_s')} s")
+    if tuning:
+        facts.append("tuning: database re-used" if tuning.get("cache_hit") else f"tuning {tuning.get('s')} s")
+    console.print("; ".join(facts), soft_wrap=True)
 
 
 if __name__ == "__main__":  # python -m host.cli.zoo export ...

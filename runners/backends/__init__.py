@@ -34,11 +34,13 @@ from runners.backends.base import (
     Backend,
     BackendDescriptor,
     BackendOption,
+    ModelCompiler,
     can_evaluate,
 )
 from runners.errors import BackendUnavailableError
 
-__all__ = ["OPTION_TYPES", "Backend", "BackendDescriptor", "BackendOption", "can_evaluate", "descriptors",
+__all__ = ["OPTION_TYPES", "Backend", "BackendDescriptor", "BackendOption", "ModelCompiler", "can_evaluate",
+           "descriptors",
            "default_name", "implemented_names", "get_backend"]
 
 

@@ -7,7 +7,7 @@ runtimes; a runtime's package imports these from here (Python 3.8).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -81,6 +81,40 @@ class BackendOption:
 
 
 @dataclass(frozen=True)
+class ModelCompiler:
+    """How the host makes a runtime's own model file from an ONNX model (``host zoo compile
+    --backend NAME MODEL.onnx``), declared as the descriptor's ``compiler``.
+
+    ``compile(model, proto, options, cache_dir, target)`` runs on the host: ``model`` the ONNX
+    file's path, ``proto`` the ``onnx.ModelProto`` the host loaded from it, ``options`` the values
+    of ``options`` (:class:`BackendOption`, given as ``--option NAME=VALUE``, defaults filled),
+    ``cache_dir`` the folder of its cache, ``target`` the ``--target`` text or None (the host's
+    own). It returns ``(path of the model file, recipe dict)``; the recipe's ``cache_hit`` says
+    whether it was made now, ``name`` the file name to copy it under. It raises ValueError for a
+    bad option or target, :class:`runners.errors.BackendUnavailableError` without its compiler and
+    :class:`runners.errors.ModelCompileError` when compiling fails. ``summary``: one line.
+    """
+
+    compile: Callable[..., Tuple[Any, dict]]
+    options: Tuple[BackendOption, ...] = ()
+    summary: str = ""
+
+    def resolve(self, given: Mapping[str, Any]) -> Dict[str, Any]:
+        """Every option: ``given`` values parsed, defaults for the rest.
+
+        Raises:
+            ValueError: a name not declared, or a bad value.
+        """
+        known = {o.name: o for o in self.options}
+        unknown = sorted(k for k in given if k.replace("-", "_") not in known)
+        if unknown:
+            raise ValueError(f"no compile option {', '.join(unknown)} (its options: "
+                             f"{', '.join(known) or 'none'})")
+        values = {k.replace("-", "_"): v for k, v in given.items()}
+        return {n: o.parse(values[n]) if n in values else o.default for n, o in known.items()}
+
+
+@dataclass(frozen=True)
 class BackendDescriptor:
     """What one runtime backend is, declared once as ``DESCRIPTOR`` in its package's ``__init__.py``.
 
@@ -103,7 +137,9 @@ class BackendDescriptor:
     ``profile_options`` (``(name, value)`` options the host sets for that run, e.g. tensorrt's
     ``trtexec``); ``streams`` (how it makes the K independent streams of ``--scenario offline`` /
     ``server``: a key of :data:`runners.load.STREAM_METHODS`, e.g. ``"sessions"``; empty: one stream
-    only, ``--streams`` > 1 refused).
+    only, ``--streams`` > 1 refused); ``compiler`` (a :class:`ModelCompiler`: how ``host zoo compile
+    --backend NAME`` makes its model file from an ONNX model on the host; None: it loads what it is
+    given).
     """
 
     name: str
@@ -124,6 +160,7 @@ class BackendDescriptor:
     layer_profiler: Optional[LayerProfiler] = None
     profile_options: Tuple[Tuple[str, Any], ...] = ()
     streams: str = ""
+    compiler: Optional[ModelCompiler] = None
 
     def runs_precision(self, precision: str) -> bool:
         """Whether this runtime runs models at ``precision`` (``fp32``, ``fp16``, ``int8``): it is
@@ -170,6 +207,11 @@ class BackendDescriptor:
             "default": self.default, "returns_outputs": self.returns_outputs,
             "layer_profiler": self.layer_profiler.name if self.layer_profiler else None,
             "profile_options": dict(self.profile_options), "streams": self.streams or None,
+            "compiler": None if self.compiler is None else {
+                "summary": self.compiler.summary,
+                "options": [{"name": o.name, "type": o.kind.__name__, "default": o.default,
+                             "choices": list(o.choices) if o.choices else None, "help": o.help}
+                            for o in self.compiler.options]},
         }
 
 

@@ -1,0 +1,100 @@
+"""``host zoo compile --backend NAME MODEL.onnx``: a runtime's own model file, made on the host by the
+compiler its descriptor declares (:class:`runners.backends.base.ModelCompiler`).
+
+The host knows no runtime here: it finds the descriptor, checks ``--option NAME=VALUE`` against the
+compiler's declared options, loads the ONNX file (the host's own ONNX tooling) and hands the
+``ModelProto`` to the compiler, which writes its file into its cache (``~/.cache/edgegauge/compiled/
+<runtime>/`` unless ``--cache-dir``) with a ``.info`` recipe beside it. ``-o DIR`` copies both, under
+the name the recipe gives, so that ``host bench DIR`` picks the ``.info`` up as the cell's ``info``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Mapping, Optional, Tuple
+
+from host.errors import CompileError, CompileUsageError, ModelFormatError
+
+DEFAULT_CACHE_DIR = Path("~/.cache/edgegauge/compiled")
+
+
+def compilers() -> dict:
+    """``{runtime name: its ModelCompiler}`` of every descriptor that declares one."""
+    from runners.backends import descriptors
+
+    return {name: d.compiler for name, d in descriptors().items() if d.compiler is not None}
+
+
+def parse_options(pairs) -> dict:
+    """``["NAME=VALUE", ...]`` -> ``{NAME: VALUE}``. Raises CompileUsageError."""
+    out = {}
+    for pair in pairs or ():
+        name, sep, value = str(pair).partition("=")
+        if not sep or not name.strip():
+            raise CompileUsageError(f"--option {pair!r}: expected NAME=VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _load_onnx(model: Path):
+    import onnx
+
+    if not model.is_file():
+        raise CompileError(f"{model} does not exist", hint="pass an .onnx model")
+    try:
+        return onnx.load(str(model))
+    except Exception as exc:  # DecodeError and friends
+        raise ModelFormatError(model, f"not readable as ONNX ({type(exc).__name__}: {exc})") from None
+
+
+def compile_with(backend: str, model, options: Mapping[str, str], *, target: Optional[str] = None,
+                 cache_dir=None) -> Tuple[Path, dict]:
+    """Compile ``model`` with the compiler of runtime ``backend``: ``(its file, recipe)``.
+
+    Raises:
+        CompileUsageError: no such runtime or it declares no compiler, an option it does not
+            declare, a bad value or target (exit 2).
+        ModelFormatError: the file is not ONNX.
+        CompileError: the runtime's compiler is not installed, or compiling failed.
+    """
+    from runners.errors import BackendUnavailableError, ModelCompileError
+
+    known = compilers()
+    if backend not in known:
+        raise CompileUsageError(f"--backend {backend}: no compiler declared by that runtime",
+                                hint="runtimes that compile: " + (", ".join(sorted(known)) or "none"))
+    compiler = known[backend]
+    try:
+        values = compiler.resolve(dict(options))
+    except ValueError as exc:
+        raise CompileUsageError(str(exc)) from None
+    model = Path(model)
+    proto = _load_onnx(model)
+    folder = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR / backend).expanduser()
+    try:
+        path, info = compiler.compile(model, proto, values, folder, target)
+    except ValueError as exc:
+        raise CompileUsageError(str(exc)) from None
+    except BackendUnavailableError as exc:
+        raise CompileError(str(exc), hint="install the runtime's compiler on this host") from None
+    except ModelCompileError as exc:
+        raise CompileError(f"{model.name}: {exc}") from None
+    return Path(path), info
+
+
+def copy_compiled(path: Path, info: dict, out: Path) -> Path:
+    """Copy the compiled file and its ``.info`` into the folder ``out`` as ``info["name"]`` (else
+    the file's own name); each written to a temp name and renamed. Raises CompileError."""
+    dst = Path(out) / str(info.get("name") or path.name)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        for src, to in ((path, dst), (path.with_suffix(".info"), dst.with_suffix(".info"))):
+            if src.exists():
+                tmp = to.with_name(f".tmp-{to.name}")
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, to)
+    except OSError as exc:
+        raise CompileError(f"cannot copy {path} to {dst} ({exc})") from exc
+    return dst

@@ -1,0 +1,46 @@
+"""Apache TVM: one runtime, one folder (Python 3.8).
+
+``DESCRIPTOR`` here; the ``.tvm`` artefact format (a Relax VM shared library and its ``meta.json``
+in one file) in :mod:`.artefact`; the backend (Relax VM on the CPU) in :mod:`.backend`; the host's
+compiler (ONNX -> Relax -> untuned or MetaSchedule-tuned library, cached) in :mod:`.compile`,
+reached through the descriptor's ``compiler`` by ``host zoo compile --backend tvm``. Importing this
+package imports neither ``tvm`` nor ``onnx``.
+"""
+
+from __future__ import annotations
+
+from runners.backends.base import BackendDescriptor, BackendOption, ModelCompiler
+from runners.backends.tvm import compile as tvm_compile
+from runners.backends.tvm.backend import TvmBackend
+
+__all__ = ["DESCRIPTOR", "TvmBackend"]
+
+DESCRIPTOR = BackendDescriptor(
+    name="tvm",
+    summary="Apache TVM: a Relax VM library compiled on the host from the ONNX model "
+    "(`host zoo compile --backend tvm`), untuned or MetaSchedule-tuned, run on the CPU",
+    backend=TvmBackend,
+    options=(
+        BackendOption("threads", int, 0, "TVM_NUM_THREADS of the runtime's thread pool; 0 = all CPUs this "
+                      "process may use", slug="t"),
+        BackendOption("numpy_io", bool, False, "convert the inputs from numpy and the outputs back to numpy "
+                      "in every timed call (off: inputs converted once, outputs left as TVM tensors)",
+                      slug="npio"),
+    ),
+    latency_levels=("host_call",),
+    precisions=("fp32",),
+    families=("arm_cpu", "x86_a100"),
+    runtime_modules=("tvm",),
+    model_suffixes=(tvm_compile.SUFFIX,),
+    compiler=ModelCompiler(
+        compile=tvm_compile.compile_model,
+        options=tvm_compile.OPTIONS,
+        summary="ONNX -> Relax -> TVM's default pipeline (untuned) or MetaSchedule tuning on this host "
+        "first (tuned), for this host's CPU; cached by source sha256 x target x TVM version x trials",
+    ),
+    tested_here="x86-64 only: `host zoo compile --backend tvm` (untuned, and tuned with a few MetaSchedule "
+    "trials) and the Relax VM run here with apache-tvm 0.27 (tests/test_tvm.py: outputs against "
+    "ONNX Runtime, cache keys and hits, typed errors); `host bench --backend tvm` on this machine; "
+    "not built for or run on an ARM board (no cross-compiled library, no tuning over RPC, the "
+    "arm-cpu image does not install TVM)",
+)

@@ -1,0 +1,400 @@
+"""ONNX -> ``.tvm`` artefact on the host: Relax ONNX frontend, then TVM's default pipeline
+(``untuned``) or MetaSchedule tuning first (``tuned``), ``tvm.compile``, ``export_library``.
+
+Called by ``host zoo compile --backend tvm MODEL.onnx [--option codegen=tuned --option
+tune_trials=32] [--target ...]`` through the descriptor's :class:`~runners.backends.base.ModelCompiler`
+(the host loads the ONNX file and hands the ``ModelProto`` in, so this module imports neither onnx
+nor the host). Runs where ``tvm`` is installed, i.e. on the host; never on a board.
+
+* **Import**: ``tvm.relax.frontend.onnx.from_onnx(proto, shape_dict, dtype_dict,
+  keep_params_in_input=False)``: the weights become constants of the module. Input shapes are the
+  ONNX graph's (a dynamic leading dimension becomes 1, any other dynamic one is refused).
+* **untuned**: ``tvm.compile(mod, target)`` with TVM's default Relax pipeline for the CPU
+  (``LegalizeOps`` to TIR, ``FoldConstant``, ``FuseOps``/``FuseTIR``, memory planning): the loops
+  as the operators' legalization writes them, with no MetaSchedule record.
+* **tuned**: ``relax.get_pipeline("static_shape_tuning", total_trials=N, target=...,
+  work_dir=DB)`` first: MetaSchedule (Shao et al., NeurIPS 2022) tunes the fused TIR functions
+  locally on this machine (its default evolutionary search and XGBoost cost model, builder and
+  runner in local processes: needs psutil, cloudpickle, xgboost) and applies the best record
+  found for each task; then ``tvm.compile`` as untuned. Tuning on the board through TVM's RPC
+  tracker is not done here.
+* **Target**: default this host's CPU, ``{"kind": "llvm", "mtriple": <LLVM's host triple>,
+  "mcpu": <LLVM's host CPU name>, "num-cores": <CPU count>}``; ``--target`` takes the same as a
+  JSON object or as ``llvm -mtriple=... -mcpu=... -mattr=+a,+b -num-cores=N``. An ``mtriple`` of
+  another architecture than this host's is refused: cross-linking (an aarch64 board's library from
+  x86) is not done here.
+
+**Cache.** Artefacts live in ``CACHE/<stem>.tvm-<codegen>[<trials>].<key>.tvm`` with a ``.info``
+beside them; ``key`` (:func:`cache_key`) hashes the source's sha256, the target, the TVM and
+tvm-ffi versions, the codegen and the trials, so the same request is a cache hit (nothing runs)
+and any change makes a new file. MetaSchedule's database of a tuned request lives in
+``CACHE/tuning/<tuning key>/`` (:func:`tuning_key`: source sha256 x target x TVM version x
+trials) and is re-used, without tuning again, when the artefact itself has to be built again.
+The ``.info`` holds ``meta.json``'s fields plus ``key``, ``tuning_key``, ``compile_s`` (import,
+build, export; wall seconds), ``tuning`` (``s``: wall seconds of tuning, ``cache_hit``,
+``database``, ``records``) and the file's sha256 and size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional, Tuple
+
+from runners.backends.base import BackendOption
+from runners.backends.tvm.artefact import CODEGENS, LIBRARY, SCHEMA, write_artefact
+from runners.errors import BackendUnavailableError, ModelCompileError
+from runners.fileio import new_temp, write_json_atomic
+from runners.util import file_sha256, utc_now
+
+#: the suffix of the artefact (the descriptor's ``model_suffixes``)
+SUFFIX = ".tvm"
+#: ``schema`` of the host's ``.info`` recipe beside an artefact
+INFO_SCHEMA = "edgegauge.tvm-recipe/1"
+#: ONNX ``TensorProto`` element types -> numpy dtype names
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+               10: "float16", 11: "float64"}
+MAX_TRIALS = 100_000
+
+OPTIONS = (
+    BackendOption("codegen", str, "untuned", "untuned: TVM's default pipeline; tuned: MetaSchedule tuning "
+                  "on this machine first", choices=CODEGENS),
+    BackendOption("tune_trials", int, 32, "MetaSchedule trials in all (codegen=tuned; 1..100000)"),
+)
+
+IMPLEMENTATION = {
+    "untuned": "TVM Relax default CPU pipeline: operators legalized to TIR and fused, no MetaSchedule "
+               "record; one implementation per operator (no direct/GEMM/spatial-pack choice, dense "
+               "kernels only)",
+    "tuned": "TVM Relax static_shape_tuning pipeline: MetaSchedule-tuned schedules of the fused TIR "
+             "functions (evolutionary search, XGBoost cost model, local builder and runner), default "
+             "schedules where a task got no record; dense kernels only",
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# request: options, target, keys
+# ------------------------------------------------------------------------------------------------
+
+
+def check_options(options: dict) -> dict:
+    """``{"codegen", "tune_trials"}`` checked. Raises ValueError."""
+    codegen = options.get("codegen", "untuned")
+    if codegen not in CODEGENS:
+        raise ValueError(f"codegen={codegen!r}: one of {', '.join(CODEGENS)}")
+    trials = int(options.get("tune_trials", 32))
+    if not 1 <= trials <= MAX_TRIALS:
+        raise ValueError(f"tune_trials={trials}: 1..{MAX_TRIALS}")
+    return {"codegen": codegen, "tune_trials": trials if codegen == "tuned" else 0}
+
+
+def parse_target(text: Optional[str], host: dict) -> dict:
+    """The target as a JSON-ready dict: ``host`` (this machine's) when ``text`` is empty, else
+    ``text`` as a JSON object or ``llvm -key=value ...`` (``-mattr`` a comma list; ``num-cores``
+    an int, default ``host``'s). Raises ValueError (not llvm, malformed, another architecture)."""
+    if not text or not text.strip():
+        return dict(host)
+    text = text.strip()
+    if text.startswith(("{", "[")):
+        target = json.loads(text)
+        if not isinstance(target, dict):
+            raise ValueError("--target: a JSON object")
+    else:
+        words = text.split()
+        target = {"kind": words[0]}
+        for word in words[1:]:
+            key, sep, value = word.lstrip("-").partition("=")
+            if not word.startswith("-") or not sep or not key:
+                raise ValueError(f"--target: {word!r} is not -key=value")
+            target[key] = value.split(",") if key == "mattr" else value
+    if target.get("kind") != "llvm":
+        raise ValueError(f"--target kind {target.get('kind')!r}: only llvm (CPU) targets are compiled here")
+    target["num-cores"] = int(target.get("num-cores") or host["num-cores"])
+    target.setdefault("mtriple", host["mtriple"])
+    arch = str(target["mtriple"]).split("-")[0]
+    if arch != str(host["mtriple"]).split("-")[0]:
+        raise ValueError(f"--target mtriple {target['mtriple']}: this host is {host['mtriple']}; "
+                         "cross-compiling for another architecture is not done here")
+    return target
+
+
+def target_text(target: dict) -> str:
+    """``llvm -mtriple=... -mcpu=... -num-cores=N`` (for people and the recipe)."""
+    parts = [str(target.get("kind", "llvm"))]
+    for key in sorted(k for k in target if k != "kind"):
+        value = target[key]
+        parts.append(f"-{key}={','.join(value) if isinstance(value, list) else value}")
+    return " ".join(parts)
+
+
+def _digest(doc: dict) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tuning_key(source_sha256: str, target: dict, tvm_version: str, trials: int) -> str:
+    """Key of a MetaSchedule database: source sha256 x target x TVM version x trials."""
+    return _digest({"source": source_sha256, "target": target, "tvm": tvm_version, "trials": int(trials)})
+
+
+def cache_key(source_sha256: str, target: dict, versions: dict, codegen: str, trials: int) -> str:
+    """Key of an artefact: source sha256 x target x TVM (and tvm-ffi) versions x codegen x trials x
+    the artefact's schema."""
+    return _digest({"source": source_sha256, "target": target, "versions": versions, "codegen": codegen,
+                    "trials": int(trials), "schema": SCHEMA})
+
+
+def slug(codegen: str, trials: int) -> str:
+    """``tvm-untuned`` or ``tvm-tuned32``: the part of the artefact's name after the model stem."""
+    return "tvm-untuned" if codegen == "untuned" else f"tvm-tuned{int(trials)}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the ONNX graph's inputs and outputs (from the ModelProto the host loaded)
+# ------------------------------------------------------------------------------------------------
+
+
+def graph_inputs(proto) -> list:
+    """``[{"name", "shape", "dtype"}]`` of the graph's inputs that are not initializers; a dynamic
+    leading dimension becomes 1. Raises ModelCompileError (another dynamic dimension, a dtype
+    without a numpy name)."""
+    graph = proto.graph
+    inits = {i.name for i in graph.initializer}
+    specs = []
+    for value in graph.input:
+        if value.name in inits:
+            continue
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        if dims and dims[0] is None:
+            dims[0] = 1
+        if any(d is None for d in dims):
+            raise ModelCompileError(f"input {value.name!r} has dynamic dimensions {dims}: TVM artefacts are "
+                                    "compiled for static shapes (export the model with fixed ones)")
+        dtype = ONNX_DTYPES.get(tensor.elem_type)
+        if dtype is None:
+            raise ModelCompileError(f"input {value.name!r}: ONNX element type {tensor.elem_type} is not "
+                                    "supported")
+        specs.append({"name": value.name, "shape": [int(d) for d in dims], "dtype": dtype})
+    if not specs:
+        raise ModelCompileError("the ONNX graph has no input")
+    return specs
+
+
+def _struct_shapes(info) -> list:
+    """``[(shape or None, dtype)]`` of a Relax return type (a tensor, or a tuple of them)."""
+    fields = getattr(info, "fields", None)
+    if fields is not None:
+        return [s for f in fields for s in _struct_shapes(f)]
+    shape = getattr(info, "shape", None)
+    values = getattr(shape, "values", None)
+    dims = None
+    if values is not None:
+        dims = [int(v.value) if hasattr(v, "value") else None for v in values]
+    return [(dims, str(getattr(info, "dtype", "float32")))]
+
+
+def graph_outputs(proto, mod) -> list:
+    """``[{"name", "shape", "dtype"}]``: the ONNX outputs' names with the shapes and dtypes of the
+    Relax ``main``'s return (None for a dimension TVM does not know)."""
+    names = [o.name for o in proto.graph.output]
+    main = mod["main"]
+    ret = getattr(main, "ret_ty", None)  # TVM 0.27 (earlier releases: ret_struct_info)
+    shapes = _struct_shapes(ret if ret is not None else getattr(main, "ret_struct_info", None))
+    if len(shapes) != len(names):
+        shapes = [(None, "float32")] * len(names)
+    return [{"name": n, "shape": s if s is not None else [], "dtype": d} for n, (s, d) in zip(names, shapes)]
+
+
+# ------------------------------------------------------------------------------------------------
+# TVM: import, tune, build
+# ------------------------------------------------------------------------------------------------
+
+
+def _tvm():
+    """``(tvm, relax, from_onnx)``. Raises BackendUnavailableError without tvm."""
+    try:
+        import tvm
+        from tvm import relax
+        from tvm.relax.frontend.onnx import from_onnx
+    except ImportError as exc:
+        raise BackendUnavailableError(f"tvm is not importable here ({exc}); install the tvm extra: "
+                                      "pip install -c requirements/lock.txt -e '.[tvm]'") from None
+    return tvm, relax, from_onnx
+
+
+def versions(tvm) -> dict:
+    """``{"tvm", "tvm_ffi"}``: the compiler's versions (part of every cache key)."""
+    from importlib import metadata
+
+    try:
+        ffi = metadata.version("apache-tvm-ffi")
+    except metadata.PackageNotFoundError:
+        ffi = None
+    return {"tvm": str(tvm.__version__), "tvm_ffi": ffi}
+
+
+def host_target(tvm) -> dict:
+    """This machine's CPU as an llvm target (LLVM's host triple and CPU name, its CPU count)."""
+    from tvm.target import codegen
+
+    # os.cpu_count(), not this process's affinity: TVM's thread pool pins the threads that ran it,
+    # so the affinity would change the target (and the cache key) within one process
+    return {"kind": "llvm", "mtriple": str(codegen.llvm_get_system_triple()),
+            "mcpu": str(codegen.llvm_get_system_cpu()), "num-cores": max(os.cpu_count() or 1, 1)}
+
+
+def import_onnx(proto, inputs: list):
+    """The Relax module of the ONNX ``proto`` at the inputs' static shapes, weights as constants."""
+    _, _, from_onnx = _tvm()
+    try:
+        return from_onnx(proto, shape_dict={s["name"]: s["shape"] for s in inputs},
+                         dtype_dict={s["name"]: s["dtype"] for s in inputs}, keep_params_in_input=False)
+    except Exception as exc:  # the frontend raises TVMError, OpNotImplemented, ValueError, ...
+        raise ModelCompileError(f"the Relax ONNX frontend: {type(exc).__name__}: {exc}".strip()) from None
+
+
+def tune(mod, target: dict, trials: int, work_dir: str):
+    """MetaSchedule: tune ``mod``'s fused TIR functions with ``trials`` trials in all, the database in
+    ``work_dir``, and apply its best records (Relax's ``static_shape_tuning`` pipeline)."""
+    _, relax, _ = _tvm()
+    return relax.get_pipeline("static_shape_tuning", total_trials=int(trials), target=dict(target),
+                              work_dir=str(work_dir))(mod)
+
+
+def apply_database(mod, target: dict, work_dir: str):
+    """The same pipeline with 0 trials: no tuning, the records of ``work_dir`` applied."""
+    _, relax, _ = _tvm()
+    return relax.get_pipeline("static_shape_tuning", total_trials=0, target=dict(target),
+                              work_dir=str(work_dir))(mod)
+
+
+def _records(folder: Path) -> int:
+    path = folder / "database_tuning_record.json"
+    if not path.is_file():
+        return 0
+    with open(path, encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def tuned_module(mod, target: dict, trials: int, cache: Path, key: str) -> tuple:
+    """``(mod with the tuned schedules applied, tuning record)``: the database of ``key`` under
+    ``cache/tuning/`` when there (no tuning), else tuned now into a new folder renamed into place."""
+    db = cache / "tuning" / key
+    if db.is_dir():
+        return apply_database(mod, target, str(db)), {
+            "cache_hit": True, "s": None, "database": str(db), "records": _records(db), "trials": trials}
+    db.parent.mkdir(parents=True, exist_ok=True)
+    _, tmp = new_temp(db.parent, directory=True)
+    try:
+        started = time.perf_counter()
+        try:
+            mod = tune(mod, target, trials, tmp)
+        except Exception as exc:  # MetaSchedule's errors, a worker that died
+            raise ModelCompileError(f"MetaSchedule tuning: {type(exc).__name__}: {exc}".strip()) from None
+        seconds = time.perf_counter() - started
+        os.replace(tmp, db)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return mod, {"cache_hit": False, "s": round(seconds, 3), "database": str(db), "records": _records(db),
+                 "trials": trials, "finished_utc": utc_now()}
+
+
+def build_library(mod, target: dict, path: Path) -> None:
+    """``tvm.compile`` (default Relax pipeline) and ``export_library`` to the shared library ``path``
+    (links with the host's C compiler)."""
+    tvm, _, _ = _tvm()
+    try:
+        executable = tvm.compile(mod, target=tvm.target.Target(target))
+        executable.export_library(str(path))
+    except Exception as exc:
+        raise ModelCompileError(f"tvm.compile / export_library: {type(exc).__name__}: {exc}".strip()) \
+            from None
+
+
+# ------------------------------------------------------------------------------------------------
+# the cached artefact
+# ------------------------------------------------------------------------------------------------
+
+
+def cached(out: Path, key: str) -> Optional[dict]:
+    """The ``.info`` of ``out`` when the artefact and its recipe are there and match ``key`` and
+    the recorded size, else None."""
+    info_path = out.with_suffix(".info")
+    if not out.is_file() or not info_path.is_file():
+        return None
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if info.get("key") != key or info.get("size") != out.stat().st_size:
+        return None
+    return info
+
+
+def compile_model(model, proto, options: dict, cache_dir, target: Optional[str] = None) -> Tuple[Path, dict]:
+    """Compile the ONNX file ``model`` (its parsed ``proto``) to a cached ``.tvm`` artefact.
+
+    ``options``: ``codegen`` and ``tune_trials`` (:data:`OPTIONS`); ``target``: None (this host)
+    or :func:`parse_target`'s text. Returns ``(path, info)``; ``info["cache_hit"]`` says whether it
+    was made now.
+
+    Raises:
+        ValueError: a bad option or target.
+        BackendUnavailableError: tvm is not installed.
+        ModelCompileError: the frontend, tuning or the build failed (nothing is left in the cache).
+    """
+    opts = check_options(options)
+    tvm, _, _ = _tvm()
+    vers = versions(tvm)
+    tgt = parse_target(target, host_target(tvm))
+    sha = file_sha256(model)
+    key = cache_key(sha, tgt, vers, opts["codegen"], opts["tune_trials"])
+    folder = Path(cache_dir).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{Path(model).stem}.{slug(opts['codegen'], opts['tune_trials'])}"
+    out = folder / f"{name}.{key}{SUFFIX}"
+    hit = cached(out, key)
+    if hit is not None:
+        return out, dict(hit, cache_hit=True)
+    request = {"model": Path(model), "sha256": sha, "target": tgt, "versions": vers, "key": key,
+               "codegen": opts["codegen"], "trials": opts["tune_trials"], "name": name + SUFFIX}
+    return out, dict(make_artefact(request, proto, folder, out), cache_hit=False)
+
+
+def make_artefact(req: dict, proto, folder: Path, out: Path) -> dict:
+    """Import, tune (``tuned``), build and write ``out`` and its ``.info`` (last); the recipe."""
+    started = time.perf_counter()
+    inputs = graph_inputs(proto)
+    mod = import_onnx(proto, inputs)
+    outputs = graph_outputs(proto, mod)
+    tuning = None
+    if req["codegen"] == "tuned":
+        tkey = tuning_key(req["sha256"], req["target"], req["versions"]["tvm"], req["trials"])
+        mod, tuning = tuned_module(mod, req["target"], req["trials"], folder, tkey)
+        tuning["key"] = tkey
+    _, tmp = new_temp(folder, directory=True)
+    try:
+        library = Path(tmp) / LIBRARY
+        build_library(mod, req["target"], library)
+        meta = {"schema": SCHEMA, "entry": "main", "inputs": inputs, "outputs": outputs,
+                "target": req["target"], "target_text": target_text(req["target"]),
+                "tvm_version": req["versions"]["tvm"], "tvm_ffi_version": req["versions"]["tvm_ffi"],
+                "source": {"path": str(req["model"]), "sha256": req["sha256"]}, "codegen": req["codegen"],
+                "trials": req["trials"], "implementation": IMPLEMENTATION[req["codegen"]],
+                "created_utc": utc_now()}
+        staged = Path(tmp) / ("artefact" + SUFFIX)
+        write_artefact(staged, library.read_bytes(), meta)
+        wall = time.perf_counter() - started
+        info = dict(meta, schema=INFO_SCHEMA, artefact_schema=SCHEMA, key=req["key"], name=req["name"],
+                    sha256=file_sha256(staged), size=staged.stat().st_size, tuning=tuning,
+                    compile_s=round(wall - ((tuning or {}).get("s") or 0.0), 3), wall_s=round(wall, 3))
+        os.replace(staged, out)
+        write_json_atomic(info, str(out.with_suffix(".info")))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return info
