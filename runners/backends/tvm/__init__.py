@@ -43,4 +43,5 @@ DESCRIPTOR = BackendDescriptor(
     "ONNX Runtime, cache keys and hits, typed errors); `host bench --backend tvm` on this machine; "
     "not built for or run on an ARM board (no cross-compiled library, no tuning over RPC, the "
     "arm-cpu image does not install TVM)",
+    verified_on=("x86-64 Debian VM (the test machine): compiled (untuned, tuned) and run here",),
 )
