@@ -105,7 +105,7 @@ def test_corrupt_models_fail_with_model_load_error(name):
 def test_unknown_backend_is_reported():
     doc = _run(None, backend="nosuch")
     assert doc["error"]["type"] == "BackendUnavailableError"
-    assert "available: null, ort, tensorrt, vart" in doc["error"]["message"]
+    assert "available: null, ort, tensorrt, tvm, vart" in doc["error"]["message"]
     doc = _run(None, backend="tensorrt")  # implemented, but its runtime is not installed here
     assert doc["error"]["type"] == "BackendUnavailableError" and "tensorrt" in doc["error"]["message"]
 
