@@ -47,10 +47,15 @@ def test_descriptor_declares_the_runtime_and_its_compiler():
     assert desc.implemented and desc.model_suffixes == (".tvm",) and desc.runtime_modules == ("tvm",)
     assert desc.precisions == ("fp32",) and set(desc.families) == {"arm_cpu", "x86_a100"}
     assert [o.name for o in desc.options] == ["threads", "numpy_io"]
+    assert [o.name for o in desc.compiler.options] == ["codegen", "tune_trials", "trials_per_task"]
     assert desc.compiler is not None and desc.compiler.compile is tvm_compile.compile_model
-    assert desc.compiler.resolve({}) == {"codegen": "untuned", "tune_trials": 32}
-    assert desc.compiler.resolve({"codegen": "tuned", "tune-trials": "4"}) == {"codegen": "tuned",
-                                                                               "tune_trials": 4}
+    assert desc.compiler.resolve({}) == {"codegen": "untuned", "tune_trials": 32, "trials_per_task": 0}
+    assert desc.compiler.resolve({"codegen": "tuned", "tune-trials": "4"}) == {
+        "codegen": "tuned", "tune_trials": 4, "trials_per_task": 0}
+    assert tvm_compile.check_options({"codegen": "untuned", "tune_trials": 8, "trials_per_task": 2}) == {
+        "codegen": "untuned", "tune_trials": 0, "trials_per_task": 0}
+    with pytest.raises(ValueError, match="0..100000"):
+        tvm_compile.check_options({"codegen": "tuned", "trials_per_task": -1})
     with pytest.raises(ValueError, match="one of untuned, tuned"):
         desc.compiler.resolve({"codegen": "ansor"})
     with pytest.raises(ValueError, match="no compile option nosuch"):
@@ -121,15 +126,19 @@ def test_cache_keys_change_with_each_part_and_only_then():
               tvm_compile.cache_key(sha, HOST, dict(versions, tvm="0.28.0"), "tuned", 32),
               tvm_compile.cache_key(sha, HOST, dict(versions, tvm_ffi="0.1.15"), "tuned", 32),
               tvm_compile.cache_key(sha, HOST, versions, "tuned", 64),
-              tvm_compile.cache_key(sha, HOST, versions, "untuned", 0)]
-    assert len({base, *others}) == 7
+              tvm_compile.cache_key(sha, HOST, versions, "untuned", 0),
+              tvm_compile.cache_key(sha, HOST, versions, "tuned", 32, 4)]
+    assert len({base, *others}) == 8
+    assert base == tvm_compile.cache_key(sha, HOST, versions, "tuned", 32, 0)
     tkey = tvm_compile.tuning_key(sha, HOST, "0.27.0", 32)
     assert tkey == tvm_compile.tuning_key(sha, dict(HOST), "0.27.0", 32)
     assert len({tkey, tvm_compile.tuning_key("b" * 64, HOST, "0.27.0", 32),
                 tvm_compile.tuning_key(sha, dict(HOST, mcpu="x"), "0.27.0", 32),
                 tvm_compile.tuning_key(sha, HOST, "0.28.0", 32),
-                tvm_compile.tuning_key(sha, HOST, "0.27.0", 8)}) == 5
+                tvm_compile.tuning_key(sha, HOST, "0.27.0", 8),
+                tvm_compile.tuning_key(sha, HOST, "0.27.0", 32, 2)}) == 6
     assert tvm_compile.slug("untuned", 0) == "tvm-untuned" and tvm_compile.slug("tuned", 32) == "tvm-tuned32"
+    assert tvm_compile.slug("tuned", 256, 8) == "tvm-tuned256p8"
 
 
 @pytest.mark.parametrize("args,words", [
@@ -232,23 +241,29 @@ def test_cli_compiles_copies_and_the_runner_runs_the_copy(untuned, tmp_path):
     assert doc["runtime"]["name"] == "tvm" and doc["latency"]["latency_ms_p50"] > 0
 
 
+TUNED = {"codegen": "tuned", "tune_trials": "4", "trials_per_task": "2"}
+
+
 @pytest.mark.slow
 def test_tuned_compile_caches_its_database_by_the_stated_key(tmp_path, monkeypatch):
     pytest.importorskip("tvm", reason="apache-tvm (the tvm extra) is not installed")
     from host.models.runtime_compile import compile_with
 
     cache = tmp_path / "cache"
-    path, info = compile_with("tvm", TINY, {"codegen": "tuned", "tune_trials": "2"}, cache_dir=cache)
+    path, info = compile_with("tvm", TINY, TUNED, cache_dir=cache)
     tuning = info["tuning"]
-    assert info["codegen"] == "tuned" and info["trials"] == 2 and tuning["cache_hit"] is False
-    assert tuning["s"] > 0 and path.name.startswith("tiny_cnn.tvm-tuned2.")
+    assert info["codegen"] == "tuned" and info["trials"] == 4 and info["trials_per_task"] == 2
+    assert tuning["cache_hit"] is False and tuning["s"] > 0 and path.name.startswith("tiny_cnn.tvm-tuned4p2.")
     db = Path(tuning["database"])
     assert db.parent == cache / "tuning" and db.name == tvm_compile.tuning_key(
-        info["source"]["sha256"], info["target"], info["tvm_version"], 2)
+        info["source"]["sha256"], info["target"], info["tvm_version"], 4, 2)
+    records = (db / "database_tuning_record.json").read_text().splitlines()
+    tuned_tasks = {json.loads(line)[0] for line in records}
+    assert len(tuned_tasks) >= 2  # 2 trials per task: the 4 trials reach at least two tasks
     stamps = {f.name: f.stat().st_mtime_ns for f in db.iterdir()}
     path.unlink()  # the artefact is gone: it is built again from the cached database, without tuning
     monkeypatch.setattr(tvm_compile, "tune", lambda *a: pytest.fail("tuned again"))
-    again, info2 = compile_with("tvm", TINY, {"codegen": "tuned", "tune_trials": "2"}, cache_dir=cache)
+    again, info2 = compile_with("tvm", TINY, TUNED, cache_dir=cache)
     assert again == path and info2["cache_hit"] is False and info2["tuning"]["cache_hit"] is True
     assert {f.name: f.stat().st_mtime_ns for f in db.iterdir()} == stamps
     backend = get_backend("tvm", {"threads": 1})

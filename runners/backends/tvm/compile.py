@@ -24,7 +24,7 @@ nor the host). Runs where ``tvm`` is installed, i.e. on the host; never on a boa
   another architecture than this host's is refused: cross-linking (an aarch64 board's library from
   x86) is not done here.
 
-**Cache.** Artefacts live in ``CACHE/<stem>.tvm-<codegen>[<trials>].<key>.tvm`` with a ``.info``
+**Cache.** Artefacts live in ``CACHE/<stem>.tvm-<codegen>[<trials>[p<per task>]].<key>.tvm`` with a ``.info``
 beside them; ``key`` (:func:`cache_key`) hashes the source's sha256, the target, the TVM and
 tvm-ffi versions, the codegen and the trials, so the same request is a cache hit (nothing runs)
 and any change makes a new file. MetaSchedule's database of a tuned request lives in
@@ -64,6 +64,9 @@ OPTIONS = (
     BackendOption("codegen", str, "untuned", "untuned: TVM's default pipeline; tuned: MetaSchedule tuning "
                   "on this machine first", choices=CODEGENS),
     BackendOption("tune_trials", int, 32, "MetaSchedule trials in all (codegen=tuned; 1..100000)"),
+    BackendOption("trials_per_task", int, 0, "MetaSchedule's cap per task (max_trials_per_task; "
+                  "codegen=tuned); 0: Relax's default, the same as tune_trials, which may spend them all "
+                  "on a few tasks"),
 )
 
 IMPLEMENTATION = {
@@ -82,14 +85,19 @@ IMPLEMENTATION = {
 
 
 def check_options(options: dict) -> dict:
-    """``{"codegen", "tune_trials"}`` checked. Raises ValueError."""
+    """``{"codegen", "tune_trials", "trials_per_task"}`` checked (0 trials untuned). Raises ValueError."""
     codegen = options.get("codegen", "untuned")
     if codegen not in CODEGENS:
         raise ValueError(f"codegen={codegen!r}: one of {', '.join(CODEGENS)}")
     trials = int(options.get("tune_trials", 32))
     if not 1 <= trials <= MAX_TRIALS:
         raise ValueError(f"tune_trials={trials}: 1..{MAX_TRIALS}")
-    return {"codegen": codegen, "tune_trials": trials if codegen == "tuned" else 0}
+    per_task = int(options.get("trials_per_task", 0))
+    if not 0 <= per_task <= MAX_TRIALS:
+        raise ValueError(f"trials_per_task={per_task}: 0..{MAX_TRIALS}")
+    tuned = codegen == "tuned"
+    return {"codegen": codegen, "tune_trials": trials if tuned else 0,
+            "trials_per_task": per_task if tuned else 0}
 
 
 def parse_target(text: Optional[str], host: dict) -> dict:
@@ -135,21 +143,27 @@ def _digest(doc: dict) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def tuning_key(source_sha256: str, target: dict, tvm_version: str, trials: int) -> str:
-    """Key of a MetaSchedule database: source sha256 x target x TVM version x trials."""
-    return _digest({"source": source_sha256, "target": target, "tvm": tvm_version, "trials": int(trials)})
+def tuning_key(source_sha256: str, target: dict, tvm_version: str, trials: int, per_task: int = 0) -> str:
+    """Key of a MetaSchedule database: source sha256 x target x TVM version x trials (in all, and per
+    task)."""
+    return _digest({"source": source_sha256, "target": target, "tvm": tvm_version, "trials": int(trials),
+                    "per_task": int(per_task)})
 
 
-def cache_key(source_sha256: str, target: dict, versions: dict, codegen: str, trials: int) -> str:
-    """Key of an artefact: source sha256 x target x TVM (and tvm-ffi) versions x codegen x trials x
-    the artefact's schema."""
+def cache_key(source_sha256: str, target: dict, versions: dict, codegen: str, trials: int,
+              per_task: int = 0) -> str:
+    """Key of an artefact: source sha256 x target x TVM (and tvm-ffi) versions x codegen x trials (in
+    all, and per task) x the artefact's schema."""
     return _digest({"source": source_sha256, "target": target, "versions": versions, "codegen": codegen,
-                    "trials": int(trials), "schema": SCHEMA})
+                    "trials": int(trials), "per_task": int(per_task), "schema": SCHEMA})
 
 
-def slug(codegen: str, trials: int) -> str:
-    """``tvm-untuned`` or ``tvm-tuned32``: the part of the artefact's name after the model stem."""
-    return "tvm-untuned" if codegen == "untuned" else f"tvm-tuned{int(trials)}"
+def slug(codegen: str, trials: int, per_task: int = 0) -> str:
+    """``tvm-untuned``, ``tvm-tuned32`` or ``tvm-tuned256p8`` (8 per task): the part of the artefact's
+    name after the model stem."""
+    if codegen == "untuned":
+        return "tvm-untuned"
+    return f"tvm-tuned{int(trials)}" + (f"p{int(per_task)}" if per_task else "")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,12 +271,13 @@ def import_onnx(proto, inputs: list):
         raise ModelCompileError(f"the Relax ONNX frontend: {type(exc).__name__}: {exc}".strip()) from None
 
 
-def tune(mod, target: dict, trials: int, work_dir: str):
-    """MetaSchedule: tune ``mod``'s fused TIR functions with ``trials`` trials in all, the database in
-    ``work_dir``, and apply its best records (Relax's ``static_shape_tuning`` pipeline)."""
+def tune(mod, target: dict, trials: int, work_dir: str, per_task: int = 0):
+    """MetaSchedule: tune ``mod``'s fused TIR functions with ``trials`` trials in all (at most
+    ``per_task`` each; 0: no cap of ours), the database in ``work_dir``, and apply its best records
+    (Relax's ``static_shape_tuning`` pipeline)."""
     _, relax, _ = _tvm()
     return relax.get_pipeline("static_shape_tuning", total_trials=int(trials), target=dict(target),
-                              work_dir=str(work_dir))(mod)
+                              work_dir=str(work_dir), max_trials_per_task=int(per_task) or None)(mod)
 
 
 def apply_database(mod, target: dict, work_dir: str):
@@ -280,19 +295,20 @@ def _records(folder: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-def tuned_module(mod, target: dict, trials: int, cache: Path, key: str) -> tuple:
+def tuned_module(mod, target: dict, trials: int, cache: Path, key: str, per_task: int = 0) -> tuple:
     """``(mod with the tuned schedules applied, tuning record)``: the database of ``key`` under
     ``cache/tuning/`` when there (no tuning), else tuned now into a new folder renamed into place."""
     db = cache / "tuning" / key
     if db.is_dir():
         return apply_database(mod, target, str(db)), {
-            "cache_hit": True, "s": None, "database": str(db), "records": _records(db), "trials": trials}
+            "cache_hit": True, "s": None, "database": str(db), "records": _records(db), "trials": trials,
+            "trials_per_task": per_task}
     db.parent.mkdir(parents=True, exist_ok=True)
     _, tmp = new_temp(db.parent, directory=True)
     try:
         started = time.perf_counter()
         try:
-            mod = tune(mod, target, trials, tmp)
+            mod = tune(mod, target, trials, tmp, per_task)
         except Exception as exc:  # MetaSchedule's errors, a worker that died
             raise ModelCompileError(f"MetaSchedule tuning: {type(exc).__name__}: {exc}".strip()) from None
         seconds = time.perf_counter() - started
@@ -301,7 +317,7 @@ def tuned_module(mod, target: dict, trials: int, cache: Path, key: str) -> tuple
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return mod, {"cache_hit": False, "s": round(seconds, 3), "database": str(db), "records": _records(db),
-                 "trials": trials, "finished_utc": utc_now()}
+                 "trials": trials, "trials_per_task": per_task, "finished_utc": utc_now()}
 
 
 def build_library(mod, target: dict, path: Path) -> None:
@@ -339,9 +355,9 @@ def cached(out: Path, key: str) -> Optional[dict]:
 def compile_model(model, proto, options: dict, cache_dir, target: Optional[str] = None) -> Tuple[Path, dict]:
     """Compile the ONNX file ``model`` (its parsed ``proto``) to a cached ``.tvm`` artefact.
 
-    ``options``: ``codegen`` and ``tune_trials`` (:data:`OPTIONS`); ``target``: None (this host)
-    or :func:`parse_target`'s text. Returns ``(path, info)``; ``info["cache_hit"]`` says whether it
-    was made now.
+    ``options``: ``codegen``, ``tune_trials`` and ``trials_per_task`` (:data:`OPTIONS`); ``target``:
+    None (this host) or :func:`parse_target`'s text. Returns ``(path, info)``; ``info["cache_hit"]``
+    says whether it was made now.
 
     Raises:
         ValueError: a bad option or target.
@@ -353,16 +369,17 @@ def compile_model(model, proto, options: dict, cache_dir, target: Optional[str] 
     vers = versions(tvm)
     tgt = parse_target(target, host_target(tvm))
     sha = file_sha256(model)
-    key = cache_key(sha, tgt, vers, opts["codegen"], opts["tune_trials"])
+    key = cache_key(sha, tgt, vers, opts["codegen"], opts["tune_trials"], opts["trials_per_task"])
     folder = Path(cache_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{Path(model).stem}.{slug(opts['codegen'], opts['tune_trials'])}"
+    name = f"{Path(model).stem}.{slug(opts['codegen'], opts['tune_trials'], opts['trials_per_task'])}"
     out = folder / f"{name}.{key}{SUFFIX}"
     hit = cached(out, key)
     if hit is not None:
         return out, dict(hit, cache_hit=True)
     request = {"model": Path(model), "sha256": sha, "target": tgt, "versions": vers, "key": key,
-               "codegen": opts["codegen"], "trials": opts["tune_trials"], "name": name + SUFFIX}
+               "codegen": opts["codegen"], "trials": opts["tune_trials"], "per_task": opts["trials_per_task"],
+               "name": name + SUFFIX}
     return out, dict(make_artefact(request, proto, folder, out), cache_hit=False)
 
 
@@ -374,8 +391,9 @@ def make_artefact(req: dict, proto, folder: Path, out: Path) -> dict:
     outputs = graph_outputs(proto, mod)
     tuning = None
     if req["codegen"] == "tuned":
-        tkey = tuning_key(req["sha256"], req["target"], req["versions"]["tvm"], req["trials"])
-        mod, tuning = tuned_module(mod, req["target"], req["trials"], folder, tkey)
+        tkey = tuning_key(req["sha256"], req["target"], req["versions"]["tvm"], req["trials"],
+                          req["per_task"])
+        mod, tuning = tuned_module(mod, req["target"], req["trials"], folder, tkey, req["per_task"])
         tuning["key"] = tkey
     _, tmp = new_temp(folder, directory=True)
     try:
@@ -385,7 +403,8 @@ def make_artefact(req: dict, proto, folder: Path, out: Path) -> dict:
                 "target": req["target"], "target_text": target_text(req["target"]),
                 "tvm_version": req["versions"]["tvm"], "tvm_ffi_version": req["versions"]["tvm_ffi"],
                 "source": {"path": str(req["model"]), "sha256": req["sha256"]}, "codegen": req["codegen"],
-                "trials": req["trials"], "implementation": IMPLEMENTATION[req["codegen"]],
+                "trials": req["trials"], "trials_per_task": req["per_task"],
+                "implementation": IMPLEMENTATION[req["codegen"]],
                 "created_utc": utc_now()}
         staged = Path(tmp) / ("artefact" + SUFFIX)
         write_artefact(staged, library.read_bytes(), meta)
