@@ -63,6 +63,11 @@ def test_descriptor_declares_the_runtime_and_its_compiler():
     assert desc.to_json()["compiler"]["options"][0]["name"] == "codegen"
 
 
+def test_the_generated_runtime_tables_list_it():
+    for doc in ("README.md", "docs/devices.md"):  # tests/test_docs_generated.py keeps them current
+        assert "| `tvm` | Apache TVM:" in (ROOT / doc).read_text(encoding="utf-8"), doc
+
+
 def test_discovering_the_runtime_imports_no_tvm():
     code = "import sys; from runners.backends import descriptors; descriptors(); print('tvm' in sys.modules)"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
