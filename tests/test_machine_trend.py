@@ -145,9 +145,26 @@ def test_the_campaign_note_names_a_load_change_once():
     assert trend["trend"] is False and trend["load_step"] is True  # the reference's speed did not move
     assert (trend["load_first"], trend["load_last"]) == (0.02, 0.5)
     line = trend_line("local", trend)
-    assert line == ("machine trend on local: other processes used 2% of its CPU in the first third of the "
-                    "rounds and 50% in the last: the whole board's speed moved, and every cell on it with it")
+    assert line == ("machine trend on local: other processes used 2% of its CPU before round 6 and 50% from "
+                    "it on: the whole board's speed moved, and every cell on it with it")
     quiet = [dict(r, others_cpu_share=0.02) for r in runs]
     assert trend_line("local", machine_trend(quiet)) is None
     old = [{"round": r, "latency_ms_p50": 1.15} for r in range(1, 10)]  # records from before the share
     assert machine_trend(old)["load_step"] is False and trend_line("local", machine_trend(old)) is None
+
+
+def test_a_load_that_starts_a_few_rounds_in_is_found_where_it_starts():
+    """bench/machine_step.py's run at 2988782: two busy loops from 25 s on, a campaign of 22 rounds,
+    so only rounds 1-3 ran before them; between the first and last thirds the load did not differ.
+    The step is found at round 4; one spike, or two, is not a step (medians of >= 3 runs a side)."""
+    others = [0.03, 0.02, 0.04] + [0.49, 0.51, 0.5, 0.48] * 4 + [0.5, 0.47, 0.52]
+    runs = [{"round": r, "latency_ms_p50": 1.17, "others_cpu_share": o} for r, o in enumerate(others, 1)]
+    trend = machine_trend(runs)
+    assert trend["load_step"] is True and trend["load_from_round"] == 4
+    assert (trend["load_first"], trend["load_last"]) == (0.03, 0.5)
+    spikes = [0.02] * 8 + [0.6, 0.02, 0.6] + [0.02] * 8
+    runs = [{"round": r, "latency_ms_p50": 1.17, "others_cpu_share": o} for r, o in enumerate(spikes, 1)]
+    assert machine_trend(runs)["load_step"] is False
+    few = [0.0] * 2 + [0.5] * 3  # two runs before the step: too few to tell
+    short = [{"round": r, "latency_ms_p50": 1.17, "others_cpu_share": o} for r, o in enumerate(few, 1)]
+    assert machine_trend(short)["load_step"] is False

@@ -110,20 +110,36 @@ def machine_trend(records: list, threshold: float = TREND_THRESHOLD) -> dict | N
             "trend": abs(change) > threshold, **_load_trend(records)}
 
 
+#: A load step needs this many reference runs on each side of it (medians of fewer follow one spike).
+LOAD_SIDE_MIN = 3
+
+
 def _load_trend(records: list) -> dict:
     """Other processes' CPU use during the reference runs (``others_cpu_share``, share of the
-    board's capacity): ``{"load_first", "load_last", "load_step"}``, the medians of the first and
-    last third of the runs that report it and whether they differ by at least
-    :data:`host.campaign.machine.LOAD_STEP`; Nones with fewer than two such runs."""
+    board's capacity), as a step: of every split of the runs that report it into a before and an
+    after of at least :data:`LOAD_SIDE_MIN` runs each, the one that fits them best as two levels
+    (least absolute deviation from each side's median: an L1 change point, one step). A load that
+    starts a few rounds in is found there, not only between the first and last thirds.
+    Returns ``{"load_first", "load_last", "load_from_round", "load_step"}``: the medians before and
+    after that split, the round the after part starts at, and whether they differ by at least
+    :data:`host.campaign.machine.LOAD_STEP`; Nones (and False) with fewer than
+    2 × :data:`LOAD_SIDE_MIN` such runs."""
     from host.campaign.machine import LOAD_STEP
 
-    shares = [r.get("others_cpu_share") for r in records or [] if isinstance(r, dict)]
-    shares = [x for x in shares if isinstance(x, (int, float)) and math.isfinite(x)]
-    if len(shares) < 2:
-        return {"load_first": None, "load_last": None, "load_step": False}
-    k = max(1, len(shares) // 3)
-    first, last = statistics.median(shares[:k]), statistics.median(shares[-k:])
-    return {"load_first": first, "load_last": last, "load_step": abs(last - first) >= LOAD_STEP}
+    runs = [(r.get("round") or 0, r.get("others_cpu_share")) for r in records or [] if isinstance(r, dict)]
+    runs = [(n, x) for n, x in runs if isinstance(x, (int, float)) and math.isfinite(x)]
+    out = {"load_first": None, "load_last": None, "load_from_round": None, "load_step": False}
+    best = None
+    for k in range(LOAD_SIDE_MIN, len(runs) - LOAD_SIDE_MIN + 1):
+        sides = [[x for _, x in runs[:k]], [x for _, x in runs[k:]]]
+        medians = [statistics.median(side) for side in sides]
+        cost = sum(abs(x - m) for side, m in zip(sides, medians) for x in side)
+        if best is None or cost < best[0]:
+            best = (cost, *medians, runs[k][0])
+    if best is not None:
+        out.update(load_first=best[1], load_last=best[2], load_from_round=best[3],
+                   load_step=abs(best[2] - best[1]) >= LOAD_STEP)
+    return out
 
 
 def trend_line(device: str, trend: dict | None) -> str | None:
@@ -143,8 +159,8 @@ def trend_line(device: str, trend: dict | None) -> str | None:
                      f"{rounds(trend['first_rounds'])} ({trend['first_ms']:.3g} ms), beyond "
                      f"±{trend['threshold']:.0%}")
     if trend.get("load_step"):
-        parts.append(f"other processes used {trend['load_first']:.0%} of its CPU in the first third of the "
-                     f"rounds and {trend['load_last']:.0%} in the last")
+        parts.append(f"other processes used {trend['load_first']:.0%} of its CPU before round "
+                     f"{trend['load_from_round']} and {trend['load_last']:.0%} from it on")
     return (f"machine trend on {device}: " + "; ".join(parts)
             + ": the whole board's speed moved, and every cell on it with it")
 
