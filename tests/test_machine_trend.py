@@ -115,9 +115,10 @@ def test_a_change_of_the_boards_load_is_the_boards_not_the_cells_own():
     v = cell_verdict(_latency(0.02), records, PROTOCOL, spent_s=5.0,
                      machine=machine_change(reference(STEADY), records))
     assert v["checks"]["no_trend_across_processes"] is True and v["checks"]["machine_steady"] is False
-    # first third = rounds 1-3 (0.02 each), last third = rounds 8-10 (0.5 each)
+    # the step: rounds 1-5 (0.02 each), rounds 6-10 (0.5 each)
     reason = v["reasons_by_check"]["machine_steady"]
-    assert "other processes used 2% of its CPU in this cell's first processes and 50% in its last" in reason
+    assert ("other processes used 2% of its CPU in this cell's processes before the step and 50% after it"
+            in reason)
     assert "(rounds 1-10), this cell +38%: a machine change, not this cell's" in reason
     found = load_change(records)
     assert found == {"first": 0.02, "last": 0.5, "change": pytest.approx(0.48), "rounds": [1, 10]}
@@ -168,3 +169,20 @@ def test_a_load_that_starts_a_few_rounds_in_is_found_where_it_starts():
     few = [0.0] * 2 + [0.5] * 3  # two runs before the step: too few to tell
     short = [{"round": r, "latency_ms_p50": 1.17, "others_cpu_share": o} for r, o in enumerate(few, 1)]
     assert machine_trend(short)["load_step"] is False
+
+
+def test_a_load_from_a_cells_fourth_process_on_is_the_boards():
+    """bench/machine_step.py at 2988782: digits_cnn and MobileNetV2 x0.25 ran rounds 1-21 with two
+    busy loops from round 4 on; their processes' load was 2 % then 50 %, so the first and the last
+    third both held the hog and their trend was blamed on them. The step is at process 4."""
+    hog = [0.02, 0.03, 0.02] + [0.5] * 18
+    ramp = [1.0] * 3 + [1.1 + 0.02 * i for i in range(18)]  # a trend of about +50 % over the cell
+    records = [_record([f], round_no=r, others=o) for r, f, o in zip(range(1, 22), ramp, hog)]
+    found = load_change(records)
+    assert (found["first"], found["last"]) == (0.02, 0.5)
+    ref = [{"round": r, "latency_ms_p50": 2.0} for r in range(0, 21)]
+    v = cell_verdict(_latency(0.02), records, PROTOCOL, spent_s=5.0, machine=machine_change(ref, records))
+    assert v["checks"]["no_trend_across_processes"] is True and v["checks"]["machine_steady"] is False
+    calm = [dict(r, sessions=[dict(s, others_cpu_share=0.02) for s in r["sessions"]]) for r in records]
+    v = cell_verdict(_latency(0.02), calm, PROTOCOL, spent_s=5.0, machine=machine_change(ref, calm))
+    assert v["checks"]["no_trend_across_processes"] is False  # the same trend, no load: the cell's own

@@ -79,8 +79,8 @@ def machine_change(reference: list | None, records: list) -> dict | None:
 def load_change(records: list) -> dict | None:
     """How much other processes' CPU use on the board changed over this cell's processes
     (``records``, in run order): the median ``others_cpu_share`` (share of the board's CPU
-    capacity during the timed loops, :mod:`runners.environment`) of the last third of the
-    processes against the first third's, each process the median of its sessions. Returns
+    capacity during the timed loops, :mod:`runners.environment`) after the step against before
+    it (:func:`level_step`, at least 2 processes a side), each process the median of its sessions. Returns
     ``{"first", "last", "change", "rounds": [first, last]}``, or None with fewer than 4 processes
     that report it."""
     per = []
@@ -91,9 +91,25 @@ def load_change(records: list) -> dict | None:
             per.append((r.get("round"), float(np.median(shares))))
     if len(per) < 4:
         return None
-    k = max(1, len(per) // 3)
-    first, last = float(np.median([x for _, x in per[:k]])), float(np.median([x for _, x in per[-k:]]))
+    first, last, _ = level_step([x for _, x in per], 2)
     return {"first": first, "last": last, "change": last - first, "rounds": [per[0][0], per[-1][0]]}
+
+
+def level_step(values: list, side_min: int) -> tuple | None:
+    """One step in ``values`` (in run order): of every split into a before and an after of at
+    least ``side_min`` values each, the one that fits them best as two levels — least absolute
+    deviation from each side's median (an L1 change point with one change). Returns
+    ``(median before, median after, index the after part starts at)``, or None with fewer than
+    2 × ``side_min`` values. A step a few runs in is found where it is, where comparing the first
+    and last thirds would put it inside the first third."""
+    best = None
+    for k in range(side_min, len(values) - side_min + 1):
+        sides = (values[:k], values[k:])
+        medians = [float(np.median(side)) for side in sides]
+        cost = sum(abs(x - m) for side, m in zip(sides, medians) for x in side)
+        if best is None or cost < best[0]:
+            best = (cost, medians[0], medians[1], k)
+    return None if best is None else best[1:]
 
 
 def _moved_with_machine(trend: float | None, machine: dict | None, bound: float) -> bool:
@@ -130,7 +146,7 @@ def trend_verdict(n: int, trend: float | None, protocol, machine: dict | None,
     if own and _loaded(load):
         return {"no_trend_across_processes": True, "machine_steady": False}, {"machine_steady": (
             f"the board's load changed while this cell ran: other processes used {load['first']:.0%} of its "
-            f"CPU in this cell's first processes and {load['last']:.0%} in its last (rounds "
+            f"CPU in this cell's processes before the step and {load['last']:.0%} after it (rounds "
             f"{load['rounds'][0]}-{load['rounds'][1]}), this cell {trend:+.0%}: a machine change, not this "
             "cell's; re-run when the board is quiet")}
     if own:

@@ -118,27 +118,21 @@ def _load_trend(records: list) -> dict:
     """Other processes' CPU use during the reference runs (``others_cpu_share``, share of the
     board's capacity), as a step: of every split of the runs that report it into a before and an
     after of at least :data:`LOAD_SIDE_MIN` runs each, the one that fits them best as two levels
-    (least absolute deviation from each side's median: an L1 change point, one step). A load that
-    starts a few rounds in is found there, not only between the first and last thirds.
+    (:func:`host.campaign.machine.level_step`). A load that starts a few rounds in is found there,
+    not only between the first and last thirds.
     Returns ``{"load_first", "load_last", "load_from_round", "load_step"}``: the medians before and
     after that split, the round the after part starts at, and whether they differ by at least
     :data:`host.campaign.machine.LOAD_STEP`; Nones (and False) with fewer than
     2 × :data:`LOAD_SIDE_MIN` such runs."""
-    from host.campaign.machine import LOAD_STEP
+    from host.campaign.machine import LOAD_STEP, level_step
 
     runs = [(r.get("round") or 0, r.get("others_cpu_share")) for r in records or [] if isinstance(r, dict)]
     runs = [(n, x) for n, x in runs if isinstance(x, (int, float)) and math.isfinite(x)]
     out = {"load_first": None, "load_last": None, "load_from_round": None, "load_step": False}
-    best = None
-    for k in range(LOAD_SIDE_MIN, len(runs) - LOAD_SIDE_MIN + 1):
-        sides = [[x for _, x in runs[:k]], [x for _, x in runs[k:]]]
-        medians = [statistics.median(side) for side in sides]
-        cost = sum(abs(x - m) for side, m in zip(sides, medians) for x in side)
-        if best is None or cost < best[0]:
-            best = (cost, *medians, runs[k][0])
-    if best is not None:
-        out.update(load_first=best[1], load_last=best[2], load_from_round=best[3],
-                   load_step=abs(best[2] - best[1]) >= LOAD_STEP)
+    step = level_step([x for _, x in runs], LOAD_SIDE_MIN)
+    if step is not None:
+        out.update(load_first=step[0], load_last=step[1], load_from_round=runs[step[2]][0],
+                   load_step=abs(step[1] - step[0]) >= LOAD_STEP)
     return out
 
 
