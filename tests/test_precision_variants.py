@@ -436,3 +436,20 @@ def test_static_int8_zero_points_are_all_zero_for_tensorrt(tmp_path):
                    and len(n.input) > 2]
     assert zero_points and all(not np.any(inits[z]) for z in zero_points if z in inits)
     assert "symmetric" in info["activation_type"]
+
+
+def test_a_dotted_model_name_is_kept_whole_in_a_copied_variant(tmp_path):
+    """`-o FOLDER` names the copy after the source model: mobilenet_v2_w0.25_cifar10 was cut at its
+    first dot (mobilenet_v2_w0.fp16.onnx) before."""
+    runner, app = _cli()
+    dotted = tmp_path / "m" / "tiny_w0.25_v1.2.onnx"
+    dotted.parent.mkdir()
+    shutil.copyfile(TINY, dotted)
+    res = runner.invoke(app, ["convert", str(dotted), "--fp16", "--cache-dir", str(tmp_path / "cache"),
+                              "-o", str(tmp_path / "out"), "--json"])
+    assert res.exit_code == 0, res.output
+    copied = tmp_path / "out" / "tiny_w0.25_v1.2.fp16.onnx"
+    assert Path(json.loads(res.stdout)["copied_to"]) == copied
+    assert copied.exists() and copied.with_suffix(".info").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tiny_w0.25_v1.2.fp16.info",
+                                                                   "tiny_w0.25_v1.2.fp16.onnx"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -62,6 +63,19 @@ def write_info_json(path: Path, data: dict) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def copy_with_info(src: Path, dst: Path) -> None:
+    """Copy the file ``src`` and its ``.info`` sidecar (when there is one) to ``dst`` and
+    ``dst``'s ``.info``, making ``dst``'s folder; each written to a temp name and renamed, so a
+    reader never sees half a file. Raises OSError."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for a, b in ((src, dst), (src.with_suffix(".info"), dst.with_suffix(".info"))):
+        if a.exists():
+            tmp = b.with_name(f".tmp-{b.name}")
+            shutil.copyfile(a, tmp)
+            os.replace(tmp, b)
 
 
 def info_path(onnx_path: str | os.PathLike[str]) -> Path:

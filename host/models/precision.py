@@ -40,6 +40,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ import onnx
 
 from host.errors import HostError, QuantizationError
 from host.models.calibration import calibration_feeds, calibration_reader
+from host.models.onnxexport import copy_with_info
 from host.models.onnxgraph import (
     SHAPE_SLOTS,
     all_graphs,
@@ -303,15 +305,10 @@ def copy_variant(path: Path, out: Path, slug: str) -> Path:
     """
     path, out = Path(path), Path(out)
     if out.suffix != ".onnx" or out.is_dir():
-        stem = path.name.split(".")[0]
-        out = out / f"{stem}.{slug}.onnx"
+        cached = re.fullmatch(rf"(.+)\.{re.escape(slug)}\.[0-9a-f]+\.onnx", path.name)  # <stem>.<slug>.<key>
+        out = out / f"{cached.group(1) if cached else path.stem}.{slug}.onnx"
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for src, dst in ((path, out), (path.with_suffix(".info"), out.with_suffix(".info"))):
-            if src.exists():
-                tmp = dst.with_name(f".tmp-{dst.name}")
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
+        copy_with_info(path, out)
     except OSError as exc:
         raise QuantizationError(f"cannot copy {path} to {out} ({exc})") from exc
     return out

@@ -10,12 +10,11 @@ the name the recipe gives, so that ``host bench DIR`` picks the ``.info`` up as 
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Mapping, Optional, Tuple
 
 from host.errors import CompileError, CompileUsageError, ModelFormatError
+from host.models.onnxexport import copy_with_info
 
 DEFAULT_CACHE_DIR = Path("~/.cache/edgegauge/compiled")
 
@@ -89,12 +88,7 @@ def copy_compiled(path: Path, info: dict, out: Path) -> Path:
     the file's own name); each written to a temp name and renamed. Raises CompileError."""
     dst = Path(out) / str(info.get("name") or path.name)
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        for src, to in ((path, dst), (path.with_suffix(".info"), dst.with_suffix(".info"))):
-            if src.exists():
-                tmp = to.with_name(f".tmp-{to.name}")
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, to)
+        copy_with_info(path, dst)
     except OSError as exc:
         raise CompileError(f"cannot copy {path} to {dst} ({exc})") from exc
     return dst
