@@ -31,6 +31,8 @@ class CampaignOptions:
             second, a ``lock_wait`` event each time) before its cells fail as ``busy``; 0 = at once.
         precisions: the precision axis: ``"fp32"`` (the model as given) and
             :class:`host.models.precision.Recipe` objects (the host makes each variant, cached).
+        compile_axis: the code-generation axis: compile options of the runtime's compiler, one dict
+            per combination (:mod:`host.campaign.compiled`); each ONNX variant is compiled at each.
         dataset: ``inputs.npy`` + ``labels.npy`` folder: accuracy on the board for every model
             (else each model's own, named by its ``.info``); its first samples are the fidelity inputs.
         batches: the batch axis (a sweep, e.g. ``(1, 8, 32)``); None = ``config.batch``.
@@ -54,6 +56,7 @@ class CampaignOptions:
     break_lock: bool = False
     wait_lock: float = 0.0
     precisions: tuple = ("fp32",)
+    compile_axis: tuple = ()
     dataset: Path | None = None
     batches: tuple | None = None
     profile: bool = False

@@ -265,6 +265,7 @@ class Variant:
     run_model: Path
     recipe: dict | None = None
     arithmetic: str = "fp32"  # what a runtime's descriptor declares: fp32, fp16, int8
+    problem: str | None = None  # why it cannot run (its model did not compile): its cells are skipped
 
 
 def make_variants(models: list, precisions: tuple) -> list:
@@ -346,11 +347,11 @@ def plan_work(plan: Plan, variants: list, devices: list, options: CampaignOption
         base = device_config(options.config, device, options.backend)
         items, notes = [], {}
         for v, batch in ((v, b) for v in variants for b in options.batch_axis):
-            if not runs_format(base.backend, v.run_model):
+            if v.problem is None and not runs_format(base.backend, v.run_model):
                 plan.unplanned.append([device.name, v.run_model.name, base.backend])
                 continue
             cfg = dataclasses.replace(base, precision=v.precision, batch=batch)
-            why = runtime_refuses(base.backend, device, v)
+            why = v.problem or runtime_refuses(base.backend, device, v)
             if why is not None:
                 plan.skipped.append({"device": device.name, "model": v.model.stem, "config": cfg.slug,
                                      "reason": why})

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from host.campaign.compiled import compile_variants
 from host.campaign.document import (  # noqa: F401 - re-exported: the campaign's public names
     NOT_RUN,
     build_cell,
@@ -159,7 +160,8 @@ def _run_locked(models: list, devices: list, shared: Shared) -> CampaignResult:
 
     options, plan, camp_dir = shared.options, shared.plan, shared.folder
     partials = remove_partials(camp_dir)
-    variants = make_variants(models, options.precisions)
+    variants = compile_variants(make_variants(models, options.precisions), options.backend,
+                                options.compile_axis)
     shared.shas.update({m: cached_sha256(m) for v in variants for m in (v.model, v.run_model)})
     work = plan_work(plan, variants, devices, options, shared.shas)
     refuse_if_nothing_runs(work, plan)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, List, Optional
 
 import typer
 
+from host.cli.bench_compile import CompileOptionOpt, compile_axis
 from host.cli.bench_progress import run_bench
 from host.cli.bench_scenario import PANEL as SCENARIO_PANEL
 from host.cli.bench_scenario import (
@@ -191,7 +192,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print the cells as JSON i
 BENCH_PANELS = {
     "Models": ("models",),
     "Devices": ("inventory", "device", "group", "all_devices"),
-    "Matrix": ("backend", "precision", "batch", "shape", "threads", "option", "dataset",
+    "Matrix": ("backend", "precision", "compile_option", "batch", "shape", "threads", "option", "dataset",
                "calibrate", "calibration_data"),
     "Protocol": ("quick", "rigorous", "target_ci", "max_s", "min_processes", "max_processes", "sessions",
                  "order_seed", "reference", "auto_calibrate", "warmup_iters", "warmup_s", "min_iters",
@@ -217,6 +218,7 @@ def bench(
     all_devices: AllOpt = False,
     backend: BackendOpt = None,
     precision: PrecisionOpt = "fp32",
+    compile_option: CompileOptionOpt = None,
     batch: BatchOpt = "1",
     shape: ShapeOpt = None,
     threads: ThreadsOpt = None,
@@ -325,7 +327,8 @@ def bench(
     memory, calibrate = Memory(memory).value, Calibration(calibrate).value  # plain str in the results
     view = table_view(budgets_of(fps, latency_ms, statistic, memory_mib, memory_scope, power_w, energy_mj,
                                  accuracy_min), wide, columns)
-    precisions = _precisions(precision, calibrate, calibration_data)
+    precisions, axis = _precisions(precision, calibrate, calibration_data), compile_axis(compile_option,
+                                                                                           backend)
     batches = _batches(batch)
     if dataset is not None:
         from host.models.datasets import prepare_dataset
@@ -355,7 +358,7 @@ def bench(
                 result = run_bench(found, found_devices, CampaignOptions(
                     config=config, results=results, campaign=name, backend=backend, retry_failed=retry_failed,
                     protocol=protocol, memory=memory, break_lock=break_lock, dataset=dataset,
-                    wait_lock=0.0 if no_wait else wait_lock,
+                    wait_lock=0.0 if no_wait else wait_lock, compile_axis=axis,
                     precisions=precisions, batches=batches, profile=profile, reference=reference,
                     auto_calibrate=auto_calibrate),
                     ssh=ssh, power=power_factory)
