@@ -55,6 +55,7 @@ def test_an_untuned_compile_is_measured_as_its_own_cell_and_cached(tmp_path, mon
     assert doc["precision"]["name"] == "tvm-untuned"
     assert recipe["codegen"] == "untuned" and recipe["compile_options"] == {"codegen": "untuned"}
     assert recipe["cache_hit"] is False and recipe["name"] == "tiny_cnn.tvm-untuned.tvm"
+    assert doc["fidelity"]["max_abs_error"] < 1e-4  # the compiled outputs against ORT on the ONNX source
     # the model that does not compile is not run; its reason is recorded and the campaign goes on
     run = json.loads((tmp_path / "r" / "one" / "campaign.json").read_text())["runs"][-1]
     assert [s["model"] for s in run["skipped"]] == ["broken"]
