@@ -16,8 +16,8 @@ nor the host). Runs where ``tvm`` is installed, i.e. on the host; never on a boa
   work_dir=DB)`` first: MetaSchedule (Shao et al., NeurIPS 2022) tunes the fused TIR functions
   locally on this machine (its default evolutionary search and XGBoost cost model, builder and
   runner in local processes: needs psutil, cloudpickle, xgboost) and applies the best record
-  found for each task; then ``tvm.compile`` as untuned. Tuning on the board through TVM's RPC
-  tracker is not done here.
+  found for each task; then ``tvm.compile`` as untuned. Tuning on a board through TVM's RPC
+  tracker: ``rpc.py`` (``compile_model(..., measure=...)``).
 * **Target**: default this host's CPU, ``{"kind": "llvm", "mtriple": <LLVM's host triple>,
   "mcpu": <LLVM's host CPU name>, "num-cores": <CPU count>}``; ``--target`` takes the same as a
   JSON object or as ``llvm -mtriple=... -mcpu=... -mattr=+a,+b -num-cores=N``. An ``mtriple`` of
@@ -143,19 +143,22 @@ def _digest(doc: dict) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def tuning_key(source_sha256: str, target: dict, tvm_version: str, trials: int, per_task: int = 0) -> str:
+def tuning_key(source_sha256: str, target: dict, tvm_version: str, trials: int, per_task: int = 0,
+               measured_on: Optional[dict] = None) -> str:
     """Key of a MetaSchedule database: source sha256 x target x TVM version x trials (in all, and per
-    task)."""
-    return _digest({"source": source_sha256, "target": target, "tvm": tvm_version, "trials": int(trials),
-                    "per_task": int(per_task)})
+    task) [x the board it was measured on, when tuned through RPC (``rpc.py``)]."""
+    doc = {"source": source_sha256, "target": target, "tvm": tvm_version, "trials": int(trials),
+           "per_task": int(per_task)}
+    return _digest(doc if measured_on is None else dict(doc, measured_on=measured_on))
 
 
 def cache_key(source_sha256: str, target: dict, versions: dict, codegen: str, trials: int,
-              per_task: int = 0) -> str:
+              per_task: int = 0, measured_on: Optional[dict] = None) -> str:
     """Key of an artefact: source sha256 x target x TVM (and tvm-ffi) versions x codegen x trials (in
-    all, and per task) x the artefact's schema."""
-    return _digest({"source": source_sha256, "target": target, "versions": versions, "codegen": codegen,
-                    "trials": int(trials), "per_task": int(per_task), "schema": SCHEMA})
+    all, and per task) x the artefact's schema [x the board the tuning measured on]."""
+    doc = {"source": source_sha256, "target": target, "versions": versions, "codegen": codegen,
+           "trials": int(trials), "per_task": int(per_task), "schema": SCHEMA}
+    return _digest(doc if measured_on is None else dict(doc, measured_on=measured_on))
 
 
 def slug(codegen: str, trials: int, per_task: int = 0) -> str:
@@ -295,9 +298,11 @@ def _records(folder: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-def tuned_module(mod, target: dict, trials: int, cache: Path, key: str, per_task: int = 0) -> tuple:
+def tuned_module(mod, target: dict, trials: int, cache: Path, key: str, per_task: int = 0,
+                 tuner=None) -> tuple:
     """``(mod with the tuned schedules applied, tuning record)``: the database of ``key`` under
-    ``cache/tuning/`` when there (no tuning), else tuned now into a new folder renamed into place."""
+    ``cache/tuning/`` when there (no tuning), else tuned now (by ``tuner``, :func:`tune`'s signature;
+    default :func:`tune`) into a new folder renamed into place."""
     db = cache / "tuning" / key
     if db.is_dir():
         return apply_database(mod, target, str(db)), {
@@ -308,7 +313,9 @@ def tuned_module(mod, target: dict, trials: int, cache: Path, key: str, per_task
     try:
         started = time.perf_counter()
         try:
-            mod = tune(mod, target, trials, tmp, per_task)
+            mod = (tuner or tune)(mod, target, trials, tmp, per_task)
+        except BackendUnavailableError:  # a board without TVM, an RPC tracker or server that did not start
+            raise
         except Exception as exc:  # MetaSchedule's errors, a worker that died
             raise ModelCompileError(f"MetaSchedule tuning: {type(exc).__name__}: {exc}".strip()) from None
         seconds = time.perf_counter() - started
@@ -352,12 +359,15 @@ def cached(out: Path, key: str) -> Optional[dict]:
     return info
 
 
-def compile_model(model, proto, options: dict, cache_dir, target: Optional[str] = None) -> Tuple[Path, dict]:
+def compile_model(model, proto, options: dict, cache_dir, target: Optional[str] = None,
+                  measure: Optional[dict] = None) -> Tuple[Path, dict]:
     """Compile the ONNX file ``model`` (its parsed ``proto``) to a cached ``.tvm`` artefact.
 
     ``options``: ``codegen``, ``tune_trials`` and ``trials_per_task`` (:data:`OPTIONS`); ``target``:
-    None (this host) or :func:`parse_target`'s text. Returns ``(path, info)``; ``info["cache_hit"]``
-    says whether it was made now.
+    None (this host) or :func:`parse_target`'s text; ``measure``: None (tune on this host) or
+    ``{"on": <the board's identity>, "tuner": <tune's signature>}`` (``rpc.py``: tuned on a board
+    through TVM's RPC; the board is part of both keys and recorded as ``measured_on``).
+    Returns ``(path, info)``; ``info["cache_hit"]`` says whether it was made now.
 
     Raises:
         ValueError: a bad option or target.
@@ -369,7 +379,8 @@ def compile_model(model, proto, options: dict, cache_dir, target: Optional[str] 
     vers = versions(tvm)
     tgt = parse_target(target, host_target(tvm))
     sha = file_sha256(model)
-    key = cache_key(sha, tgt, vers, opts["codegen"], opts["tune_trials"], opts["trials_per_task"])
+    on = (measure or {}).get("on") if opts["codegen"] == "tuned" else None
+    key = cache_key(sha, tgt, vers, opts["codegen"], opts["tune_trials"], opts["trials_per_task"], on)
     folder = Path(cache_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{Path(model).stem}.{slug(opts['codegen'], opts['tune_trials'], opts['trials_per_task'])}"
@@ -379,7 +390,7 @@ def compile_model(model, proto, options: dict, cache_dir, target: Optional[str] 
         return out, dict(hit, cache_hit=True)
     request = {"model": Path(model), "sha256": sha, "target": tgt, "versions": vers, "key": key,
                "codegen": opts["codegen"], "trials": opts["tune_trials"], "per_task": opts["trials_per_task"],
-               "name": name + SUFFIX}
+               "name": name + SUFFIX, "measured_on": on, "tuner": (measure or {}).get("tuner")}
     return out, dict(make_artefact(request, proto, folder, out), cache_hit=False)
 
 
@@ -392,8 +403,9 @@ def make_artefact(req: dict, proto, folder: Path, out: Path) -> dict:
     tuning = None
     if req["codegen"] == "tuned":
         tkey = tuning_key(req["sha256"], req["target"], req["versions"]["tvm"], req["trials"],
-                          req["per_task"])
-        mod, tuning = tuned_module(mod, req["target"], req["trials"], folder, tkey, req["per_task"])
+                          req["per_task"], req.get("measured_on"))
+        mod, tuning = tuned_module(mod, req["target"], req["trials"], folder, tkey, req["per_task"],
+                                   req.get("tuner"))
         tuning["key"] = tkey
     _, tmp = new_temp(folder, directory=True)
     try:
@@ -405,6 +417,7 @@ def make_artefact(req: dict, proto, folder: Path, out: Path) -> dict:
                 "source": {"path": str(req["model"]), "sha256": req["sha256"]}, "codegen": req["codegen"],
                 "trials": req["trials"], "trials_per_task": req["per_task"],
                 "implementation": IMPLEMENTATION[req["codegen"]],
+                **({"measured_on": req["measured_on"]} if req.get("measured_on") else {}),
                 "created_utc": utc_now()}
         staged = Path(tmp) / ("artefact" + SUFFIX)
         write_artefact(staged, library.read_bytes(), meta)
