@@ -280,11 +280,13 @@ def device_level_in(results, campaign: str, device: str) -> dict:
     return with_prior(device_level(history, {**lab, **refs}))
 
 
-def earlier_in(results, campaign: str, device: str, cell: tuple) -> list:
+def earlier_in(results, campaign: str, device: str, cell: tuple, stored: dict | None = None) -> list:
     """The same cell (``cell``: model stem, configuration slug, model sha256) in other campaigns:
     those under ``results`` (:func:`host.campaign.store.earlier_cells`) and those in the device's
-    history on this host (:mod:`host.campaign.device_store`: campaigns in other results folders),
-    each campaign once, oldest first (``[{"campaign", "p50_ms", "ci95", "start_utc"}]``)."""
+    history on this host (:mod:`host.campaign.device_store`: campaigns in other results folders;
+    ``stored``: its :func:`~host.campaign.device_store.cell_campaigns`, when the caller has read
+    them once for all its cells), each campaign once, oldest first (``[{"campaign", "p50_ms",
+    "ci95", "start_utc"}]``)."""
     from host.campaign import device_store
     from host.campaign.store import cell_key, earlier_cells, safe_name
 
@@ -292,7 +294,8 @@ def earlier_in(results, campaign: str, device: str, cell: tuple) -> list:
     here = {device_store.campaign_key(results, safe_name(e["campaign"])) for e in found}
     here.add(device_store.campaign_key(results, safe_name(campaign)))
     name = cell_key(*cell)
-    found += [dict(o, campaign=k) for k, obs in device_store.cell_campaigns(device).items()
+    stored = device_store.cell_campaigns(device) if stored is None else stored
+    found += [dict(o, campaign=k) for k, obs in stored.items()
               if k not in here for o in obs if o["cell"] == name]
     return sorted(found, key=lambda e: e.get("start_utc") or "")
 

@@ -459,7 +459,8 @@ class BoardWorker:
         combined = outcome is None and error is None
         if combined:
             earlier = earlier_in(self.shared.folder.parent, self.shared.folder.name, self.name,
-                                 (model.stem, item.cfg.slug, self.shared.shas[run_model]))
+                                 (model.stem, item.cfg.slug, self.shared.shas[run_model]),
+                                 self._stored_cells())
             with self.shared.plan_lock:
                 refs = list(self.shared.plan.doc.get("reference", {}).get(self.name, []))
             measured = combine(cell.docs, cell.arrays, cell.records, cell.progress, earlier,
@@ -506,6 +507,15 @@ class BoardWorker:
             folder = self.shared.folder
             self._device_effect = device_level_in(folder.parent, folder.name, self.name)
         return self._device_effect
+
+    def _stored_cells(self) -> dict:
+        """The device's cells in its history on this host, read once per run (this campaign files
+        its own only when it ends)."""
+        if getattr(self, "_stored", None) is None:
+            from host.campaign import device_store
+
+            self._stored = device_store.cell_campaigns(self.name)
+        return self._stored
 
     def _layers(self, model: Path, config: BenchConfig, sidecar: Path) -> dict:
         """The cell's per-layer profile (``--profile``): its summary, every row in ``sidecar``;
