@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Refresh requirements/lock.txt (`make lock`): the exact versions of the runtime dependencies and the
-# `test`, `export`, `train`, `dev` and `tvm` extras, for the Python that runs this script (CPython 3.11, x86_64 Linux).
+# `test`, `export`, `train`, `dev`, `tvm` and `lab` extras, for the Python that runs this script (CPython 3.11, x86_64 Linux).
 #
 # pip-compile (pip-tools) resolves with pip's own resolver and so with this machine's pip configuration
 # (find-links, extra indexes, constraints). The lock names no index, find-links or host: it pins versions only.
@@ -22,7 +22,7 @@ trap 'rm -rf "$tmp"' EXIT
 "$python" -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install --quiet -r requirements/lock-tools.txt
 CUSTOM_COMPILE_COMMAND="make lock" "$tmp/venv/bin/pip-compile" --quiet \
-    --extra test --extra export --extra train --extra dev --extra tvm --strip-extras --allow-unsafe \
+    --extra test --extra export --extra train --extra dev --extra tvm --extra lab --strip-extras --allow-unsafe \
     --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
     --output-file requirements/lock.txt "$@" pyproject.toml
 if grep -n -i -E 'https?://|file://|--(index-url|extra-index-url|find-links|trusted-host)' requirements/lock.txt; then
