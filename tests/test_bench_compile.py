@@ -56,11 +56,15 @@ def test_an_untuned_compile_is_measured_as_its_own_cell_and_cached(tmp_path, mon
     assert recipe["codegen"] == "untuned" and recipe["compile_options"] == {"codegen": "untuned"}
     assert recipe["cache_hit"] is False and recipe["name"] == "tiny_cnn.tvm-untuned.tvm"
     assert doc["fidelity"]["max_abs_error"] < 1e-4  # the compiled outputs against ORT on the ONNX source
-    # the model that does not compile is not run; its reason is recorded and the campaign goes on
-    run = json.loads((tmp_path / "r" / "one" / "campaign.json").read_text())["runs"][-1]
-    assert [s["model"] for s in run["skipped"]] == ["broken"]
-    assert "compile failed (codegen=untuned)" in run["skipped"][0]["reason"]
-    assert "not readable as ONNX" in run["skipped"][0]["reason"]
+    # the model that does not compile is not run: a failed cell of category compile, the campaign goes on
+    failed = json.loads((tmp_path / "r" / "one" / "local" / "broken__tvm-b1-tall-tvm-untuned.json")
+                        .read_text())
+    assert failed["status"] == "failed" and failed["error"]["category"] == "compile", failed
+    assert failed["error"]["type"] == "ModelCompileError" and failed["error"]["where"] == "host"
+    assert "compile failed (codegen=untuned)" in failed["error"]["message"]
+    assert "not readable as ONNX" in failed["error"]["message"]
+    assert failed["host"]["runner_process"] is None  # never ran
+    assert "broken" in first.output and first.exit_code != 0
     artefact = next((tmp_path / "cache" / "tvm").glob("tiny_cnn.tvm-untuned.*.tvm"))
     before = artefact.stat().st_mtime_ns, artefact.stat().st_ino
     second = _bench([TINY, *FAST, "--compile-option", "codegen=untuned", "--campaign", "two"], tmp_path)

@@ -5,8 +5,8 @@ combination of the listed values, through :func:`host.models.runtime_compile.com
 same cache as ``host zoo compile --backend NAME``). Each compiled file becomes a variant whose
 precision slug names the compile options (the compiler's recipe ``name``, e.g. ``tvm-untuned``,
 ``tvm-tuned8``) and whose recipe (the ``.info``) is the cell's ``precision.recipe``. A model that
-does not compile is not run: its cells are skipped with the compiler's reason (``campaign.json``
-``skipped``, the board's summary), the other cells run.
+does not compile is not run: its cells are stored as failed cells of category ``compile`` with the
+compiler's reason (:func:`host.campaign.plan.compile_failure`), the other cells run.
 """
 
 from __future__ import annotations
@@ -70,6 +70,21 @@ def tag(info: dict, source: Path, backend: str) -> str:
     return f"{backend}-{str(info.get('key') or 'compiled')[:12]}"
 
 
+def failed_tag(backend: str, combo: dict) -> str:
+    """The compile options' part of the slug of a model that did not compile: the compiler's own
+    ``tag`` of the options (the name a compiled file would have had), else the runtime's name and
+    the options. Raises nothing."""
+    from host.models.runtime_compile import compilers
+
+    compiler = compilers().get(backend)
+    if compiler is not None and compiler.tag is not None:
+        try:
+            return compiler.tag(compiler.resolve(combo))
+        except (ValueError, KeyError):
+            pass
+    return "-".join([backend, *(f"{k}{val}" for k, val in combo.items())])
+
+
 def compile_variants(variants: list, backend: str | None, axis: tuple, on_compile=None) -> list:
     """Every ONNX variant compiled at every combination of ``axis`` (``[]`` unchanged without
     one): :class:`host.campaign.plan.Variant` objects whose ``run_model`` is the compiled file and
@@ -93,8 +108,8 @@ def compile_variants(variants: list, backend: str | None, axis: tuple, on_compil
             path, info = compile_with(backend, v.run_model, combo)
         except HostError as exc:  # CompileError, ModelFormatError: this model's cells fail, not the campaign
             reason = f"compile failed ({label}): {exc}"
-            precision = v.precision if v.precision != "fp32" else ""
-            slug = "-".join(p for p in (precision, backend, *(f"{k}{val}" for k, val in combo.items())) if p)
+            slug = failed_tag(backend, combo)
+            slug = slug if v.precision == "fp32" else f"{v.precision}-{slug}"
             out.append(Variant(v.model, slug, v.run_model, None, v.arithmetic, problem=reason))
             if on_compile is not None:
                 on_compile(v, None, reason)

@@ -43,7 +43,7 @@ def host_manifest() -> dict:
 
 #: Categories where the board never ran the model: a plain resume runs these cells again.
 #: (``disk_full`` too: a full disk says nothing about the model; free space and resume.)
-NOT_RUN = ("unreachable", "host_key", "setup", "power_mode", "busy", "disk_full")
+NOT_RUN = ("unreachable", "host_key", "setup", "power_mode", "busy", "disk_full", "compile")
 
 
 def runner_error_category(error: dict) -> str:

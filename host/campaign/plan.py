@@ -265,7 +265,7 @@ class Variant:
     run_model: Path
     recipe: dict | None = None
     arithmetic: str = "fp32"  # what a runtime's descriptor declares: fp32, fp16, int8
-    problem: str | None = None  # why it cannot run (its model did not compile): its cells are skipped
+    problem: str | None = None  # why it cannot run (its model did not compile): its cells fail `compile`
 
 
 def make_variants(models: list, precisions: tuple) -> list:
@@ -313,6 +313,7 @@ class Item:
     path: Path
     old: dict | None
     problem: str | None = None  # why the stored file is unusable (moved aside, measured again)
+    error: dict | None = None  # the failure known before any run (compile_failure): stored as it is
 
     @property
     def model(self) -> Path:
@@ -351,7 +352,7 @@ def plan_work(plan: Plan, variants: list, devices: list, options: CampaignOption
                 plan.unplanned.append([device.name, v.run_model.name, base.backend])
                 continue
             cfg = dataclasses.replace(base, precision=v.precision, batch=batch)
-            why = v.problem or runtime_refuses(base.backend, device, v)
+            why = None if v.problem is not None else runtime_refuses(base.backend, device, v)
             if why is not None:
                 plan.skipped.append({"device": device.name, "model": v.model.stem, "config": cfg.slug,
                                      "reason": why})
@@ -363,10 +364,21 @@ def plan_work(plan: Plan, variants: list, devices: list, options: CampaignOption
             old, problem = stored_cell(path)
             rerun = old is not None and old.get("status") == "failed" and (
                 options.retry_failed or (old.get("error") or {}).get("category") in NOT_RUN)
-            items.append(Item(v, cfg, path, old if (old is not None and not rerun) else None, problem))
+            items.append(Item(v, cfg, path, old if (old is not None and not rerun) else None, problem,
+                              compile_failure(v)))
         work[device.name] = BoardWork(device, base, items, [
             f"not run ({why}): {', '.join(cells)}" for why, cells in notes.items()])
     return work
+
+
+def compile_failure(variant: Variant) -> dict | None:
+    """The failed cell's ``error`` record of a variant whose model did not compile on the host
+    (``{"type": "ModelCompileError", "category": "compile", "message", "where": "host"}``), else
+    None. Its cells are stored failed without running; a resume tries the compile again
+    (``compile`` is in :data:`NOT_RUN`). Raises nothing."""
+    if variant.problem is None:
+        return None
+    return {"type": "ModelCompileError", "category": "compile", "message": variant.problem, "where": "host"}
 
 
 def runtime_refuses(backend: str, device, variant: Variant) -> str | None:

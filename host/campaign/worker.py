@@ -94,6 +94,11 @@ class BoardWorker:
 
     def _run(self) -> None:
         pending = self._skip_stored()
+        board_info = {k: v for k, v in self.device.to_json().items() if k != "vars"}
+        for i, item in (p for p in pending if p[1].error is not None):  # failed before any run (compile)
+            self._store(MeasuredCell(i, item, Progress(self.shared.options.protocol)), None, item.error, None,
+                        board_info)
+        pending = [p for p in pending if p[1].error is None]
         try:
             if pending:
                 self._open_board()
@@ -102,7 +107,6 @@ class BoardWorker:
                 if self.down is None:
                     self._open_thermal()
                 self._calibrate_if_new()
-            board_info = {k: v for k, v in self.device.to_json().items() if k != "vars"}
             cells = [MeasuredCell(i, item, Progress(self.shared.options.protocol)) for i, item in pending]
             self._rounds(cells, board_info)
         finally:

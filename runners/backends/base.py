@@ -93,11 +93,14 @@ class ModelCompiler:
     whether it was made now, ``name`` the file name to copy it under. It raises ValueError for a
     bad option or target, :class:`runners.errors.BackendUnavailableError` without its compiler and
     :class:`runners.errors.ModelCompileError` when compiling fails. ``summary``: one line.
+    ``tag(values)``: the name a compiled file gets for the resolved options (``tvm-tuned8``), known
+    before compiling (a cell whose model failed to compile is named by it); None: the host makes one.
     """
 
     compile: Callable[..., Tuple[Any, dict]]
     options: Tuple[BackendOption, ...] = ()
     summary: str = ""
+    tag: Optional[Callable[[Dict[str, Any]], str]] = None
 
     def resolve(self, given: Mapping[str, Any]) -> Dict[str, Any]:
         """Every option: ``given`` values parsed, defaults for the rest.
