@@ -35,6 +35,7 @@ DESCRIPTOR = BackendDescriptor(
     compiler=ModelCompiler(
         compile=tvm_compile.compile_model,
         options=tvm_compile.OPTIONS,
+        tag=lambda o: tvm_compile.slug(o["codegen"], o["tune_trials"], o["trials_per_task"]),
         summary="ONNX -> Relax -> TVM's default pipeline (untuned) or MetaSchedule tuning on this host "
         "first (tuned), for this host's CPU; cached by source sha256 x target x TVM version x trials",
     ),
