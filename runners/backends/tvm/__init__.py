@@ -28,7 +28,7 @@ DESCRIPTOR = BackendDescriptor(
                       slug="npio"),
     ),
     latency_levels=("host_call",),
-    precisions=("fp32",),
+    precisions=("fp32", "fp16", "int8"),
     families=("arm_cpu", "x86_a100"),
     runtime_modules=("tvm",),
     model_suffixes=(tvm_compile.SUFFIX,),
