@@ -59,6 +59,21 @@ class BackendUnavailableError(RunnerError):
     """The runtime of the chosen backend is not installed or lacks the provider."""
 
 
+class CrossCompilerMissingError(BackendUnavailableError):
+    """A runtime's compiler was asked for another CPU architecture than the host's, and the cross
+    toolchain that links its library is not installed (the message names the Debian package)."""
+
+
+class ArchitectureMismatchError(ModelLoadError):
+    """The model file was compiled for another CPU architecture than the machine that loads it
+    (a ``.tvm`` artefact for aarch64 on an x86-64 host, say): refused before ``dlopen``."""
+
+
+class BoardRuntimeMissingError(BackendUnavailableError):
+    """A compile for a board (a descriptor's ``ModelCompiler.board_compile``) needs the runtime on the
+    board itself (to measure candidates there, say) and the board's interpreter cannot import it."""
+
+
 class InferenceError(RunnerError):
     """The runtime failed during an inference call."""
 

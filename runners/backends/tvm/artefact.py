@@ -9,7 +9,10 @@ A ``.tvm`` file is a ZIP archive (members stored, not compressed) of exactly two
   function's order; static shapes), ``target`` (the TVM target it was compiled for, as a JSON
   dict, and its text), ``tvm_version`` and ``tvm_ffi_version`` of the compiler, ``source``
   (``path`` and ``sha256`` of the ONNX it came from), ``codegen`` (``untuned`` | ``tuned``),
-  ``trials`` (MetaSchedule trials; 0 untuned), ``implementation`` (which code ran, in words).
+  ``trials`` (MetaSchedule trials; 0 untuned), ``implementation`` (which code ran, in words);
+  since cross-compiling, also ``arch`` (``aarch64`` | ``x86_64``: the CPU architecture of the
+  library's code) and ``linker`` (``cc``, its ``version``, ``cross``: the C compiler that linked
+  it, e.g. ``aarch64-linux-gnu-gcc`` 12.2.0 on an x86-64 host). Optional: older files lack them.
 
 One file rather than a library plus a sidecar because ``host bench`` ships models to boards
 content-addressed, one file each (``models/<sha256><suffix>``); the host's own recipe (compile

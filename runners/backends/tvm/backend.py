@@ -19,8 +19,9 @@ What the timed region holds (latency level ``host_call``, ``perf_counter_ns`` ar
 
 Inputs must have the static shapes the artefact was compiled for (``meta.json``): another shape
 is an :class:`~runners.errors.InferenceError` naming both. An artefact compiled for another
-architecture (its target's ``mtriple``) is refused before ``dlopen`` with a
-:class:`~runners.errors.ModelLoadError`.
+architecture (``meta.json``'s ``arch``, else its target's ``mtriple``) than ``platform.machine()``
+is refused before ``dlopen`` with an :class:`~runners.errors.ArchitectureMismatchError` (a
+``ModelLoadError``; ``dlopen`` itself would only say "wrong ELF class" or "cannot open shared object").
 """
 
 from __future__ import annotations
@@ -35,11 +36,9 @@ import numpy as np
 
 from runners.backends.base import Backend
 from runners.backends.tvm.artefact import LIBRARY, read_artefact
-from runners.errors import BackendUnavailableError, InferenceError, ModelLoadError
+from runners.backends.tvm.targets import arch_of
+from runners.errors import ArchitectureMismatchError, BackendUnavailableError, InferenceError, ModelLoadError
 from runners.inputs import TensorSpec
-
-#: ``platform.machine()`` -> the architecture word that starts an LLVM triple for it
-_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
 
 def default_threads() -> int:
@@ -51,15 +50,17 @@ def default_threads() -> int:
 
 
 def check_architecture(meta: dict, machine: str = "") -> None:
-    """Raise ModelLoadError when the artefact's target triple names another CPU architecture than
-    ``machine`` (default ``platform.machine()``); unknown triples or machines pass."""
+    """Raise ArchitectureMismatchError when the artefact was compiled for another CPU architecture
+    (``meta["arch"]``, else its target triple's) than ``machine`` (default ``platform.machine()``);
+    unknown architectures or machines pass."""
     target = meta.get("target") or {}
     triple = str(target.get("mtriple") or "") if isinstance(target, dict) else ""
-    here = _ARCH.get((machine or platform.machine()).lower())
-    there = _ARCH.get(triple.split("-")[0].lower()) if triple else None
+    here = arch_of(machine or platform.machine())
+    there = arch_of(str(meta.get("arch") or "")) or arch_of(triple)
     if here and there and here != there:
-        raise ModelLoadError(f"the artefact was compiled for {triple} ({there}); this machine is {here}: "
-                             f"compile it for this board's target (`host zoo compile --backend tvm`)")
+        raise ArchitectureMismatchError(
+            f"the artefact was compiled for {triple or there} ({there}); this machine is {here}: run it on "
+            f"a {there} board, or compile it for this one (`host zoo compile --backend tvm --target ...`)")
 
 
 def _import_tvm(threads: int):

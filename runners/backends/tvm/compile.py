@@ -20,9 +20,15 @@ nor the host). Runs where ``tvm`` is installed, i.e. on the host; never on a boa
   tracker: ``rpc.py`` (``compile_model(..., measure=...)``).
 * **Target**: default this host's CPU, ``{"kind": "llvm", "mtriple": <LLVM's host triple>,
   "mcpu": <LLVM's host CPU name>, "num-cores": <CPU count>}``; ``--target`` takes the same as a
-  JSON object or as ``llvm -mtriple=... -mcpu=... -mattr=+a,+b -num-cores=N``. An ``mtriple`` of
-  another architecture than this host's is refused: cross-linking (an aarch64 board's library from
-  x86) is not done here.
+  JSON object or as ``llvm -mtriple=... -mcpu=... -mattr=+a,+b -num-cores=N``; a board's target
+  from its facts: :func:`runners.backends.tvm.targets.target_for`.
+* **Cross-compiling**: an ``mtriple`` of another architecture (aarch64 on this x86-64 host): LLVM
+  emits that architecture's code and ``export_library`` links it with the cross C compiler of
+  :data:`~runners.backends.tvm.targets.CROSS_LINKERS` (``tvm.support.cc.cross_compiler``; Debian's
+  ``aarch64-linux-gnu-gcc`` from ``gcc-aarch64-linux-gnu``); without it
+  :class:`~runners.errors.CrossCompilerMissingError` names the package. ``meta.json`` and the
+  ``.info`` record ``arch`` and ``linker``. Only ``untuned``: MetaSchedule would run the candidates
+  on this host (tuning on the board through RPC with a cross builder is not done).
 
 **Cache.** Artefacts live in ``CACHE/<stem>.tvm-<codegen>[<trials>[p<per task>]].<key>.tvm`` with a ``.info``
 beside them; ``key`` (:func:`cache_key`) hashes the source's sha256, the target, the TVM and
@@ -41,13 +47,15 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Optional, Tuple
 
 from runners.backends.base import BackendOption
 from runners.backends.tvm.artefact import CODEGENS, LIBRARY, SCHEMA, write_artefact
-from runners.errors import BackendUnavailableError, ModelCompileError
+from runners.backends.tvm.targets import CROSS_LINKERS, arch_of
+from runners.errors import BackendUnavailableError, CrossCompilerMissingError, ModelCompileError
 from runners.fileio import new_temp, write_json_atomic
 from runners.util import file_sha256, utc_now
 
@@ -103,7 +111,9 @@ def check_options(options: dict) -> dict:
 def parse_target(text: Optional[str], host: dict) -> dict:
     """The target as a JSON-ready dict: ``host`` (this machine's) when ``text`` is empty, else
     ``text`` as a JSON object or ``llvm -key=value ...`` (``-mattr`` a comma list; ``num-cores``
-    an int, default ``host``'s). Raises ValueError (not llvm, malformed, another architecture)."""
+    an int, default ``host``'s). Another architecture than ``host``'s is cross-compiled when
+    :data:`~runners.backends.tvm.targets.CROSS_LINKERS` knows it. Raises ValueError (not llvm,
+    malformed, an architecture not compiled for here)."""
     if not text or not text.strip():
         return dict(host)
     text = text.strip()
@@ -123,11 +133,49 @@ def parse_target(text: Optional[str], host: dict) -> dict:
         raise ValueError(f"--target kind {target.get('kind')!r}: only llvm (CPU) targets are compiled here")
     target["num-cores"] = int(target.get("num-cores") or host["num-cores"])
     target.setdefault("mtriple", host["mtriple"])
-    arch = str(target["mtriple"]).split("-")[0]
-    if arch != str(host["mtriple"]).split("-")[0]:
+    arch, here = arch_of(target["mtriple"]), arch_of(host["mtriple"])
+    if arch != here and arch not in CROSS_LINKERS:
         raise ValueError(f"--target mtriple {target['mtriple']}: this host is {host['mtriple']}; "
-                         "cross-compiling for another architecture is not done here")
+                         f"TVM artefacts are cross-compiled here for {', '.join(sorted(CROSS_LINKERS))} only")
     return target
+
+
+def linker_for(target: dict, host: dict) -> dict:
+    """The C compiler that links the target's library: ``{"arch", "cross", "cc", "path", "version"
+    [, "package"]}``; this host's for its own architecture (TVM's default, ``tvm.support.cc.get_cc``:
+    ``$CXX``, ``$CC``, else the first of g++, gcc, clang++, clang, c++, cc on PATH),
+    else the cross compiler of :data:`~runners.backends.tvm.targets.CROSS_LINKERS`.
+
+    Raises:
+        CrossCompilerMissingError: the cross compiler is not on PATH (the message names its Debian
+            package).
+    """
+    arch = arch_of(target.get("mtriple") or host["mtriple"]) or str(target.get("mtriple"))
+    if arch == arch_of(host["mtriple"]):
+        found = (shutil.which(n) for n in ("g++", "gcc", "clang++", "clang", "c++", "cc"))
+        cc_name = os.environ.get("CXX") or os.environ.get("CC") or next((f for f in found if f), "g++")
+        package = None
+    else:
+        cc_name, package = CROSS_LINKERS[arch]
+    path = shutil.which(cc_name)
+    if path is None and package:
+        raise CrossCompilerMissingError(
+            f"cross-compiling for {arch} ({target.get('mtriple')}) needs the cross linker {cc_name}, "
+            f"not on PATH: install it (Debian/Ubuntu: apt-get install {package})")
+    info = {"arch": arch, "cross": package is not None, "cc": cc_name, "path": path,
+            "version": _cc_version(path)}
+    return dict(info, package=package) if package else info
+
+
+def _cc_version(path: Optional[str]) -> Optional[str]:
+    """``CC -dumpfullversion`` (GCC's x.y.z), None when it does not answer."""
+    if not path:
+        return None
+    try:
+        res = subprocess.run([path, "-dumpfullversion"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (res.stdout.strip() or None) if res.returncode == 0 else None
 
 
 def target_text(target: dict) -> str:
@@ -327,13 +375,18 @@ def tuned_module(mod, target: dict, trials: int, cache: Path, key: str, per_task
                  "trials": trials, "trials_per_task": per_task, "finished_utc": utc_now()}
 
 
-def build_library(mod, target: dict, path: Path) -> None:
-    """``tvm.compile`` (default Relax pipeline) and ``export_library`` to the shared library ``path``
-    (links with the host's C compiler)."""
+def build_library(mod, target: dict, path: Path, linker: Optional[dict] = None) -> None:
+    """``tvm.compile`` (default Relax pipeline) and ``export_library`` to the shared library ``path``,
+    linked by ``linker`` (:func:`linker_for`; None or not ``cross``: the host's C compiler)."""
     tvm, _, _ = _tvm()
     try:
         executable = tvm.compile(mod, target=tvm.target.Target(target))
-        executable.export_library(str(path))
+        if linker and linker.get("cross"):
+            from tvm.support import cc
+
+            executable.export_library(str(path), fcompile=cc.cross_compiler(linker["path"]))
+        else:
+            executable.export_library(str(path))
     except Exception as exc:
         raise ModelCompileError(f"tvm.compile / export_library: {type(exc).__name__}: {exc}".strip()) \
             from None
@@ -370,14 +423,20 @@ def compile_model(model, proto, options: dict, cache_dir, target: Optional[str] 
     Returns ``(path, info)``; ``info["cache_hit"]`` says whether it was made now.
 
     Raises:
-        ValueError: a bad option or target.
+        ValueError: a bad option or target (``tuned`` for another architecture than this host's).
         BackendUnavailableError: tvm is not installed.
+        CrossCompilerMissingError: another architecture's cross linker is not installed.
         ModelCompileError: the frontend, tuning or the build failed (nothing is left in the cache).
     """
     opts = check_options(options)
     tvm, _, _ = _tvm()
     vers = versions(tvm)
-    tgt = parse_target(target, host_target(tvm))
+    host = host_target(tvm)
+    tgt = parse_target(target, host)
+    if opts["codegen"] == "tuned" and arch_of(tgt["mtriple"]) != arch_of(host["mtriple"]):
+        raise ValueError(f"codegen=tuned for {tgt['mtriple']}: MetaSchedule would time the candidates on "
+                         "this host; tuning for another architecture (on the board, through RPC, with a "
+                         "cross-linking builder) is not done here: compile codegen=untuned")
     sha = file_sha256(model)
     on = (measure or {}).get("on") if opts["codegen"] == "tuned" else None
     key = cache_key(sha, tgt, vers, opts["codegen"], opts["tune_trials"], opts["trials_per_task"], on)
@@ -388,8 +447,10 @@ def compile_model(model, proto, options: dict, cache_dir, target: Optional[str] 
     hit = cached(out, key)
     if hit is not None:
         return out, dict(hit, cache_hit=True)
-    request = {"model": Path(model), "sha256": sha, "target": tgt, "versions": vers, "key": key,
-               "codegen": opts["codegen"], "trials": opts["tune_trials"], "per_task": opts["trials_per_task"],
+    linker = linker_for(tgt, host)
+    request = {"model": Path(model), "sha256": sha, "linker": linker, "target": tgt, "versions": vers,
+               "key": key, "codegen": opts["codegen"], "trials": opts["tune_trials"],
+               "per_task": opts["trials_per_task"],
                "name": name + SUFFIX, "measured_on": on, "tuner": (measure or {}).get("tuner")}
     return out, dict(make_artefact(request, proto, folder, out), cache_hit=False)
 
@@ -410,9 +471,10 @@ def make_artefact(req: dict, proto, folder: Path, out: Path) -> dict:
     _, tmp = new_temp(folder, directory=True)
     try:
         library = Path(tmp) / LIBRARY
-        build_library(mod, req["target"], library)
+        build_library(mod, req["target"], library, req.get("linker"))
         meta = {"schema": SCHEMA, "entry": "main", "inputs": inputs, "outputs": outputs,
                 "target": req["target"], "target_text": target_text(req["target"]),
+                "arch": (req.get("linker") or {}).get("arch"), "linker": req.get("linker"),
                 "tvm_version": req["versions"]["tvm"], "tvm_ffi_version": req["versions"]["tvm_ffi"],
                 "source": {"path": str(req["model"]), "sha256": req["sha256"]}, "codegen": req["codegen"],
                 "trials": req["trials"], "trials_per_task": req["per_task"],
