@@ -19,7 +19,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-from host.analysis.compression import achieved, speedup_rows
+from host.analysis.compression import achieved
+from host.analysis.stack import stack_rows
 from host.cli.main import app
 from host.errors import PruneError, PruneRatioError
 from host.models import prune
@@ -294,35 +295,68 @@ def test_cli_prunes_then_quantize_takes_the_pruned_model(tmp_path):
 # expected vs achieved speedup
 
 
-def _cell(model, sha, p50, ci, nonzeros, flops, info=None, config="ort-b1"):
+def _cell(model, sha, p50, ci, nonzeros, flops, info=None, config="ort-b1", precision=None):
     return {"status": "ok", "cell": {"device": "local", "model_stem": model, "config": config},
             "metrics": {"sha256": sha, "nonzeros": nonzeros, "flops": flops},
-            "latency": {"latency_ms_p50": p50, "latency_ms_p50_ci95": ci}, "info": info}
+            "latency": {"latency_ms_p50": p50, "latency_ms_p50_ci95": ci}, "info": info,
+            **({"precision": precision} if precision else {})}
 
 
-def test_speedup_rows_hand_worked():
+INT8 = {"name": "int8", "recipe": {"schema": "edgegauge.variant/1", "precision": "int8", "slug": "int8"}}
+UNTUNED = {"name": "tvm-untuned",
+           "recipe": {"compile_options": {"codegen": "untuned"}, "source_variant": None}}
+
+
+def test_stack_rows_hand_worked():
     dense = _cell("m", "d" * 64, 10.0, [9.0, 11.0], 1000, 4000)
     recipe = {"schema": "edgegauge.prune/1", "source_sha256": "d" * 64}
     pu = _cell("m.pu90", "u" * 64, 5.0, [4.5, 5.5], 100, 4000,
                {**recipe, "method": "unstructured", "ratio": 0.9})
     pc = _cell("m.pc50", "c" * 64, 8.0, None, 600, 1600, {**recipe, "method": "channels", "ratio": 0.5})
-    stray = dict(pu, cell={**pu["cell"], "config": "ort-int8-b1"})  # its dense cell (same config) is absent
-    rows = {r["model"]: r for r in speedup_rows([dense, pu, pc, stray])}
-    assert set(rows) == {"m.pu90", "m.pc50"}
-    u = rows["m.pu90"]
+    # the int8 variant of the pruned model: its metrics are its source's (the pruned model's)
+    pu8 = dict(pu, cell={**pu["cell"], "config": "ort-b1-int8"}, precision=INT8)
+    other = _cell("x", "x" * 64, 1.0, None, 10, 10,
+                  {**recipe, "source_sha256": "z" * 64, "method": "channels", "ratio": 0.5})  # no dense cell
+    rows = {(r["model"], r["precision"]): r for r in stack_rows([dense, pu, pc, pu8, other])}
+    assert set(rows) == {("m", "fp32"), ("m.pu90", "fp32"), ("m.pc50", "fp32"), ("m.pu90", "int8")}
+    u = rows[("m.pu90", "fp32")]
     # expected 1000/100 = 10; achieved 10/5 = 2; log half-widths: ln(10/9) = 0.1053605 with ln(5.5/5) =
     # 0.0953102 -> sqrt(sum of squares) = 0.1420735 down, the same two the other way up:
     # 2 * exp(-0.1420735) = 1.735115, 2 * exp(0.1420735) = 2.305323
-    assert (u["expected"], u["expected_of"], u["achieved"]) == (10.0, "nonzeros", 2.0)
+    assert (u["expected"], u["expected_of"], u["achieved"], u["pruning"]) == (10.0, "nonzeros", 2.0,
+                                                                               "unstructured 0.9")
     assert u["achieved_ci95"] == pytest.approx([1.735115, 2.305323], abs=2e-6)
     assert u["share"] == pytest.approx(0.2)
     assert u["share_ci95"] == pytest.approx([0.1735115, 0.2305323], abs=2e-7)
-    c = rows["m.pc50"]
+    c = rows[("m.pc50", "fp32")]
     assert (c["expected"], c["expected_of"], c["achieved"], c["achieved_ci95"]) == (2.5, "flops", 1.25, None)
     assert c["share"] == pytest.approx(0.5) and c["share_ci95"] is None
-    assert speedup_rows([dense]) == []
+    # pruned and int8: against the dense fp32 cell of its stack (ort-b1), 10 x 32/8 = 40 expected
+    q = rows[("m.pu90", "int8")]
+    assert (q["stack"], q["expected"], q["expected_of"]) == ("ort-b1", 40.0, "nonzerosxbits")
+    assert q["achieved"] == 2.0
+    assert q["share"] == pytest.approx(0.05)
+    base = rows[("m", "fp32")]
+    assert (base["expected"], base["achieved"], base["vs_reference"]) == (None, 1.0, 1.0)
+    assert stack_rows([pu, pc]) == []  # no dense cell: nothing to compare against
     bad = dict(pu, latency={"latency_ms_p50": 5.0, "latency_ms_p50_ci95": [5.5, 6]})  # p50 outside its CI
     assert achieved(dense, bad)[1] is None
+
+
+def test_a_compiled_stack_is_compared_with_its_own_dense_cell_and_with_the_reference():
+    dense = _cell("m", "d" * 64, 10.0, None, 1000, 4000)
+    tvm = _cell("m", "d" * 64, 40.0, None, 1000, 4000, config="tvm-b1-tvm-untuned", precision=UNTUNED)
+    pc = _cell("m.pc50", "c" * 64, 20.0, None, 600, 1600, config="tvm-b1-tvm-untuned", precision=UNTUNED,
+               info={"schema": "edgegauge.prune/1", "source_sha256": "d" * 64, "method": "channels",
+                     "ratio": 0.5})
+    rows = stack_rows([tvm, pc, dense])
+    assert [(r["model"], r["stack"]) for r in rows] == [("m", "ort-b1"), ("m", "tvm-b1/untuned"),
+                                                         ("m.pc50", "tvm-b1/untuned")]
+    assert {r["reference_stack"] for r in rows} == {"ort-b1"}  # the stack without a compile tag
+    t, p = rows[1], rows[2]
+    assert (t["expected"], t["achieved"], t["vs_reference"]) == (None, 1.0, 0.25)  # 10 / 40
+    # 40 / 20 against its own dense cell, 10 / 20 against the reference
+    assert (p["expected"], p["achieved"], p["share"], p["vs_reference"]) == (2.5, 2.0, 0.8, 0.5)
 
 
 def test_one_campaign_pairs_use_within_campaign_intervals_and_prefer_their_own_dense_cell():
@@ -338,33 +372,40 @@ def test_one_campaign_pairs_use_within_campaign_intervals_and_prefer_their_own_d
     old = at(_cell("m", "d" * 64, 20.0, [10.0, 40.0], 1000, 4000), "c1", [19.0, 21.0])
     dense = at(_cell("m", "d" * 64, 10.0, [5.0, 20.0], 1000, 4000), "c2", [9.0, 11.0])
     pruned = at(_cell("m.pu90", "u" * 64, 5.0, [2.5, 10.0], 100, 4000, recipe), "c2", [4.5, 5.5])
-    (row,) = speedup_rows([dense, old, pruned])  # c2's dense cell, though c1's is listed later
+    row = _pruned_row(stack_rows([dense, old, pruned]))  # c2's dense cell, though c1's is listed later
     assert row["achieved"] == 2.0 and row["interval"] == "latency_ms_p50_ci95_within"
     assert row["achieved_ci95"] == pytest.approx([1.735115, 2.305323], abs=2e-6)  # as hand-worked above
     pruned["cell"]["campaign"] = "c3"  # another campaign: the last dense cell listed, campaign level in
-    (row,) = speedup_rows([dense, old, pruned])
+    row = _pruned_row(stack_rows([dense, old, pruned]))
     assert row["achieved"] == 4.0 and row["interval"] == "latency_ms_p50_ci95"
     # ln 2 down and up on each side: sqrt(2) ln 2 = 0.980258, exp(0.980258) = 2.665144
     # -> 4 / 2.665144 = 1.500857, 4 * 2.665144 = 10.660576
     assert row["achieved_ci95"] == pytest.approx([1.500857, 10.660576], abs=2e-5)
 
 
-def test_speedup_table_fits_100_columns():
+def _pruned_row(rows):
+    (row,) = [r for r in rows if r["pruning"] != "dense"]
+    return row
+
+
+def test_stack_table_fits_100_columns():
     from rich.console import Console
 
-    from host.cli.report import speedup_table
+    from host.cli.stack_table import stack_tables
 
     long = "mobilenet_v2_w0.25_cifar10"
-    cells = [_cell(long, "d" * 64, 1.234, [1.2, 1.3], 240256, 1e7, config="ort-int8-b1-x"),
-             _cell(f"{long}.pu90", "u" * 64, 1.1, [1.05, 1.2], 24026, 1e7, config="ort-int8-b1-x",
+    cells = [_cell(long, "d" * 64, 1.234, [1.2, 1.3], 240256, 1e7, config="ort-b1-x"),
+             _cell(f"{long}.pu90", "u" * 64, 1.1, [1.05, 1.2], 24026, 1e7, config="ort-b1-x-int8",
+                   precision=INT8,
                    info={"schema": "edgegauge.prune/1", "source_sha256": "d" * 64, "method": "unstructured",
                          "ratio": 0.9})]
     console = Console(width=100, record=True, force_terminal=False)
-    console.print(speedup_table(cells))
+    for table in stack_tables(cells):
+        console.print(table)
     text = console.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 100
     # 1.234 / 1.1 = 1.1218; ln(1.234/1.2) = 0.027939, ln(1.2/1.1) = 0.087011 -> 0.091384 down: 1.0238;
-    # ln(1.3/1.234) = 0.052104, ln(1.1/1.05) = 0.046520 -> 0.069849 up: 1.2030
-    for want in ("10.0x", "weights", "1.12x", "[1.02, 1.20]", "11%", "[10, 12]", "unstructured 0.9"):
+    # ln(1.3/1.234) = 0.052104, ln(1.1/1.05) = 0.046520 -> 0.069849 up: 1.2030; expected 10 x 4 = 40: 2.8 %
+    for want in ("40.0x W·b", "1.12x (3%)", "[1.02, 1.20]", "unstructured 0.9 int8", "baseline"):
         assert want in text, want
-    assert speedup_table(cells[:1]) is None
+    assert stack_tables(cells[:1]) == []

@@ -27,7 +27,7 @@ import math
 
 from host.campaign.store import _get
 
-__all__ = ["PRUNE_SCHEMA", "speedup_rows"]
+__all__ = ["PRUNE_SCHEMA", "achieved", "interval_field"]
 
 PRUNE_SCHEMA = "edgegauge.prune/1"
 
@@ -86,47 +86,3 @@ def achieved(dense: dict, cell: dict) -> tuple[float | None, list | None]:
     # ratio low when the dense p50 is low and the compressed p50 high, and the other way round
     down, up = math.hypot(di[0], ci[1]), math.hypot(di[1], ci[0])
     return value, [value * math.exp(-down), value * math.exp(up)]
-
-
-def _key(cell: dict) -> tuple:
-    return _get(cell, "cell", "device"), _get(cell, "cell", "config")
-
-
-def speedup_rows(cells: list[dict]) -> list[dict]:
-    """One row per compressed cell whose dense source is in ``cells``: ``device``, ``model``,
-    ``config``, ``method``, ``ratio`` (asked), ``source`` (the dense cell's model), ``expected``,
-    ``expected_of`` (nonzeros | flops), ``achieved``, ``achieved_ci95``, ``interval`` (the latency
-    field the interval came from), ``share``, ``share_ci95``. The dense source of the same campaign
-    is preferred, else the last one in ``cells``. Compressed cells without their dense source are left
-    out; [] when none."""
-    by_sha: dict = {}
-    for cell in cells:
-        sha = _get(cell, "metrics", "sha256")
-        if sha and cell.get("status") != "failed" and not _is_pruned(cell):
-            by_sha[(sha, *_key(cell), _get(cell, "cell", "campaign"))] = cell
-            by_sha[(sha, *_key(cell), None)] = cell
-    rows = []
-    for cell in cells:
-        info = cell.get("info") if _is_pruned(cell) else None
-        if not info:
-            continue
-        key = (info.get("source_sha256"), *_key(cell))
-        dense = by_sha.get((*key, _get(cell, "cell", "campaign"))) or by_sha.get((*key, None))
-        if dense is None:
-            continue
-        expected, of = _expected(dense, cell, info)
-        value, ci = achieved(dense, cell)
-        share = None if value is None or not expected else value / expected
-        rows.append({
-            "device": _get(cell, "cell", "device"), "model": _get(cell, "cell", "model_stem"),
-            "config": _get(cell, "cell", "config"), "method": info.get("method"), "ratio": info.get("ratio"),
-            "source": _get(dense, "cell", "model_stem"), "expected": expected, "expected_of": of,
-            "achieved": value, "achieved_ci95": ci, "interval": interval_field(dense, cell), "share": share,
-            "share_ci95": None if ci is None or not expected else [ci[0] / expected, ci[1] / expected],
-        })
-    return rows
-
-
-def _is_pruned(cell: dict) -> bool:
-    info = cell.get("info")
-    return isinstance(info, dict) and info.get("schema") == PRUNE_SCHEMA

@@ -124,51 +124,14 @@ def _print_tables(cells: list, corr_rows: list, view, title: str) -> None:
                ties=indistinguishable(cells))
     for table in filter(None, map(profile_table, cells)):
         out.print(table)
-    speedups = speedup_table(cells)
-    if speedups is not None:
-        out.print(speedups)
+    from host.cli.stack_table import stack_tables
+
+    for table in stack_tables(cells):
+        out.print(table)
     if printable(corr_rows):
         from host.cli.analysis_render import correlation_table
 
         out.print(correlation_table(printable(corr_rows)))
-
-
-def _times(value, ci=None, fmt: str = "{:.2f}", unit: str = "x") -> str:
-    """``1.15x`` with ``[1.02, 1.29]`` on a second line when there is an interval; ``-`` for None."""
-    if value is None:
-        return "-"
-    text = fmt.format(value) + unit
-    return text if ci is None else f"{text}\n[{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
-
-
-def speedup_table(cells: list):
-    """DLAS's share of the expected speedup, one row per compressed cell with its dense source in
-    ``cells`` (host/analysis/compression.py); None when there is none. The model cell names the
-    pruning under the model; a device column only when the rows span several devices."""
-    from host.analysis.compression import speedup_rows
-    from host.cli.render import PlainTable
-
-    rows = speedup_rows(cells)
-    if not rows:
-        return None
-    devices = sorted({str(r["device"]) for r in rows})
-    many = len(devices) > 1
-    table = PlainTable(title="pruned vs dense: share of the expected speedup achieved (DLAS)"
-                             + ("" if many else f", device {devices[0]}"),
-                       caption="expected: dense / pruned non-zero weights (unstructured), dense / pruned "
-                               "FLOPs (channels); achieved: dense p50 / pruned p50 [95 %; two cells of one "
-                               "campaign: their within-campaign intervals]; share: achieved / expected")
-    for col in ("model", *(["device"] if many else []), "config", "expected", "achieved", "share"):
-        table.add_column(col, justify="right" if col in ("expected", "achieved", "share") else "left")
-    for r in rows:
-        share = None if r["share"] is None else 100 * r["share"]
-        ci = None if r["share_ci95"] is None else [100 * v for v in r["share_ci95"]]
-        of = "weights" if r["expected_of"] == "nonzeros" else "FLOPs"
-        expected = "-" if r["expected"] is None else f"{r['expected']:.1f}x\n{of}"
-        table.add_row(f"{r['model']}\n{r['method']} {r['ratio']:g}", *([r["device"]] if many else []),
-                      r["config"], expected, _times(r["achieved"], r["achieved_ci95"]),
-                      _times(share, ci, "{:.0f}", "%"))
-    return table
 
 
 def _write_html(cells: list, target: Path, results_dir: Path, budgets=None) -> Path:
