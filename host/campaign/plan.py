@@ -266,6 +266,7 @@ class Variant:
     recipe: dict | None = None
     arithmetic: str = "fp32"  # what a runtime's descriptor declares: fp32, fp16, int8
     problem: str | None = None  # why it cannot run (its model did not compile): its cells fail `compile`
+    devices: tuple | None = None  # the device names it was compiled for (a board's own file); None: all
 
 
 def make_variants(models: list, precisions: tuple) -> list:
@@ -348,6 +349,8 @@ def plan_work(plan: Plan, variants: list, devices: list, options: CampaignOption
         base = device_config(options.config, device, options.backend)
         items, notes = [], {}
         for v, batch in ((v, b) for v in variants for b in options.batch_axis):
+            if v.devices is not None and device.name not in v.devices:
+                continue
             if v.problem is None and not runs_format(base.backend, v.run_model):
                 plan.unplanned.append([device.name, v.run_model.name, base.backend])
                 continue

@@ -161,7 +161,7 @@ def _run_locked(models: list, devices: list, shared: Shared) -> CampaignResult:
     options, plan, camp_dir = shared.options, shared.plan, shared.folder
     partials = remove_partials(camp_dir)
     variants = compile_variants(make_variants(models, options.precisions), options.backend,
-                                options.compile_axis)
+                                options.compile_axis, devices=devices, open_board=shared.open_board)
     shared.shas.update({m: cached_sha256(m) for v in variants for m in (v.model, v.run_model)})
     work = plan_work(plan, variants, devices, options, shared.shas)
     refuse_if_nothing_runs(work, plan)

@@ -10,7 +10,9 @@ hint) on stderr and exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
@@ -451,17 +453,25 @@ def compile_cmd(
     image: Annotated[Optional[str], typer.Option("--image", help="Compile image tag (default: "  # noqa: UP045
                                                  "edgegauge/vitis-ai-compile:<version>).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the .info recipe as JSON.")] = False,
+    device: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--device", "-d", help="With --backend: compile for this inventory board, its target from its "
+        "facts; a compiler that measures (TVM codegen=tuned) measures on it, over its SSH connection "
+        "(TVM's RPC). `local` or none: this host.")] = None,
+    inventory: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--inventory", "-i", help="With --device: inventory file or NAME [./inventory.ini].")] = None,
 ) -> None:
     """Quantize and compile MODEL for the board's DPU in the Vitis AI 3.0 image (docker/podman):
     writes NAME.xmodel and NAME.info (recipe: source sha256, VAI version, arch.json fingerprint,
     calibration) and prints the xmodel's path. With --backend NAME: the runtime's own compiler
     makes its model file on this host, cached with a .info recipe (e.g. TVM: --option
-    codegen=untuned|tuned --option tune_trials=32)."""
+    codegen=untuned|tuned --option tune_trials=32); with --device BOARD for that board (TVM tuned:
+    MetaSchedule measures on the board through TVM's RPC)."""
     if backend is not None:
-        _compile_for_runtime(model, backend, option, target, out, cache_dir, as_json)
+        _compile_for_runtime(model, backend, option, target, out, cache_dir, as_json, (device, inventory))
         return
-    if option:
-        raise typer.BadParameter("--option needs --backend NAME", param_hint="--option")
+    if option or device:
+        flag = "--option" if option else "--device"
+        raise typer.BadParameter(f"{flag} needs --backend NAME", param_hint=flag)
     from host.lab.images import default_tag, engine_argv, qualify
     from host.models import compile as vai
 
@@ -487,13 +497,22 @@ def compile_cmd(
         typer.echo(str(xmodel))
 
 
-def _compile_for_runtime(model: Path, backend: str, option, target, out, cache_dir, as_json: bool) -> None:
-    """``host zoo compile --backend NAME``: the descriptor's compiler (host.models.runtime_compile)."""
+def _compile_for_runtime(model: Path, backend: str, option, target, out, cache_dir, as_json: bool,
+                         board: tuple = (None, None)) -> None:
+    """``host zoo compile --backend NAME [--device BOARD [-i INVENTORY]]``: the descriptor's compiler
+    (host.models.runtime_compile), for the board when one is named."""
+    from host.campaign.compiled import compile_board
+    from host.cli.lab import select
     from host.models import runtime_compile
 
+    # --json: stdout holds the document only; what the compiler logs there (MetaSchedule) goes to stderr
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     try:
-        path, info = runtime_compile.compile_with(backend, model, runtime_compile.parse_options(option),
-                                                  target=target, cache_dir=cache_dir)
+        found = select(board[1], [board[0]], (), False)[1][0] if board[0] else None
+        with quiet:
+            path, info = runtime_compile.compile_with(backend, model, runtime_compile.parse_options(option),
+                                                      target=target, cache_dir=cache_dir, device=found,
+                                                      board_session=compile_board)
         copied = runtime_compile.copy_compiled(path, info, out) if out is not None else None
     except HostError as e:
         _fail(e)
@@ -508,6 +527,8 @@ def _compile_for_runtime(model: Path, backend: str, option, target, out, cache_d
         console.print(f"copied to: {copied}", soft_wrap=True)
     tuning = info.get("tuning") or {}
     facts = [f"{k} {info[k]}" for k in ("codegen", "trials", "target_text") if info.get(k) is not None]
+    if info.get("measured_on"):
+        facts.append(f"measured on {info['measured_on'].get('board')}")
     facts.append(f"compile {info.get('compile_s')} s")
     if tuning:
         facts.append("tuning: database re-used" if tuning.get("cache_hit") else f"tuning {tuning.get('s')} s")

@@ -133,6 +133,32 @@ def facts(board) -> dict:
     return found
 
 
+#: /proc/cpuinfo's first value of each field -> its fact name (ARM and x86 spell them differently)
+_CPUINFO = {"model name": "cpu_model", "flags": "cpu_flags", "Features": "cpu_features",
+            "CPU implementer": "cpu_implementer", "CPU part": "cpu_part"}
+
+
+def cpu_facts(board) -> dict:
+    """The CPU's identification, one round trip: /proc/cpuinfo's first ``model name``, ``flags``
+    (x86) or ``Features``, ``CPU implementer``, ``CPU part`` (ARM) as ``cpu_model``, ``cpu_flags``,
+    ``cpu_features``, ``cpu_implementer``, ``cpu_part``, and the device tree's ``model`` (a Raspberry
+    Pi's name); what the board does not give is absent. What a compiler needs for a board's target
+    (``host zoo compile --device``), not part of ``host check``'s :func:`facts`.
+
+    Raises:
+        TransportError: connection problems.
+    """
+    fields = " ".join(f'k=="{k}"&&!s["{k}"]{{print "{v}=" v; s["{k}"]=1}}' for k, v in _CPUINFO.items())
+    script = ("awk '{k=$0; sub(/[ \t]*:.*/, \"\", k); v=$0; sub(/^[^:]*:[ \t]*/, \"\", v)} "
+              + fields + "' /proc/cpuinfo 2>/dev/null; "
+              "printf 'board_model=%s\\n' \"$(tr -d '\\000' < /proc/device-tree/model 2>/dev/null)\"; exit 0")
+    res = board.transport.run(script, timeout=60, retry=True)
+    found = {k: v for k, v in kv_lines(res.stdout).items() if v and k != "models"}
+    if "board_model" in found:  # kv_lines gathers "model=" lines as the work folder's models
+        found["model"] = found.pop("board_model")
+    return found
+
+
 def check(board) -> CheckReport:
     """Facts plus readiness, changing nothing on the board: the work folder is (or can
     be) writable; native mode: the interpreter imports the runtime module; container

@@ -6,6 +6,12 @@ compiler's declared options, loads the ONNX file (the host's own ONNX tooling) a
 ``ModelProto`` to the compiler, which writes its file into its cache (``~/.cache/edgegauge/compiled/
 <runtime>/`` unless ``--cache-dir``) with a ``.info`` recipe beside it. ``-o DIR`` copies both, under
 the name the recipe gives, so that ``host bench DIR`` picks the ``.info`` up as the cell's ``info``.
+
+With ``--device BOARD`` (an inventory board, not ``local``) and a compiler that declares
+``board_compile``: the caller's ``board_session`` (:func:`host.campaign.compiled.compile_board`: the
+board connected as ``host bench`` connects it, its lock held, its facts read) gives the
+:class:`runners.backends.base.CompileBoard` the compiler gets, which takes the board's target from its
+facts and may measure on it.
 """
 
 from __future__ import annotations
@@ -48,17 +54,29 @@ def _load_onnx(model: Path):
         raise ModelFormatError(model, f"not readable as ONNX ({type(exc).__name__}: {exc})") from None
 
 
+def _for_board(compiler, device) -> bool:
+    """Whether ``compiler`` makes ``device``'s file on that board (an inventory board, not this
+    machine, and a compiler that declares ``board_compile``)."""
+    return device is not None and device.connection != "local" and compiler.board_compile is not None
+
+
 def compile_with(backend: str, model, options: Mapping[str, str], *, target: Optional[str] = None,
-                 cache_dir=None) -> Tuple[Path, dict]:
-    """Compile ``model`` with the compiler of runtime ``backend``: ``(its file, recipe)``.
+                 cache_dir=None, device=None, board_session=None) -> Tuple[Path, dict]:
+    """Compile ``model`` with the compiler of runtime ``backend``: ``(its file, recipe)``. With
+    ``device`` (an inventory device) and a compiler that declares ``board_compile``: for that board,
+    the :class:`runners.backends.base.CompileBoard` from ``with board_session(device) as board``
+    (:func:`host.campaign.compiled.compile_board`); this machine (``local``) or a compiler without
+    it: on this host, as without ``device``.
 
     Raises:
         CompileUsageError: no such runtime or it declares no compiler, an option it does not
             declare, a bad value or target (exit 2).
         ModelFormatError: the file is not ONNX.
-        CompileError: the runtime's compiler is not installed, or compiling failed.
+        CompileError: the runtime's compiler is not installed (here, or on the board), or
+            compiling failed.
+        TransportError, DeployError: the board cannot be used (what ``board_session`` raises).
     """
-    from runners.errors import BackendUnavailableError, ModelCompileError
+    from runners.errors import BackendUnavailableError, BoardRuntimeMissingError, ModelCompileError
 
     known = compilers()
     if backend not in known:
@@ -72,12 +90,28 @@ def compile_with(backend: str, model, options: Mapping[str, str], *, target: Opt
     model = Path(model)
     proto = _load_onnx(model)
     folder = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR / backend).expanduser()
+    on_board = _for_board(compiler, device)
+    if on_board and board_session is None:
+        raise CompileUsageError(f"{device.name}: no way to reach the board was given to the compile")
     try:
-        path, info = compiler.compile(model, proto, values, folder, target)
+        if not on_board:
+            path, info = compiler.compile(model, proto, values, folder, target)
+        else:
+            with board_session(device) as board:
+                path, info = compiler.board_compile(model, proto, values, folder, target, board)
     except ValueError as exc:
-        raise CompileUsageError(str(exc)) from None
+        raise CompileUsageError(f"{device.name}: {exc}" if on_board else str(exc)) from None
+    except BoardRuntimeMissingError as exc:
+        raise CompileError(f"{device.name}: {exc}",
+                           hint=f"install the runtime on {device.name} (its image or the inventory's "
+                           f"python), then `host check --device {device.name}`; or compile on this host "
+                           "without --device") from None
     except BackendUnavailableError as exc:
-        raise CompileError(str(exc), hint="install the runtime's compiler on this host") from None
+        hint = "install the runtime's compiler on this host"
+        if on_board:
+            hint += (f"; to measure on {device.name}, it and this host must reach each other on the "
+                     f"compiler's ports (`host check --device {device.name}`)")
+        raise CompileError(f"{device.name}: {exc}" if on_board else str(exc), hint=hint) from None
     except ModelCompileError as exc:
         raise CompileError(f"{model.name}: {exc}") from None
     return Path(path), info

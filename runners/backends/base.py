@@ -95,12 +95,21 @@ class ModelCompiler:
     :class:`runners.errors.ModelCompileError` when compiling fails. ``summary``: one line.
     ``tag(values)``: the name a compiled file gets for the resolved options (``tvm-tuned8``), known
     before compiling (a cell whose model failed to compile is named by it); None: the host makes one.
+
+    ``board_compile(model, proto, options, cache_dir, target, board)``, when declared, makes the file
+    for one inventory board (``host zoo compile --device BOARD``, ``host bench`` on a board): the
+    arguments of ``compile`` plus ``board`` (:class:`CompileBoard`: its name, facts and open SSH
+    connection), so that the compiler takes the board's target from its facts (``target`` None) and
+    may measure on the board (TVM: MetaSchedule tuning through TVM's RPC). It raises what ``compile``
+    raises, and :class:`runners.errors.BoardRuntimeMissingError` when the board lacks what it needs
+    there. None: the file does not depend on the board (``compile`` on the host serves every board).
     """
 
     compile: Callable[..., Tuple[Any, dict]]
     options: Tuple[BackendOption, ...] = ()
     summary: str = ""
     tag: Optional[Callable[[Dict[str, Any]], str]] = None
+    board_compile: Optional[Callable[..., Tuple[Any, dict]]] = None
 
     def resolve(self, given: Mapping[str, Any]) -> Dict[str, Any]:
         """Every option: ``given`` values parsed, defaults for the rest.
@@ -115,6 +124,30 @@ class ModelCompiler:
                              f"{', '.join(known) or 'none'})")
         values = {k.replace("-", "_"): v for k, v in given.items()}
         return {n: o.parse(values[n]) if n in values else o.default for n, o in known.items()}
+
+
+@dataclass(frozen=True)
+class CompileBoard:
+    """The board a :attr:`ModelCompiler.board_compile` call is for, as the host hands it over while
+    it holds the board's lock.
+
+    ``name``: the inventory name; ``facts``: the board's facts (``host check``'s: ``arch`` as
+    ``uname -m`` says, ``cores``, ``mem_gib``, ``os``, ``python``, ..., plus the CPU's identification
+    where the board gives it: ``cpu_model``, ``cpu_flags`` or ``cpu_features``, ``cpu_part``,
+    ``cpu_implementer``, ``model``); ``connection``: its open SSH connection (a Fabric ``Connection``:
+    ``run(command, hide=, warn=, in_stream=, timeout=)`` returns ``return_code``, ``stdout``,
+    ``stderr``), valid during the call only; ``python``: the inventory's interpreter on the board;
+    ``workdir``: the board's work folder (absolute); ``host_address``: this host's IP address as the
+    board reaches it (the SSH connection's local address; None when not known, e.g. through a jump
+    host).
+    """
+
+    name: str
+    facts: Mapping[str, Any]
+    connection: Any
+    python: str = "python3"
+    workdir: str = "/tmp"
+    host_address: Optional[str] = None
 
 
 @dataclass(frozen=True)

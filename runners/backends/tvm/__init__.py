@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from runners.backends.base import BackendDescriptor, BackendOption, ModelCompiler
 from runners.backends.tvm import compile as tvm_compile
+from runners.backends.tvm import rpc as tvm_rpc
 from runners.backends.tvm.backend import TvmBackend
 
 __all__ = ["DESCRIPTOR", "TvmBackend"]
@@ -36,13 +37,17 @@ DESCRIPTOR = BackendDescriptor(
         compile=tvm_compile.compile_model,
         options=tvm_compile.OPTIONS,
         tag=lambda o: tvm_compile.slug(o["codegen"], o["tune_trials"], o["trials_per_task"]),
-        summary="ONNX -> Relax -> TVM's default pipeline (untuned) or MetaSchedule tuning on this host "
-        "first (tuned), for this host's CPU; cached by source sha256 x target x TVM version x trials",
+        board_compile=tvm_rpc.compile_for_board,
+        summary="ONNX -> Relax -> TVM's default pipeline (untuned) or MetaSchedule tuning first (tuned), "
+        "on this host or, with --device, on the board through TVM's RPC; cached by source sha256 x "
+        "target x TVM version x trials",
     ),
     tested_here="x86-64 only: `host zoo compile --backend tvm` (untuned, and tuned with a few MetaSchedule "
     "trials) and the Relax VM run here with apache-tvm 0.27 (tests/test_tvm.py: outputs against "
     "ONNX Runtime, cache keys and hits, typed errors); `host bench --backend tvm` on this machine; "
-    "not built for or run on an ARM board (no cross-compiled library, no tuning over RPC, the "
+    "tuned through TVM's RPC on a loopback SSH board (`host zoo compile --device`, `host bench` on it; "
+    "tests/test_tvm_rpc.py), not on a real one; "
+    "not built for or run on an ARM board (no cross-compiled library, the "
     "arm-cpu image does not install TVM)",
     verified_on=("x86-64 Debian VM (the test machine): compiled (untuned, tuned) and run here",),
 )

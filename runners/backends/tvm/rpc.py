@@ -17,6 +17,12 @@ board, both started and stopped here; TVM's own distributed tuning engine does t
 :func:`compile_on_board` is :func:`compile.compile_model` with that tuner: the board's identity
 (name, key) is part of the artefact's and the database's cache keys and recorded as
 ``measured_on``. Server and tracker are stopped in all cases (``finally``).
+
+:func:`compile_for_board` is the descriptor's ``ModelCompiler.board_compile`` (``host zoo compile
+--device BOARD``, ``host bench`` on an inventory board): the target from the board's facts
+(:func:`runners.backends.tvm.targets.target_for`), then ``untuned`` compiled for it on the host, or
+``tuned`` through :func:`compile_on_board` with the tracker on the host's address as the board
+reaches it.
 """
 
 from __future__ import annotations
@@ -31,13 +37,13 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from runners.errors import BackendUnavailableError
+from runners.errors import BackendUnavailableError, BoardRuntimeMissingError
 
 #: how long the tracker and the server get to come up (seconds)
 START_S = 60.0
 
 
-class BoardTvmMissingError(BackendUnavailableError):
+class BoardTvmMissingError(BoardRuntimeMissingError):
     """The board's python cannot import TVM's RPC server."""
 
 
@@ -207,3 +213,34 @@ def compile_on_board(model, proto, options: dict, cache_dir, conn, board: str, *
                 return rpc_tuner(host, port, key)(mod, tgt, trials, work_dir, per_task)
 
     return tvmc.compile_model(model, proto, options, cache_dir, target, measure={"on": on, "tuner": tuner})
+
+
+def compile_for_board(model, proto, options: dict, cache_dir, target: Optional[str], board) -> tuple:
+    """``ModelCompiler.board_compile``: ``model`` compiled for ``board`` (a
+    :class:`runners.backends.base.CompileBoard`). The target is ``target`` when given, else
+    :func:`runners.backends.tvm.targets.target_for` of the board's facts; ``codegen=untuned`` is then
+    :func:`compile.compile_model` on the host (no RPC), ``tuned`` :func:`compile_on_board` with the
+    tracker on ``board.host_address``, the server started with the board's python, its pid and log
+    file in the board's work folder. Returns ``(path, info)``.
+
+    Raises:
+        ValueError: facts without a known ``arch``, a bad target, ``tuned`` for another architecture
+            than this host's (MetaSchedule builds the candidates here).
+        BoardTvmMissingError: the board's python cannot import TVM's RPC server.
+        RpcSetupError: the host's address as the board sees it is not known (a jump host), or the
+            tracker or the server did not come up.
+        BackendUnavailableError, ModelCompileError: as :func:`compile.compile_model`.
+    """
+    from runners.backends.tvm import compile as tvmc
+    from runners.backends.tvm.targets import target_for
+
+    text = target if target else target_for(dict(board.facts))
+    if tvmc.check_options(options)["codegen"] != "tuned":
+        return tvmc.compile_model(model, proto, options, cache_dir, text)
+    if not board.host_address:
+        raise RpcSetupError(f"{board.name}: this host's address as the board sees it is not known (a board "
+                            "reached through a jump host?): the board's TVM RPC server could not reach the "
+                            "tracker; tune on a board reached directly, or compile codegen=untuned")
+    return compile_on_board(model, proto, options, cache_dir, board.connection, board.name, target=text,
+                            python=board.python, tracker_host=board.host_address,
+                            board_sees_host=board.host_address, workdir=board.workdir)
