@@ -391,6 +391,48 @@ class CampaignInterrupted(HostError):
 
 
 # --------------------------------------------------------------------------------------------
+# a labgrid coordinator (host/lab/coordinator.py)
+
+
+class CoordinatorError(HostError):
+    """A labgrid coordinator refused or failed a request (base class). ``address``: the
+    coordinator's ``HOST:PORT``; ``place``: the place concerned, when one is."""
+
+    def __init__(self, message: str, *, address: str = "", place: str | None = None,
+                 hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.address, self.place = address, place
+
+
+class CoordinatorUnreachableError(CoordinatorError):
+    """No labgrid coordinator answered at the address (refused, timed out, or the stream to it
+    broke)."""
+
+
+class NoSuchPlaceError(CoordinatorError):
+    """The coordinator has no place of that name, or none with the tags asked for."""
+
+
+class PlaceBusyError(CoordinatorError):
+    """The place (or every place with the tags asked for) stayed held by someone else for
+    longer than the wait allowed; ``holders``: labgrid's ``host/user`` of each holder."""
+
+    category = "busy"
+
+    def __init__(self, message: str, *, address: str = "", place: str | None = None,
+                 holders: tuple = (), hint: str | None = None):
+        super().__init__(message, address=address, place=place, hint=hint)
+        self.holders = tuple(holders)
+
+
+class PlaceWaitInterrupted(CoordinatorError):
+    """Ctrl-C or SIGTERM while waiting in a coordinator's queue: nothing ran; every reservation
+    made was cancelled and every place taken released. ``exit_code``: 130, or 128 + the signal."""
+
+    exit_code = 130
+
+
+# --------------------------------------------------------------------------------------------
 # cli
 
 
