@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from contextlib import ExitStack
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, List, Optional
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, List, Optional
 import typer
 
 from host.cli.bench_compile import CompileOptionOpt, compile_axis
-from host.cli.bench_progress import run_bench
+from host.cli.bench_progress import bench_power_factory, run_bench
 from host.cli.bench_scenario import PANEL as SCENARIO_PANEL
 from host.cli.bench_scenario import (
     DurationOpt,
@@ -64,6 +65,7 @@ from host.cli.options import (
     parse_shapes,
     table_view,
 )
+from host.cli.places import CoordinatorOpt, PlaceOpt, PlacesOpt, held_devices, wants_of
 from host.cli.signals import interruptible
 from host.errors import CampaignInterrupted, DiskFullError, HostError
 from runners.backends import implemented_names
@@ -94,7 +96,7 @@ BreakLockOpt = Annotated[bool, typer.Option(
     "--break-lock", help="take a board whose lock another live run holds (kills that holder; logged)")]
 WaitLockOpt = Annotated[float, bounded(
     0, 7 * DAY_S, "seconds to wait for a board another run holds (a countdown on stderr) before its cells "
-    "fail as busy", "--wait-lock")]
+    "fail as busy; also how long --place waits in a coordinator's queue", "--wait-lock")]
 NoWaitOpt = Annotated[bool, typer.Option(
     "--no-wait", help="fail at once on a board another run holds (same as --wait-lock 0)")]
 BackendOpt = Annotated[Optional[str], typer.Option(
@@ -191,7 +193,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print the cells as JSON i
 #: ``host bench --help``: its options by panel (every parameter in exactly one)
 BENCH_PANELS = {
     "Models": ("models",),
-    "Devices": ("inventory", "device", "group", "all_devices"),
+    "Devices": ("inventory", "device", "group", "all_devices", "coordinator", "place", "places"),
     "Matrix": ("backend", "precision", "compile_option", "batch", "shape", "threads", "option", "dataset",
                "calibrate", "calibration_data"),
     "Protocol": ("quick", "rigorous", "target_ci", "max_s", "min_processes", "max_processes", "sessions",
@@ -216,6 +218,9 @@ def bench(
     device: DeviceOpt = None,
     group: GroupOpt = None,
     all_devices: AllOpt = False,
+    coordinator: CoordinatorOpt = None,
+    place: PlaceOpt = None,
+    places: PlacesOpt = None,
     backend: BackendOpt = None,
     precision: PrecisionOpt = "fp32",
     compile_option: CompileOptionOpt = None,
@@ -338,8 +343,11 @@ def bench(
         except HostError as exc:
             _fail(exc)
             return
-    try:
-        found_devices = _bench_devices(inventory, device, group, all_devices, backend)
+    wants, held = wants_of(coordinator, place, places, bool(device or group or all_devices)), ExitStack()
+    wait_lock = 0.0 if no_wait else wait_lock
+    try:  # --coordinator's places are held from here to the finally below
+        found_devices = _bench_devices(inventory, device, group, all_devices, backend, placed=wants and (
+            lambda: held.enter_context(held_devices(coordinator, wants, inventory, wait_lock))))
         config = _bench_config(found_devices, backend, batch=batches[0], shapes=parse_shapes(shape),
                                counters=counters,
                                options=_given_options(threads, option), policy=policy,
@@ -350,7 +358,7 @@ def bench(
         if meter and len(found_devices) > 1:
             raise HostError("--meter names the meter of one device; several are selected",
                             hint="set meter= and meter_port= per device in the inventory")
-        power_factory = None if power is False else _power_factory(
+        power_factory = None if power is False else bench_power_factory(
             meter, meter_port, ssh, settle_s=idle_settle_s, window_s=idle_window_s,
             idle_every_s=idle_every_s, min_samples=power_min_samples)
         with interruptible() as received:
@@ -358,7 +366,7 @@ def bench(
                 result = run_bench(found, found_devices, CampaignOptions(
                     config=config, results=results, campaign=name, backend=backend, retry_failed=retry_failed,
                     protocol=protocol, memory=memory, break_lock=break_lock, dataset=dataset,
-                    wait_lock=0.0 if no_wait else wait_lock, compile_axis=axis,
+                    wait_lock=wait_lock, compile_axis=axis,
                     precisions=precisions, batches=batches, profile=profile, reference=reference,
                     auto_calibrate=auto_calibrate),
                     ssh=ssh, power=power_factory)
@@ -372,6 +380,8 @@ def bench(
     except HostError as exc:
         _fail(exc)
         return
+    finally:
+        held.close()
     _render_bench(result, found_devices, name, json_out, view)
     _exit_for(result.cells, name, retry_failed)
 
@@ -450,14 +460,17 @@ def _given_options(threads: Optional[int], option: Optional[List[str]]) -> dict:
     return given
 
 
-def _bench_devices(inventory, device, group, all_devices: bool, backend: Optional[str]) -> list:
+def _bench_devices(inventory, device, group, all_devices: bool, backend: Optional[str], placed=None) -> list:
     """Step 2 of bench: refuse a ``--backend`` this version cannot run, then select the
-    devices (``--device local`` when none is named). Raises BackendError, InventoryError,
-    UnknownDeviceError, SelectionError."""
+    devices: ``placed()`` (the boards of --coordinator's places) when given, else the inventory's
+    (``--device local`` when none is named). Raises BackendError, InventoryError,
+    UnknownDeviceError, SelectionError, and what ``placed`` raises."""
     from host.lab.benchconfig import check_backend
 
     if backend is not None:
         check_backend(backend)
+    if placed:
+        return placed()
     if not (device or group or all_devices):
         device = ["local"]
     _, found_devices = select(inventory, device, group, all_devices)
@@ -573,27 +586,3 @@ def _exit_for(cells: list, name: str, retry_failed: bool) -> None:
         raise typer.Exit(1)
     if "invalid" in statuses:
         raise typer.Exit(3)
-
-
-def _power_factory(meter, meter_port, options, **settings):
-    """``(device, board, folder) -> PowerSession | None`` for run_campaign (the local device without a
-    meter: :func:`host.power.local.local_power_session`)."""
-    from host.lab.board import open_transport
-    from host.power.session import PowerSession, meter_spec
-
-    def factory(device, board, folder):
-        spec = meter_spec(device, meter, meter_port)
-        if spec is None:  # --device local: its own counters (RAPL, NVML), else "no source"; others: none
-            from host.power.local import local_power_session
-
-            return local_power_session(device, board, folder, **settings)
-        run = on_close = None
-        if spec.onboard:  # on-board sources are read on the board, over their own connection
-            transport = open_transport(device, options)
-            run = lambda cmd: transport.run(cmd, timeout=30).stdout  # noqa: E731
-            on_close = transport.close
-        return PowerSession(spec, board, folder, run=run, on_close=on_close, **settings)
-
-    return factory
-
-

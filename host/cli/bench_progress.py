@@ -76,3 +76,25 @@ def _lock_wait(progress, task, event, waits: dict) -> None:
         progress.console.print(f"{event.device}: still waiting for the lock, {clock} left", highlight=False)
         waits[event.device] = left
     progress.update(task, description=f"busy: waiting for the lock, {clock} left")
+
+
+def bench_power_factory(meter, meter_port, options, **settings):
+    """``(device, board, folder) -> PowerSession | None`` for run_campaign (the local device without a
+    meter: :func:`host.power.local.local_power_session`)."""
+    from host.lab.board import open_transport
+    from host.power.session import PowerSession, meter_spec
+
+    def factory(device, board, folder):
+        spec = meter_spec(device, meter, meter_port)
+        if spec is None:  # --device local: its own counters (RAPL, NVML), else "no source"; others: none
+            from host.power.local import local_power_session
+
+            return local_power_session(device, board, folder, **settings)
+        run = on_close = None
+        if spec.onboard:  # on-board sources are read on the board, over their own connection
+            transport = open_transport(device, options)
+            run = lambda cmd: transport.run(cmd, timeout=30).stdout  # noqa: E731
+            on_close = transport.close
+        return PowerSession(spec, board, folder, run=run, on_close=on_close, **settings)
+
+    return factory

@@ -7,12 +7,14 @@ Registered on the main app by :mod:`host.cli`; errors become messages only here 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Callable, List, Optional
 
 import typer
 
 from host.cli.options import bounded
+from host.cli.places import CoordinatorOpt, ListCoordinatorOpt, PlaceOpt, PlacesOpt, chosen
 from host.errors import HostError
 
 InventoryOpt = Annotated[Optional[str], typer.Option(
@@ -91,6 +93,7 @@ def devices(
     json_out: JsonOpt = False,
     results: Annotated[Path, typer.Option(
         help="results root whose .devices/ holds `host calibrate` figures [results]")] = Path("results"),
+    coordinator: ListCoordinatorOpt = None,
 ):
     """List the devices: the inventory's, with family, address and settings, and the built-in
     local device (this machine) when none is named (connects to nothing).
@@ -101,11 +104,21 @@ def devices(
     device's speed varies between runs (95 % of re-runs), from `host calibrate` into --results,
     else from the device's history on this host (every campaign's reference runs; - with fewer
     than 2 campaigns).
+
+    --coordinator ADDRESS lists the places of a labgrid coordinator instead: tags, holder,
+    reservation, SSH address, and the family and runtime of the inventory board at that address.
     """
     from host.cli.render import PlainTable as Table
     from host.cli.render import console, print_json
 
     try:
+        if coordinator is not None:
+            if device or group:
+                raise typer.BadParameter("--coordinator lists every place: leave out --device and --group",
+                                         param_hint="--coordinator")
+            from host.cli.places import print_places
+
+            return print_places(coordinator, inventory, json_out)
         inv, found = _listed(inventory, device, group)
     except HostError as exc:
         fail(exc)
@@ -171,21 +184,27 @@ def check(
     accept_new_host_keys: AcceptNewOpt = False,
     connect_timeout: ConnectTimeoutOpt = 10.0,
     json_out: JsonOpt = False,
+    coordinator: CoordinatorOpt = None,
+    place: PlaceOpt = None,
+    places: PlacesOpt = None,
 ):
     """Connect to each board in parallel; print facts and a readiness verdict.
 
     Exit code: 0 every board ready; 2 reachable but not ready, or a placeholder address (the
     example inventory's documentation addresses: not connected to); 1 a board is unreachable.
+    --coordinator ADDRESS --place NAME / --places TAG=VALUE checks the boards of labgrid places,
+    reserved and acquired for the check and released after it.
     """
     from host.cli.render import PlainTable as Table
     from host.cli.render import console, plain, print_json
 
-    try:
-        _, found = select(inventory, device, group, all_devices)
-    except HostError as exc:
-        fail(exc)
-        return
-    reports = _check_reports(found, board_options(known_hosts, accept_new_host_keys, connect_timeout))
+    with ExitStack() as held:
+        try:
+            found = chosen(held, select, inventory, device, group, all_devices, coordinator, place, places)
+        except HostError as exc:
+            fail(exc)
+            return
+        reports = _check_reports(found, board_options(known_hosts, accept_new_host_keys, connect_timeout))
     if json_out:
         print_json([r.to_json() for r in reports])
     else:
@@ -238,28 +257,33 @@ def deploy(
     accept_new_host_keys: AcceptNewOpt = False,
     connect_timeout: ConnectTimeoutOpt = 10.0,
     json_out: JsonOpt = False,
+    coordinator: CoordinatorOpt = None,
+    place: PlaceOpt = None,
+    places: PlacesOpt = None,
 ):
     """Prepare boards in parallel: work folder, runner package (by content hash; skipped when
     there), container image (present, loaded from image_archive, or pulled) or the native
     runtime import check, and optionally the given models. One board's failure never stops
-    the others. Exit code 1 when any board failed.
+    the others. Exit code 1 when any board failed. --coordinator ADDRESS --place NAME /
+    --places TAG=VALUE deploys to the boards of labgrid places (held for the deploy only).
     """
     from host.campaign.run import discover_models
     from host.cli.render import PlainTable as Table
     from host.cli.render import console, human_bytes, plain, print_json, styled
 
-    try:
-        _, found = select(inventory, device, group, all_devices)
-        staged = discover_models(models) if models else []
-    except HostError as exc:
-        fail(exc)
-        return
     def one(board):
         report = board.deploy(staged)
         report.notes = list(board.transport.stats.notes)
         return report
 
-    reports = on_boards(found, board_options(known_hosts, accept_new_host_keys, connect_timeout), one)
+    with ExitStack() as held:
+        try:
+            staged = discover_models(models) if models else []
+            found = chosen(held, select, inventory, device, group, all_devices, coordinator, place, places)
+        except HostError as exc:
+            fail(exc)
+            return
+        reports = on_boards(found, board_options(known_hosts, accept_new_host_keys, connect_timeout), one)
     if json_out:
         print_json([r.to_json() for r in reports])
     else:

@@ -1,0 +1,384 @@
+"""Boards shared through a real labgrid coordinator (issue 26, first slice): a ``labgrid-coordinator``
+and a ``labgrid-exporter`` (labgrid 26, the ``lab`` extra) on loopback, the exporter publishing a
+``NetworkService`` for each loopback sshd board of tests/labfix.py; places created, tagged, held and
+checked with ``labgrid-client`` (the tool a lab uses), never through our own code.
+
+Covered: ``host devices --coordinator`` (table at 100 columns, JSON), ``host bench --coordinator
+--place`` running a cell on the place's board and releasing it, a second reservation waiting in
+labgrid's queue until the first is released (library and two real ``host bench`` processes),
+SIGTERM during a run and during a wait, a place held by someone else past the wait, an unknown
+place, an unreachable coordinator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import labfix
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("labgrid.remote.client", reason="labgrid is not installed (the lab extra: pip install -e .[lab])")
+
+from host.cli.main import app  # noqa: E402
+from host.errors import NoSuchPlaceError, PlaceBusyError  # noqa: E402
+from host.lab.coordinator import PlaceLease, list_places  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MODEL = ROOT / "tests" / "fixtures" / "models" / "identity.onnx"
+FAST = ["--warmup-iters", "1", "--warmup-s", "0", "--min-iters", "5", "--target-ci", "0.5", "--max-s", "60",
+        "--no-reference", "--no-power"]
+EXPORTER = "eg-rack1"
+#: place -> (board of labfix, tags); "spare" has no resource at all
+PLACES = {"p1": ("b1", {"rack": "r1", "kind": "loop"}), "p2": ("b2", {"rack": "r1", "kind": "other"}),
+          "p3": ("b3", {"rack": "r2", "kind": "loop"})}
+
+
+class Lab:
+    """A coordinator and an exporter on loopback, their folder and ``labgrid-client``."""
+
+    def __init__(self, directory: Path, boards: labfix.Boards):
+        self.dir, self.boards, self.procs = directory, boards, []
+        port, = labfix.free_ports(1)
+        self.address = f"127.0.0.1:{port}"
+        self.inventory = boards.write_inventory(directory / "inventory.ini")
+        self._start("coordinator", [BIN / "labgrid-coordinator", "-l", self.address])
+        deadline = time.monotonic() + 30
+        while not labfix.port_accepts(port):
+            assert time.monotonic() < deadline, self.log("coordinator")
+            time.sleep(0.1)
+        lines = [f"{board}:\n  NetworkService:\n    address: 127.0.0.1\n    port: {boards.ports[board]}\n"
+                 f"    username: root\n" for board, _ in PLACES.values()]
+        (directory / "exporter.yaml").write_text("".join(lines))
+        self._start("exporter", [BIN / "labgrid-exporter", "-c", self.address, "-n", EXPORTER,
+                                 "--hostname", "127.0.0.1", str(directory / "exporter.yaml")])
+        while self.client("resources").stdout.count("/NetworkService") < len(PLACES):
+            assert time.monotonic() < deadline, self.log("exporter")
+            time.sleep(0.2)
+        for place, (board, tags) in PLACES.items():
+            self.client("-p", place, "create", check=True)
+            self.client("-p", place, "add-match", f"{EXPORTER}/{board}/NetworkService", check=True)
+            self.client("-p", place, "set-tags", *(f"{k}={v}" for k, v in tags.items()), check=True)
+        self.client("-p", "spare", "create", check=True)
+
+    def _start(self, name: str, argv: list) -> None:
+        log = open(self.dir / f"{name}.log", "w")
+        self.procs.append(subprocess.Popen([str(a) for a in argv], cwd=self.dir, stdout=log,
+                                           stderr=subprocess.STDOUT, env=self.env()))
+
+    def log(self, name: str) -> str:
+        return (self.dir / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def env(self, user: str | None = None) -> dict:
+        env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+        env.pop("LG_COORDINATOR", None)
+        if user:
+            env["LG_USERNAME"] = user
+        return env
+
+    def client(self, *args, user: str | None = None, check: bool = False) -> subprocess.CompletedProcess:
+        """``labgrid-client -x ADDRESS ARGS`` (as ``user`` when given: LG_USERNAME)."""
+        done = subprocess.run([str(BIN / "labgrid-client"), "-x", self.address, *args], env=self.env(user),
+                              capture_output=True, text=True, timeout=60)
+        assert not check or done.returncode == 0, (args, done.stdout, done.stderr)
+        return done
+
+    def holder(self, place: str) -> str:
+        """``acquired:`` of ``labgrid-client -p PLACE show`` (``None`` when free)."""
+        shown = self.client("-p", place, "show", check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in shown.splitlines()
+                    if line.strip().startswith("acquired:"))
+
+    def reservations(self) -> str:
+        return self.client("reservations", check=True).stdout
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            labfix.kill_tree(proc.pid)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, ssh_boards):
+    for name in ssh_boards.stopped():
+        ssh_boards.start(name)
+    found = Lab(tmp_path_factory.mktemp("labgrid"), ssh_boards)
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+@pytest.fixture
+def free_lab(lab):
+    """The lab with every place free and no reservation, before and after the test."""
+    for place in PLACES:
+        assert lab.holder(place) == "None", f"{place} left acquired by an earlier test"
+    yield lab
+    for place in PLACES:
+        if lab.holder(place) != "None":
+            lab.client("-p", place, "release", "--kick")
+            pytest.fail(f"{place} left acquired")
+    assert "Reservation" not in lab.reservations()
+
+
+def host(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "host", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=400, env={**os.environ, "COLUMNS": "200"})
+
+
+def bench_argv(lab: Lab, tmp_path: Path, *args) -> list:
+    return [sys.executable, "-m", "host", "bench", str(MODEL), "--coordinator", lab.address,
+            "--inventory", str(lab.inventory), "--results", str(tmp_path / "r"), *FAST, *map(str, args)]
+
+
+# -- devices -----------------------------------------------------------------------------------
+
+
+def test_devices_lists_places_with_tags_holder_reservation_address_and_inventory_facts(free_lab, tmp_path):
+    lab = free_lab
+    lab.client("-p", "p2", "acquire", user="alice", check=True)
+    try:
+        done = CliRunner().invoke(app, ["devices", "--coordinator", lab.address, "--inventory",
+                                        str(lab.inventory), "--json"])
+        assert done.exit_code == 0, done.output
+        doc = json.loads(done.stdout)
+    finally:
+        lab.client("-p", "p2", "release", user="alice", check=True)
+    rows = {p["name"]: p for p in doc["places"]}
+    assert sorted(rows) == ["p1", "p2", "p3", "spare"]
+    assert rows["p1"]["tags"] == {"rack": "r1", "kind": "loop"}
+    assert rows["p1"]["ssh"] == f"root@127.0.0.1:{lab.boards.ports['b1']}"
+    assert (rows["p1"]["device"], rows["p1"]["runtime"], rows["p1"]["holder"]) == ("b1", "ort", None)
+    assert rows["p2"]["holder"].endswith("/alice") and rows["p2"]["device"] == "b2"
+    assert rows["spare"]["ssh"] is None and rows["spare"]["device"] is None
+    assert rows["p3"]["resources"] == ["NetworkService"]
+
+
+@pytest.mark.slow
+def test_devices_table_fits_100_columns_in_a_real_terminal(free_lab, tmp_path):
+    from test_terminal_100 import WIDTH, screen
+
+    if labfix.shutil.which("tmux") is None:
+        labfix.apt_install(["tmux"], "the 100-column check runs host devices in tmux")
+    lab = free_lab
+    lab.client("-p", "p3", "acquire", user="alice", check=True)
+    try:
+        lines, status = screen(labfix.shutil.which("tmux"), tmp_path, "devices", "--coordinator", lab.address,
+                               "--inventory", lab.inventory)
+    finally:
+        lab.client("-p", "p3", "release", user="alice", check=True)
+    text = "\n".join(lines)
+    print(text)  # the table as the terminal showed it (the report quotes it)
+    assert status == 0, text
+    assert max(len(line) for line in lines) <= WIDTH and "…" not in text
+    for word in ("p1", "rack=r1", "b1", "ort", "/alice", "spare", f":{lab.boards.ports['b3']}"):
+        assert word in text, word
+
+
+def test_an_unreachable_coordinator_is_one_error_line_with_a_hint(tmp_path):
+    port, = labfix.free_ports(1)
+    done = host("devices", "--coordinator", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"error: no labgrid coordinator answers at 127.0.0.1:{port}" in done.stderr
+    assert "hint: start one" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_place_options_without_a_coordinator_are_a_usage_error(tmp_path):
+    done = host("bench", MODEL, "--place", "p1", cwd=tmp_path)
+    assert done.returncode == 2 and "--coordinator" in done.stderr
+    done = host("bench", MODEL, "--coordinator", "127.0.0.1:1", "--place", "p1", "--device", "local",
+                cwd=tmp_path)
+    assert done.returncode == 2 and "leave out --device" in done.stderr
+
+
+# -- the lease (library) -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_second_reservation_waits_in_the_queue_and_gets_the_place_when_the_first_releases(free_lab):
+    lab, seen, got = free_lab, [], {}
+    first = PlaceLease(lab.address, [{"name": "p2"}], wait_s=30, poll_s=0.2)
+    places = first.__enter__()
+    try:
+        assert [p.name for p in places] == ["p2"] and places[0].ssh.port == lab.boards.ports["b2"]
+        assert lab.holder("p2") != "None"
+
+        def second():
+            with PlaceLease(lab.address, [{"name": "p2"}], wait_s=60, poll_s=0.2, on_wait=seen.append) as held:
+                got["places"], got["at"] = held, time.monotonic()
+                got["holder"] = lab.holder("p2")
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while len(seen) < 3:
+            assert time.monotonic() < deadline and thread.is_alive(), seen
+            time.sleep(0.1)
+        assert not got and seen[-1].want == "name=p2" and seen[-1].holders
+        assert "waiting" in lab.reservations()  # labgrid's own view of the queue
+    finally:
+        released = time.monotonic()
+        first.__exit__(None, None, None)
+    thread.join(60)
+    assert got["places"][0].name == "p2" and got["at"] >= released
+    assert got["holder"] != "None"  # the second lease held it while inside
+
+
+def test_tags_pick_a_matching_place_and_an_unknown_place_fails_at_once(free_lab):
+    lab = free_lab
+    with PlaceLease(lab.address, [{"rack": "r2"}], wait_s=5) as held:
+        assert [p.name for p in held] == ["p3"] and held[0].tags["rack"] == "r2"
+    start = time.monotonic()
+    with pytest.raises(NoSuchPlaceError, match="no place named 'nope'"):
+        PlaceLease(lab.address, [{"name": "nope"}], wait_s=60).__enter__()
+    with pytest.raises(NoSuchPlaceError, match="no place has the tags rack=r9"):
+        PlaceLease(lab.address, [{"rack": "r9"}], wait_s=60).__enter__()
+    assert time.monotonic() - start < 20
+
+
+def test_a_place_held_by_someone_else_past_the_wait_is_a_busy_error_naming_them(free_lab):
+    lab = free_lab
+    lab.client("-p", "p1", "acquire", user="alice", check=True)
+    try:
+        with pytest.raises(PlaceBusyError) as caught:
+            PlaceLease(lab.address, [{"name": "p1"}], wait_s=1.5, poll_s=0.3).__enter__()
+        assert any(h.endswith("/alice") for h in caught.value.holders), caught.value.holders
+        assert "still held after" in str(caught.value)
+        assert "Reservation" not in lab.reservations()  # ours was cancelled
+    finally:
+        lab.client("-p", "p1", "release", user="alice", check=True)
+
+
+def test_list_places_sees_what_labgrid_client_did(free_lab):
+    lab = free_lab
+    lab.client("-p", "p1", "acquire", user="bob", check=True)
+    try:
+        found = {p.name: p for p in list_places(lab.address)}
+        assert found["p1"].holder.endswith("/bob") and found["p2"].holder is None
+    finally:
+        lab.client("-p", "p1", "release", user="bob", check=True)
+
+
+# -- host bench --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_bench_on_a_place_runs_on_its_board_and_releases_it(free_lab, tmp_path):
+    lab = free_lab
+    done = subprocess.run(bench_argv(lab, tmp_path, "--place", "p1", "--campaign", "c1"), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=400, env=lab.env())
+    assert done.returncode in (0, 3), done.stdout + done.stderr  # 3: INVALID timing on a busy machine
+    assert f"acquired place p1 of {lab.address} (root@127.0.0.1:{lab.boards.ports['b1']})" in done.stderr
+    assert "released place p1" in done.stderr
+    cell = json.loads(next((tmp_path / "r" / "c1" / "b1").glob("identity__*.json")).read_text())
+    assert cell["status"] in ("ok", "invalid")
+    assert lab.holder("p1") == "None"
+    assert (lab.boards.workdir("b1") / ".edgegauge.lock").exists()  # our own board lock ran inside
+
+
+def _start_bench(lab: Lab, tmp_path: Path, *args) -> subprocess.Popen:
+    return subprocess.Popen(bench_argv(lab, tmp_path, *args), cwd=tmp_path, env=lab.env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_acquired(lab: Lab, place: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while lab.holder(place) == "None":
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_two_benches_on_one_place_run_one_after_the_other(free_lab, tmp_path):
+    lab = free_lab
+    first = _start_bench(lab, tmp_path, "--place", "p2", "--campaign", "one", "--min-s", "1",
+                         "--min-processes", "6")
+    _wait_acquired(lab, "p2", first)
+    second = _start_bench(lab, tmp_path, "--place", "p2", "--campaign", "two", "--wait-lock", "300")
+    out1, err1 = first.communicate(timeout=400)
+    out2, err2 = second.communicate(timeout=400)
+    assert first.returncode in (0, 3), out1 + err1
+    assert second.returncode in (0, 3), out2 + err2
+    assert "waiting for name=p2 (reservation " in err2 and "held by " in err2
+    cells = {c: json.loads(next((tmp_path / "r" / c / "b2").glob("identity__*.json")).read_text())
+             for c in ("one", "two")}
+    from datetime import datetime
+
+    def utc(text):
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+
+    one, two = (cells[c]["timestamps"] for c in ("one", "two"))
+    assert utc(two["start_utc"]) >= utc(one["end_utc"])  # never at the same time on the board
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_run_releases_the_place(free_lab, tmp_path):
+    lab = free_lab
+    proc = _start_bench(lab, tmp_path, "--place", "p3", "--campaign", "t", "--min-s", "2",
+                        "--min-processes", "20")
+    _wait_acquired(lab, "p3", proc)
+    leases = lab.boards.workdir("b3") / "leases"
+    deadline = time.monotonic() + 120
+    while not list(leases.glob("*.lease")):  # a runner is running on the board
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out + err
+    assert "released place p3" in err and "Traceback" not in err
+    assert lab.holder("p3") == "None"
+
+
+@pytest.mark.slow
+def test_sigterm_while_waiting_cancels_the_reservation(free_lab, tmp_path):
+    lab = free_lab
+    lab.client("-p", "p1", "acquire", user="alice", check=True)
+    try:
+        proc = _start_bench(lab, tmp_path, "--place", "p1", "--campaign", "w", "--wait-lock", "300")
+        deadline = time.monotonic() + 60
+        while "waiting" not in lab.reservations():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, out + err
+        assert "SIGTERM while waiting for places" in err and "Traceback" not in err
+        assert "Reservation" not in lab.reservations()
+        assert lab.holder("p1").endswith("/alice")
+        assert not (tmp_path / "r" / "w").exists()  # nothing ran
+    finally:
+        lab.client("-p", "p1", "release", user="alice", check=True)
+
+
+def test_bench_on_an_unknown_place_fails_before_anything_runs(free_lab, tmp_path):
+    lab = free_lab
+    done = subprocess.run(bench_argv(lab, tmp_path, "--place", "nope"), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=lab.env())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no place named 'nope'" in done.stderr and "places: p1, p2, p3, spare" in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# -- check and deploy --------------------------------------------------------------------------
+
+
+def test_check_on_tagged_places_checks_their_boards_and_releases_them(free_lab):
+    lab = free_lab
+    done = CliRunner().invoke(app, ["check", "--coordinator", lab.address, "--places", "kind=loop",
+                                    "--places", "rack=r1,kind=other", "--inventory", str(lab.inventory),
+                                    "--json"])
+    assert done.exit_code in (0, 2), done.output  # 2: reachable, not ready (no docker on a loopback board)
+    reports = json.loads(done.stdout)
+    checked = sorted(r["device"] for r in reports)
+    assert checked[1] == "b2" and checked[0] in ("b1", "b3"), checked
+    assert all(r["verdict"] != "unreachable" for r in reports), reports
+    assert "acquired place p2 of " in done.stderr and "released place p2" in done.stderr
+    assert all(lab.holder(p) == "None" for p in PLACES)
