@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Smoke test of an edgegauge device image (or the ZCU104 native bundle).
 
-    python3 /opt/edgegauge/smoke_test.py [--runtime ort|tensorrt|vart|...] [--xmodel M] [--json]
+    python3 /opt/edgegauge/smoke_test.py [--runtime ort|tensorrt|vart|tvm|...] [--model M] [--json]
 
 Standard library + numpy + the ``runners`` package only (found beside this file, on
 ``PYTHONPATH``, or in the image at ``/opt/edgegauge``). Steps, each printed as one line:
@@ -26,6 +26,12 @@ Standard library + numpy + the ``runners`` package only (found beside this file,
    * ``vart``: ``vart`` and ``xir`` import; with ``--xmodel``, the graph deserializes and
      has a DPU subgraph. (The tiny ONNX model cannot run on the DPU: it needs a compiled
      xmodel, see images/vitis-ai/.)
+   * ``tvm``: ``tvm`` imports and a CPU tensor makes the round trip numpy -> TVM -> numpy; with
+     ``--model X.tvm`` (an artefact compiled on the host for this board, docs/tvm.md), ``python
+     -m runners run X.tvm --backend tvm`` exits 0 with status ok, and, when the artefact was
+     compiled from ``smoke/tiny.onnx`` (its ``meta.json`` source sha256), the tvm backend's
+     outputs on the fixed input match ``smoke/tiny.expected.json`` (``tvm-check``). Without
+     ``--model`` no model ran through TVM: PARTIAL (a ``.tvm`` artefact is made on the host).
    * any other backend: its descriptor's ``runtime_modules`` import, then
      ``python -m runners run smoke/tiny.onnx --backend NAME`` exits 0 with status ok.
 
@@ -308,6 +314,61 @@ def check_vart(report: Report, xmodel: str | None) -> None:
     report.add("vart", "ok", f"{xmodel}: {len(dpu)} DPU subgraph(s), first {dpu[0].get_name()!r}")
 
 
+def check_tvm(report: Report) -> None:
+    """``tvm`` imports; a CPU tensor makes the numpy -> TVM -> numpy round trip."""
+    import numpy as np
+
+    try:
+        import tvm
+
+        data = np.arange(6, dtype=np.float32).reshape(2, 3)
+        back = tvm.runtime.tensor(data, tvm.cpu(0)).numpy()
+    except Exception as exc:
+        report.add("tvm", "fail", f"{type(exc).__name__}: {exc}")
+        return
+    if not np.array_equal(back, data):
+        report.add("tvm", "fail", f"tensor round trip gave {back.tolist()}")
+        return
+    report.add("tvm", "ok", f"tvm {tvm.__version__} imports, CPU tensor round trip")
+
+
+def check_tvm_model(report: Report, rpath: str, model) -> None:
+    """A host-compiled ``.tvm`` artefact through the runners, and its outputs on the fixed input
+    against the reference when it was compiled from ``smoke/tiny.onnx``; PARTIAL without one."""
+    import hashlib
+
+    import numpy as np
+
+    if not model:
+        report.add("runner", "partial", "tvm imports, but no --model X.tvm ran: compile one on the host for "
+                   "this board (host zoo compile MODEL.onnx --backend tvm --target ...)")
+        return
+    if run_runner(report, "tvm-run", rpath, [model, "--backend", "tvm", "--threads", "1"]) is None:
+        return
+    try:
+        from runners.backends import get_backend
+
+        backend = get_backend("tvm", {"threads": 1})
+        backend.load(model)
+        if (backend.meta.get("source") or {}).get("sha256") != hashlib.sha256(MODEL.read_bytes()).hexdigest():
+            backend.close()
+            report.add("tvm-check", "skip", f"{model} was not compiled from {MODEL.name}: outputs not "
+                       "checked")
+            return
+        got = backend.evaluate({backend.meta["inputs"][0]["name"]: smoke_input()})
+        backend.close()
+    except Exception as exc:
+        report.add("tvm-check", "fail", f"{type(exc).__name__}: {exc}")
+        return
+    exp = json.loads(EXPECTED.read_text())
+    want = np.asarray(exp["output"]["values"], dtype=np.float32).reshape(exp["output"]["shape"])
+    out = next(iter(got.values()))
+    if out.shape == want.shape and np.allclose(out, want, atol=exp["atol"], rtol=exp["rtol"]):
+        report.add("tvm-check", "ok", f"output {np.round(out.ravel(), 5).tolist()} matches the reference")
+    else:
+        report.add("tvm-check", "fail", f"output {out.ravel().tolist()} != reference {want.ravel().tolist()}")
+
+
 def check_imports(report: Report, desc) -> None:
     """A backend without a check of its own: its descriptor's runtime modules import."""
     for name in desc.runtime_modules:
@@ -337,7 +398,8 @@ def main(argv=None) -> int:
                         help="the image's runtime, a runners backend: ort | tensorrt | vart | ... "
                              "(cpu = ort) "
                              "[$EDGEGAUGE_RUNTIME, else the RUNTIME file beside this script, else ort]")
-    parser.add_argument("--xmodel", help="vart: a compiled .xmodel to load")
+    parser.add_argument("--model", "--xmodel", dest="xmodel", metavar="M",
+                        help="the runtime's own compiled model: vart .xmodel, tvm .tvm artefact")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     try:
         args = parser.parse_args(argv)
@@ -365,6 +427,8 @@ def main(argv=None) -> int:
             check_tensorrt(report)
         elif args.runtime == "vart":
             check_vart(report, args.xmodel)
+        elif args.runtime == "tvm":
+            check_tvm(report)
         elif args.runtime not in ("ort", "null"):
             check_imports(report, descs[args.runtime])
         if args.runtime not in ("ort", "null"):
@@ -374,6 +438,8 @@ def main(argv=None) -> int:
                            "model ran through the runners with it")
             elif args.runtime == "vart" and not args.xmodel:
                 report.add("runner", "partial", "vart backend present, but no --xmodel to run")
+            elif args.runtime == "tvm":
+                check_tvm_model(report, rpath, args.xmodel)
             else:
                 model = args.xmodel if args.runtime == "vart" else str(MODEL)
                 run_runner(report, args.runtime, rpath, [model, "--backend", args.runtime])

@@ -182,6 +182,26 @@ def test_smoke_test_partial_when_the_runtime_has_no_backend(tmp_path):
     assert res.returncode == 1 and "import tensorrt" in res.stdout
 
 
+def test_smoke_test_runs_a_tvm_artefact_and_checks_its_outputs(tmp_path):
+    """The tvm variant's smoke test here (x86-64): without --model PARTIAL (tvm imports, nothing ran);
+    with tiny.onnx compiled by TVM for this host, the runners run it and its outputs match the numpy
+    reference (tvm-check OK); an artefact compiled from another model runs, its outputs unchecked."""
+    pytest.importorskip("tvm", reason="apache-tvm (the tvm extra) is not installed")
+    from host.models.runtime_compile import compile_with
+
+    res = _smoke("--runtime", "tvm")
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "tvm        OK" in res.stdout and "no --model X.tvm ran" in res.stdout
+    tiny, _ = compile_with("tvm", IMAGES / "smoke" / "tiny.onnx", {}, cache_dir=tmp_path / "c")
+    res = _smoke("--runtime", "tvm", "--model", str(tiny), env={"EDGEGAUGE_RUNTIME": "tvm"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "tvm-run    OK" in res.stdout and "tvm-check  OK" in res.stdout and "ort-check  OK" in res.stdout
+    other, _ = compile_with("tvm", ROOT / "tests" / "fixtures" / "models" / "tiny_cnn.onnx", {},
+                            cache_dir=tmp_path / "c")
+    res = _smoke("--runtime", "tvm", "--model", str(other))
+    assert res.returncode == 0 and "tvm-check  SKIP" in res.stdout, res.stdout + res.stderr
+
+
 #: A stand-in ``cuda`` package for the smoke test, behaving as cuda-python 12.6.2.post1 does without
 #: a driver (cuda/bindings/_bindings/cydriver.pyx cuPythonInit: the first call raises this RuntimeError;
 #: observed the same with the real wheel on a machine without an NVIDIA driver).
@@ -405,20 +425,21 @@ def _wheel_platform_args(arch: str) -> list:
               for a in ("--platform", f"{tag}_{arch}")]]
 
 
-def wheelhouse(requirements: Path, arch: str = "x86_64") -> Path:
-    """The pinned wheels of ``requirements`` for CPython 3.11 on ``arch``, downloaded once into
-    ``<test cache>/wheels/<arch>-<hash>`` (file-locked)."""
+def wheelhouse(requirements, arch: str = "x86_64") -> Path:
+    """The pinned wheels of ``requirements`` (one file or a list of them) for CPython 3.11 on ``arch``,
+    downloaded once into ``<test cache>/wheels/<arch>-<folder>-<hash of the files>`` (file-locked)."""
     import hashlib
 
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
-    dest = labfix.cache_dir() / "wheels" / f"{arch}-{requirements.parent.name}-{digest}"
+    files = [requirements] if isinstance(requirements, Path) else list(requirements)
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+    dest = labfix.cache_dir() / "wheels" / f"{arch}-{files[0].parent.name}-{digest}"
     with labfix._file_lock(labfix.cache_dir() / "wheels" / ".lock"):
         if (dest / ".complete").exists():
             return dest
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-                "-r", str(requirements), "--dest", str(tmp), *_wheel_platform_args(arch)]
+                *[a for f in files for a in ("-r", str(f))], "--dest", str(tmp), *_wheel_platform_args(arch)]
         res = subprocess.run(argv, capture_output=True, text=True, timeout=900)
         if res.returncode != 0:
             pytest.skip(f"cannot download the pinned wheels (one-time, needs PyPI): {res.stderr[-800:]}")
@@ -456,10 +477,13 @@ def _run(podman, image, *command, timeout=300, extra=()):
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
-def _check_image(podman, doc, runtime_line="ort\tavailable (onnxruntime 1.32.0)", timeout=300, extra=()):
+def _check_image(podman, doc, runtime_line="ort\tavailable (onnxruntime 1.32.0)", timeout=300, extra=(),
+                 smoke=()):
+    """The smoke test (``smoke``: its command line; empty: the image's default CMD) passes with the ORT
+    check among its steps; the runtime's line in ``runners backends``; uid 1000; the labels."""
     tag = doc["tag"]
     assert tag.startswith("docker.io/edgegauge/")
-    res = _run(podman, tag, timeout=timeout, extra=extra)  # the default CMD: the smoke test
+    smoked = res = _run(podman, tag, *smoke, timeout=timeout, extra=extra)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.splitlines()[-1] == "smoke: PASS", res.stdout
     assert "ort-check  OK" in res.stdout
@@ -474,6 +498,7 @@ def _check_image(podman, doc, runtime_line="ort\tavailable (onnxruntime 1.32.0)"
     assert labels["org.opencontainers.image.version"] == images.image_version()
     assert labels["org.opencontainers.image.created"] == doc["labels"]["org.opencontainers.image.created"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", labels["org.opencontainers.image.created"])
+    return smoked
 
 
 @pytest.mark.slow
@@ -591,19 +616,46 @@ FAKE_CPUINFO = "".join(
 ) + "Hardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B (emulated)\n"
 
 
+#: the --target of a Raspberry Pi 4 (what runners.backends.tvm.targets.target_for gives for its facts)
+RPI4_TARGET = "llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72 -mattr=+neon -num-cores=4"
+
+
+def cross_compiled_tiny(cache: Path) -> Path:
+    """``images/smoke/tiny.onnx`` compiled on this host for aarch64 (TVM untuned, linked by
+    ``aarch64-linux-gnu-gcc``: installed here as root, else skipped) through ``host zoo compile``'s
+    entry point."""
+    pytest.importorskip("tvm", reason="apache-tvm (the tvm extra) is not installed")
+    from host.models.runtime_compile import compile_with
+
+    if not shutil.which("aarch64-linux-gnu-gcc"):
+        labfix.apt_install(["gcc-aarch64-linux-gnu"], "aarch64-linux-gnu-gcc missing (TVM cross linker)")
+    path, info = compile_with("tvm", IMAGES / "smoke" / "tiny.onnx", {}, target=RPI4_TARGET, cache_dir=cache)
+    assert info["arch"] == "aarch64" and info["linker"]["cc"] == "aarch64-linux-gnu-gcc"
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.qemu_arm64
 def test_arm_cpu_image_for_arm64_under_qemu(podman, tmp_path):
+    """The arm-cpu image's tvm variant (a superset of the default: ONNX Runtime + TVM, so one build
+    under QEMU covers both) for linux/arm64: its smoke test passes ORT's check and runs
+    ``images/smoke/tiny.onnx`` cross-compiled here for aarch64 through the runners' tvm backend,
+    its outputs matching the numpy reference ``tiny.expected.json``; ``python -m runners run`` on the
+    artefact, as ``host bench`` runs it, writes an ok result whose manifest says aarch64."""
     ensure_qemu_arm64()
     t0 = time.monotonic()
+    model = cross_compiled_tiny(tmp_path / "tvm-cache")
+    t_compile = time.monotonic() - t0
     try:  # one-time set-up from the Debian mirror, like the x86 base: skipped when unreachable
         base = arm64_base(podman)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"no arm64 Debian base: {str(exc)[-600:]}")
-    t_base = time.monotonic() - t0
-    doc = _build(podman, "arm_cpu", None, "edgegauge/arm-cpu:test-arm64",
-                 IMAGES / "arm-cpu" / "requirements.txt", base=base, platform="linux/arm64", arch="aarch64")
-    t_build = time.monotonic() - t0 - t_base
+    t_base = time.monotonic() - t0 - t_compile
+    req = IMAGES / "arm-cpu"
+    doc = _build(podman, "arm_cpu", "tvm", "edgegauge/arm-cpu:test-arm64-tvm",
+                 [req / "requirements.txt", req / "requirements-tvm.txt"], base=base, platform="linux/arm64",
+                 arch="aarch64")
+    t_build = time.monotonic() - t0 - t_compile - t_base
     arch = subprocess.run([*shlex.split(podman.engine), "image", "inspect", doc["tag"], "--format",
                            "{{.Architecture}}"], capture_output=True, text=True, timeout=60)
     assert arch.stdout.strip() == "arm64", arch.stdout + arch.stderr
@@ -611,6 +663,23 @@ def test_arm_cpu_image_for_arm64_under_qemu(podman, tmp_path):
     assert res.stdout.strip() == "aarch64", res.stdout + res.stderr
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(FAKE_CPUINFO)
-    _check_image(podman, doc, timeout=600, extra=["-v", f"{cpuinfo}:/proc/cpuinfo:ro"])
-    print(f"\narm64 under QEMU: base {t_base:.0f} s, build {t_build:.0f} s, "
-          f"smoke+checks {time.monotonic() - t0 - t_base - t_build:.0f} s")
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(model, work / "tiny.tvm")
+    work.chmod(0o777)  # the image runs as uid 1000
+    mounts = ["-v", f"{cpuinfo}:/proc/cpuinfo:ro", "-v", f"{work}:/work"]
+    smoke = _check_image(podman, doc, runtime_line="tvm\tavailable (tvm 0.27.0.post1)", timeout=600,
+                         extra=mounts, smoke=("python3", "/opt/edgegauge/smoke_test.py", "--model",
+                                              "/work/tiny.tvm"))
+    assert "tvm-run" in smoke.stdout and "tvm-check  OK" in smoke.stdout, smoke.stdout
+    assert "matches the reference" in smoke.stdout.split("tvm-check", 1)[1].splitlines()[0]
+    res = _run(podman, doc["tag"], "python3", "-m", "runners", "run", "/work/tiny.tvm", "--backend", "tvm",
+               "--threads", "1", "--warmup-iters", "2", "--warmup-s", "0", "--min-iters", "10",
+               "--min-s", "0", "--max-s", "30", "--out", "/work/result.json", timeout=600, extra=mounts)
+    assert res.returncode in (0, 3), res.stdout + res.stderr  # 3: INVALID timing under emulation
+    result = json.loads((work / "result.json").read_text())
+    assert result["runtime"]["name"] == "tvm" and result["status"] in ("ok", "invalid")
+    assert result["manifest"]["device"]["arch"] == "aarch64"
+    assert "-mtriple=aarch64-linux-gnu" in result["runtime"]["target"]
+    print(f"\narm64 tvm variant under QEMU: cross-compile {t_compile:.0f} s, base {t_base:.0f} s, "
+          f"build {t_build:.0f} s, smoke+runs {time.monotonic() - t0 - t_compile - t_base - t_build:.0f} s")

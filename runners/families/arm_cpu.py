@@ -1,4 +1,5 @@
-"""ARM CPU boards (Raspberry Pi 4/5, aarch64 or 32-bit ARM Debian): ONNX Runtime on the CPU."""
+"""ARM CPU boards (Raspberry Pi 4/5, aarch64 or 32-bit ARM Debian): ONNX Runtime on the CPU; the ``tvm``
+image variant adds the Apache TVM runtime for artefacts cross-compiled on the host."""
 
 from runners.families import FamilyDescriptor, ImageVariant
 
@@ -12,8 +13,12 @@ FAMILY = FamilyDescriptor(
     image_folder="arm-cpu",
     default_variant="default",
     variants=(
-        ImageVariant("default", "edgegauge/arm-cpu", "images/arm-cpu/Dockerfile",
+        ImageVariant("default", "edgegauge/arm-cpu", "images/arm-cpu/Dockerfile", {"RUNTIME": "ort"},
                      default_base="docker.io/library/python:3.11-slim-bookworm", platform="linux/arm64"),
+        # ONNX Runtime + the TVM runtime (Relax VM) for .tvm artefacts cross-compiled on the host
+        ImageVariant("tvm", "edgegauge/arm-cpu", "images/arm-cpu/Dockerfile", {"RUNTIME": "tvm"}, "-tvm",
+                     default_base="docker.io/library/python:3.11-slim-bookworm", platform="linux/arm64",
+                     runtime="tvm"),
     ),
     power_sources=("rpi5-pmic",),
 )
