@@ -19,7 +19,8 @@ __all__ = ["DESCRIPTOR", "TvmBackend"]
 DESCRIPTOR = BackendDescriptor(
     name="tvm",
     summary="Apache TVM: a Relax VM library compiled on the host from the ONNX model "
-    "(`host zoo compile --backend tvm`), untuned or MetaSchedule-tuned, run on the CPU",
+    "(`host zoo compile --backend tvm`; cross-compiled for aarch64 boards), untuned or MetaSchedule-tuned, "
+    "run on the CPU",
     backend=TvmBackend,
     options=(
         BackendOption("threads", int, 0, "TVM_NUM_THREADS of the runtime's thread pool; 0 = all CPUs this "
@@ -42,12 +43,13 @@ DESCRIPTOR = BackendDescriptor(
         "on this host or, with --device, on the board through TVM's RPC; cached by source sha256 x "
         "target x TVM version x trials",
     ),
-    tested_here="x86-64 only: `host zoo compile --backend tvm` (untuned, and tuned with a few MetaSchedule "
-    "trials) and the Relax VM run here with apache-tvm 0.27 (tests/test_tvm.py: outputs against "
+    tested_here="on this x86-64 VM: `host zoo compile --backend tvm` (untuned, and tuned with a few "
+    "MetaSchedule trials) and the Relax VM run here with apache-tvm 0.27 (tests/test_tvm.py: outputs against "
     "ONNX Runtime, cache keys and hits, typed errors); `host bench --backend tvm` on this machine; "
     "tuned through TVM's RPC on a loopback SSH board (`host zoo compile --device`, `host bench` on it; "
-    "tests/test_tvm_rpc.py), not on a real one; "
-    "not built for or run on an ARM board (no cross-compiled library, the "
-    "arm-cpu image does not install TVM)",
+    "tests/test_tvm_rpc.py), not on a real one; cross-compiled here for aarch64 (Cortex-A72 target, "
+    "aarch64-linux-gnu-gcc; tests/test_tvm_cross.py: ELF header, meta, the x86 runner's refusal) and run "
+    "in the arm_cpu image's `tvm` variant built for linux/arm64 under QEMU, outputs against the smoke "
+    "reference (tests/test_images.py, qemu_arm64); not run on a real ARM board",
     verified_on=("x86-64 Debian VM (the test machine): compiled (untuned, tuned) and run here",),
 )
