@@ -45,7 +45,7 @@ def _meta(**over) -> dict:
 def test_descriptor_declares_the_runtime_and_its_compiler():
     desc = descriptors()["tvm"]
     assert desc.implemented and desc.model_suffixes == (".tvm",) and desc.runtime_modules == ("tvm",)
-    assert desc.precisions == ("fp32",) and set(desc.families) == {"arm_cpu", "x86_a100"}
+    assert desc.precisions == ("fp32", "fp16", "int8") and set(desc.families) == {"arm_cpu", "x86_a100"}
     assert [o.name for o in desc.options] == ["threads", "numpy_io"]
     assert [o.name for o in desc.compiler.options] == ["codegen", "tune_trials", "trials_per_task"]
     assert desc.compiler is not None and desc.compiler.compile is tvm_compile.compile_model
