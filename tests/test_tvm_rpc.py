@@ -87,6 +87,9 @@ def test_zoo_compile_on_a_board_tunes_there_through_rpc_then_a_cache_hit(tuned_o
     assert doc["cache_hit"] is False and path.is_file() and path.parent == tuned_on_b1.cache
     assert info["measured_on"] == {"board": "b1", "rpc_key": "edgegauge-b1"}
     assert info["tuning"]["cache_hit"] is False and info["tuning"]["records"] >= 1 and info["tuning"]["s"] > 0
+    # candidates really ran on the board: records with real run times (a failed build or run has 1e10 s)
+    measured, total, error = rpc.measured_records(info["tuning"]["database"])
+    assert measured >= 1, (measured, total, error)
     # the target is the board's, from its facts (an x86-64 level by its CPU flags), not this host's CPU name
     assert info["target"]["mtriple"] == "x86_64-linux-gnu"
     assert info["target"]["mcpu"] in ("x86-64", "x86-64-v3", "x86-64-v4")
