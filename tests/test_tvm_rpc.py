@@ -57,6 +57,14 @@ def _needs_tvm_rpc() -> None:
     pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_worker():
+    """Every test here in one xdist group (a module-scoped fixture: tests/conftest.py xdist_group_of), so
+    one after another on one worker: each compares the TVM RPC processes in /proc before and after,
+    and the module's tuning starts some."""
+    yield
+
+
 @pytest.fixture(scope="module")
 def tuned_on_b1(ssh_boards, tmp_path_factory):
     """`host zoo compile TINY --backend tvm --option codegen=tuned --option tune_trials=2 --device b1`
