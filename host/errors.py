@@ -432,6 +432,18 @@ class PlaceWaitInterrupted(CoordinatorError):
     exit_code = 130
 
 
+class NoPowerResourceError(CoordinatorError):
+    """The place has no power resource labgrid can switch (no ``NetworkPowerPort`` or other power
+    port among its matched resources), or the device is no place of a coordinator."""
+
+
+class PowerCycleError(CoordinatorError):
+    """Switching a place's power failed (the PDU refused or did not answer in time), or its board's
+    SSH did not answer again before the deadline after the power came back."""
+
+    category = "unreachable"
+
+
 # --------------------------------------------------------------------------------------------
 # cli
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import labfix
 import pytest
+from powerstrip import PowerStrip
 from typer.testing import CliRunner
 
 pytest.importorskip("labgrid.remote.client",
@@ -40,6 +41,8 @@ EXPORTER = "eg-rack1"
 #: place -> (board of labfix, tags); "spare" has no resource at all
 PLACES = {"p1": ("b1", {"rack": "r1", "kind": "loop"}), "p2": ("b2", {"rack": "r1", "kind": "other"}),
           "p3": ("b3", {"rack": "r2", "kind": "loop"})}
+#: outlet of the loopback power strip (tests/powerstrip.py) -> board; only p1 (b1) has a power resource
+OUTLETS = {0: "b1"}
 
 
 class Lab:
@@ -47,6 +50,7 @@ class Lab:
 
     def __init__(self, directory: Path, boards: labfix.Boards):
         self.dir, self.boards, self.procs = directory, boards, []
+        self.strip = PowerStrip(boards, OUTLETS)
         port, = labfix.free_ports(1)
         self.address = f"127.0.0.1:{port}"
         self.inventory = boards.write_inventory(directory / "inventory.ini")
@@ -55,19 +59,30 @@ class Lab:
         while not labfix.port_accepts(port):
             assert time.monotonic() < deadline, self.log("coordinator")
             time.sleep(0.1)
-        lines = [f"{board}:\n  NetworkService:\n    address: 127.0.0.1\n    port: {boards.ports[board]}\n"
-                 f"    username: root\n" for board, _ in PLACES.values()]
+        lines = [self._group(board) for board, _ in PLACES.values()]
         (directory / "exporter.yaml").write_text("".join(lines))
         self._start("exporter", [BIN / "labgrid-exporter", "-c", self.address, "-n", EXPORTER,
                                  "--hostname", "127.0.0.1", str(directory / "exporter.yaml")])
-        while self.client("resources").stdout.count("/NetworkService") < len(PLACES):
+        while self.client("resources").stdout.count("/NetworkService") < len(PLACES) \
+                or self.client("resources").stdout.count("/NetworkPowerPort") < len(OUTLETS):
             assert time.monotonic() < deadline, self.log("exporter")
             time.sleep(0.2)
         for place, (board, tags) in PLACES.items():
             self.client("-p", place, "create", check=True)
             self.client("-p", place, "add-match", f"{EXPORTER}/{board}/NetworkService", check=True)
             self.client("-p", place, "set-tags", *(f"{k}={v}" for k, v in tags.items()), check=True)
+            if board in OUTLETS.values():
+                self.client("-p", place, "add-match", f"{EXPORTER}/{board}/NetworkPowerPort", check=True)
         self.client("-p", "spare", "create", check=True)
+
+    def _group(self, board: str) -> str:
+        """The exporter's resources of one board: its SSH address, and its strip outlet if it has one."""
+        text = (f"{board}:\n  NetworkService:\n    address: 127.0.0.1\n    port: {self.boards.ports[board]}\n"
+                "    username: root\n")
+        for index in (i for i, b in OUTLETS.items() if b == board):
+            text += (f"  NetworkPowerPort:\n    model: shelly_gen1\n    host: {self.strip.url}\n"
+                     f"    index: {index}\n")
+        return text
 
     def _start(self, name: str, argv: list) -> None:
         log = open(self.dir / f"{name}.log", "w")
@@ -104,6 +119,7 @@ class Lab:
         for proc in reversed(self.procs):
             labfix.kill_tree(proc.pid)
             proc.wait(timeout=10)
+        self.strip.close()
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +177,7 @@ def test_devices_lists_places_with_tags_holder_reservation_address_and_inventory
     assert rows["p2"]["holder"].endswith("/alice") and rows["p2"]["device"] == "b2"
     assert rows["spare"]["ssh"] is None and rows["spare"]["device"] is None
     assert rows["p3"]["resources"] == ["NetworkService"]
+    assert rows["p1"]["resources"] == ["NetworkPowerPort", "NetworkService"]
 
 
 @pytest.mark.slow
@@ -389,3 +406,35 @@ def test_check_on_tagged_places_checks_their_boards_and_releases_them(free_lab):
     assert all(r["verdict"] != "unreachable" for r in reports), reports
     assert "acquired place p2 of " in done.stderr and "released place p2" in done.stderr
     assert all(lab.holder(p) == "None" for p in PLACES)
+
+
+# -- power ------------------------------------------------------------------------------------
+
+
+def test_power_cycle_switches_the_board_off_and_on_and_waits_for_its_ssh(free_lab, tmp_path):
+    lab, strip = free_lab, free_lab.strip
+    before, sshd_before = len(strip.events), lab.boards._procs["b1"].pid
+    done = host("power", "cycle", "b1", "--coordinator", lab.address, "--inventory", lab.inventory,
+                "--delay", "1", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(done.stdout)
+    events = strip.events[before:]
+    assert [e[1:] for e in events] == [(0, "off"), (0, "on"), (0, "up")]  # the strip saw the cycle
+    assert events[1][0] - events[0][0] >= 1.0  # --delay between off and on
+    assert record["place"] == "p1" and record["resource"] == "NetworkPowerPort"
+    assert record["ssh_after_s"] >= strip.boot_s * 0.8  # it waited for the board to boot
+    assert lab.boards.is_up("b1") and lab.boards._procs["b1"].pid != sshd_before  # a new sshd answers
+    assert "acquired place p1" in done.stderr and "released place p1" in done.stderr
+    assert lab.holder("p1") == "None"
+
+
+def test_power_cycle_without_a_power_resource_is_one_error_with_the_next_command(free_lab, tmp_path):
+    lab, before = free_lab, len(free_lab.strip.events)
+    done = host("power", "cycle", "--place", "p2", "--coordinator", lab.address, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "error: place p2 of " in done.stderr and "has no power resource" in done.stderr
+    assert "hint: export a NetworkPowerPort" in done.stderr and "-p p2 add-match" in done.stderr
+    assert "Traceback" not in done.stderr and lab.holder("p2") == "None"
+    done = host("power", "cycle", "b2", cwd=tmp_path)  # no coordinator: inventory boards have no switch
+    assert done.returncode == 1 and "hint: host power cycle b2 --coordinator ADDRESS" in done.stderr
+    assert len(lab.strip.events) == before and lab.boards.is_up("b2")

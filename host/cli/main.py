@@ -86,10 +86,12 @@ _add_meter()
 
 
 def _add_provision() -> None:
+    from host.cli import power as cli_power
     from host.cli import provision as cli_provision
 
     app.command()(cli_provision.provision)
     app.add_typer(cli_provision.power_app, name="power-mode")
+    app.add_typer(cli_power.app, name="power")
 
 
 _add_provision()

@@ -92,10 +92,11 @@ def wait_printer():
 
 
 @contextlib.contextmanager
-def held_devices(coordinator: str, wants: list, inventory, wait_s: float):
+def held_devices(coordinator: str, wants: list, inventory, wait_s: float, infos: dict | None = None):
     """Reserve and acquire the places (waiting up to ``wait_s`` s), yield their boards as
-    devices (:func:`host.lab.placed.device_for`, matched against ``--inventory``), release them on
-    the way out. SIGTERM/SIGHUP raise KeyboardInterrupt meanwhile (host/cli/signals.py); one during
+    devices (:func:`host.lab.placed.device_for`, matched against ``--inventory``; ``infos``, when
+    given, gets device name -> its held PlaceInfo), release them on the way out. SIGTERM/SIGHUP
+    raise KeyboardInterrupt meanwhile (host/cli/signals.py); one during
     the wait becomes PlaceWaitInterrupted (exit 130, 143, 129). Problems of the release while
     another error is on its way are printed as warnings.
 
@@ -124,7 +125,10 @@ def held_devices(coordinator: str, wants: list, inventory, wait_s: float):
         for info in places:
             err.print(f"acquired place {info.name} of {lease.address} ({info.ssh})", highlight=False)
         try:
-            yield [device_for(info, inv.in_scope()) for info in places]
+            devices = [device_for(info, inv.in_scope()) for info in places]
+            if infos is not None:
+                infos.update({d.name: info for d, info in zip(devices, places)})
+            yield devices
         except BaseException as exc:
             lease.__exit__(type(exc), exc, exc.__traceback__)
             for problem in lease.problems:
