@@ -438,3 +438,57 @@ def test_power_cycle_without_a_power_resource_is_one_error_with_the_next_command
     done = host("power", "cycle", "b2", cwd=tmp_path)  # no coordinator: inventory boards have no switch
     assert done.returncode == 1 and "hint: host power cycle b2 --coordinator ADDRESS" in done.stderr
     assert len(lab.strip.events) == before and lab.boards.is_up("b2")
+
+
+def _wait_for_runner(lab: Lab, board: str, proc: subprocess.Popen) -> None:
+    """Until a runner process is running on ``board`` (its lease file exists)."""
+    leases, deadline = lab.boards.workdir(board) / "leases", time.monotonic() + 180
+    while not list(leases.glob("*.lease")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_frozen_board_is_power_cycled_and_its_campaign_completes_while_one_without_power_fails(
+        free_lab, tmp_path):
+    lab = free_lab
+    for board in ("b1", "b2"):
+        labfix.shutil.rmtree(lab.boards.workdir(board) / "leases", ignore_errors=True)
+    models = []
+    for stem in ("m1", "m2"):
+        labfix.shutil.copy(MODEL, tmp_path / f"{stem}.onnx")
+        models.append(tmp_path / f"{stem}.onnx")
+    before = len(lab.strip.events)
+    argv = bench_argv(lab, tmp_path, "--place", "p1", "--place", "p2", "--campaign", "frz", "--timeout", "8",
+                      "--connect-timeout", "2", "--min-s", "2")
+    at = argv.index(str(MODEL))
+    argv[at:at + 1] = map(str, models)
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=lab.env(), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        for board in ("b1", "b2"):  # sshd and the runner stopped mid-run: the board stops answering
+            _wait_for_runner(lab, board, proc)
+            lab.boards.freeze(board)
+        out, err = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        lab.boards.thaw("b2")
+    assert proc.returncode == 1, out + err  # b2's cells failed
+    folder = tmp_path / "r" / "frz"
+    b1, b2 = ([json.loads(f.read_text()) for f in sorted((folder / b).glob("m*.json"))] for b in ("b1", "b2"))
+    assert len(b1) == 2 and all(c["status"] in ("ok", "invalid") for c in b1), b1  # every cell done once
+    assert len(b2) == 2 and all(c["error"]["category"] == "unreachable" for c in b2), b2
+    assert not (folder / "b1" / ".attempts").exists()
+    run = json.loads((folder / "campaign.json").read_text())["runs"][-1]
+    (cycled,) = run["power_cycles"]  # one cycle, b1's; none for b2 (p2 has no power resource)
+    assert (cycled["device"], cycled["place"], cycled["outcome"], cycled["resource"]) == \
+        ("b1", "p1", "ok", "NetworkPowerPort")
+    assert cycled["cell_retried"] and cycled["ssh_after_s"] >= lab.strip.boot_s * 0.8 and cycled["why"]
+    assert [e[1:] for e in lab.strip.events[before:]] == [(0, "off"), (0, "on"), (0, "up")]
+    assert run["cells_run"] == {"b1": 2, "b2": 2}
+    said = " ".join(out.split())  # the board's note under the table (wrapped at the terminal's width)
+    assert "b1: power-cycled place p1 of " in said and " runs again from its first process" in said, out
+    assert "b2: not power-cycled: place p2 has no power resource" in said, out
+    print(out, run["power_cycles"])  # the report quotes them
+    assert lab.holder("p1") == "None" and lab.holder("p2") == "None"

@@ -68,7 +68,7 @@ def run_campaign(
     *,
     open_board: Callable | None = None,
     on_event: Callable[[CellEvent], None] | None = None,
-    power: Callable | None = None,
+    power: Callable | None = None, cycler=None,
     **fields,
 ) -> CampaignResult:
     """Run every model on every device; boards in parallel, runner processes on one board
@@ -93,6 +93,7 @@ def run_campaign(
             for devices with a meter (:mod:`host.power.session`): idle per device, a
             ``power`` block and ``<cell>.power.csv`` per cell, measured during the cell's
             first process and aligned to its first timed loop.
+        cycler: a PlaceCycler (host.lab.power_cycle): boards that stop answering power-cycled (.power_cycles).
 
     Every cell's first process also returns its outputs for a fixed input set, compared with
     the fp32 source model under ONNX Runtime on the host (:mod:`host.campaign.fidelity`).
@@ -134,7 +135,7 @@ def run_campaign(
             prepare_folders(results, camp_dir, device_dirs)
             shared = Shared(plan=Plan(camp_dir, campaign), options=options, folder=camp_dir, shas={},
                             open_board=open_board, power=power, notify=on_event or (lambda event: None),
-                            fidelity=CellFidelity(options.dataset))
+                            fidelity=CellFidelity(options.dataset), cycler=cycler)
             return _run_locked(models, devices, shared)
     except NoModelsError:
         if fresh:

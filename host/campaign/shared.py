@@ -24,7 +24,8 @@ from host.models.metrics import metrics_or_error
 class CellEvent:
     """Progress report (for the CLI's live display): a board's state or one cell's.
 
-    ``state``: "connecting", "lock_wait", "running", "done", "skipped", "board_down", "finished".
+    ``state``: "connecting", "lock_wait", "running", "done", "skipped", "board_down", "power_cycle",
+    "finished".
     ``lock_wait``: ``message`` names the lock's holder, ``seconds`` how long the wait may go on;
     ``board_down``: ``category`` is the error's (``busy``, ``unreachable``, ...).
     """
@@ -82,6 +83,7 @@ class Shared:
     docs: dict = field(default_factory=dict)  # (device name, index) -> cell document
     metrics_lock: threading.Lock = field(default_factory=threading.Lock)
     metrics_cache: dict = field(default_factory=dict)
+    cycler: object | None = None  # host.lab.power_cycle.PlaceCycler: power cycles through labgrid places
 
     def at_precision(self, model: Path) -> dict:
         """:func:`host.models.precision.precision_metrics` of what the runner ran (cached), or

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
+from host.campaign import power_cycles
 from host.campaign.cells import combine, process_record, take_latencies
 from host.campaign.device_effect import device_level_in, earlier_in
 from host.campaign.document import add_precision, build_cell, read_info, store_cell, transport_failure
@@ -368,6 +369,8 @@ class BoardWorker:
                 or doc.get("status") == "failed" or not doc.get("sessions"):
             if thermal is not None:
                 self.thermal.cancel(thermal)
+            if outcome is None and power_cycles.recover(self, cell, error, token):
+                return True  # it did not answer, was power-cycled through its place: the cell runs again
             self._store(cell, outcome, error, token, board_info)
             if outcome is None:  # the board failed: stored first, then one reconnect attempt
                 self._reconnect(cell)

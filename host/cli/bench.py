@@ -66,6 +66,7 @@ from host.cli.options import (
     table_view,
 )
 from host.cli.places import CoordinatorOpt, PlaceOpt, PlacesOpt, held_devices, wants_of
+from host.cli.power import PowerCyclesOpt, bench_cycler
 from host.cli.signals import interruptible
 from host.errors import CampaignInterrupted, DiskFullError, HostError
 from runners.backends import implemented_names
@@ -193,7 +194,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print the cells as JSON i
 #: ``host bench --help``: its options by panel (every parameter in exactly one)
 BENCH_PANELS = {
     "Models": ("models",),
-    "Devices": ("inventory", "device", "group", "all_devices", "coordinator", "place", "places"),
+    "Devices": ("inventory", "device", "group", "all_devices", "coordinator", "place", "places",
+                "power_cycles"),
     "Matrix": ("backend", "precision", "compile_option", "batch", "shape", "threads", "option", "dataset",
                "calibrate", "calibration_data"),
     "Protocol": ("quick", "rigorous", "target_ci", "max_s", "min_processes", "max_processes", "sessions",
@@ -221,6 +223,7 @@ def bench(
     coordinator: CoordinatorOpt = None,
     place: PlaceOpt = None,
     places: PlacesOpt = None,
+    power_cycles: PowerCyclesOpt = 1,
     backend: BackendOpt = None,
     precision: PrecisionOpt = "fp32",
     compile_option: CompileOptionOpt = None,
@@ -344,10 +347,10 @@ def bench(
             _fail(exc)
             return
     wants, held = wants_of(coordinator, place, places, bool(device or group or all_devices)), ExitStack()
-    wait_lock = 0.0 if no_wait else wait_lock
+    wait_lock, infos = 0.0 if no_wait else wait_lock, {}
     try:  # --coordinator's places are held from here to the finally below
         found_devices = _bench_devices(inventory, device, group, all_devices, backend, placed=wants and (
-            lambda: held.enter_context(held_devices(coordinator, wants, inventory, wait_lock))))
+            lambda: held.enter_context(held_devices(coordinator, wants, inventory, wait_lock, infos))))
         config = _bench_config(found_devices, backend, batch=batches[0], shapes=parse_shapes(shape),
                                counters=counters,
                                options=_given_options(threads, option), policy=policy,
@@ -369,7 +372,7 @@ def bench(
                     wait_lock=wait_lock, compile_axis=axis,
                     precisions=precisions, batches=batches, profile=profile, reference=reference,
                     auto_calibrate=auto_calibrate),
-                    ssh=ssh, power=power_factory)
+                    ssh=ssh, power=power_factory, cycler=bench_cycler(coordinator, infos, power_cycles))
             except CampaignInterrupted as exc:
                 exc.exit_code = received.exit_code(exc.exit_code)  # 143 SIGTERM, 129 SIGHUP
                 exc.hint = f"resume with: {resume_command(name)}"

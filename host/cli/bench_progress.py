@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 
 
-def run_bench(found, found_devices, options, *, ssh, power):
+def run_bench(found, found_devices, options, *, ssh, power, cycler=None):
     """Step 4 of bench: run the campaign (``options``: a CampaignOptions; SSH options ``ssh``, power
-    sessions from ``power``), one progress line per board on stderr. Returns the CampaignResult;
+    sessions from ``power``, power cycles through labgrid places by ``cycler``), one progress line per
+    board on stderr. Returns the CampaignResult;
     raises what :func:`host.campaign.run.run_campaign` raises."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -23,7 +24,8 @@ def run_bench(found, found_devices, options, *, ssh, power):
     ) as progress:
         tasks = {d.name: progress.add_task("waiting", total=len(found), board=d.name) for d in found_devices}
         return run_campaign(found, found_devices, options, on_event=_progress_handler(progress, tasks),
-                            open_board=lambda d: Board(d, open_transport(d, ssh)), power=power)
+                            open_board=lambda d: Board(d, open_transport(d, ssh)), power=power,
+                            cycler=cycler)
 
 
 def _progress_handler(progress, tasks: dict):
@@ -43,7 +45,7 @@ def _progress_handler(progress, tasks: dict):
             progress.update(task, description=f"{event.model.stem}: heap profile")
         elif event.state == "idle":
             progress.update(task, description="measuring idle power")
-        elif event.state == "reference":
+        elif event.state in ("reference", "power_cycle"):
             progress.update(task, description=event.message)
         elif event.state == "lock_wait":
             _lock_wait(progress, task, event, waits)
