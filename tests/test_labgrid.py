@@ -492,3 +492,22 @@ def test_a_frozen_board_is_power_cycled_and_its_campaign_completes_while_one_wit
     assert "b2: not power-cycled: place p2 has no power resource" in said, out
     print(out, run["power_cycles"])  # the report quotes them
     assert lab.holder("p1") == "None" and lab.holder("p2") == "None"
+
+
+@pytest.mark.slow
+def test_a_board_frozen_before_the_campaign_is_power_cycled_when_opened(free_lab, tmp_path):
+    lab, before = free_lab, len(free_lab.strip.events)
+    lab.boards.freeze("b1")
+    try:
+        argv = bench_argv(lab, tmp_path, "--place", "p1", "--campaign", "cold", "--connect-timeout", "2")
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=400, env=lab.env())
+    finally:
+        lab.boards.thaw("b1")  # (a no-op once the strip restarted it)
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    assert [e[1:] for e in lab.strip.events[before:]] == [(0, "off"), (0, "on"), (0, "up")]
+    run = json.loads((tmp_path / "r" / "cold" / "campaign.json").read_text())["runs"][-1]
+    (cycled,) = run["power_cycles"]
+    assert cycled["outcome"] == "ok" and cycled["cell"] is None
+    assert "when the campaign opened it" in cycled["why"]
+    cell = json.loads(next((tmp_path / "r" / "cold" / "b1").glob("identity__*.json")).read_text())
+    assert cell["status"] in ("ok", "invalid") and lab.holder("p1") == "None"

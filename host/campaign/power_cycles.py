@@ -17,6 +17,9 @@ second time). Without a power resource, with no cycles left, or when the cycle f
 changes from before: the cell fails ``unreachable`` and, the board staying down, so do its
 remaining cells; other boards go on.
 
+A board that does not answer when the campaign opens it (before any cell) is power-cycled the
+same way (:func:`reopened`) and opened again.
+
 Logged: each cycle (done or failed) in ``campaign.json`` (``runs[-1].power_cycles``: device,
 place, coordinator, resource, the cell and why, seconds to switch and for SSH, processes
 discarded, retried) and as a note of the board (the table's notes and ``campaign.json``).
@@ -70,6 +73,40 @@ def recover(worker, cell, error: dict | None, token) -> bool:
         return False
     worker._power_retried.add(cell.index)
     _restart(cell, worker.shared.options.protocol)
+    return True
+
+
+def reopened(worker, exc: Exception) -> bool:
+    """The board did not answer when the campaign opened it (``exc``: why): power-cycle it through
+    its place (when it has a power resource and cycles left) and open it again. Returns True
+    when it opened (its cells run), False otherwise (the caller marks it down, as before)."""
+    cycler = worker.shared.cycler
+    if cycler is None or getattr(exc, "category", None) != "unreachable" or worker.shared.stop.is_set():
+        return False
+    why_not = cycler.why_not(worker.name)
+    if why_not is not None:
+        worker.summary.notes.append(f"not power-cycled: {why_not}")
+        return False
+    if worker.board is not None:
+        worker.board.transport.close()
+        worker.shared.boards.pop(worker.name, None)
+        worker.board = None
+    place = cycler.places[worker.name].name
+    worker.event(0, None, "power_cycle", message=f"not answering: power-cycling place {place}")
+    entry = {"device": worker.name, "place": place, "coordinator": cycler.address, "cell": None,
+             "cell_index": None, "why": f"when the campaign opened it: {exc}", "processes_discarded": 0,
+             "cell_retried": False}
+    try:
+        entry.update(cycler.cycle(worker.name, worker.shared.stop))
+    except HostError as failed:
+        entry.update(outcome="failed", error=str(failed))
+        _log(worker, entry, f"power cycle of place {place} (not answering when opened) failed: {failed}")
+        return False
+    entry["outcome"] = "ok"
+    _log(worker, entry, f"power-cycled place {place} of {cycler.address} ({entry['resource']}): it did not "
+                        f"answer when the campaign opened it ({exc}); SSH answered "
+                        f"{entry.get('ssh_after_s', 0):.1f} s after power on")
+    worker._open_board()
     return True
 
 

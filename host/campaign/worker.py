@@ -256,7 +256,8 @@ class BoardWorker:
                 shared.plan.check_power_mode(self.name, self.power_state)
                 shared.plan.save()
         except HostError as exc:  # TransportError, DeployError, PowerModeChanged, BoardBusyError
-            self._mark_down(0, None, exc)
+            if not power_cycles.reopened(self, exc):  # not answering: power-cycled through its place
+                self._mark_down(0, None, exc)
 
     def _lock(self, break_lock: bool) -> None:
         """Take the board's lock; a stale or broken lock is logged (notes, ``campaign.json``).
