@@ -22,7 +22,7 @@ from pathlib import Path
 
 import labfix
 import pytest
-from powerstrip import PowerStrip
+from labgridfix import Lab
 from typer.testing import CliRunner
 
 pytest.importorskip("labgrid.remote.client",
@@ -37,7 +37,6 @@ BIN = Path(sys.executable).parent
 MODEL = ROOT / "tests" / "fixtures" / "models" / "identity.onnx"
 FAST = ["--warmup-iters", "1", "--warmup-s", "0", "--min-iters", "5", "--target-ci", "0.5", "--max-s", "60",
         "--no-reference", "--no-power"]
-EXPORTER = "eg-rack1"
 #: place -> (board of labfix, tags); "spare" has no resource at all
 PLACES = {"p1": ("b1", {"rack": "r1", "kind": "loop"}), "p2": ("b2", {"rack": "r1", "kind": "other"}),
           "p3": ("b3", {"rack": "r2", "kind": "loop"})}
@@ -45,88 +44,11 @@ PLACES = {"p1": ("b1", {"rack": "r1", "kind": "loop"}), "p2": ("b2", {"rack": "r
 OUTLETS = {0: "b1"}
 
 
-class Lab:
-    """A coordinator and an exporter on loopback, their folder and ``labgrid-client``."""
-
-    def __init__(self, directory: Path, boards: labfix.Boards):
-        self.dir, self.boards, self.procs = directory, boards, []
-        self.strip = PowerStrip(boards, OUTLETS)
-        port, = labfix.free_ports(1)
-        self.address = f"127.0.0.1:{port}"
-        self.inventory = boards.write_inventory(directory / "inventory.ini")
-        self._start("coordinator", [BIN / "labgrid-coordinator", "-l", self.address])
-        deadline = time.monotonic() + 30
-        while not labfix.port_accepts(port):
-            assert time.monotonic() < deadline, self.log("coordinator")
-            time.sleep(0.1)
-        lines = [self._group(board) for board, _ in PLACES.values()]
-        (directory / "exporter.yaml").write_text("".join(lines))
-        self._start("exporter", [BIN / "labgrid-exporter", "-c", self.address, "-n", EXPORTER,
-                                 "--hostname", "127.0.0.1", str(directory / "exporter.yaml")])
-        while self.client("resources").stdout.count("/NetworkService") < len(PLACES) \
-                or self.client("resources").stdout.count("/NetworkPowerPort") < len(OUTLETS):
-            assert time.monotonic() < deadline, self.log("exporter")
-            time.sleep(0.2)
-        for place, (board, tags) in PLACES.items():
-            self.client("-p", place, "create", check=True)
-            self.client("-p", place, "add-match", f"{EXPORTER}/{board}/NetworkService", check=True)
-            self.client("-p", place, "set-tags", *(f"{k}={v}" for k, v in tags.items()), check=True)
-            if board in OUTLETS.values():
-                self.client("-p", place, "add-match", f"{EXPORTER}/{board}/NetworkPowerPort", check=True)
-        self.client("-p", "spare", "create", check=True)
-
-    def _group(self, board: str) -> str:
-        """The exporter's resources of one board: its SSH address, and its strip outlet if it has one."""
-        text = (f"{board}:\n  NetworkService:\n    address: 127.0.0.1\n    port: {self.boards.ports[board]}\n"
-                "    username: root\n")
-        for index in (i for i, b in OUTLETS.items() if b == board):
-            text += (f"  NetworkPowerPort:\n    model: shelly_gen1\n    host: {self.strip.url}\n"
-                     f"    index: {index}\n")
-        return text
-
-    def _start(self, name: str, argv: list) -> None:
-        log = open(self.dir / f"{name}.log", "w")
-        self.procs.append(subprocess.Popen([str(a) for a in argv], cwd=self.dir, stdout=log,
-                                           stderr=subprocess.STDOUT, env=self.env()))
-
-    def log(self, name: str) -> str:
-        return (self.dir / f"{name}.log").read_text(errors="replace")[-3000:]
-
-    def env(self, user: str | None = None) -> dict:
-        env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
-        env.pop("LG_COORDINATOR", None)
-        if user:
-            env["LG_USERNAME"] = user
-        return env
-
-    def client(self, *args, user: str | None = None, check: bool = False) -> subprocess.CompletedProcess:
-        """``labgrid-client -x ADDRESS ARGS`` (as ``user`` when given: LG_USERNAME)."""
-        done = subprocess.run([str(BIN / "labgrid-client"), "-x", self.address, *args], env=self.env(user),
-                              capture_output=True, text=True, timeout=60)
-        assert not check or done.returncode == 0, (args, done.stdout, done.stderr)
-        return done
-
-    def holder(self, place: str) -> str:
-        """``acquired:`` of ``labgrid-client -p PLACE show`` (``None`` when free)."""
-        shown = self.client("-p", place, "show", check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in shown.splitlines()
-                    if line.strip().startswith("acquired:"))
-
-    def reservations(self) -> str:
-        return self.client("reservations", check=True).stdout
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            labfix.kill_tree(proc.pid)
-            proc.wait(timeout=10)
-        self.strip.close()
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, ssh_boards):
     for name in ssh_boards.stopped():
         ssh_boards.start(name)
-    found = Lab(tmp_path_factory.mktemp("labgrid"), ssh_boards)
+    found = Lab(tmp_path_factory.mktemp("labgrid"), ssh_boards, PLACES, OUTLETS, extra_places=("spare",))
     try:
         yield found
     finally:
