@@ -433,3 +433,49 @@ def test_a_board_frozen_before_the_campaign_is_power_cycled_when_opened(free_lab
     assert "when the campaign opened it" in cycled["why"]
     cell = json.loads(next((tmp_path / "r" / "cold" / "b1").glob("identity__*.json")).read_text())
     assert cell["status"] in ("ok", "invalid") and lab.holder("p1") == "None"
+
+
+# -- provision and power-mode ------------------------------------------------------------------
+
+#: a stand-in power_mode.yml (as in tests/test_provision_cli.py): reports a power state per host
+POWER_PLAY = """\
+- name: Stand-in power modes
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Edgegauge power state
+      ansible.builtin.debug:
+        var: edgegauge_power_state
+      vars:
+        edgegauge_power_state:
+          schema: edgegauge.power_state/1
+          family: arm_cpu
+          mode_key: "governor=performance"
+          errors: []
+      tags: [show, tune, reset]
+"""
+
+
+@pytest.mark.slow
+def test_power_mode_show_on_a_place_plays_on_its_board_only_and_releases_it(free_lab, tmp_path):
+    lab = free_lab
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "power_mode.yml").write_text(POWER_PLAY)
+    inv = lab.boards.write_inventory(tmp_path / "lab.ini", ["b1", "b2", "b3"],
+                                     ansible_python_interpreter="/usr/bin/python3")
+    env = {**lab.env(), "EDGEGAUGE_PLAYBOOKS": str(tmp_path / "pb"),
+           "ANSIBLE_SSH_ARGS": "-o ControlMaster=no"}
+    done = subprocess.run([sys.executable, "-m", "host", "power-mode", "show", "--coordinator", lab.address,
+                           "--place", "p3", "-i", str(inv), "--artifacts", str(tmp_path / "art"), "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert sorted(doc["recap"]) == ["b3"] and doc["reports"]["b3"]["mode_key"] == "governor=performance"
+    assert "acquired place p3 of " in done.stderr and "released place p3" in done.stderr
+    assert lab.holder("p3") == "None"
+    other = lab.boards.write_inventory(tmp_path / "other.ini", ["b1"])  # without the place's board
+    done = subprocess.run([sys.executable, "-m", "host", "provision", "--coordinator", lab.address, "--place",
+                           "p3", "-i", str(other)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=env)  # refused, and the place released
+    assert done.returncode != 0 and "no inventory board answers at the address of place(s) p3" in done.stderr
+    assert "Traceback" not in done.stderr and lab.holder("p3") == "None"

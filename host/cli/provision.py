@@ -18,6 +18,7 @@ import typer
 
 from host.cli.lab import AllOpt, DeviceOpt, GroupOpt, InventoryOpt, JsonOpt, fail, select
 from host.cli.options import DAY_S, bounded
+from host.cli.places import CoordinatorOpt, PlaceOpt, PlacesOpt
 from host.errors import HostError, PlaybookInterrupted, SelectionError
 
 LimitOpt = Annotated[Optional[str], typer.Option(
@@ -67,9 +68,25 @@ def _become_password(ask: bool, path: Optional[Path]) -> Optional[str]:
     return None
 
 
-def _target(inventory, device, group, all_devices, limit) -> tuple[Path, str, list]:
-    """(inventory file, Ansible limit pattern, selected devices)."""
-    inv, found = select(inventory, device, group, all_devices)
+def _target(inventory, device, group, all_devices, limit, held=None,
+            placed=(None, None, None)) -> tuple[Path, str, list]:
+    """(inventory file, Ansible limit pattern, selected devices). ``placed``: ``--coordinator``,
+    ``--place``, ``--places``: the boards of those places, held until ``held`` (an ExitStack)
+    closes; each must be an inventory host (Ansible reaches boards through the inventory)."""
+    from host.cli.places import chosen
+    from host.lab.inventory import resolve_inventory
+
+    if any(placed):
+        found = chosen(held, select, inventory, device, group, all_devices, *placed)
+        inv = resolve_inventory(inventory)
+        off = [d.name for d in found if d.source.startswith("labgrid place")]
+        if off:
+            raise SelectionError(f"no inventory board answers at the address of place(s) {', '.join(off)}: "
+                                 f"Ansible reaches boards through the inventory ({inv.resolution})",
+                                 hint="add the board to the inventory with the place's address "
+                                      "(ansible_host, ansible_port) and pass it with --inventory")
+    else:
+        inv, found = select(inventory, device, group, all_devices)
     if inv.path is None:
         raise SelectionError("no inventory file", hint="write ./inventory.ini or pass --inventory FILE")
     if any(d.name == "local" and d.family == "local" for d in found):
@@ -148,16 +165,27 @@ def _recap_table(run, title: str):
 
 
 def _play(playbook: str, what: str, inventory, device, group, all_devices, limit, artifacts, timeout,
-          json_out: bool, *, tags=None, extravars=None, collect=None, check=False, become=(False, None)):
-    """Run one playbook with the live display (or none, for --json); print the recap.
+          json_out: bool, *, tags=None, extravars=None, collect=None, check=False, become=(False, None),
+          placed=(None, None, None)):
+    """Run one playbook with the live display (or none, for --json); print the recap. With
+    ``placed`` (``--coordinator``, ``--place``, ``--places``) on the places' boards, held meanwhile.
 
     Returns (the :class:`host.lab.ansible.PlaybookRun`, the :class:`host.cli.signals.Cancel`
     set by Ctrl-C, SIGTERM or SIGHUP during the play, which stops it)."""
+    from contextlib import ExitStack
+
+    with ExitStack() as held:
+        path, pattern, found = _target(inventory, device, group, all_devices, limit, held, placed)
+        return _play_on(playbook, what, path, pattern, found, artifacts, timeout, json_out, tags=tags,
+                        extravars=extravars, collect=collect, check=check, become=become)
+
+
+def _play_on(playbook: str, what: str, path, pattern, found, artifacts, timeout, json_out: bool, *, tags,
+             extravars, collect, check, become):
     from host.cli.render import console
     from host.cli.signals import cancelling
     from host.lab.ansible import run_playbook
 
-    path, pattern, found = _target(inventory, device, group, all_devices, limit)
     password = _become_password(*become)
     with cancelling() as cancel:
         options = dict(limit=pattern, tags=tags, extravars=extravars, private_dir=artifacts,
@@ -209,6 +237,9 @@ def provision(
     ask_become_pass: AskBecomeOpt = False,
     become_password_file: BecomeFileOpt = None,
     json_out: JsonOpt = False,
+    coordinator: CoordinatorOpt = None,
+    place: PlaceOpt = None,
+    places: PlacesOpt = None,
 ):
     """Bring boards to "ready for host bench" with playbooks/provision.yml (ansible-runner):
     container engine and image, or the ZCU104 native bundle; work folder. Idempotent: a
@@ -220,7 +251,8 @@ def provision(
     try:
         run, cancel = _play("provision.yml", "host provision" + (" --check" if check else ""), inventory,
                             device, group, all_devices, limit, artifacts, timeout, json_out, check=check,
-                            become=(ask_become_pass, become_password_file))
+                            become=(ask_become_pass, become_password_file),
+                            placed=(coordinator, place, places))
         if json_out:
             print_json(run.to_json())
         _outcome(run, cancel, what="host provision",
@@ -233,14 +265,14 @@ def provision(
 
 
 def _power(tag: str, inventory, device, group, all_devices, limit, artifacts, timeout, json_out,
-           extravars=None, become=(False, None)):
+           extravars=None, become=(False, None), placed=(None, None, None)):
     from host.cli.render import console, print_json
 
     what = f"host power-mode {tag}"
     try:
         run, cancel = _play("power_mode.yml", what, inventory, device, group, all_devices, limit, artifacts,
                             timeout, json_out, tags=[tag], extravars=extravars, collect=POWER_STATE_TASK,
-                            become=become)
+                            become=become, placed=placed)
         if json_out:
             print_json(run.to_json())
         else:
@@ -295,10 +327,13 @@ def show(
     ask_become_pass: AskBecomeOpt = False,
     become_password_file: BecomeFileOpt = None,
     json_out: JsonOpt = False,
+    coordinator: CoordinatorOpt = None,
+    place: PlaceOpt = None,
+    places: PlacesOpt = None,
 ):
     """Report each board's power mode, governors, clocks (changes nothing)."""
     _power("show", inventory, device, group, all_devices, limit, artifacts, timeout, json_out,
-           become=(ask_become_pass, become_password_file))
+           become=(ask_become_pass, become_password_file), placed=(coordinator, place, places))
 
 
 @power_app.command()
@@ -318,6 +353,9 @@ def tune(
     ask_become_pass: AskBecomeOpt = False,
     become_password_file: BecomeFileOpt = None,
     json_out: JsonOpt = False,
+    coordinator: CoordinatorOpt = None,
+    place: PlaceOpt = None,
+    places: PlacesOpt = None,
 ):
     """Put boards in the benchmark power mode (Jetson nvpmodel + jetson_clocks, ARM cpufreq
     governor and max frequency, A100 persistence mode and locked clocks); the state before
@@ -326,7 +364,7 @@ def tune(
     if mode:
         extravars["power_mode_name"] = mode
     _power("tune", inventory, device, group, all_devices, limit, artifacts, timeout, json_out, extravars,
-           become=(ask_become_pass, become_password_file))
+           become=(ask_become_pass, become_password_file), placed=(coordinator, place, places))
 
 
 @power_app.command()
@@ -341,7 +379,10 @@ def reset(
     ask_become_pass: AskBecomeOpt = False,
     become_password_file: BecomeFileOpt = None,
     json_out: JsonOpt = False,
+    coordinator: CoordinatorOpt = None,
+    place: PlaceOpt = None,
+    places: PlacesOpt = None,
 ):
     """Restore the state stored by `tune` (nvpmodel mode, jetson_clocks, governors, clocks)."""
     _power("reset", inventory, device, group, all_devices, limit, artifacts, timeout, json_out,
-           become=(ask_become_pass, become_password_file))
+           become=(ask_become_pass, become_password_file), placed=(coordinator, place, places))
