@@ -323,12 +323,14 @@ def import_onnx(proto, inputs: list):
 
 
 def tune(mod, target: dict, trials: int, work_dir: str, per_task: int = 0):
-    """MetaSchedule: tune ``mod``'s fused TIR functions with ``trials`` trials in all (at most
-    ``per_task`` each; 0: no cap of ours), the database in ``work_dir``, and apply its best records
-    (Relax's ``static_shape_tuning`` pipeline)."""
-    _, relax, _ = _tvm()
-    return relax.get_pipeline("static_shape_tuning", total_trials=int(trials), target=dict(target),
-                              work_dir=str(work_dir), max_trials_per_task=int(per_task) or None)(mod)
+    """MetaSchedule on this host: tune ``mod``'s fused TIR functions with ``trials`` trials in all (at
+    most ``per_task`` each; 0: no cap of ours), the database in ``work_dir``, and apply its best
+    records (:func:`runners.backends.tvm.tuning.local_tune`: the builder allowed ``tuning.BUILD_S`` a
+    candidate). Raises ModelCompileError when no candidate was measured."""
+    from runners.backends.tvm.tuning import local_tune
+
+    local_tune(mod, target, trials, work_dir, per_task)
+    return apply_database(mod, target, str(work_dir))
 
 
 def apply_database(mod, target: dict, work_dir: str):
@@ -349,13 +351,19 @@ def _records(folder: Path) -> int:
 def tuned_module(mod, target: dict, trials: int, cache: Path, key: str, per_task: int = 0,
                  tuner=None) -> tuple:
     """``(mod with the tuned schedules applied, tuning record)``: the database of ``key`` under
-    ``cache/tuning/`` when there (no tuning), else tuned now (by ``tuner``, :func:`tune`'s signature;
-    default :func:`tune`) into a new folder renamed into place."""
+    ``cache/tuning/`` when there (no tuning; one whose records all failed is removed and tuned again),
+    else tuned now (by ``tuner``, :func:`tune`'s signature; default :func:`tune`) into a new folder
+    renamed into place. The record counts ``records`` and ``measured_records`` (run times that are
+    not MetaSchedule's failure mark)."""
+    from runners.backends.tvm.tuning import measured_records
+
     db = cache / "tuning" / key
+    if db.is_dir() and _failed_only(db):  # made before tuning.py's check: nothing measured, tune again
+        shutil.rmtree(db, ignore_errors=True)
     if db.is_dir():
         return apply_database(mod, target, str(db)), {
-            "cache_hit": True, "s": None, "database": str(db), "records": _records(db), "trials": trials,
-            "trials_per_task": per_task}
+            "cache_hit": True, "s": None, "database": str(db), "records": _records(db),
+            "measured_records": measured_records(db)[0], "trials": trials, "trials_per_task": per_task}
     db.parent.mkdir(parents=True, exist_ok=True)
     _, tmp = new_temp(db.parent, directory=True)
     try:
@@ -372,7 +380,17 @@ def tuned_module(mod, target: dict, trials: int, cache: Path, key: str, per_task
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return mod, {"cache_hit": False, "s": round(seconds, 3), "database": str(db), "records": _records(db),
-                 "trials": trials, "trials_per_task": per_task, "finished_utc": utc_now()}
+                 "measured_records": measured_records(db)[0], "trials": trials, "trials_per_task": per_task,
+                 "finished_utc": utc_now()}
+
+
+def _failed_only(db: Path) -> bool:
+    """Whether a cached MetaSchedule database holds records but none measured (every candidate failed
+    to build or run: :mod:`runners.backends.tvm.tuning`)."""
+    from runners.backends.tvm.tuning import measured_records
+
+    measured, total, _ = measured_records(db)
+    return total > 0 and measured == 0
 
 
 def build_library(mod, target: dict, path: Path, linker: Optional[dict] = None) -> None:

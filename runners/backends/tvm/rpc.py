@@ -37,18 +37,11 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from runners.errors import BackendUnavailableError, BoardRuntimeMissingError, ModelCompileError
+from runners.backends.tvm.tuning import BUILD_S, measured_records, meta_tune  # noqa: F401 (re-exported)
+from runners.errors import BackendUnavailableError, BoardRuntimeMissingError
 
 #: how long the tracker and the server get to come up (seconds)
 START_S = 60.0
-#: MetaSchedule's LocalBuilder limit per candidate (seconds). Its default, 30 s, killed every build on
-#: the loaded 2-core test VM (a build worker imports TVM first): the tuning then "finished" with
-#: nothing sent to the board
-BUILD_S = 120.0
-#: MetaSchedule's run time of a candidate that failed to build or run (seconds)
-FAILED_RUN_S = 1e9
-
-
 class BoardTvmMissingError(BoardRuntimeMissingError):
     """The board's python cannot import TVM's RPC server."""
 
@@ -168,63 +161,19 @@ def wait_registered(host: str, port: int, key: str, deadline_s: float = START_S)
     _wait(ready, f"a TVM RPC server with key {key!r} at the tracker {host}:{port}", deadline_s)
 
 
-def measured_records(work_dir) -> tuple:
-    """``(measured, records, first error)`` of a MetaSchedule database folder: the tuning records
-    whose run times are all real (MetaSchedule records 1e10 s for a candidate that failed to build or
-    run), all records, and the first ``Error in building/running`` line of its logs with the line
-    after it ("" when none)."""
-    import glob
-    import json
-
-    measured = total = 0
-    path = os.path.join(str(work_dir), "database_tuning_record.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as fh:
-            for line in (ln for ln in fh if ln.strip()):
-                total += 1
-                secs = (json.loads(line)[1][1:2] or [[]])[0] or []
-                measured += bool(secs) and all(float(x) < FAILED_RUN_S for x in secs)
-    error = ""
-    for log in sorted(glob.glob(os.path.join(str(work_dir), "logs", "*.log"))):
-        with open(log, encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().splitlines()
-        at = next((i for i, ln in enumerate(lines) if "Error in building" in ln or "Error in running" in ln),
-                  None)
-        if at is not None:
-            error = " ".join(ln.strip() for ln in lines[at:at + 2])[-400:]
-            break
-    return measured, total, error
-
-
 def rpc_tuner(host: str, port: int, key: str, timeout_s: int = 60, build_s: float = BUILD_S):
     """A :func:`compile.tune`-shaped callable that tunes with MetaSchedule's RPCRunner (candidates
     built here by a LocalBuilder allowed ``build_s`` seconds each). Raises ModelCompileError when
     no candidate was measured on the board (every one failed to build or run)."""
 
     def tune(mod, target: dict, trials: int, work_dir: str, per_task: int = 0):
-        import tvm
-        from tvm import relax
-        from tvm.relax.pipeline import zero_pipeline
-        from tvm.s_tir.meta_schedule.builder import LocalBuilder
-        from tvm.s_tir.meta_schedule.relax_integration import tune_relax
         from tvm.s_tir.meta_schedule.runner import RPCConfig, RPCRunner
 
-        from runners.backends.tvm.compile import apply_database
-
-        tgt = tvm.target.Target(dict(target))
-        with tgt:
-            pre = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                            relax.transform.CanonicalizeBindings(), zero_pipeline()])(mod)
         runner = RPCRunner(RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
                                      session_timeout_sec=int(timeout_s)), max_workers=1)
-        tune_relax(pre, {}, tgt, str(work_dir), max_trials_global=int(trials),
-                   max_trials_per_task=int(per_task) or None, runner=runner,
-                   builder=LocalBuilder(timeout_sec=float(build_s)),
-                   num_trials_per_iter=min(64, max(int(trials), 1)))
-        measured, total, error = measured_records(work_dir)
-        if total and not measured:
-            raise ModelCompileError(f"no candidate was measured on the board: all {total} failed to build "
-                                    f"or run ({error or 'no error logged'})")
+        from runners.backends.tvm.compile import apply_database
+
+        meta_tune(mod, target, trials, work_dir, per_task, runner, "on the board", build_s)
         return apply_database(mod, target, str(work_dir))
 
     return tune
