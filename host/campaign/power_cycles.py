@@ -22,7 +22,7 @@ same way (:func:`reopened`) and opened again.
 
 Logged: each cycle (done or failed) in ``campaign.json`` (``runs[-1].power_cycles``: device,
 place, coordinator, resource, the cell and why, seconds to switch and for SSH, processes
-discarded, retried) and as a note of the board (the table's notes and ``campaign.json``).
+discarded, retried) and as a note of the board (printed under ``host bench``'s table).
 """
 
 from __future__ import annotations
