@@ -6,6 +6,7 @@ is checked on hand-written cells with hand-worked numbers."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -363,9 +364,10 @@ def test_one_campaign_pairs_use_within_campaign_intervals_and_prefer_their_own_d
     recipe = {"schema": "edgegauge.prune/1", "source_sha256": "d" * 64, "method": "unstructured",
               "ratio": 0.9}
 
-    def at(cell, campaign, within):
+    def at(cell, campaign, within, starts=("2026-12-08T01:00:00Z", "2026-12-08T01:00:09Z")):
         cell["cell"]["campaign"] = campaign
         cell["latency"]["latency_ms_p50_ci95_within"] = within
+        cell["repetitions"] = {"processes": [{"start_utc": s, "wall_s": 2.0} for s in starts]}
         return cell
 
     # the campaign-wide intervals are wide (a whole campaign may move); within one campaign they are not
@@ -375,6 +377,13 @@ def test_one_campaign_pairs_use_within_campaign_intervals_and_prefer_their_own_d
     row = _pruned_row(stack_rows([dense, old, pruned]))  # c2's dense cell, though c1's is listed later
     assert row["achieved"] == 2.0 and row["interval"] == "latency_ms_p50_ci95_within"
     assert row["achieved_ci95"] == pytest.approx([1.735115, 2.305323], abs=2e-6)  # as hand-worked above
+    # the same campaign, but a later run (a resume, another runtime's command): not interleaved with the
+    # dense cell, so the campaign-level term does not cancel: the campaign-wide intervals
+    later = at(copy.deepcopy(pruned), "c2", [4.5, 5.5], ("2026-12-08T01:00:20Z", "2026-12-08T01:00:30Z"))
+    row = _pruned_row(stack_rows([dense, old, later]))
+    assert row["achieved"] == 2.0 and row["interval"] == "latency_ms_p50_ci95"
+    # ln 2 down and up on each side (5/2.5, 20/10): as below, around 2: 2 / 2.665144, 2 * 2.665144
+    assert row["achieved_ci95"] == pytest.approx([0.750428, 5.330288], abs=2e-5)
     pruned["cell"]["campaign"] = "c3"  # another campaign: the last dense cell listed, campaign level in
     row = _pruned_row(stack_rows([dense, old, pruned]))
     assert row["achieved"] == 4.0 and row["interval"] == "latency_ms_p50_ci95"

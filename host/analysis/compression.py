@@ -12,11 +12,11 @@ the same configuration (backend, precision, batch, ...). For each such pair:
   the two cells' p50 intervals combined on a log scale: each side's distance from its p50 to its
   interval's end, in log units, taken as 1.96 standard errors and the two added in quadrature (the
   cells' processes are separate; each end on its own side, so an asymmetric interval stays
-  asymmetric). Two cells of one campaign use their within-campaign intervals
-  (``latency_ms_p50_ci95_within``): they were measured interleaved, in the same machine state, so
-  the campaign-level term of ``latency_ms_p50_ci95`` (how far a whole campaign may move) is common to
-  both and cancels in the ratio; cells of different campaigns use ``latency_ms_p50_ci95``, campaign
-  level included (``interval`` says which). None when either cell has no interval;
+  asymmetric). Two cells measured interleaved by one run of a campaign (:func:`interval_field`) use
+  their within-campaign intervals (``latency_ms_p50_ci95_within``): they were measured in the same
+  machine state, so the campaign-level term of ``latency_ms_p50_ci95`` (how far a whole campaign may
+  move) is common to both and cancels in the ratio; other pairs use ``latency_ms_p50_ci95``,
+  campaign level included (``interval`` says which). None when either cell has no interval;
 * ``share`` = achieved / expected, its interval the achieved interval / expected (the expected
   ratio is exact: counted, not measured).
 """
@@ -61,15 +61,36 @@ def _log_interval(p50, ci) -> tuple[float, float] | None:
         return None
 
 
+def measured_window(cell: dict) -> tuple[float, float] | None:
+    """(first process's start, last process's end) of a cell, in POSIX seconds, from
+    ``repetitions.processes`` (``start_utc``, ``wall_s``); None when it has none."""
+    from datetime import datetime
+
+    spans = []
+    for proc in _get(cell, "repetitions", "processes") or []:
+        try:
+            start = datetime.strptime(str(proc["start_utc"]), "%Y-%m-%dT%H:%M:%SZ").timestamp()
+            spans.append((start, start + float(proc.get("wall_s") or 0.0)))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return (min(s for s, _ in spans), max(e for _, e in spans)) if spans else None
+
+
 def interval_field(dense: dict, cell: dict) -> str:
-    """``latency_ms_p50_ci95_within`` for two cells of one campaign that both have it, else
-    ``latency_ms_p50_ci95``."""
+    """``latency_ms_p50_ci95_within`` for two cells measured interleaved: of one campaign, both with
+    that interval, and their processes' time spans overlap (one ``host bench`` run measured both, round
+    by round; two runs of one campaign, such as a resume or another runtime's command, do not: the
+    campaign-level term differs between them). Else ``latency_ms_p50_ci95``. Second-resolution start
+    times: cells of runs less than a second apart count as overlapping."""
     within = "latency_ms_p50_ci95_within"
     same = _get(dense, "cell", "campaign") is not None and \
         _get(dense, "cell", "campaign") == _get(cell, "cell", "campaign")
-    if same and _get(dense, "latency", within) and _get(cell, "latency", within):
-        return within
-    return "latency_ms_p50_ci95"
+    if not (same and _get(dense, "latency", within) and _get(cell, "latency", within)):
+        return "latency_ms_p50_ci95"
+    a, b = measured_window(dense), measured_window(cell)
+    if a is None or b is None or a[1] + 1.0 < b[0] or b[1] + 1.0 < a[0]:
+        return "latency_ms_p50_ci95"
+    return within
 
 
 def achieved(dense: dict, cell: dict) -> tuple[float | None, list | None]:

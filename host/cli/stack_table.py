@@ -8,8 +8,9 @@ from host.cli.render import PlainTable
 
 CAPTION = ("expected: the compression ratio, of non-zero weights (W: unstructured), FLOPs (F: channels) and "
            "32 bits / the precision's bits (b); achieved: the stack's dense fp32 p50 / this p50 [95 %; cells "
-           "of one campaign: their within-campaign intervals] (share: achieved / expected); vs ref: the "
-           "reference stack's dense fp32 p50 / this p50; -: no interval (fewer than 5 processes) or no ratio")
+           "one run measured interleaved: their within-campaign intervals] (share: achieved / expected); vs "
+           "ref: the reference stack's dense fp32 p50 / this p50; -: no interval (fewer than 5 processes) or "
+           "no ratio")
 
 _OF = {"nonzeros": "W", "flops": "F", "bits": "b"}
 
