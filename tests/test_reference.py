@@ -90,6 +90,21 @@ def test_machine_trend_of_constructed_records(p50s, trend):
         assert found["first_rounds"] == [1, 2] and found["last_rounds"] == [5, 6]
 
 
+def test_a_trend_across_runs_of_one_campaign_names_the_run_of_each_round():
+    """Two host bench runs into one campaign (another runtime's command, a resume): the second run's
+    rounds count from 1 again, so the note names the run, not "rounds 3-2"."""
+    records = _records([1.0, 1.01, 0.99]) + _records([1.3, 1.31, 1.29])
+    for r in records[3:]:
+        r["others_cpu_share"] = 0.5
+    for r in records[:3]:
+        r["others_cpu_share"] = 0.0
+    line = reference.trend_line("b1", reference.machine_trend(records))
+    assert "run 2 round 2 to run 2 round 3 (1.3 ms) than in run 1 round 1 to run 1 round 2 (1 ms)" in line
+    assert "before run 2 round 1 and 50% from it on" in line
+    one = reference.trend_line("b1", reference.machine_trend(_records([1.0, 1.01, 0.99, 1.3, 1.31, 1.29])))
+    assert "in rounds 5-6 (1.3 ms) than in rounds 1-2 (1 ms)" in one  # one run: rounds as before
+
+
 def test_a_step_in_the_reference_is_reported_once_as_a_machine_trend(tmp_path):
     assert bench(tmp_path).exit_code in MEASURED
     path = tmp_path / "c" / "campaign.json"

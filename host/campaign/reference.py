@@ -78,14 +78,41 @@ def record(doc: dict, round_no: int) -> dict:
             "checksum": (doc.get("workload") or {}).get("checksum")}
 
 
-def _p50s(records: list) -> list:
-    """``[(round, p50)]`` of the usable records, in their order (the order they ran: a resumed
-    campaign's rounds count from 1 again)."""
-    out = []
+def _run_numbers(records: list) -> list:
+    """The run number (1, 2, ...) of each record, in their order: a campaign's later ``host bench``
+    run (a resume, another runtime's command) counts its rounds from 1 again, so a round number not
+    above the one before starts a new run."""
+    out, run, last = [], 1, None
     for r in records or []:
+        n = (r.get("round") or 0) if isinstance(r, dict) else 0
+        if last is not None and n <= last:
+            run += 1
+        out.append(run)
+        last = n
+    return out
+
+
+def _at(runs: list, rounds: list, many: bool) -> str:
+    """``round 4``, ``rounds 1-9`` or, when the records span several runs, ``run 2 round 27`` /
+    ``run 2 round 27 to run 3 round 5``."""
+    def one(i):
+        return f"run {runs[i]} round {rounds[i]}" if many else f"round {rounds[i]}"
+
+    if len(rounds) == 1:
+        return one(0)
+    if not many:
+        return f"rounds {rounds[0]}-{rounds[-1]}"
+    return f"{one(0)} to {one(-1)}"
+
+
+def _p50s(records: list) -> list:
+    """``[(round, p50, run)]`` of the usable records, in their order (the order they ran: a resumed
+    campaign's rounds count from 1 again: ``run`` says which run, :func:`_run_numbers`)."""
+    out = []
+    for r, run in zip(records or [], _run_numbers(records)):
         p50 = r.get("latency_ms_p50") if isinstance(r, dict) else None
         if isinstance(p50, (int, float)) and math.isfinite(p50) and p50 > 0:
-            out.append((r.get("round") or 0, float(p50)))
+            out.append((r.get("round") or 0, float(p50), run))
     return out
 
 
@@ -94,18 +121,23 @@ def machine_trend(records: list, threshold: float = TREND_THRESHOLD) -> dict | N
     third of the rounds (at least one) against the first third's. None with fewer than two runs.
 
     Returns:
-        ``{"first_rounds", "last_rounds", "first_ms", "last_ms", "change", "threshold", "trend"}``;
-        ``change`` is relative (last / first - 1), ``trend`` whether ``|change| > threshold``.
+        ``{"first_rounds", "last_rounds", "first_at", "last_at", "first_ms", "last_ms", "change",
+        "threshold", "trend"}`` and :func:`_load_trend`'s fields; ``change`` is relative (last / first
+        - 1), ``trend`` whether ``|change| > threshold``; ``first_at`` / ``last_at`` name the rounds,
+        with their run when the records span several runs of the campaign.
     """
     runs = _p50s(records)
     if len(runs) < 2:
         return None
     k = max(1, len(runs) // 3)
     first, last = runs[:k], runs[-k:]
-    first_ms = statistics.median(p for _, p in first)
-    last_ms = statistics.median(p for _, p in last)
+    first_ms = statistics.median(p for _, p, _ in first)
+    last_ms = statistics.median(p for _, p, _ in last)
     change = last_ms / first_ms - 1.0
-    return {"first_rounds": [r for r, _ in first], "last_rounds": [r for r, _ in last],
+    many = runs[-1][2] > 1
+    return {"first_rounds": [r for r, _, _ in first], "last_rounds": [r for r, _, _ in last],
+            "first_at": _at([n for _, _, n in first], [r for r, _, _ in first], many),
+            "last_at": _at([n for _, _, n in last], [r for r, _, _ in last], many),
             "first_ms": first_ms, "last_ms": last_ms, "change": change, "threshold": threshold,
             "trend": abs(change) > threshold, **_load_trend(records)}
 
@@ -126,13 +158,16 @@ def _load_trend(records: list) -> dict:
     2 × :data:`LOAD_SIDE_MIN` such runs."""
     from host.campaign.machine import LOAD_STEP, level_step
 
-    runs = [(r.get("round") or 0, r.get("others_cpu_share")) for r in records or [] if isinstance(r, dict)]
-    runs = [(n, x) for n, x in runs if isinstance(x, (int, float)) and math.isfinite(x)]
-    out = {"load_first": None, "load_last": None, "load_from_round": None, "load_step": False}
-    step = level_step([x for _, x in runs], LOAD_SIDE_MIN)
+    runs = [(r.get("round") or 0, r.get("others_cpu_share"), run)
+            for r, run in zip(records or [], _run_numbers(records)) if isinstance(r, dict)]
+    runs = [(n, x, run) for n, x, run in runs if isinstance(x, (int, float)) and math.isfinite(x)]
+    out = {"load_first": None, "load_last": None, "load_from_round": None, "load_from": None,
+           "load_step": False}
+    step = level_step([x for _, x, _ in runs], LOAD_SIDE_MIN)
     if step is not None:
-        out.update(load_first=step[0], load_last=step[1], load_from_round=runs[step[2]][0],
-                   load_step=abs(step[1] - step[0]) >= LOAD_STEP)
+        n, _, run = runs[step[2]]
+        out.update(load_first=step[0], load_last=step[1], load_from_round=n,
+                   load_from=_at([run], [n], runs[-1][2] > 1), load_step=abs(step[1] - step[0]) >= LOAD_STEP)
     return out
 
 
@@ -148,13 +183,15 @@ def trend_line(device: str, trend: dict | None) -> str | None:
     parts = []
     if trend["trend"]:
         way = "slower" if trend["change"] > 0 else "faster"
-        parts.append(f"the reference workload ran {abs(trend['change']):.0%} {way} in "
-                     f"{rounds(trend['last_rounds'])} ({trend['last_ms']:.3g} ms) than in "
-                     f"{rounds(trend['first_rounds'])} ({trend['first_ms']:.3g} ms), beyond "
-                     f"±{trend['threshold']:.0%}")
+        last = trend.get("last_at") or rounds(trend["last_rounds"])
+        first = trend.get("first_at") or rounds(trend["first_rounds"])
+        parts.append(f"the reference workload ran {abs(trend['change']):.0%} {way} in {last} "
+                     f"({trend['last_ms']:.3g} ms) than in {first} ({trend['first_ms']:.3g} ms), "
+                     f"beyond ±{trend['threshold']:.0%}")
     if trend.get("load_step"):
-        parts.append(f"other processes used {trend['load_first']:.0%} of its CPU before round "
-                     f"{trend['load_from_round']} and {trend['load_last']:.0%} from it on")
+        parts.append(f"other processes used {trend['load_first']:.0%} of its CPU before "
+                     f"{trend.get('load_from') or 'round ' + str(trend['load_from_round'])} and "
+                     f"{trend['load_last']:.0%} from it on")
     return (f"machine trend on {device}: " + "; ".join(parts)
             + ": the whole board's speed moved, and every cell on it with it")
 
