@@ -264,8 +264,10 @@ def deploy(
     """Prepare boards in parallel: work folder, runner package (by content hash; skipped when
     there), container image (present, loaded from image_archive, or pulled) or the native
     runtime import check, and optionally the given models. One board's failure never stops
-    the others. Exit code 1 when any board failed. --coordinator ADDRESS --place NAME /
-    --places TAG=VALUE deploys to the boards of labgrid places (held for the deploy only).
+    the others. Exit code 1 when any board failed.
+
+    With --coordinator ADDRESS and --place NAME (or --places TAG=VALUE): the boards of labgrid
+    places, each held for the deploy only.
     """
     from host.campaign.run import discover_models
     from host.cli.render import PlainTable as Table
