@@ -342,6 +342,8 @@ def test_stack_rows_hand_worked():
     assert stack_rows([pu, pc]) == []  # no dense cell: nothing to compare against
     bad = dict(pu, latency={"latency_ms_p50": 5.0, "latency_ms_p50_ci95": [5.5, 6]})  # p50 outside its CI
     assert achieved(dense, bad)[1] is None
+    for absurd in (-1e308, 0.0, float("inf"), None):  # a hand-edited p50: no ratio, no row with a sign flip
+        assert achieved(dense, dict(pu, latency={"latency_ms_p50": absurd}))[0] is None
 
 
 def test_a_compiled_stack_is_compared_with_its_own_dense_cell_and_with_the_reference():

@@ -33,10 +33,13 @@ PRUNE_SCHEMA = "edgegauge.prune/1"
 
 
 def _ratio(dense, compressed) -> float | None:
+    """``dense / compressed``; None unless both are finite and positive (a hand-edited or broken cell
+    with a zero, negative or infinite latency or count has no ratio)."""
     try:
-        return float(dense) / float(compressed) if dense and compressed else None
+        a, b = float(dense), float(compressed)
     except (TypeError, ValueError):
         return None
+    return a / b if 0 < a < math.inf and 0 < b < math.inf else None
 
 
 def _expected(dense: dict, cell: dict, info: dict) -> tuple[float | None, str]:
