@@ -123,6 +123,7 @@ def stack_rows(cells: list[dict]) -> list[dict]:
     for c, w in placed:
         if w["pruning"] == "dense" and w["arithmetic"] == "fp32":
             bases.setdefault((w["device"], w["source"], w["stack"]), []).append((c, w))
+    refs = _reference_stacks(bases)
     rows = []
     for c, w in placed:
         group = bases.get((w["device"], w["source"], w["stack"]))
@@ -130,7 +131,7 @@ def stack_rows(cells: list[dict]) -> list[dict]:
             continue
         campaign = _get(c, "cell", "campaign")
         base = _pick([b for b, _ in group], campaign)
-        ref_stack = _reference_stack(bases, w["device"], w["source"])
+        ref_stack = refs[(w["device"], w["source"])]
         ref = _pick([b for b, _ in bases[(w["device"], w["source"], ref_stack)]], campaign)
         rows.append(_row(c, w, base, ref, ref_stack))
     rows.sort(key=lambda r: (str(r["device"]), str(r["source_model"]), r["pruning"] != "dense", r["pruning"],
@@ -139,10 +140,14 @@ def stack_rows(cells: list[dict]) -> list[dict]:
     return rows
 
 
-def _reference_stack(bases: dict, device, source) -> str:
-    stacks = sorted((w["tag"] != "", w["stack"]) for (d, s, _), group in bases.items()
-                    if d == device and s == source for _, w in group[:1])
-    return stacks[0][1]
+def _reference_stacks(bases: dict) -> dict:
+    """``{(device, source): its reference stack}``: the first stack without a compile tag by name,
+    else the first stack."""
+    best: dict = {}
+    for (device, source, stack), group in bases.items():
+        rank = (group[0][1]["tag"] != "", stack)
+        best[(device, source)] = min(best.get((device, source), rank), rank)
+    return {key: rank[1] for key, rank in best.items()}
 
 
 def _row(cell: dict, where: dict, base: dict, ref: dict, ref_stack: str) -> dict:

@@ -340,14 +340,6 @@ def apply_database(mod, target: dict, work_dir: str):
                               work_dir=str(work_dir))(mod)
 
 
-def _records(folder: Path) -> int:
-    path = folder / "database_tuning_record.json"
-    if not path.is_file():
-        return 0
-    with open(path, encoding="utf-8") as fh:
-        return sum(1 for line in fh if line.strip())
-
-
 def tuned_module(mod, target: dict, trials: int, cache: Path, key: str, per_task: int = 0,
                  tuner=None) -> tuple:
     """``(mod with the tuned schedules applied, tuning record)``: the database of ``key`` under
@@ -358,12 +350,13 @@ def tuned_module(mod, target: dict, trials: int, cache: Path, key: str, per_task
     from runners.backends.tvm.tuning import measured_records
 
     db = cache / "tuning" / key
-    if db.is_dir() and _failed_only(db):  # made before tuning.py's check: nothing measured, tune again
+    measured, total, _ = measured_records(db)
+    if db.is_dir() and total and not measured:  # made before tuning.py's check: nothing measured, tune again
         shutil.rmtree(db, ignore_errors=True)
     if db.is_dir():
         return apply_database(mod, target, str(db)), {
-            "cache_hit": True, "s": None, "database": str(db), "records": _records(db),
-            "measured_records": measured_records(db)[0], "trials": trials, "trials_per_task": per_task}
+            "cache_hit": True, "s": None, "database": str(db), "records": total,
+            "measured_records": measured, "trials": trials, "trials_per_task": per_task}
     db.parent.mkdir(parents=True, exist_ok=True)
     _, tmp = new_temp(db.parent, directory=True)
     try:
@@ -379,18 +372,11 @@ def tuned_module(mod, target: dict, trials: int, cache: Path, key: str, per_task
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return mod, {"cache_hit": False, "s": round(seconds, 3), "database": str(db), "records": _records(db),
-                 "measured_records": measured_records(db)[0], "trials": trials, "trials_per_task": per_task,
+    measured, total, _ = measured_records(db)
+    return mod, {"cache_hit": False, "s": round(seconds, 3), "database": str(db), "records": total,
+                 "measured_records": measured, "trials": trials, "trials_per_task": per_task,
                  "finished_utc": utc_now()}
 
-
-def _failed_only(db: Path) -> bool:
-    """Whether a cached MetaSchedule database holds records but none measured (every candidate failed
-    to build or run: :mod:`runners.backends.tvm.tuning`)."""
-    from runners.backends.tvm.tuning import measured_records
-
-    measured, total, _ = measured_records(db)
-    return total > 0 and measured == 0
 
 
 def build_library(mod, target: dict, path: Path, linker: Optional[dict] = None) -> None:
